@@ -1,0 +1,7 @@
+//! berth: a daemonless compose orchestrator for Linux.
+//!
+//! Everything the `berth` command does is available here: load a compose project
+//! ([`compose`]), build its dependency graph ([`graph`]).
+
+pub mod compose;
+pub mod graph;
