@@ -3,5 +3,6 @@
 //! Everything the `berth` command does is available here: load a compose project
 //! ([`compose`]), build its dependency graph ([`graph`]).
 
+pub mod cli;
 pub mod compose;
 pub mod graph;

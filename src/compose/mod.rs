@@ -3,11 +3,22 @@
 //! Nothing here touches the host beyond reading files.
 
 pub mod canonical;
+pub mod consistency;
 pub mod dotenv;
+pub mod environment;
 pub mod error;
+pub mod hash;
 pub mod interpolate;
+pub mod load;
+pub mod merge;
 pub mod model;
 pub mod node;
+pub mod normalize;
+pub mod options;
+pub mod paths;
+pub mod schema;
 pub mod yaml;
 
 pub use error::LoadError;
+pub use load::{LoadedProject, load, load_project};
+pub use options::ProjectOptions;

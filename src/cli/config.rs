@@ -1,0 +1,150 @@
+//! `berth config`: the project as `docker compose config` prints it.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use super::{CliError, CliResult, GlobalOptions, output};
+use crate::compose::hash::service_hash;
+
+/// Output format of `config`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConfigFormat {
+    /// YAML (default)
+    Yaml,
+    /// JSON
+    Json,
+}
+
+/// Flags of `berth config`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Format the output
+    #[arg(long, value_enum, default_value_t = ConfigFormat::Yaml)]
+    format: ConfigFormat,
+    /// Only validate the configuration, don't print anything
+    #[arg(short, long)]
+    quiet: bool,
+    /// Don't check model consistency (references between services, networks, volumes...)
+    #[arg(long)]
+    no_consistency: bool,
+    /// Don't interpolate environment variables
+    #[arg(long)]
+    no_interpolate: bool,
+    /// Don't resolve file paths
+    #[arg(long)]
+    no_path_resolution: bool,
+    /// Print the service names, one per line
+    #[arg(long)]
+    services: bool,
+    /// Print the volume names, one per line
+    #[arg(long)]
+    volumes: bool,
+    /// Print the network names, one per line
+    #[arg(long)]
+    networks: bool,
+    /// Print the profile names, one per line
+    #[arg(long)]
+    profiles: bool,
+    /// Print the image names, one per line
+    #[arg(long)]
+    images: bool,
+    /// Print the service config hash, one per line ("*" for all services, or a comma list)
+    #[arg(long, value_name = "SERVICES")]
+    hash: Option<String>,
+    /// Save to a file instead of printing
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Services to print (with what they depend on)
+    #[arg(value_name = "SERVICE")]
+    service_names: Vec<String>,
+}
+
+/// Runs `berth config`.
+pub fn run(global: &GlobalOptions, args: &ConfigArgs) -> CliResult<()> {
+    let mut opts = global.project_options()?;
+    opts.consistency = !args.no_consistency;
+    opts.interpolate = !args.no_interpolate;
+    opts.resolve_paths = !args.no_path_resolution;
+    opts.services = args.service_names.clone();
+    if args.profiles {
+        // Every profile the files define, whether active or not.
+        opts.profiles.push("*".into());
+    }
+    let loaded = super::load(&opts)?;
+    let project = &loaded.project;
+    if args.quiet {
+        return Ok(());
+    }
+    let mut json = serde_json::to_value(project).map_err(|e| CliError::msg(format!("cannot render the project: {e}")))?;
+    if !args.service_names.is_empty() {
+        let keep = super::graph::with_dependencies(&loaded, &args.service_names)?;
+        if let Some(services) = json.get_mut("services").and_then(serde_json::Value::as_object_mut) {
+            services.retain(|name, _| keep.contains(name));
+        }
+    }
+    let names = |section: &str| -> Vec<String> {
+        json.get(section).and_then(serde_json::Value::as_object).map(|m| m.keys().cloned().collect()).unwrap_or_default()
+    };
+    let text = if args.services {
+        lines(names("services"))
+    } else if args.volumes {
+        lines(names("volumes"))
+    } else if args.networks {
+        lines(names("networks"))
+    } else if args.profiles {
+        let mut all: Vec<String> = project.services.values().flat_map(|s| s.profiles.iter().cloned()).collect();
+        all.sort();
+        all.dedup();
+        lines(all)
+    } else if args.images {
+        lines(
+            project
+                .services
+                .iter()
+                .map(|(name, s)| s.image.clone().unwrap_or_else(|| format!("{}-{}", project.name, name)))
+                .collect(),
+        )
+    } else if let Some(selection) = &args.hash {
+        let wanted: Vec<&str> = selection.split(',').map(str::trim).collect();
+        let services = json.get("services").and_then(serde_json::Value::as_object).cloned().unwrap_or_default();
+        for name in &wanted {
+            if *name != "*" && !services.contains_key(*name) {
+                return Err(CliError::msg(format!("no such service: {name}")));
+            }
+        }
+        lines(
+            services
+                .iter()
+                .filter(|(name, _)| wanted.contains(&"*") || wanted.contains(&name.as_str()))
+                .map(|(name, s)| format!("{name} {}", service_hash(s)))
+                .collect(),
+        )
+    } else {
+        let body = match args.format {
+            ConfigFormat::Json => {
+                let mut t = serde_json::to_string_pretty(&json).map_err(|e| CliError::msg(e.to_string()))?;
+                t.push('\n');
+                t
+            }
+            ConfigFormat::Yaml => output::yaml_text(&json),
+        };
+        // docker compose prints a literal `$` as `$$`, so that its output reads back the same.
+        if args.no_interpolate { body } else { body.replace('$', "$$") }
+    };
+    match &args.output {
+        Some(path) => std::fs::write(path, text)
+            .map_err(|e| CliError::msg(format!("cannot write {}: {e}", path.display())))?,
+        None => {
+            let mut out = std::io::stdout().lock();
+            // A closed pipe (`berth config | head`) is not an error worth reporting.
+            let _ = out.write_all(text.as_bytes());
+        }
+    }
+    Ok(())
+}
+
+fn lines(items: Vec<String>) -> String {
+    items.into_iter().map(|s| s + "\n").collect()
+}

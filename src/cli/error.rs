@@ -1,0 +1,44 @@
+//! The CLI's error: one readable message (a library error with its cause chain) and an exit
+//! code.
+
+use std::fmt;
+
+/// What a failed command prints, and the exit code it returns.
+#[derive(Debug)]
+pub struct CliError {
+    message: String,
+    /// Exit code (1 unless a command says otherwise).
+    pub code: u8,
+}
+
+impl CliError {
+    /// An error with a message and exit code 1.
+    pub fn msg(message: impl Into<String>) -> CliError {
+        CliError { message: message.into(), code: 1 }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl<E: std::error::Error> From<E> for CliError {
+    fn from(e: E) -> CliError {
+        let mut message = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            let text = s.to_string();
+            if !message.contains(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            source = s.source();
+        }
+        CliError { message, code: 1 }
+    }
+}
+
+/// Result of a CLI command.
+pub type CliResult<T> = std::result::Result<T, CliError>;

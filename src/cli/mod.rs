@@ -1,0 +1,111 @@
+//! The `berth` command line: clap definitions, global options shaped like `docker compose`,
+//! and one readable error message (with its cause chain) per failure.
+
+mod config;
+mod error;
+mod graph;
+mod output;
+
+pub use error::{CliError, CliResult};
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::compose::{LoadedProject, ProjectOptions};
+
+/// berth: a daemonless compose orchestrator.
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOptions,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes, as `docker compose` names them.
+#[derive(Debug, Args, Clone)]
+pub struct GlobalOptions {
+    /// Compose configuration files (repeatable; `-` reads standard input)
+    #[arg(short = 'f', long = "file", global = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Project name
+    #[arg(short = 'p', long = "project-name", global = true, value_name = "NAME")]
+    pub project_name: Option<String>,
+    /// Alternate working directory (default: the folder of the first compose file)
+    #[arg(long = "project-directory", global = true, value_name = "DIR")]
+    pub project_directory: Option<PathBuf>,
+    /// Profile to enable (repeatable)
+    #[arg(long = "profile", global = true, value_name = "PROFILE")]
+    pub profiles: Vec<String>,
+    /// Alternate environment file (repeatable)
+    #[arg(long = "env-file", global = true, value_name = "FILE")]
+    pub env_files: Vec<PathBuf>,
+    /// Progress output type
+    #[arg(long, global = true, value_enum, default_value_t = Progress::Auto)]
+    pub progress: Progress,
+    /// Where berth keeps its state
+    #[arg(long, global = true, env = "BERTH_ROOT", value_name = "DIR", default_value = "/var/lib/berth")]
+    pub root: PathBuf,
+}
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Progress {
+    /// A live view on a terminal, plain lines otherwise.
+    Auto,
+    /// Always the live view.
+    Tty,
+    /// Plain lines.
+    Plain,
+    /// Nothing.
+    Quiet,
+    /// JSON lines.
+    Json,
+}
+
+/// The subcommands. Only commands that work are listed.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Parse, resolve and render the compose file in canonical format
+    Config(config::ConfigArgs),
+    /// Show the dependency graph of services, networks and volumes (start order by levels)
+    Graph(graph::GraphArgs),
+}
+
+impl GlobalOptions {
+    /// Loader options from these flags and the process environment.
+    pub fn project_options(&self) -> CliResult<ProjectOptions> {
+        let mut opts = ProjectOptions::from_process()
+            .map_err(|e| CliError::msg(format!("cannot read the working directory: {e}")))?;
+        opts.files = self.files.clone();
+        opts.project_name = self.project_name.clone();
+        opts.project_dir = self.project_directory.clone();
+        opts.profiles = self.profiles.clone();
+        opts.env_files = self.env_files.clone();
+        Ok(opts)
+    }
+}
+
+/// Loads the project these options describe.
+pub(crate) fn load(opts: &ProjectOptions) -> CliResult<LoadedProject> {
+    Ok(crate::compose::load_project(opts)?)
+}
+
+/// Parses the command line, runs the command, prints one error line on failure.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Config(args) => config::run(&cli.global, args),
+        Command::Graph(args) => graph::run(&cli.global, args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            ExitCode::from(e.code)
+        }
+    }
+}

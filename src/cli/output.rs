@@ -1,0 +1,47 @@
+//! Rendering of JSON values as YAML (for `config --format yaml`), through saphyr's emitter.
+
+use saphyr::{Scalar, Yaml};
+
+/// Converts a JSON value to a YAML document node, keeping key order.
+fn to_yaml(value: &serde_json::Value) -> Yaml<'static> {
+    use serde_json::Value as J;
+    match value {
+        J::Null => Yaml::Value(Scalar::Null),
+        J::Bool(b) => Yaml::Value(Scalar::Boolean(*b)),
+        J::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => Yaml::Value(Scalar::Integer(i)),
+            (None, Some(f)) => Yaml::Value(Scalar::FloatingPoint(f.into())),
+            (None, None) => Yaml::Value(Scalar::String(n.to_string().into())),
+        },
+        J::String(s) => Yaml::Value(Scalar::String(s.clone().into())),
+        J::Array(items) => Yaml::Sequence(items.iter().map(to_yaml).collect()),
+        J::Object(map) => Yaml::Mapping(
+            map.iter().map(|(k, v)| (Yaml::Value(Scalar::String(k.clone().into())), to_yaml(v))).collect(),
+        ),
+    }
+}
+
+/// Renders a JSON value as a YAML document (no `---` header), ending with a newline.
+pub fn yaml_text(value: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let mut emitter = saphyr::YamlEmitter::new(&mut out);
+    emitter.multiline(true);
+    // Writing into a String cannot fail.
+    let _ = emitter.dump(&to_yaml(value));
+    let body = out.strip_prefix("---\n").unwrap_or(&out).to_string();
+    if body.ends_with('\n') { body } else { body + "\n" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_keeps_order_and_quotes_ambiguous_strings() {
+        let v = serde_json::json!({"name": "demo", "services": {"web": {"ports": [{"target": 80, "published": "8080"}], "command": null}}});
+        let text = yaml_text(&v);
+        assert!(text.starts_with("name: demo\nservices:\n"), "{text}");
+        assert!(text.contains("published: \"8080\""), "{text}");
+        assert!(text.contains("command: ~") || text.contains("command: null"), "{text}");
+    }
+}

@@ -1,0 +1,114 @@
+//! Reference checks over the normalized tree (compose-go `checkConsistency`): every service,
+//! network, volume, secret and config a service names must exist. Errors point at the
+//! reference in the file.
+
+use super::error::LoadError;
+use super::node::{Map, Node, Value};
+
+/// Checks references in a normalized tree; the first problem found is returned.
+pub fn check(tree: &Node) -> Result<(), LoadError> {
+    let empty = Map::default();
+    let section = |name: &str| tree.get(name).and_then(Node::as_map).unwrap_or(&empty);
+    let services = section("services");
+    let (networks, volumes, secrets, configs) =
+        (section("networks"), section("volumes"), section("secrets"), section("configs"));
+
+    for (name, service) in services.iter() {
+        let at = |attr: &str| format!("services.{name}.{attr}");
+        let err = |node: &Node, attr: &str, msg: String| Err(LoadError::invalid(&node.mark, at(attr), msg));
+        if service.get("image").is_none() && service.get("build").is_none() {
+            return Err(LoadError::invalid(
+                &service.mark,
+                format!("services.{name}"),
+                format!("service {name:?} has neither an image nor a build context specified"),
+            ));
+        }
+        if let Some(deps) = service.get("depends_on").and_then(Node::as_map) {
+            for (dep, spec) in deps.iter() {
+                let required = !matches!(spec.get("required").map(|r| &r.value), Some(Value::Bool(false)));
+                if required && !services.contains(dep) {
+                    return err(spec, "depends_on", format!("service {name:?} depends on undefined service {dep:?}"));
+                }
+            }
+        }
+        if let Some(nets) = service.get("networks").and_then(Node::as_map) {
+            for (net, spec) in nets.iter() {
+                if !networks.contains(net) {
+                    return err(spec, "networks", format!("service {name:?} refers to undefined network {net:?}"));
+                }
+            }
+        }
+        for (attr, prefix) in [("network_mode", "service:"), ("ipc", "service:"), ("pid", "service:")] {
+            if let Some(node) = service.get(attr) {
+                if let Some(target) = node.as_str().and_then(|m| m.strip_prefix(prefix)) {
+                    if !services.contains(target) {
+                        return err(node, attr, format!("service {name:?} refers to undefined service {target:?}"));
+                    }
+                }
+            }
+        }
+        if service.get("network_mode").is_some() && service.get("networks").is_some() {
+            let node = service.get("network_mode").unwrap_or(service);
+            return err(node, "network_mode", "network_mode and networks cannot be combined".into());
+        }
+        for (i, from) in service.get("volumes_from").and_then(Node::as_seq).into_iter().flatten().enumerate() {
+            let Some(text) = from.as_str() else { continue };
+            if text.starts_with("container:") {
+                continue;
+            }
+            let target = text.strip_prefix("service:").unwrap_or(text).split(':').next().unwrap_or_default();
+            if !services.contains(target) {
+                return err(
+                    from,
+                    &format!("volumes_from[{i}]"),
+                    format!("service {name:?} refers to undefined service {target:?}"),
+                );
+            }
+        }
+        for (i, link) in service.get("links").and_then(Node::as_seq).into_iter().flatten().enumerate() {
+            let target = link.as_str().and_then(|l| l.split(':').next()).unwrap_or_default();
+            if !services.contains(target) {
+                return err(link, &format!("links[{i}]"), format!("service {name:?} links to undefined service {target:?}"));
+            }
+        }
+        for (i, volume) in service.get("volumes").and_then(Node::as_seq).into_iter().flatten().enumerate() {
+            if volume.get("type").and_then(Node::as_str) != Some("volume") {
+                continue;
+            }
+            if let Some(source) = volume.get("source").and_then(Node::as_str) {
+                if !volumes.contains(source) {
+                    return err(
+                        volume,
+                        &format!("volumes[{i}]"),
+                        format!("service {name:?} refers to undefined volume {source:?}"),
+                    );
+                }
+            }
+        }
+        for (attr, defined) in [("secrets", secrets), ("configs", configs)] {
+            for (i, item) in service.get(attr).and_then(Node::as_seq).into_iter().flatten().enumerate() {
+                let Some(source) = item.get("source").and_then(Node::as_str) else { continue };
+                if !defined.contains(source) {
+                    let kind = attr.trim_end_matches('s');
+                    return err(
+                        item,
+                        &format!("{attr}[{i}]"),
+                        format!("service {name:?} refers to undefined {kind} {source:?}"),
+                    );
+                }
+            }
+        }
+        if let Some(cn) = service.get("container_name") {
+            let scale = |n: Option<&Node>| n.and_then(Node::scalar_text).and_then(|s| s.parse::<i64>().ok());
+            let replicas = scale(service.get("scale")).or_else(|| scale(service.get("deploy").and_then(|d| d.get("replicas"))));
+            if replicas.is_some_and(|r| r > 1) {
+                return err(
+                    cn,
+                    "container_name",
+                    format!("service {name:?} sets container_name but has more than one replica: container names must be unique"),
+                );
+            }
+        }
+    }
+    Ok(())
+}

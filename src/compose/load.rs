@@ -1,0 +1,554 @@
+//! The loading pipeline: files to one canonical, merged, normalized tree, then to the typed
+//! [`Project`].
+//!
+//! Per file: parse, take out merge tags, interpolate, validate against the schema,
+//! canonicalise short syntax, make paths absolute, resolve `extends` and `include`. Then the
+//! files are merged in order, profiles applied, the model normalized (names, default network,
+//! `env_file` and `label_file` folded in) and checked for consistency, and finally decoded.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::environment::{self, Environment};
+use super::error::LoadError;
+use super::interpolate;
+use super::merge::{self, MergeTags};
+use super::model::Project;
+use super::node::{Key, Mark, Node, Value, pointer_to_path};
+use super::options::ProjectOptions;
+use super::{canonical, paths, schema, yaml};
+
+/// File names looked for, in order, in the working dir and its parents.
+pub const DEFAULT_FILE_NAMES: [&str; 4] =
+    ["compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml"];
+/// Override file names merged over a discovered file, first found wins.
+pub const DEFAULT_OVERRIDE_NAMES: [&str; 4] = [
+    "compose.override.yaml",
+    "compose.override.yml",
+    "docker-compose.override.yaml",
+    "docker-compose.override.yml",
+];
+
+/// A loaded project with what it was loaded from.
+#[derive(Debug, Clone)]
+pub struct LoadedProject {
+    /// The typed model.
+    pub project: Project,
+    /// The merged, normalized tree (marks point at the files), for locating later errors.
+    pub tree: Node,
+    /// The compose files, in merge order.
+    pub files: Vec<PathBuf>,
+    /// The project directory.
+    pub project_dir: PathBuf,
+    /// The interpolation environment, including `COMPOSE_PROJECT_NAME`.
+    pub environment: Environment,
+    /// Services left out because none of their profiles is active.
+    pub disabled_services: Vec<String>,
+}
+
+/// Loads a project as `docker compose` would, and returns the typed model.
+pub fn load(opts: &ProjectOptions) -> Result<Project, LoadError> {
+    load_project(opts).map(|l| l.project)
+}
+
+/// One compose file's text and how it is named in messages.
+struct Source {
+    path: PathBuf,
+    display: Arc<str>,
+    text: String,
+}
+
+/// Loads a project and keeps the details (files, tree, environment).
+pub fn load_project(opts: &ProjectOptions) -> Result<LoadedProject, LoadError> {
+    let sources = read_sources(opts)?;
+    let project_dir = match &opts.project_dir {
+        Some(dir) => paths::clean(&opts.working_dir.join(dir)),
+        None => match sources.first() {
+            Some(s) if s.path.as_os_str() != "-" => {
+                s.path.parent().map(Path::to_path_buf).unwrap_or_else(|| opts.working_dir.clone())
+            }
+            _ => opts.working_dir.clone(),
+        },
+    };
+    let mut env = environment::with_env_files(&opts.environment, &env_files(opts, &project_dir)?)?;
+
+    // Parse everything first: the project name may come from a file's `name`, and it must be
+    // known (as COMPOSE_PROJECT_NAME) before anything else is interpolated.
+    let mut parsed = Vec::with_capacity(sources.len());
+    for source in &sources {
+        let mut tree = yaml::parse(&source.text, &source.display)?;
+        let tags = merge::take_merge_tags(&mut tree);
+        parsed.push((tree, tags));
+    }
+    let name = project_name(opts, &env, &parsed, &project_dir)?;
+    env.insert("COMPOSE_PROJECT_NAME".into(), name.clone());
+
+    let home = env.get("HOME").cloned();
+    let ctx = FileContext { env: &env, opts, home: home.as_deref() };
+    let mut merged: Option<Node> = None;
+    for (tree, tags) in parsed {
+        let tree = ctx.process(tree, &project_dir, &mut Vec::new())?;
+        match merged.as_mut() {
+            None => merged = Some(tree),
+            Some(base) => merge::merge_files(base, tree, &tags),
+        }
+    }
+    let mut tree = merged.unwrap_or_else(|| Node::map(&Mark::default()));
+    if let Some(map) = tree.as_map_mut() {
+        map.remove("version");
+        let name_mark = map.get("name").map(|n| n.mark.clone()).unwrap_or_default();
+        map.insert(Key { name: "name".into(), mark: name_mark.clone() }, Node::str(name.clone(), &name_mark));
+    }
+
+    let disabled = apply_profiles(&mut tree, opts, &env)?;
+    super::normalize::normalize(&mut tree, &name, &env)?;
+    if opts.consistency {
+        super::consistency::check(&tree)?;
+    }
+    let project = decode(&tree)?;
+    Ok(LoadedProject {
+        project,
+        tree,
+        files: sources.into_iter().map(|s| s.path).collect(),
+        project_dir,
+        environment: env,
+        disabled_services: disabled,
+    })
+}
+
+/// Decodes the normalized tree; a value the model refuses is reported where it is written.
+fn decode(tree: &Node) -> Result<Project, LoadError> {
+    let json = tree.to_json();
+    let mut track = serde_path_to_error::Track::new();
+    let de = serde_path_to_error::Deserializer::new(json, &mut track);
+    serde::Deserialize::deserialize(de).map_err(|e: serde_json::Error| {
+        let pointer: String = track
+            .path()
+            .iter()
+            .map(|seg| match seg {
+                serde_path_to_error::Segment::Seq { index } => format!("/{index}"),
+                serde_path_to_error::Segment::Map { key } => format!("/{}", key.replace('~', "~0").replace('/', "~1")),
+                serde_path_to_error::Segment::Enum { variant } => format!("/{variant}"),
+                serde_path_to_error::Segment::Unknown => String::new(),
+            })
+            .collect();
+        let node = tree.locate(&pointer);
+        LoadError::invalid(&node.mark, pointer_to_path(tree, &pointer), e.to_string())
+    })
+}
+
+/// Shared state of loading one project's files.
+struct FileContext<'a> {
+    env: &'a Environment,
+    opts: &'a ProjectOptions,
+    home: Option<&'a str>,
+}
+
+impl FileContext<'_> {
+    /// Interpolation, validation, canonical form, absolute paths, `extends` and `include` for
+    /// one file whose relative paths are relative to `base`. `chain` holds the `extends` being
+    /// resolved, to report cycles.
+    fn process(&self, mut tree: Node, base: &Path, chain: &mut Vec<String>) -> Result<Node, LoadError> {
+        self.prepare(&mut tree, base)?;
+        self.apply_extends(&mut tree, chain)?;
+        self.apply_include(&mut tree)?;
+        Ok(tree)
+    }
+
+    /// The steps every file goes through before it is combined with anything.
+    fn prepare(&self, tree: &mut Node, base: &Path) -> Result<(), LoadError> {
+        if !matches!(tree.value, Value::Map(_)) {
+            return Err(LoadError::invalid(&tree.mark, "", "a compose file must be a mapping at the top level"));
+        }
+        if self.opts.interpolate {
+            let env = self.env;
+            let lookup = move |name: &str| env.get(name).cloned();
+            interpolate::interpolate_tree(tree, &lookup)?;
+        }
+        schema::validate(tree)?;
+        canonical::canonicalize(tree)?;
+        if self.opts.resolve_paths {
+            paths::resolve(tree, base, self.home);
+        }
+        Ok(())
+    }
+
+    /// Loads a file by path (for `extends.file` and `include`).
+    fn read_tree(&self, path: &Path, base: &Path) -> Result<Node, LoadError> {
+        let text = read_file(path)?;
+        let mut tree = yaml::parse(&text, &display_name(path, &self.opts.working_dir))?;
+        // Merge tags mean nothing in a file that is not merged over another; drop them.
+        merge::take_merge_tags(&mut tree);
+        self.prepare(&mut tree, base)?;
+        Ok(tree)
+    }
+
+    /// Replaces every service that `extends` another with the merged result (spec
+    /// `05-services.md#extends`): the base first, the extending service over it.
+    fn apply_extends(&self, tree: &mut Node, chain: &mut Vec<String>) -> Result<(), LoadError> {
+        let names: Vec<String> = match tree.get("services").and_then(Node::as_map) {
+            Some(services) => services.iter().filter(|(_, s)| s.get("extends").is_some()).map(|(n, _)| n.to_string()).collect(),
+            None => return Ok(()),
+        };
+        let mut resolved = Vec::with_capacity(names.len());
+        for name in &names {
+            resolved.push(self.resolve_extends(tree, name, chain)?);
+        }
+        if let Some(services) = tree.as_map_mut().and_then(|m| m.get_mut("services")).and_then(Node::as_map_mut) {
+            for (name, service) in names.iter().zip(resolved) {
+                if let Some(slot) = services.get_mut(name) {
+                    *slot = service;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The service `name` of `tree` with its `extends` chain applied.
+    fn resolve_extends(&self, tree: &Node, name: &str, chain: &mut Vec<String>) -> Result<Node, LoadError> {
+        let service = tree
+            .get("services")
+            .and_then(|s| s.get(name))
+            .ok_or_else(|| LoadError::invalid(&tree.mark, "", format!("service {name:?} not found")))?;
+        let Some(extends) = service.get("extends") else { return Ok(service.clone()) };
+        let file = extends.get("file").and_then(Node::as_str);
+        let target = extends.get("service").and_then(Node::as_str).unwrap_or_default().to_string();
+        let here = format!("{}#{}", tree.mark.file, name);
+        let there = match file {
+            Some(f) => format!("{f}#{target}"),
+            None => format!("{}#{}", tree.mark.file, target),
+        };
+        let path = format!("services.{name}.extends");
+        if chain.contains(&there) || there == here {
+            let mut names: Vec<String> = chain.iter().map(|c| short_ref(c)).collect();
+            names.push(short_ref(&here));
+            names.push(short_ref(&there));
+            names.dedup();
+            return Err(LoadError::invalid(&extends.mark, path, format!("extends cycle: {}", names.join(" -> "))));
+        }
+        chain.push(here);
+        let base = match file {
+            Some(f) => {
+                let file_path = PathBuf::from(f);
+                let dir = file_path.parent().map(Path::to_path_buf).unwrap_or_default();
+                let other = self.read_tree(&file_path, &dir)?;
+                if other.get("services").and_then(|s| s.get(&target)).is_none() {
+                    chain.pop();
+                    return Err(LoadError::invalid(
+                        &extends.mark,
+                        path,
+                        format!("cannot extend service {target:?}: no such service in {f}"),
+                    ));
+                }
+                self.resolve_extends(&other, &target, chain)
+            }
+            None => {
+                if tree.get("services").and_then(|s| s.get(&target)).is_none() {
+                    chain.pop();
+                    return Err(LoadError::invalid(
+                        &extends.mark,
+                        path,
+                        format!("cannot extend service {target:?}: no such service"),
+                    ));
+                }
+                self.resolve_extends(tree, &target, chain)
+            }
+        };
+        chain.pop();
+        let mut base = base?;
+        let mut over = service.clone();
+        if let Some(m) = over.as_map_mut() {
+            m.remove("extends");
+        }
+        merge::merge_service(&mut base, over);
+        base.mark = service.mark.clone();
+        Ok(base)
+    }
+
+    /// Imports the resources of each `include` entry (spec `14-include.md`): the included
+    /// files form a project of their own (own directory, own `.env`), whose services,
+    /// networks, volumes, secrets and configs join this one. Redefining one is an error.
+    fn apply_include(&self, tree: &mut Node) -> Result<(), LoadError> {
+        let Some(includes) = tree.as_map_mut().and_then(|m| m.remove("include")) else { return Ok(()) };
+        for (index, include) in includes.as_seq().into_iter().flatten().enumerate() {
+            let attr = format!("include[{index}]");
+            let files: Vec<PathBuf> = match include.get("path") {
+                Some(Node { value: Value::Seq(items), .. }) => {
+                    items.iter().filter_map(Node::as_str).map(PathBuf::from).collect()
+                }
+                Some(n) => n.as_str().map(PathBuf::from).into_iter().collect(),
+                None => Vec::new(),
+            };
+            let Some(first) = files.first() else {
+                return Err(LoadError::invalid(&include.mark, attr, "include needs a path"));
+            };
+            let dir = match include.get("project_directory").and_then(Node::as_str) {
+                Some(d) => PathBuf::from(d),
+                None => first.parent().map(Path::to_path_buf).unwrap_or_default(),
+            };
+            let env_files: Vec<PathBuf> = match include.get("env_file") {
+                Some(Node { value: Value::Seq(items), .. }) => {
+                    items.iter().filter_map(Node::as_str).map(PathBuf::from).collect()
+                }
+                Some(n) => n.as_str().map(PathBuf::from).into_iter().collect(),
+                None => Some(dir.join(".env")).filter(|p| p.is_file()).into_iter().collect(),
+            };
+            let env = environment::with_env_files(self.env, &env_files)?;
+            let inner = FileContext { env: &env, opts: self.opts, home: self.home };
+            let mut imported: Option<Node> = None;
+            for file in &files {
+                let text = read_file(file)?;
+                let mut t = yaml::parse(&text, &display_name(file, &self.opts.working_dir))?;
+                let tags = merge::take_merge_tags(&mut t);
+                let t = inner.process(t, &dir, &mut Vec::new())?;
+                match imported.as_mut() {
+                    None => imported = Some(t),
+                    Some(b) => merge::merge_files(b, t, &tags),
+                }
+            }
+            if let Some(imported) = imported {
+                import_resources(tree, imported)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn short_ref(r: &str) -> String {
+    r.rsplit('#').next().unwrap_or(r).to_string()
+}
+
+/// Adds the included tree's resources to `tree`; a name defined in both is an error.
+fn import_resources(tree: &mut Node, imported: Node) -> Result<(), LoadError> {
+    let Value::Map(imported) = imported.value else { return Ok(()) };
+    let Some(target) = tree.as_map_mut() else { return Ok(()) };
+    for (key, section) in imported.entries {
+        if !matches!(key.name.as_str(), "services" | "networks" | "volumes" | "secrets" | "configs") {
+            continue;
+        }
+        let Value::Map(items) = section.value else { continue };
+        if !target.contains(&key.name) {
+            target.insert(key.clone(), Node::map(&key.mark));
+        }
+        let Some(dest) = target.get_mut(&key.name).and_then(Node::as_map_mut) else { continue };
+        for (name, item) in items.entries {
+            if let Some(existing) = dest.get(&name.name) {
+                if existing.to_json() != item.to_json() {
+                    let kind = key.name.trim_end_matches('s');
+                    return Err(LoadError::invalid(
+                        &existing.mark,
+                        format!("{}.{}", key.name, name.name),
+                        format!("{kind} {:?} is also defined by included file {}", name.name, item.mark.file),
+                    ));
+                }
+                continue;
+            }
+            dest.entries.push((name, item));
+        }
+    }
+    Ok(())
+}
+
+fn read_file(path: &Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })
+}
+
+/// How a file is named in messages: relative to the working dir when inside it.
+fn display_name(path: &Path, working_dir: &Path) -> Arc<str> {
+    let shown = path.strip_prefix(working_dir).unwrap_or(path);
+    Arc::from(shown.to_string_lossy().as_ref())
+}
+
+/// The compose files: `-f`, else `COMPOSE_FILE`, else discovery from the working dir upwards.
+fn read_sources(opts: &ProjectOptions) -> Result<Vec<Source>, LoadError> {
+    let mut files: Vec<PathBuf> = opts.files.clone();
+    if files.is_empty() {
+        if let Some(list) = opts.environment.get("COMPOSE_FILE").filter(|s| !s.is_empty()) {
+            let sep = opts.environment.get("COMPOSE_PATH_SEPARATOR").map(String::as_str).unwrap_or(":");
+            files = list.split(sep).filter(|s| !s.is_empty()).map(PathBuf::from).collect();
+        }
+    }
+    if files.is_empty() {
+        files = discover(&opts.working_dir)?;
+    }
+    let mut sources = Vec::with_capacity(files.len());
+    for file in files {
+        if file.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|source| LoadError::Io { path: PathBuf::from("-"), source })?;
+            sources.push(Source { path: file, display: Arc::from("-"), text });
+            continue;
+        }
+        let path = paths::clean(&opts.working_dir.join(&file));
+        let text = read_file(&path)?;
+        sources.push(Source { display: display_name(&path, &opts.working_dir), path, text });
+    }
+    Ok(sources)
+}
+
+/// Finds `compose.yaml` (or another default name) in `start` or its parents, plus an override
+/// file beside it.
+pub fn discover(start: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let mut dir = Some(start);
+    while let Some(d) = dir {
+        if let Some(main) = DEFAULT_FILE_NAMES.iter().map(|n| d.join(n)).find(|p| p.is_file()) {
+            let mut files = vec![main];
+            if let Some(over) = DEFAULT_OVERRIDE_NAMES.iter().map(|n| d.join(n)).find(|p| p.is_file()) {
+                files.push(over);
+            }
+            return Ok(files);
+        }
+        dir = d.parent();
+    }
+    Err(LoadError::NoComposeFile(start.to_path_buf()))
+}
+
+/// `--env-file`s, else `COMPOSE_ENV_FILES`, else `.env` in the project dir if it exists.
+fn env_files(opts: &ProjectOptions, project_dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let explicit: Vec<PathBuf> = if !opts.env_files.is_empty() {
+        opts.env_files.iter().map(|f| opts.working_dir.join(f)).collect()
+    } else if let Some(list) = opts.environment.get("COMPOSE_ENV_FILES").filter(|s| !s.is_empty()) {
+        list.split(',').map(|f| opts.working_dir.join(f.trim())).collect()
+    } else {
+        return Ok(Some(project_dir.join(".env")).filter(|p| p.is_file()).into_iter().collect());
+    };
+    for f in &explicit {
+        if !f.is_file() {
+            return Err(LoadError::Project(format!("env file {} not found", f.display())));
+        }
+    }
+    Ok(explicit)
+}
+
+/// The project name: `-p`, `COMPOSE_PROJECT_NAME`, the last file's `name`, the folder name.
+fn project_name(
+    opts: &ProjectOptions,
+    env: &Environment,
+    parsed: &[(Node, MergeTags)],
+    project_dir: &Path,
+) -> Result<String, LoadError> {
+    if let Some(name) = &opts.project_name {
+        return validated_name(name, "-p/--project-name");
+    }
+    if let Some(name) = env.get("COMPOSE_PROJECT_NAME").filter(|n| !n.is_empty()) {
+        return validated_name(name, "COMPOSE_PROJECT_NAME");
+    }
+    for (tree, _) in parsed.iter().rev() {
+        let Some(node) = tree.get("name") else { continue };
+        let Some(raw) = node.scalar_text() else { continue };
+        let value = if opts.interpolate {
+            let lookup = |n: &str| env.get(n).cloned();
+            interpolate::interpolate(&raw, &lookup)
+                .map_err(|e| LoadError::invalid(&node.mark, "name", e.to_string()))?
+        } else {
+            raw
+        };
+        let normalized = normalize_project_name(&value);
+        if normalized.is_empty() {
+            return Err(LoadError::invalid(&node.mark, "name", format!("invalid project name {value:?}")));
+        }
+        return Ok(normalized);
+    }
+    let folder = project_dir.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let normalized = normalize_project_name(&folder);
+    if normalized.is_empty() {
+        return Err(LoadError::Project(format!(
+            "project name {folder:?} (from the folder name) is empty once normalized; set one with -p or `name:`"
+        )));
+    }
+    Ok(normalized)
+}
+
+/// Lowercases and drops characters other than `a-z0-9_-`, then leading `_` and `-`
+/// (compose-go `NormalizeProjectName`).
+pub fn normalize_project_name(name: &str) -> String {
+    let lowered: String = name
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-')
+        .collect();
+    lowered.trim_start_matches(['_', '-']).to_string()
+}
+
+/// A name given explicitly must already be valid, as docker compose requires.
+fn validated_name(name: &str, from: &str) -> Result<String, LoadError> {
+    if !name.is_empty() && normalize_project_name(name) == name {
+        Ok(name.to_string())
+    } else {
+        Err(LoadError::Project(format!(
+            "invalid project name {name:?} from {from}: it must contain only lowercase letters, digits, dashes and underscores, and start with a letter or digit"
+        )))
+    }
+}
+
+/// Drops services whose profiles are all inactive. Active: `--profile`s, `COMPOSE_PROFILES`,
+/// and the profiles of services named on the command line (`*` activates all). A service that
+/// an enabled one requires but that is disabled is an error naming the profiles to enable.
+fn apply_profiles(tree: &mut Node, opts: &ProjectOptions, env: &Environment) -> Result<Vec<String>, LoadError> {
+    let mut active: BTreeSet<String> = opts.profiles.iter().cloned().collect();
+    if let Some(list) = env.get("COMPOSE_PROFILES") {
+        active.extend(list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from));
+    }
+    let Some(services) = tree.as_map_mut().and_then(|m| m.get_mut("services")).and_then(Node::as_map_mut) else {
+        return Ok(Vec::new());
+    };
+    let profiles_of = |s: &Node| -> Vec<String> {
+        s.get("profiles").and_then(Node::as_seq).into_iter().flatten().filter_map(Node::scalar_text).collect()
+    };
+    for name in &opts.services {
+        if let Some(s) = services.get(name) {
+            active.extend(profiles_of(s));
+        }
+    }
+    let all = active.contains("*");
+    let enabled = |s: &Node| {
+        let p = profiles_of(s);
+        all || p.is_empty() || p.iter().any(|x| active.contains(x))
+    };
+    let disabled: Vec<(String, Vec<String>)> = services
+        .iter()
+        .filter(|(n, s)| !enabled(s) && !opts.services.iter().any(|x| x == n))
+        .map(|(n, s)| (n.to_string(), profiles_of(s)))
+        .collect();
+    for (name, service) in services.iter() {
+        if disabled.iter().any(|(d, _)| d == name) {
+            continue;
+        }
+        let Some(deps) = service.get("depends_on").and_then(Node::as_map) else { continue };
+        for (dep, spec) in deps.iter() {
+            let required = !matches!(spec.get("required").map(|r| &r.value), Some(Value::Bool(false)));
+            if let Some((_, profiles)) = disabled.iter().find(|(d, _)| d == dep) {
+                if required {
+                    return Err(LoadError::invalid(
+                        &spec.mark,
+                        format!("services.{name}.depends_on.{dep}"),
+                        format!(
+                            "service {dep:?} is required by {name:?} but is disabled; enable it with --profile {}",
+                            profiles.join(" or --profile ")
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    services.entries.retain(|(k, _)| !disabled.iter().any(|(d, _)| *d == k.name));
+    Ok(disabled.into_iter().map(|(n, _)| n).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_names_normalize_like_compose() {
+        assert_eq!(normalize_project_name("My_Shop"), "my_shop");
+        assert_eq!(normalize_project_name("015-project-name-from-folder"), "015-project-name-from-folder");
+        assert_eq!(normalize_project_name("_x.Y z"), "xyz");
+        assert!(validated_name("Bad", "-p").is_err());
+        assert!(validated_name("good-1", "-p").is_ok());
+    }
+}

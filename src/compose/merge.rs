@@ -1,0 +1,302 @@
+//! Merging of compose file trees (spec `13-merge.md`), used for `-f` files, override files and
+//! `extends`.
+//!
+//! Both trees are in canonical (long) form, so most attributes merge as plain mappings. The
+//! exceptions: shell commands are replaced, the "unique resources" (ports, volumes, secrets,
+//! configs, ...) are appended and then made unique by their key, other sequences are appended
+//! without duplicates, and `logging` is replaced when the driver changes. `!reset` and
+//! `!override` are taken out of a file before it is validated ([`take_merge_tags`]) and applied
+//! here by path.
+
+use super::node::{Key, MergeTag, Node, Value};
+
+/// Attribute paths (keys only, from the file's root) that a file tagged `!reset` or `!override`.
+#[derive(Debug, Default, Clone)]
+pub struct MergeTags {
+    /// Paths whose value the file removes from what earlier files set.
+    pub reset: Vec<Vec<String>>,
+    /// Paths whose value replaces, rather than merges with, what earlier files set.
+    pub replace: Vec<Vec<String>>,
+}
+
+impl MergeTags {
+    /// Whether nothing was tagged.
+    pub fn is_empty(&self) -> bool {
+        self.reset.is_empty() && self.replace.is_empty()
+    }
+}
+
+/// Removes every `!reset` node from the tree and clears every `!override` tag, recording their
+/// paths. A `!reset` value is ignored by the spec ("a valid value must be provided, but will be
+/// ignored"), so it must not be validated or canonicalised either.
+pub fn take_merge_tags(root: &mut Node) -> MergeTags {
+    let mut tags = MergeTags::default();
+    let mut path = Vec::new();
+    walk_tags(root, &mut path, &mut tags);
+    tags
+}
+
+fn walk_tags(node: &mut Node, path: &mut Vec<String>, tags: &mut MergeTags) {
+    match &mut node.value {
+        Value::Map(map) => {
+            map.entries.retain(|(k, v)| {
+                if v.tag == Some(MergeTag::Reset) {
+                    let mut p = path.clone();
+                    p.push(k.name.clone());
+                    tags.reset.push(p);
+                    false
+                } else {
+                    true
+                }
+            });
+            for (k, v) in map.entries.iter_mut() {
+                path.push(k.name.clone());
+                if v.tag == Some(MergeTag::Override) {
+                    v.tag = None;
+                    tags.replace.push(path.clone());
+                }
+                walk_tags(v, path, tags);
+                path.pop();
+            }
+        }
+        Value::Seq(items) => {
+            // Tags on sequence items have no path that survives canonicalisation; a reset item
+            // is simply dropped.
+            items.retain(|v| v.tag != Some(MergeTag::Reset));
+            for v in items.iter_mut() {
+                v.tag = None;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Merges `over` (a later file) onto `base`, honouring the later file's merge tags.
+pub fn merge_files(base: &mut Node, over: Node, tags: &MergeTags) {
+    for path in &tags.reset {
+        remove_path(base, path);
+    }
+    let mut path = Vec::new();
+    merge_node(base, over, &mut path, tags);
+}
+
+/// Merges one service definition onto another (for `extends`), with the same rules as files.
+pub fn merge_service(base: &mut Node, over: Node) {
+    let mut path = vec!["services".to_string(), "*".to_string()];
+    merge_node(base, over, &mut path, &MergeTags::default());
+}
+
+fn remove_path(node: &mut Node, path: &[String]) {
+    let Some((last, parents)) = path.split_last() else { return };
+    let mut cur = node;
+    for p in parents {
+        match cur.as_map_mut().and_then(|m| m.get_mut(p)) {
+            Some(next) => cur = next,
+            None => return,
+        }
+    }
+    if let Some(m) = cur.as_map_mut() {
+        m.remove(last);
+    }
+}
+
+/// How a path merges, by its shape (`services.*.ports`, ...).
+#[derive(PartialEq)]
+enum Rule {
+    /// The later value replaces the earlier one.
+    Replace,
+    /// Sequences appended, then entries with the same key merged (later over earlier).
+    UniqueBy(fn(&Node) -> Option<String>),
+    /// Mappings merged, sequences appended without exact duplicates, scalars replaced.
+    Default,
+    /// `logging`: merged only while the driver stays the same.
+    Logging,
+}
+
+fn rule_for(path: &[String]) -> Rule {
+    let p: Vec<&str> = path.iter().map(String::as_str).collect();
+    match p.as_slice() {
+        ["services", _, "command" | "entrypoint"] => Rule::Replace,
+        ["services", _, "healthcheck", "test"] => Rule::Replace,
+        ["services", _, "ports"] => Rule::UniqueBy(port_key),
+        ["services", _, "volumes"] => Rule::UniqueBy(|n| text_of(n, "target")),
+        ["services", _, "secrets" | "configs"] => {
+            Rule::UniqueBy(|n| text_of(n, "target").or_else(|| text_of(n, "source")))
+        }
+        ["services", _, "env_file"] => Rule::UniqueBy(|n| text_of(n, "path")),
+        ["services", _, "devices"] => Rule::UniqueBy(|n| text_of(n, "target")),
+        ["services", _, "logging"] => Rule::Logging,
+        ["services", _, "ulimits", _] => Rule::Replace,
+        _ => Rule::Default,
+    }
+}
+
+fn text_of(node: &Node, key: &str) -> Option<String> {
+    node.get(key).and_then(Node::scalar_text)
+}
+
+fn port_key(n: &Node) -> Option<String> {
+    let part = |k: &str| text_of(n, k).unwrap_or_default();
+    Some(format!("{}|{}|{}|{}", part("host_ip"), part("published"), part("target"), part("protocol")))
+}
+
+fn merge_node(base: &mut Node, over: Node, path: &mut Vec<String>, tags: &MergeTags) {
+    if tags.replace.iter().any(|p| p == path) {
+        *base = over;
+        return;
+    }
+    let rule = rule_for(path);
+    if rule == Rule::Replace {
+        *base = over;
+        return;
+    }
+    if rule == Rule::Logging {
+        let driver = |n: &Node| text_of(n, "driver");
+        if let (Some(a), Some(b)) = (driver(base), driver(&over)) {
+            if a != b {
+                *base = over;
+                return;
+            }
+        }
+    }
+    match (&mut base.value, over.value) {
+        (Value::Map(bm), Value::Map(om)) => {
+            for (key, value) in om.entries {
+                path.push(key.name.clone());
+                match bm.get_mut(&key.name) {
+                    Some(existing) => merge_node(existing, value, path, tags),
+                    None => bm.entries.push((key, value)),
+                }
+                path.pop();
+            }
+        }
+        (Value::Seq(bs), Value::Seq(os)) => {
+            bs.extend(os);
+            match rule {
+                Rule::UniqueBy(key) => unique_by_key(bs, key),
+                _ => unique_exact(bs),
+            }
+        }
+        // A later `null` keeps a collection (e.g. `networks: {front: ~}` over `front: {...}`).
+        (Value::Map(_) | Value::Seq(_), Value::Null) => {}
+        (_, value) => {
+            base.value = value;
+            base.mark = over.mark;
+        }
+    }
+}
+
+/// Keeps the first position of each key; a later entry with the same key is merged over it.
+fn unique_by_key(items: &mut Vec<Node>, key: fn(&Node) -> Option<String>) {
+    let mut out: Vec<Node> = Vec::with_capacity(items.len());
+    let mut keys: Vec<Option<String>> = Vec::with_capacity(items.len());
+    for item in items.drain(..) {
+        let k = key(&item);
+        match k.as_ref().and_then(|k| keys.iter().position(|x| x.as_ref() == Some(k))) {
+            Some(at) => {
+                let mut path = Vec::new();
+                merge_node(&mut out[at], item, &mut path, &MergeTags::default());
+            }
+            None => {
+                keys.push(k);
+                out.push(item);
+            }
+        }
+    }
+    *items = out;
+}
+
+fn unique_exact(items: &mut Vec<Node>) {
+    let mut out: Vec<Node> = Vec::with_capacity(items.len());
+    for item in items.drain(..) {
+        if !out.iter().any(|x| x.value == item.value) {
+            out.push(item);
+        }
+    }
+    *items = out;
+}
+
+/// A mapping key made by berth at `mark`.
+pub fn key_at(name: &str, node: &Node) -> Key {
+    Key { name: name.to_string(), mark: node.mark.clone() }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::compose::yaml;
+
+    fn tree(text: &str) -> Node {
+        yaml::parse(text, &Arc::from("t.yaml")).expect("yaml")
+    }
+
+    fn merged(a: &str, b: &str) -> serde_json::Value {
+        let mut base = tree(a);
+        let mut over = tree(b);
+        let tags = take_merge_tags(&mut over);
+        merge_files(&mut base, over, &tags);
+        base.to_json()
+    }
+
+    #[test]
+    fn mappings_merge_and_scalars_replace() {
+        let v = merged(
+            "services: {web: {image: a, environment: {A: '1'}}}",
+            "services: {web: {image: b, environment: {B: '2'}}}",
+        );
+        assert_eq!(v["services"]["web"]["image"], "b");
+        assert_eq!(v["services"]["web"]["environment"], serde_json::json!({"A": "1", "B": "2"}));
+    }
+
+    #[test]
+    fn commands_are_replaced_and_sequences_appended_without_duplicates() {
+        let v = merged(
+            "services: {web: {command: [a, b], dns: [1.1.1.1], healthcheck: {test: [CMD, x]}}}",
+            "services: {web: {command: [c], dns: [1.1.1.1, 8.8.8.8], healthcheck: {test: [NONE]}}}",
+        );
+        assert_eq!(v["services"]["web"]["command"], serde_json::json!(["c"]));
+        assert_eq!(v["services"]["web"]["dns"], serde_json::json!(["1.1.1.1", "8.8.8.8"]));
+        assert_eq!(v["services"]["web"]["healthcheck"]["test"], serde_json::json!(["NONE"]));
+    }
+
+    #[test]
+    fn unique_resources_merge_by_key() {
+        let v = merged(
+            "services: {w: {volumes: [{type: volume, source: foo, target: /work}], ports: [{target: 80, published: '8080', protocol: tcp}]}}",
+            "services: {w: {volumes: [{type: volume, source: bar, target: /work}], ports: [{target: 80, published: '8080', protocol: tcp}, {target: 81, protocol: tcp}]}}",
+        );
+        assert_eq!(v["services"]["w"]["volumes"].as_array().map(Vec::len), Some(1));
+        assert_eq!(v["services"]["w"]["volumes"][0]["source"], "bar");
+        assert_eq!(v["services"]["w"]["ports"].as_array().map(Vec::len), Some(2));
+    }
+
+    #[test]
+    fn reset_removes_and_override_replaces() {
+        let v = merged(
+            "services: {app: {ports: [{target: 80}, {target: 443}], environment: {FOO: bar, KEEP: me}, build: {context: .}}}",
+            "services: {app: {ports: !override [{target: 443, published: '9443'}], environment: {FOO: !reset null}, build: !reset}}",
+        );
+        let app = &v["services"]["app"];
+        assert_eq!(app["ports"], serde_json::json!([{"target": 443, "published": "9443"}]));
+        assert_eq!(app["environment"], serde_json::json!({"KEEP": "me"}));
+        assert!(app.get("build").is_none());
+    }
+
+    #[test]
+    fn logging_is_replaced_when_the_driver_changes() {
+        let v = merged(
+            "services: {a: {logging: {driver: json-file, options: {max-size: 1m}}}, b: {logging: {driver: syslog, options: {x: '1'}}}}",
+            "services: {a: {logging: {driver: syslog}}, b: {logging: {options: {y: '2'}}}}",
+        );
+        assert_eq!(v["services"]["a"]["logging"], serde_json::json!({"driver": "syslog"}));
+        assert_eq!(v["services"]["b"]["logging"]["options"], serde_json::json!({"x": "1", "y": "2"}));
+    }
+
+    #[test]
+    fn null_does_not_erase_a_collection() {
+        let v = merged("services: {a: {networks: {front: {aliases: [x]}}}}", "services: {a: {networks: {front: }}}");
+        assert_eq!(v["services"]["a"]["networks"]["front"]["aliases"], serde_json::json!(["x"]));
+    }
+}

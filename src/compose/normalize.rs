@@ -1,0 +1,210 @@
+//! Normalization of the merged tree (compose-go `loader/normalize.go` and the project
+//! options `docker compose config` applies): resource names, the implicit `default` network,
+//! build defaults, implicit dependencies, and `env_file`/`label_file` folded into
+//! `environment`/`labels` (so the printed model is what containers get).
+
+use std::path::Path;
+
+use super::environment::{self, Environment};
+use super::error::LoadError;
+use super::node::{Key, Map, Mark, Node, Value};
+
+/// Normalizes a merged canonical tree for project `name`; `env` resolves bare `environment`
+/// keys and interpolates env files.
+pub fn normalize(tree: &mut Node, name: &str, env: &Environment) -> Result<(), LoadError> {
+    let root_mark = tree.mark.clone();
+    let Some(root) = tree.as_map_mut() else { return Ok(()) };
+    let mut uses_default = false;
+    if let Some(services) = root.get_mut("services").and_then(Node::as_map_mut) {
+        for (key, service) in services.entries.iter_mut() {
+            uses_default |= normalize_service(&key.name, service, env)?;
+        }
+    }
+    if uses_default {
+        ensure_section(root, "networks", &root_mark);
+        if let Some(networks) = root.get_mut("networks").and_then(Node::as_map_mut) {
+            if !networks.contains("default") {
+                networks.insert(Key { name: "default".into(), mark: root_mark.clone() }, Node::map(&root_mark));
+            }
+        }
+    }
+    for section in ["networks", "volumes", "secrets", "configs"] {
+        if let Some(items) = root.get_mut(section).and_then(Node::as_map_mut) {
+            for (key, item) in items.entries.iter_mut() {
+                set_name_from_key(name, &key.name, item);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn ensure_section(root: &mut Map, section: &str, mark: &Mark) {
+    match root.get_mut(section) {
+        Some(n) if n.as_map().is_some() => {}
+        Some(n) => *n = Node::map(mark),
+        None => root.insert(Key { name: section.into(), mark: mark.clone() }, Node::map(mark)),
+    }
+}
+
+/// `name` defaults to `<project>_<key>`, or to the key for external resources.
+fn set_name_from_key(project: &str, key: &str, item: &mut Node) {
+    if item.is_null() {
+        *item = Node::map(&item.mark);
+    }
+    let Some(map) = item.as_map_mut() else { return };
+    if map.get("name").is_some_and(|n| !n.is_null()) {
+        return;
+    }
+    let external = matches!(map.get("external").map(|n| &n.value), Some(Value::Bool(true)));
+    let name = if external { key.to_string() } else { format!("{project}_{key}") };
+    let mark = map.entries.first().map(|(k, _)| k.mark.clone()).unwrap_or_else(|| item.mark.clone());
+    let Some(map) = item.as_map_mut() else { return };
+    map.insert(Key { name: "name".into(), mark: mark.clone() }, Node::str(name, &mark));
+}
+
+fn key(name: &str, mark: &Mark) -> Key {
+    Key { name: name.into(), mark: mark.clone() }
+}
+
+/// Normalizes one service; returns whether it is attached to the `default` network.
+fn normalize_service(name: &str, service: &mut Node, env: &Environment) -> Result<bool, LoadError> {
+    let mark = service.mark.clone();
+    if service.is_null() {
+        *service = Node::map(&mark);
+    }
+    let Some(svc) = service.as_map_mut() else { return Ok(false) };
+
+    let network_mode = svc.get("network_mode").and_then(Node::as_str).map(String::from);
+    if network_mode.is_none() && svc.get("networks").is_none_or(Node::is_null) {
+        let mut nets = Map::default();
+        nets.insert(key("default", &mark), Node::new(Value::Null, mark.clone()));
+        svc.insert(key("networks", &mark), Node::new(Value::Map(nets), mark.clone()));
+    }
+    let uses_default = svc.get("networks").and_then(|n| n.get("default")).is_some()
+        || svc.get("networks").and_then(Node::as_map).is_some_and(|m| m.contains("default"));
+
+    if let Some(build) = svc.get_mut("build").and_then(Node::as_map_mut) {
+        if !build.contains("dockerfile") && !build.contains("dockerfile_inline") {
+            let m = build.entries.first().map(|(k, _)| k.mark.clone()).unwrap_or_else(|| mark.clone());
+            build.insert(key("dockerfile", &m), Node::str("Dockerfile", &m));
+        }
+    }
+
+    // Services reached through network_mode, volumes_from and links must start first: compose
+    // records them as plain dependencies.
+    let mut implicit: Vec<String> = Vec::new();
+    if let Some(target) = network_mode.as_deref().and_then(|m| m.strip_prefix("service:")) {
+        implicit.push(target.to_string());
+    }
+    for from in svc.get("volumes_from").and_then(Node::as_seq).into_iter().flatten().filter_map(Node::as_str) {
+        if !from.starts_with("container:") {
+            let service = from.strip_prefix("service:").unwrap_or(from);
+            implicit.push(service.split(':').next().unwrap_or(service).to_string());
+        }
+    }
+    for link in svc.get("links").and_then(Node::as_seq).into_iter().flatten().filter_map(Node::as_str) {
+        implicit.push(link.split(':').next().unwrap_or(link).to_string());
+    }
+    if !implicit.is_empty() {
+        if svc.get("depends_on").is_none_or(|n| n.as_map().is_none()) {
+            svc.insert(key("depends_on", &mark), Node::map(&mark));
+        }
+        if let Some(deps) = svc.get_mut("depends_on").and_then(Node::as_map_mut) {
+            for dep in implicit {
+                if !deps.contains(&dep) {
+                    let mut spec = Map::default();
+                    spec.insert(key("condition", &mark), Node::str("service_started", &mark));
+                    spec.insert(key("required", &mark), Node::new(Value::Bool(true), mark.clone()));
+                    deps.insert(key(&dep, &mark), Node::new(Value::Map(spec), mark.clone()));
+                }
+            }
+        }
+    }
+
+    fold_env_files(name, svc, env, &mark)?;
+    fold_label_files(name, svc, env, &mark)?;
+    Ok(uses_default)
+}
+
+/// `env_file` contents under `environment` (which wins), then bare keys from `env`.
+fn fold_env_files(name: &str, svc: &mut Map, env: &Environment, mark: &Mark) -> Result<(), LoadError> {
+    let mut merged: Vec<(String, Option<String>)> = Vec::new();
+    if let Some(files) = svc.remove("env_file") {
+        for (i, file) in files.as_seq().into_iter().flatten().enumerate() {
+            let Some(path) = file.get("path").and_then(Node::as_str) else { continue };
+            let required = !matches!(file.get("required").map(|r| &r.value), Some(Value::Bool(false)));
+            let raw = file.get("format").and_then(Node::as_str) == Some("raw");
+            if !Path::new(path).is_file() {
+                if required {
+                    return Err(LoadError::invalid(
+                        &file.mark,
+                        format!("services.{name}.env_file[{i}]"),
+                        format!("env file {path} not found"),
+                    ));
+                }
+                continue;
+            }
+            let earlier: Environment = merged.iter().filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v))).collect();
+            for (k, v) in environment::read_env_file(Path::new(path), env, &earlier, raw)? {
+                let v = v.or_else(|| env.get(&k).cloned());
+                let Some(v) = v else { continue };
+                match merged.iter_mut().find(|(x, _)| *x == k) {
+                    Some(slot) => slot.1 = Some(v),
+                    None => merged.push((k, Some(v))),
+                }
+            }
+        }
+    }
+    let has_env = svc.get("environment").is_some();
+    if merged.is_empty() && !has_env {
+        return Ok(());
+    }
+    let explicit = svc.remove("environment").and_then(|n| match n.value {
+        Value::Map(m) => Some(m),
+        _ => None,
+    });
+    let mut out = Map::default();
+    for (k, v) in merged {
+        let value = v.map(Value::Str).unwrap_or(Value::Null);
+        out.insert(key(&k, mark), Node::new(value, mark.clone()));
+    }
+    for (k, mut v) in explicit.map(|m| m.entries).unwrap_or_default() {
+        if v.is_null() {
+            if let Some(found) = env.get(&k.name) {
+                v.value = Value::Str(found.clone());
+            }
+        }
+        out.insert(k, v);
+    }
+    svc.insert(key("environment", mark), Node::new(Value::Map(out), mark.clone()));
+    Ok(())
+}
+
+/// `label_file` contents under `labels` (which win).
+fn fold_label_files(name: &str, svc: &mut Map, env: &Environment, mark: &Mark) -> Result<(), LoadError> {
+    let Some(files) = svc.remove("label_file") else { return Ok(()) };
+    let mut out = Map::default();
+    for (i, file) in files.as_seq().into_iter().flatten().enumerate() {
+        let Some(path) = file.as_str() else { continue };
+        if !Path::new(path).is_file() {
+            return Err(LoadError::invalid(
+                &file.mark,
+                format!("services.{name}.label_file[{i}]"),
+                format!("label file {path} not found"),
+            ));
+        }
+        for (k, v) in environment::read_env_file(Path::new(path), env, &Environment::new(), false)? {
+            out.insert(key(&k, mark), Node::str(v.unwrap_or_default(), mark));
+        }
+    }
+    if let Some(labels) = svc.remove("labels").and_then(|n| match n.value {
+        Value::Map(m) => Some(m),
+        _ => None,
+    }) {
+        for (k, v) in labels.entries {
+            out.insert(k, v);
+        }
+    }
+    svc.insert(key("labels", mark), Node::new(Value::Map(out), mark.clone()));
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! What a caller says about a project before it is loaded: files, name, directory, profiles,
+//! env files, environment. The CLI fills this from flags and `COMPOSE_*` variables.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// Inputs of [`crate::compose::load`].
+#[derive(Debug, Clone, Default)]
+pub struct ProjectOptions {
+    /// `-f` files in order (`-` reads standard input). Empty: `COMPOSE_FILE`, then discovery.
+    pub files: Vec<PathBuf>,
+    /// `-p`: wins over `COMPOSE_PROJECT_NAME`, the top-level `name` and the folder name.
+    pub project_name: Option<String>,
+    /// `--project-directory`: base of relative paths; default the first file's folder.
+    pub project_dir: Option<PathBuf>,
+    /// `--profile`s (added to `COMPOSE_PROFILES`).
+    pub profiles: Vec<String>,
+    /// `--env-file`s; when empty, `COMPOSE_ENV_FILES`, then `.env` in the project dir.
+    pub env_files: Vec<PathBuf>,
+    /// The folder commands run in (discovery starts here; relative `-f` paths are from here).
+    pub working_dir: PathBuf,
+    /// The process environment (highest precedence for interpolation).
+    pub environment: HashMap<String, String>,
+    /// Services named on the command line: their profiles are enabled.
+    pub services: Vec<String>,
+    /// Check references between services, networks, volumes, secrets and configs.
+    pub consistency: bool,
+    /// Substitute `${VAR}` (off for `config --no-interpolate`).
+    pub interpolate: bool,
+    /// Resolve relative paths to absolute ones.
+    pub resolve_paths: bool,
+}
+
+impl ProjectOptions {
+    /// Options for a project in `working_dir` with the given process environment and the
+    /// defaults of `docker compose` (interpolation, consistency checks, absolute paths).
+    pub fn new(working_dir: PathBuf, environment: HashMap<String, String>) -> ProjectOptions {
+        ProjectOptions {
+            working_dir,
+            environment,
+            consistency: true,
+            interpolate: true,
+            resolve_paths: true,
+            ..ProjectOptions::default()
+        }
+    }
+
+    /// Options for the current process: its working directory and environment.
+    pub fn from_process() -> std::io::Result<ProjectOptions> {
+        Ok(ProjectOptions::new(std::env::current_dir()?, std::env::vars().collect()))
+    }
+}

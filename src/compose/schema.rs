@@ -1,0 +1,136 @@
+//! Validation of one compose file against the Compose Specification's JSON schema.
+//!
+//! The schema is `schema/compose-spec.json`, a verbatim copy of
+//! `shared/compose-spec/compose-spec.json` (a test keeps the two equal). It is compiled once
+//! per process. Errors are turned into one line naming file:line:col and the attribute path.
+
+use std::sync::OnceLock;
+
+use jsonschema::error::ValidationErrorKind;
+use jsonschema::{ValidationError, Validator};
+
+use super::error::LoadError;
+use super::node::{Node, pointer_to_path};
+
+/// The Compose Specification schema, as shipped.
+pub const COMPOSE_SPEC_SCHEMA: &str = include_str!("../../schema/compose-spec.json");
+
+fn validator() -> &'static Validator {
+    static VALIDATOR: OnceLock<Validator> = OnceLock::new();
+    VALIDATOR.get_or_init(|| {
+        // The schema is a constant of this build: failing to compile it is a bug in berth,
+        // caught by the unit test below, never a user error.
+        let schema: serde_json::Value =
+            serde_json::from_str(COMPOSE_SPEC_SCHEMA).expect("embedded compose schema is JSON");
+        jsonschema::draft202012::new(&schema).expect("embedded compose schema compiles")
+    })
+}
+
+/// Validates an interpolated compose file tree. The first error (in file order) is returned.
+pub fn validate(root: &Node) -> Result<(), LoadError> {
+    let instance = root.to_json();
+    let mut errors: Vec<LoadError> = Vec::new();
+    for error in validator().iter_errors(&instance) {
+        errors.push(describe(root, &error));
+    }
+    // Report the error that comes first in the file, so fixing top to bottom works.
+    errors.sort_by_key(|e| match e {
+        LoadError::Invalid { mark, .. } => (mark.line, mark.col),
+        _ => (u32::MAX, u32::MAX),
+    });
+    match errors.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Turns one schema error into a located, readable error.
+fn describe(root: &Node, error: &ValidationError<'_>) -> LoadError {
+    // oneOf/anyOf failures say little; the branch that got furthest into the value says most.
+    if let ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } =
+        error.kind()
+    {
+        let best = context
+            .iter()
+            .filter_map(|branch| branch.iter().max_by_key(|e| e.instance_path().as_str().len()))
+            .max_by_key(|e| e.instance_path().as_str().len());
+        if let Some(best) = best {
+            if best.instance_path().as_str().len() > error.instance_path().as_str().len() {
+                return describe(root, best);
+            }
+        }
+    }
+    let pointer = error.instance_path().as_str();
+    let node = root.locate(pointer);
+    let path = pointer_to_path(root, pointer);
+    match error.kind() {
+        ValidationErrorKind::AdditionalProperties { unexpected } => {
+            let first = unexpected.first().map(String::as_str).unwrap_or_default();
+            let mark = node.as_map().and_then(|m| m.key(first)).map(|k| &k.mark).unwrap_or(&node.mark);
+            let what = if unexpected.len() == 1 { "property" } else { "properties" };
+            let message = format!("additional {what} {} not allowed", quote_list(unexpected));
+            LoadError::invalid(mark, path, message)
+        }
+        ValidationErrorKind::Type { .. } => {
+            let message = format!("{} {}", short_value(error.instance()), type_message(error));
+            LoadError::invalid(&node.mark, path, message)
+        }
+        _ => LoadError::invalid(&node.mark, path, error.to_string()),
+    }
+}
+
+fn quote_list(items: &[String]) -> String {
+    items.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The value in a message: short enough to read on one line.
+fn short_value(v: &serde_json::Value) -> String {
+    let text = v.to_string();
+    if text.chars().count() > 60 { format!("{}…", text.chars().take(57).collect::<String>()) } else { text }
+}
+
+/// "is not of type ..." without the value jsonschema puts in front.
+fn type_message(error: &ValidationError<'_>) -> String {
+    let full = error.to_string();
+    match full.find(" is not of type") {
+        Some(at) => full[at + 1..].to_string(),
+        None => full,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::compose::yaml;
+
+    fn check(text: &str) -> Result<(), LoadError> {
+        validate(&yaml::parse(text, &Arc::from("compose.yaml")).expect("yaml"))
+    }
+
+    #[test]
+    fn valid_file_passes() {
+        check("services:\n  web:\n    image: nginx\n    ports: ['80:80']\n").expect("valid");
+    }
+
+    #[test]
+    fn unknown_attribute_is_named_at_its_key() {
+        let e = check("services:\n  web:\n    imagee: nginx\n").unwrap_err().to_string();
+        assert_eq!(e, "compose.yaml:3:5: services.web: additional property \"imagee\" not allowed");
+    }
+
+    #[test]
+    fn wrong_type_names_path_and_line() {
+        let e = check("services:\n  web:\n    image: nginx\n    privileged: [1]\n").unwrap_err().to_string();
+        assert!(e.starts_with("compose.yaml:4:17: services.web.privileged: [1] is not of type"), "{e}");
+    }
+
+    #[test]
+    fn vendored_schema_matches_shared_copy() {
+        let shared = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/compose-spec/compose-spec.json");
+        if let Ok(text) = std::fs::read_to_string(shared) {
+            assert_eq!(text, COMPOSE_SPEC_SCHEMA, "schema/compose-spec.json differs from {shared}: copy it");
+        }
+    }
+}
