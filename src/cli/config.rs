@@ -45,8 +45,8 @@ pub struct ConfigArgs {
     #[arg(long)]
     networks: bool,
     /// Print the profile names, one per line
-    #[arg(long)]
-    profiles: bool,
+    #[arg(long = "profiles", id = "list_profiles")]
+    list_profiles: bool,
     /// Print the image names, one per line
     #[arg(long)]
     images: bool,
@@ -68,7 +68,7 @@ pub fn run(global: &GlobalOptions, args: &ConfigArgs) -> CliResult<()> {
     opts.interpolate = !args.no_interpolate;
     opts.resolve_paths = !args.no_path_resolution;
     opts.services = args.service_names.clone();
-    if args.profiles {
+    if args.list_profiles {
         // Every profile the files define, whether active or not.
         opts.profiles.push("*".into());
     }
@@ -77,7 +77,8 @@ pub fn run(global: &GlobalOptions, args: &ConfigArgs) -> CliResult<()> {
     if args.quiet {
         return Ok(());
     }
-    let mut json = serde_json::to_value(project).map_err(|e| CliError::msg(format!("cannot render the project: {e}")))?;
+    let mut json = serde_json::to_value(project)
+        .map_err(|e| CliError::msg(format!("cannot render the project: {e}")))?;
     if !args.service_names.is_empty() {
         let keep = super::graph::with_dependencies(&loaded, &args.service_names)?;
         if let Some(services) = json.get_mut("services").and_then(serde_json::Value::as_object_mut) {
@@ -85,7 +86,10 @@ pub fn run(global: &GlobalOptions, args: &ConfigArgs) -> CliResult<()> {
         }
     }
     let names = |section: &str| -> Vec<String> {
-        json.get(section).and_then(serde_json::Value::as_object).map(|m| m.keys().cloned().collect()).unwrap_or_default()
+        json.get(section)
+            .and_then(serde_json::Value::as_object)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
     };
     let text = if args.services {
         lines(names("services"))
@@ -93,8 +97,9 @@ pub fn run(global: &GlobalOptions, args: &ConfigArgs) -> CliResult<()> {
         lines(names("volumes"))
     } else if args.networks {
         lines(names("networks"))
-    } else if args.profiles {
-        let mut all: Vec<String> = project.services.values().flat_map(|s| s.profiles.iter().cloned()).collect();
+    } else if args.list_profiles {
+        let mut all: Vec<String> =
+            project.services.values().flat_map(|s| s.profiles.iter().cloned()).collect();
         all.sort();
         all.dedup();
         lines(all)
@@ -108,7 +113,8 @@ pub fn run(global: &GlobalOptions, args: &ConfigArgs) -> CliResult<()> {
         )
     } else if let Some(selection) = &args.hash {
         let wanted: Vec<&str> = selection.split(',').map(str::trim).collect();
-        let services = json.get("services").and_then(serde_json::Value::as_object).cloned().unwrap_or_default();
+        let services =
+            json.get("services").and_then(serde_json::Value::as_object).cloned().unwrap_or_default();
         for name in &wanted {
             if *name != "*" && !services.contains_key(*name) {
                 return Err(CliError::msg(format!("no such service: {name}")));

@@ -27,31 +27,39 @@ pub fn check(tree: &Node) -> Result<(), LoadError> {
             for (dep, spec) in deps.iter() {
                 let required = !matches!(spec.get("required").map(|r| &r.value), Some(Value::Bool(false)));
                 if required && !services.contains(dep) {
-                    return err(spec, "depends_on", format!("service {name:?} depends on undefined service {dep:?}"));
+                    return err(
+                        spec,
+                        "depends_on",
+                        format!("service {name:?} depends on undefined service {dep:?}"),
+                    );
                 }
             }
         }
         if let Some(nets) = service.get("networks").and_then(Node::as_map) {
             for (net, spec) in nets.iter() {
                 if !networks.contains(net) {
-                    return err(spec, "networks", format!("service {name:?} refers to undefined network {net:?}"));
+                    return err(
+                        spec,
+                        "networks",
+                        format!("service {name:?} refers to undefined network {net:?}"),
+                    );
                 }
             }
         }
         for (attr, prefix) in [("network_mode", "service:"), ("ipc", "service:"), ("pid", "service:")] {
-            if let Some(node) = service.get(attr) {
-                if let Some(target) = node.as_str().and_then(|m| m.strip_prefix(prefix)) {
-                    if !services.contains(target) {
-                        return err(node, attr, format!("service {name:?} refers to undefined service {target:?}"));
-                    }
-                }
+            if let Some(node) = service.get(attr)
+                && let Some(target) = node.as_str().and_then(|m| m.strip_prefix(prefix))
+                && !services.contains(target)
+            {
+                return err(node, attr, format!("service {name:?} refers to undefined service {target:?}"));
             }
         }
         if service.get("network_mode").is_some() && service.get("networks").is_some() {
             let node = service.get("network_mode").unwrap_or(service);
             return err(node, "network_mode", "network_mode and networks cannot be combined".into());
         }
-        for (i, from) in service.get("volumes_from").and_then(Node::as_seq).into_iter().flatten().enumerate() {
+        for (i, from) in service.get("volumes_from").and_then(Node::as_seq).into_iter().flatten().enumerate()
+        {
             let Some(text) = from.as_str() else { continue };
             if text.starts_with("container:") {
                 continue;
@@ -68,21 +76,25 @@ pub fn check(tree: &Node) -> Result<(), LoadError> {
         for (i, link) in service.get("links").and_then(Node::as_seq).into_iter().flatten().enumerate() {
             let target = link.as_str().and_then(|l| l.split(':').next()).unwrap_or_default();
             if !services.contains(target) {
-                return err(link, &format!("links[{i}]"), format!("service {name:?} links to undefined service {target:?}"));
+                return err(
+                    link,
+                    &format!("links[{i}]"),
+                    format!("service {name:?} links to undefined service {target:?}"),
+                );
             }
         }
         for (i, volume) in service.get("volumes").and_then(Node::as_seq).into_iter().flatten().enumerate() {
             if volume.get("type").and_then(Node::as_str) != Some("volume") {
                 continue;
             }
-            if let Some(source) = volume.get("source").and_then(Node::as_str) {
-                if !volumes.contains(source) {
-                    return err(
-                        volume,
-                        &format!("volumes[{i}]"),
-                        format!("service {name:?} refers to undefined volume {source:?}"),
-                    );
-                }
+            if let Some(source) = volume.get("source").and_then(Node::as_str)
+                && !volumes.contains(source)
+            {
+                return err(
+                    volume,
+                    &format!("volumes[{i}]"),
+                    format!("service {name:?} refers to undefined volume {source:?}"),
+                );
             }
         }
         for (attr, defined) in [("secrets", secrets), ("configs", configs)] {
@@ -100,15 +112,69 @@ pub fn check(tree: &Node) -> Result<(), LoadError> {
         }
         if let Some(cn) = service.get("container_name") {
             let scale = |n: Option<&Node>| n.and_then(Node::scalar_text).and_then(|s| s.parse::<i64>().ok());
-            let replicas = scale(service.get("scale")).or_else(|| scale(service.get("deploy").and_then(|d| d.get("replicas"))));
+            let replicas = scale(service.get("scale"))
+                .or_else(|| scale(service.get("deploy").and_then(|d| d.get("replicas"))));
             if replicas.is_some_and(|r| r > 1) {
                 return err(
                     cn,
                     "container_name",
-                    format!("service {name:?} sets container_name but has more than one replica: container names must be unique"),
+                    format!(
+                        "service {name:?} sets container_name but has more than one replica: container names must be unique"
+                    ),
                 );
             }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::compose::yaml;
+
+    fn check_text(text: &str) -> Result<(), String> {
+        check(&yaml::parse(text, &Arc::from("c.yaml")).expect("yaml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn complete_project_passes() {
+        check_text(
+            "services:\n  a: {image: x, depends_on: {b: {condition: service_started}}, networks: {n: }, volumes: [{type: volume, source: v, target: /v}], secrets: [{source: s}]}\n  b: {build: {context: .}}\nnetworks: {n: {}}\nvolumes: {v: {}}\nsecrets: {s: {file: /x}}\n",
+        )
+        .expect("consistent");
+    }
+
+    #[test]
+    fn each_dangling_reference_is_named() {
+        let cases = [
+            (
+                "services:\n  a: {image: x, depends_on: {b: {required: true}}}\n",
+                "depends on undefined service \"b\"",
+            ),
+            ("services:\n  a: {image: x, networks: {n: }}\n", "undefined network \"n\""),
+            (
+                "services:\n  a: {image: x, volumes: [{type: volume, source: v, target: /v}]}\n",
+                "undefined volume \"v\"",
+            ),
+            ("services:\n  a: {image: x, configs: [{source: c}]}\n", "undefined config \"c\""),
+            ("services:\n  a: {image: x, network_mode: 'service:z'}\n", "undefined service \"z\""),
+            ("services:\n  a: {image: x, volumes_from: ['z:ro']}\n", "undefined service \"z\""),
+            ("services:\n  a: {image: x, links: ['z:db']}\n", "undefined service \"z\""),
+            ("services:\n  a: {container_name: c, image: x, scale: 2}\n", "container_name"),
+            ("services:\n  a: {command: [x]}\n", "neither an image nor a build context"),
+        ];
+        for (text, want) in cases {
+            let err = check_text(text).expect_err(text);
+            assert!(err.contains(want), "{text}: {err}");
+            assert!(err.starts_with("c.yaml:2:"), "{err}");
+        }
+    }
+
+    #[test]
+    fn optional_dependency_may_be_absent() {
+        check_text("services:\n  a: {image: x, depends_on: {b: {required: false}}}\n").expect("tolerated");
+    }
 }

@@ -34,7 +34,8 @@ pub fn read_env_file(
     earlier: &Environment,
     raw: bool,
 ) -> Result<Vec<(String, Option<String>)>, LoadError> {
-    let text = std::fs::read_to_string(file).map_err(|source| LoadError::Io { path: file.to_path_buf(), source })?;
+    let text =
+        std::fs::read_to_string(file).map_err(|source| LoadError::Io { path: file.to_path_buf(), source })?;
     let lookup = |name: &str| process.get(name).or_else(|| earlier.get(name)).cloned();
     let parsed = if raw { dotenv::parse_raw(&text) } else { dotenv::parse(&text, &lookup) };
     parsed.map_err(|e| LoadError::Invalid {

@@ -6,7 +6,7 @@
 //! files are merged in order, profiles applied, the model normalized (names, default network,
 //! `env_file` and `label_file` folded in) and checked for consistency, and finally decoded.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -108,6 +108,9 @@ pub fn load_project(opts: &ProjectOptions) -> Result<LoadedProject, LoadError> {
         super::consistency::check(&tree)?;
     }
     let project = decode(&tree)?;
+    if opts.consistency {
+        check_graph(&project, &tree)?;
+    }
     Ok(LoadedProject {
         project,
         tree,
@@ -129,13 +132,35 @@ fn decode(tree: &Node) -> Result<Project, LoadError> {
             .iter()
             .map(|seg| match seg {
                 serde_path_to_error::Segment::Seq { index } => format!("/{index}"),
-                serde_path_to_error::Segment::Map { key } => format!("/{}", key.replace('~', "~0").replace('/', "~1")),
+                serde_path_to_error::Segment::Map { key } => {
+                    format!("/{}", key.replace('~', "~0").replace('/', "~1"))
+                }
                 serde_path_to_error::Segment::Enum { variant } => format!("/{variant}"),
                 serde_path_to_error::Segment::Unknown => String::new(),
             })
             .collect();
         let node = tree.locate(&pointer);
         LoadError::invalid(&node.mark, pointer_to_path(tree, &pointer), e.to_string())
+    })
+}
+
+/// Builds the dependency graph to find cycles (and references the tree checks do not cover);
+/// the error points at the first service of the cycle.
+fn check_graph(project: &Project, tree: &Node) -> Result<(), LoadError> {
+    crate::graph::ServiceGraph::from_project(project).map(|_| ()).map_err(|e| {
+        let first = match &e {
+            crate::graph::GraphError::Cycle(names) => names.first().cloned(),
+            crate::graph::GraphError::UndefinedService { service, .. } => Some(service.clone()),
+            crate::graph::GraphError::UnknownService(_) => None,
+        };
+        match first {
+            Some(service) => {
+                let pointer = format!("/services/{service}/depends_on");
+                let node = tree.locate(&pointer);
+                LoadError::invalid(&node.mark, pointer_to_path(tree, &pointer), e.to_string())
+            }
+            None => LoadError::Project(e.to_string()),
+        }
     })
 }
 
@@ -160,7 +185,11 @@ impl FileContext<'_> {
     /// The steps every file goes through before it is combined with anything.
     fn prepare(&self, tree: &mut Node, base: &Path) -> Result<(), LoadError> {
         if !matches!(tree.value, Value::Map(_)) {
-            return Err(LoadError::invalid(&tree.mark, "", "a compose file must be a mapping at the top level"));
+            return Err(LoadError::invalid(
+                &tree.mark,
+                "",
+                "a compose file must be a mapping at the top level",
+            ));
         }
         if self.opts.interpolate {
             let env = self.env;
@@ -189,14 +218,20 @@ impl FileContext<'_> {
     /// `05-services.md#extends`): the base first, the extending service over it.
     fn apply_extends(&self, tree: &mut Node, chain: &mut Vec<String>) -> Result<(), LoadError> {
         let names: Vec<String> = match tree.get("services").and_then(Node::as_map) {
-            Some(services) => services.iter().filter(|(_, s)| s.get("extends").is_some()).map(|(n, _)| n.to_string()).collect(),
+            Some(services) => services
+                .iter()
+                .filter(|(_, s)| s.get("extends").is_some())
+                .map(|(n, _)| n.to_string())
+                .collect(),
             None => return Ok(()),
         };
         let mut resolved = Vec::with_capacity(names.len());
         for name in &names {
             resolved.push(self.resolve_extends(tree, name, chain)?);
         }
-        if let Some(services) = tree.as_map_mut().and_then(|m| m.get_mut("services")).and_then(Node::as_map_mut) {
+        if let Some(services) =
+            tree.as_map_mut().and_then(|m| m.get_mut("services")).and_then(Node::as_map_mut)
+        {
             for (name, service) in names.iter().zip(resolved) {
                 if let Some(slot) = services.get_mut(name) {
                     *slot = service;
@@ -226,7 +261,11 @@ impl FileContext<'_> {
             names.push(short_ref(&here));
             names.push(short_ref(&there));
             names.dedup();
-            return Err(LoadError::invalid(&extends.mark, path, format!("extends cycle: {}", names.join(" -> "))));
+            return Err(LoadError::invalid(
+                &extends.mark,
+                path,
+                format!("extends cycle: {}", names.join(" -> ")),
+            ));
         }
         chain.push(here);
         let base = match file {
@@ -364,11 +403,11 @@ fn display_name(path: &Path, working_dir: &Path) -> Arc<str> {
 /// The compose files: `-f`, else `COMPOSE_FILE`, else discovery from the working dir upwards.
 fn read_sources(opts: &ProjectOptions) -> Result<Vec<Source>, LoadError> {
     let mut files: Vec<PathBuf> = opts.files.clone();
-    if files.is_empty() {
-        if let Some(list) = opts.environment.get("COMPOSE_FILE").filter(|s| !s.is_empty()) {
-            let sep = opts.environment.get("COMPOSE_PATH_SEPARATOR").map(String::as_str).unwrap_or(":");
-            files = list.split(sep).filter(|s| !s.is_empty()).map(PathBuf::from).collect();
-        }
+    if files.is_empty()
+        && let Some(list) = opts.environment.get("COMPOSE_FILE").filter(|s| !s.is_empty())
+    {
+        let sep = opts.environment.get("COMPOSE_PATH_SEPARATOR").map(String::as_str).unwrap_or(":");
+        files = list.split(sep).filter(|s| !s.is_empty()).map(PathBuf::from).collect();
     }
     if files.is_empty() {
         files = discover(&opts.working_dir)?;
@@ -488,12 +527,17 @@ fn validated_name(name: &str, from: &str) -> Result<String, LoadError> {
 /// Drops services whose profiles are all inactive. Active: `--profile`s, `COMPOSE_PROFILES`,
 /// and the profiles of services named on the command line (`*` activates all). A service that
 /// an enabled one requires but that is disabled is an error naming the profiles to enable.
-fn apply_profiles(tree: &mut Node, opts: &ProjectOptions, env: &Environment) -> Result<Vec<String>, LoadError> {
+fn apply_profiles(
+    tree: &mut Node,
+    opts: &ProjectOptions,
+    env: &Environment,
+) -> Result<Vec<String>, LoadError> {
     let mut active: BTreeSet<String> = opts.profiles.iter().cloned().collect();
     if let Some(list) = env.get("COMPOSE_PROFILES") {
         active.extend(list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from));
     }
-    let Some(services) = tree.as_map_mut().and_then(|m| m.get_mut("services")).and_then(Node::as_map_mut) else {
+    let Some(services) = tree.as_map_mut().and_then(|m| m.get_mut("services")).and_then(Node::as_map_mut)
+    else {
         return Ok(Vec::new());
     };
     let profiles_of = |s: &Node| -> Vec<String> {
@@ -521,17 +565,17 @@ fn apply_profiles(tree: &mut Node, opts: &ProjectOptions, env: &Environment) -> 
         let Some(deps) = service.get("depends_on").and_then(Node::as_map) else { continue };
         for (dep, spec) in deps.iter() {
             let required = !matches!(spec.get("required").map(|r| &r.value), Some(Value::Bool(false)));
-            if let Some((_, profiles)) = disabled.iter().find(|(d, _)| d == dep) {
-                if required {
-                    return Err(LoadError::invalid(
-                        &spec.mark,
-                        format!("services.{name}.depends_on.{dep}"),
-                        format!(
-                            "service {dep:?} is required by {name:?} but is disabled; enable it with --profile {}",
-                            profiles.join(" or --profile ")
-                        ),
-                    ));
-                }
+            if let Some((_, profiles)) = disabled.iter().find(|(d, _)| d == dep)
+                && required
+            {
+                return Err(LoadError::invalid(
+                    &spec.mark,
+                    format!("services.{name}.depends_on.{dep}"),
+                    format!(
+                        "service {dep:?} is required by {name:?} but is disabled; enable it with --profile {}",
+                        profiles.join(" or --profile ")
+                    ),
+                ));
             }
         }
     }

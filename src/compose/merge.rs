@@ -101,7 +101,6 @@ fn remove_path(node: &mut Node, path: &[String]) {
 }
 
 /// How a path merges, by its shape (`services.*.ports`, ...).
-#[derive(PartialEq)]
 enum Rule {
     /// The later value replaces the earlier one.
     Replace,
@@ -146,17 +145,17 @@ fn merge_node(base: &mut Node, over: Node, path: &mut Vec<String>, tags: &MergeT
         return;
     }
     let rule = rule_for(path);
-    if rule == Rule::Replace {
+    if matches!(rule, Rule::Replace) {
         *base = over;
         return;
     }
-    if rule == Rule::Logging {
+    if matches!(rule, Rule::Logging) {
         let driver = |n: &Node| text_of(n, "driver");
-        if let (Some(a), Some(b)) = (driver(base), driver(&over)) {
-            if a != b {
-                *base = over;
-                return;
-            }
+        if let (Some(a), Some(b)) = (driver(base), driver(&over))
+            && a != b
+        {
+            *base = over;
+            return;
         }
     }
     match (&mut base.value, over.value) {
@@ -296,7 +295,10 @@ mod tests {
 
     #[test]
     fn null_does_not_erase_a_collection() {
-        let v = merged("services: {a: {networks: {front: {aliases: [x]}}}}", "services: {a: {networks: {front: }}}");
+        let v = merged(
+            "services: {a: {networks: {front: {aliases: [x]}}}}",
+            "services: {a: {networks: {front: }}}",
+        );
         assert_eq!(v["services"]["a"]["networks"]["front"]["aliases"], serde_json::json!(["x"]));
     }
 }

@@ -22,10 +22,10 @@ pub fn normalize(tree: &mut Node, name: &str, env: &Environment) -> Result<(), L
     }
     if uses_default {
         ensure_section(root, "networks", &root_mark);
-        if let Some(networks) = root.get_mut("networks").and_then(Node::as_map_mut) {
-            if !networks.contains("default") {
-                networks.insert(Key { name: "default".into(), mark: root_mark.clone() }, Node::map(&root_mark));
-            }
+        if let Some(networks) = root.get_mut("networks").and_then(Node::as_map_mut)
+            && !networks.contains("default")
+        {
+            networks.insert(Key { name: "default".into(), mark: root_mark.clone() }, Node::map(&root_mark));
         }
     }
     for section in ["networks", "volumes", "secrets", "configs"] {
@@ -83,11 +83,12 @@ fn normalize_service(name: &str, service: &mut Node, env: &Environment) -> Resul
     let uses_default = svc.get("networks").and_then(|n| n.get("default")).is_some()
         || svc.get("networks").and_then(Node::as_map).is_some_and(|m| m.contains("default"));
 
-    if let Some(build) = svc.get_mut("build").and_then(Node::as_map_mut) {
-        if !build.contains("dockerfile") && !build.contains("dockerfile_inline") {
-            let m = build.entries.first().map(|(k, _)| k.mark.clone()).unwrap_or_else(|| mark.clone());
-            build.insert(key("dockerfile", &m), Node::str("Dockerfile", &m));
-        }
+    if let Some(build) = svc.get_mut("build").and_then(Node::as_map_mut)
+        && !build.contains("dockerfile")
+        && !build.contains("dockerfile_inline")
+    {
+        let m = build.entries.first().map(|(k, _)| k.mark.clone()).unwrap_or_else(|| mark.clone());
+        build.insert(key("dockerfile", &m), Node::str("Dockerfile", &m));
     }
 
     // Services reached through network_mode, volumes_from and links must start first: compose
@@ -96,7 +97,8 @@ fn normalize_service(name: &str, service: &mut Node, env: &Environment) -> Resul
     if let Some(target) = network_mode.as_deref().and_then(|m| m.strip_prefix("service:")) {
         implicit.push(target.to_string());
     }
-    for from in svc.get("volumes_from").and_then(Node::as_seq).into_iter().flatten().filter_map(Node::as_str) {
+    for from in svc.get("volumes_from").and_then(Node::as_seq).into_iter().flatten().filter_map(Node::as_str)
+    {
         if !from.starts_with("container:") {
             let service = from.strip_prefix("service:").unwrap_or(from);
             implicit.push(service.split(':').next().unwrap_or(service).to_string());
@@ -144,7 +146,8 @@ fn fold_env_files(name: &str, svc: &mut Map, env: &Environment, mark: &Mark) -> 
                 }
                 continue;
             }
-            let earlier: Environment = merged.iter().filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v))).collect();
+            let earlier: Environment =
+                merged.iter().filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v))).collect();
             for (k, v) in environment::read_env_file(Path::new(path), env, &earlier, raw)? {
                 let v = v.or_else(|| env.get(&k).cloned());
                 let Some(v) = v else { continue };
@@ -169,10 +172,10 @@ fn fold_env_files(name: &str, svc: &mut Map, env: &Environment, mark: &Mark) -> 
         out.insert(key(&k, mark), Node::new(value, mark.clone()));
     }
     for (k, mut v) in explicit.map(|m| m.entries).unwrap_or_default() {
-        if v.is_null() {
-            if let Some(found) = env.get(&k.name) {
-                v.value = Value::Str(found.clone());
-            }
+        if v.is_null()
+            && let Some(found) = env.get(&k.name)
+        {
+            v.value = Value::Str(found.clone());
         }
         out.insert(k, v);
     }
@@ -207,4 +210,99 @@ fn fold_label_files(name: &str, svc: &mut Map, env: &Environment, mark: &Mark) -
     }
     svc.insert(key("labels", mark), Node::new(Value::Map(out), mark.clone()));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::compose::yaml;
+
+    fn normalized(text: &str, env: &[(&str, &str)]) -> serde_json::Value {
+        let mut tree = yaml::parse(text, &Arc::from("c.yaml")).expect("yaml");
+        let env: Environment = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        normalize(&mut tree, "proj", &env).expect("normalizes");
+        tree.to_json()
+    }
+
+    #[test]
+    fn default_network_is_added_only_when_used() {
+        let v = normalized("services: {a: {image: x}, b: {image: x, network_mode: host}}", &[]);
+        assert_eq!(v["services"]["a"]["networks"], serde_json::json!({"default": null}));
+        assert!(v["services"]["b"].get("networks").is_none());
+        assert_eq!(v["networks"]["default"]["name"], "proj_default");
+        let v = normalized("services: {a: {image: x, networks: {front: }}}\nnetworks: {front: }", &[]);
+        assert!(v["networks"].get("default").is_none());
+        assert_eq!(v["networks"]["front"]["name"], "proj_front");
+    }
+
+    #[test]
+    fn names_come_from_keys_unless_set_or_external() {
+        let v = normalized(
+            "volumes: {a: {}, b: {name: custom}, c: {external: true}}\nsecrets: {s: {file: /x}}\nconfigs: {c: {external: true}}",
+            &[],
+        );
+        assert_eq!(v["volumes"]["a"]["name"], "proj_a");
+        assert_eq!(v["volumes"]["b"]["name"], "custom");
+        assert_eq!(v["volumes"]["c"]["name"], "c");
+        assert_eq!(v["secrets"]["s"]["name"], "proj_s");
+        assert_eq!(v["configs"]["c"]["name"], "c");
+    }
+
+    #[test]
+    fn build_gets_default_dockerfile() {
+        let v = normalized(
+            "services: {a: {build: {context: /src}}, b: {build: {context: /src, dockerfile_inline: 'FROM x'}}}",
+            &[],
+        );
+        assert_eq!(v["services"]["a"]["build"]["dockerfile"], "Dockerfile");
+        assert!(v["services"]["b"]["build"].get("dockerfile").is_none());
+    }
+
+    #[test]
+    fn bare_environment_keys_resolve_from_env() {
+        let v =
+            normalized("services: {a: {image: x, environment: {SET: , UNSET: , V: '1'}}}", &[("SET", "s")]);
+        assert_eq!(
+            v["services"]["a"]["environment"],
+            serde_json::json!({"SET": "s", "UNSET": null, "V": "1"})
+        );
+    }
+
+    #[test]
+    fn network_mode_links_and_volumes_from_become_dependencies() {
+        let v = normalized(
+            "services: {a: {image: x, network_mode: 'service:b', links: ['c:alias'], volumes_from: ['d:ro', 'container:e']}}",
+            &[],
+        );
+        let deps = &v["services"]["a"]["depends_on"];
+        for dep in ["b", "c", "d"] {
+            assert_eq!(
+                deps[dep],
+                serde_json::json!({"condition": "service_started", "required": true}),
+                "{dep}"
+            );
+        }
+        assert!(deps.get("e").is_none());
+    }
+
+    #[test]
+    fn env_and_label_files_are_folded_in() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let env_path = dir.path().join("a.env");
+        let label_path = dir.path().join("a.labels");
+        std::fs::write(&env_path, "A=1\nB=2\nFROM_HOST\n").expect("write");
+        std::fs::write(&label_path, "L=file\nM=file\n").expect("write");
+        let text = format!(
+            "services: {{s: {{image: x, env_file: [{{path: '{}', required: true}}], environment: {{B: over}}, label_file: ['{}'], labels: {{M: mine}}}}}}",
+            env_path.display(),
+            label_path.display()
+        );
+        let v = normalized(&text, &[("FROM_HOST", "h")]);
+        let s = &v["services"]["s"];
+        assert_eq!(s["environment"], serde_json::json!({"A": "1", "B": "over", "FROM_HOST": "h"}));
+        assert_eq!(s["labels"], serde_json::json!({"L": "file", "M": "mine"}));
+        assert!(s.get("env_file").is_none() && s.get("label_file").is_none());
+    }
 }

@@ -122,8 +122,11 @@ fn resolve_service(service: &mut Node, base: &Path, home: Option<&str>) {
     if let Some(ext) = svc.get_mut("extends").and_then(Node::as_map_mut) {
         fix(ext.get_mut("file"), base, home);
     }
-    if let Some(watch) =
-        svc.get_mut("develop").and_then(Node::as_map_mut).and_then(|d| d.get_mut("watch")).and_then(Node::as_seq_mut)
+    if let Some(watch) = svc
+        .get_mut("develop")
+        .and_then(Node::as_map_mut)
+        .and_then(|d| d.get_mut("watch"))
+        .and_then(Node::as_seq_mut)
     {
         for w in watch.iter_mut() {
             fix(w.as_map_mut().and_then(|m| m.get_mut("path")), base, home);

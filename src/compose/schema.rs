@@ -54,10 +54,10 @@ fn describe(root: &Node, error: &ValidationError<'_>) -> LoadError {
             .iter()
             .filter_map(|branch| branch.iter().max_by_key(|e| e.instance_path().as_str().len()))
             .max_by_key(|e| e.instance_path().as_str().len());
-        if let Some(best) = best {
-            if best.instance_path().as_str().len() > error.instance_path().as_str().len() {
-                return describe(root, best);
-            }
+        if let Some(best) = best
+            && best.instance_path().as_str().len() > error.instance_path().as_str().len()
+        {
+            return describe(root, best);
         }
     }
     let pointer = error.instance_path().as_str();

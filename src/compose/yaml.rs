@@ -223,13 +223,11 @@ fn apply_merge_keys(node: &mut Node, merges: Vec<Node>) {
 /// Types a scalar by the YAML 1.2 core schema (as go-yaml v3, which compose-go uses, does;
 /// including its acceptance of `0755` as an octal integer).
 fn resolve_scalar(text: &str, style: ScalarStyle, tag: Option<&Tag>) -> Value {
-    if let Some(tag) = tag {
-        if tag.handle == "tag:yaml.org,2002:" || tag.handle == "!!" {
-            match tag.suffix.as_str() {
-                "str" => return Value::Str(text.to_string()),
-                "null" => return Value::Null,
-                _ => {}
-            }
+    if let Some(tag) = tag.filter(|t| t.handle == "tag:yaml.org,2002:" || t.handle == "!!") {
+        match tag.suffix.as_str() {
+            "str" => return Value::Str(text.to_string()),
+            "null" => return Value::Null,
+            _ => {}
         }
     }
     if style != ScalarStyle::Plain {
@@ -247,10 +245,8 @@ fn resolve_scalar(text: &str, style: ScalarStyle, tag: Option<&Tag>) -> Value {
     if let Some(i) = parse_int(text) {
         return Value::Int(i);
     }
-    if looks_like_float(text) {
-        if let Ok(f) = text.replace('_', "").parse::<f64>() {
-            return Value::Float(f);
-        }
+    if let Some(f) = looks_like_float(text).then(|| text.replace('_', "").parse::<f64>().ok()).flatten() {
+        return Value::Float(f);
     }
     Value::Str(text.to_string())
 }
