@@ -28,8 +28,34 @@ pub fn yaml_text(value: &serde_json::Value) -> String {
     emitter.multiline(true);
     // Writing into a String cannot fail.
     let _ = emitter.dump(&to_yaml(value));
-    let body = out.strip_prefix("---\n").unwrap_or(&out).to_string();
-    if body.ends_with('\n') { body } else { body + "\n" }
+    let body = out.strip_prefix("---\n").unwrap_or(&out);
+    // saphyr writes null as `~`; docker compose writes `null`. A string "~" is always quoted
+    // by the emitter, so a bare `~` at the end of a line can only be a null.
+    // Lines of a literal block scalar (`|`) are content, not nodes: they are left alone.
+    let mut text = String::with_capacity(body.len() + 16);
+    let mut block_indent: Option<usize> = None;
+    for line in body.lines() {
+        let indent = line.len() - line.trim_start().len();
+        if block_indent.is_some_and(|b| indent > b || line.trim().is_empty()) {
+            text.push_str(line);
+            text.push('\n');
+            continue;
+        }
+        block_indent = None;
+        let trimmed = line.trim_end();
+        if trimmed.ends_with('|') || trimmed.ends_with("|-") || trimmed.ends_with("|+") {
+            block_indent = Some(indent);
+        }
+        match line.strip_suffix('~') {
+            Some(head) if head.is_empty() || head.ends_with(": ") || head.ends_with("- ") => {
+                text.push_str(head);
+                text.push_str("null");
+            }
+            _ => text.push_str(line),
+        }
+        text.push('\n');
+    }
+    text
 }
 
 #[cfg(test)]
@@ -42,6 +68,11 @@ mod tests {
         let text = yaml_text(&v);
         assert!(text.starts_with("name: demo\nservices:\n"), "{text}");
         assert!(text.contains("published: \"8080\""), "{text}");
-        assert!(text.contains("command: ~") || text.contains("command: null"), "{text}");
+        assert!(text.contains("command: null\n"), "{text}");
+        let tilde = yaml_text(&serde_json::json!({"a": "~", "b": [null]}));
+        assert_eq!(tilde, "a: \"~\"\nb:\n  - null\n");
+        let block = yaml_text(&serde_json::json!({"s": "line one\nx: ~\n", "n": null}));
+        assert!(block.contains("  x: ~\n"), "{block}");
+        assert!(block.ends_with("n: null\n") || block.contains("n: null\n"), "{block}");
     }
 }

@@ -110,6 +110,18 @@ pub fn check(tree: &Node) -> Result<(), LoadError> {
                 }
             }
         }
+        if let Some(restart) = service.get("restart") {
+            let policy = restart.scalar_text().unwrap_or_default();
+            if !valid_restart(&policy) {
+                return err(
+                    restart,
+                    "restart",
+                    format!(
+                        "invalid restart policy {policy:?}: expected no, always, on-failure[:N] or unless-stopped"
+                    ),
+                );
+            }
+        }
         if let Some(cn) = service.get("container_name") {
             let scale = |n: Option<&Node>| n.and_then(Node::scalar_text).and_then(|s| s.parse::<i64>().ok());
             let replicas = scale(service.get("scale"))
@@ -126,6 +138,15 @@ pub fn check(tree: &Node) -> Result<(), LoadError> {
         }
     }
     Ok(())
+}
+
+/// `no`, `always`, `unless-stopped`, `on-failure` or `on-failure:N`.
+fn valid_restart(policy: &str) -> bool {
+    match policy.split_once(':') {
+        Some(("on-failure", n)) => n.parse::<u32>().is_ok(),
+        None => matches!(policy, "no" | "always" | "on-failure" | "unless-stopped"),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -165,6 +186,8 @@ mod tests {
             ("services:\n  a: {image: x, links: ['z:db']}\n", "undefined service \"z\""),
             ("services:\n  a: {container_name: c, image: x, scale: 2}\n", "container_name"),
             ("services:\n  a: {command: [x]}\n", "neither an image nor a build context"),
+            ("services:\n  a: {image: x, restart: sometimes}\n", "invalid restart policy \"sometimes\""),
+            ("services:\n  a: {image: x, restart: 'on-failure:x'}\n", "invalid restart policy"),
         ];
         for (text, want) in cases {
             let err = check_text(text).expect_err(text);

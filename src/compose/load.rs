@@ -78,6 +78,9 @@ pub fn load_project(opts: &ProjectOptions) -> Result<LoadedProject, LoadError> {
     // known (as COMPOSE_PROJECT_NAME) before anything else is interpolated.
     let mut parsed = Vec::with_capacity(sources.len());
     for source in &sources {
+        if source.text.trim().is_empty() {
+            return Err(LoadError::Project(format!("{}: empty compose file", source.display)));
+        }
         let mut tree = yaml::parse(&source.text, &source.display)?;
         let tags = merge::take_merge_tags(&mut tree);
         parsed.push((tree, tags));
@@ -271,6 +274,14 @@ impl FileContext<'_> {
         let base = match file {
             Some(f) => {
                 let file_path = PathBuf::from(f);
+                if !file_path.is_file() {
+                    chain.pop();
+                    return Err(LoadError::invalid(
+                        &extends.mark,
+                        path,
+                        format!("cannot extend service {target:?}: file {f} not found"),
+                    ));
+                }
                 let dir = file_path.parent().map(Path::to_path_buf).unwrap_or_default();
                 let other = self.read_tree(&file_path, &dir)?;
                 if other.get("services").and_then(|s| s.get(&target)).is_none() {
@@ -338,6 +349,13 @@ impl FileContext<'_> {
             let inner = FileContext { env: &env, opts: self.opts, home: self.home };
             let mut imported: Option<Node> = None;
             for file in &files {
+                if !file.is_file() {
+                    return Err(LoadError::invalid(
+                        &include.mark,
+                        attr,
+                        format!("included file {} not found", file.display()),
+                    ));
+                }
                 let text = read_file(file)?;
                 let mut t = yaml::parse(&text, &display_name(file, &self.opts.working_dir))?;
                 let tags = merge::take_merge_tags(&mut t);
