@@ -270,12 +270,11 @@ impl FileContext<'_> {
                 format!("extends cycle: {}", names.join(" -> ")),
             ));
         }
-        chain.push(here);
-        let base = match file {
+        let other;
+        let (base_tree, in_file) = match file {
             Some(f) => {
                 let file_path = PathBuf::from(f);
                 if !file_path.is_file() {
-                    chain.pop();
                     return Err(LoadError::invalid(
                         &extends.mark,
                         path,
@@ -283,29 +282,20 @@ impl FileContext<'_> {
                     ));
                 }
                 let dir = file_path.parent().map(Path::to_path_buf).unwrap_or_default();
-                let other = self.read_tree(&file_path, &dir)?;
-                if other.get("services").and_then(|s| s.get(&target)).is_none() {
-                    chain.pop();
-                    return Err(LoadError::invalid(
-                        &extends.mark,
-                        path,
-                        format!("cannot extend service {target:?}: no such service in {f}"),
-                    ));
-                }
-                self.resolve_extends(&other, &target, chain)
+                other = self.read_tree(&file_path, &dir)?;
+                (&other, format!(" in {f}"))
             }
-            None => {
-                if tree.get("services").and_then(|s| s.get(&target)).is_none() {
-                    chain.pop();
-                    return Err(LoadError::invalid(
-                        &extends.mark,
-                        path,
-                        format!("cannot extend service {target:?}: no such service"),
-                    ));
-                }
-                self.resolve_extends(tree, &target, chain)
-            }
+            None => (tree, String::new()),
         };
+        if base_tree.get("services").and_then(|s| s.get(&target)).is_none() {
+            return Err(LoadError::invalid(
+                &extends.mark,
+                path,
+                format!("cannot extend service {target:?}: no such service{in_file}"),
+            ));
+        }
+        chain.push(here);
+        let base = self.resolve_extends(base_tree, &target, chain);
         chain.pop();
         let mut base = base?;
         let mut over = service.clone();
