@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use super::{CliError, CliResult, GlobalOptions, output};
+use super::{CliError, CliResult, GlobalOptions};
 use crate::compose::hash::service_hash;
+use crate::compose::render::{Format, render};
 
 /// Output format of `config`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -128,16 +129,12 @@ pub fn run(global: &GlobalOptions, args: &ConfigArgs) -> CliResult<()> {
                 .collect(),
         )
     } else {
-        let body = match args.format {
-            ConfigFormat::Json => {
-                let mut t = serde_json::to_string_pretty(&json).map_err(|e| CliError::msg(e.to_string()))?;
-                t.push('\n');
-                t
-            }
-            ConfigFormat::Yaml => output::yaml_text(&json),
+        let format = match args.format {
+            ConfigFormat::Json => Format::Json,
+            ConfigFormat::Yaml => Format::Yaml,
         };
-        // docker compose prints a literal `$` as `$$`, so that its output reads back the same.
-        if args.no_interpolate { body } else { body.replace('$', "$$") }
+        render(&json, format, !args.no_interpolate)
+            .map_err(|e| CliError::msg(format!("cannot render the project: {e}")))?
     };
     match &args.output {
         Some(path) => std::fs::write(path, text)

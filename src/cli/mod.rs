@@ -4,7 +4,6 @@
 mod config;
 mod error;
 mod graph;
-mod output;
 
 pub use error::{CliError, CliResult};
 

@@ -593,7 +593,91 @@ fn apply_profiles(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
+
+    fn project_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::Builder::new().prefix("berth-load-").tempdir().expect("temp dir");
+        for (name, text) in files {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, text).expect("write");
+        }
+        dir
+    }
+
+    fn options(dir: &Path, env: &[(&str, &str)]) -> ProjectOptions {
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        ProjectOptions::new(dir.to_path_buf(), env)
+    }
+
+    #[test]
+    fn project_name_precedence() {
+        let dir = project_dir(&[("app/compose.yaml", "name: fromfile\nservices: {s: {image: x}}\n")]);
+        let app = dir.path().join("app");
+        let mut opts = options(&app, &[("COMPOSE_PROJECT_NAME", "fromenv")]);
+        opts.project_name = Some("fromflag".into());
+        assert_eq!(load(&opts).expect("loads").name, "fromflag");
+        opts.project_name = None;
+        assert_eq!(load(&opts).expect("loads").name, "fromenv");
+        assert_eq!(load(&options(&app, &[])).expect("loads").name, "fromfile");
+        let plain = project_dir(&[("My.App/compose.yaml", "services: {s: {image: x}}\n")]);
+        assert_eq!(load(&options(&plain.path().join("My.App"), &[])).expect("loads").name, "myapp");
+    }
+
+    #[test]
+    fn discovery_walks_up_and_takes_the_override() {
+        let dir = project_dir(&[
+            ("docker-compose.yml", "services: {s: {image: a}}\n"),
+            ("docker-compose.override.yml", "services: {s: {image: b}}\n"),
+            ("x/y/.keep", ""),
+        ]);
+        let found = discover(&dir.path().join("x/y")).expect("found");
+        assert_eq!(found.len(), 2);
+        let mut opts = options(&dir.path().join("x/y"), &[]);
+        opts.project_name = Some("p".into());
+        let loaded = load_project(&opts).expect("loads");
+        assert_eq!(loaded.project.services["s"].image.as_deref(), Some("b"));
+        assert_eq!(loaded.project_dir, dir.path());
+    }
+
+    #[test]
+    fn process_environment_beats_dotenv_and_dotenv_feeds_interpolation() {
+        let dir = project_dir(&[
+            ("compose.yaml", "services: {s: {image: \"${A}:${B}\", environment: [C]}}\n"),
+            (".env", "A=dot\nB=dot\nC=dotc\n"),
+        ]);
+        let mut opts = options(dir.path(), &[("A", "proc")]);
+        opts.project_name = Some("p".into());
+        let p = load(&opts).expect("loads");
+        assert_eq!(p.services["s"].image.as_deref(), Some("proc:dot"));
+        assert_eq!(p.services["s"].environment["C"].as_deref(), Some("dotc"));
+    }
+
+    #[test]
+    fn extends_across_files_resolves_paths_against_the_base_file() {
+        let dir = project_dir(&[
+            (
+                "compose.yaml",
+                "services:\n  web:\n    extends: {file: lib/base.yaml, service: b}\n    environment: {X: '1'}\n",
+            ),
+            (
+                "lib/base.yaml",
+                "services:\n  b:\n    extends: root\n    volumes: ['./data:/data']\n  root:\n    image: base\n",
+            ),
+        ]);
+        let mut opts = options(dir.path(), &[]);
+        opts.project_name = Some("p".into());
+        let p = load(&opts).expect("loads");
+        let web = &p.services["web"];
+        assert_eq!(web.image.as_deref(), Some("base"));
+        assert_eq!(
+            web.volumes[0].source.as_deref(),
+            Some(dir.path().join("lib/data").to_str().expect("utf8"))
+        );
+        assert!(!p.services.contains_key("b"));
+    }
 
     #[test]
     fn project_names_normalize_like_compose() {

@@ -16,6 +16,7 @@ pub mod node;
 pub mod normalize;
 pub mod options;
 pub mod paths;
+pub mod render;
 pub mod schema;
 pub mod yaml;
 

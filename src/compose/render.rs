@@ -1,4 +1,6 @@
-//! Rendering of JSON values as YAML (for `config --format yaml`), through saphyr's emitter.
+//! Rendering a project as `docker compose config` prints it: JSON (two-space indent) or YAML
+//! (through saphyr's emitter), with every literal `$` written as `$$` so the output reads back
+//! the same.
 
 use saphyr::{Scalar, Yaml};
 
@@ -22,7 +24,7 @@ fn to_yaml(value: &serde_json::Value) -> Yaml<'static> {
 }
 
 /// Renders a JSON value as a YAML document (no `---` header), ending with a newline.
-pub fn yaml_text(value: &serde_json::Value) -> String {
+fn yaml_text(value: &serde_json::Value) -> String {
     let mut out = String::new();
     let mut emitter = saphyr::YamlEmitter::new(&mut out);
     emitter.multiline(true);
@@ -58,9 +60,40 @@ pub fn yaml_text(value: &serde_json::Value) -> String {
     text
 }
 
+/// Output format of [`render`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// YAML, as `docker compose config` prints by default.
+    Yaml,
+    /// JSON with two-space indentation.
+    Json,
+}
+
+/// Renders a value (a project, or part of one) in `format`. With `escape_dollars`, each `$`
+/// is written `$$`, as docker compose does unless `--no-interpolate` is given.
+pub fn render<T: serde::Serialize>(
+    value: &T,
+    format: Format,
+    escape_dollars: bool,
+) -> Result<String, serde_json::Error> {
+    let json = serde_json::to_value(value)?;
+    let text = match format {
+        Format::Json => serde_json::to_string_pretty(&json)? + "\n",
+        Format::Yaml => yaml_text(&json),
+    };
+    Ok(if escape_dollars { text.replace('$', "$$") } else { text })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn render_escapes_dollars_when_asked() {
+        let v = serde_json::json!({"a": "$x"});
+        assert_eq!(render(&v, Format::Json, true).ok().as_deref(), Some("{\n  \"a\": \"$$x\"\n}\n"));
+        assert_eq!(render(&v, Format::Yaml, false).ok().as_deref(), Some("a: $x\n"));
+    }
 
     #[test]
     fn yaml_keeps_order_and_quotes_ambiguous_strings() {
