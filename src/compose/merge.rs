@@ -8,7 +8,7 @@
 //! `!override` are taken out of a file before it is validated ([`take_merge_tags`]) and applied
 //! here by path.
 
-use super::node::{Key, MergeTag, Node, Value};
+use super::node::{MergeTag, Node, Value};
 
 /// Attribute paths (keys only, from the file's root) that a file tagged `!reset` or `!override`.
 #[derive(Debug, Default, Clone)]
@@ -213,11 +213,6 @@ fn unique_exact(items: &mut Vec<Node>) {
         }
     }
     *items = out;
-}
-
-/// A mapping key made by berth at `mark`.
-pub fn key_at(name: &str, node: &Node) -> Key {
-    Key { name: name.to_string(), mark: node.mark.clone() }
 }
 
 #[cfg(test)]

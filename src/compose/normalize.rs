@@ -80,8 +80,7 @@ fn normalize_service(name: &str, service: &mut Node, env: &Environment) -> Resul
         nets.insert(key("default", &mark), Node::new(Value::Null, mark.clone()));
         svc.insert(key("networks", &mark), Node::new(Value::Map(nets), mark.clone()));
     }
-    let uses_default = svc.get("networks").and_then(|n| n.get("default")).is_some()
-        || svc.get("networks").and_then(Node::as_map).is_some_and(|m| m.contains("default"));
+    let uses_default = svc.get("networks").and_then(Node::as_map).is_some_and(|m| m.contains("default"));
 
     if let Some(build) = svc.get_mut("build").and_then(Node::as_map_mut)
         && !build.contains("dockerfile")
