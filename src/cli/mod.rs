@@ -48,6 +48,9 @@ pub struct GlobalOptions {
     /// Where berth keeps its state
     #[arg(long, global = true, env = "BERTH_ROOT", value_name = "DIR", default_value = "/var/lib/berth")]
     pub root: PathBuf,
+    /// Where berth keeps run-time files (sockets, mount points, network namespaces)
+    #[arg(long, global = true, env = "BERTH_RUN", value_name = "DIR", default_value = "/run/berth")]
+    pub run: PathBuf,
 }
 
 /// How progress is shown.
@@ -75,6 +78,11 @@ pub enum Command {
 }
 
 impl GlobalOptions {
+    /// The root and run dirs these flags name.
+    pub fn dirs(&self) -> crate::state::Dirs {
+        crate::state::Dirs::new(&self.root, &self.run)
+    }
+
     /// Loader options from these flags and the process environment.
     pub fn project_options(&self) -> CliResult<ProjectOptions> {
         let mut opts = ProjectOptions::from_process()

@@ -1,0 +1,217 @@
+//! On-disk state: where berth keeps things (root and run dirs), atomic record writes, and
+//! project locks. Every module that writes a record goes through here so that a crash never
+//! leaves a half-written file.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Failures reading or writing state.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// A file system operation on a state path failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path being read or written.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// A record could not be encoded or decoded.
+    #[error("{path}: malformed record: {source}")]
+    Json {
+        /// The record's path.
+        path: PathBuf,
+        /// The decoder's error.
+        source: serde_json::Error,
+    },
+}
+
+impl StateError {
+    /// Wraps an I/O error with the path it happened on.
+    pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        StateError::Io { path: path.into(), source }
+    }
+}
+
+/// The two directories berth works in: the persistent root (`/var/lib/berth`, `BERTH_ROOT`)
+/// and the run dir (`/run/berth`, `BERTH_RUN`) for sockets, pids, mount points and netns files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dirs {
+    /// Persistent state: images, containers, volumes, networks, projects.
+    pub root: PathBuf,
+    /// Volatile state that a reboot clears: sockets, rootfs mount points, netns files.
+    pub run: PathBuf,
+}
+
+impl Dirs {
+    /// Default root when neither `--root` nor `BERTH_ROOT` is given.
+    pub const DEFAULT_ROOT: &'static str = "/var/lib/berth";
+    /// Default run dir when neither `--run` nor `BERTH_RUN` is given.
+    pub const DEFAULT_RUN: &'static str = "/run/berth";
+
+    /// Dirs at the given places.
+    pub fn new(root: impl Into<PathBuf>, run: impl Into<PathBuf>) -> Self {
+        Dirs { root: root.into(), run: run.into() }
+    }
+
+    /// Dirs from `BERTH_ROOT` and `BERTH_RUN`, or the defaults.
+    pub fn from_env() -> Self {
+        let root = std::env::var_os("BERTH_ROOT").map(PathBuf::from);
+        let run = std::env::var_os("BERTH_RUN").map(PathBuf::from);
+        Dirs::new(
+            root.unwrap_or_else(|| PathBuf::from(Self::DEFAULT_ROOT)),
+            run.unwrap_or_else(|| PathBuf::from(Self::DEFAULT_RUN)),
+        )
+    }
+
+    /// `<root>/images`: the OCI layout and unpacked layers.
+    pub fn images(&self) -> PathBuf {
+        self.root.join("images")
+    }
+
+    /// `<root>/containers/<id>`: a container's record, overlay upper/work dirs and log.
+    pub fn container(&self, id: &str) -> PathBuf {
+        self.root.join("containers").join(id)
+    }
+
+    /// `<root>/containers`.
+    pub fn containers(&self) -> PathBuf {
+        self.root.join("containers")
+    }
+
+    /// `<run>/containers/<id>`: rootfs mount point, shim socket, pid file.
+    pub fn container_run(&self, id: &str) -> PathBuf {
+        self.run.join("containers").join(id)
+    }
+
+    /// `<root>/volumes`.
+    pub fn volumes(&self) -> PathBuf {
+        self.root.join("volumes")
+    }
+
+    /// `<root>/networks`.
+    pub fn networks(&self) -> PathBuf {
+        self.root.join("networks")
+    }
+
+    /// `<run>/netns`: bind-mounted network namespaces, one file per container.
+    pub fn netns(&self) -> PathBuf {
+        self.run.join("netns")
+    }
+
+    /// `<root>/projects/<name>`.
+    pub fn project(&self, name: &str) -> PathBuf {
+        self.root.join("projects").join(name)
+    }
+}
+
+/// Writes `bytes` to `path` atomically: a temp file beside it, fsync, rename, fsync of the dir.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| StateError::io(dir, e))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let result = (|| {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(|e| StateError::io(path, e))
+}
+
+/// Writes `value` as pretty JSON to `path` atomically.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
+    let bytes = serde_json::to_vec_pretty(value)
+        .map_err(|source| StateError::Json { path: path.to_path_buf(), source })?;
+    write_atomic(path, &bytes)
+}
+
+/// Reads a JSON record.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, StateError> {
+    let bytes = fs::read(path).map_err(|e| StateError::io(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|source| StateError::Json { path: path.to_path_buf(), source })
+}
+
+/// An exclusive advisory lock (flock) on a file, released when dropped.
+#[derive(Debug)]
+pub struct Lock {
+    _flock: nix::fcntl::Flock<File>,
+    path: PathBuf,
+}
+
+impl Lock {
+    /// Takes the lock at `path` (created if missing), waiting while another process holds it.
+    pub fn acquire(path: &Path) -> Result<Lock, StateError> {
+        Self::take(path, true)?
+            .ok_or_else(|| StateError::io(path, io::Error::from(io::ErrorKind::WouldBlock)))
+    }
+
+    /// Takes the lock at `path` if nobody holds it; `None` when it is held.
+    pub fn try_acquire(path: &Path) -> Result<Option<Lock>, StateError> {
+        Self::take(path, false)
+    }
+
+    fn take(path: &Path, wait: bool) -> Result<Option<Lock>, StateError> {
+        use nix::fcntl::{Flock, FlockArg};
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(|e| StateError::io(dir, e))?;
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|e| StateError::io(path, e))?;
+        let arg = if wait { FlockArg::LockExclusive } else { FlockArg::LockExclusiveNonblock };
+        loop {
+            match Flock::lock(file, arg) {
+                Ok(flock) => return Ok(Some(Lock { _flock: flock, path: path.to_path_buf() })),
+                Err((f, nix::errno::Errno::EINTR)) => file = f,
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) if !wait => return Ok(None),
+                Err((_, errno)) => return Err(StateError::io(path, io::Error::from(errno))),
+            }
+        }
+    }
+
+    /// The lock file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_reads_back() {
+        let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+        let path = dir.path().join("a/b/record.json");
+        write_json(&path, &serde_json::json!({"x": 1})).unwrap();
+        write_json(&path, &serde_json::json!({"x": 2})).unwrap();
+        let v: serde_json::Value = read_json(&path).unwrap();
+        assert_eq!(v["x"], 2);
+        let leftovers: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temp file is left beside the record");
+    }
+
+    #[test]
+    fn second_lock_is_refused_while_first_is_held() {
+        let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let first = Lock::acquire(&path).unwrap();
+        // flock locks belong to the open file description, so a second open conflicts.
+        assert!(Lock::try_acquire(&path).unwrap().is_none());
+        drop(first);
+        assert!(Lock::try_acquire(&path).unwrap().is_some());
+    }
+}
