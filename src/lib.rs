@@ -6,4 +6,5 @@
 pub mod cli;
 pub mod compose;
 pub mod graph;
+pub mod runtime;
 pub mod state;

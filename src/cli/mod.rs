@@ -75,6 +75,37 @@ pub enum Command {
     Config(config::ConfigArgs),
     /// Show the dependency graph of services, networks and volumes (start order by levels)
     Graph(graph::GraphArgs),
+    /// Runs one container's shim (started by berth itself, not by users)
+    #[command(hide = true)]
+    Shim {
+        /// The container's id.
+        id: String,
+    },
+    /// Joins a running container and runs a command there (used by exec and healthchecks)
+    #[command(hide = true)]
+    Join(JoinArgs),
+}
+
+/// Arguments of the hidden `berth join`.
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// User (`uid[:gid]` or names).
+    #[arg(long)]
+    user: Option<String>,
+    /// Working dir.
+    #[arg(long)]
+    workdir: Option<String>,
+    /// Extra environment (`KEY=value`).
+    #[arg(long)]
+    env: Vec<String>,
+    /// All capabilities, no seccomp.
+    #[arg(long)]
+    privileged: bool,
+    /// The container's id.
+    id: String,
+    /// The command.
+    #[arg(last = true, required = true)]
+    args: Vec<String>,
 }
 
 impl GlobalOptions {
@@ -101,12 +132,48 @@ pub(crate) fn load(opts: &ProjectOptions) -> CliResult<LoadedProject> {
     Ok(crate::compose::load_project(opts)?)
 }
 
+/// `berth shim ID`: forks into the background (the launcher reaps the first process), leaves
+/// the launcher's session, and runs the shim until the container is gone.
+fn shim(global: &GlobalOptions, id: &str) -> ExitCode {
+    let ready = crate::runtime::ready_fd_from_env();
+    // SAFETY: nothing has started a thread yet in this process.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Parent { .. }) => return ExitCode::SUCCESS,
+        Ok(nix::unistd::ForkResult::Child) => {}
+        Err(e) => {
+            eprintln!("berth: shim: fork: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let _ = nix::unistd::setsid();
+    let code = crate::runtime::shim::main(&global.dirs(), id, ready);
+    ExitCode::from(code as u8)
+}
+
+/// `berth join`: execs the command in the container; returns only on failure.
+fn join(global: &GlobalOptions, args: &JoinArgs) -> CliResult<()> {
+    let runtime = crate::runtime::Runtime::new(&global.dirs(), "/proc/self/exe");
+    let exec = crate::runtime::ExecSpec {
+        args: args.args.clone(),
+        env: args.env.clone(),
+        user: args.user.clone(),
+        cwd: args.workdir.clone(),
+        privileged: args.privileged,
+    };
+    match runtime.join(&args.id, &exec) {
+        Ok(never) => match never {},
+        Err(e) => Err(CliError::msg(e.to_string())),
+    }
+}
+
 /// Parses the command line, runs the command, prints one error line on failure.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Config(args) => config::run(&cli.global, args),
         Command::Graph(args) => graph::run(&cli.global, args),
+        Command::Shim { id } => return shim(&cli.global, id),
+        Command::Join(args) => join(&cli.global, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

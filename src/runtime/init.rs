@@ -1,0 +1,231 @@
+//! The container's first process, from the clone to execve (DESIGN.md "How a container is
+//! made"). It runs in a copy of the single-threaded shim, so allocating is safe; every failure
+//! is written to the error pipe (close-on-exec, so the shim reads EOF when execve succeeds) and
+//! ends the process with status 127.
+
+use std::collections::HashSet;
+use std::ffi::CString;
+use std::fs;
+use std::io::Write;
+use std::os::fd::{BorrowedFd, FromRawFd, RawFd};
+use std::path::PathBuf;
+
+use caps::Capability;
+use nix::sched::{CloneFlags, setns, unshare};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, close, dup2_stderr, dup2_stdin, dup2_stdout, execve, fork, pipe2, read};
+use seccompiler::BpfProgram;
+
+use super::process::{find_program, process_env, resolve_user};
+use super::rootfs::{self, RootfsDirs};
+use super::spec::ContainerSpec;
+
+/// Everything the child needs, prepared by the shim before the clone.
+pub(crate) struct InitContext<'a> {
+    pub spec: &'a ContainerSpec,
+    pub dirs: &'a RootfsDirs,
+    pub caps: &'a HashSet<Capability>,
+    pub seccomp: &'a [BpfProgram],
+    /// Network namespace to join.
+    pub netns: Option<RawFd>,
+    /// IPC namespace to join.
+    pub ipcns: Option<RawFd>,
+    /// The shim writes one byte here once the child is in its cgroup.
+    pub sync_read: RawFd,
+    /// Errors go here; close-on-exec.
+    pub error_write: RawFd,
+    /// The child's stdio.
+    pub stdio: [RawFd; 3],
+    /// The pty slave to make the controlling terminal and `/dev/console`.
+    pub console: Option<PathBuf>,
+    /// The shim's own fds that the child must not keep.
+    pub close: Vec<RawFd>,
+}
+
+fn die(error_write: RawFd, message: &str) -> ! {
+    // SAFETY: the fd is the error pipe the shim gave us and stays open until we exit.
+    let mut pipe = unsafe { fs::File::from_raw_fd(error_write) };
+    let _ = pipe.write_all(message.as_bytes());
+    std::mem::forget(pipe);
+    // SAFETY: _exit ends the process without running the shim's atexit handlers or destructors.
+    unsafe { libc::_exit(127) }
+}
+
+macro_rules! step {
+    ($ctx:expr, $what:expr, $e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(err) => die($ctx.error_write, &format!("{}: {}", $what, err)),
+        }
+    };
+}
+
+/// The child's whole life: never returns.
+pub(crate) fn container_main(ctx: &InitContext<'_>) -> ! {
+    let spec = ctx.spec;
+    // Not dumpable: nothing in the container may open /proc/1/exe (our binary) before execve
+    // replaces it (CVE-2019-5736).
+    let _ = nix::sys::prctl::set_dumpable(false);
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    let _ = nix::sys::prctl::set_name(c"init");
+    super::exec::reset_signals();
+    for fd in &ctx.close {
+        let _ = close(*fd);
+    }
+    // Wait until the shim has put us into the cgroup.
+    let mut byte = [0u8; 1];
+    // SAFETY: sync_read is open for the life of this process.
+    let sync = unsafe { BorrowedFd::borrow_raw(ctx.sync_read) };
+    if !matches!(read(sync, &mut byte), Ok(1)) {
+        die(ctx.error_write, "the shim went away before the container started");
+    }
+    let _ = close(ctx.sync_read);
+
+    if let Some(fd) = ctx.netns {
+        // SAFETY: the shim opened this namespace fd and keeps it open across the clone.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        step!(ctx, "join network namespace", setns(fd, CloneFlags::CLONE_NEWNET));
+    }
+    if let Some(fd) = ctx.ipcns {
+        // SAFETY: as above.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        step!(ctx, "join ipc namespace", setns(fd, CloneFlags::CLONE_NEWIPC));
+    }
+    // A cgroup namespace made now is rooted at the container's own cgroup.
+    step!(ctx, "new cgroup namespace", unshare(CloneFlags::CLONE_NEWCGROUP));
+    if !spec.namespaces.uts_host {
+        step!(ctx, "set hostname", nix::unistd::sethostname(&spec.hostname));
+        if let Some(domain) = &spec.domainname {
+            // SAFETY: setdomainname reads len bytes from a valid buffer.
+            let rc = unsafe { libc::setdomainname(domain.as_ptr().cast(), domain.len()) };
+            if rc != 0 {
+                die(ctx.error_write, &format!("set domainname: {}", std::io::Error::last_os_error()));
+            }
+        }
+    }
+
+    // Open the terminal before the host's /dev/pts disappears with the old root.
+    let console_fd = ctx
+        .console
+        .as_ref()
+        .map(|path| step!(ctx, "open terminal", fs::OpenOptions::new().read(true).write(true).open(path)));
+
+    step!(ctx, "rootfs", rootfs::build(spec, ctx.dirs, ctx.console.as_deref()));
+    step!(ctx, "sysctls", rootfs::write_sysctls(&spec.sysctls));
+    if !spec.security.privileged {
+        step!(ctx, "masked paths", rootfs::protect_paths());
+    }
+    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group = fs::read_to_string("/etc/group").unwrap_or_default();
+    let user = step!(
+        ctx,
+        "user",
+        resolve_user(spec.process.user.as_deref(), &spec.process.group_add, &passwd, &group)
+    );
+    step!(ctx, "working dir", rootfs::ensure_workdir(&spec.process.cwd, user.uid, user.gid));
+    if spec.rootfs.read_only {
+        step!(ctx, "read-only rootfs", rootfs::make_root_readonly());
+    }
+    let cwd = if spec.process.cwd.is_empty() { "/" } else { spec.process.cwd.as_str() };
+    step!(ctx, "chdir", nix::unistd::chdir(cwd));
+    step!(ctx, "ulimits", super::limits::apply(&spec.ulimits));
+
+    // stdio, session and controlling terminal.
+    step!(ctx, "setsid", nix::unistd::setsid());
+    if let Some(file) = &console_fd {
+        use std::os::fd::AsFd;
+        let fd = file.as_fd();
+        step!(ctx, "stdin", dup2_stdin(fd));
+        step!(ctx, "stdout", dup2_stdout(fd));
+        step!(ctx, "stderr", dup2_stderr(fd));
+        // SAFETY: TIOCSCTTY on our own terminal fd (now stdin) with an int argument.
+        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
+            die(ctx.error_write, &format!("controlling terminal: {}", std::io::Error::last_os_error()));
+        }
+    } else {
+        // SAFETY: the stdio fds were opened by the shim for this child.
+        let [i, o, e] = ctx.stdio.map(|fd| unsafe { BorrowedFd::borrow_raw(fd) });
+        step!(ctx, "stdin", dup2_stdin(i));
+        step!(ctx, "stdout", dup2_stdout(o));
+        step!(ctx, "stderr", dup2_stderr(e));
+    }
+    drop(console_fd);
+    // Everything above stdio is closed at execve (the error pipe is close-on-exec already).
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on our own fds.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+
+    let env = process_env(&spec.process.env, &spec.hostname, &user.home, spec.process.tty);
+    if !spec.security.no_new_privileges {
+        // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: do it while we have it.
+        step!(ctx, "seccomp", super::seccomp::install(ctx.seccomp));
+    }
+    step!(ctx, "capabilities", super::exec::set_user_and_caps(ctx.caps, &user));
+    if spec.security.no_new_privileges {
+        step!(ctx, "no_new_privs", nix::sys::prctl::set_no_new_privs());
+        step!(ctx, "seccomp", super::seccomp::install(ctx.seccomp));
+    }
+
+    let Some(program) = spec.process.args.first() else {
+        die(ctx.error_write, "no command given: the image has no Cmd or Entrypoint and the service none");
+    };
+    let Some(path) = find_program(program, &env) else {
+        die(ctx.error_write, &format!("exec: {program:?}: executable file not found in $PATH"));
+    };
+    let to_c = |s: &String| CString::new(s.as_str()).unwrap_or_default();
+    let argv: Vec<CString> = spec.process.args.iter().map(to_c).collect();
+    let envp: Vec<CString> = env.iter().map(to_c).collect();
+    let path = CString::new(path).unwrap_or_default();
+    if spec.process.init {
+        run_init(ctx.error_write, &path, &argv, &envp);
+    }
+    let err = execve(&path, &argv, &envp).unwrap_err();
+    die(ctx.error_write, &format!("exec {program:?}: {err}"));
+}
+
+/// berth's init (`init: true`): pid 1 that starts the command, forwards every signal to it,
+/// reaps every zombie, and exits with the command's status (128+n for a signal, like tini).
+fn run_init(error_write: RawFd, path: &CString, argv: &[CString], envp: &[CString]) -> ! {
+    let all = SigSet::all();
+    let mut old = SigSet::empty();
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&all), Some(&mut old));
+    let (started_read, started_write) = match pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => die(error_write, &format!("init: pipe: {e}")),
+    };
+    // SAFETY: this process is single-threaded.
+    let child = match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+            let err = execve(path, argv, envp).unwrap_err();
+            die(error_write, &format!("exec {:?}: {err}", argv[0]));
+        }
+        Ok(ForkResult::Parent { child }) => child,
+        Err(e) => die(error_write, &format!("init: fork: {e}")),
+    };
+    drop(started_write);
+    // EOF once the command has exec'd (or died): then the shim may see our error pipe close.
+    let mut buf = [0u8; 1];
+    let _ = read(&started_read, &mut buf);
+    drop(started_read);
+    // Keep nothing of the shim's: the error pipe (the shim waits for its EOF) and any fd that
+    // reached us are closed; pid 1 needs only signals and waitpid from here.
+    let _ = close(error_write);
+    // SAFETY: closes our own fds from 3 up; nothing below uses them.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    loop {
+        let Ok(sig) = all.wait() else { continue };
+        if sig != Signal::SIGCHLD {
+            let _ = kill(child, sig);
+            continue;
+        }
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == child => std::process::exit(code),
+                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => std::process::exit(128 + sig as i32),
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    }
+}

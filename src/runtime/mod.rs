@@ -1,0 +1,525 @@
+//! berth's container runtime: one container at a time, with no compose knowledge. A
+//! [`ContainerSpec`] is written to `<root>/containers/<id>/spec.json`; [`Runtime::start`]
+//! re-executes berth as the shim (`berth shim ID`), which makes the container and watches it.
+//! Status, stop, kill and signals go through the shim's socket; `exec` joins the container
+//! directly.
+
+pub mod capabilities;
+pub mod cgroups;
+pub mod exec;
+mod init;
+pub mod limits;
+pub mod log;
+pub mod process;
+pub mod rootfs;
+pub mod seccomp;
+pub mod shim;
+pub mod spec;
+pub mod status;
+pub mod timefmt;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use caps::Capability;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+pub use exec::ExecSpec;
+pub use spec::ContainerSpec;
+pub use status::{ContainerStatus, HealthState, State};
+
+use crate::state::{Dirs, StateError, read_json, write_json};
+use shim::{Request, Response};
+
+/// Failures of runtime operations.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// Reading or writing a record failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// No container has this id.
+    #[error("no such container: {0}")]
+    NotFound(String),
+    /// A container with this id exists already.
+    #[error("container {0} exists already")]
+    Exists(String),
+    /// The container could not be started.
+    #[error("container {name}: {message}")]
+    Start {
+        /// The container's name.
+        name: String,
+        /// What went wrong, as the shim or the container's init reported it.
+        message: String,
+    },
+    /// The operation needs a running container.
+    #[error("container {0} is not running")]
+    NotRunning(String),
+    /// The operation refuses a running container.
+    #[error("container {0} is running: stop it first or force the removal")]
+    Running(String),
+    /// Talking to the shim failed.
+    #[error("container {id}: shim: {message}")]
+    Shim {
+        /// The container's id.
+        id: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A system call failed.
+    #[error("{what}: {source}")]
+    Sys {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The spec asks for something the runtime cannot do.
+    #[error("container {name}: {message}")]
+    Invalid {
+        /// The container's name.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, RuntimeError>;
+
+fn sys(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let what = what.into();
+    move |source| RuntimeError::Sys { what, source }
+}
+
+/// What is kept about a container besides its spec: the part other modules read (the image
+/// store looks at `image_id` to tell an image is in use).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContainerRecord {
+    /// The id.
+    pub id: String,
+    /// The name.
+    pub name: String,
+    /// The image id, when it came from the image store.
+    pub image_id: Option<String>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// When it was created (RFC 3339).
+    pub created: String,
+}
+
+/// The runtime, working in `dirs`, re-executing `exe` as the shim.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    dirs: Dirs,
+    exe: PathBuf,
+}
+
+/// The capabilities and seccomp filters a container's processes get.
+pub(crate) fn security_for(
+    spec: &ContainerSpec,
+) -> std::result::Result<(HashSet<Capability>, Vec<seccompiler::BpfProgram>), String> {
+    let host = capabilities::host_capabilities();
+    let sec = &spec.security;
+    let caps = capabilities::effective_set(sec.privileged, &sec.cap_add, &sec.cap_drop, &host)
+        .map_err(|e| e.to_string())?;
+    let filters = match (&sec.seccomp, sec.privileged) {
+        (_, true) | (spec::SeccompMode::Unconfined, _) => Vec::new(),
+        (spec::SeccompMode::Default, _) => seccomp::default_filters(&caps).map_err(|e| e.to_string())?,
+        (spec::SeccompMode::Profile(p), _) => {
+            seccomp::profile_filters(p, &caps).map_err(|e| e.to_string())?
+        }
+    };
+    Ok((caps, filters))
+}
+
+impl Runtime {
+    /// A runtime on these dirs; `exe` is the berth binary to run as the shim.
+    pub fn new(dirs: &Dirs, exe: impl Into<PathBuf>) -> Runtime {
+        Runtime { dirs: dirs.clone(), exe: exe.into() }
+    }
+
+    /// The dirs this runtime works in.
+    pub fn dirs(&self) -> &Dirs {
+        &self.dirs
+    }
+
+    /// Records a new container; checks what can be checked before anything runs.
+    pub fn create(&self, spec: &ContainerSpec) -> Result<()> {
+        let dir = self.dirs.container(&spec.id);
+        if dir.join("spec.json").exists() {
+            return Err(RuntimeError::Exists(spec.id.clone()));
+        }
+        let invalid = |message: String| RuntimeError::Invalid { name: spec.name.clone(), message };
+        limits::check(&spec.ulimits).map_err(|e| invalid(e.to_string()))?;
+        security_for(spec).map_err(invalid)?;
+        for lower in &spec.rootfs.lower_dirs {
+            if !lower.is_dir() {
+                return Err(invalid(format!("image layer {} is missing", lower.display())));
+            }
+        }
+        fs::create_dir_all(&dir).map_err(sys(dir.display().to_string()))?;
+        write_json(&dir.join("spec.json"), spec)?;
+        let record = ContainerRecord {
+            id: spec.id.clone(),
+            name: spec.name.clone(),
+            image_id: spec.image_id.clone(),
+            labels: spec.labels.clone(),
+            created: timefmt::now(),
+        };
+        write_json(&dir.join("record.json"), &record)?;
+        write_json(
+            &dir.join("status.json"),
+            &ContainerStatus { boot_id: status::boot_id(), ..ContainerStatus::default() },
+        )?;
+        Ok(())
+    }
+
+    /// The spec of a container.
+    pub fn spec(&self, id: &str) -> Result<ContainerSpec> {
+        let path = self.dirs.container(id).join("spec.json");
+        if !path.exists() {
+            return Err(RuntimeError::NotFound(id.to_string()));
+        }
+        Ok(read_json(&path)?)
+    }
+
+    /// Starts a created or exited container: launches its shim and waits until the process
+    /// has exec'd (or failed to).
+    pub fn start(&self, id: &str) -> Result<ContainerStatus> {
+        let spec = self.spec(id)?;
+        let current = self.status(id)?;
+        if matches!(current.state, State::Running | State::Restarting) {
+            return Ok(current);
+        }
+        fs::create_dir_all(self.dirs.container_run(id)).map_err(sys("run dir"))?;
+        let (ready_r, ready_w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| sys("pipe")(e.into()))?;
+        let ready_raw = ready_w.as_raw_fd();
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("--root")
+            .arg(&self.dirs.root)
+            .arg("--run")
+            .arg(&self.dirs.run)
+            .arg("shim")
+            .arg(id)
+            .env("BERTH_SHIM_READY_FD", "3")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .current_dir("/");
+        // SAFETY: dup2 is async-signal-safe; it gives the shim the pipe as fd 3 without
+        // close-on-exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(ready_raw, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(sys(format!("start shim {}", self.exe.display())))?;
+        drop(ready_w);
+        // The shim forks into the background at once; reap the first process.
+        let _ = child.wait();
+        // One line: `ok` or `error: ...`. Not to EOF, since fds can outlive the answer.
+        let mut answer = String::new();
+        let _ = BufReader::new(fs::File::from(ready_r)).read_line(&mut answer);
+        let answer = answer.trim();
+        if answer == "ok" {
+            return self.status(id);
+        }
+        let message = answer.strip_prefix("error: ").unwrap_or(answer);
+        let message = if message.is_empty() { "the shim exited without a word" } else { message };
+        Err(RuntimeError::Start { name: spec.name, message: message.to_string() })
+    }
+
+    /// Creates and starts.
+    pub fn run(&self, spec: &ContainerSpec) -> Result<ContainerStatus> {
+        self.create(spec)?;
+        self.start(&spec.id)
+    }
+
+    /// The container's status, corrected when its shim died without recording an end.
+    pub fn status(&self, id: &str) -> Result<ContainerStatus> {
+        let path = self.dirs.container(id).join("status.json");
+        if !path.exists() {
+            return Err(RuntimeError::NotFound(id.to_string()));
+        }
+        let mut st: ContainerStatus = read_json(&path)?;
+        let stale_boot = !st.boot_id.is_empty() && st.boot_id != status::boot_id();
+        if matches!(st.state, State::Running | State::Restarting) && (stale_boot || !shim_alive(st.shim_pid))
+        {
+            if !stale_boot && st.pid > 0 && process_alive(st.pid) {
+                // Running, but nobody watches it any more.
+                st.shim_pid = 0;
+            } else {
+                st.state = State::Dead;
+                st.pid = 0;
+                st.shim_pid = 0;
+            }
+        }
+        Ok(st)
+    }
+
+    fn request(&self, id: &str, request: &Request, timeout: Duration) -> Result<Response> {
+        let sock = self.dirs.container_run(id).join("shim.sock");
+        let shim_err = |message: String| RuntimeError::Shim { id: id.to_string(), message };
+        let mut stream = UnixStream::connect(&sock).map_err(|e| shim_err(e.to_string()))?;
+        stream.set_read_timeout(Some(timeout)).map_err(|e| shim_err(e.to_string()))?;
+        let mut text = serde_json::to_vec(request).map_err(|e| shim_err(e.to_string()))?;
+        text.push(b'\n');
+        stream.write_all(&text).map_err(|e| shim_err(e.to_string()))?;
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).map_err(|e| shim_err(e.to_string()))?;
+        let response: Response =
+            serde_json::from_str(&line).map_err(|e| shim_err(format!("bad answer: {e}")))?;
+        if !response.ok {
+            return Err(shim_err(response.error.unwrap_or_default()));
+        }
+        Ok(response)
+    }
+
+    /// Stops the container (its stop signal, then SIGKILL after `timeout` or its grace time)
+    /// and waits until it has exited.
+    pub fn stop(&self, id: &str, timeout: Option<Duration>) -> Result<ContainerStatus> {
+        let st = self.status(id)?;
+        match st.state {
+            State::Running | State::Restarting if st.shim_pid > 0 => {
+                let grace = timeout.map(|t| t.as_millis() as u64);
+                let wait = Duration::from_millis(grace.unwrap_or(10_000 * 6)) + Duration::from_secs(30);
+                let request = Request::Stop { timeout_ms: grace, signal: None };
+                match self.request(id, &request, wait) {
+                    Ok(_) => self.wait_shim_gone(id, Duration::from_secs(10)),
+                    // The shim may have ended between our look and our request.
+                    Err(e) => {
+                        if self.status(id)?.state == State::Exited {
+                            Ok(self.status(id)?)
+                        } else {
+                            Err(e)
+                        }
+                    }
+                }
+            }
+            State::Running | State::Dead => self.reap_orphan(id),
+            _ => Ok(st),
+        }
+    }
+
+    /// A container whose shim is gone: kill what is left, record it as exited.
+    fn reap_orphan(&self, id: &str) -> Result<ContainerStatus> {
+        let cgroup = cgroups::Cgroup::for_container(id);
+        cgroup.destroy().map_err(|e| sys("cgroup")(std::io::Error::other(e.to_string())))?;
+        let path = self.dirs.container(id).join("status.json");
+        let mut st: ContainerStatus = read_json(&path)?;
+        st.state = State::Exited;
+        st.pid = 0;
+        st.shim_pid = 0;
+        st.finished_at.get_or_insert_with(timefmt::now);
+        write_json(&path, &st)?;
+        let run = self.dirs.container_run(id);
+        let _ = fs::remove_file(run.join("shim.sock"));
+        let _ = fs::remove_dir(run.join("rootfs"));
+        Ok(st)
+    }
+
+    fn wait_shim_gone(&self, id: &str, limit: Duration) -> Result<ContainerStatus> {
+        let end = Instant::now() + limit;
+        loop {
+            let st = self.status(id)?;
+            if st.shim_pid == 0 || !shim_alive(st.shim_pid) || Instant::now() > end {
+                return Ok(st);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Sends a signal (SIGKILL when `None`); the restart policy no longer applies.
+    pub fn kill(&self, id: &str, signal: Option<&str>) -> Result<ContainerStatus> {
+        let request = Request::Kill { signal: signal.map(str::to_string) };
+        Ok(self.request(id, &request, Duration::from_secs(10))?.status)
+    }
+
+    /// Sends a signal and nothing more.
+    pub fn signal(&self, id: &str, signal: &str) -> Result<ContainerStatus> {
+        let request = Request::Signal { signal: signal.to_string() };
+        Ok(self.request(id, &request, Duration::from_secs(10))?.status)
+    }
+
+    /// Waits until the container has exited for good (no restart pending), or `timeout`.
+    pub fn wait(&self, id: &str, timeout: Duration) -> Result<ContainerStatus> {
+        let end = Instant::now() + timeout;
+        loop {
+            let st = self.status(id)?;
+            if matches!(st.state, State::Exited | State::Dead)
+                && (st.shim_pid == 0 || !shim_alive(st.shim_pid))
+            {
+                return Ok(st);
+            }
+            if Instant::now() > end {
+                return Ok(st);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// The command that runs `exec` in container `id`: berth re-executed as `berth join`, so
+    /// that the joining process starts single-threaded whatever the caller runs.
+    pub fn exec_command(&self, id: &str, exec: &ExecSpec) -> Command {
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("--root").arg(&self.dirs.root).arg("--run").arg(&self.dirs.run).arg("join");
+        if let Some(user) = &exec.user {
+            cmd.arg("--user").arg(user);
+        }
+        if let Some(cwd) = &exec.cwd {
+            cmd.arg("--workdir").arg(cwd);
+        }
+        for e in &exec.env {
+            cmd.arg("--env").arg(e);
+        }
+        if exec.privileged {
+            cmd.arg("--privileged");
+        }
+        cmd.arg(id).arg("--").args(&exec.args);
+        cmd
+    }
+
+    /// Runs a process in the running container with this process's stdio; returns its exit
+    /// code.
+    pub fn exec(&self, id: &str, exec: &ExecSpec) -> Result<i32> {
+        self.check_running(id)?;
+        let status = self.exec_command(id, exec).status().map_err(sys("exec"))?;
+        Ok(exit_code(status))
+    }
+
+    /// Runs a process in the running container and collects its output (stdout and stderr
+    /// separately) and exit code.
+    pub fn exec_output(&self, id: &str, exec: &ExecSpec) -> Result<(i32, Vec<u8>, Vec<u8>)> {
+        self.check_running(id)?;
+        let out = self.exec_command(id, exec).stdin(Stdio::null()).output().map_err(sys("exec"))?;
+        Ok((exit_code(out.status), out.stdout, out.stderr))
+    }
+
+    fn check_running(&self, id: &str) -> Result<()> {
+        let spec = self.spec(id)?;
+        let st = self.status(id)?;
+        if st.state != State::Running || st.pid == 0 {
+            return Err(RuntimeError::NotRunning(spec.name));
+        }
+        Ok(())
+    }
+
+    /// The body of `berth join`: joins container `id` and execs; only returns on failure.
+    /// Must run in a single-threaded process.
+    pub fn join(&self, id: &str, exec: &ExecSpec) -> Result<std::convert::Infallible> {
+        let spec = self.spec(id)?;
+        let st = self.status(id)?;
+        if st.state != State::Running || st.pid == 0 {
+            return Err(RuntimeError::NotRunning(spec.name));
+        }
+        let (caps, filters) = security_for(&spec)
+            .map_err(|message| RuntimeError::Invalid { name: spec.name.clone(), message })?;
+        exec::join_and_exec(&spec, &caps, &filters, st.pid, exec, None)
+    }
+
+    /// The container's log entries, oldest first.
+    pub fn logs(&self, id: &str) -> Result<Vec<log::LogEntry>> {
+        log::read_all(&self.dirs.container(id).join("log")).map_err(sys("log"))
+    }
+
+    /// Removes a container's records and dirs. A running one is refused unless `force`, which
+    /// kills it first.
+    pub fn remove(&self, id: &str, force: bool) -> Result<()> {
+        let st = match self.status(id) {
+            Ok(st) => st,
+            Err(RuntimeError::NotFound(_)) if !self.dirs.container(id).exists() => {
+                return Err(RuntimeError::NotFound(id.to_string()));
+            }
+            Err(RuntimeError::NotFound(_)) => ContainerStatus::default(),
+            Err(e) => return Err(e),
+        };
+        if matches!(st.state, State::Running | State::Restarting) {
+            if !force {
+                return Err(RuntimeError::Running(id.to_string()));
+            }
+            self.stop(id, Some(Duration::ZERO))?;
+        }
+        let run = self.dirs.container_run(id);
+        let root = self.dirs.container(id);
+        let mut first = None;
+        for dir in [&run, &root] {
+            if let Err(e) = fs::remove_dir_all(dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                first.get_or_insert(RuntimeError::Sys { what: dir.display().to_string(), source: e });
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Ids of all containers with a record.
+    pub fn list(&self) -> Result<Vec<String>> {
+        let dir = self.dirs.containers();
+        let Ok(entries) = fs::read_dir(&dir) else { return Ok(Vec::new()) };
+        let mut ids: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("spec.json").exists())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+}
+
+/// docker's exit code for a finished process: its code, or 128+n for signal n.
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status.code().or(status.signal().map(|s| 128 + s)).unwrap_or(255)
+}
+
+fn process_alive(pid: i32) -> bool {
+    pid > 0 && nix::sys::signal::kill(Pid::from_raw(pid), None::<Signal>).is_ok()
+}
+
+/// Whether `pid` is a live berth shim (not a recycled pid).
+fn shim_alive(pid: i32) -> bool {
+    pid > 0
+        && fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "berth-shim")
+        && !fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+}
+
+/// A new random container id (64 hex digits), as docker makes them.
+pub fn new_id() -> String {
+    let mut bytes = [0u8; 32];
+    if let Ok(mut f) = fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut bytes);
+    }
+    hex::encode(bytes)
+}
+
+/// Where the shim writes a container's log.
+pub fn log_path(dirs: &Dirs, id: &str) -> PathBuf {
+    dirs.container(id).join("log")
+}
+
+/// Path helper kept for callers that build specs by hand.
+pub fn container_dir(dirs: &Dirs, id: &str) -> PathBuf {
+    dirs.container(id)
+}
+
+/// Reads the ready fd the launcher passed (`BERTH_SHIM_READY_FD`).
+pub fn ready_fd_from_env() -> Option<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let fd: i32 = std::env::var("BERTH_SHIM_READY_FD").ok()?.parse().ok()?;
+    // SAFETY: the launcher dup'ed the pipe to this fd for us; nothing else owns it.
+    (fd >= 3 && Path::new(&format!("/proc/self/fd/{fd}")).exists())
+        .then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}

@@ -1,0 +1,822 @@
+//! The shim (`berth shim ID`, process name `berth-shim`): one per container, outliving the CLI
+//! that started it. It makes the container (clone from this single-threaded process), owns its
+//! output and writes the log, reaps it, records exit code, OOM and times, applies the restart
+//! policy with docker's doubling back-off, runs the healthcheck, and answers status, stop, kill
+//! and signal on `<run>/containers/<id>/shim.sock`. No threads, no async runtime: one poll loop.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use caps::Capability;
+use nix::fcntl::OFlag;
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork, pipe2};
+use seccompiler::BpfProgram;
+use serde::{Deserialize, Serialize};
+
+use super::cgroups::Cgroup;
+use super::exec::{ExecSpec, join_and_exec};
+use super::init::{InitContext, container_main};
+use super::log::LogWriter;
+use super::process::SignalName;
+use super::rootfs::RootfsDirs;
+use super::spec::{ContainerSpec, IpcNamespace, NetNamespace, RestartPolicy, SeccompMode};
+use super::status::{ContainerStatus, Health, HealthResult, HealthState, State};
+use crate::state::{Dirs, write_json};
+
+/// A request on the shim's socket (one JSON line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// The current status.
+    Status,
+    /// Stop: the stop signal, then SIGKILL after the grace time; answered once it has exited.
+    Stop {
+        /// Grace time in ms (the spec's when absent).
+        timeout_ms: Option<u64>,
+        /// Signal (the spec's `stop_signal` when absent).
+        signal: Option<String>,
+    },
+    /// Kill with a signal (SIGKILL when absent); the restart policy no longer applies.
+    Kill {
+        /// The signal.
+        signal: Option<String>,
+    },
+    /// Deliver a signal and nothing more.
+    Signal {
+        /// The signal.
+        signal: String,
+    },
+}
+
+/// The shim's answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// Whether the request was done.
+    pub ok: bool,
+    /// Why not.
+    pub error: Option<String>,
+    /// The status after the request.
+    pub status: ContainerStatus,
+}
+
+/// What the shim needs to make the container; built once, reused by restarts.
+struct Prepared {
+    spec: ContainerSpec,
+    cgroup: Cgroup,
+    caps: HashSet<Capability>,
+    seccomp: Vec<BpfProgram>,
+    rootfs: RootfsDirs,
+    netns: Option<OwnedFd>,
+    ipcns: Option<OwnedFd>,
+}
+
+/// A running container process and its output.
+struct Running {
+    pid: Pid,
+    /// (fd, stream index) of the output we read.
+    outputs: Vec<(OwnedFd, usize)>,
+    /// Kept open so that a `stdin_open` process reads no EOF.
+    _stdin: Option<OwnedFd>,
+    started: Instant,
+    oom_before: u64,
+}
+
+/// A healthcheck probe in flight.
+struct Probe {
+    pid: Pid,
+    output: OwnedFd,
+    buf: Vec<u8>,
+    start: String,
+    deadline: Instant,
+}
+
+/// Connected client with a partly read request.
+struct Client {
+    stream: UnixStream,
+    buf: Vec<u8>,
+}
+
+/// The shim's whole state.
+struct Shim {
+    dirs: Dirs,
+    id: String,
+    prepared: Prepared,
+    status: ContainerStatus,
+    log: LogWriter,
+    listener: UnixListener,
+    clients: Vec<Client>,
+    stop_waiters: Vec<UnixStream>,
+    sigfd: SignalFd,
+    running: Option<Running>,
+    restart_at: Option<Instant>,
+    backoff: Duration,
+    stop_deadline: Option<Instant>,
+    health_next: Option<Instant>,
+    start_period_end: Option<Instant>,
+    probe: Option<Probe>,
+}
+
+/// Exit status docker reports for a process ended by signal `n`.
+fn signal_status(sig: Signal) -> i32 {
+    128 + sig as i32
+}
+
+fn status_path(dirs: &Dirs, id: &str) -> PathBuf {
+    dirs.container(id).join("status.json")
+}
+
+/// Entry point of `berth shim ID`. `ready` is a pipe on which the first start is reported
+/// (`ok` or `error: ...`). Returns the shim's exit code.
+pub fn main(dirs: &Dirs, id: &str, ready: Option<OwnedFd>) -> i32 {
+    let _ = nix::sys::prctl::set_name(c"berth-shim");
+    // The container must not inherit the launcher's pipe.
+    if let Some(fd) = &ready {
+        let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+    }
+    let mut ready = ready.map(std::fs::File::from);
+    let report = |ready: &mut Option<std::fs::File>, text: &str| {
+        if let Some(mut f) = ready.take() {
+            let _ = f.write_all(text.as_bytes());
+        }
+    };
+    let mut shim = match Shim::prepare(dirs, id) {
+        Ok(s) => s,
+        Err(e) => {
+            record_failure(dirs, id, &e);
+            report(&mut ready, &format!("error: {e}\n"));
+            return 1;
+        }
+    };
+    if let Err(e) = shim.start() {
+        shim.status.error = Some(e.clone());
+        shim.finish();
+        report(&mut ready, &format!("error: {e}\n"));
+        return 1;
+    }
+    report(&mut ready, "ok\n");
+    drop(ready);
+    shim.run();
+    0
+}
+
+fn record_failure(dirs: &Dirs, id: &str, error: &str) {
+    let status = ContainerStatus {
+        state: State::Exited,
+        error: Some(error.to_string()),
+        exit_code: Some(127),
+        finished_at: Some(super::timefmt::now()),
+        boot_id: super::status::boot_id(),
+        ..ContainerStatus::default()
+    };
+    let _ = write_json(&status_path(dirs, id), &status);
+    let _ = Cgroup::for_container(id).destroy();
+    let _ = fs::remove_file(dirs.container_run(id).join("shim.sock"));
+}
+
+impl Shim {
+    fn prepare(dirs: &Dirs, id: &str) -> Result<Shim, String> {
+        let spec: ContainerSpec =
+            crate::state::read_json(&dirs.container(id).join("spec.json")).map_err(|e| e.to_string())?;
+        let host_caps = super::capabilities::host_capabilities();
+        let caps = super::capabilities::effective_set(
+            spec.security.privileged,
+            &spec.security.cap_add,
+            &spec.security.cap_drop,
+            &host_caps,
+        )
+        .map_err(|e| e.to_string())?;
+        let seccomp = match (&spec.security.seccomp, spec.security.privileged) {
+            (_, true) | (SeccompMode::Unconfined, _) => Vec::new(),
+            (SeccompMode::Default, _) => super::seccomp::default_filters(&caps).map_err(|e| e.to_string())?,
+            (SeccompMode::Profile(p), _) => {
+                super::seccomp::profile_filters(p, &caps).map_err(|e| e.to_string())?
+            }
+        };
+        super::limits::check(&spec.ulimits).map_err(|e| e.to_string())?;
+        let base = dirs.container(id);
+        let run = dirs.container_run(id);
+        let rootfs = RootfsDirs {
+            rootfs: run.join("rootfs"),
+            upper: base.join("upper"),
+            work: base.join("work"),
+            empty: base.join("empty"),
+        };
+        for d in [&rootfs.rootfs, &rootfs.upper, &rootfs.work, &rootfs.empty] {
+            fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        let netns = match &spec.namespaces.net {
+            NetNamespace::Path(p) => Some(
+                fs::File::open(p)
+                    .map(OwnedFd::from)
+                    .map_err(|e| format!("network namespace {}: {e}", p.display()))?,
+            ),
+            _ => None,
+        };
+        let ipcns = match &spec.namespaces.ipc {
+            IpcNamespace::Container(other) => {
+                let st: ContainerStatus = crate::state::read_json(&status_path(dirs, other))
+                    .map_err(|e| format!("ipc of container {other}: {e}"))?;
+                if st.state != State::Running || st.pid == 0 {
+                    return Err(format!("ipc of container {other}: it is not running"));
+                }
+                let path = format!("/proc/{}/ns/ipc", st.pid);
+                Some(fs::File::open(&path).map(OwnedFd::from).map_err(|e| format!("{path}: {e}"))?)
+            }
+            _ => None,
+        };
+        let cgroup = Cgroup::for_container(id);
+        cgroup.create(&spec.resources, &spec.devices, spec.security.privileged).map_err(|e| e.to_string())?;
+        let log = LogWriter::open(&base.join("log"), spec.log.clone()).map_err(|e| format!("log: {e}"))?;
+        let sock = run.join("shim.sock");
+        let _ = fs::remove_file(&sock);
+        let listener = UnixListener::bind(&sock).map_err(|e| format!("{}: {e}", sock.display()))?;
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let mut mask = SigSet::empty();
+        for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+            mask.add(s);
+        }
+        mask.thread_block().map_err(|e| e.to_string())?;
+        let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+            .map_err(|e| e.to_string())?;
+        let status = ContainerStatus {
+            shim_pid: std::process::id() as i32,
+            boot_id: super::status::boot_id(),
+            ..ContainerStatus::default()
+        };
+        Ok(Shim {
+            dirs: dirs.clone(),
+            id: id.to_string(),
+            prepared: Prepared { spec, cgroup, caps, seccomp, rootfs, netns, ipcns },
+            status,
+            log,
+            listener,
+            clients: Vec::new(),
+            stop_waiters: Vec::new(),
+            sigfd,
+            running: None,
+            restart_at: None,
+            backoff: Duration::from_millis(100),
+            stop_deadline: None,
+            health_next: None,
+            start_period_end: None,
+            probe: None,
+        })
+    }
+
+    fn save(&self) {
+        let _ = write_json(&status_path(&self.dirs, &self.id), &self.status);
+    }
+
+    /// Makes and starts the container process.
+    fn start(&mut self) -> Result<(), String> {
+        let p = &self.prepared;
+        let spec = &p.spec;
+        let cloexec = OFlag::O_CLOEXEC;
+        let (sync_r, sync_w) = pipe2(cloexec).map_err(|e| e.to_string())?;
+        let (err_r, err_w) = pipe2(cloexec).map_err(|e| e.to_string())?;
+        let mut parent_ends: Vec<RawFd> = vec![sync_w.as_raw_fd(), err_r.as_raw_fd()];
+        let mut outputs = Vec::new();
+        let mut stdin_keep = None;
+        let mut child_ends: Vec<OwnedFd> = Vec::new();
+        let mut console = None;
+        let stdio: [RawFd; 3];
+        if spec.process.tty {
+            let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+                .map_err(|e| format!("pty: {e}"))?;
+            nix::pty::grantpt(&master).map_err(|e| format!("pty: {e}"))?;
+            nix::pty::unlockpt(&master).map_err(|e| format!("pty: {e}"))?;
+            let name = nix::pty::ptsname_r(&master).map_err(|e| format!("pty: {e}"))?;
+            console = Some(PathBuf::from(name));
+            let fd: OwnedFd = master.into();
+            parent_ends.push(fd.as_raw_fd());
+            stdio = [-1, -1, -1];
+            outputs.push((fd, 0));
+        } else {
+            let (out_r, out_w) = pipe2(cloexec).map_err(|e| e.to_string())?;
+            let (errout_r, errout_w) = pipe2(cloexec).map_err(|e| e.to_string())?;
+            let stdin: OwnedFd = if spec.process.stdin_open {
+                let (in_r, in_w) = pipe2(cloexec).map_err(|e| e.to_string())?;
+                parent_ends.push(in_w.as_raw_fd());
+                stdin_keep = Some(in_w);
+                in_r
+            } else {
+                fs::File::open("/dev/null").map_err(|e| e.to_string())?.into()
+            };
+            parent_ends.extend([out_r.as_raw_fd(), errout_r.as_raw_fd()]);
+            stdio = [stdin.as_raw_fd(), out_w.as_raw_fd(), errout_w.as_raw_fd()];
+            child_ends.extend([stdin, out_w, errout_w]);
+            outputs.push((out_r, 0));
+            outputs.push((errout_r, 1));
+        }
+        parent_ends.push(self.listener.as_raw_fd());
+        parent_ends.push(self.sigfd.as_fd().as_raw_fd());
+        let ctx = InitContext {
+            spec,
+            dirs: &p.rootfs,
+            caps: &p.caps,
+            seccomp: &p.seccomp,
+            netns: p.netns.as_ref().map(|f| f.as_raw_fd()),
+            ipcns: p.ipcns.as_ref().map(|f| f.as_raw_fd()),
+            sync_read: sync_r.as_raw_fd(),
+            error_write: err_w.as_raw_fd(),
+            stdio,
+            console,
+            close: parent_ends,
+        };
+        let mut flags = CloneFlags::CLONE_NEWNS;
+        if !spec.namespaces.pid_host {
+            flags |= CloneFlags::CLONE_NEWPID;
+        }
+        if !spec.namespaces.uts_host {
+            flags |= CloneFlags::CLONE_NEWUTS;
+        }
+        if spec.namespaces.ipc == IpcNamespace::Private {
+            flags |= CloneFlags::CLONE_NEWIPC;
+        }
+        if spec.namespaces.net == NetNamespace::None {
+            flags |= CloneFlags::CLONE_NEWNET;
+        }
+        let mut stack = vec![0u8; 256 * 1024];
+        let oom_before = p.cgroup.oom_kills();
+        // SAFETY: the shim is single-threaded, so the child (a copy of it, as after fork) may
+        // allocate; the callback never returns into our frames (container_main ends in execve
+        // or _exit).
+        let pid = unsafe {
+            nix::sched::clone(Box::new(|| container_main(&ctx)), &mut stack, flags, Some(libc::SIGCHLD))
+        }
+        .map_err(|e| format!("clone: {e}"))?;
+        drop(child_ends);
+        drop(sync_r);
+        drop(err_w);
+        let setup = (|| -> Result<(), String> {
+            p.cgroup.add_process(pid.as_raw()).map_err(|e| e.to_string())?;
+            if let Some(adj) = spec.resources.oom_score_adj {
+                fs::write(format!("/proc/{pid}/oom_score_adj"), adj.to_string())
+                    .map_err(|e| format!("oom_score_adj: {e}"))?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = setup {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            return Err(e);
+        }
+        nix::unistd::write(&sync_w, &[1]).map_err(|e| format!("start: {e}"))?;
+        drop(sync_w);
+        let mut message = String::new();
+        let _ = fs::File::from(err_r).read_to_string(&mut message);
+        if !message.is_empty() {
+            let _ = waitpid(pid, None);
+            return Err(message);
+        }
+        for (fd, _) in &outputs {
+            let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+        }
+        self.running =
+            Some(Running { pid, outputs, _stdin: stdin_keep, started: Instant::now(), oom_before });
+        self.status.state = State::Running;
+        self.status.pid = pid.as_raw();
+        self.status.started_at = Some(super::timefmt::now());
+        self.status.error = None;
+        if let Some(h) = &spec.healthcheck {
+            let now = Instant::now();
+            self.start_period_end = Some(now + Duration::from_millis(h.start_period_ms));
+            self.status.health = Some(Health {
+                status: HealthState::Starting,
+                ..self.status.health.take().unwrap_or_default()
+            });
+            if let Some(health) = &mut self.status.health {
+                health.status = HealthState::Starting;
+                health.failing_streak = 0;
+            }
+            self.health_next = Some(now + self.probe_interval());
+        }
+        self.save();
+        Ok(())
+    }
+
+    fn probe_interval(&self) -> Duration {
+        let Some(h) = &self.prepared.spec.healthcheck else { return Duration::from_secs(30) };
+        let in_start = self.start_period_end.is_some_and(|end| Instant::now() < end);
+        if in_start && h.start_interval_ms > 0 {
+            Duration::from_millis(h.start_interval_ms)
+        } else {
+            Duration::from_millis(h.interval_ms.max(1))
+        }
+    }
+
+    /// The poll loop; returns when the container is gone for good.
+    fn run(&mut self) {
+        loop {
+            if self.running.is_none() && self.restart_at.is_none() && self.probe.is_none() {
+                self.finish();
+                return;
+            }
+            let mut fds: Vec<libc::pollfd> = Vec::new();
+            let mut push = |fd: RawFd| fds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+            push(self.sigfd.as_fd().as_raw_fd());
+            push(self.listener.as_raw_fd());
+            for c in &self.clients {
+                push(c.stream.as_raw_fd());
+            }
+            if let Some(r) = &self.running {
+                for (fd, _) in &r.outputs {
+                    push(fd.as_raw_fd());
+                }
+            }
+            if let Some(p) = &self.probe {
+                push(p.output.as_raw_fd());
+            }
+            let deadline = [
+                self.restart_at,
+                self.stop_deadline,
+                self.health_next,
+                self.probe.as_ref().map(|p| p.deadline),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let timeout = deadline.map_or(-1, |d| {
+                let ms = d.saturating_duration_since(Instant::now()).as_millis();
+                ms.min(60_000) as i32 + 1
+            });
+            // SAFETY: fds is a valid array of pollfd for its length.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+            if n < 0 {
+                continue;
+            }
+            let ready = |fd: RawFd| fds.iter().any(|p| p.fd == fd && p.revents != 0);
+            if ready(self.listener.as_raw_fd()) {
+                while let Ok((stream, _)) = self.listener.accept() {
+                    let _ = stream.set_nonblocking(true);
+                    self.clients.push(Client { stream, buf: Vec::new() });
+                }
+            }
+            let output_fds: Vec<RawFd> = self
+                .running
+                .as_ref()
+                .map(|r| r.outputs.iter().map(|(fd, _)| fd.as_raw_fd()).filter(|fd| ready(*fd)).collect())
+                .unwrap_or_default();
+            for fd in output_fds {
+                self.read_output(fd);
+            }
+            if let Some(p) = &self.probe
+                && ready(p.output.as_raw_fd())
+            {
+                self.read_probe();
+            }
+            let client_fds: Vec<RawFd> =
+                self.clients.iter().map(|c| c.stream.as_raw_fd()).filter(|fd| ready(*fd)).collect();
+            for fd in client_fds {
+                self.serve(fd);
+            }
+            if ready(self.sigfd.as_fd().as_raw_fd()) {
+                self.handle_signals();
+            }
+            self.handle_timers();
+        }
+    }
+
+    fn read_output(&mut self, fd: RawFd) {
+        let Some(running) = &mut self.running else { return };
+        let Some(idx) = running.outputs.iter().position(|(f, _)| f.as_raw_fd() == fd) else { return };
+        let stream = running.outputs[idx].1;
+        let mut buf = [0u8; 16384];
+        loop {
+            // SAFETY: fd is owned by running.outputs and open.
+            let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+            match nix::unistd::read(borrowed, &mut buf) {
+                Ok(0) | Err(nix::errno::Errno::EIO) => {
+                    running.outputs.remove(idx);
+                    return;
+                }
+                Ok(n) => {
+                    let _ = self.log.write(stream, &buf[..n]);
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn drain_outputs(&mut self) {
+        let fds: Vec<RawFd> = self
+            .running
+            .as_ref()
+            .map(|r| r.outputs.iter().map(|(f, _)| f.as_raw_fd()).collect())
+            .unwrap_or_default();
+        for fd in fds {
+            self.read_output(fd);
+        }
+        let _ = self.log.flush_partial();
+    }
+
+    fn handle_signals(&mut self) {
+        let mut reap = false;
+        while let Ok(Some(info)) = self.sigfd.read_signal() {
+            match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGCHLD) => reap = true,
+                // Someone asked the shim itself to end: stop the container as `stop` would.
+                Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => self.begin_stop(None, None),
+                _ => {}
+            }
+        }
+        if reap {
+            self.reap();
+        }
+    }
+
+    fn reap(&mut self) {
+        loop {
+            let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(s) => s,
+            };
+            let (pid, code) = match status {
+                WaitStatus::Exited(pid, code) => (pid, code),
+                WaitStatus::Signaled(pid, sig, _) => (pid, signal_status(sig)),
+                _ => continue,
+            };
+            if self.running.as_ref().is_some_and(|r| r.pid == pid) {
+                self.container_exited(code);
+            } else if self.probe.as_ref().is_some_and(|p| p.pid == pid) {
+                self.probe_done(code);
+            }
+        }
+    }
+
+    fn container_exited(&mut self, code: i32) {
+        self.drain_outputs();
+        let Some(running) = self.running.take() else { return };
+        let oom = self.prepared.cgroup.oom_kills() > running.oom_before;
+        // With `pid: host` other processes of the container may be left; they go with it.
+        for pid in self.prepared.cgroup.processes() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        if let Some(p) = self.probe.take() {
+            let _ = kill(p.pid, Signal::SIGKILL);
+            let _ = waitpid(p.pid, None);
+        }
+        self.health_next = None;
+        self.status.exit_code = Some(code);
+        self.status.oom_killed = oom;
+        self.status.pid = 0;
+        self.status.finished_at = Some(super::timefmt::now());
+        self.stop_deadline = None;
+        let restart = !self.status.stopped_by_user
+            && match &self.prepared.spec.restart {
+                RestartPolicy::No => false,
+                RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+                RestartPolicy::OnFailure(max) => {
+                    code != 0 && max.is_none_or(|m| self.status.restart_count < m)
+                }
+            };
+        if restart {
+            // docker: 100 ms doubling to one minute; a run of 10 s or more starts over.
+            if running.started.elapsed() >= Duration::from_secs(10) {
+                self.backoff = Duration::from_millis(100);
+            }
+            self.restart_at = Some(Instant::now() + self.backoff);
+            self.backoff = (self.backoff * 2).min(Duration::from_secs(60));
+            self.status.state = State::Restarting;
+        } else {
+            self.status.state = State::Exited;
+        }
+        self.save();
+    }
+
+    fn handle_timers(&mut self) {
+        let now = Instant::now();
+        if self.restart_at.is_some_and(|t| t <= now) {
+            self.restart_at = None;
+            self.status.restart_count += 1;
+            if let Err(e) = self.start() {
+                self.status.error = Some(e);
+                self.status.state = State::Exited;
+                self.save();
+            }
+        }
+        if self.stop_deadline.is_some_and(|t| t <= now) {
+            self.stop_deadline = None;
+            if let Some(r) = &self.running {
+                let _ = kill(r.pid, Signal::SIGKILL);
+                for pid in self.prepared.cgroup.processes() {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+        }
+        if self.probe.as_ref().is_some_and(|p| p.deadline <= now) {
+            if let Some(p) = &self.probe {
+                let _ = kill(p.pid, Signal::SIGKILL);
+            }
+            // Reaped through SIGCHLD; the result is a timeout.
+            if let Some(p) = &mut self.probe {
+                p.buf = b"Health check exceeded timeout".to_vec();
+                p.deadline = now + Duration::from_secs(3600);
+            }
+        }
+        if self.health_next.is_some_and(|t| t <= now) && self.probe.is_none() {
+            self.health_next = None;
+            self.start_probe();
+        }
+    }
+
+    fn start_probe(&mut self) {
+        let (Some(h), Some(running)) = (&self.prepared.spec.healthcheck, &self.running) else { return };
+        let Ok((out_r, out_w)) = pipe2(OFlag::O_CLOEXEC) else { return };
+        let Ok(devnull) = fs::File::open("/dev/null") else { return };
+        let exec = ExecSpec { args: h.command.clone(), ..ExecSpec::default() };
+        let pid = running.pid.as_raw();
+        // SAFETY: the shim is single-threaded.
+        match unsafe { fork() } {
+            Ok(ForkResult::Child) => {
+                let stdio = [devnull.as_raw_fd(), out_w.as_raw_fd(), out_w.as_raw_fd()];
+                join_and_exec(
+                    &self.prepared.spec,
+                    &self.prepared.caps,
+                    &self.prepared.seccomp,
+                    pid,
+                    &exec,
+                    Some(stdio),
+                );
+            }
+            Ok(ForkResult::Parent { child }) => {
+                drop(out_w);
+                let _ = nix::fcntl::fcntl(&out_r, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+                self.probe = Some(Probe {
+                    pid: child,
+                    output: out_r,
+                    buf: Vec::new(),
+                    start: super::timefmt::now(),
+                    deadline: Instant::now() + Duration::from_millis(h.timeout_ms.max(1)),
+                });
+            }
+            Err(_) => self.health_next = Some(Instant::now() + self.probe_interval()),
+        }
+    }
+
+    fn read_probe(&mut self) {
+        let Some(p) = &mut self.probe else { return };
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = nix::unistd::read(&p.output, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            if p.buf.len() < 4096 {
+                p.buf.extend_from_slice(&buf[..n.min(4096 - p.buf.len())]);
+            }
+        }
+    }
+
+    fn probe_done(&mut self, code: i32) {
+        self.read_probe();
+        let Some(p) = self.probe.take() else { return };
+        let timed_out = p.buf == b"Health check exceeded timeout";
+        let code = if timed_out { -1 } else { code };
+        let retries = self.prepared.spec.healthcheck.as_ref().map_or(3, |h| h.retries.max(1));
+        let in_start = self.start_period_end.is_some_and(|end| Instant::now() < end);
+        let health = self.status.health.get_or_insert_with(Health::default);
+        health.log.push(HealthResult {
+            start: p.start,
+            end: super::timefmt::now(),
+            exit_code: code,
+            output: String::from_utf8_lossy(&p.buf).into_owned(),
+        });
+        if health.log.len() > 5 {
+            health.log.remove(0);
+        }
+        if code == 0 {
+            health.status = HealthState::Healthy;
+            health.failing_streak = 0;
+            // A pass ends the start period, as docker decides.
+            self.start_period_end = None;
+        } else if !(in_start && health.status == HealthState::Starting) {
+            health.failing_streak += 1;
+            if health.failing_streak >= retries {
+                health.status = HealthState::Unhealthy;
+            }
+        }
+        if self.running.is_some() {
+            self.health_next = Some(Instant::now() + self.probe_interval());
+        }
+        self.save();
+    }
+
+    fn begin_stop(&mut self, timeout_ms: Option<u64>, signal: Option<String>) {
+        self.status.stopped_by_user = true;
+        if self.restart_at.take().is_some() {
+            self.status.state = State::Exited;
+            self.save();
+            return;
+        }
+        let Some(r) = &self.running else { return };
+        let sig = signal
+            .or_else(|| self.prepared.spec.stop_signal.clone())
+            .and_then(|s| s.parse::<SignalName>().ok())
+            .map_or(Signal::SIGTERM, |s| s.0);
+        let _ = kill(r.pid, sig);
+        let grace = timeout_ms.or(self.prepared.spec.stop_grace_ms).unwrap_or(10_000);
+        let deadline = Instant::now() + Duration::from_millis(grace);
+        self.stop_deadline = Some(self.stop_deadline.map_or(deadline, |d| d.min(deadline)));
+        self.save();
+    }
+
+    fn serve(&mut self, fd: RawFd) {
+        let Some(idx) = self.clients.iter().position(|c| c.stream.as_raw_fd() == fd) else { return };
+        let mut buf = [0u8; 4096];
+        let closed = loop {
+            match self.clients[idx].stream.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(n) => self.clients[idx].buf.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break true,
+            }
+        };
+        let Some(end) = self.clients[idx].buf.iter().position(|b| *b == b'\n') else {
+            if closed || self.clients[idx].buf.len() > 65536 {
+                self.clients.remove(idx);
+            }
+            return;
+        };
+        let client = self.clients.remove(idx);
+        let request = serde_json::from_slice::<Request>(&client.buf[..end]);
+        let mut stream = client.stream;
+        let _ = stream.set_nonblocking(false);
+        let response = match request {
+            Err(e) => {
+                Response { ok: false, error: Some(format!("bad request: {e}")), status: self.status.clone() }
+            }
+            Ok(Request::Status) => Response { ok: true, error: None, status: self.status.clone() },
+            Ok(Request::Stop { timeout_ms, signal }) => {
+                self.begin_stop(timeout_ms, signal);
+                if self.running.is_some() {
+                    self.stop_waiters.push(stream);
+                    return;
+                }
+                Response { ok: true, error: None, status: self.status.clone() }
+            }
+            Ok(Request::Kill { signal }) => self.deliver(signal.as_deref().unwrap_or("SIGKILL"), true),
+            Ok(Request::Signal { signal }) => self.deliver(&signal, false),
+        };
+        reply(&mut stream, &response);
+    }
+
+    fn deliver(&mut self, signal: &str, kill_request: bool) -> Response {
+        let sig = match signal.parse::<SignalName>() {
+            Ok(s) => s.0,
+            Err(e) => return Response { ok: false, error: Some(e.to_string()), status: self.status.clone() },
+        };
+        let Some(r) = &self.running else {
+            return Response {
+                ok: false,
+                error: Some("container is not running".into()),
+                status: self.status.clone(),
+            };
+        };
+        if kill_request {
+            self.status.stopped_by_user = true;
+        }
+        let _ = kill(r.pid, sig);
+        Response { ok: true, error: None, status: self.status.clone() }
+    }
+
+    /// The container is gone for good: record it, tidy up, answer whoever waits.
+    fn finish(&mut self) {
+        if let Some(r) = self.running.take() {
+            let _ = kill(r.pid, Signal::SIGKILL);
+            let _ = waitpid(r.pid, None);
+        }
+        let _ = self.log.flush_partial();
+        if let Err(e) = self.prepared.cgroup.destroy() {
+            self.status.error.get_or_insert(e.to_string());
+        }
+        if self.status.state != State::Exited {
+            self.status.state = State::Exited;
+        }
+        self.status.shim_pid = 0;
+        self.save();
+        let _ = fs::remove_file(self.dirs.container_run(&self.id).join("shim.sock"));
+        let _ = fs::remove_dir(&self.prepared.rootfs.rootfs);
+        let response = Response { ok: true, error: None, status: self.status.clone() };
+        for mut waiter in self.stop_waiters.drain(..) {
+            reply(&mut waiter, &response);
+        }
+    }
+}
+
+fn reply(stream: &mut UnixStream, response: &Response) {
+    if let Ok(mut text) = serde_json::to_vec(response) {
+        text.push(b'\n');
+        let _ = stream.write_all(&text);
+    }
+}
