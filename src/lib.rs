@@ -6,5 +6,6 @@
 pub mod cli;
 pub mod compose;
 pub mod graph;
+pub mod image;
 pub mod runtime;
 pub mod state;

@@ -4,6 +4,7 @@
 mod config;
 mod error;
 mod graph;
+mod image;
 
 pub use error::{CliError, CliResult};
 
@@ -75,6 +76,8 @@ pub enum Command {
     Config(config::ConfigArgs),
     /// Show the dependency graph of services, networks and volumes (start order by levels)
     Graph(graph::GraphArgs),
+    /// Manage images in berth's local store (import, load, ls, rm, inspect, prune)
+    Image(image::ImageArgs),
     /// Runs one container's shim (started by berth itself, not by users)
     #[command(hide = true)]
     Shim {
@@ -172,6 +175,7 @@ pub fn run() -> ExitCode {
     let result = match &cli.command {
         Command::Config(args) => config::run(&cli.global, args),
         Command::Graph(args) => graph::run(&cli.global, args),
+        Command::Image(args) => image::run(&cli.global, args),
         Command::Shim { id } => return shim(&cli.global, id),
         Command::Join(args) => join(&cli.global, args),
     };

@@ -1,0 +1,209 @@
+//! `berth image ...`: the local image store.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::{CliError, CliResult, GlobalOptions};
+use crate::image::import::{ImportSource, import};
+use crate::image::{ImageStore, Reference, load::load};
+
+/// `berth image` subcommands.
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    #[command(subcommand)]
+    command: ImageCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCommand {
+    /// Import a root filesystem (tarball, folder or `-`) as a one-layer image
+    Import {
+        /// Apply a Dockerfile instruction to the image config (CMD, ENTRYPOINT, ENV, WORKDIR, USER, EXPOSE, LABEL, STOPSIGNAL, VOLUME)
+        #[arg(short = 'c', long = "change", value_name = "LINE")]
+        changes: Vec<String>,
+        /// Commit message kept in the image history
+        #[arg(short, long)]
+        message: Option<String>,
+        /// Tarball, folder, or `-` for standard input
+        source: PathBuf,
+        /// Name for the image (`repository[:tag]`)
+        name: Option<String>,
+    },
+    /// Load images from a docker-archive or OCI archive
+    Load {
+        /// Read from this file instead of standard input
+        #[arg(short, long)]
+        input: Option<PathBuf>,
+        /// Print nothing
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// List images
+    #[command(alias = "list")]
+    Ls {
+        /// Only ids
+        #[arg(short, long)]
+        quiet: bool,
+        /// Output format
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Remove images (refuses images containers use, unless -f)
+    #[command(alias = "remove")]
+    Rm {
+        /// Remove even when containers use it (`-f` is the global compose-file flag)
+        #[arg(long)]
+        force: bool,
+        /// Names or ids
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Show images as JSON
+    Inspect {
+        /// Names or ids
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Remove untagged images that no container uses, and unreferenced content
+    Prune,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+fn short_id(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    &hex[..hex.len().min(12)]
+}
+
+fn human_size(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < units.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 { format!("{bytes}B") } else { format!("{v:.3}{}", units[u]).replace(".000", "") }
+}
+
+/// Runs `berth image ...`.
+pub fn run(global: &GlobalOptions, args: &ImageArgs) -> CliResult<()> {
+    let store = ImageStore::open(&global.dirs()).map_err(|e| CliError::msg(e.to_string()))?;
+    let err = |e: crate::image::ImageError| CliError::msg(e.to_string());
+    let mut out = std::io::stdout().lock();
+    match &args.command {
+        ImageCommand::Import { changes, message, source, name } => {
+            let reference = name
+                .as_deref()
+                .map(Reference::parse)
+                .transpose()
+                .map_err(|e| CliError::msg(e.to_string()))?;
+            let mut stdin = std::io::stdin().lock();
+            let src = if source.as_os_str() == "-" {
+                ImportSource::Reader(&mut stdin)
+            } else if source.is_dir() {
+                ImportSource::Dir(source)
+            } else if source.is_file() {
+                ImportSource::File(source)
+            } else {
+                return Err(CliError::msg(format!("{}: no such file or directory", source.display())));
+            };
+            let id = import(&store, src, reference.as_ref(), changes, message.as_deref()).map_err(err)?;
+            let _ = writeln!(out, "{id}");
+        }
+        ImageCommand::Load { input, quiet } => {
+            let loaded = match input {
+                Some(path) => {
+                    let mut f = std::fs::File::open(path)
+                        .map_err(|e| CliError::msg(format!("{}: {e}", path.display())))?;
+                    load(&store, &mut f, &path.display().to_string()).map_err(err)?
+                }
+                None => load(&store, &mut std::io::stdin().lock(), "standard input").map_err(err)?,
+            };
+            if !quiet {
+                for image in loaded {
+                    if image.names.is_empty() {
+                        let _ = writeln!(out, "Loaded image ID: {}", image.id);
+                    }
+                    for n in image.names {
+                        let _ = writeln!(out, "Loaded image: {n}");
+                    }
+                }
+            }
+        }
+        ImageCommand::Ls { quiet, format } => {
+            let images = store.list().map_err(err)?;
+            if *quiet {
+                let mut seen = Vec::new();
+                for i in &images {
+                    if !seen.contains(&i.id) {
+                        let _ = writeln!(out, "{}", short_id(&i.id));
+                        seen.push(i.id.clone());
+                    }
+                }
+            } else if *format == Format::Json {
+                let text = serde_json::to_string_pretty(&images).map_err(|e| CliError::msg(e.to_string()))?;
+                let _ = writeln!(out, "{text}");
+            } else {
+                let _ = writeln!(
+                    out,
+                    "{:<40} {:<12} {:<14} {:<32} SIZE",
+                    "REPOSITORY", "TAG", "IMAGE ID", "CREATED"
+                );
+                for i in &images {
+                    let created: String = i.created.chars().take(19).collect::<String>().replace('T', " ");
+                    let _ = writeln!(
+                        out,
+                        "{:<40} {:<12} {:<14} {:<32} {}",
+                        i.repository,
+                        i.tag,
+                        short_id(&i.id),
+                        created,
+                        human_size(i.size)
+                    );
+                }
+            }
+        }
+        ImageCommand::Rm { force, images } => {
+            let mut failed = None;
+            for image in images {
+                match store.remove(image, *force) {
+                    Ok(lines) => {
+                        for l in lines {
+                            let _ = writeln!(out, "{l}");
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("berth: {e}");
+                        failed = Some(e);
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                return Err(CliError::msg(format!("not every image was removed (last error: {e})")));
+            }
+        }
+        ImageCommand::Inspect { images } => {
+            let mut all = Vec::new();
+            for image in images {
+                all.push(store.inspect(image).map_err(err)?);
+            }
+            let text = serde_json::to_string_pretty(&all).map_err(|e| CliError::msg(e.to_string()))?;
+            let _ = writeln!(out, "{text}");
+        }
+        ImageCommand::Prune => {
+            let (ids, freed) = store.prune().map_err(err)?;
+            for id in ids {
+                let _ = writeln!(out, "Deleted: {id}");
+            }
+            let _ = writeln!(out, "Total reclaimed space: {}", human_size(freed));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,240 @@
+//! `image import`: a root filesystem (a tarball, plain or compressed, or a folder) becomes a
+//! one-layer image, as `docker import` makes it, with `--change` lines for its config.
+
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+
+use serde_json::{Map, Value, json};
+
+use super::{ImageError, ImageStore, Reference, io_at};
+
+type Result<T> = std::result::Result<T, ImageError>;
+
+/// Where the root filesystem comes from.
+pub enum ImportSource<'a> {
+    /// A tar file (plain, gzip or zstd).
+    File(&'a Path),
+    /// A folder, archived as it is (symlinks kept as links).
+    Dir(&'a Path),
+    /// A tar stream.
+    Reader(&'a mut dyn Read),
+}
+
+/// A `--change` line that cannot be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--change {line:?}: {message}")]
+pub struct BadChange {
+    /// The line.
+    pub line: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// `CMD`/`ENTRYPOINT` values: a JSON array, or a shell form run by `/bin/sh -c`.
+fn command_form(value: &str) -> Vec<String> {
+    if value.trim_start().starts_with('[')
+        && let Ok(list) = serde_json::from_str::<Vec<String>>(value)
+    {
+        return list;
+    }
+    vec!["/bin/sh".into(), "-c".into(), value.to_string()]
+}
+
+/// `k=v k2="v 2"` or the legacy `k v` form.
+fn key_values(value: &str, legacy_space: bool) -> std::result::Result<Vec<(String, String)>, String> {
+    let words = shell_words::split(value).map_err(|e| e.to_string())?;
+    if words.is_empty() {
+        return Err("needs a value".into());
+    }
+    if legacy_space && !words[0].contains('=') {
+        let (k, v) = value.trim().split_once(char::is_whitespace).unwrap_or((value.trim(), ""));
+        return Ok(vec![(k.to_string(), v.trim().to_string())]);
+    }
+    words
+        .into_iter()
+        .map(|w| {
+            w.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or(format!("{w:?} is not KEY=value"))
+        })
+        .collect()
+}
+
+/// Applies `--change` lines to an image config's `config` object (docker's field names).
+pub fn apply_changes(
+    config: &mut Map<String, Value>,
+    changes: &[String],
+) -> std::result::Result<(), BadChange> {
+    for line in changes {
+        let bad = |message: String| BadChange { line: line.clone(), message };
+        let trimmed = line.trim();
+        let (instr, value) = trimmed.split_once(char::is_whitespace).unwrap_or((trimmed, ""));
+        let value = value.trim();
+        if value.is_empty() {
+            return Err(bad("needs a value".into()));
+        }
+        match instr.to_ascii_uppercase().as_str() {
+            "CMD" => {
+                config.insert("Cmd".into(), json!(command_form(value)));
+            }
+            "ENTRYPOINT" => {
+                config.insert("Entrypoint".into(), json!(command_form(value)));
+            }
+            "ENV" => {
+                let env = config.entry("Env").or_insert_with(|| json!([]));
+                let list = env.as_array_mut().ok_or_else(|| bad("Env is not a list".into()))?;
+                for (k, v) in key_values(value, true).map_err(bad)? {
+                    list.retain(|e| e.as_str().and_then(|e| e.split('=').next()) != Some(k.as_str()));
+                    list.push(json!(format!("{k}={v}")));
+                }
+            }
+            "LABEL" => {
+                let labels = config.entry("Labels").or_insert_with(|| json!({}));
+                for (k, v) in key_values(value, false).map_err(bad)? {
+                    labels[k] = json!(v);
+                }
+            }
+            "WORKDIR" => {
+                config.insert("WorkingDir".into(), json!(value));
+            }
+            "USER" => {
+                config.insert("User".into(), json!(value));
+            }
+            "STOPSIGNAL" => {
+                config.insert("StopSignal".into(), json!(value));
+            }
+            "EXPOSE" => {
+                let ports = config.entry("ExposedPorts").or_insert_with(|| json!({}));
+                for p in value.split_whitespace() {
+                    let p = if p.contains('/') { p.to_string() } else { format!("{p}/tcp") };
+                    ports[p] = json!({});
+                }
+            }
+            "VOLUME" => {
+                let vols = config.entry("Volumes").or_insert_with(|| json!({}));
+                for v in command_form(value)
+                    .into_iter()
+                    .filter(|_| value.starts_with('['))
+                    .chain(value.split_whitespace().map(str::to_string).filter(|_| !value.starts_with('[')))
+                {
+                    vols[v] = json!({});
+                }
+            }
+            other => return Err(bad(format!("{other} is not a change docker import accepts"))),
+        }
+    }
+    Ok(())
+}
+
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// Imports a root filesystem as a one-layer image named `name` (untagged when `None`).
+/// Returns the image id.
+pub fn import(
+    store: &ImageStore,
+    source: ImportSource<'_>,
+    name: Option<&Reference>,
+    changes: &[String],
+    message: Option<&str>,
+) -> Result<String> {
+    let mut config_obj = Map::new();
+    apply_changes(&mut config_obj, changes)
+        .map_err(|e| ImageError::Invalid { source_name: "import".into(), message: e.to_string() })?;
+    let _lock = store.lock()?;
+    let staging = store.staging()?;
+    let (label, tar_path) = match source {
+        ImportSource::File(p) => (p.display().to_string(), p.to_path_buf()),
+        ImportSource::Reader(r) => ("-".to_string(), super::spool(r, staging.path(), "layer")?),
+        ImportSource::Dir(dir) => {
+            let path = staging.path().join("layer.tar");
+            let file = fs::File::create(&path).map_err(io_at(&path))?;
+            let mut builder = tar::Builder::new(file);
+            builder.follow_symlinks(false);
+            builder.append_dir_all(".", dir).map_err(io_at(dir))?;
+            builder.into_inner().map_err(io_at(&path))?;
+            (dir.display().to_string(), path)
+        }
+    };
+    let result = (|| {
+        let copy = staging.path().join("blob");
+        fs::copy(&tar_path, &copy).map_err(io_at(&tar_path))?;
+        let mut head = std::io::BufReader::new(fs::File::open(&copy).map_err(io_at(&copy))?);
+        let kind = super::unpack::detect(&mut head).map_err(io_at(&copy))?;
+        let (digest, size) = store.put_blob_file(&copy, None, &label)?;
+        let (diff_id, _) = store.ensure_layer(&digest, None, None, &label)?;
+        let created = crate::runtime::timefmt::now();
+        let mut history = json!({ "created": created, "created_by": "berth image import" });
+        if let Some(m) = message {
+            history["comment"] = json!(m);
+        }
+        let config = json!({
+            "created": created,
+            "architecture": host_arch(),
+            "os": "linux",
+            "config": config_obj,
+            "rootfs": { "type": "layers", "diff_ids": [diff_id] },
+            "history": [history],
+        });
+        let bytes = serde_json::to_vec(&config)
+            .map_err(|e| ImageError::Invalid { source_name: label.clone(), message: e.to_string() })?;
+        serde_json::from_slice::<oci_spec::image::ImageConfiguration>(&bytes)
+            .map_err(|e| ImageError::Invalid { source_name: label.clone(), message: e.to_string() })?;
+        let layer = json!({ "mediaType": kind.layer_media_type(), "digest": digest, "size": size });
+        let names: Vec<Reference> = name.into_iter().cloned().collect();
+        let config_digest = store.put_blob(&bytes)?;
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": bytes.len() },
+            "layers": [layer],
+        });
+        let mbytes = serde_json::to_vec(&manifest)
+            .map_err(|e| ImageError::Invalid { source_name: label.clone(), message: e.to_string() })?;
+        let mdigest = store.put_blob(&mbytes)?;
+        store.add_manifest(&mdigest, mbytes.len() as u64, &names)?;
+        Ok(config_digest)
+    })();
+    if result.is_err() {
+        let _ = store.gc();
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_map_to_config_fields() {
+        let mut c = Map::new();
+        let lines: Vec<String> = [
+            "CMD [\"httpd\", \"-f\"]",
+            "ENTRYPOINT /bin/echo hi",
+            "ENV A=1 B=\"two words\"",
+            "ENV LEGACY some value",
+            "WORKDIR /srv",
+            "USER 65534",
+            "EXPOSE 80 53/udp",
+            "LABEL a=b",
+            "STOPSIGNAL SIGINT",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        apply_changes(&mut c, &lines).unwrap();
+        assert_eq!(c["Cmd"], json!(["httpd", "-f"]));
+        assert_eq!(c["Entrypoint"], json!(["/bin/sh", "-c", "/bin/echo hi"]));
+        assert_eq!(c["Env"], json!(["A=1", "B=two words", "LEGACY=some value"]));
+        assert_eq!(c["ExposedPorts"], json!({"80/tcp": {}, "53/udp": {}}));
+        assert_eq!((c["WorkingDir"].as_str(), c["User"].as_str()), (Some("/srv"), Some("65534")));
+        assert!(apply_changes(&mut c, &["RUN make".to_string()]).is_err());
+        assert!(apply_changes(&mut c, &["CMD".to_string()]).is_err());
+    }
+}

@@ -1,0 +1,278 @@
+//! Layer unpacking: a layer tar (plain, gzip or zstd) becomes a dir usable as an overlayfs
+//! lower layer. Modes, owners, times, hard links, symlinks, device nodes and xattrs are kept;
+//! `.wh.NAME` becomes a 0:0 character device (overlayfs's whiteout) and `.wh..wh..opq` the
+//! opaque xattr on its dir. Entries that would land outside the layer are refused.
+
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Component, Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// A layer that cannot be unpacked.
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    /// An entry's path leaves the layer (`..`), or goes through a symlink.
+    #[error("entry {entry:?} escapes the layer: {why}")]
+    Escape {
+        /// The entry's path as the archive gives it.
+        entry: String,
+        /// How.
+        why: String,
+    },
+    /// Reading or writing failed.
+    #[error("entry {entry:?}: {source}")]
+    Io {
+        /// The entry.
+        entry: String,
+        /// The error.
+        source: io::Error,
+    },
+    /// The tar stream itself is broken.
+    #[error("not a valid tar stream: {0}")]
+    Tar(io::Error),
+}
+
+/// How a blob is compressed, told by its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// A plain tar.
+    None,
+    /// gzip (`1f 8b`).
+    Gzip,
+    /// zstd (`28 b5 2f fd`).
+    Zstd,
+}
+
+impl Compression {
+    /// The OCI media type of a layer so compressed.
+    pub fn layer_media_type(self) -> &'static str {
+        match self {
+            Compression::None => "application/vnd.oci.image.layer.v1.tar",
+            Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+        }
+    }
+}
+
+/// Looks at the first bytes of `reader` without consuming them.
+pub fn detect(reader: &mut impl BufRead) -> io::Result<Compression> {
+    let head = reader.fill_buf()?;
+    Ok(if head.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else {
+        Compression::None
+    })
+}
+
+/// `reader` decompressed as its magic bytes say.
+pub fn decompressed<'a, R: Read + 'a>(reader: R) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
+    let mut buffered = BufReader::new(reader);
+    let kind = detect(&mut buffered)?;
+    let out: Box<dyn Read> = match kind {
+        Compression::None => Box::new(buffered),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?),
+    };
+    Ok((kind, out))
+}
+
+/// A reader that hashes what passes through it.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> HashingReader<R> {
+    /// Wraps `inner`.
+    pub fn new(inner: R) -> Self {
+        HashingReader { inner, hasher: Sha256::new() }
+    }
+
+    /// Reads what is left and returns `sha256:<hex>` of everything read.
+    pub fn finish(mut self) -> io::Result<String> {
+        io::copy(&mut self, &mut io::sink())?;
+        Ok(format!("sha256:{}", hex::encode(self.hasher.finalize())))
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// The relative path of an entry, refused when it climbs out with `..`.
+fn clean_relative(entry: &str, path: &Path) -> Result<PathBuf, UnpackError> {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+            Component::ParentDir => {
+                return Err(UnpackError::Escape { entry: entry.to_string(), why: "it contains '..'".into() });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Refuses a path whose existing parent components include a symlink: writing there would
+/// follow it, possibly out of the layer.
+fn check_parents(root: &Path, entry: &str, rel: &Path) -> Result<(), UnpackError> {
+    let mut current = root.to_path_buf();
+    let parent = rel.parent().unwrap_or(Path::new(""));
+    for c in parent.components() {
+        current.push(c);
+        match fs::symlink_metadata(&current) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(UnpackError::Escape {
+                    entry: entry.to_string(),
+                    why: format!(
+                        "its parent {} is a symlink",
+                        current.strip_prefix(root).unwrap_or(&current).display()
+                    ),
+                });
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    Ok(())
+}
+
+fn io_err(entry: &str) -> impl FnOnce(io::Error) -> UnpackError + '_ {
+    move |source| UnpackError::Io { entry: entry.to_string(), source }
+}
+
+/// Unpacks the (decompressed) layer tar `reader` into `dest`, which must exist and be empty.
+/// Returns the layer's diff id (`sha256:` of the tar stream).
+pub fn unpack(reader: impl Read, dest: &Path) -> Result<String, UnpackError> {
+    let mut hashing = HashingReader::new(reader);
+    {
+        let mut archive = tar::Archive::new(&mut hashing);
+        archive.set_preserve_permissions(true);
+        archive.set_preserve_ownerships(true);
+        archive.set_unpack_xattrs(true);
+        archive.set_preserve_mtime(true);
+        archive.set_overwrite(true);
+        for entry in archive.entries().map_err(UnpackError::Tar)? {
+            let mut entry = entry.map_err(UnpackError::Tar)?;
+            let raw_path = entry.path().map_err(UnpackError::Tar)?.into_owned();
+            let name = raw_path.display().to_string();
+            let rel = clean_relative(&name, &raw_path)?;
+            if rel.as_os_str().is_empty() {
+                continue;
+            }
+            check_parents(dest, &name, &rel)?;
+            let file_name = rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let parent = dest.join(rel.parent().unwrap_or(Path::new("")));
+            if file_name == ".wh..wh..opq" {
+                fs::create_dir_all(&parent).map_err(io_err(&name))?;
+                xattr::set(&parent, "trusted.overlay.opaque", b"y").map_err(io_err(&name))?;
+                continue;
+            }
+            if let Some(hidden) = file_name.strip_prefix(".wh.") {
+                fs::create_dir_all(&parent).map_err(io_err(&name))?;
+                let target = parent.join(hidden);
+                let _ = fs::remove_file(&target);
+                nix::sys::stat::mknod(
+                    &target,
+                    nix::sys::stat::SFlag::S_IFCHR,
+                    nix::sys::stat::Mode::empty(),
+                    nix::sys::stat::makedev(0, 0),
+                )
+                .map_err(|e| io_err(&name)(e.into()))?;
+                continue;
+            }
+            if entry.header().entry_type() == tar::EntryType::Link {
+                let link = entry.link_name().map_err(UnpackError::Tar)?.unwrap_or_default().into_owned();
+                let link_rel = clean_relative(&name, &link)?;
+                check_parents(dest, &name, &link_rel)?;
+                let target = dest.join(&link_rel);
+                if fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink()) {
+                    // A hard link to a symlink is legal in tar; link the symlink itself.
+                    let _ = fs::remove_file(dest.join(&rel));
+                    fs::hard_link(&target, dest.join(&rel)).map_err(io_err(&name))?;
+                    continue;
+                }
+            }
+            match entry.unpack_in(dest) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(UnpackError::Escape { entry: name, why: "tar refused its path".into() });
+                }
+                Err(e) if e.kind() == io::ErrorKind::Other && e.to_string().contains("outside of") => {
+                    return Err(UnpackError::Escape { entry: name, why: e.to_string() });
+                }
+                Err(e) => return Err(UnpackError::Io { entry: name, source: e }),
+            }
+        }
+    }
+    hashing.finish().map_err(UnpackError::Tar)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_with(entries: &[(&str, tar::EntryType, &[u8], Option<&str>)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, kind, data, link) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_mode(if *kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
+            h.set_size(data.len() as u64);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            if let Some(l) = link {
+                h.set_link_name(l).unwrap();
+            }
+            // set_path refuses '..'; write the raw name so that the escape attempt is real.
+            let name = h.as_old_mut().name.as_mut();
+            name[..path.len()].copy_from_slice(path.as_bytes());
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn escapes_are_refused() {
+        use tar::EntryType::*;
+        let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+        let up = tar_with(&[("../evil", Regular, b"x", None)]);
+        assert!(matches!(unpack(&up[..], dir.path()), Err(UnpackError::Escape { .. })));
+        let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+        let through = tar_with(&[("link", Symlink, b"", Some("/etc")), ("link/passwd", Regular, b"x", None)]);
+        let err = unpack(&through[..], dir.path()).unwrap_err();
+        assert!(matches!(err, UnpackError::Escape { .. }), "{err}");
+    }
+
+    #[test]
+    fn hard_links_and_whiteouts() {
+        use std::os::unix::fs::MetadataExt;
+        use tar::EntryType::*;
+        let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+        let t = tar_with(&[
+            ("d", Directory, b"", None),
+            ("d/a", Regular, b"hello", None),
+            ("d/b", Link, b"", Some("d/a")),
+            ("d/.wh.gone", Regular, b"", None),
+            ("o/.wh..wh..opq", Regular, b"", None),
+        ]);
+        let diff_id = unpack(&t[..], dir.path()).unwrap();
+        assert_eq!(diff_id, format!("sha256:{}", hex::encode(Sha256::digest(&t))));
+        let (a, b) =
+            (fs::metadata(dir.path().join("d/a")).unwrap(), fs::metadata(dir.path().join("d/b")).unwrap());
+        assert_eq!(a.ino(), b.ino());
+        let gone = fs::symlink_metadata(dir.path().join("d/gone")).unwrap();
+        assert_eq!(gone.rdev(), 0);
+        assert_eq!(xattr::get(dir.path().join("o"), "trusted.overlay.opaque").unwrap(), Some(b"y".to_vec()));
+    }
+}

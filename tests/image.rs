@@ -1,0 +1,271 @@
+//! The image store through the CLI, and its images run by the runtime.
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use berth::image::ImageStore;
+use sha2::{Digest, Sha256};
+
+fn berth(env: &common::TestEnv, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("--root")
+        .arg(&env.dirs.root)
+        .arg("--run")
+        .arg(&env.dirs.run)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn sha(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// A tar of (path, contents or symlink/hardlink target, kind).
+fn tar_of(entries: &[(&str, &str, tar::EntryType)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data, kind) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(*kind);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_mode(if *kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
+        match kind {
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                h.set_size(0);
+                h.set_link_name(data).unwrap();
+                let name = h.as_old_mut().name.as_mut();
+                name[..path.len()].copy_from_slice(path.as_bytes());
+                h.set_cksum();
+                b.append(&h, &[][..]).unwrap();
+            }
+            _ => {
+                h.set_size(data.len() as u64);
+                let name = h.as_old_mut().name.as_mut();
+                name[..path.len()].copy_from_slice(path.as_bytes());
+                h.set_cksum();
+                b.append(&h, data.as_bytes()).unwrap();
+            }
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+fn busybox_layer(env: &common::TestEnv) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    b.follow_symlinks(false);
+    b.append_dir_all(".", &env.layer).unwrap();
+    b.into_inner().unwrap()
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// A layer as stored (maybe compressed) and as its plain tar.
+type Layer = (Vec<u8>, Vec<u8>);
+
+/// A docker-archive of (repo tag, layers).
+fn docker_archive(images: &[(&str, Vec<Layer>)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut manifest = Vec::new();
+    let add = |b: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    for (i, (tag, layers)) in images.iter().enumerate() {
+        let diff_ids: Vec<String> = layers.iter().map(|(_, plain)| sha(plain)).collect();
+        let config = serde_json::json!({
+            "architecture": "amd64", "os": "linux", "created": "2026-01-01T00:00:00Z",
+            "config": { "Cmd": ["sh"], "Env": ["PATH=/bin"] },
+            "rootfs": { "type": "layers", "diff_ids": diff_ids },
+        });
+        let config = serde_json::to_vec(&config).unwrap();
+        let config_name = format!("{}.json", sha(&config).trim_start_matches("sha256:"));
+        add(&mut b, &config_name, &config);
+        let mut names = Vec::new();
+        for (j, (stored, _)) in layers.iter().enumerate() {
+            let name = format!("img{i}layer{j}/layer.tar");
+            add(&mut b, &name, stored);
+            names.push(name);
+        }
+        manifest.push(serde_json::json!({ "Config": config_name, "RepoTags": [tag], "Layers": names }));
+    }
+    add(&mut b, "manifest.json", &serde_json::to_vec(&manifest).unwrap());
+    b.into_inner().unwrap()
+}
+
+fn store_is_empty(env: &common::TestEnv) -> bool {
+    let count = |p: &Path| fs::read_dir(p).map(|d| d.count()).unwrap_or(0);
+    let images = env.dirs.images();
+    count(&images.join("blobs/sha256")) == 0 && count(&images.join("layers")) == 0
+}
+
+#[test]
+fn import_a_folder_with_changes_and_run_it() {
+    let env = common::TestEnv::new();
+    let layer = env.layer.display().to_string();
+    let (ok, out, err) = berth(
+        &env,
+        &[
+            "image",
+            "import",
+            "-c",
+            "CMD [\"echo\", \"from-cmd\"]",
+            "-c",
+            "ENV GREETING=hi",
+            "-c",
+            "WORKDIR /tmp",
+            &layer,
+            "test/box:1",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.trim().starts_with("sha256:"));
+    let (_, ls, _) = berth(&env, &["image", "ls"]);
+    assert!(ls.contains("test/box") && ls.contains(" 1 "), "{ls}");
+    let (_, inspect, _) = berth(&env, &["image", "inspect", "test/box:1"]);
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(v[0]["Config"]["Cmd"], serde_json::json!(["echo", "from-cmd"]));
+    assert_eq!(v[0]["Config"]["WorkingDir"], "/tmp");
+
+    let store = ImageStore::open(&env.dirs).unwrap();
+    let image = store.resolve("test/box:1").unwrap();
+    let mut spec = env.spec("imported", &[]);
+    let c = image.config.config().clone().unwrap_or_default();
+    spec.rootfs.lower_dirs = image.layer_dirs.clone();
+    spec.image_id = Some(image.id.clone());
+    spec.process.args = vec!["sh".into(), "-c".into(), "echo $GREETING $(pwd)".into()];
+    spec.process.env = c.env().clone().unwrap_or_default();
+    spec.process.cwd = c.working_dir().clone().unwrap_or_default();
+    let (st, log) = env.run_to_end(&spec);
+    assert_eq!(st.exit_code, Some(0), "{log}");
+    assert_eq!(log, "hi /tmp\n");
+
+    // In use: refused without -f.
+    let (ok, _, err) = berth(&env, &["image", "rm", "test/box:1"]);
+    assert!(!ok && err.contains("is used by container imported"), "{err}");
+    env.runtime.remove(&spec.id, true).unwrap();
+    let (ok, out, err) = berth(&env, &["image", "rm", "test/box:1"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("Deleted: sha256:"), "{out}");
+    assert!(store_is_empty(&env), "removing the last image removes its blobs and layers");
+}
+
+#[test]
+fn load_docker_archive_with_whiteouts_hard_links_gzip_and_zstd() {
+    let env = common::TestEnv::new();
+    use tar::EntryType::*;
+    let base = busybox_layer(&env);
+    let data = tar_of(&[
+        ("data/", "", Directory),
+        ("data/old.txt", "old", Regular),
+        ("data/keep.txt", "keep", Regular),
+        ("opq/", "", Directory),
+        ("opq/a.txt", "a", Regular),
+        ("h/", "", Directory),
+        ("h/one", "linked", Regular),
+        ("h/two", "h/one", Link),
+    ]);
+    let top = tar_of(&[
+        ("data/.wh.old.txt", "", Regular),
+        ("opq/.wh..wh..opq", "", Regular),
+        ("opq/b.txt", "b", Regular),
+    ]);
+    let extra = tar_of(&[("extra.txt", "zstd layer", Regular)]);
+    let archive = docker_archive(&[
+        (
+            "test/one:latest",
+            vec![(base.clone(), base.clone()), (data.clone(), data.clone()), (gzip(&top), top.clone())],
+        ),
+        (
+            "test/two:v2",
+            vec![(base.clone(), base.clone()), (zstd::encode_all(&extra[..], 3).unwrap(), extra.clone())],
+        ),
+    ]);
+    let path = env.dir.path().join("images.tar");
+    fs::write(&path, &archive).unwrap();
+    let (ok, out, err) = berth(&env, &["image", "load", "-i", &path.display().to_string()]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "Loaded image: test/one:latest\nLoaded image: test/two:v2\n");
+    let layers = fs::read_dir(env.dirs.images().join("layers")).unwrap().count();
+    assert_eq!(layers, 4, "the shared base layer is unpacked once");
+
+    let store = ImageStore::open(&env.dirs).unwrap();
+    let image = store.resolve("test/one").unwrap();
+    let mut spec = env.spec("layers", &["sh", "-c", "ls /data; ls /opq; ls -i /h | sort -u -k1,1 | wc -l"]);
+    spec.rootfs.lower_dirs = image.layer_dirs;
+    let (st, log) = env.run_to_end(&spec);
+    assert_eq!(st.exit_code, Some(0), "{log}");
+    assert_eq!(
+        log, "keep.txt\nb.txt\n1\n",
+        "whiteout hides old.txt, the opaque dir hides a.txt, h/one and h/two share an inode"
+    );
+    let two = store.resolve("test/two:v2").unwrap();
+    let mut spec = env.spec("zstd", &["cat", "/extra.txt"]);
+    spec.rootfs.lower_dirs = two.layer_dirs;
+    let (_, log) = env.run_to_end(&spec);
+    assert_eq!(log, "zstd layer");
+}
+
+#[test]
+fn bad_archives_store_nothing() {
+    let env = common::TestEnv::new();
+    use tar::EntryType::*;
+    let escape = tar_of(&[("../../evil", "x", Regular)]);
+    let through = tar_of(&[("link", "/tmp", Symlink), ("link/evil", "x", Regular)]);
+    for (what, layer) in [("..", escape), ("symlink", through)] {
+        let archive = docker_archive(&[("test/bad:latest", vec![(layer.clone(), layer)])]);
+        let path = env.dir.path().join("bad.tar");
+        fs::write(&path, &archive).unwrap();
+        let (ok, _, err) = berth(&env, &["image", "load", "-i", &path.display().to_string()]);
+        assert!(!ok, "{what}: refused");
+        assert!(err.contains("escapes the layer") && err.contains("bad.tar"), "{what}: {err}");
+        assert!(store_is_empty(&env), "{what}: nothing stored");
+    }
+    assert!(!Path::new("/tmp/evil").exists());
+
+    // A diff id that does not match the layer.
+    let layer = tar_of(&[("f", "x", Regular)]);
+    let archive = docker_archive(&[("test/bad:latest", vec![(layer, tar_of(&[("g", "y", Regular)]))])]);
+    let path = env.dir.path().join("mismatch.tar");
+    fs::write(&path, &archive).unwrap();
+    let (ok, _, err) = berth(&env, &["image", "load", "-i", &path.display().to_string()]);
+    assert!(!ok && err.contains("diff id"), "{err}");
+    assert!(store_is_empty(&env));
+    let (ok, _, err) = berth(&env, &["image", "load", "-i", "/dev/null"]);
+    assert!(!ok && err.contains("neither a docker archive"), "{err}");
+    let _ = Duration::ZERO;
+}
+
+#[test]
+fn prune_removes_untagged_images() {
+    let env = common::TestEnv::new();
+    let layer = env.layer.display().to_string();
+    let (ok, _, err) = berth(&env, &["image", "import", &layer]);
+    assert!(ok, "{err}");
+    let (_, ls, _) = berth(&env, &["image", "ls", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&ls).unwrap();
+    assert_eq!(v[0]["Repository"], "<none>");
+    let (ok, out, _) = berth(&env, &["image", "prune"]);
+    assert!(ok && out.contains("Deleted: sha256:"), "{out}");
+    assert!(store_is_empty(&env));
+}
