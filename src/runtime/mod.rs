@@ -273,7 +273,8 @@ impl Runtime {
     fn request(&self, id: &str, request: &Request, timeout: Duration) -> Result<Response> {
         let sock = self.dirs.container_run(id).join("shim.sock");
         let shim_err = |message: String| RuntimeError::Shim { id: id.to_string(), message };
-        let mut stream = UnixStream::connect(&sock).map_err(|e| shim_err(e.to_string()))?;
+        let mut stream = with_short_path(&self.dirs.container_run(id), "shim.sock", |p| UnixStream::connect(p))
+            .map_err(|e| shim_err(format!("{}: {e}", sock.display())))?;
         stream.set_read_timeout(Some(timeout)).map_err(|e| shim_err(e.to_string()))?;
         let mut text = serde_json::to_vec(request).map_err(|e| shim_err(e.to_string()))?;
         text.push(b'\n');
@@ -367,7 +368,7 @@ impl Runtime {
             if Instant::now() > end {
                 return Ok(st);
             }
-            std::thread::sleep(Duration::from_millis(2));
+            std::thread::sleep(Duration::from_micros(250));
         }
     }
 
@@ -477,6 +478,22 @@ impl Runtime {
         ids.sort();
         Ok(ids)
     }
+}
+
+/// Calls `f` with a short path to `dir/name`: socket paths are limited to 107 bytes, and a
+/// root in a deep temp dir plus a 64-digit id exceeds that. `/proc/self/fd/N/name` reaches
+/// the same file through an open fd of `dir`.
+pub(crate) fn with_short_path<T>(
+    dir: &Path,
+    name: &str,
+    f: impl FnOnce(&Path) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    let full = dir.join(name);
+    if full.as_os_str().len() < 100 {
+        return f(&full);
+    }
+    let handle = fs::File::open(dir)?;
+    f(Path::new(&format!("/proc/self/fd/{}/{name}", handle.as_raw_fd())))
 }
 
 /// docker's exit code for a finished process: its code, or 128+n for signal n.

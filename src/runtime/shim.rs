@@ -238,7 +238,8 @@ impl Shim {
         let log = LogWriter::open(&base.join("log"), spec.log.clone()).map_err(|e| format!("log: {e}"))?;
         let sock = run.join("shim.sock");
         let _ = fs::remove_file(&sock);
-        let listener = UnixListener::bind(&sock).map_err(|e| format!("{}: {e}", sock.display()))?;
+        let listener = super::with_short_path(&run, "shim.sock", |p| UnixListener::bind(p))
+            .map_err(|e| format!("{}: {e}", sock.display()))?;
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
         let mut mask = SigSet::empty();
         for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
