@@ -56,7 +56,10 @@ fn main() {
         runtime.remove(&spec.id, true).expect("remove");
     }
     let berth_median = median(times);
-    println!("berth start->exit of /bin/true: median {:.2} ms over {runs} runs", berth_median.as_secs_f64() * 1e3);
+    println!(
+        "berth start->exit of /bin/true: median {:.2} ms over {runs} runs",
+        berth_median.as_secs_f64() * 1e3
+    );
 
     // The shim's resident memory while a container runs.
     let spec = spec_for(&["/bin/sleep", "5"]);
@@ -64,7 +67,11 @@ fn main() {
     std::thread::sleep(Duration::from_millis(200));
     let rss = std::fs::read_to_string(format!("/proc/{}/status", st.shim_pid))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
+        })
         .and_then(|kb| kb.parse::<u64>().ok())
         .unwrap_or(0);
     println!("berth-shim resident memory: {:.2} MiB", rss as f64 / 1024.0);
@@ -79,7 +86,9 @@ fn main() {
             let out = Command::new(&runc).arg("spec").current_dir(&bundle).output().expect("runc spec");
             assert!(out.status.success());
             let config = std::fs::read_to_string(bundle.join("config.json")).unwrap();
-            let config = config.replace("\"sh\"", "\"/bin/true\"").replace("\"terminal\": true", "\"terminal\": false");
+            let config = config
+                .replace("\"sh\"", "\"/bin/true\"")
+                .replace("\"terminal\": true", "\"terminal\": false");
             std::fs::write(bundle.join("config.json"), config).unwrap();
             let mut times = Vec::new();
             for i in 0..runs + 3 {
@@ -104,5 +113,8 @@ fn main() {
 }
 
 fn which_runc() -> Option<String> {
-    ["/usr/sbin/runc", "/usr/bin/runc", "/usr/local/bin/runc"].into_iter().find(|p| Path::new(p).exists()).map(String::from)
+    ["/usr/sbin/runc", "/usr/bin/runc", "/usr/local/bin/runc"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .map(String::from)
 }

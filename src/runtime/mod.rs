@@ -273,8 +273,9 @@ impl Runtime {
     fn request(&self, id: &str, request: &Request, timeout: Duration) -> Result<Response> {
         let sock = self.dirs.container_run(id).join("shim.sock");
         let shim_err = |message: String| RuntimeError::Shim { id: id.to_string(), message };
-        let mut stream = with_short_path(&self.dirs.container_run(id), "shim.sock", |p| UnixStream::connect(p))
-            .map_err(|e| shim_err(format!("{}: {e}", sock.display())))?;
+        let mut stream =
+            with_short_path(&self.dirs.container_run(id), "shim.sock", |p| UnixStream::connect(p))
+                .map_err(|e| shim_err(format!("{}: {e}", sock.display())))?;
         stream.set_read_timeout(Some(timeout)).map_err(|e| shim_err(e.to_string()))?;
         let mut text = serde_json::to_vec(request).map_err(|e| shim_err(e.to_string()))?;
         text.push(b'\n');
