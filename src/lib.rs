@@ -6,4 +6,5 @@
 pub mod cli;
 pub mod compose;
 pub mod graph;
+pub mod netns;
 pub mod state;

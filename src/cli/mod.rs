@@ -4,6 +4,7 @@
 mod config;
 mod error;
 mod graph;
+mod network;
 
 pub use error::{CliError, CliResult};
 
@@ -75,6 +76,11 @@ pub enum Command {
     Config(config::ConfigArgs),
     /// Show the dependency graph of services, networks and volumes (start order by levels)
     Graph(graph::GraphArgs),
+    /// Manage networks
+    Network(network::NetworkArgs),
+    /// The DNS process (started by berth itself)
+    #[command(hide = true)]
+    Dns(network::DnsArgs),
 }
 
 impl GlobalOptions {
@@ -107,6 +113,8 @@ pub fn run() -> ExitCode {
     let result = match &cli.command {
         Command::Config(args) => config::run(&cli.global, args),
         Command::Graph(args) => graph::run(&cli.global, args),
+        Command::Network(args) => network::run(&cli.global, args),
+        Command::Dns(args) => network::run_dns(&cli.global, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
