@@ -464,7 +464,11 @@ impl Networks {
             }
             Ok(())
         })?;
-        self.sync_firewall()?;
+        // Rules depend on networks and published ports only; a container without ports changes
+        // nothing there, and skipping nft keeps attach fast.
+        if !published.is_empty() {
+            self.sync_firewall()?;
+        }
 
         let first = nets.first();
         let extra =
