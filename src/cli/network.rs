@@ -72,7 +72,7 @@ enum NetworkCommand {
     /// Remove all networks without attached containers
     Prune {
         /// Do not ask (berth never asks; accepted for compatibility)
-        #[arg(short, long)]
+        #[arg(long)]
         force: bool,
     },
 }

@@ -99,6 +99,15 @@ pub fn stop(dirs: &Dirs) -> Result<(), NetError> {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+        // A dead process keeps its name until its parent reaps it; when that parent is init
+        // (the berth command that started it has exited), give init a moment, so that nothing
+        // named berth-dns is seen once stop returns.
+        let gone = Instant::now();
+        while std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && gone.elapsed() < Duration::from_secs(2)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
     match std::fs::remove_file(pid_path(dirs)) {
         Ok(()) => Ok(()),
