@@ -7,5 +7,6 @@ pub mod cli;
 pub mod compose;
 pub mod graph;
 pub mod image;
+pub mod netns;
 pub mod runtime;
 pub mod state;

@@ -5,6 +5,7 @@ mod config;
 mod error;
 mod graph;
 mod image;
+mod network;
 
 pub use error::{CliError, CliResult};
 
@@ -87,6 +88,11 @@ pub enum Command {
     /// Joins a running container and runs a command there (used by exec and healthchecks)
     #[command(hide = true)]
     Join(JoinArgs),
+    /// Manage networks
+    Network(network::NetworkArgs),
+    /// The DNS process (started by berth itself)
+    #[command(hide = true)]
+    Dns(network::DnsArgs),
 }
 
 /// Arguments of the hidden `berth join`.
@@ -178,6 +184,8 @@ pub fn run() -> ExitCode {
         Command::Image(args) => image::run(&cli.global, args),
         Command::Shim { id } => return shim(&cli.global, id),
         Command::Join(args) => join(&cli.global, args),
+        Command::Network(args) => network::run(&cli.global, args),
+        Command::Dns(args) => network::run_dns(&cli.global, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

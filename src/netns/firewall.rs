@@ -1,0 +1,195 @@
+//! nftables rules, all in table `inet berth`, driven through `nft -j` (the `nftables` crate).
+//!
+//! The table is regenerated whole from state (network and endpoint records) after every
+//! change, in one atomic nft transaction (`add table; delete table; add table; ...`). That makes
+//! teardown trivially complete: a network or port that has no record has no rule, and the whole
+//! table goes when the last network does. Callers hold the network lock, so two regenerations
+//! never interleave.
+//!
+//! Chains:
+//! - `forward` (filter, hook forward, priority -10, policy accept): accept established traffic
+//!   and traffic that stays on a bridge; drop traffic between two berth bridges; drop anything
+//!   entering or leaving an internal network's bridge; accept DNAT'ed traffic to and anything
+//!   from a non-internal bridge.
+//! - `prerouting` / `output` (nat, priority -100): DNAT of published ports, for addresses local
+//!   to the host (and 127.0.0.1 from the host itself, see PORTS.md).
+//! - `postrouting` (nat, priority 100): masquerade what leaves a non-internal subnet through
+//!   another interface; hairpin (a container reaching its own network through a published
+//!   port); loopback-sourced DNAT'ed traffic.
+//!
+//! Docker: when Docker is installed it sets the `FORWARD` policy of iptables' `filter` table to
+//! drop. An accept in our table does not stop another table's base chain from dropping, so
+//! forwarded traffic of berth networks would be dropped there. The fix netavark uses is to insert
+//! accepts into iptables' `DOCKER-USER` chain; the project allows rules only in tables named
+//! `berth`, so berth does not do that. Our forward chain runs first (priority -10 < 0), so our
+//! isolation drops always apply; on a host with Docker the operator must allow berth's bridges
+//! in `DOCKER-USER` (`iifname "berth*" accept`, `oifname "berth*" ct state established accept`).
+//! Traffic that stays on one bridge is switched, not routed, and is only affected when
+//! br_netfilter is loaded.
+
+use std::net::IpAddr;
+
+use serde_json::{Value, json};
+
+use super::error::NetError;
+use super::ports::PublishedPort;
+use super::record::{EndpointRecord, NetworkRecord};
+
+const TABLE: &str = "berth";
+const FAMILY: &str = "inet";
+
+fn meta(key: &str, op: &str, right: Value) -> Value {
+    json!({"match": {"op": op, "left": {"meta": {"key": key}}, "right": right}})
+}
+
+fn saddr(net: &ipnet::IpNet, op: &str) -> Value {
+    addr_match("saddr", net, op)
+}
+
+fn addr_match(field: &str, net: &ipnet::IpNet, op: &str) -> Value {
+    let proto = if net.addr().is_ipv4() { "ip" } else { "ip6" };
+    json!({"match": {"op": op, "left": {"payload": {"protocol": proto, "field": field}},
+        "right": {"prefix": {"addr": net.network().to_string(), "len": net.prefix_len()}}}})
+}
+
+fn ct(key: &str, right: Value) -> Value {
+    json!({"match": {"op": "in", "left": {"ct": {"key": key}}, "right": right}})
+}
+
+fn rule(chain: &str, expr: Vec<Value>) -> Value {
+    json!({"add": {"rule": {"family": FAMILY, "table": TABLE, "chain": chain, "expr": expr}}})
+}
+
+fn base_chain(name: &str, kind: &str, hook: &str, prio: i32) -> Value {
+    json!({"add": {"chain": {"family": FAMILY, "table": TABLE, "name": name, "type": kind,
+        "hook": hook, "prio": prio, "policy": "accept"}}})
+}
+
+fn table() -> Value {
+    json!({"table": {"family": FAMILY, "name": TABLE}})
+}
+
+/// Builds the whole ruleset for these networks and endpoints.
+pub fn ruleset(nets: &[NetworkRecord], endpoints: &[EndpointRecord]) -> Value {
+    // Adding an existing table is a no-op, so add-then-delete empties it whether or not it
+    // existed, all inside one transaction.
+    let mut cmds = vec![json!({"add": table()}), json!({"delete": table()})];
+    if nets.is_empty() {
+        return json!({"nftables": cmds});
+    }
+    cmds.push(json!({"add": table()}));
+    cmds.push(base_chain("forward", "filter", "forward", -10));
+    cmds.push(base_chain("prerouting", "nat", "prerouting", -100));
+    cmds.push(base_chain("output", "nat", "output", -100));
+    cmds.push(base_chain("postrouting", "nat", "postrouting", 100));
+
+    let bridges: Vec<&str> = nets.iter().map(|n| n.bridge.as_str()).collect();
+    for n in nets {
+        let br = json!(n.bridge);
+        cmds.push(rule(
+            "forward",
+            vec![
+                meta("iifname", "==", br.clone()),
+                meta("oifname", "==", br.clone()),
+                json!({"accept": null}),
+            ],
+        ));
+        let others: Vec<&str> = bridges.iter().copied().filter(|b| *b != n.bridge).collect();
+        if !others.is_empty() {
+            cmds.push(rule(
+                "forward",
+                vec![
+                    meta("iifname", "==", br.clone()),
+                    meta("oifname", "==", json!({"set": others})),
+                    json!({"drop": null}),
+                ],
+            ));
+        }
+        if n.internal {
+            cmds.push(rule("forward", vec![meta("iifname", "==", br.clone()), json!({"drop": null})]));
+            cmds.push(rule("forward", vec![meta("oifname", "==", br.clone()), json!({"drop": null})]));
+            continue;
+        }
+        cmds.push(rule(
+            "forward",
+            vec![
+                meta("oifname", "==", br.clone()),
+                ct("state", json!(["established", "related"])),
+                json!({"accept": null}),
+            ],
+        ));
+        cmds.push(rule(
+            "forward",
+            vec![meta("oifname", "==", br.clone()), ct("status", json!("dnat")), json!({"accept": null})],
+        ));
+        cmds.push(rule("forward", vec![meta("iifname", "==", br.clone()), json!({"accept": null})]));
+        for s in &n.subnets {
+            cmds.push(rule(
+                "postrouting",
+                vec![saddr(&s.subnet, "=="), meta("oifname", "!=", br.clone()), json!({"masquerade": null})],
+            ));
+        }
+    }
+    for n in nets {
+        let br = json!(n.bridge);
+        for s in &n.subnets {
+            // Hairpin: a container reaching a published port of its own network gets its reply
+            // through the host only if its source is rewritten.
+            cmds.push(rule(
+                "postrouting",
+                vec![
+                    meta("oifname", "==", br.clone()),
+                    ct("status", json!("dnat")),
+                    saddr(&s.subnet, "=="),
+                    json!({"masquerade": null}),
+                ],
+            ));
+        }
+        // Loopback-sourced traffic DNAT'ed into the bridge (route_localnet) needs a real source.
+        let lo: ipnet::IpNet = "127.0.0.0/8".parse().expect("literal");
+        cmds.push(rule(
+            "postrouting",
+            vec![meta("oifname", "==", br), saddr(&lo, "=="), json!({"masquerade": null})],
+        ));
+    }
+    for rec in endpoints {
+        for p in &rec.ports {
+            for chain in ["prerouting", "output"] {
+                cmds.push(rule(chain, dnat_expr(p)));
+            }
+        }
+    }
+    json!({"nftables": cmds})
+}
+
+fn dnat_expr(p: &PublishedPort) -> Vec<Value> {
+    let mut expr = Vec::new();
+    let v6 = p.container_ip.is_ipv6();
+    expr.push(meta("nfproto", "==", json!(if v6 { "ipv6" } else { "ipv4" })));
+    match p.host_ip {
+        Some(ip) if !ip.is_unspecified() => {
+            let net = ipnet::IpNet::from(ip);
+            expr.push(addr_match("daddr", &net, "=="));
+        }
+        _ => expr.push(json!({"match": {"op": "==", "left": {"fib": {"result": "type", "flags": ["daddr"]}}, "right": "local"}})),
+    }
+    expr.push(meta("l4proto", "==", json!(p.protocol.as_str())));
+    expr.push(json!({"match": {"op": "==", "left": {"payload": {"protocol": "th", "field": "dport"}}, "right": p.host_port}}));
+    let family = match p.container_ip {
+        IpAddr::V4(_) => "ip",
+        IpAddr::V6(_) => "ip6",
+    };
+    expr.push(
+        json!({"dnat": {"family": family, "addr": p.container_ip.to_string(), "port": p.container_port}}),
+    );
+    expr
+}
+
+/// Applies the ruleset for these networks and endpoints (removes the table when there are no
+/// networks).
+pub fn apply(nets: &[NetworkRecord], endpoints: &[EndpointRecord]) -> Result<(), NetError> {
+    let value = ruleset(nets, endpoints);
+    let parsed: nftables::schema::Nftables =
+        serde_json::from_value(value).map_err(|e| NetError::Firewall(format!("building ruleset: {e}")))?;
+    nftables::helper::apply_ruleset(&parsed).map_err(|e| NetError::Firewall(e.to_string()))
+}
