@@ -6,7 +6,6 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use berth::image::ImageStore;
 use sha2::{Digest, Sha256};
@@ -253,7 +252,6 @@ fn bad_archives_store_nothing() {
     assert!(store_is_empty(&env));
     let (ok, _, err) = berth(&env, &["image", "load", "-i", "/dev/null"]);
     assert!(!ok && err.contains("neither a docker archive"), "{err}");
-    let _ = Duration::ZERO;
 }
 
 #[test]

@@ -297,7 +297,10 @@ impl Runtime {
         match st.state {
             State::Running | State::Restarting if st.shim_pid > 0 => {
                 let grace = timeout.map(|t| t.as_millis() as u64);
-                let wait = Duration::from_millis(grace.unwrap_or(10_000 * 6)) + Duration::from_secs(30);
+                // The shim answers once the process is gone: after the grace time at most, plus
+                // the SIGKILL and the cleanup.
+                let spec_grace = self.spec(id)?.stop_grace_ms.unwrap_or(10_000);
+                let wait = Duration::from_millis(grace.unwrap_or(spec_grace)) + Duration::from_secs(30);
                 let request = Request::Stop { timeout_ms: grace, signal: None };
                 match self.request(id, &request, wait) {
                     Ok(_) => self.wait_shim_gone(id, Duration::from_secs(10)),
@@ -454,6 +457,10 @@ impl Runtime {
             }
             self.stop(id, Some(Duration::ZERO))?;
         }
+        // An exited container's shim may still be tidying up; its dirs go only after it.
+        if st.shim_pid > 0 {
+            self.wait_shim_gone(id, Duration::from_secs(10))?;
+        }
         let run = self.dirs.container_run(id);
         let root = self.dirs.container(id);
         let mut first = None;
@@ -521,16 +528,6 @@ pub fn new_id() -> String {
         let _ = f.read_exact(&mut bytes);
     }
     hex::encode(bytes)
-}
-
-/// Where the shim writes a container's log.
-pub fn log_path(dirs: &Dirs, id: &str) -> PathBuf {
-    dirs.container(id).join("log")
-}
-
-/// Path helper kept for callers that build specs by hand.
-pub fn container_dir(dirs: &Dirs, id: &str) -> PathBuf {
-    dirs.container(id)
 }
 
 /// Reads the ready fd the launcher passed (`BERTH_SHIM_READY_FD`).

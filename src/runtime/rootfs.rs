@@ -5,7 +5,7 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Component, Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -389,7 +389,6 @@ pub fn ensure_workdir(cwd: &str, uid: u32, gid: u32) -> Result<()> {
         fs::create_dir_all(path).map_err(fail_io("create working dir", path))?;
         let _ = nix::unistd::chown(path, Some(uid.into()), Some(gid.into()));
     }
-    let _ = fs::metadata(path).map(|m| m.uid());
     Ok(())
 }
 

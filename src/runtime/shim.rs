@@ -28,7 +28,7 @@ use super::init::{InitContext, container_main};
 use super::log::LogWriter;
 use super::process::SignalName;
 use super::rootfs::RootfsDirs;
-use super::spec::{ContainerSpec, IpcNamespace, NetNamespace, RestartPolicy, SeccompMode};
+use super::spec::{ContainerSpec, IpcNamespace, NetNamespace, RestartPolicy};
 use super::status::{ContainerStatus, Health, HealthResult, HealthState, State};
 use crate::state::{Dirs, write_json};
 
@@ -97,6 +97,8 @@ struct Probe {
     buf: Vec<u8>,
     start: String,
     deadline: Instant,
+    /// Killed for taking longer than the healthcheck's timeout.
+    timed_out: bool,
 }
 
 /// Connected client with a partly read request.
@@ -186,21 +188,7 @@ impl Shim {
     fn prepare(dirs: &Dirs, id: &str) -> Result<Shim, String> {
         let spec: ContainerSpec =
             crate::state::read_json(&dirs.container(id).join("spec.json")).map_err(|e| e.to_string())?;
-        let host_caps = super::capabilities::host_capabilities();
-        let caps = super::capabilities::effective_set(
-            spec.security.privileged,
-            &spec.security.cap_add,
-            &spec.security.cap_drop,
-            &host_caps,
-        )
-        .map_err(|e| e.to_string())?;
-        let seccomp = match (&spec.security.seccomp, spec.security.privileged) {
-            (_, true) | (SeccompMode::Unconfined, _) => Vec::new(),
-            (SeccompMode::Default, _) => super::seccomp::default_filters(&caps).map_err(|e| e.to_string())?,
-            (SeccompMode::Profile(p), _) => {
-                super::seccomp::profile_filters(p, &caps).map_err(|e| e.to_string())?
-            }
-        };
+        let (caps, seccomp) = super::security_for(&spec)?;
         super::limits::check(&spec.ulimits).map_err(|e| e.to_string())?;
         let base = dirs.container(id);
         let run = dirs.container_run(id);
@@ -391,14 +379,10 @@ impl Shim {
         if let Some(h) = &spec.healthcheck {
             let now = Instant::now();
             self.start_period_end = Some(now + Duration::from_millis(h.start_period_ms));
-            self.status.health = Some(Health {
-                status: HealthState::Starting,
-                ..self.status.health.take().unwrap_or_default()
-            });
-            if let Some(health) = &mut self.status.health {
-                health.status = HealthState::Starting;
-                health.failing_streak = 0;
-            }
+            // A (re)started container is judged afresh; the log of earlier runs is kept.
+            let health = self.status.health.get_or_insert_with(Health::default);
+            health.status = HealthState::Starting;
+            health.failing_streak = 0;
             self.health_next = Some(now + self.probe_interval());
         }
         self.save();
@@ -441,7 +425,7 @@ impl Shim {
                 self.restart_at,
                 self.stop_deadline,
                 self.health_next,
-                self.probe.as_ref().map(|p| p.deadline),
+                self.probe.as_ref().filter(|p| !p.timed_out).map(|p| p.deadline),
             ]
             .into_iter()
             .flatten()
@@ -615,15 +599,13 @@ impl Shim {
                 }
             }
         }
-        if self.probe.as_ref().is_some_and(|p| p.deadline <= now) {
-            if let Some(p) = &self.probe {
-                let _ = kill(p.pid, Signal::SIGKILL);
-            }
-            // Reaped through SIGCHLD; the result is a timeout.
-            if let Some(p) = &mut self.probe {
-                p.buf = b"Health check exceeded timeout".to_vec();
-                p.deadline = now + Duration::from_secs(3600);
-            }
+        if let Some(p) = &mut self.probe
+            && !p.timed_out
+            && p.deadline <= now
+        {
+            // Reaped through SIGCHLD; probe_done records the timeout.
+            let _ = kill(p.pid, Signal::SIGKILL);
+            p.timed_out = true;
         }
         if self.health_next.is_some_and(|t| t <= now) && self.probe.is_none() {
             self.health_next = None;
@@ -659,6 +641,7 @@ impl Shim {
                     buf: Vec::new(),
                     start: super::timefmt::now(),
                     deadline: Instant::now() + Duration::from_millis(h.timeout_ms.max(1)),
+                    timed_out: false,
                 });
             }
             Err(_) => self.health_next = Some(Instant::now() + self.probe_interval()),
@@ -681,17 +664,16 @@ impl Shim {
     fn probe_done(&mut self, code: i32) {
         self.read_probe();
         let Some(p) = self.probe.take() else { return };
-        let timed_out = p.buf == b"Health check exceeded timeout";
-        let code = if timed_out { -1 } else { code };
+        let code = if p.timed_out { -1 } else { code };
+        let output = if p.timed_out {
+            "Health check exceeded timeout".to_string()
+        } else {
+            String::from_utf8_lossy(&p.buf).into_owned()
+        };
         let retries = self.prepared.spec.healthcheck.as_ref().map_or(3, |h| h.retries.max(1));
         let in_start = self.start_period_end.is_some_and(|end| Instant::now() < end);
         let health = self.status.health.get_or_insert_with(Health::default);
-        health.log.push(HealthResult {
-            start: p.start,
-            end: super::timefmt::now(),
-            exit_code: code,
-            output: String::from_utf8_lossy(&p.buf).into_owned(),
-        });
+        health.log.push(HealthResult { start: p.start, end: super::timefmt::now(), exit_code: code, output });
         if health.log.len() > 5 {
             health.log.remove(0);
         }
