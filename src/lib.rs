@@ -5,8 +5,10 @@
 
 pub mod cli;
 pub mod compose;
+pub mod engine;
 pub mod graph;
 pub mod image;
 pub mod netns;
 pub mod runtime;
 pub mod state;
+pub mod volume;

@@ -16,6 +16,16 @@ impl CliError {
     pub fn msg(message: impl Into<String>) -> CliError {
         CliError { message: message.into(), code: 1 }
     }
+
+    /// Ends the command with `code` and prints nothing (the command said all there was).
+    pub fn exit(code: u8) -> CliError {
+        CliError { message: String::new(), code }
+    }
+
+    /// Whether there is a message to print.
+    pub fn is_silent(&self) -> bool {
+        self.message.is_empty()
+    }
 }
 
 impl fmt::Display for CliError {

@@ -2,10 +2,17 @@
 //! and one readable error message (with its cause chain) per failure.
 
 mod config;
+mod down;
 mod error;
+mod exec;
 mod graph;
 mod image;
+mod logs;
 mod network;
+mod project;
+mod ps;
+mod signals;
+mod up;
 
 pub use error::{CliError, CliResult};
 
@@ -73,6 +80,20 @@ pub enum Progress {
 /// The subcommands. Only commands that work are listed.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create and start containers
+    Up(up::UpArgs),
+    /// Stop and remove containers and networks (volumes and images with flags)
+    Down(down::DownArgs),
+    /// List the project's containers
+    Ps(ps::PsArgs),
+    /// Show the containers' output
+    Logs(logs::LogsArgs),
+    /// Run a command in a running container
+    Exec(exec::ExecArgs),
+    /// Start existing containers
+    Start(down::StartArgs),
+    /// Stop running containers without removing them
+    Stop(down::StopArgs),
     /// Parse, resolve and render the compose file in canonical format
     Config(config::ConfigArgs),
     /// Show the dependency graph of services, networks and volumes (start order by levels)
@@ -179,6 +200,13 @@ fn join(global: &GlobalOptions, args: &JoinArgs) -> CliResult<()> {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Up(args) => up::run(&cli.global, args),
+        Command::Down(args) => down::run_down(&cli.global, args),
+        Command::Ps(args) => ps::run(&cli.global, args),
+        Command::Logs(args) => logs::run(&cli.global, args),
+        Command::Exec(args) => exec::run(&cli.global, args),
+        Command::Start(args) => down::run_start(&cli.global, args),
+        Command::Stop(args) => down::run_stop(&cli.global, args),
         Command::Config(args) => config::run(&cli.global, args),
         Command::Graph(args) => graph::run(&cli.global, args),
         Command::Image(args) => image::run(&cli.global, args),
@@ -190,7 +218,9 @@ pub fn run() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("berth: {e}");
+            if !e.is_silent() {
+                eprintln!("berth: {e}");
+            }
             ExitCode::from(e.code)
         }
     }

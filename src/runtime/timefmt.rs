@@ -37,6 +37,33 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// Seconds since the epoch of an RFC 3339 UTC time as [`rfc3339_nanos`] writes it
+/// (`2026-11-23T10:04:05.123Z`); `None` for anything else.
+pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
+    let text = text.strip_suffix('Z')?;
+    let (date, time) = text.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (h, min, sec) = (t.next()??, t.next()??, t.next()??);
+    let nanos: u32 = format!("{frac:0<9}").get(..9)?.parse().ok()?;
+    let days = days_from_civil(y, m, day);
+    let secs = days * 86_400 + h * 3600 + min * 60 + sec;
+    Some(UNIX_EPOCH + Duration::new(u64::try_from(secs).ok()?, nanos))
+}
+
+/// (year, month, day) to days since 1970-01-01, the inverse of [`civil_from_days`].
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,5 +75,16 @@ mod tests {
         assert_eq!(rfc3339_nanos(t), "2026-11-18T11:06:40.000000005Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(&rfc3339_nanos(leap)[..10], "2000-02-29");
+    }
+
+    #[test]
+    fn parse_is_the_inverse_of_format() {
+        let t = UNIX_EPOCH + Duration::new(1_795_000_123, 456_000_000);
+        assert_eq!(parse_rfc3339(&rfc3339_nanos(t)), Some(t));
+        assert_eq!(
+            parse_rfc3339("2000-02-29T00:00:00Z"),
+            Some(UNIX_EPOCH + Duration::from_secs(951_782_400))
+        );
+        assert_eq!(parse_rfc3339("yesterday"), None);
     }
 }

@@ -1,0 +1,276 @@
+//! `berth up`: plan, apply, and then either return (`-d`, `--wait`) or stay attached to the
+//! logs until the containers exit or Ctrl-C stops the project.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::project::{self, ProjectCtx};
+use super::{CliError, CliResult, GlobalOptions, signals};
+use crate::engine::apply::{apply, recover, wait_ready, wait_targets};
+use crate::engine::logs::{LogFollower, LogFormat, display_name};
+use crate::engine::observe::{ProjectContainer, project_containers, status_of};
+use crate::engine::plan::{UpOptions, plan, selected_services};
+use crate::runtime::status::State;
+
+/// `berth up` flags, as docker compose names them.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Detached mode: run containers in the background
+    #[arg(short = 'd', long)]
+    detach: bool,
+    /// Wait for services to be running (healthy where they have a healthcheck); implies -d
+    #[arg(long)]
+    wait: bool,
+    /// Maximum seconds to wait with --wait
+    #[arg(long, value_name = "SECONDS")]
+    wait_timeout: Option<u64>,
+    /// Recreate containers even if their configuration hasn't changed
+    #[arg(long, conflicts_with = "no_recreate")]
+    force_recreate: bool,
+    /// Don't recreate containers that exist
+    #[arg(long)]
+    no_recreate: bool,
+    /// Recreate dependent containers too (with --force-recreate)
+    #[arg(long)]
+    always_recreate_deps: bool,
+    /// Don't start linked services
+    #[arg(long)]
+    no_deps: bool,
+    /// Don't start the services after creating them
+    #[arg(long, conflicts_with_all = ["wait", "abort_on_container_exit", "abort_on_container_failure"])]
+    no_start: bool,
+    /// Stop all containers if any container exits
+    #[arg(long, conflicts_with = "detach")]
+    abort_on_container_exit: bool,
+    /// Stop all containers if any container exits with a failure
+    #[arg(long, conflicts_with_all = ["detach", "abort_on_container_exit"])]
+    abort_on_container_failure: bool,
+    /// Return the exit code of this service's container; implies --abort-on-container-exit
+    #[arg(long, value_name = "SERVICE", conflicts_with = "detach")]
+    exit_code_from: Option<String>,
+    /// Attach only to these services' output
+    #[arg(long, value_name = "SERVICE")]
+    attach: Vec<String>,
+    /// Don't attach to these services' output
+    #[arg(long, value_name = "SERVICE")]
+    no_attach: Vec<String>,
+    /// Don't prefix log lines with the container name
+    #[arg(long)]
+    no_log_prefix: bool,
+    /// Monochrome output
+    #[arg(long)]
+    no_color: bool,
+    /// Show timestamps
+    #[arg(long)]
+    timestamps: bool,
+    /// Seconds to wait for containers to stop when they are recreated or the project stops
+    #[arg(short = 't', long, value_name = "SECONDS")]
+    timeout: Option<u64>,
+    /// Scale SERVICE to NUM replicas (overrides `scale` in the file)
+    #[arg(long, value_name = "SERVICE=NUM")]
+    scale: Vec<String>,
+    /// Remove containers of services not in the compose file
+    #[arg(long)]
+    remove_orphans: bool,
+    /// Recreate anonymous volumes instead of reusing those of the previous containers
+    #[arg(short = 'V', long)]
+    renew_anon_volumes: bool,
+    /// Print what would be done, and change nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Services (default: all)
+    services: Vec<String>,
+}
+
+fn parse_scale(items: &[String]) -> CliResult<BTreeMap<String, u32>> {
+    let mut out = BTreeMap::new();
+    for item in items {
+        let bad = || CliError::msg(format!("--scale {item:?}: expected SERVICE=NUM"));
+        let (svc, n) = item.split_once('=').ok_or_else(bad)?;
+        out.insert(svc.to_string(), n.trim().parse::<u32>().map_err(|_| bad())?);
+    }
+    Ok(out)
+}
+
+/// Runs `berth up`.
+pub fn run(global: &GlobalOptions, args: &UpArgs) -> CliResult<()> {
+    let scale = parse_scale(&args.scale)?;
+    let ctx = project::open(global)?;
+    project::check_services(&ctx.loaded, &args.services)?;
+    project::check_services(&ctx.loaded, &args.attach)?;
+    project::check_services(&ctx.loaded, &args.no_attach)?;
+    if let Some(s) = &args.exit_code_from {
+        project::check_services(&ctx.loaded, std::slice::from_ref(s))?;
+    }
+    let opts = UpOptions {
+        services: args.services.clone(),
+        no_deps: args.no_deps,
+        force_recreate: args.force_recreate,
+        no_recreate: args.no_recreate,
+        always_recreate_deps: args.always_recreate_deps,
+        scale,
+        remove_orphans: args.remove_orphans,
+        renew_anon_volumes: args.renew_anon_volumes,
+        no_start: args.no_start,
+        timeout: args.timeout.map(Duration::from_secs),
+    };
+    let name = ctx.loaded.project.name.clone();
+    if args.dry_run {
+        let plan = plan(&ctx.engine, &ctx.loaded, &ctx.graph, &opts)?;
+        let lines = plan.describe();
+        if lines.is_empty() {
+            println!("DRY-RUN: nothing to do");
+        }
+        for line in lines {
+            println!("DRY-RUN: {line}");
+        }
+        return Ok(());
+    }
+    let lock = ctx.engine.lock_project(&name, || {
+        ctx.progress.warn(&format!("waiting for another berth command on project {name} to finish"))
+    })?;
+    recover(&ctx.engine, &name, &ctx.progress)?;
+    let plan = plan(&ctx.engine, &ctx.loaded, &ctx.graph, &opts)?;
+    let started = std::time::SystemTime::now();
+    apply(&ctx.engine, &ctx.loaded, &ctx.graph, &plan, &ctx.progress)?;
+    let selected = selected_services(&ctx.loaded, &ctx.graph, &opts)?;
+    if args.wait {
+        let targets = wait_targets(&ctx.graph, &selected);
+        wait_ready(&ctx.engine, &name, &targets, args.wait_timeout.map(Duration::from_secs), &ctx.progress)?;
+    }
+    drop(lock);
+    if args.detach || args.wait || args.no_start {
+        return Ok(());
+    }
+    let attach: Vec<String> = if args.attach.is_empty() {
+        selected.into_iter().filter(|s| !args.no_attach.contains(s)).collect()
+    } else {
+        args.attach.clone()
+    };
+    attached(&ctx, args, &attach, started)
+}
+
+/// Why the attached loop ended.
+enum Ending {
+    /// Every container exited by itself.
+    AllExited,
+    /// A container exited (or failed) under `--abort-on-container-*`: its exit code.
+    Aborted(i32),
+    /// Ctrl-C.
+    Interrupted,
+}
+
+fn attached(
+    ctx: &ProjectCtx,
+    args: &UpArgs,
+    attach: &[String],
+    started: std::time::SystemTime,
+) -> CliResult<()> {
+    signals::install();
+    let engine = &ctx.engine;
+    let name = &ctx.loaded.project.name;
+    let all: Vec<ProjectContainer> =
+        project_containers(&engine.runtime, name)?.into_iter().filter(|c| !c.oneoff).collect();
+    let watched: Vec<ProjectContainer> =
+        all.iter().filter(|c| attach.contains(&c.service)).cloned().collect();
+    let format =
+        LogFormat { timestamps: args.timestamps, no_color: args.no_color, no_prefix: args.no_log_prefix };
+    let mut follower = LogFollower::new(engine.dirs(), format);
+    let mut out = std::io::stdout().lock();
+    let names: Vec<String> = watched.iter().map(display_name).collect();
+    let _ = writeln!(out, "Attaching to {}", names.join(", "));
+    let since = crate::runtime::timefmt::rfc3339_nanos(started);
+    for c in &watched {
+        // New containers show their whole log; kept ones only what comes now.
+        let from_end = c.created < since;
+        follower.add(c, None, from_end, &mut out)?;
+    }
+    let abort_on_exit = args.abort_on_container_exit || args.exit_code_from.is_some();
+    let timeout = args.timeout.map(Duration::from_secs);
+    let mut reported: Vec<String> = Vec::new();
+    let mut ending: Option<Ending> = None;
+    let mut killed = false;
+    std::thread::scope(|scope| -> CliResult<()> {
+        let mut stopper: Option<std::thread::ScopedJoinHandle<'_, ()>> = None;
+        let stop_all = || {
+            scope.spawn(move || {
+                if let Err(e) =
+                    crate::engine::down::stop(engine, &ctx.loaded, &ctx.graph, &[], timeout, &ctx.progress)
+                {
+                    ctx.progress.warn(&e.to_string());
+                }
+            })
+        };
+        loop {
+            follower.poll(&mut out)?;
+            let interrupts = signals::interrupts();
+            if interrupts >= 1 && stopper.is_none() {
+                let _ = writeln!(out, "Gracefully stopping... (press Ctrl+C again to force)");
+                ending.get_or_insert(Ending::Interrupted);
+                stopper = Some(stop_all());
+            }
+            if interrupts >= 2 && !killed {
+                killed = true;
+                for c in &all {
+                    let _ = engine.runtime.kill(&c.id, None);
+                }
+            }
+            let mut running = 0;
+            for c in &watched {
+                let st = status_of(&engine.runtime, &c.id);
+                if !matches!(st.state, State::Exited | State::Dead) {
+                    running += 1;
+                    continue;
+                }
+                if reported.contains(&c.id) {
+                    continue;
+                }
+                reported.push(c.id.clone());
+                follower.poll(&mut out)?;
+                let code = st.exit_code.unwrap_or(-1);
+                let _ = writeln!(out, "{} exited with code {code}", display_name(c));
+                let trigger = abort_on_exit || (args.abort_on_container_failure && code != 0);
+                if trigger && stopper.is_none() {
+                    let _ = writeln!(out, "Aborting on container exit...");
+                    ending = Some(Ending::Aborted(code));
+                    stopper = Some(stop_all());
+                }
+            }
+            let stopping_done = stopper.as_ref().is_none_or(|h| h.is_finished());
+            if running == 0 && stopping_done {
+                break;
+            }
+            if running == 0 && stopper.is_none() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if let Some(h) = stopper {
+            let _ = h.join();
+        }
+        follower.poll(&mut out)?;
+        Ok(())
+    })?;
+    let ending = ending.unwrap_or(Ending::AllExited);
+    let code = if let Some(svc) = &args.exit_code_from {
+        watched
+            .iter()
+            .chain(all.iter())
+            .find(|c| &c.service == svc)
+            .map(|c| status_of(&engine.runtime, &c.id).exit_code.unwrap_or(0))
+            .unwrap_or(0)
+    } else {
+        match ending {
+            Ending::AllExited => 0,
+            Ending::Aborted(code) => code,
+            Ending::Interrupted => 130,
+        }
+    };
+    if code != 0 {
+        return Err(CliError::exit(u8::try_from(code.clamp(0, 255)).unwrap_or(1)));
+    }
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! The engine's errors: each names the service, container, network or volume it is about.
+
+use crate::graph::GraphError;
+use crate::image::ImageError;
+use crate::netns::NetError;
+use crate::runtime::RuntimeError;
+use crate::state::StateError;
+use crate::volume::VolumeError;
+
+use super::spec::SpecError;
+
+/// What can go wrong while planning or applying.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The dependency graph could not be built or queried.
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    /// A service's image is not in the store (build and pull come later).
+    #[error(
+        "service {service}: image {image} is not present locally; import or load it first (berth image import|load)"
+    )]
+    MissingImage {
+        /// The service.
+        service: String,
+        /// The image reference.
+        image: String,
+    },
+    /// A service has neither `image` nor a usable `build`.
+    #[error("service {0}: no image given, and building images is not supported yet")]
+    NoImage(String),
+    /// The image store failed.
+    #[error("service {service}: {source}")]
+    Image {
+        /// The service.
+        service: String,
+        /// The cause.
+        #[source]
+        source: ImageError,
+    },
+    /// A service's configuration cannot be turned into a container.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// A volume, bind, secret or config failed.
+    #[error("service {service}: {source}")]
+    Volume {
+        /// The service (or `volume` for project volumes).
+        service: String,
+        /// The cause.
+        #[source]
+        source: VolumeError,
+    },
+    /// A network operation failed.
+    #[error("{what}: {source}")]
+    Net {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: NetError,
+    },
+    /// A container operation failed.
+    #[error("{what}: {source}")]
+    Runtime {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: RuntimeError,
+    },
+    /// Reading or writing a record failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A named service does not exist in the project.
+    #[error("no such service: {0}")]
+    NoSuchService(String),
+    /// An external network or volume does not exist.
+    #[error("{kind} {name} declared as external, but could not be found")]
+    ExternalMissing {
+        /// `network` or `volume`.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// A dependency's condition cannot hold any more.
+    #[error("service {service}: dependency {dependency} failed: {reason}")]
+    Dependency {
+        /// The waiting service.
+        service: String,
+        /// The dependency.
+        dependency: String,
+        /// Why.
+        reason: String,
+    },
+    /// A lifecycle hook failed.
+    #[error("container {container}: {hook} hook {command:?} exited with code {code}")]
+    Hook {
+        /// The container.
+        container: String,
+        /// `post_start` or `pre_stop`.
+        hook: &'static str,
+        /// The command.
+        command: Vec<String>,
+        /// Its exit code.
+        code: i32,
+    },
+    /// `--wait` gave up.
+    #[error("{0}")]
+    Wait(String),
+    /// Several independent steps failed (teardown keeps going and reports all).
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Many(Vec<EngineError>),
+    /// Anything else, already worded for the user.
+    #[error("{0}")]
+    Msg(String),
+}
+
+impl EngineError {
+    /// Wraps a runtime error with what was being done.
+    pub fn runtime(what: impl Into<String>) -> impl FnOnce(RuntimeError) -> EngineError {
+        let what = what.into();
+        move |source| EngineError::Runtime { what, source }
+    }
+
+    /// Wraps a network error with what was being done.
+    pub fn net(what: impl Into<String>) -> impl FnOnce(NetError) -> EngineError {
+        let what = what.into();
+        move |source| EngineError::Net { what, source }
+    }
+
+    /// Wraps a volume error with the service it concerns.
+    pub fn volume(service: impl Into<String>) -> impl FnOnce(VolumeError) -> EngineError {
+        let service = service.into();
+        move |source| EngineError::Volume { service, source }
+    }
+
+    /// `Ok` when `errors` is empty, the one error, or all of them.
+    pub fn collect(mut errors: Vec<EngineError>) -> Result<(), EngineError> {
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(EngineError::Many(errors)),
+        }
+    }
+}
+
+/// The engine's result type.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

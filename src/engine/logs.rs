@@ -1,0 +1,169 @@
+//! Showing containers' logs as `docker compose logs` and attached `up` do: each line
+//! prefixed with the container's name in its service's colour, optionally with its time,
+//! following the log files as they grow (and across rotation).
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+
+use console::{Color, Style};
+
+use crate::runtime::log::{LogEntry, read_all};
+use crate::state::Dirs;
+
+use super::observe::ProjectContainer;
+
+/// How log lines are printed.
+#[derive(Debug, Clone, Default)]
+pub struct LogFormat {
+    /// Print each line's time.
+    pub timestamps: bool,
+    /// No colours.
+    pub no_color: bool,
+    /// No `name | ` prefix.
+    pub no_prefix: bool,
+}
+
+const COLORS: [Color; 6] =
+    [Color::Cyan, Color::Yellow, Color::Green, Color::Magenta, Color::Blue, Color::Red];
+
+/// The prefix name of a container: its name without the `<project>-` part, as docker
+/// compose prints it.
+pub fn display_name(c: &ProjectContainer) -> String {
+    let project = c.labels.get(super::observe::LABEL_PROJECT).map(String::as_str).unwrap_or("");
+    c.name.strip_prefix(&format!("{project}-")).unwrap_or(&c.name).to_string()
+}
+
+struct Source {
+    id: String,
+    prefix: String,
+    style: Style,
+    path: PathBuf,
+    offset: u64,
+    partial: Vec<u8>,
+}
+
+/// Follows the logs of several containers.
+pub struct LogFollower {
+    dirs: Dirs,
+    format: LogFormat,
+    sources: Vec<Source>,
+    width: usize,
+    services: Vec<String>,
+}
+
+impl LogFollower {
+    /// A follower printing in `format`.
+    pub fn new(dirs: &Dirs, format: LogFormat) -> LogFollower {
+        LogFollower { dirs: dirs.clone(), format, sources: Vec::new(), width: 0, services: Vec::new() }
+    }
+
+    /// Whether container `id` is followed.
+    pub fn has(&self, id: &str) -> bool {
+        self.sources.iter().any(|s| s.id == id)
+    }
+
+    /// Ids of the followed containers.
+    pub fn ids(&self) -> Vec<String> {
+        self.sources.iter().map(|s| s.id.clone()).collect()
+    }
+
+    /// Adds a container; `tail` prints only its last lines first (`None`: all), and
+    /// `from_end` starts after what is already written (nothing old is printed).
+    pub fn add(
+        &mut self,
+        c: &ProjectContainer,
+        tail: Option<usize>,
+        from_end: bool,
+        out: &mut dyn Write,
+    ) -> io::Result<()> {
+        if self.has(&c.id) {
+            return Ok(());
+        }
+        let color_index = match self.services.iter().position(|s| *s == c.service) {
+            Some(i) => i,
+            None => {
+                self.services.push(c.service.clone());
+                self.services.len() - 1
+            }
+        };
+        let prefix = display_name(c);
+        self.width = self.width.max(prefix.len());
+        let path = self.dirs.container(&c.id).join("log");
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let source = Source {
+            id: c.id.clone(),
+            prefix,
+            style: Style::new().fg(COLORS[color_index % COLORS.len()]),
+            path: path.clone(),
+            offset: size,
+            partial: Vec::new(),
+        };
+        if !from_end {
+            let entries = read_all(&path).unwrap_or_default();
+            let skip = tail.map_or(0, |t| entries.len().saturating_sub(t));
+            for e in &entries[skip..] {
+                self.print(&source, e, out)?;
+            }
+        }
+        self.sources.push(source);
+        Ok(())
+    }
+
+    /// Prints what was appended since the last call; whether anything was.
+    pub fn poll(&mut self, out: &mut dyn Write) -> io::Result<bool> {
+        let mut any = false;
+        let mut lines: Vec<(usize, LogEntry)> = Vec::new();
+        for (i, s) in self.sources.iter_mut().enumerate() {
+            let Ok(mut file) = File::open(&s.path) else { continue };
+            let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+            if size < s.offset {
+                // Rotated: the file was renamed away and a new one begun.
+                s.offset = 0;
+                s.partial.clear();
+            }
+            if size == s.offset {
+                continue;
+            }
+            file.seek(SeekFrom::Start(s.offset))?;
+            let mut buf = Vec::new();
+            file.take(size - s.offset).read_to_end(&mut buf)?;
+            s.offset += buf.len() as u64;
+            s.partial.extend_from_slice(&buf);
+            while let Some(pos) = s.partial.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = s.partial.drain(..=pos).collect();
+                if let Ok(entry) = serde_json::from_slice::<LogEntry>(&line) {
+                    lines.push((i, entry));
+                }
+            }
+        }
+        // Lines of different containers in time order.
+        lines.sort_by(|a, b| a.1.time.cmp(&b.1.time));
+        for (i, entry) in &lines {
+            any = true;
+            let source = &self.sources[*i];
+            self.print(source, entry, out)?;
+        }
+        out.flush()?;
+        Ok(any)
+    }
+
+    fn print(&self, s: &Source, e: &LogEntry, out: &mut dyn Write) -> io::Result<()> {
+        let text = e.log.strip_suffix('\n').unwrap_or(&e.log);
+        let mut line = String::new();
+        if !self.format.no_prefix {
+            let prefix = format!("{:<width$} | ", s.prefix, width = self.width);
+            if self.format.no_color {
+                line.push_str(&prefix);
+            } else {
+                line.push_str(&s.style.apply_to(prefix).to_string());
+            }
+        }
+        if self.format.timestamps {
+            line.push_str(&e.time);
+            line.push(' ');
+        }
+        line.push_str(text);
+        writeln!(out, "{line}")
+    }
+}
