@@ -9,6 +9,7 @@ mod graph;
 mod image;
 mod logs;
 mod network;
+mod port;
 mod project;
 mod ps;
 mod signals;
@@ -90,6 +91,8 @@ pub enum Command {
     Logs(logs::LogsArgs),
     /// Run a command in a running container
     Exec(exec::ExecArgs),
+    /// Print the host address a container port is published on
+    Port(port::PortArgs),
     /// Start existing containers
     Start(down::StartArgs),
     /// Stop running containers without removing them
@@ -205,6 +208,7 @@ pub fn run() -> ExitCode {
         Command::Ps(args) => ps::run(&cli.global, args),
         Command::Logs(args) => logs::run(&cli.global, args),
         Command::Exec(args) => exec::run(&cli.global, args),
+        Command::Port(args) => port::run(&cli.global, args),
         Command::Start(args) => down::run_start(&cli.global, args),
         Command::Stop(args) => down::run_stop(&cli.global, args),
         Command::Config(args) => config::run(&cli.global, args),

@@ -259,10 +259,10 @@ fn remove_images(
     let mut refs: BTreeSet<String> = BTreeSet::new();
     for (name, svc) in &loaded.project.services {
         let custom = svc.image.is_some();
-        if rmi == RemoveImages::All || !custom {
-            if let Some(r) = image_reference(loaded, name) {
-                refs.insert(r);
-            }
+        if (rmi == RemoveImages::All || !custom)
+            && let Some(r) = image_reference(loaded, name)
+        {
+            refs.insert(r);
         }
     }
     for r in refs {

@@ -451,3 +451,85 @@ fn check_spec(loaded: &LoadedProject, name: &str, image: &ResolvedImage) -> Resu
     attach_request(&ctx, &built.spec.hostname)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::compose::{ProjectOptions, load_project};
+
+    fn load(yaml: &str) -> (tempfile::TempDir, LoadedProject, ServiceGraph) {
+        let dir = tempfile::Builder::new().prefix("berth-").tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("compose.yaml"), yaml).expect("write");
+        let mut opts = ProjectOptions::new(dir.path().to_path_buf(), HashMap::new());
+        opts.project_name = Some("p".into());
+        let loaded = load_project(&opts).expect("loads");
+        let graph = ServiceGraph::from_project(&loaded.project).expect("graph");
+        (dir, loaded, graph)
+    }
+
+    const YAML: &str = r#"
+services:
+  web:
+    image: x
+    depends_on:
+      db: {condition: service_healthy}
+      seed: {condition: service_completed_successfully}
+  db: {image: x}
+  seed: {image: x}
+  fixed: {image: x, container_name: the-one}
+  other: {image: x}
+networks:
+  default:
+    labels: {k: v}
+    ipam:
+      config: [{subnet: 10.9.0.0/24, gateway: 10.9.0.254}]
+  outside: {external: true, name: shared}
+"#;
+
+    #[test]
+    fn selection_follows_dependencies_unless_no_deps() {
+        let (_d, loaded, graph) = load(YAML);
+        let mut opts = UpOptions { services: vec!["web".into()], ..UpOptions::default() };
+        assert_eq!(selected_services(&loaded, &graph, &opts).unwrap(), ["db", "seed", "web"]);
+        opts.no_deps = true;
+        assert_eq!(selected_services(&loaded, &graph, &opts).unwrap(), ["web"]);
+        opts.services = vec!["nope".into()];
+        assert!(
+            matches!(selected_services(&loaded, &graph, &opts), Err(EngineError::NoSuchService(s)) if s == "nope")
+        );
+        let all = selected_services(&loaded, &graph, &UpOptions::default()).unwrap();
+        assert_eq!(all.len(), 5);
+    }
+
+    #[test]
+    fn names_and_network_specs_follow_compose() {
+        let (_d, loaded, _g) = load(YAML);
+        assert_eq!(container_name(&loaded, "web", 2), "p-web-2");
+        assert_eq!(container_name(&loaded, "fixed", 1), "the-one");
+        let spec = network_spec(&loaded, "default").unwrap();
+        assert_eq!(spec.name, "p_default");
+        assert_eq!(spec.driver, "bridge");
+        assert_eq!(spec.ipam[0].subnet.as_deref(), Some("10.9.0.0/24"));
+        assert_eq!(spec.ipam[0].gateway.as_deref(), Some("10.9.0.254"));
+        assert_eq!(spec.labels.get(LABEL_PROJECT).map(String::as_str), Some("p"));
+        assert_eq!(spec.labels.get("k").map(String::as_str), Some("v"));
+        let ext = network_spec(&loaded, "outside").unwrap();
+        assert!(ext.external);
+        assert_eq!(ext.name, "shared");
+        assert!(!ext.labels.contains_key(LABEL_PROJECT));
+        assert_eq!(image_reference(&loaded, "web").as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn wait_counts_needed_one_shots_as_completions() {
+        use crate::engine::apply::{WaitFor, wait_targets};
+        let (_d, loaded, graph) = load(YAML);
+        let all: Vec<String> = loaded.project.services.keys().cloned().collect();
+        let targets = wait_targets(&graph, &all);
+        assert_eq!(targets["seed"], WaitFor::Completion);
+        assert_eq!(targets["db"], WaitFor::Running);
+        assert_eq!(targets["web"], WaitFor::Running);
+    }
+}

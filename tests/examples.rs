@@ -1,0 +1,46 @@
+//! The example stacks: `examples/` (what the README's first command brings up) and every
+//! folder of `docker-compose.examples/`, brought up with `up -d --wait` and taken down with
+//! `down -v` by berth.
+
+mod stack;
+
+use std::path::Path;
+use std::time::Duration;
+
+use stack::Stack;
+
+fn repo(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+#[test]
+fn the_readme_example_stack_comes_up_and_serves_its_page() {
+    let s = Stack::from_dir("ex-main", &repo("examples"), "berth-example/busybox:latest");
+    s.ok(&["up", "-d", "--wait", "--wait-timeout", "60"]);
+    let page = s.exec("web", &["wget", "-q", "-O", "-", "http://127.0.0.1/"]);
+    assert_eq!(page.stdout, "hello from berth\n", "{}", page.stderr);
+    s.wait_until(Duration::from_secs(15), "probe's fetch", |_| {
+        s.ok(&["logs", "probe"]).stdout.contains("hello from berth")
+    });
+    s.ok(&["down", "-v"]);
+    assert!(s.ps().is_empty());
+}
+
+#[test]
+fn docker_compose_examples_run_under_berth() {
+    let expect = [
+        ("web-health", "client", "hello from web"),
+        ("seeded-volume", "reader", "seeded"),
+        ("secrets", "app", "/etc/app.conf"),
+    ];
+    for (folder, service, text) in expect {
+        let dir = repo("docker-compose.examples").join(folder);
+        let s = Stack::from_dir(&format!("dcx-{folder}"), &dir, "busybox:latest");
+        s.ok(&["up", "-d", "--wait", "--wait-timeout", "60"]);
+        s.wait_until(Duration::from_secs(15), &format!("{folder}: {service}'s output"), |_| {
+            s.ok(&["logs", service]).stdout.contains(text)
+        });
+        s.ok(&["down", "-v"]);
+        assert!(s.ps().is_empty(), "{folder}");
+    }
+}
