@@ -14,6 +14,7 @@ mod project;
 mod ps;
 mod signals;
 mod up;
+mod volume;
 
 pub use error::{CliError, CliResult};
 
@@ -26,7 +27,7 @@ use crate::compose::{LoadedProject, ProjectOptions};
 
 /// berth: a daemonless compose orchestrator.
 #[derive(Debug, Parser)]
-#[command(name = "berth", version, about, long_about = None, propagate_version = true)]
+#[command(name = "berth", version, about, long_about = None)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalOptions,
@@ -37,8 +38,9 @@ pub struct Cli {
 /// Options every command takes, as `docker compose` names them.
 #[derive(Debug, Args, Clone)]
 pub struct GlobalOptions {
-    /// Compose configuration files (repeatable; `-` reads standard input)
-    #[arg(short = 'f', long = "file", global = true, value_name = "FILE")]
+    /// Compose configuration files (repeatable; `-` reads standard input). Given before the
+    /// command, as with docker compose, so that commands keep `-f` for themselves (`logs -f`).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Project name
     #[arg(short = 'p', long = "project-name", global = true, value_name = "NAME")]
@@ -114,6 +116,8 @@ pub enum Command {
     Join(JoinArgs),
     /// Manage networks
     Network(network::NetworkArgs),
+    /// Manage volumes
+    Volume(volume::VolumeArgs),
     /// The DNS process (started by berth itself)
     #[command(hide = true)]
     Dns(network::DnsArgs),
@@ -217,6 +221,7 @@ pub fn run() -> ExitCode {
         Command::Shim { id } => return shim(&cli.global, id),
         Command::Join(args) => join(&cli.global, args),
         Command::Network(args) => network::run(&cli.global, args),
+        Command::Volume(args) => volume::run(&cli.global, args),
         Command::Dns(args) => network::run_dns(&cli.global, args),
     };
     match result {
@@ -227,5 +232,15 @@ pub fn run() -> ExitCode {
             }
             ExitCode::from(e.code)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

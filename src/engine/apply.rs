@@ -366,6 +366,7 @@ impl Apply<'_> {
             image: &sp.image,
             peer_mounts: &peer_mounts,
             renew_anonymous: self.plan.options.renew_anon_volumes,
+            environment: &self.loaded.environment,
         };
         spec.mounts = service_mounts(&engine.volumes, &request).map_err(EngineError::volume(&sp.name))?;
         let attach_req = attach_request(&ctx, &spec.hostname)?;
