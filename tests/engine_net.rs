@@ -12,6 +12,14 @@ use std::time::{Duration, Instant};
 
 use stack::Stack;
 
+/// The firewall table is rebuilt per root, so tests with their own roots that rely on
+/// nftables (ports, isolation) run one at a time.
+static FIREWALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    FIREWALL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 const WEB: &str = r#"    image: berth-test/busybox:latest
     command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]"#;
 
@@ -43,7 +51,7 @@ fn get_local(port: u16) -> String {
 fn wget(s: &Stack, from: &str, url: &str) -> String {
     let end = Instant::now() + Duration::from_secs(10);
     loop {
-        let r = s.exec(from, &["wget", "-q", "-T", "2", "-O", "-", url]);
+        let r = s.exec(from, &["timeout", "3", "wget", "-q", "-O", "-", url]);
         if r.ok {
             return r.stdout;
         }
@@ -54,6 +62,7 @@ fn wget(s: &Stack, from: &str, url: &str) -> String {
 
 #[test]
 fn names_aliases_replicas_and_published_ports() {
+    let _serial = serial();
     let yaml = format!(
         r#"services:
   web:
@@ -76,12 +85,26 @@ fn names_aliases_replicas_and_published_ports() {
     let api_host = wget(&s, "client", "http://api/");
     assert_eq!(wget(&s, "client", "http://enet-names-api-1/"), api_host);
     assert!(wget(&s, "client", "http://www/").len() > 1);
-    // Both replicas answer to the service name (the DNS server rotates their order).
-    let mut seen = BTreeSet::new();
-    for _ in 0..12 {
-        seen.insert(wget(&s, "client", "http://web/").trim().to_string());
+    // The service name resolves to both replicas (in rotating order; glibc clients re-sort
+    // what they get, so each replica is then fetched by its address).
+    let mut first = BTreeSet::new();
+    let mut all = BTreeSet::new();
+    for _ in 0..4 {
+        let out = s.exec("client", &["nslookup", "web"]).stdout;
+        let addrs: Vec<String> = out
+            .lines()
+            .skip_while(|l| !l.starts_with("Name:"))
+            .filter_map(|l| l.strip_prefix("Address:"))
+            .map(|a| a.trim().to_string())
+            .collect();
+        first.insert(addrs.first().cloned().unwrap_or_default());
+        all.extend(addrs);
     }
-    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(first.len(), 2, "the order does not rotate: {first:?}");
+    let hosts: BTreeSet<String> =
+        all.iter().map(|ip| wget(&s, "client", &format!("http://{ip}/")).trim().to_string()).collect();
+    assert_eq!(hosts.len(), 2, "{hosts:?}");
     // Published ports answer on 127.0.0.1, the fixed one and the ephemeral one.
     assert!(get_local(28411).contains(api_host.trim()));
     let api = s.container("enet-names-api-1").unwrap();
@@ -96,6 +119,7 @@ fn names_aliases_replicas_and_published_ports() {
 
 #[test]
 fn projects_are_isolated_and_a_taken_port_fails_cleanly() {
+    let _serial = serial();
     let a = Stack::new(
         "enet-a",
         &format!(
@@ -103,18 +127,18 @@ fn projects_are_isolated_and_a_taken_port_fails_cleanly() {
             net(2)
         ),
     );
-    let b = Stack::new("enet-b", &format!("services:\n  other:\n{WEB}\n{}", net(3)));
+    let b = a.sibling("enet-b", &format!("services:\n  other:\n{WEB}\n{}", net(3)));
     a.ok(&["up", "-d"]);
     b.ok(&["up", "-d"]);
     let b_ip = b.exec("other", &["hostname", "-i"]).stdout.trim().to_string();
     assert!(b_ip.starts_with("10.214.3."), "{b_ip}");
     let r = a.exec("client", &["nslookup", "other"]);
     assert!(!r.stdout.contains("10.214.3."), "{}", r.stdout);
-    let r = a.exec("client", &["wget", "-q", "-T", "2", "-O", "-", &format!("http://{b_ip}/")]);
+    let r = a.exec("client", &["timeout", "3", "wget", "-q", "-O", "-", &format!("http://{b_ip}/")]);
     assert!(!r.ok, "project a reached project b: {}", r.stdout);
     assert!(!wget(&a, "client", "http://web/").is_empty());
 
-    let c = Stack::new(
+    let c = a.sibling(
         "enet-c",
         &format!("services:\n  clash:\n{WEB}\n    ports: [\"127.0.0.1:28412:80\"]\n{}", net(4)),
     );
@@ -128,6 +152,7 @@ fn projects_are_isolated_and_a_taken_port_fails_cleanly() {
 
 #[test]
 fn internal_networks_have_no_way_to_other_networks() {
+    let _serial = serial();
     let yaml = r#"services:
   inside:
     image: berth-test/busybox:latest
@@ -152,12 +177,13 @@ networks:
     s.ok(&["up", "-d"]);
     let ip = s.exec("outside", &["hostname", "-i"]).stdout.trim().to_string();
     assert!(ip.starts_with("10.214.6."), "{ip}");
-    let r = s.exec("inside", &["wget", "-q", "-T", "2", "-O", "-", &format!("http://{ip}/")]);
+    let r = s.exec("inside", &["timeout", "3", "wget", "-q", "-O", "-", &format!("http://{ip}/")]);
     assert!(!r.ok, "internal reached another network: {}", r.stdout);
 }
 
 #[test]
 fn host_none_and_service_network_modes() {
+    let _serial = serial();
     let yaml = format!(
         r#"services:
   web:

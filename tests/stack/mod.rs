@@ -8,6 +8,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 #[path = "../common/mod.rs"]
@@ -18,7 +19,7 @@ pub const IMAGE: &str = "berth-test/busybox:latest";
 
 /// One project.
 pub struct Stack {
-    pub dir: tempfile::TempDir,
+    pub dir: Rc<tempfile::TempDir>,
     pub project_dir: PathBuf,
     pub name: String,
 }
@@ -56,11 +57,21 @@ impl Stack {
         let dir = tempfile::Builder::new().prefix("berth-").tempdir().expect("temp dir");
         let project_dir = dir.path().join("project");
         fs::create_dir_all(&project_dir).unwrap();
-        let stack = Stack { dir, project_dir, name: name.to_string() };
+        let stack = Stack { dir: Rc::new(dir), project_dir, name: name.to_string() };
         let rootfs = stack.dir.path().join("rootfs");
         common::make_busybox_rootfs(&rootfs);
         let r = stack.berth(&["image", "import", "-c", "CMD [\"sh\"]", rootfs.to_str().unwrap(), image]);
         assert!(r.ok, "image import: {}", r.stderr);
+        stack
+    }
+
+    /// Another project `name` in the same root and run dir (and image store), with its own
+    /// folder and compose file.
+    pub fn sibling(&self, name: &str, yaml: &str) -> Stack {
+        let project_dir = self.dir.path().join(name);
+        fs::create_dir_all(&project_dir).unwrap();
+        let stack = Stack { dir: Rc::clone(&self.dir), project_dir, name: name.to_string() };
+        stack.write("compose.yaml", yaml);
         stack
     }
 

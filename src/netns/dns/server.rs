@@ -26,6 +26,7 @@ const TTL: u32 = 10;
 struct Shared {
     table: RwLock<Table>,
     rotate: AtomicUsize,
+    rotate_v6: AtomicUsize,
 }
 
 /// Runs the DNS server for the run dir in `dirs` until SIGTERM, or until a reload finds no
@@ -42,7 +43,11 @@ pub fn serve(dirs: &Dirs) -> Result<(), NetError> {
     pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&sigs), None)
         .map_err(|e| NetError::sys("block signals", e))?;
 
-    let shared = Arc::new(Shared { table: RwLock::new(Table::default()), rotate: AtomicUsize::new(0) });
+    let shared = Arc::new(Shared {
+        table: RwLock::new(Table::default()),
+        rotate: AtomicUsize::new(0),
+        rotate_v6: AtomicUsize::new(0),
+    });
     let mut listeners: HashMap<IpAddr, Arc<AtomicBool>> = HashMap::new();
     let reload = |listeners: &mut HashMap<IpAddr, Arc<AtomicBool>>| -> Result<bool, NetError> {
         let table = Table::load(dirs)?;
@@ -231,12 +236,16 @@ fn answer(query: &[u8], from: IpAddr, local: IpAddr, shared: &Shared) -> Reply {
             encode(&resp)
         }
         Answer::Forward(servers) => Reply::Forward(servers),
-        Answer::Local(mut ips) => {
+        Answer::Local(ips) => {
             resp.metadata.authoritative = true;
+            let want_v6 = q.query_type() == RecordType::AAAA;
+            let mut ips: Vec<IpAddr> = ips.into_iter().filter(|ip| ip.is_ipv6() == want_v6).collect();
             // Several containers under one name: all addresses, in a rotating order, so clients
-            // that take the first spread their load.
-            if !ips.is_empty() {
-                let k = shared.rotate.fetch_add(1, Ordering::Relaxed) % ips.len();
+            // that take the first spread their load. A and AAAA rotate apart: a client asks
+            // both for each lookup, and one shared counter would step twice per lookup.
+            if ips.len() > 1 {
+                let counter = if want_v6 { &shared.rotate_v6 } else { &shared.rotate };
+                let k = counter.fetch_add(1, Ordering::Relaxed) % ips.len();
                 ips.rotate_left(k);
             }
             for ip in ips {
