@@ -406,3 +406,71 @@ fn stop_start_exec_and_ps() {
     let r = s.berth(&["exec", "nosuch", "true"]);
     assert!(!r.ok && r.stderr.contains("no such service: nosuch"), "{}", r.stderr);
 }
+
+#[test]
+fn attached_up_streams_logs_and_stops_on_ctrl_c() {
+    let s = Stack::new(
+        "eng-attach",
+        &yaml(
+            14,
+            r#"  talker:
+    image: berth-test/busybox:latest
+    command: ["sh", "-c", "trap 'echo got-term; exit 0' TERM; echo hello-attached; while true; do sleep 0.2; done"]
+    init: true"#,
+        ),
+    );
+    let child = s.spawn(&["up", "--no-color"]);
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    s.wait_until(Duration::from_secs(15), "talker to run", |ps| {
+        ps.iter().any(|c| c["Service"] == "talker" && c["State"] == "running")
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("talker-1 | hello-attached"), "{stdout}");
+    assert!(stdout.contains("Gracefully stopping"), "{stdout}");
+    assert!(stdout.contains("got-term"), "{stdout}");
+    assert_eq!(s.container("eng-attach-talker-1").unwrap()["State"], "exited");
+}
+
+#[test]
+fn a_sigkilled_container_is_taken_down_completely() {
+    let s = Stack::new(
+        "eng-sigkill",
+        &yaml(
+            15,
+            r#"  victim:
+    image: berth-test/busybox:latest
+    command: ["sleep", "1000"]"#,
+        ),
+    );
+    s.ok(&["up", "-d"]);
+    let id = s.container("eng-sigkill-victim-1").unwrap()["ID"].as_str().unwrap().to_string();
+    let status: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(s.root().join("containers").join(&id).join("status.json")).unwrap(),
+    )
+    .unwrap();
+    let pid = status["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    s.wait_until(Duration::from_secs(10), "the kill to be seen", |ps| {
+        ps.iter().any(|c| c["State"] == "exited" && c["ExitCode"] == 137)
+    });
+    let veth = berth::netns::bridge::veth_name(&id, "eng-sigkill_default");
+    let bridge = berth::netns::bridge::bridge_name("eng-sigkill_default");
+    assert!(links().contains(&veth) && links().contains(&bridge), "{veth} {bridge}: {:?}", links());
+    s.ok(&["down", "-t", "0"]);
+    assert!(!links().contains(&veth) && !links().contains(&bridge), "links left: {:?}", links());
+    let netns: Vec<_> =
+        std::fs::read_dir(s.run_dir().join("netns")).map(|d| d.flatten().collect()).unwrap_or_default();
+    assert!(netns.is_empty(), "netns files left");
+    assert!(!s.root().join("containers").join(&id).exists());
+    let nets = s.ok(&["network", "ls", "-q"]).stdout;
+    assert!(nets.trim().is_empty(), "{nets}");
+}
+
+fn links() -> Vec<String> {
+    std::fs::read_dir("/sys/class/net")
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default()
+}
