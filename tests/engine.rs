@@ -474,3 +474,36 @@ fn links() -> Vec<String> {
         .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default()
 }
+
+#[test]
+fn a_killed_shim_is_seen_and_handled_by_the_next_up() {
+    let s = Stack::new(
+        "eng-shim",
+        &yaml(
+            16,
+            r#"  app:
+    image: berth-test/busybox:latest
+    command: ["sleep", "1000"]"#,
+        ),
+    );
+    s.ok(&["up", "-d"]);
+    let id = s.container("eng-shim-app-1").unwrap()["ID"].as_str().unwrap().to_string();
+    let status_path = s.root().join("containers").join(&id).join("status.json");
+    let read =
+        || -> serde_json::Value { serde_json::from_slice(&std::fs::read(&status_path).unwrap()).unwrap() };
+    let shim = read()["shim_pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim), nix::sys::signal::Signal::SIGKILL).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // The process still runs, unwatched; ps says what it is.
+    let app = s.container("eng-shim-app-1").unwrap();
+    assert_eq!(app["State"], "running", "{app:#?}");
+    // The next up keeps the container but gives it a watching shim again.
+    s.ok(&["up", "-d"]);
+    let app = s.container("eng-shim-app-1").unwrap();
+    assert_eq!((app["ID"].as_str().unwrap(), app["State"].as_str().unwrap()), (id.as_str(), "running"));
+    let new_shim = read()["shim_pid"].as_i64().unwrap() as i32;
+    assert!(new_shim > 0 && new_shim != shim);
+    let comm = std::fs::read_to_string(format!("/proc/{new_shim}/comm")).unwrap();
+    assert_eq!(comm.trim(), "berth-shim");
+    assert_eq!(s.exec("app", &["echo", "alive"]).stdout, "alive\n");
+}
