@@ -68,10 +68,10 @@ impl Progress {
         let mut guard = self.lines.lock().unwrap_or_else(|p| p.into_inner());
         match self.mode {
             ProgressMode::Quiet => {}
-            ProgressMode::Plain => eprintln!(" {key}  {status}"),
+            ProgressMode::Plain => line(&format!(" {key}  {status}")),
             ProgressMode::Json => {
                 let v = serde_json::json!({"id": key, "status": status, "done": done, "error": failed});
-                eprintln!("{v}");
+                line(&v.to_string());
             }
             ProgressMode::Tty => {
                 let (lines, shown) = &mut *guard;
@@ -103,25 +103,31 @@ impl Progress {
 
     fn message(&self, prefix: Option<&str>, text: &str) {
         let mut guard = self.lines.lock().unwrap_or_else(|p| p.into_inner());
-        let line = match prefix {
+        let text_line = match prefix {
             Some(p) => format!("{} {text}", style(p).yellow()),
             None => text.to_string(),
         };
         match self.mode {
             ProgressMode::Json => {
                 let key = if prefix.is_some() { "warning" } else { "text" };
-                eprintln!("{}", serde_json::json!({ key: text }));
+                line(&serde_json::json!({ key: text }).to_string());
             }
             ProgressMode::Tty => {
                 let (lines, shown) = &mut *guard;
                 let term = Term::stderr();
                 let _ = term.clear_last_lines(*shown);
-                let _ = writeln!(&term, "{line}");
+                let _ = writeln!(&term, "{text_line}");
                 *shown = redraw(lines, 0);
             }
-            _ => eprintln!("{}", console::strip_ansi_codes(&line)),
+            _ => line(&console::strip_ansi_codes(&text_line)),
         }
     }
+}
+
+/// Writes one line to standard error; a closed stderr (`berth down 2>&1 | head`) must not
+/// stop a teardown half-way, so failures are ignored.
+fn line(text: &str) {
+    let _ = writeln!(std::io::stderr(), "{text}");
 }
 
 /// Draws the view again over the `shown` lines drawn last; returns how many it drew.
