@@ -457,7 +457,7 @@ fn a_sigkilled_container_is_taken_down_completely() {
         ps.iter().any(|c| c["State"] == "exited" && c["ExitCode"] == 137)
     });
     let veth = berth::netns::bridge::veth_name(&id, "eng-sigkill_default");
-    let bridge = berth::netns::bridge::bridge_name("eng-sigkill_default");
+    let bridge = berth::netns::bridge::bridge_name(&berth::netns::scope(&s.root()), "eng-sigkill_default");
     assert!(links().contains(&veth) && links().contains(&bridge), "{veth} {bridge}: {:?}", links());
     s.ok(&["down", "-t", "0"]);
     assert!(!links().contains(&veth) && !links().contains(&bridge), "links left: {:?}", links());

@@ -12,14 +12,6 @@ use std::time::{Duration, Instant};
 
 use stack::Stack;
 
-/// The firewall table is rebuilt per root, so tests with their own roots that rely on
-/// nftables (ports, isolation) run one at a time.
-static FIREWALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    FIREWALL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 const WEB: &str = r#"    image: berth-test/busybox:latest
     command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]"#;
 
@@ -62,7 +54,6 @@ fn wget(s: &Stack, from: &str, url: &str) -> String {
 
 #[test]
 fn names_aliases_replicas_and_published_ports() {
-    let _serial = serial();
     let yaml = format!(
         r#"services:
   web:
@@ -119,7 +110,6 @@ fn names_aliases_replicas_and_published_ports() {
 
 #[test]
 fn projects_are_isolated_and_a_taken_port_fails_cleanly() {
-    let _serial = serial();
     let a = Stack::new(
         "enet-a",
         &format!(
@@ -152,7 +142,6 @@ fn projects_are_isolated_and_a_taken_port_fails_cleanly() {
 
 #[test]
 fn internal_networks_have_no_way_to_other_networks() {
-    let _serial = serial();
     let yaml = r#"services:
   inside:
     image: berth-test/busybox:latest
@@ -183,7 +172,6 @@ networks:
 
 #[test]
 fn host_none_and_service_network_modes() {
-    let _serial = serial();
     let yaml = format!(
         r#"services:
   web:
@@ -226,4 +214,38 @@ fn host_none_and_service_network_modes() {
         .collect();
     let hosted = ifaces("hosted");
     assert!(hosted.iter().any(|i| host.contains(i) && i != "lo"), "{hosted:?} vs {host:?}");
+}
+
+#[test]
+fn two_roots_on_one_host_keep_their_own_rules() {
+    let a = Stack::new(
+        "enet-root-a",
+        &format!(
+            "services:\n  web:\n{WEB}\n    ports: [\"127.0.0.1:28421:80\"]\n  client:\n    image: berth-test/busybox:latest\n    command: [\"sleep\", \"1000\"]\n{}",
+            net(8)
+        ),
+    );
+    // The same project and network names in another root: its own bridge and table.
+    let b = Stack::new(
+        "enet-root-a",
+        &format!("services:\n  web:\n{WEB}\n    ports: [\"127.0.0.1:28422:80\"]\n{}", net(9)),
+    );
+    a.ok(&["up", "-d"]);
+    b.ok(&["up", "-d"]);
+    let body = |port: u16| get_local(port).rsplit("\r\n\r\n").next().unwrap_or_default().to_string();
+    let a_host = body(28421);
+    let b_host = body(28422);
+    assert_ne!(a_host, b_host);
+    let b_ip = b.exec("web", &["hostname", "-i"]).stdout.trim().to_string();
+    let r = a.exec("client", &["timeout", "3", "wget", "-q", "-O", "-", &format!("http://{b_ip}/")]);
+    assert!(!r.ok, "a container of one root reached another root's network: {}", r.stdout);
+    a.ok(&["down", "-t", "0"]);
+    // The other root's rules survive the first one's teardown.
+    assert_eq!(body(28422), b_host);
+    let tables = std::process::Command::new("nft").args(["list", "tables"]).output().unwrap();
+    let tables = String::from_utf8_lossy(&tables.stdout);
+    let scope_a = berth::netns::scope(&a.root());
+    let scope_b = berth::netns::scope(&b.root());
+    assert!(!tables.contains(&format!("berth_{scope_a}")), "{tables}");
+    assert!(tables.contains(&format!("berth_{scope_b}")), "{tables}");
 }

@@ -99,7 +99,7 @@ impl Networks {
                 return Err(NetError::Invalid(format!("invalid bridge name {b:?}")));
             }
             Some(b) => b.clone(),
-            None => bridge::bridge_name(&spec.name),
+            None => bridge::bridge_name(&super::scope(&self.dirs.root), &spec.name),
         };
         let others = all_networks(&self.dirs)?;
         if let Some(o) = others.iter().find(|o| o.bridge == bridge) {
@@ -140,7 +140,11 @@ impl Networks {
     }
 
     fn sync_firewall(&self) -> Result<(), NetError> {
-        firewall::apply(&all_networks(&self.dirs)?, &all_endpoints(&self.dirs)?)
+        firewall::apply(
+            &firewall::table_name(&self.dirs.root),
+            &all_networks(&self.dirs)?,
+            &all_endpoints(&self.dirs)?,
+        )
     }
 
     /// Removes a network: refuses while containers are attached; otherwise deletes the bridge,

@@ -8,9 +8,12 @@ use super::netlink::Netlink;
 use super::nsfile::{sysctl, sysctl_if};
 use super::record::NetworkRecord;
 
-/// The bridge name of a network: `berth` + 8 hex digits (13 characters, under IFNAMSIZ).
-pub fn bridge_name(network: &str) -> String {
-    format!("berth{}", &hex::encode(Sha256::digest(network.as_bytes()))[..8])
+/// The bridge name of a network: `berth` + 8 hex digits (13 characters, under IFNAMSIZ) of
+/// its name and, outside the default root, the root's [`super::scope`], so that two roots'
+/// networks of the same name get different bridges.
+pub fn bridge_name(scope: &str, network: &str) -> String {
+    let key = if scope.is_empty() { network.to_string() } else { format!("{scope}\0{network}") };
+    format!("berth{}", &hex::encode(Sha256::digest(key.as_bytes()))[..8])
 }
 
 /// The host-side veth name of a container's endpoint: `bv` + 10 hex digits.

@@ -1,4 +1,7 @@
-//! nftables rules, all in table `inet berth`, driven through `nft -j` (the `nftables` crate).
+//! nftables rules, all in one table of family `inet` per berth root, driven through `nft -j`
+//! (the `nftables` crate). The default root (`/var/lib/berth`) owns table `berth`; any other
+//! root (tests, a second install) owns `berth_` + 8 hex digits of its path, so that two roots on
+//! one host never rebuild each other's rules away.
 //!
 //! The table is regenerated whole from state (network and endpoint records) after every
 //! change, in one atomic nft transaction (`add table; delete table; add table; ...`). That makes
@@ -35,8 +38,15 @@ use super::error::NetError;
 use super::ports::PublishedPort;
 use super::record::{EndpointRecord, NetworkRecord};
 
-const TABLE: &str = "berth";
 const FAMILY: &str = "inet";
+
+/// The table of the root at `root`.
+pub fn table_name(root: &std::path::Path) -> String {
+    match super::scope(root) {
+        scope if scope.is_empty() => "berth".to_string(),
+        scope => format!("berth_{scope}"),
+    }
+}
 
 fn meta(key: &str, op: &str, right: Value) -> Value {
     json!({"match": {"op": op, "left": {"meta": {"key": key}}, "right": right}})
@@ -56,78 +66,101 @@ fn ct(key: &str, right: Value) -> Value {
     json!({"match": {"op": "in", "left": {"ct": {"key": key}}, "right": right}})
 }
 
-fn rule(chain: &str, expr: Vec<Value>) -> Value {
-    json!({"add": {"rule": {"family": FAMILY, "table": TABLE, "chain": chain, "expr": expr}}})
+struct Builder<'a> {
+    table: &'a str,
+    cmds: Vec<Value>,
 }
 
-fn base_chain(name: &str, kind: &str, hook: &str, prio: i32) -> Value {
-    json!({"add": {"chain": {"family": FAMILY, "table": TABLE, "name": name, "type": kind,
-        "hook": hook, "prio": prio, "policy": "accept"}}})
+impl Builder<'_> {
+    fn rule(&mut self, chain: &str, expr: Vec<Value>) {
+        self.cmds.push(
+            json!({"add": {"rule": {"family": FAMILY, "table": self.table, "chain": chain, "expr": expr}}}),
+        );
+    }
+
+    fn base_chain(&mut self, name: &str, kind: &str, hook: &str, prio: i32) {
+        self.cmds.push(
+            json!({"add": {"chain": {"family": FAMILY, "table": self.table, "name": name, "type": kind,
+            "hook": hook, "prio": prio, "policy": "accept"}}}),
+        );
+    }
+
+    fn table(&self) -> Value {
+        json!({"table": {"family": FAMILY, "name": self.table}})
+    }
 }
 
-fn table() -> Value {
-    json!({"table": {"family": FAMILY, "name": TABLE}})
-}
-
-/// Builds the whole ruleset for these networks and endpoints.
-pub fn ruleset(nets: &[NetworkRecord], endpoints: &[EndpointRecord]) -> Value {
+/// Builds the whole ruleset of table `table` for these networks and endpoints.
+pub fn ruleset(table: &str, nets: &[NetworkRecord], endpoints: &[EndpointRecord]) -> Value {
+    let mut b = Builder { table, cmds: Vec::new() };
     // Adding an existing table is a no-op, so add-then-delete empties it whether or not it
     // existed, all inside one transaction.
-    let mut cmds = vec![json!({"add": table()}), json!({"delete": table()})];
+    let t = b.table();
+    b.cmds.push(json!({"add": t.clone()}));
+    b.cmds.push(json!({"delete": t.clone()}));
     if nets.is_empty() {
-        return json!({"nftables": cmds});
+        return json!({"nftables": b.cmds});
     }
-    cmds.push(json!({"add": table()}));
-    cmds.push(base_chain("forward", "filter", "forward", -10));
-    cmds.push(base_chain("prerouting", "nat", "prerouting", -100));
-    cmds.push(base_chain("output", "nat", "output", -100));
-    cmds.push(base_chain("postrouting", "nat", "postrouting", 100));
+    b.cmds.push(json!({"add": t}));
+    b.base_chain("forward", "filter", "forward", -10);
+    b.base_chain("prerouting", "nat", "prerouting", -100);
+    b.base_chain("output", "nat", "output", -100);
+    b.base_chain("postrouting", "nat", "postrouting", 100);
 
     let bridges: Vec<&str> = nets.iter().map(|n| n.bridge.as_str()).collect();
     for n in nets {
         let br = json!(n.bridge);
-        cmds.push(rule(
+        b.rule(
             "forward",
             vec![
                 meta("iifname", "==", br.clone()),
                 meta("oifname", "==", br.clone()),
                 json!({"accept": null}),
             ],
-        ));
+        );
+        // Bridges of other berth roots are other networks too: no way into them either.
+        b.rule(
+            "forward",
+            vec![
+                meta("iifname", "==", br.clone()),
+                meta("oifname", "==", json!("berth*")),
+                json!({"drop": null}),
+            ],
+        );
         let others: Vec<&str> = bridges.iter().copied().filter(|b| *b != n.bridge).collect();
         if !others.is_empty() {
-            cmds.push(rule(
+            b.rule(
                 "forward",
                 vec![
                     meta("iifname", "==", br.clone()),
                     meta("oifname", "==", json!({"set": others})),
                     json!({"drop": null}),
                 ],
-            ));
+            );
         }
         if n.internal {
-            cmds.push(rule("forward", vec![meta("iifname", "==", br.clone()), json!({"drop": null})]));
-            cmds.push(rule("forward", vec![meta("oifname", "==", br.clone()), json!({"drop": null})]));
+            b.rule("forward", vec![meta("iifname", "==", br.clone()), json!({"drop": null})]);
+            b.rule("forward", vec![meta("oifname", "==", br.clone()), json!({"drop": null})]);
             continue;
         }
-        cmds.push(rule(
+        b.rule(
             "forward",
             vec![
                 meta("oifname", "==", br.clone()),
                 ct("state", json!(["established", "related"])),
                 json!({"accept": null}),
             ],
-        ));
-        cmds.push(rule(
+        );
+        b.rule(
             "forward",
             vec![meta("oifname", "==", br.clone()), ct("status", json!("dnat")), json!({"accept": null})],
-        ));
-        cmds.push(rule("forward", vec![meta("iifname", "==", br.clone()), json!({"accept": null})]));
+        );
+        b.rule("forward", vec![meta("iifname", "==", br.clone()), json!({"accept": null})]);
         for s in &n.subnets {
-            cmds.push(rule(
+            b.rule(
                 "postrouting",
                 vec![saddr(&s.subnet, "=="), meta("oifname", "!=", br.clone()), json!({"masquerade": null})],
-            ));
+            );
         }
     }
     for n in nets {
@@ -135,7 +168,7 @@ pub fn ruleset(nets: &[NetworkRecord], endpoints: &[EndpointRecord]) -> Value {
         for s in &n.subnets {
             // Hairpin: a container reaching a published port of its own network gets its reply
             // through the host only if its source is rewritten.
-            cmds.push(rule(
+            b.rule(
                 "postrouting",
                 vec![
                     meta("oifname", "==", br.clone()),
@@ -143,23 +176,20 @@ pub fn ruleset(nets: &[NetworkRecord], endpoints: &[EndpointRecord]) -> Value {
                     saddr(&s.subnet, "=="),
                     json!({"masquerade": null}),
                 ],
-            ));
+            );
         }
         // Loopback-sourced traffic DNAT'ed into the bridge (route_localnet) needs a real source.
         let lo: ipnet::IpNet = "127.0.0.0/8".parse().expect("literal");
-        cmds.push(rule(
-            "postrouting",
-            vec![meta("oifname", "==", br), saddr(&lo, "=="), json!({"masquerade": null})],
-        ));
+        b.rule("postrouting", vec![meta("oifname", "==", br), saddr(&lo, "=="), json!({"masquerade": null})]);
     }
     for rec in endpoints {
         for p in &rec.ports {
             for chain in ["prerouting", "output"] {
-                cmds.push(rule(chain, dnat_expr(p)));
+                b.rule(chain, dnat_expr(p));
             }
         }
     }
-    json!({"nftables": cmds})
+    json!({"nftables": b.cmds})
 }
 
 fn dnat_expr(p: &PublishedPort) -> Vec<Value> {
@@ -185,10 +215,10 @@ fn dnat_expr(p: &PublishedPort) -> Vec<Value> {
     expr
 }
 
-/// Applies the ruleset for these networks and endpoints (removes the table when there are no
-/// networks).
-pub fn apply(nets: &[NetworkRecord], endpoints: &[EndpointRecord]) -> Result<(), NetError> {
-    let value = ruleset(nets, endpoints);
+/// Applies the ruleset of table `table` for these networks and endpoints (removes the table
+/// when there are no networks).
+pub fn apply(table: &str, nets: &[NetworkRecord], endpoints: &[EndpointRecord]) -> Result<(), NetError> {
+    let value = ruleset(table, nets, endpoints);
     let parsed: nftables::schema::Nftables =
         serde_json::from_value(value).map_err(|e| NetError::Firewall(format!("building ruleset: {e}")))?;
     nftables::helper::apply_ruleset(&parsed).map_err(|e| NetError::Firewall(e.to_string()))

@@ -30,6 +30,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::state::{Dirs, Lock};
 
+/// The default root, whose names stay short and stable (`berth` table, bridge names from the
+/// network name alone).
+pub const DEFAULT_ROOT: &str = "/var/lib/berth";
+
+/// What sets one root's host-wide names apart from another root's: empty for the default
+/// root, else 8 hex digits of the root's path.
+pub fn scope(root: &std::path::Path) -> String {
+    if root == std::path::Path::new(DEFAULT_ROOT) {
+        return String::new();
+    }
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(root.as_os_str().as_encoded_bytes()))[..8].to_string()
+}
+
 /// Driver option naming the MTU.
 pub const OPT_MTU: &str = "com.docker.network.driver.mtu";
 /// Driver option naming the bridge.

@@ -188,11 +188,12 @@ pub fn links() -> Vec<String> {
     Netlink::open().unwrap().link_names().unwrap()
 }
 
-/// Whether an nftables table named berth exists in the calling thread's namespace.
+/// Whether a berth nftables table (`berth` or a root's `berth_...`) exists in the calling
+/// thread's namespace.
 pub fn berth_table_exists() -> bool {
     let out = nftables::helper::get_current_ruleset().unwrap();
     out.objects.iter().any(|o| {
-        matches!(o, nftables::schema::NfObject::ListObject(nftables::schema::NfListObject::Table(t)) if t.name == "berth")
+        matches!(o, nftables::schema::NfObject::ListObject(nftables::schema::NfListObject::Table(t)) if t.name.starts_with("berth"))
     })
 }
 
