@@ -20,13 +20,15 @@
 //!   another interface; hairpin (a container reaching its own network through a published
 //!   port); loopback-sourced DNAT'ed traffic.
 //!
-//! Docker: when Docker is installed it sets the `FORWARD` policy of iptables' `filter` table to
-//! drop. An accept in our table does not stop another table's base chain from dropping, so
-//! forwarded traffic of berth networks would be dropped there. The fix netavark uses is to insert
-//! accepts into iptables' `DOCKER-USER` chain; the project allows rules only in tables named
-//! `berth`, so berth does not do that. Our forward chain runs first (priority -10 < 0), so our
-//! isolation drops always apply; on a host with Docker the operator must allow berth's bridges
-//! in `DOCKER-USER` (`iifname "berth*" accept`, `oifname "berth*" ct state established accept`).
+//! Docker: Docker Engine sets the `FORWARD` policy of iptables' `filter` table to drop (on
+//! Debian's iptables-nft that is nft table `ip filter`). A drop verdict in any base chain at the
+//! forward hook is final, so an accept in our table cannot let berth's forwarded traffic
+//! through. As netavark does, berth then puts accepts for its own bridges into Docker's
+//! `DOCKER-USER` chain (the chain Docker keeps for its users' rules), each tagged with a
+//! comment naming this root's table, and takes exactly those away again: the one exception to
+//! "rules only in tables named berth", because the issue asks that berth work beside Docker
+//! without breaking Docker's containers. Our forward chain runs first (priority -10 < 0), so
+//! berth's isolation drops still apply before any of those accepts.
 //! Traffic that stays on one bridge is switched, not routed, and is only affected when
 //! br_netfilter is loaded.
 
@@ -216,10 +218,145 @@ fn dnat_expr(p: &PublishedPort) -> Vec<Value> {
 }
 
 /// Applies the ruleset of table `table` for these networks and endpoints (removes the table
-/// when there are no networks).
+/// when there are no networks), and keeps Docker's `DOCKER-USER` chain letting berth's
+/// bridges through when Docker is there.
 pub fn apply(table: &str, nets: &[NetworkRecord], endpoints: &[EndpointRecord]) -> Result<(), NetError> {
-    let value = ruleset(table, nets, endpoints);
+    run(ruleset(table, nets, endpoints))?;
+    sync_docker_user(table, nets)
+}
+
+fn run(value: Value) -> Result<(), NetError> {
     let parsed: nftables::schema::Nftables =
         serde_json::from_value(value).map_err(|e| NetError::Firewall(format!("building ruleset: {e}")))?;
     nftables::helper::apply_ruleset(&parsed).map_err(|e| NetError::Firewall(e.to_string()))
+}
+
+/// Docker's chain for its users' rules.
+const DOCKER_USER: &str = "DOCKER-USER";
+
+/// The comment that marks this root's rules in `DOCKER-USER`.
+fn docker_tag(table: &str) -> String {
+    format!("{table} accept")
+}
+
+/// The accepts for berth's bridges in Docker's `DOCKER-USER` chain of `family` (`ip`/`ip6`).
+pub fn docker_user_rules(family: &str, table: &str, nets: &[NetworkRecord]) -> Vec<Value> {
+    let tag = docker_tag(table);
+    let mut out = Vec::new();
+    let mut add = |expr: Vec<Value>| {
+        out.push(json!({"insert": {"rule": {"family": family, "table": "filter", "chain": DOCKER_USER,
+            "expr": expr, "comment": tag}}}));
+    };
+    for n in nets {
+        let br = json!(n.bridge);
+        add(vec![
+            meta("iifname", "==", br.clone()),
+            meta("oifname", "==", br.clone()),
+            json!({"accept": null}),
+        ]);
+        if n.internal {
+            continue;
+        }
+        add(vec![meta("iifname", "==", br.clone()), json!({"accept": null})]);
+        add(vec![
+            meta("oifname", "==", br.clone()),
+            ct("state", json!(["established", "related"])),
+            json!({"accept": null}),
+        ]);
+        add(vec![meta("oifname", "==", br), ct("status", json!("dnat")), json!({"accept": null})]);
+    }
+    out
+}
+
+/// Replaces this root's rules in every `DOCKER-USER` chain there is (`ip` and `ip6` filter).
+fn sync_docker_user(table: &str, nets: &[NetworkRecord]) -> Result<(), NetError> {
+    use nftables::schema::{NfListObject, NfObject};
+    let current = nftables::helper::get_current_ruleset().map_err(|e| NetError::Firewall(e.to_string()))?;
+    let tag = docker_tag(table);
+    for family in ["ip", "ip6"] {
+        let has_chain = current.objects.iter().any(|o| {
+            matches!(o, NfObject::ListObject(NfListObject::Chain(c))
+                if c.table == "filter" && c.name == DOCKER_USER && family_name(&c.family) == family)
+        });
+        if !has_chain {
+            continue;
+        }
+        let mut cmds: Vec<Value> = current
+            .objects
+            .iter()
+            .filter_map(|o| match o {
+                NfObject::ListObject(NfListObject::Rule(r))
+                    if r.table == "filter"
+                        && r.chain == DOCKER_USER
+                        && family_name(&r.family) == family
+                        && r.comment.as_deref() == Some(tag.as_str()) =>
+                {
+                    r.handle.map(|h| {
+                        json!({"delete": {"rule": {"family": family, "table": "filter", "chain": DOCKER_USER, "handle": h, "expr": []}}})
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        let wanted: Vec<&NetworkRecord> = nets
+            .iter()
+            .filter(|n| family == "ip" || n.subnets.iter().any(|s| s.subnet.addr().is_ipv6()))
+            .collect();
+        let wanted: Vec<NetworkRecord> = wanted.into_iter().cloned().collect();
+        cmds.extend(docker_user_rules(family, table, &wanted));
+        if !cmds.is_empty() {
+            run(json!({"nftables": cmds}))?;
+        }
+    }
+    Ok(())
+}
+
+fn family_name(f: &nftables::types::NfFamily) -> &'static str {
+    use nftables::types::NfFamily;
+    match f {
+        NfFamily::IP => "ip",
+        NfFamily::IP6 => "ip6",
+        NfFamily::INet => "inet",
+        NfFamily::ARP => "arp",
+        NfFamily::Bridge => "bridge",
+        NfFamily::NetDev => "netdev",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netns::record::SubnetRecord;
+
+    fn net(name: &str, bridge: &str, subnet: &str, internal: bool) -> NetworkRecord {
+        let subnet: ipnet::IpNet = subnet.parse().unwrap();
+        NetworkRecord {
+            name: name.into(),
+            id: "0".repeat(64),
+            driver: "bridge".into(),
+            bridge: bridge.into(),
+            subnets: vec![SubnetRecord { subnet, gateway: subnet.hosts().next().unwrap(), ip_range: None }],
+            internal,
+            ipv6: false,
+            mtu: None,
+            labels: Default::default(),
+            options: Default::default(),
+            created: 0,
+            spec: Default::default(),
+        }
+    }
+
+    #[test]
+    fn rulesets_parse_as_nft_json() {
+        let nets =
+            [net("a", "berth00000001", "10.1.0.0/24", false), net("b", "berth00000002", "10.2.0.0/24", true)];
+        let value = ruleset("berth_test", &nets, &[]);
+        let parsed: Result<nftables::schema::Nftables, _> = serde_json::from_value(value);
+        assert!(parsed.is_ok(), "{parsed:?}");
+        let docker = docker_user_rules("ip", "berth_test", &nets);
+        assert_eq!(docker.len(), 5);
+        let parsed: Result<nftables::schema::Nftables, _> =
+            serde_json::from_value(json!({"nftables": docker}));
+        assert!(parsed.is_ok(), "{parsed:?}");
+    }
 }
