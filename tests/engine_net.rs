@@ -74,6 +74,10 @@ fn names_aliases_replicas_and_published_ports() {
     let s = Stack::new("enet-names", &yaml);
     s.ok(&["up", "-d"]);
     let api_host = wget(&s, "client", "http://api/");
+    // Reverse lookups name the container.
+    let api_ip = s.exec("api", &["hostname", "-i"]).stdout.trim().to_string();
+    let ptr = s.exec("client", &["nslookup", &api_ip]).stdout;
+    assert!(ptr.contains("enet-names-api-1"), "{ptr}");
     assert_eq!(wget(&s, "client", "http://enet-names-api-1/"), api_host);
     assert!(wget(&s, "client", "http://www/").len() > 1);
     // The service name resolves to both replicas (in rotating order; glibc clients re-sort

@@ -11,8 +11,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA};
-use hickory_proto::rr::{RData, Record, RecordType};
+use hickory_proto::rr::rdata::{A, AAAA, PTR};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use nix::sys::socket::SockaddrStorage;
 
@@ -236,6 +236,15 @@ fn answer(query: &[u8], from: IpAddr, local: IpAddr, shared: &Shared) -> Reply {
             encode(&resp)
         }
         Answer::Forward(servers) => Reply::Forward(servers),
+        Answer::Pointer(target) => {
+            resp.metadata.authoritative = true;
+            if q.query_type() == RecordType::PTR
+                && let Ok(name) = Name::from_ascii(format!("{target}."))
+            {
+                resp.answers.push(Record::from_rdata(q.name().clone(), TTL, RData::PTR(PTR(name))));
+            }
+            encode(&resp)
+        }
         Answer::Local(ips) => {
             resp.metadata.authoritative = true;
             let want_v6 = q.query_type() == RecordType::AAAA;

@@ -39,6 +39,8 @@ pub struct Table {
     pub names: HashMap<(String, String), Vec<IpAddr>>,
     /// Containers by address.
     pub askers: HashMap<IpAddr, Asker>,
+    /// (network, address) to the container's name, for PTR answers.
+    pub reverse: HashMap<(String, IpAddr), String>,
     /// The host's upstream resolvers.
     pub upstream: Vec<IpAddr>,
 }
@@ -52,6 +54,34 @@ pub enum Answer {
     Local(Vec<IpAddr>),
     /// Not ours: forward to these resolvers.
     Forward(Vec<IpAddr>),
+    /// The name of a container address (a PTR answer).
+    Pointer(String),
+}
+
+/// The address a reverse name (`4.3.2.1.in-addr.arpa`, `...ip6.arpa`) stands for.
+pub fn reverse_address(name: &str) -> Option<IpAddr> {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    if let Some(v4) = name.strip_suffix(".in-addr.arpa") {
+        let mut parts: Vec<u8> = v4.split('.').map(|p| p.parse().ok()).collect::<Option<Vec<u8>>>()?;
+        if parts.len() != 4 {
+            return None;
+        }
+        parts.reverse();
+        return Some(IpAddr::from([parts[0], parts[1], parts[2], parts[3]]));
+    }
+    let v6 = name.strip_suffix(".ip6.arpa")?;
+    let nibbles: Vec<u8> = v6
+        .split('.')
+        .map(|p| u8::from_str_radix(p, 16).ok().filter(|n| *n < 16))
+        .collect::<Option<Vec<u8>>>()?;
+    if nibbles.len() != 32 {
+        return None;
+    }
+    let mut bytes = [0u8; 16];
+    for (i, pair) in nibbles.iter().rev().collect::<Vec<_>>().chunks(2).enumerate() {
+        bytes[i] = (pair[0] << 4) | pair[1];
+    }
+    Some(IpAddr::from(bytes))
 }
 
 impl Table {
@@ -73,6 +103,7 @@ impl Table {
                     ep.ipv4.map(IpAddr::V4).into_iter().chain(ep.ipv6.map(IpAddr::V6)).collect();
                 for ip in &ips {
                     t.askers.insert(*ip, Asker { networks: networks.clone(), dns: dns.clone() });
+                    t.reverse.insert((ep.network.clone(), *ip), rec.container_name.clone());
                 }
                 let mut names: Vec<String> = ep.aliases.clone();
                 names.push(rec.container_name.clone());
@@ -114,6 +145,12 @@ impl Table {
             Some(a) if !a.networks.is_empty() => a.networks.iter().map(String::as_str).collect(),
             _ => vec![net.name.as_str()],
         };
+        if let Some(ip) = reverse_address(name) {
+            // Only addresses of the asker's own networks are named here; others go upstream.
+            if let Some(n) = nets.iter().find_map(|n| self.reverse.get(&(n.to_string(), ip))) {
+                return Answer::Pointer(n.clone());
+            }
+        }
         let key = name.trim_end_matches('.').to_ascii_lowercase();
         let mut found: Option<Vec<IpAddr>> = None;
         for n in nets {
@@ -134,4 +171,40 @@ impl Table {
 
 fn all_contains(all: &[IpAddr], ip: &IpAddr) -> bool {
     all.contains(ip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reverse_names_parse_for_both_families() {
+        assert_eq!(reverse_address("4.3.2.10.in-addr.arpa."), Some("10.2.3.4".parse().unwrap()));
+        let v6: IpAddr = "fd00::1:2".parse().unwrap();
+        let name = "2.0.0.0.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa";
+        assert_eq!(reverse_address(name), Some(v6));
+        assert_eq!(reverse_address("web."), None);
+        assert_eq!(reverse_address("1.2.in-addr.arpa"), None);
+    }
+
+    #[test]
+    fn pointers_only_for_the_askers_networks() {
+        let net = |name: &str, subnet: &str, gw: &str| NetInfo {
+            name: name.into(),
+            subnets: vec![subnet.parse().unwrap()],
+            gateways: vec![gw.parse().unwrap()],
+        };
+        let mut t = Table {
+            networks: vec![net("a", "10.1.0.0/24", "10.1.0.1"), net("b", "10.2.0.0/24", "10.2.0.1")],
+            ..Table::default()
+        };
+        let (web, other, asker): (IpAddr, IpAddr, IpAddr) =
+            ("10.1.0.5".parse().unwrap(), "10.2.0.5".parse().unwrap(), "10.1.0.9".parse().unwrap());
+        t.reverse.insert(("a".into(), web), "p-web-1".into());
+        t.reverse.insert(("b".into(), other), "q-db-1".into());
+        t.askers.insert(asker, Asker { networks: vec!["a".into()], dns: vec![] });
+        let gw: IpAddr = "10.1.0.1".parse().unwrap();
+        assert_eq!(t.lookup("5.0.1.10.in-addr.arpa", asker, gw), Answer::Pointer("p-web-1".into()));
+        assert!(matches!(t.lookup("5.0.2.10.in-addr.arpa", asker, gw), Answer::Forward(_)));
+    }
 }
