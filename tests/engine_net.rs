@@ -253,3 +253,35 @@ fn two_roots_on_one_host_keep_their_own_rules() {
     assert!(!tables.contains(&format!("berth_{scope_a}")), "{tables}");
     assert!(tables.contains(&format!("berth_{scope_b}")), "{tables}");
 }
+
+#[test]
+fn ipv6_networks_resolve_and_carry_traffic() {
+    let yaml = format!(
+        r#"services:
+  web:
+{WEB}
+  client:
+    image: berth-test/busybox:latest
+    command: ["sleep", "1000"]
+networks:
+  default:
+    enable_ipv6: true
+    ipam:
+      config:
+        - subnet: 10.214.10.0/24
+        - subnet: fd42:b3:10::/64
+"#
+    );
+    let s = Stack::new("enet-v6", &yaml);
+    s.ok(&["up", "-d"]);
+    let out = s.exec("client", &["nslookup", "-type=AAAA", "web"]).stdout;
+    let v6 = out
+        .lines()
+        .skip_while(|l| !l.starts_with("Name:"))
+        .filter_map(|l| l.strip_prefix("Address:"))
+        .map(|a| a.trim().to_string())
+        .find(|a| a.starts_with("fd42:b3:10:"))
+        .unwrap_or_else(|| panic!("no AAAA answer: {out}"));
+    let body = wget(&s, "client", &format!("http://[{v6}]/"));
+    assert_eq!(body, wget(&s, "client", "http://web/"));
+}
