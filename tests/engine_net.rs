@@ -284,4 +284,12 @@ networks:
         .unwrap_or_else(|| panic!("no AAAA answer: {out}"));
     let body = wget(&s, "client", &format!("http://[{v6}]/"));
     assert_eq!(body, wget(&s, "client", "http://web/"));
+    // IPv6 loopback cannot be forwarded: a clear refusal, and nothing left half-made.
+    let lo6 = s.sibling(
+        "enet-v6-lo",
+        &format!("services:\n  web:\n{WEB}\n    ports: [\"[::1]:28431:80\"]\n{}", net(11)),
+    );
+    let r = lo6.berth(&["up", "-d"]);
+    assert!(!r.ok && r.stderr.contains("::1") && r.stderr.contains("web"), "{}", r.stderr);
+    assert!(lo6.ps().is_empty());
 }

@@ -377,7 +377,7 @@ impl Networks {
                 aliases: ep.aliases.clone(),
             });
         }
-        let published = ports::resolve(&req.ports, &others, |network| {
+        let published = ports::resolve(&req.ports, &others, |network, want_v6| {
             let st = match network {
                 Some(n) => states
                     .iter()
@@ -387,10 +387,8 @@ impl Networks {
                     .first()
                     .ok_or_else(|| NetError::Invalid("ports published without a network".into()))?,
             };
-            let ip = st
-                .ipv4
-                .map(IpAddr::V4)
-                .or(st.ipv6.map(IpAddr::V6))
+            let (v4, v6) = (st.ipv4.map(IpAddr::V4), st.ipv6.map(IpAddr::V6));
+            let ip = if want_v6 { v6.or(v4) } else { v4.or(v6) }
                 .ok_or_else(|| NetError::Invalid(format!("no address on network {}", st.network)))?;
             Ok((ip, st.network.clone(), st.bridge.clone()))
         })?;

@@ -93,15 +93,32 @@ fn taken_by_berth(others: &[EndpointRecord], ip: Option<IpAddr>, port: u16, prot
 /// Resolves requests into published ports: picks ephemeral ports, checks every host port is
 /// free (on the host and among berth's own DNAT rules, which hold no socket), and fails with
 /// the first taken port before anything is made. `target` maps a network name (or None for the
-/// default) to the container address and bridge.
+/// default) and the family wanted (IPv6 when the host address is IPv6) to the container address
+/// and bridge.
 pub fn resolve(
     requests: &[PortRequest],
     others: &[EndpointRecord],
-    target: impl Fn(Option<&str>) -> Result<(IpAddr, String, String), NetError>,
+    target: impl Fn(Option<&str>, bool) -> Result<(IpAddr, String, String), NetError>,
 ) -> Result<Vec<PublishedPort>, NetError> {
     let mut out: Vec<PublishedPort> = Vec::new();
     for req in requests {
-        let (container_ip, network, bridge) = target(req.network.as_deref())?;
+        let want_v6 = matches!(req.host_ip, Some(IpAddr::V6(ip)) if !ip.is_unspecified());
+        let (container_ip, network, bridge) = target(req.network.as_deref(), want_v6)?;
+        match req.host_ip {
+            // IPv6 has no route_localnet, so DNAT from ::1 cannot leave the host (PORTS.md).
+            Some(IpAddr::V6(ip)) if ip.is_loopback() => {
+                return Err(NetError::Invalid(format!(
+                    "publishing on [::1]:{} is not supported (IPv6 loopback cannot be forwarded); use 127.0.0.1",
+                    req.host_port.map_or(0, |p| p.0)
+                )));
+            }
+            Some(IpAddr::V6(ip)) if container_ip.is_ipv4() && !ip.is_unspecified() => {
+                return Err(NetError::Invalid(format!(
+                    "publishing on {ip} needs an IPv6 address in the container, and network {network} gives it none"
+                )));
+            }
+            _ => {}
+        }
         let (c0, c1) = req.container_port;
         if c0 == 0 || c1 < c0 {
             return Err(NetError::Invalid(format!("invalid container port range {c0}-{c1}")));
