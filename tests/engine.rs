@@ -507,3 +507,91 @@ fn a_killed_shim_is_seen_and_handled_by_the_next_up() {
     assert_eq!(comm.trim(), "berth-shim");
     assert_eq!(s.exec("app", &["echo", "alive"]).stdout, "alive\n");
 }
+
+#[test]
+fn copy_up_nocopy_subpath_volumes_from_and_pre_stop() {
+    let s = Stack::new(
+        "eng-vols",
+        &yaml(
+            17,
+            r#"  filled:
+    image: berth-test/busybox:latest
+    command: ["sh", "-c", "mkdir -p /data/sub && echo in-sub > /data/sub/f && exec sleep 1000"]
+    volumes:
+      - etc:/etc
+      - type: volume
+        source: empty
+        target: /bin2
+        volume: {nocopy: true}
+      - data:/data
+    pre_stop:
+      - command: ["sh", "-c", "echo stopped-cleanly > /data/pre-stop"]
+  reader:
+    image: berth-test/busybox:latest
+    command: ["sleep", "1000"]
+    volumes_from: ["filled:ro"]
+    depends_on: [filled]
+  sub:
+    image: berth-test/busybox:latest
+    command: ["sleep", "1000"]
+    volumes:
+      - type: volume
+        source: data
+        target: /only-sub
+        volume: {subpath: sub}
+    depends_on: [filled]
+volumes:
+  etc: {}
+  empty: {}
+  data: {}"#,
+        ),
+    );
+    s.ok(&["up", "-d"]);
+    // Copy-up: the new volume over /etc got the image's files.
+    assert!(s.exec("filled", &["cat", "/etc/passwd"]).stdout.contains("root:x:0:0"));
+    // nocopy: nothing copied.
+    assert_eq!(s.exec("filled", &["ls", "-A", "/bin2"]).stdout, "");
+    // volumes_from, read-only.
+    s.wait_until(Duration::from_secs(5), "sub dir", |_| {
+        s.exec("reader", &["cat", "/data/sub/f"]).stdout == "in-sub\n"
+    });
+    assert!(!s.exec("reader", &["touch", "/data/x"]).ok, "volumes_from :ro must be read-only");
+    // subpath: only that folder of the volume.
+    assert_eq!(s.exec("sub", &["cat", "/only-sub/f"]).stdout, "in-sub\n");
+    // pre_stop runs before the container stops.
+    s.ok(&["stop", "-t", "1", "filled"]);
+    s.ok(&["start", "filled"]);
+    assert_eq!(s.exec("filled", &["cat", "/data/pre-stop"]).stdout, "stopped-cleanly\n");
+}
+
+#[test]
+fn a_dependency_with_restart_true_restarts_its_dependent_when_recreated() {
+    let compose = |v: &str| {
+        yaml(
+            18,
+            &format!(
+                r#"  db:
+    image: berth-test/busybox:latest
+    command: ["sleep", "1000"]
+    environment: {{V: "{v}"}}
+  app:
+    image: berth-test/busybox:latest
+    command: ["sh", "-c", "echo started; exec sleep 1000"]
+    depends_on:
+      db:
+        condition: service_started
+        restart: true"#
+            ),
+        )
+    };
+    let s = Stack::new("eng-deprestart", &compose("1"));
+    s.ok(&["up", "-d"]);
+    let app_id = s.container("eng-deprestart-app-1").unwrap()["ID"].as_str().unwrap().to_string();
+    s.write("compose.yaml", &compose("2"));
+    let plan = s.ok(&["up", "-d", "--dry-run"]).stdout;
+    assert!(plan.contains("restart container eng-deprestart-app-1"), "{plan}");
+    s.ok(&["up", "-d"]);
+    let app = s.container("eng-deprestart-app-1").unwrap();
+    assert_eq!(app["ID"].as_str().unwrap(), app_id, "kept, not recreated");
+    s.wait_until(Duration::from_secs(5), "second start", |_| logs(&s, "app").matches("started").count() == 2);
+}
