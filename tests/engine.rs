@@ -595,3 +595,54 @@ fn a_dependency_with_restart_true_restarts_its_dependent_when_recreated() {
     assert_eq!(app["ID"].as_str().unwrap(), app_id, "kept, not recreated");
     s.wait_until(Duration::from_secs(5), "second start", |_| logs(&s, "app").matches("started").count() == 2);
 }
+
+#[test]
+fn orphans_volume_cli_and_driver_opts_volumes() {
+    let host_dir = tempfile::Builder::new().prefix("berth-bindvol-").tempdir().unwrap();
+    std::fs::write(host_dir.path().join("from-host"), "hi\n").unwrap();
+    let compose = |with_extra: bool| {
+        let extra = if with_extra {
+            "\n  extra:\n    image: berth-test/busybox:latest\n    command: [\"sleep\", \"1000\"]"
+        } else {
+            ""
+        };
+        yaml(
+            19,
+            &format!(
+                r#"  app:
+    image: berth-test/busybox:latest
+    command: ["sleep", "1000"]
+    volumes: [scratch:/scratch, hostdir:/hostdir]{extra}
+volumes:
+  scratch:
+    driver_opts: {{type: tmpfs, o: "size=1m"}}
+  hostdir:
+    driver_opts: {{type: none, o: bind, device: "{}"}}"#,
+                host_dir.path().display()
+            ),
+        )
+    };
+    let s = Stack::new("eng-orphans", &compose(true));
+    s.ok(&["up", "-d"]);
+    assert_eq!(s.exec("app", &["cat", "/hostdir/from-host"]).stdout, "hi\n");
+    let df = s.exec("app", &["sh", "-c", "grep ' /scratch ' /proc/mounts"]).stdout;
+    assert!(df.starts_with("tmpfs") && df.contains("size=1024k"), "{df}");
+    // A service that left the file: warned about, kept, then removed on request.
+    s.write("compose.yaml", &compose(false));
+    let r = s.ok(&["up", "-d"]);
+    assert!(r.stderr.contains("orphan container eng-orphans-extra-1"), "{}", r.stderr);
+    assert!(s.container("eng-orphans-extra-1").is_some());
+    s.ok(&["up", "-d", "--remove-orphans"]);
+    assert!(s.container("eng-orphans-extra-1").is_none());
+    // The volume commands.
+    s.ok(&["volume", "create", "--label", "k=v", "loose"]);
+    let inspect: serde_json::Value =
+        serde_json::from_str(&s.ok(&["volume", "inspect", "loose"]).stdout).unwrap();
+    assert_eq!(inspect[0]["Labels"]["k"], "v");
+    assert_eq!(inspect[0]["Driver"], "local");
+    let r = s.berth(&["volume", "rm", "eng-orphans_scratch"]);
+    assert!(!r.ok && r.stderr.contains("in use"), "{}", r.stderr);
+    s.ok(&["volume", "rm", "loose"]);
+    let r = s.berth(&["volume", "create", "--opt", "type=nfs", "bad"]);
+    assert!(!r.ok && r.stderr.contains("volume bad"), "{}", r.stderr);
+}

@@ -68,6 +68,7 @@ fn read_only_rootfs_with_a_writable_tmpfs() {
         target: "/scratch".into(),
         kind: MountKind::Tmpfs { size: Some(1 << 20), mode: None },
         read_only: false,
+        volume: None,
     });
     let (_, log) = env.run_to_end(&spec);
     assert!(log.contains("Read-only file system"), "{log}");

@@ -141,6 +141,10 @@ pub struct MountSpec {
     /// Mount read-only.
     #[serde(default)]
     pub read_only: bool,
+    /// The named volume the mount comes from, if any (so that a volume in use is known even
+    /// when its mount has no host path, as a tmpfs volume).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
 }
 
 /// The kinds of mount a container can have.

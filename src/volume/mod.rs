@@ -264,10 +264,9 @@ impl Volumes {
         for e in entries.flatten() {
             let Ok(spec) = read_json::<ContainerSpec>(&e.path().join("spec.json")) else { continue };
             for m in &spec.mounts {
-                let MountKind::Bind { source, .. } = &m.kind else { continue };
                 for v in &volumes {
-                    let uses = source.starts_with(&v.mountpoint)
-                        || matches!(v.kind(), Ok(VolumeKind::Bind(ref p)) if source.starts_with(p));
+                    let uses = m.volume.as_deref() == Some(v.name.as_str())
+                        || matches!(&m.kind, MountKind::Bind { source, .. } if source.starts_with(&v.mountpoint));
                     if uses {
                         let users = out.entry(v.name.clone()).or_default();
                         if !users.contains(&spec.name) {

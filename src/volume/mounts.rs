@@ -81,8 +81,13 @@ pub fn service_mounts(vols: &Volumes, req: &MountRequest<'_>) -> Result<Vec<Moun
     for (i, v) in svc.volumes.iter().enumerate() {
         let field = format!("volumes[{i}]");
         let target = clean_target(req, &field, &v.target)?;
+        let mut volume = None;
         let kind = match v.r#type.as_str() {
-            "volume" => volume_mount(vols, req, &field, v)?,
+            "volume" => {
+                let (kind, name) = volume_mount(vols, req, &field, v)?;
+                volume = Some(name);
+                kind
+            }
             "bind" => bind_mount(req, &field, v)?,
             "tmpfs" => MountKind::Tmpfs {
                 size: v.tmpfs.as_ref().and_then(|t| t.size).and_then(|b| u64::try_from(b.0).ok()),
@@ -90,7 +95,7 @@ pub fn service_mounts(vols: &Volumes, req: &MountRequest<'_>) -> Result<Vec<Moun
             },
             other => return Err(req.error(&field, format!("volume type {other:?} is not supported"))),
         };
-        mounts.push(MountSpec { target, kind, read_only: v.read_only });
+        mounts.push(MountSpec { target, kind, read_only: v.read_only, volume });
     }
     for (i, t) in svc.tmpfs.iter().enumerate() {
         let field = format!("tmpfs[{i}]");
@@ -112,7 +117,12 @@ pub fn service_mounts(vols: &Volumes, req: &MountRequest<'_>) -> Result<Vec<Moun
                 _ => {}
             }
         }
-        mounts.push(MountSpec { target, kind: MountKind::Tmpfs { size, mode }, read_only: false });
+        mounts.push(MountSpec {
+            target,
+            kind: MountKind::Tmpfs { size, mode },
+            read_only: false,
+            volume: None,
+        });
     }
     for (i, from) in svc.volumes_from.iter().enumerate() {
         let field = format!("volumes_from[{i}]");
@@ -159,7 +169,7 @@ fn volume_mount(
     req: &MountRequest<'_>,
     field: &str,
     v: &ServiceVolumeConfig,
-) -> Result<MountKind, VolumeError> {
+) -> Result<(MountKind, String), VolumeError> {
     let record = match v.source.as_deref().filter(|s| !s.is_empty()) {
         Some(key) => {
             let name = volume_name(req.project, key).ok_or_else(|| {
@@ -212,7 +222,7 @@ fn volume_mount(
         }
         *source = real;
     }
-    Ok(kind)
+    Ok((kind, record.name))
 }
 
 fn bind_mount(
@@ -311,6 +321,7 @@ fn file_mount(
         target,
         kind: MountKind::Bind { source: path, propagation: None, non_recursive: false },
         read_only: true,
+        volume: None,
     })
 }
 
