@@ -6,6 +6,7 @@
 
 pub mod capabilities;
 pub mod cgroups;
+pub mod devices_bpf;
 pub mod exec;
 mod init;
 pub mod limits;
