@@ -102,6 +102,9 @@ impl Cgroup {
                     let _ = enable_v2_controllers(p);
                 }
                 create_dir(dir)?;
+                if !all_devices {
+                    apply_v2_devices(dir, devices)?;
+                }
                 self.apply_v2(res)
             }
             Version::V1 => {
@@ -315,6 +318,27 @@ const DEFAULT_DEVICE_RULES: [&str; 12] = [
     "c 136:* rwm",  // pts
     "c 10:200 rwm", // tun
 ];
+
+/// The v1 rule allowing `dev` (`c 1:3 rw`), from the device node's type and numbers.
+fn device_rule(dev: &DeviceSpec) -> Result<String, CgroupError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = fs::metadata(&dev.host_path).map_err(err(&dev.host_path))?;
+    let kind = if meta.file_type().is_block_device() { 'b' } else { 'c' };
+    let rdev = meta.rdev();
+    let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+    let access = if dev.permissions.is_empty() { "rwm" } else { dev.permissions.as_str() };
+    Ok(format!("{kind} {major}:{minor} {access}"))
+}
+
+/// v2 has no `devices.allow`: the same rules become an eBPF program on the cgroup.
+fn apply_v2_devices(dir: &Path, devices: &[DeviceSpec]) -> Result<(), CgroupError> {
+    let mut texts: Vec<String> = DEFAULT_DEVICE_RULES.iter().map(|r| r.to_string()).collect();
+    for dev in devices {
+        texts.push(device_rule(dev)?);
+    }
+    let rules: Vec<_> = texts.iter().filter_map(|t| super::devices_bpf::parse_rule(t)).collect();
+    super::devices_bpf::attach(dir, &rules).map_err(err(dir))
+}
 
 fn apply_v1_devices(dir: &Path, devices: &[DeviceSpec], all: bool) -> Result<(), CgroupError> {
     if all {
