@@ -18,6 +18,7 @@ mod volume;
 
 pub use error::{CliError, CliResult};
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -162,6 +163,18 @@ impl GlobalOptions {
         opts.env_files = self.env_files.clone();
         Ok(opts)
     }
+}
+
+/// `KEY=VALUE` flags (`--label`, `--opt`) as a map; a bare `KEY` has an empty value.
+pub(crate) fn key_values(items: &[String], what: &str) -> CliResult<BTreeMap<String, String>> {
+    items
+        .iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            None if !kv.is_empty() => Ok((kv.clone(), String::new())),
+            _ => Err(CliError::msg(format!("invalid {what} {kv:?}: expected KEY=VALUE"))),
+        })
+        .collect()
 }
 
 /// Loads the project these options describe.

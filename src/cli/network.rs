@@ -1,11 +1,9 @@
 //! `berth network ls|create|rm|inspect|prune`, and the hidden `berth dns` that runs the DNS
 //! process.
 
-use std::collections::BTreeMap;
-
 use clap::{Args, Subcommand};
 
-use super::{CliError, CliResult, GlobalOptions};
+use super::{CliError, CliResult, GlobalOptions, key_values};
 use crate::netns::{IpamPool, NetworkRecord, NetworkSpec, Networks};
 
 /// `berth network ...`
@@ -80,17 +78,6 @@ enum NetworkCommand {
 /// `berth dns` (hidden): the DNS process.
 #[derive(Debug, Args)]
 pub struct DnsArgs {}
-
-fn key_values(items: &[String], what: &str) -> CliResult<BTreeMap<String, String>> {
-    items
-        .iter()
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-            None if !kv.is_empty() => Ok((kv.clone(), String::new())),
-            _ => Err(CliError::msg(format!("invalid {what} {kv:?}: expected KEY=VALUE"))),
-        })
-        .collect()
-}
 
 fn inspect_json(r: &NetworkRecord) -> serde_json::Value {
     serde_json::json!({

@@ -1,10 +1,8 @@
 //! `berth volume ls|create|rm|inspect|prune`.
 
-use std::collections::BTreeMap;
-
 use clap::{Args, Subcommand};
 
-use super::{CliError, CliResult, GlobalOptions};
+use super::{CliError, CliResult, GlobalOptions, key_values};
 use crate::volume::{VolumeRecord, VolumeSpec, Volumes};
 
 /// `berth volume ...`
@@ -65,17 +63,6 @@ enum VolumeCommand {
         #[arg(long)]
         force: bool,
     },
-}
-
-fn key_values(items: &[String], what: &str) -> CliResult<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for item in items {
-        let (k, v) = item
-            .split_once('=')
-            .ok_or_else(|| CliError::msg(format!("{what} {item:?}: expected KEY=VALUE")))?;
-        out.insert(k.to_string(), v.to_string());
-    }
-    Ok(out)
 }
 
 fn inspect_json(v: &VolumeRecord) -> serde_json::Value {

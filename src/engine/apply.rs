@@ -350,13 +350,7 @@ impl Apply<'_> {
             self.progress.warn(w);
         }
         let mut spec = built.spec;
-        let peer_mounts = |r: crate::volume::PeerRef<'_>| {
-            let id = match r {
-                crate::volume::PeerRef::Service(s) => service_container(engine, project, s)?.id,
-                crate::volume::PeerRef::Container(n) => container_by_name(engine, n)?,
-            };
-            engine.runtime.spec(&id).ok().map(|s| s.mounts)
-        };
+        let peer_mounts = |r: PeerRef<'_>| engine.runtime.spec(&peer(r)?).ok().map(|s| s.mounts);
         let request = MountRequest {
             project: &self.loaded.project,
             service_name: &sp.name,

@@ -18,14 +18,9 @@ use crate::runtime::spec::{
 
 use super::observe::{LABEL_CONFIG_HASH, LABEL_NUMBER, LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE};
 
-/// A reference to another container in `pid`, `ipc`, `network_mode` or `volumes_from`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeerRef<'a> {
-    /// `service:NAME`: the service's (first) container.
-    Service(&'a str),
-    /// `container:NAME`: a container by name or id.
-    Container(&'a str),
-}
+/// A reference to another container (`service:NAME` / `container:NAME`) in `pid`, `ipc`,
+/// `network_mode` or `volumes_from`.
+pub use crate::volume::PeerRef;
 
 /// Everything the translation needs about one container of a service.
 pub struct ServiceContext<'a> {

@@ -38,11 +38,23 @@ fn relative(target: &str) -> Option<PathBuf> {
 /// anything was.
 pub fn copy_up(layers: &[PathBuf], target: &str, dest: &Path) -> Result<bool, VolumeError> {
     let Some(rel) = relative(target) else { return Ok(false) };
-    // The layers that show the directory: from the top down to the first that hides what is
-    // below (an opaque dir, or no directory at all in a layer that has the path as a file).
+    let all: Vec<&Path> = layers.iter().map(PathBuf::as_path).collect();
+    let visible = showing_dir(&all, &rel);
+    if visible.is_empty() {
+        return Ok(false);
+    }
+    let top = visible[visible.len() - 1].join(&rel);
+    copy_owner_and_mode(&top, dest)?;
+    copy_dir(&visible, &rel, dest)?;
+    Ok(true)
+}
+
+/// The layers (bottom first) whose directory `rel` shows in the merged view: from the top
+/// down to the first that hides what is below (an opaque dir, or the path as a non-directory).
+fn showing_dir<'a>(layers: &[&'a Path], rel: &Path) -> Vec<&'a Path> {
     let mut visible: Vec<&Path> = Vec::new();
     for layer in layers.iter().rev() {
-        let path = layer.join(&rel);
+        let path = layer.join(rel);
         match fs::symlink_metadata(&path) {
             Ok(m) if m.is_dir() => {
                 visible.push(layer);
@@ -54,14 +66,8 @@ pub fn copy_up(layers: &[PathBuf], target: &str, dest: &Path) -> Result<bool, Vo
             Err(_) => {}
         }
     }
-    if visible.is_empty() {
-        return Ok(false);
-    }
     visible.reverse();
-    let top = visible[visible.len() - 1].join(&rel);
-    copy_owner_and_mode(&top, dest)?;
-    copy_dir(&visible, &rel, dest)?;
-    Ok(true)
+    visible
 }
 
 /// Copies the merged directory `rel` of `layers` (bottom first, all showing it) into `dest`.
@@ -87,23 +93,8 @@ fn copy_dir(layers: &[&Path], rel: &Path, dest: &Path) -> Result<(), VolumeError
         if meta.is_dir() {
             fs::create_dir(&out).map_err(io_err(&out))?;
             copy_owner_and_mode(&src, &out)?;
-            // The layers below i show this dir too only while none of them hides it.
-            let mut below: Vec<&Path> = Vec::new();
-            for layer in layers[..=i].iter().rev() {
-                let p = layer.join(rel).join(&name);
-                match fs::symlink_metadata(&p) {
-                    Ok(m) if m.is_dir() => {
-                        below.push(layer);
-                        if is_opaque(&p) {
-                            break;
-                        }
-                    }
-                    Ok(_) => break,
-                    Err(_) => {}
-                }
-            }
-            below.reverse();
-            copy_dir(&below, &rel.join(&name), &out)?;
+            let child = rel.join(&name);
+            copy_dir(&showing_dir(&layers[..=i], &child), &child, &out)?;
         } else if meta.file_type().is_symlink() {
             let link = fs::read_link(&src).map_err(io_err(&src))?;
             symlink(&link, &out).map_err(io_err(&out))?;

@@ -15,12 +15,13 @@ use crate::runtime::spec::{MountKind, MountSpec};
 use super::copyup::copy_up;
 use super::{LABEL_ANONYMOUS, VolumeError, VolumeKind, VolumeSpec, Volumes, io_err, parse_size, volume_name};
 
-/// A container that `volumes_from` names.
+/// Another container, as compose names it: `service:NAME` (the service's first container) or
+/// `container:NAME` (by name or id), in `volumes_from`, `network_mode`, `ipc` and `pid`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerRef<'a> {
     /// A service's container.
     Service(&'a str),
-    /// A container by name.
+    /// A container by name or id.
     Container(&'a str),
 }
 
