@@ -30,7 +30,7 @@ use super::process::SignalName;
 use super::rootfs::RootfsDirs;
 use super::spec::{ContainerSpec, IpcNamespace, NetNamespace, RestartPolicy};
 use super::status::{ContainerStatus, Health, HealthResult, HealthState, State};
-use crate::state::{Dirs, write_json};
+use crate::state::{Dirs, write_json_unsynced};
 
 /// A request on the shim's socket (one JSON line).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,7 +179,7 @@ fn record_failure(dirs: &Dirs, id: &str, error: &str) {
         boot_id: super::status::boot_id(),
         ..ContainerStatus::default()
     };
-    let _ = write_json(&status_path(dirs, id), &status);
+    let _ = write_json_unsynced(&status_path(dirs, id), &status);
     let _ = Cgroup::for_container(id).destroy();
     let _ = fs::remove_file(dirs.container_run(id).join("shim.sock"));
 }
@@ -188,7 +188,7 @@ impl Shim {
     fn prepare(dirs: &Dirs, id: &str) -> Result<Shim, String> {
         let spec: ContainerSpec =
             crate::state::read_json(&dirs.container(id).join("spec.json")).map_err(|e| e.to_string())?;
-        let (caps, seccomp) = super::security_for(&spec)?;
+        let (caps, seccomp) = super::security_stored(dirs, &spec)?;
         super::limits::check(&spec.ulimits).map_err(|e| e.to_string())?;
         let base = dirs.container(id);
         let run = dirs.container_run(id);
@@ -198,7 +198,12 @@ impl Shim {
             work: base.join("work"),
             empty: base.join("empty"),
         };
-        for d in [&rootfs.rootfs, &rootfs.upper, &rootfs.work, &rootfs.empty] {
+        let mut needed = vec![&rootfs.rootfs, &rootfs.upper, &rootfs.work];
+        // The empty lower dir stands in for the layers of an image that has none.
+        if spec.rootfs.lower_dirs.is_empty() {
+            needed.push(&rootfs.empty);
+        }
+        for d in needed {
             fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
         let netns = match &spec.namespaces.net {
@@ -262,7 +267,7 @@ impl Shim {
     }
 
     fn save(&self) {
-        let _ = write_json(&status_path(&self.dirs, &self.id), &self.status);
+        let _ = write_json_unsynced(&status_path(&self.dirs, &self.id), &self.status);
     }
 
     /// Makes and starts the container process.
@@ -270,9 +275,8 @@ impl Shim {
         let p = &self.prepared;
         let spec = &p.spec;
         let cloexec = OFlag::O_CLOEXEC;
-        let (sync_r, sync_w) = pipe2(cloexec).map_err(|e| e.to_string())?;
         let (err_r, err_w) = pipe2(cloexec).map_err(|e| e.to_string())?;
-        let mut parent_ends: Vec<RawFd> = vec![sync_w.as_raw_fd(), err_r.as_raw_fd()];
+        let mut parent_ends: Vec<RawFd> = vec![err_r.as_raw_fd()];
         let mut outputs = Vec::new();
         let mut stdin_keep = None;
         let mut child_ends: Vec<OwnedFd> = Vec::new();
@@ -315,7 +319,7 @@ impl Shim {
             seccomp: &p.seccomp,
             netns: p.netns.as_ref().map(|f| f.as_raw_fd()),
             ipcns: p.ipcns.as_ref().map(|f| f.as_raw_fd()),
-            sync_read: sync_r.as_raw_fd(),
+            cgroup: &p.cgroup,
             error_write: err_w.as_raw_fd(),
             stdio,
             console,
@@ -344,23 +348,7 @@ impl Shim {
         }
         .map_err(|e| format!("clone: {e}"))?;
         drop(child_ends);
-        drop(sync_r);
         drop(err_w);
-        let setup = (|| -> Result<(), String> {
-            p.cgroup.add_process(pid.as_raw()).map_err(|e| e.to_string())?;
-            if let Some(adj) = spec.resources.oom_score_adj {
-                fs::write(format!("/proc/{pid}/oom_score_adj"), adj.to_string())
-                    .map_err(|e| format!("oom_score_adj: {e}"))?;
-            }
-            Ok(())
-        })();
-        if let Err(e) = setup {
-            let _ = kill(pid, Signal::SIGKILL);
-            let _ = waitpid(pid, None);
-            return Err(e);
-        }
-        nix::unistd::write(&sync_w, &[1]).map_err(|e| format!("start: {e}"))?;
-        drop(sync_w);
         let mut message = String::new();
         let _ = fs::File::from(err_r).read_to_string(&mut message);
         if !message.is_empty() {
@@ -573,10 +561,11 @@ impl Shim {
             self.restart_at = Some(Instant::now() + self.backoff);
             self.backoff = (self.backoff * 2).min(Duration::from_secs(60));
             self.status.state = State::Restarting;
+            self.save();
         } else {
+            // `finish`, next in the loop, records it together with the shim's end.
             self.status.state = State::Exited;
         }
-        self.save();
     }
 
     fn handle_timers(&mut self) {
