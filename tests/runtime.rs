@@ -243,3 +243,16 @@ fn wait_for_log(env: &TestEnv, id: &str, text: &str) {
     }
     panic!("{text:?} never appeared in the log");
 }
+
+#[test]
+fn tty_gives_the_process_a_terminal() {
+    let env = TestEnv::new();
+    let mut spec = env.spec("tty", &sh("test -t 0 && test -t 1 && echo in-and-out-are-terminals; tty"));
+    spec.process.tty = true;
+    let (st, log) = env.run_to_end(&spec);
+    assert_eq!(st.exit_code, Some(0), "{log}");
+    assert!(log.contains("in-and-out-are-terminals"), "{log}");
+    // The pty is allocated by the shim on the host and bound onto /dev/console (docker's runc
+    // allocates it in the container's devpts and shows /dev/pts/0). A terminal turns \n into \r\n.
+    assert_eq!(log, "in-and-out-are-terminals\r\n/dev/console\r\n");
+}

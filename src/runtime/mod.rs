@@ -241,11 +241,23 @@ impl Runtime {
             return Ok(current);
         }
         fs::create_dir_all(self.dirs.container_run(id)).map_err(sys("run dir"))?;
-        let (ready_r, ready_w) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| sys("pipe")(e.into()))?;
-        let intermediate =
-            self.spawn_shim(id, &ready_w).map_err(sys(format!("start shim {}", self.exe.display())))?;
-        drop(ready_w);
+        let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| sys("pipe")(e.into()));
+        let ((ready_r, ready_w), (cgroup_r, cgroup_w)) = (pipe()?, pipe()?);
+        let intermediate = self
+            .spawn_shim(id, &ready_w, &cgroup_r)
+            .map_err(sys(format!("start shim {}", self.exe.display())))?;
+        drop((ready_w, cgroup_r));
+        // While the shim execs and prepares, make its cgroup here (a good part of its setup,
+        // needing nothing of it) and hand over the outcome: one line, `ok` or `error: ...`.
+        let made = cgroups::Cgroup::for_container(id).create(
+            &spec.resources,
+            &spec.devices,
+            spec.security.privileged,
+        );
+        let line = made.map_or_else(|e| format!("error: {e}\n"), |()| "ok\n".to_string());
+        // A shim that already failed has closed its end: it reports on the ready pipe.
+        let _ = nix::unistd::write(&cgroup_w, line.as_bytes());
+        drop(cgroup_w);
         // One line: `ok` or `error: ...`. Not to EOF, since fds can outlive the answer.
         let mut answer = String::new();
         let _ = BufReader::new(fs::File::from(ready_r)).read_line(&mut answer);
@@ -255,6 +267,8 @@ impl Runtime {
         if answer == "ok" {
             return self.status(id);
         }
+        // A shim that failed early may have tidied up before the cgroup above was made.
+        let _ = cgroups::Cgroup::for_container(id).destroy();
         let message = answer.strip_prefix("error: ").unwrap_or(answer);
         let message = if message.is_empty() { "the shim exited without a word" } else { message };
         Err(RuntimeError::Start { name: spec.name, message: message.to_string() })
@@ -262,9 +276,10 @@ impl Runtime {
 
     /// Starts `berth shim ID` with posix_spawn, which glibc does with a vfork-like clone: no
     /// copy of this process's page tables, and safe from a multi-threaded caller. The shim gets
-    /// `ready` as fd 3, /dev/null as stdio and `/` as working dir. Returns the first shim
-    /// process, which forks and exits at once.
-    fn spawn_shim(&self, id: &str, ready: &OwnedFd) -> std::io::Result<Pid> {
+    /// `ready` as fd 3, `cgroup` (where it learns that its cgroup is made) as fd 4, /dev/null
+    /// as stdio and `/` as working dir. Returns the first shim process, which forks and exits
+    /// at once.
+    fn spawn_shim(&self, id: &str, ready: &OwnedFd, cgroup: &OwnedFd) -> std::io::Result<Pid> {
         use std::ffi::{CString, OsStr};
         use std::os::unix::ffi::OsStrExt;
         let cstr = |s: &OsStr| CString::new(s.as_bytes()).map_err(std::io::Error::other);
@@ -280,7 +295,7 @@ impl Runtime {
         ];
         let argv: Vec<CString> = args.iter().map(|a| cstr(a)).collect::<std::io::Result<_>>()?;
         let mut envp: Vec<CString> = std::env::vars_os()
-            .filter(|(k, _)| k != "BERTH_SHIM_READY_FD")
+            .filter(|(k, _)| k != READY_FD_VAR && k != CGROUP_FD_VAR)
             .filter_map(|(k, v)| {
                 let mut pair = k.into_encoded_bytes();
                 pair.push(b'=');
@@ -288,10 +303,18 @@ impl Runtime {
                 CString::new(pair).ok()
             })
             .collect();
-        envp.push(c"BERTH_SHIM_READY_FD=3".to_owned());
-        // dup2 onto itself would keep close-on-exec: move the pipe off fd 3 first.
-        let moved = (ready.as_raw_fd() == 3).then(|| ready.try_clone()).transpose()?;
-        let ready_fd = moved.as_ref().unwrap_or(ready).as_raw_fd();
+        for (var, fd) in [(READY_FD_VAR, 3), (CGROUP_FD_VAR, 4)] {
+            envp.push(CString::new(format!("{var}={fd}")).map_err(std::io::Error::other)?);
+        }
+        // Copies above 4: dup2 onto itself would keep close-on-exec, and one pipe must not
+        // land on the other's target before that one is moved.
+        let high = |fd: &OwnedFd| -> std::io::Result<OwnedFd> {
+            let raw = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10))?;
+            // SAFETY: a new fd that nothing else owns.
+            Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
+        };
+        let (ready, cgroup) = (high(ready)?, high(cgroup)?);
+        let (ready_fd, cgroup_fd) = (ready.as_raw_fd(), cgroup.as_raw_fd());
         let ptrs = |v: &[CString]| -> Vec<*mut libc::c_char> {
             v.iter().map(|c| c.as_ptr().cast_mut()).chain(std::iter::once(std::ptr::null_mut())).collect()
         };
@@ -322,6 +345,7 @@ impl Runtime {
                 ))?;
                 check(libc::posix_spawn_file_actions_adddup2(&mut actions, 1, 2))?;
                 check(libc::posix_spawn_file_actions_adddup2(&mut actions, ready_fd, 3))?;
+                check(libc::posix_spawn_file_actions_adddup2(&mut actions, cgroup_fd, 4))?;
                 check(libc::posix_spawn_file_actions_addchdir_np(&mut actions, c"/".as_ptr()))?;
                 // A Rust caller ignores SIGPIPE and may block signals: the shim starts clean.
                 let mut none: libc::sigset_t = std::mem::zeroed();
@@ -478,11 +502,18 @@ impl Runtime {
     }
 
     /// Waits until the container has exited for good (no restart pending), or `timeout`.
-    /// The shim ends right after it has recorded that, so this sleeps on a pidfd of the shim
-    /// rather than polling the record. (Not inotify on the record: closing an inotify fd waits
-    /// for an SRCU grace period, milliseconds.)
+    /// Asks the shim, which answers once it has recorded that; then (or when the shim cannot be
+    /// asked) sleeps on a pidfd of the shim, which ends right after, rather than polling the
+    /// record. (Not inotify on the record: closing an inotify fd waits for an SRCU grace period,
+    /// milliseconds.)
     pub fn wait(&self, id: &str, timeout: Duration) -> Result<ContainerStatus> {
         let end = Instant::now() + timeout;
+        let st = self.status(id)?;
+        if st.shim_pid > 0 && shim_alive(st.shim_pid) {
+            // The shim answers a wait request right after recording the end, which is sooner
+            // than its own exit. Any failure (it was finishing already) falls to the loop.
+            let _ = self.request(id, &Request::Wait, end.saturating_duration_since(Instant::now()));
+        }
         loop {
             let st = self.status(id)?;
             if matches!(st.state, State::Exited | State::Dead)
@@ -673,10 +704,24 @@ pub fn new_id() -> String {
     hex::encode(bytes)
 }
 
+/// The variable that tells the shim its ready fd.
+const READY_FD_VAR: &str = "BERTH_SHIM_READY_FD";
+/// The variable that tells the shim the fd on which it learns that its cgroup is made.
+const CGROUP_FD_VAR: &str = "BERTH_SHIM_CGROUP_FD";
+
 /// Reads the ready fd the launcher passed (`BERTH_SHIM_READY_FD`).
 pub fn ready_fd_from_env() -> Option<OwnedFd> {
+    fd_from_env(READY_FD_VAR)
+}
+
+/// The cgroup fd the launcher passed (`BERTH_SHIM_CGROUP_FD`).
+pub(crate) fn cgroup_fd_from_env() -> Option<OwnedFd> {
+    fd_from_env(CGROUP_FD_VAR)
+}
+
+fn fd_from_env(var: &str) -> Option<OwnedFd> {
     use std::os::fd::FromRawFd;
-    let fd: i32 = std::env::var("BERTH_SHIM_READY_FD").ok()?.parse().ok()?;
+    let fd: i32 = std::env::var(var).ok()?.parse().ok()?;
     // SAFETY: the launcher dup'ed the pipe to this fd for us; nothing else owns it.
     (fd >= 3 && Path::new(&format!("/proc/self/fd/{fd}")).exists())
         .then(|| unsafe { OwnedFd::from_raw_fd(fd) })

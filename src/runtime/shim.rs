@@ -55,6 +55,9 @@ pub enum Request {
         /// The signal.
         signal: String,
     },
+    /// Answered once the container has exited for good (no restart pending), right after the
+    /// shim has recorded it.
+    Wait,
 }
 
 /// The shim's answer.
@@ -116,6 +119,7 @@ struct Shim {
     log: LogWriter,
     listener: UnixListener,
     clients: Vec<Client>,
+    /// Clients answered by `finish`: stop and wait requests.
     stop_waiters: Vec<UnixStream>,
     sigfd: SignalFd,
     running: Option<Running>,
@@ -144,13 +148,17 @@ pub fn main(dirs: &Dirs, id: &str, ready: Option<OwnedFd>) -> i32 {
     if let Some(fd) = &ready {
         let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
     }
+    let cgroup_made = super::cgroup_fd_from_env();
+    if let Some(fd) = &cgroup_made {
+        let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+    }
     let mut ready = ready.map(std::fs::File::from);
     let report = |ready: &mut Option<std::fs::File>, text: &str| {
         if let Some(mut f) = ready.take() {
             let _ = f.write_all(text.as_bytes());
         }
     };
-    let mut shim = match Shim::prepare(dirs, id) {
+    let mut shim = match Shim::prepare(dirs, id, cgroup_made) {
         Ok(s) => s,
         Err(e) => {
             record_failure(dirs, id, &e);
@@ -185,7 +193,9 @@ fn record_failure(dirs: &Dirs, id: &str, error: &str) {
 }
 
 impl Shim {
-    fn prepare(dirs: &Dirs, id: &str) -> Result<Shim, String> {
+    /// Everything before the container's process. `cgroup_made`: where the launcher says that
+    /// it has made the cgroup (one line, `ok` or `error: ...`); without it the shim makes it.
+    fn prepare(dirs: &Dirs, id: &str, cgroup_made: Option<OwnedFd>) -> Result<Shim, String> {
         let spec: ContainerSpec =
             crate::state::read_json(&dirs.container(id).join("spec.json")).map_err(|e| e.to_string())?;
         let (caps, seccomp) = super::security_stored(dirs, &spec)?;
@@ -226,8 +236,6 @@ impl Shim {
             }
             _ => None,
         };
-        let cgroup = Cgroup::for_container(id);
-        cgroup.create(&spec.resources, &spec.devices, spec.security.privileged).map_err(|e| e.to_string())?;
         let log = LogWriter::open(&base.join("log"), spec.log.clone()).map_err(|e| format!("log: {e}"))?;
         let sock = run.join("shim.sock");
         let _ = fs::remove_file(&sock);
@@ -241,6 +249,21 @@ impl Shim {
         mask.thread_block().map_err(|e| e.to_string())?;
         let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
             .map_err(|e| e.to_string())?;
+        let cgroup = Cgroup::for_container(id);
+        match cgroup_made {
+            Some(fd) => {
+                let mut line = String::new();
+                let _ = io::BufRead::read_line(&mut io::BufReader::new(fs::File::from(fd)), &mut line);
+                match line.trim() {
+                    "ok" => {}
+                    "" => return Err("the launcher went away before the cgroup was made".into()),
+                    other => return Err(other.strip_prefix("error: ").unwrap_or(other).to_string()),
+                }
+            }
+            None => cgroup
+                .create(&spec.resources, &spec.devices, spec.security.privileged)
+                .map_err(|e| e.to_string())?,
+        }
         let status = ContainerStatus {
             shim_pid: std::process::id() as i32,
             boot_id: super::status::boot_id(),
@@ -736,6 +759,11 @@ impl Shim {
                     return;
                 }
                 Response { ok: true, error: None, status: self.status.clone() }
+            }
+            Ok(Request::Wait) => {
+                // Until `finish`, the container is running or may be restarted.
+                self.stop_waiters.push(stream);
+                return;
             }
             Ok(Request::Kill { signal }) => self.deliver(signal.as_deref().unwrap_or("SIGKILL"), true),
             Ok(Request::Signal { signal }) => self.deliver(&signal, false),
