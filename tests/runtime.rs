@@ -256,3 +256,21 @@ fn tty_gives_the_process_a_terminal() {
     // allocates it in the container's devpts and shows /dev/pts/0). A terminal turns \n into \r\n.
     assert_eq!(log, "in-and-out-are-terminals\r\n/dev/console\r\n");
 }
+
+#[test]
+fn run_with_a_bad_capability_fails_and_leaves_nothing() {
+    let env = TestEnv::new();
+    let mut spec = env.spec("badcap", &["true"]);
+    spec.security.cap_add = vec!["CAP_NO_SUCH_THING".into()];
+    // `run` compiles the security settings while the shim starts: the error must still come
+    // back as the caller's, with nothing left of the container.
+    let err = env.runtime.run(&spec).unwrap_err().to_string();
+    assert!(err.contains("badcap") && err.contains("CAP_NO_SUCH_THING"), "{err}");
+    assert!(env.runtime.list().unwrap().is_empty());
+    assert!(!env.dirs.container(&spec.id).exists() && !env.dirs.container_run(&spec.id).exists());
+    assert!(!std::path::Path::new("/sys/fs/cgroup/memory/berth").join(&spec.id).exists());
+    // create refuses it the same way, before anything is written.
+    let err = env.runtime.create(&spec).unwrap_err().to_string();
+    assert!(err.contains("CAP_NO_SUCH_THING"), "{err}");
+    assert!(!env.dirs.container(&spec.id).exists());
+}

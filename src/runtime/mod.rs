@@ -184,18 +184,37 @@ impl Runtime {
 
     /// Records a new container; checks what can be checked before anything runs.
     pub fn create(&self, spec: &ContainerSpec) -> Result<()> {
+        self.check_new(spec)?;
+        let filters = self.compile_security(spec)?;
+        self.write_records(spec, &filters)
+    }
+
+    /// The capabilities and filters of a new container, checked; returns the compiled filters.
+    fn compile_security(&self, spec: &ContainerSpec) -> Result<Vec<seccompiler::BpfProgram>> {
+        let (_, filters) = security_for(spec)
+            .map_err(|message| RuntimeError::Invalid { name: spec.name.clone(), message })?;
+        Ok(filters)
+    }
+
+    /// What `create` checks before anything is written, but the security settings.
+    fn check_new(&self, spec: &ContainerSpec) -> Result<()> {
         let dir = self.dirs.container(&spec.id);
         if dir.join("spec.json").exists() {
             return Err(RuntimeError::Exists(spec.id.clone()));
         }
         let invalid = |message: String| RuntimeError::Invalid { name: spec.name.clone(), message };
         limits::check(&spec.ulimits).map_err(|e| invalid(e.to_string()))?;
-        let (_, filters) = security_for(spec).map_err(invalid)?;
         for lower in &spec.rootfs.lower_dirs {
             if !lower.is_dir() {
                 return Err(invalid(format!("image layer {} is missing", lower.display())));
             }
         }
+        Ok(())
+    }
+
+    /// Writes a new container's records: spec and record durably, status and filters not.
+    fn write_records(&self, spec: &ContainerSpec, filters: &[seccompiler::BpfProgram]) -> Result<()> {
+        let dir = self.dirs.container(&spec.id);
         fs::create_dir_all(&dir).map_err(sys(dir.display().to_string()))?;
         let record = ContainerRecord {
             id: spec.id.clone(),
@@ -211,7 +230,7 @@ impl Runtime {
         let initial = ContainerStatus { boot_id: status::boot_id(), ..ContainerStatus::default() };
         write_json_unsynced(&status_path, &initial)?;
         // Derived from the spec: when lost, it is compiled again.
-        write_atomic_unsynced(&dir.join(SECCOMP_FILE), &seccomp::encode(&filters))?;
+        write_atomic_unsynced(&dir.join(SECCOMP_FILE), &seccomp::encode(filters))?;
         let spec_json = serde_json::to_vec_pretty(spec)
             .map_err(|source| StateError::Json { path: spec_path.clone(), source })?;
         let record_json = serde_json::to_vec_pretty(&record)
@@ -240,6 +259,16 @@ impl Runtime {
         if matches!(current.state, State::Running | State::Restarting) {
             return Ok(current);
         }
+        self.launch(&spec, || Ok(()))
+    }
+
+    /// Launches the shim of `spec` and waits until the container's process has exec'd (or
+    /// failed to). While the shim execs and starts up, which takes a good part of the whole,
+    /// this process does what needs nothing of it: `before` (the records, for `run`), then the
+    /// cgroup; the shim waits for the outcome (one line on its fd 4, `ok` or `error: ...`)
+    /// before it reads the records.
+    fn launch(&self, spec: &ContainerSpec, before: impl FnOnce() -> Result<()>) -> Result<ContainerStatus> {
+        let id = spec.id.as_str();
         fs::create_dir_all(self.dirs.container_run(id)).map_err(sys("run dir"))?;
         let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| sys("pipe")(e.into()));
         let ((ready_r, ready_w), (cgroup_r, cgroup_w)) = (pipe()?, pipe()?);
@@ -247,13 +276,12 @@ impl Runtime {
             .spawn_shim(id, &ready_w, &cgroup_r)
             .map_err(sys(format!("start shim {}", self.exe.display())))?;
         drop((ready_w, cgroup_r));
-        // While the shim execs and prepares, make its cgroup here (a good part of its setup,
-        // needing nothing of it) and hand over the outcome: one line, `ok` or `error: ...`.
-        let made = cgroups::Cgroup::for_container(id).create(
-            &spec.resources,
-            &spec.devices,
-            spec.security.privileged,
-        );
+        let before = before();
+        let made = before.as_ref().map_err(|e| e.to_string()).and_then(|()| {
+            cgroups::Cgroup::for_container(id)
+                .create(&spec.resources, &spec.devices, spec.security.privileged)
+                .map_err(|e| e.to_string())
+        });
         let line = made.map_or_else(|e| format!("error: {e}\n"), |()| "ok\n".to_string());
         // A shim that already failed has closed its end: it reports on the ready pipe.
         let _ = nix::unistd::write(&cgroup_w, line.as_bytes());
@@ -269,9 +297,10 @@ impl Runtime {
         }
         // A shim that failed early may have tidied up before the cgroup above was made.
         let _ = cgroups::Cgroup::for_container(id).destroy();
+        before?;
         let message = answer.strip_prefix("error: ").unwrap_or(answer);
         let message = if message.is_empty() { "the shim exited without a word" } else { message };
-        Err(RuntimeError::Start { name: spec.name, message: message.to_string() })
+        Err(RuntimeError::Start { name: spec.name.clone(), message: message.to_string() })
     }
 
     /// Starts `berth shim ID` with posix_spawn, which glibc does with a vfork-like clone: no
@@ -374,10 +403,24 @@ impl Runtime {
         }
     }
 
-    /// Creates and starts.
+    /// Creates and starts; the records are written while the shim starts up.
     pub fn run(&self, spec: &ContainerSpec) -> Result<ContainerStatus> {
-        self.create(spec)?;
-        self.start(&spec.id)
+        self.check_new(spec)?;
+        let written = std::cell::Cell::new(false);
+        let result = self.launch(spec, || {
+            // Compiling the filters checks the security settings too: an error here reaches
+            // the shim, which stops, and then the caller.
+            let filters = self.compile_security(spec)?;
+            self.write_records(spec, &filters)?;
+            written.set(true);
+            Ok(())
+        });
+        if result.is_err() && !written.get() {
+            // Nothing of the container may stay when its records could not be written.
+            let _ = fs::remove_dir_all(self.dirs.container(&spec.id));
+            let _ = fs::remove_dir_all(self.dirs.container_run(&spec.id));
+        }
+        result
     }
 
     /// The container's status, corrected when its shim died without recording an end.

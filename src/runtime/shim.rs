@@ -194,10 +194,27 @@ fn record_failure(dirs: &Dirs, id: &str, error: &str) {
 
 impl Shim {
     /// Everything before the container's process. `cgroup_made`: where the launcher says that
-    /// it has made the cgroup (one line, `ok` or `error: ...`); without it the shim makes it.
+    /// it has written the records and made the cgroup (one line, `ok` or `error: ...`);
+    /// without it the shim makes the cgroup.
     fn prepare(dirs: &Dirs, id: &str, cgroup_made: Option<OwnedFd>) -> Result<Shim, String> {
+        // First: the launcher may still be writing the records.
+        let launcher_made_cgroup = cgroup_made.is_some();
+        if let Some(fd) = cgroup_made {
+            let mut line = String::new();
+            let _ = io::BufRead::read_line(&mut io::BufReader::new(fs::File::from(fd)), &mut line);
+            match line.trim() {
+                "ok" => {}
+                "" => return Err("the launcher went away before the cgroup was made".into()),
+                other => return Err(other.strip_prefix("error: ").unwrap_or(other).to_string()),
+            }
+        }
         let spec: ContainerSpec =
             crate::state::read_json(&dirs.container(id).join("spec.json")).map_err(|e| e.to_string())?;
+        if !launcher_made_cgroup {
+            Cgroup::for_container(id)
+                .create(&spec.resources, &spec.devices, spec.security.privileged)
+                .map_err(|e| e.to_string())?;
+        }
         let (caps, seccomp) = super::security_stored(dirs, &spec)?;
         super::limits::check(&spec.ulimits).map_err(|e| e.to_string())?;
         let base = dirs.container(id);
@@ -250,20 +267,6 @@ impl Shim {
         let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
             .map_err(|e| e.to_string())?;
         let cgroup = Cgroup::for_container(id);
-        match cgroup_made {
-            Some(fd) => {
-                let mut line = String::new();
-                let _ = io::BufRead::read_line(&mut io::BufReader::new(fs::File::from(fd)), &mut line);
-                match line.trim() {
-                    "ok" => {}
-                    "" => return Err("the launcher went away before the cgroup was made".into()),
-                    other => return Err(other.strip_prefix("error: ").unwrap_or(other).to_string()),
-                }
-            }
-            None => cgroup
-                .create(&spec.resources, &spec.devices, spec.security.privileged)
-                .map_err(|e| e.to_string())?,
-        }
         let status = ContainerStatus {
             shim_pid: std::process::id() as i32,
             boot_id: super::status::boot_id(),
