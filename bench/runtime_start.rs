@@ -128,8 +128,7 @@ fn main() {
     };
     let bundle = dir.path().join("bundle");
     std::fs::create_dir_all(&bundle).expect("bundle");
-    std::os::unix::fs::symlink(&layer, bundle.join("rootfs")).expect("bundle");
-    std::fs::write(bundle.join("config.json"), oci_config().to_string()).expect("config.json");
+    std::fs::write(bundle.join("config.json"), oci_config(&layer).to_string()).expect("config.json");
     let state = dir.path().join("runc-state");
     let mut runs_runc = Vec::new();
     for i in 0..runs + WARMUP {
@@ -162,8 +161,9 @@ fn which_runc() -> Option<String> {
         .map(String::from)
 }
 
-/// An OCI runtime config for `/bin/true` in `rootfs`, set up as berth sets up a container.
-fn oci_config() -> serde_json::Value {
+/// An OCI runtime config for `/bin/true` in `rootfs` (absolute: runc refuses a symlink), set up
+/// as berth sets up a container.
+fn oci_config(rootfs: &Path) -> serde_json::Value {
     let caps = [
         "CAP_CHOWN",
         "CAP_DAC_OVERRIDE",
@@ -194,7 +194,7 @@ fn oci_config() -> serde_json::Value {
             },
             "noNewPrivileges": false
         },
-        "root": { "path": "rootfs", "readonly": false },
+        "root": { "path": rootfs, "readonly": false },
         "hostname": "bench",
         "mounts": [
             { "destination": "/proc", "type": "proc", "source": "proc", "options": nosuid },

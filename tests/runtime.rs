@@ -274,3 +274,33 @@ fn run_with_a_bad_capability_fails_and_leaves_nothing() {
     assert!(err.contains("CAP_NO_SUCH_THING"), "{err}");
     assert!(!env.dirs.container(&spec.id).exists());
 }
+
+#[test]
+fn network_none_gets_a_fresh_namespace_with_only_lo_each_start() {
+    let env = TestEnv::new();
+    let host_ns = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let mut spec = env.spec("netnone", &sh("cat /proc/net/dev | tail -n +3 | cut -d: -f1; sleep 100"));
+    spec.restart = RestartPolicy::Always;
+    let st = env.runtime.run(&spec).unwrap();
+    let first = std::fs::read_link(format!("/proc/{}/ns/net", st.pid)).unwrap();
+    assert_ne!(first, host_ns);
+    // Held open, the first namespace cannot go and hand its number to the second.
+    let _first_alive = std::fs::File::open(format!("/proc/{}/ns/net", st.pid)).unwrap();
+    wait_for_log(&env, &spec.id, "lo");
+    let log: String = env.runtime.logs(&spec.id).unwrap().into_iter().map(|e| e.log).collect();
+    assert_eq!(log.split_whitespace().collect::<Vec<_>>(), ["lo"], "{log}");
+    // A restart gets a namespace of its own too, not the one of the first start.
+    env.runtime.signal(&spec.id, "KILL").unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    let second = loop {
+        let st = env.runtime.status(&spec.id).unwrap();
+        if st.restart_count >= 1 && st.state == State::Running && st.pid > 0 {
+            break std::fs::read_link(format!("/proc/{}/ns/net", st.pid)).unwrap();
+        }
+        assert!(Instant::now() < end, "no restart: {st:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_ne!(second, first);
+    assert_ne!(second, host_ns);
+    env.runtime.stop(&spec.id, Some(Duration::from_secs(1))).unwrap();
+}

@@ -270,12 +270,23 @@ impl Runtime {
     fn launch(&self, spec: &ContainerSpec, before: impl FnOnce() -> Result<()>) -> Result<ContainerStatus> {
         let id = spec.id.as_str();
         fs::create_dir_all(self.dirs.container_run(id)).map_err(sys("run dir"))?;
-        let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| sys("pipe")(e.into()));
-        let ((ready_r, ready_w), (cgroup_r, cgroup_w)) = (pipe()?, pipe()?);
+        let (ready_r, ready_w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| sys("pipe")(e.into()))?;
+        let (go, go_shim) = UnixStream::pair().map_err(sys("socketpair"))?;
+        // A fresh network namespace takes the kernel half a millisecond: a short-lived thread
+        // makes it here meanwhile (a thread has a namespace of its own), and the shim gets it
+        // with the go-ahead instead of cloning one. This process only spawns (posix_spawn),
+        // which is safe with threads.
+        let fresh_netns = (spec.namespaces.net == spec::NetNamespace::None).then(|| {
+            std::thread::spawn(|| -> std::io::Result<OwnedFd> {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
+                Ok(fs::File::open("/proc/thread-self/ns/net")?.into())
+            })
+        });
         let intermediate = self
-            .spawn_shim(id, &ready_w, &cgroup_r)
+            .spawn_shim(id, &ready_w, &OwnedFd::from(go_shim))
             .map_err(sys(format!("start shim {}", self.exe.display())))?;
-        drop((ready_w, cgroup_r));
+        drop(ready_w);
         let before = before();
         let made = before.as_ref().map_err(|e| e.to_string()).and_then(|()| {
             cgroups::Cgroup::for_container(id)
@@ -283,9 +294,20 @@ impl Runtime {
                 .map_err(|e| e.to_string())
         });
         let line = made.map_or_else(|e| format!("error: {e}\n"), |()| "ok\n".to_string());
+        // Without it (the thread failed), the shim clones a namespace itself.
+        let netns = fresh_netns.and_then(|t| t.join().ok()).and_then(|r| r.ok());
+        let fds: Vec<std::os::fd::RawFd> = netns.iter().map(|f| f.as_raw_fd()).collect();
+        let rights = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+        let cmsgs = if fds.is_empty() { &rights[..0] } else { &rights[..] };
         // A shim that already failed has closed its end: it reports on the ready pipe.
-        let _ = nix::unistd::write(&cgroup_w, line.as_bytes());
-        drop(cgroup_w);
+        let _ = nix::sys::socket::sendmsg::<()>(
+            go.as_raw_fd(),
+            &[std::io::IoSlice::new(line.as_bytes())],
+            cmsgs,
+            nix::sys::socket::MsgFlags::empty(),
+            None,
+        );
+        drop((go, netns));
         // One line: `ok` or `error: ...`. Not to EOF, since fds can outlive the answer.
         let mut answer = String::new();
         let _ = BufReader::new(fs::File::from(ready_r)).read_line(&mut answer);
@@ -305,7 +327,8 @@ impl Runtime {
 
     /// Starts `berth shim ID` with posix_spawn, which glibc does with a vfork-like clone: no
     /// copy of this process's page tables, and safe from a multi-threaded caller. The shim gets
-    /// `ready` as fd 3, `cgroup` (where it learns that its cgroup is made) as fd 4, /dev/null
+    /// `ready` as fd 3, `cgroup` (a socket on which it learns that its records and cgroup are
+    /// made, and may get a network namespace) as fd 4, /dev/null
     /// as stdio and `/` as working dir. Returns the first shim process, which forks and exits
     /// at once.
     fn spawn_shim(&self, id: &str, ready: &OwnedFd, cgroup: &OwnedFd) -> std::io::Result<Pid> {

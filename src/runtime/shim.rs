@@ -79,6 +79,9 @@ struct Prepared {
     seccomp: Vec<BpfProgram>,
     rootfs: RootfsDirs,
     netns: Option<OwnedFd>,
+    /// A fresh network namespace the launcher made for the first start (`NetNamespace::None`);
+    /// restarts clone their own.
+    fresh_netns: Option<OwnedFd>,
     ipcns: Option<OwnedFd>,
 }
 
@@ -178,6 +181,32 @@ pub fn main(dirs: &Dirs, id: &str, ready: Option<OwnedFd>) -> i32 {
     0
 }
 
+/// Reads the launcher's go-ahead: one line (`ok` or `error: ...`; empty when the launcher went
+/// away) and maybe a network namespace passed with it.
+fn receive_go_ahead(socket: &OwnedFd) -> (String, Option<OwnedFd>) {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::FromRawFd;
+    let mut buf = [0u8; 4096];
+    let mut cmsg = nix::cmsg_space!(RawFd);
+    let mut iov = [io::IoSliceMut::new(&mut buf)];
+    let Ok(msg) = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
+    else {
+        return (String::new(), None);
+    };
+    let mut netns = None;
+    for c in msg.cmsgs().into_iter().flatten() {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for fd in fds {
+                // SAFETY: the kernel gave us this fd with the message; nothing else owns it.
+                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                netns.get_or_insert(owned);
+            }
+        }
+    }
+    let n = msg.bytes;
+    (String::from_utf8_lossy(&buf[..n]).into_owned(), netns)
+}
+
 fn record_failure(dirs: &Dirs, id: &str, error: &str) {
     let status = ContainerStatus {
         state: State::Exited,
@@ -199,9 +228,10 @@ impl Shim {
     fn prepare(dirs: &Dirs, id: &str, cgroup_made: Option<OwnedFd>) -> Result<Shim, String> {
         // First: the launcher may still be writing the records.
         let launcher_made_cgroup = cgroup_made.is_some();
+        let mut fresh_netns = None;
         if let Some(fd) = cgroup_made {
-            let mut line = String::new();
-            let _ = io::BufRead::read_line(&mut io::BufReader::new(fs::File::from(fd)), &mut line);
+            let (line, netns) = receive_go_ahead(&fd);
+            fresh_netns = netns;
             match line.trim() {
                 "ok" => {}
                 "" => return Err("the launcher went away before the cgroup was made".into()),
@@ -275,7 +305,7 @@ impl Shim {
         Ok(Shim {
             dirs: dirs.clone(),
             id: id.to_string(),
-            prepared: Prepared { spec, cgroup, caps, seccomp, rootfs, netns, ipcns },
+            prepared: Prepared { spec, cgroup, caps, seccomp, rootfs, netns, fresh_netns, ipcns },
             status,
             log,
             listener,
@@ -298,6 +328,7 @@ impl Shim {
 
     /// Makes and starts the container process.
     fn start(&mut self) -> Result<(), String> {
+        let fresh_netns = self.prepared.fresh_netns.take();
         let p = &self.prepared;
         let spec = &p.spec;
         let cloexec = OFlag::O_CLOEXEC;
@@ -343,7 +374,7 @@ impl Shim {
             dirs: &p.rootfs,
             caps: &p.caps,
             seccomp: &p.seccomp,
-            netns: p.netns.as_ref().map(|f| f.as_raw_fd()),
+            netns: p.netns.as_ref().or(fresh_netns.as_ref()).map(|f| f.as_raw_fd()),
             ipcns: p.ipcns.as_ref().map(|f| f.as_raw_fd()),
             cgroup: &p.cgroup,
             error_write: err_w.as_raw_fd(),
@@ -361,7 +392,7 @@ impl Shim {
         if spec.namespaces.ipc == IpcNamespace::Private {
             flags |= CloneFlags::CLONE_NEWIPC;
         }
-        if spec.namespaces.net == NetNamespace::None {
+        if spec.namespaces.net == NetNamespace::None && fresh_netns.is_none() {
             flags |= CloneFlags::CLONE_NEWNET;
         }
         let mut stack = vec![0u8; 256 * 1024];
