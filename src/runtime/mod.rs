@@ -273,29 +273,42 @@ impl Runtime {
         let (ready_r, ready_w) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| sys("pipe")(e.into()))?;
         let (go, go_shim) = UnixStream::pair().map_err(sys("socketpair"))?;
-        // A fresh network namespace takes the kernel half a millisecond: a short-lived thread
-        // makes it here meanwhile (a thread has a namespace of its own), and the shim gets it
-        // with the go-ahead instead of cloning one. This process only spawns (posix_spawn),
-        // which is safe with threads.
-        let fresh_netns = (spec.namespaces.net == spec::NetNamespace::None).then(|| {
-            std::thread::spawn(|| -> std::io::Result<OwnedFd> {
-                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
-                Ok(fs::File::open("/proc/thread-self/ns/net")?.into())
-            })
-        });
-        let intermediate = self
-            .spawn_shim(id, &ready_w, &OwnedFd::from(go_shim))
-            .map_err(sys(format!("start shim {}", self.exe.display())))?;
-        drop(ready_w);
-        let before = before();
-        let made = before.as_ref().map_err(|e| e.to_string()).and_then(|()| {
-            cgroups::Cgroup::for_container(id)
+        // The cgroup and, for `NetNamespace::None`, a fresh network namespace (the kernel takes
+        // half a millisecond for one) are made by a short-lived thread meanwhile (a thread has
+        // a namespace of its own); the shim gets the namespace with the go-ahead instead of
+        // cloning one. This process only spawns (posix_spawn), which is safe with threads.
+        let fresh_netns = spec.namespaces.net == spec::NetNamespace::None;
+        let helper = || {
+            let netns = fresh_netns
+                .then(|| -> std::io::Result<OwnedFd> {
+                    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
+                    Ok(fs::File::open("/proc/thread-self/ns/net")?.into())
+                })
+                .and_then(|made| made.ok());
+            let cgroup = cgroups::Cgroup::for_container(id)
                 .create(&spec.resources, &spec.devices, spec.security.privileged)
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string());
+            (cgroup, netns)
+        };
+        let (spawned, before, (made, netns)) = std::thread::scope(|scope| {
+            let helper = scope.spawn(helper);
+            let spawned = self.spawn_shim(id, &ready_w, &OwnedFd::from(go_shim));
+            drop(ready_w);
+            let before = if spawned.is_ok() { before() } else { Ok(()) };
+            let helped =
+                helper.join().unwrap_or_else(|_| (Err("cgroup: the helper thread failed".into()), None));
+            (spawned, before, helped)
         });
+        let intermediate = match spawned {
+            Ok(pid) => pid,
+            Err(e) => {
+                let _ = cgroups::Cgroup::for_container(id).destroy();
+                return Err(sys(format!("start shim {}", self.exe.display()))(e));
+            }
+        };
+        // Without a namespace (the thread could not make one), the shim clones one itself.
+        let made = before.as_ref().map_err(|e| e.to_string()).and(made);
         let line = made.map_or_else(|e| format!("error: {e}\n"), |()| "ok\n".to_string());
-        // Without it (the thread failed), the shim clones a namespace itself.
-        let netns = fresh_netns.and_then(|t| t.join().ok()).and_then(|r| r.ok());
         let fds: Vec<std::os::fd::RawFd> = netns.iter().map(|f| f.as_raw_fd()).collect();
         let rights = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
         let cmsgs = if fds.is_empty() { &rights[..0] } else { &rights[..] };

@@ -177,8 +177,35 @@ pub fn main(dirs: &Dirs, id: &str, ready: Option<OwnedFd>) -> i32 {
     }
     report(&mut ready, "ok\n");
     drop(ready);
+    release_startup_code();
     shim.run();
     0
+}
+
+/// Lets the kernel drop the shim's mapped code pages, which startup (and fault-around, which
+/// maps whole neighbourhoods of the 15 MB binary) made resident: the poll loop faults back in
+/// the little it runs, so the shim stays well under its memory budget for its whole life.
+/// Only executable mappings of our binary: they are never written, so MADV_DONTNEED just
+/// unmaps pages that the page cache still holds (read-only data may have been relocated).
+fn release_startup_code() {
+    let (Ok(exe), Ok(maps)) = (std::env::current_exe(), fs::read_to_string("/proc/self/maps")) else {
+        return;
+    };
+    let exe = exe.to_string_lossy();
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else { continue };
+        if perms != "r-xp" || fields.nth(3) != Some(exe.as_ref()) {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else { continue };
+        let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16)) else {
+            continue;
+        };
+        // SAFETY: a whole executable mapping of our own binary, never written: dropping its
+        // pages changes nothing but residency.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+    }
 }
 
 /// Reads the launcher's go-ahead: one line (`ok` or `error: ...`; empty when the launcher went
