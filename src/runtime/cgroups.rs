@@ -111,6 +111,9 @@ impl Cgroup {
                     let _ = enable_v2_controllers(p);
                 }
                 create_dir(dir)?;
+                if !all_devices {
+                    warn_v2_devices_once(devices.len());
+                }
                 self.apply_v2(res)
             }
             Version::V1 => {
@@ -284,6 +287,20 @@ impl Cgroup {
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// cgroup v2 controls devices only through an eBPF program, which berth does not load: the
+/// container still sees only the device nodes berth makes (and the `devices` it binds), but
+/// opening a node made some other way is not refused. Said once per process, not per container.
+fn warn_v2_devices_once(extra_devices: usize) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        tracing::warn!(
+            extra_devices,
+            "cgroup v2: device access rules are not enforced (no eBPF device filter); containers \
+             get only the device nodes berth creates or binds"
+        );
+    });
 }
 
 fn pids_max(limit: i64) -> String {
