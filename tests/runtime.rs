@@ -244,3 +244,64 @@ fn wait_for_log(env: &TestEnv, id: &str, text: &str) {
     }
     panic!("{text:?} never appeared in the log");
 }
+
+#[test]
+fn tty_gives_the_process_a_terminal() {
+    let env = TestEnv::new();
+    let mut spec = env.spec("tty", &sh("test -t 0 && test -t 1 && echo in-and-out-are-terminals; tty"));
+    spec.process.tty = true;
+    let (st, log) = env.run_to_end(&spec);
+    assert_eq!(st.exit_code, Some(0), "{log}");
+    assert!(log.contains("in-and-out-are-terminals"), "{log}");
+    // The pty is allocated by the shim on the host and bound onto /dev/console (docker's runc
+    // allocates it in the container's devpts and shows /dev/pts/0). A terminal turns \n into \r\n.
+    assert_eq!(log, "in-and-out-are-terminals\r\n/dev/console\r\n");
+}
+
+#[test]
+fn run_with_a_bad_capability_fails_and_leaves_nothing() {
+    let env = TestEnv::new();
+    let mut spec = env.spec("badcap", &["true"]);
+    spec.security.cap_add = vec!["CAP_NO_SUCH_THING".into()];
+    // `run` compiles the security settings while the shim starts: the error must still come
+    // back as the caller's, with nothing left of the container.
+    let err = env.runtime.run(&spec).unwrap_err().to_string();
+    assert!(err.contains("badcap") && err.contains("CAP_NO_SUCH_THING"), "{err}");
+    assert!(env.runtime.list().unwrap().is_empty());
+    assert!(!env.dirs.container(&spec.id).exists() && !env.dirs.container_run(&spec.id).exists());
+    assert!(!std::path::Path::new("/sys/fs/cgroup/memory/berth").join(&spec.id).exists());
+    // create refuses it the same way, before anything is written.
+    let err = env.runtime.create(&spec).unwrap_err().to_string();
+    assert!(err.contains("CAP_NO_SUCH_THING"), "{err}");
+    assert!(!env.dirs.container(&spec.id).exists());
+}
+
+#[test]
+fn network_none_gets_a_fresh_namespace_with_only_lo_each_start() {
+    let env = TestEnv::new();
+    let host_ns = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let mut spec = env.spec("netnone", &sh("cat /proc/net/dev | tail -n +3 | cut -d: -f1; sleep 100"));
+    spec.restart = RestartPolicy::Always;
+    let st = env.runtime.run(&spec).unwrap();
+    let first = std::fs::read_link(format!("/proc/{}/ns/net", st.pid)).unwrap();
+    assert_ne!(first, host_ns);
+    // Held open, the first namespace cannot go and hand its number to the second.
+    let _first_alive = std::fs::File::open(format!("/proc/{}/ns/net", st.pid)).unwrap();
+    wait_for_log(&env, &spec.id, "lo");
+    let log: String = env.runtime.logs(&spec.id).unwrap().into_iter().map(|e| e.log).collect();
+    assert_eq!(log.split_whitespace().collect::<Vec<_>>(), ["lo"], "{log}");
+    // A restart gets a namespace of its own too, not the one of the first start.
+    env.runtime.signal(&spec.id, "KILL").unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    let second = loop {
+        let st = env.runtime.status(&spec.id).unwrap();
+        if st.restart_count >= 1 && st.state == State::Running && st.pid > 0 {
+            break std::fs::read_link(format!("/proc/{}/ns/net", st.pid)).unwrap();
+        }
+        assert!(Instant::now() < end, "no restart: {st:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_ne!(second, first);
+    assert_ne!(second, host_ns);
+    env.runtime.stop(&spec.id, Some(Duration::from_secs(1))).unwrap();
+}

@@ -184,7 +184,7 @@ pub(crate) fn load(opts: &ProjectOptions) -> CliResult<LoadedProject> {
 
 /// `berth shim ID`: forks into the background (the launcher reaps the first process), leaves
 /// the launcher's session, and runs the shim until the container is gone.
-fn shim(global: &GlobalOptions, id: &str) -> ExitCode {
+fn shim(dirs: &crate::state::Dirs, id: &str) -> ExitCode {
     let ready = crate::runtime::ready_fd_from_env();
     // SAFETY: nothing has started a thread yet in this process.
     match unsafe { nix::unistd::fork() } {
@@ -196,7 +196,7 @@ fn shim(global: &GlobalOptions, id: &str) -> ExitCode {
         }
     }
     let _ = nix::unistd::setsid();
-    let code = crate::runtime::shim::main(&global.dirs(), id, ready);
+    let code = crate::runtime::shim::main(dirs, id, ready);
     ExitCode::from(code as u8)
 }
 
@@ -218,6 +218,14 @@ fn join(global: &GlobalOptions, args: &JoinArgs) -> CliResult<()> {
 
 /// Parses the command line, runs the command, prints one error line on failure.
 pub fn run() -> ExitCode {
+    // Every container start runs the shim: the exact argv that `Runtime::start` builds skips
+    // clap, whose parser costs a good part of a millisecond.
+    if let [_, root, root_dir, run, run_dir, cmd, id] = &std::env::args_os().collect::<Vec<_>>()[..]
+        && (root, run, cmd) == (&"--root".into(), &"--run".into(), &"shim".into())
+        && let Some(id) = id.to_str()
+    {
+        return shim(&crate::state::Dirs::new(root_dir, run_dir), id);
+    }
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Up(args) => up::run(&cli.global, args),
@@ -231,7 +239,7 @@ pub fn run() -> ExitCode {
         Command::Config(args) => config::run(&cli.global, args),
         Command::Graph(args) => graph::run(&cli.global, args),
         Command::Image(args) => image::run(&cli.global, args),
-        Command::Shim { id } => return shim(&cli.global, id),
+        Command::Shim { id } => return shim(&cli.global.dirs(), id),
         Command::Join(args) => join(&cli.global, args),
         Command::Network(args) => network::run(&cli.global, args),
         Command::Volume(args) => volume::run(&cli.global, args),

@@ -62,8 +62,17 @@ impl Cgroup {
                 let mut dirs = Vec::new();
                 for ctrl in V1_CONTROLLERS {
                     let hierarchy = Path::new(CGROUP_ROOT).join(ctrl);
-                    // Co-mounted controllers (cpu,cpuacct) show as symlinks to one hierarchy.
-                    let Ok(real) = fs::canonicalize(&hierarchy) else { continue };
+                    // Co-mounted controllers (cpu,cpuacct) show as symlinks to one hierarchy;
+                    // only those need resolving (one lstat for the others, not a readlink per
+                    // path component).
+                    let real = match fs::symlink_metadata(&hierarchy) {
+                        Ok(meta) if meta.file_type().is_symlink() => {
+                            let Ok(real) = fs::canonicalize(&hierarchy) else { continue };
+                            real
+                        }
+                        Ok(_) => hierarchy.clone(),
+                        Err(_) => continue,
+                    };
                     if !seen.contains(&real) {
                         seen.push(real);
                         dirs.push(hierarchy.join("berth").join(id));
@@ -109,8 +118,6 @@ impl Cgroup {
             }
             Version::V1 => {
                 for dir in &self.dirs {
-                    let parent = dir.parent().unwrap_or(Path::new(CGROUP_ROOT));
-                    fs::create_dir_all(parent).map_err(err(parent))?;
                     create_dir(dir)?;
                 }
                 if let Some(dir) = self.v1_dir("cpuset") {
@@ -217,6 +224,23 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Moves the calling process, which must be single-threaded, into the cgroup. On v1 it
+    /// writes `0` (the caller) to each hierarchy's `tasks`: the kernel migrates one thread
+    /// without taking the global threadgroup lock, whose writer waits for an RCU grace period
+    /// (many milliseconds on a busy host) when `cgroup.procs` is written instead. One thread
+    /// is the whole process here, and its children inherit the cgroup. v2 has no such file for
+    /// a domain cgroup, so there `cgroup.procs` gets `0`.
+    pub fn join_self(&self) -> Result<(), CgroupError> {
+        let file = match self.version {
+            Version::V1 => "tasks",
+            Version::V2 => "cgroup.procs",
+        };
+        for dir in &self.dirs {
+            write(dir, file, "0")?;
+        }
+        Ok(())
+    }
+
     /// How many times the kernel's OOM killer killed a process of this cgroup.
     pub fn oom_kills(&self) -> u64 {
         let (dir, file) = match self.version {
@@ -269,10 +293,21 @@ fn pids_max(limit: i64) -> String {
     if limit <= 0 { "max".to_string() } else { limit.to_string() }
 }
 
+/// Makes `dir`, and its parent (berth's own cgroup) the first time.
 fn create_dir(dir: &Path) -> Result<(), CgroupError> {
     match fs::create_dir(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let parent = dir.parent().unwrap_or(Path::new(CGROUP_ROOT));
+            fs::create_dir_all(parent).map_err(err(parent))?;
+            match fs::create_dir(dir) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                    Err(CgroupError { path: dir.to_path_buf(), source: e })
+                }
+                _ => Ok(()),
+            }
+        }
         Err(e) => Err(CgroupError { path: dir.to_path_buf(), source: e }),
     }
 }
@@ -345,8 +380,11 @@ fn apply_v1_devices(dir: &Path, devices: &[DeviceSpec], all: bool) -> Result<(),
         return write(dir, "devices.allow", "a");
     }
     write(dir, "devices.deny", "a")?;
+    // One rule per write(2), all on one open file.
+    let allow = dir.join("devices.allow");
+    let mut file = fs::OpenOptions::new().write(true).open(&allow).map_err(err(&allow))?;
     for rule in DEFAULT_DEVICE_RULES {
-        write(dir, "devices.allow", rule)?;
+        io::Write::write_all(&mut file, rule.as_bytes()).map_err(err(&allow))?;
     }
     for dev in devices {
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -355,7 +393,8 @@ fn apply_v1_devices(dir: &Path, devices: &[DeviceSpec], all: bool) -> Result<(),
         let rdev = meta.rdev();
         let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
         let access = if dev.permissions.is_empty() { "rwm" } else { dev.permissions.as_str() };
-        write(dir, "devices.allow", &format!("{kind} {major}:{minor} {access}"))?;
+        io::Write::write_all(&mut file, format!("{kind} {major}:{minor} {access}").as_bytes())
+            .map_err(err(&allow))?;
     }
     Ok(())
 }

@@ -87,7 +87,7 @@ pub(crate) fn join_and_exec(
             Err(e) => fail(&format!("container process {pid} is gone: {e}")),
         }
     }
-    if let Err(e) = Cgroup::for_container(&spec.id).add_process(std::process::id() as i32) {
+    if let Err(e) = Cgroup::for_container(&spec.id).join_self() {
         fail(&e.to_string());
     }
     for (name, flag, file) in &namespaces {

@@ -17,6 +17,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, close, dup2_stderr, dup2_stdin, dup2_stdout, execve, fork, pipe2, read};
 use seccompiler::BpfProgram;
 
+use super::cgroups::Cgroup;
 use super::process::{find_program, process_env, resolve_user};
 use super::rootfs::{self, RootfsDirs};
 use super::spec::ContainerSpec;
@@ -31,8 +32,8 @@ pub(crate) struct InitContext<'a> {
     pub netns: Option<RawFd>,
     /// IPC namespace to join.
     pub ipcns: Option<RawFd>,
-    /// The shim writes one byte here once the child is in its cgroup.
-    pub sync_read: RawFd,
+    /// The container's cgroup, which the child joins first.
+    pub cgroup: &'a Cgroup,
     /// Errors go here; close-on-exec.
     pub error_write: RawFd,
     /// The child's stdio.
@@ -73,14 +74,13 @@ pub(crate) fn container_main(ctx: &InitContext<'_>) -> ! {
     for fd in &ctx.close {
         let _ = close(*fd);
     }
-    // Wait until the shim has put us into the cgroup.
-    let mut byte = [0u8; 1];
-    // SAFETY: sync_read is open for the life of this process.
-    let sync = unsafe { BorrowedFd::borrow_raw(ctx.sync_read) };
-    if !matches!(read(sync, &mut byte), Ok(1)) {
-        die(ctx.error_write, "the shim went away before the container started");
+    // The cgroup comes first, so that everything below is accounted and limited. The child
+    // joins by itself (see join_self: no wait for the shim, no global lock).
+    step!(ctx, "join cgroup", ctx.cgroup.join_self());
+    if let Some(adj) = spec.resources.oom_score_adj {
+        // The host's /proc is still mounted here; /proc/self is this process.
+        step!(ctx, "oom_score_adj", fs::write("/proc/self/oom_score_adj", adj.to_string()));
     }
-    let _ = close(ctx.sync_read);
 
     if let Some(fd) = ctx.netns {
         // SAFETY: the shim opened this namespace fd and keeps it open across the clone.

@@ -24,7 +24,6 @@ use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,7 +37,9 @@ pub use exec::ExecSpec;
 pub use spec::ContainerSpec;
 pub use status::{ContainerStatus, HealthState, State};
 
-use crate::state::{Dirs, StateError, read_json, write_json};
+use crate::state::{
+    Dirs, StateError, read_json, write_atomic_all, write_atomic_unsynced, write_json_unsynced,
+};
 use shim::{Request, Response};
 
 /// Failures of runtime operations.
@@ -128,16 +129,45 @@ pub struct Runtime {
 pub(crate) fn security_for(
     spec: &ContainerSpec,
 ) -> std::result::Result<(HashSet<Capability>, Vec<seccompiler::BpfProgram>), String> {
+    let caps = capabilities_for(spec)?;
+    let filters = seccomp_for(spec, &caps)?;
+    Ok((caps, filters))
+}
+
+/// The capabilities a container's processes keep.
+fn capabilities_for(spec: &ContainerSpec) -> std::result::Result<HashSet<Capability>, String> {
     let host = capabilities::host_capabilities();
     let sec = &spec.security;
-    let caps = capabilities::effective_set(sec.privileged, &sec.cap_add, &sec.cap_drop, &host)
-        .map_err(|e| e.to_string())?;
-    let filters = match (&sec.seccomp, sec.privileged) {
-        (_, true) | (spec::SeccompMode::Unconfined, _) => Vec::new(),
-        (spec::SeccompMode::Default, _) => seccomp::default_filters(&caps).map_err(|e| e.to_string())?,
-        (spec::SeccompMode::Profile(p), _) => {
-            seccomp::profile_filters(p, &caps).map_err(|e| e.to_string())?
-        }
+    capabilities::effective_set(sec.privileged, &sec.cap_add, &sec.cap_drop, &host).map_err(|e| e.to_string())
+}
+
+/// The seccomp filters for a process keeping `caps`, compiled.
+fn seccomp_for(
+    spec: &ContainerSpec,
+    caps: &HashSet<Capability>,
+) -> std::result::Result<Vec<seccompiler::BpfProgram>, String> {
+    let sec = &spec.security;
+    match (&sec.seccomp, sec.privileged) {
+        (_, true) | (spec::SeccompMode::Unconfined, _) => Ok(Vec::new()),
+        (spec::SeccompMode::Default, _) => seccomp::default_filters(caps).map_err(|e| e.to_string()),
+        (spec::SeccompMode::Profile(p), _) => seccomp::profile_filters(p, caps).map_err(|e| e.to_string()),
+    }
+}
+
+/// The file beside a container's spec that keeps its compiled seccomp filters, so that
+/// compiling (a fair part of a millisecond) happens once, at create.
+const SECCOMP_FILE: &str = "seccomp.bpf";
+
+/// Like [`security_for`], with the filters compiled at create when their file is intact.
+pub(crate) fn security_stored(
+    dirs: &Dirs,
+    spec: &ContainerSpec,
+) -> std::result::Result<(HashSet<Capability>, Vec<seccompiler::BpfProgram>), String> {
+    let caps = capabilities_for(spec)?;
+    let stored = fs::read(dirs.container(&spec.id).join(SECCOMP_FILE)).ok().and_then(|b| seccomp::decode(&b));
+    let filters = match stored {
+        Some(filters) => filters,
+        None => seccomp_for(spec, &caps)?,
     };
     Ok((caps, filters))
 }
@@ -155,20 +185,38 @@ impl Runtime {
 
     /// Records a new container; checks what can be checked before anything runs.
     pub fn create(&self, spec: &ContainerSpec) -> Result<()> {
+        self.check_new(spec)?;
+        let filters = self.compile_security(spec)?;
+        self.write_records(spec, &filters)
+    }
+
+    /// The capabilities and filters of a new container, checked; returns the compiled filters.
+    fn compile_security(&self, spec: &ContainerSpec) -> Result<Vec<seccompiler::BpfProgram>> {
+        let (_, filters) = security_for(spec)
+            .map_err(|message| RuntimeError::Invalid { name: spec.name.clone(), message })?;
+        Ok(filters)
+    }
+
+    /// What `create` checks before anything is written, but the security settings.
+    fn check_new(&self, spec: &ContainerSpec) -> Result<()> {
         let dir = self.dirs.container(&spec.id);
         if dir.join("spec.json").exists() {
             return Err(RuntimeError::Exists(spec.id.clone()));
         }
         let invalid = |message: String| RuntimeError::Invalid { name: spec.name.clone(), message };
         limits::check(&spec.ulimits).map_err(|e| invalid(e.to_string()))?;
-        security_for(spec).map_err(invalid)?;
         for lower in &spec.rootfs.lower_dirs {
             if !lower.is_dir() {
                 return Err(invalid(format!("image layer {} is missing", lower.display())));
             }
         }
+        Ok(())
+    }
+
+    /// Writes a new container's records: spec and record durably, status and filters not.
+    fn write_records(&self, spec: &ContainerSpec, filters: &[seccompiler::BpfProgram]) -> Result<()> {
+        let dir = self.dirs.container(&spec.id);
         fs::create_dir_all(&dir).map_err(sys(dir.display().to_string()))?;
-        write_json(&dir.join("spec.json"), spec)?;
         let record = ContainerRecord {
             id: spec.id.clone(),
             name: spec.name.clone(),
@@ -176,11 +224,22 @@ impl Runtime {
             labels: spec.labels.clone(),
             created: timefmt::now(),
         };
-        write_json(&dir.join("record.json"), &record)?;
-        write_json(
-            &dir.join("status.json"),
-            &ContainerStatus { boot_id: status::boot_id(), ..ContainerStatus::default() },
-        )?;
+        let (spec_path, record_path) = (dir.join("spec.json"), dir.join("record.json"));
+        let status_path = dir.join("status.json");
+        // The status is run-time state (see `status`), written without fsync; the spec and
+        // record are what the container is, and are made durable together.
+        let initial = ContainerStatus { boot_id: status::boot_id(), ..ContainerStatus::default() };
+        write_json_unsynced(&status_path, &initial)?;
+        // Derived from the spec: when lost, it is compiled again.
+        write_atomic_unsynced(&dir.join(SECCOMP_FILE), &seccomp::encode(filters))?;
+        let spec_json = serde_json::to_vec_pretty(spec)
+            .map_err(|source| StateError::Json { path: spec_path.clone(), source })?;
+        let record_json = serde_json::to_vec_pretty(&record)
+            .map_err(|source| StateError::Json { path: record_path.clone(), source })?;
+        if let Err(e) = write_atomic_all(&[(&spec_path, &spec_json), (&record_path, &record_json)]) {
+            let _ = fs::remove_file(&status_path);
+            return Err(e.into());
+        }
         Ok(())
     }
 
@@ -201,52 +260,204 @@ impl Runtime {
         if matches!(current.state, State::Running | State::Restarting) {
             return Ok(current);
         }
+        self.launch(&spec, || Ok(()))
+    }
+
+    /// Launches the shim of `spec` and waits until the container's process has exec'd (or
+    /// failed to). While the shim execs and starts up, which takes a good part of the whole,
+    /// this process does what needs nothing of it: `before` (the records, for `run`), then the
+    /// cgroup; the shim waits for the outcome (one line on its fd 4, `ok` or `error: ...`)
+    /// before it reads the records.
+    fn launch(&self, spec: &ContainerSpec, before: impl FnOnce() -> Result<()>) -> Result<ContainerStatus> {
+        let id = spec.id.as_str();
         fs::create_dir_all(self.dirs.container_run(id)).map_err(sys("run dir"))?;
         let (ready_r, ready_w) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| sys("pipe")(e.into()))?;
-        let ready_raw = ready_w.as_raw_fd();
-        let mut cmd = Command::new(&self.exe);
-        cmd.arg("--root")
-            .arg(&self.dirs.root)
-            .arg("--run")
-            .arg(&self.dirs.run)
-            .arg("shim")
-            .arg(id)
-            .env("BERTH_SHIM_READY_FD", "3")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .current_dir("/");
-        // SAFETY: dup2 is async-signal-safe; it gives the shim the pipe as fd 3 without
-        // close-on-exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::dup2(ready_raw, 3) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().map_err(sys(format!("start shim {}", self.exe.display())))?;
-        drop(ready_w);
-        // The shim forks into the background at once; reap the first process.
-        let _ = child.wait();
+        let (go, go_shim) = UnixStream::pair().map_err(sys("socketpair"))?;
+        // The cgroup and, for `NetNamespace::None`, a fresh network namespace (the kernel takes
+        // half a millisecond for one) are made by a short-lived thread meanwhile (a thread has
+        // a namespace of its own); the shim gets the namespace with the go-ahead instead of
+        // cloning one. This process only spawns (posix_spawn), which is safe with threads.
+        let fresh_netns = spec.namespaces.net == spec::NetNamespace::None;
+        let helper = || {
+            let netns = fresh_netns
+                .then(|| -> std::io::Result<OwnedFd> {
+                    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
+                    Ok(fs::File::open("/proc/thread-self/ns/net")?.into())
+                })
+                .and_then(|made| made.ok());
+            let cgroup = cgroups::Cgroup::for_container(id)
+                .create(&spec.resources, &spec.devices, spec.security.privileged)
+                .map_err(|e| e.to_string());
+            (cgroup, netns)
+        };
+        let (spawned, before, (made, netns)) = std::thread::scope(|scope| {
+            let helper = scope.spawn(helper);
+            let spawned = self.spawn_shim(id, &ready_w, &OwnedFd::from(go_shim));
+            drop(ready_w);
+            let before = if spawned.is_ok() { before() } else { Ok(()) };
+            let helped =
+                helper.join().unwrap_or_else(|_| (Err("cgroup: the helper thread failed".into()), None));
+            (spawned, before, helped)
+        });
+        let intermediate = match spawned {
+            Ok(pid) => pid,
+            Err(e) => {
+                let _ = cgroups::Cgroup::for_container(id).destroy();
+                return Err(sys(format!("start shim {}", self.exe.display()))(e));
+            }
+        };
+        // Without a namespace (the thread could not make one), the shim clones one itself.
+        let made = before.as_ref().map_err(|e| e.to_string()).and(made);
+        let line = made.map_or_else(|e| format!("error: {e}\n"), |()| "ok\n".to_string());
+        let fds: Vec<std::os::fd::RawFd> = netns.iter().map(|f| f.as_raw_fd()).collect();
+        let rights = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+        let cmsgs = if fds.is_empty() { &rights[..0] } else { &rights[..] };
+        // A shim that already failed has closed its end: it reports on the ready pipe.
+        let _ = nix::sys::socket::sendmsg::<()>(
+            go.as_raw_fd(),
+            &[std::io::IoSlice::new(line.as_bytes())],
+            cmsgs,
+            nix::sys::socket::MsgFlags::empty(),
+            None,
+        );
+        drop((go, netns));
         // One line: `ok` or `error: ...`. Not to EOF, since fds can outlive the answer.
         let mut answer = String::new();
         let _ = BufReader::new(fs::File::from(ready_r)).read_line(&mut answer);
         let answer = answer.trim();
+        // The shim forks into the background at once; reap the first process.
+        let _ = nix::sys::wait::waitpid(intermediate, None);
         if answer == "ok" {
             return self.status(id);
         }
+        // A shim that failed early may have tidied up before the cgroup above was made.
+        let _ = cgroups::Cgroup::for_container(id).destroy();
+        before?;
         let message = answer.strip_prefix("error: ").unwrap_or(answer);
         let message = if message.is_empty() { "the shim exited without a word" } else { message };
-        Err(RuntimeError::Start { name: spec.name, message: message.to_string() })
+        Err(RuntimeError::Start { name: spec.name.clone(), message: message.to_string() })
     }
 
-    /// Creates and starts.
+    /// Starts `berth shim ID` with posix_spawn, which glibc does with a vfork-like clone: no
+    /// copy of this process's page tables, and safe from a multi-threaded caller. The shim gets
+    /// `ready` as fd 3, `cgroup` (a socket on which it learns that its records and cgroup are
+    /// made, and may get a network namespace) as fd 4, /dev/null
+    /// as stdio and `/` as working dir. Returns the first shim process, which forks and exits
+    /// at once.
+    fn spawn_shim(&self, id: &str, ready: &OwnedFd, cgroup: &OwnedFd) -> std::io::Result<Pid> {
+        use std::ffi::{CString, OsStr};
+        use std::os::unix::ffi::OsStrExt;
+        let cstr = |s: &OsStr| CString::new(s.as_bytes()).map_err(std::io::Error::other);
+        let exe = cstr(self.exe.as_os_str())?;
+        let args = [
+            self.exe.as_os_str(),
+            OsStr::new("--root"),
+            self.dirs.root.as_os_str(),
+            OsStr::new("--run"),
+            self.dirs.run.as_os_str(),
+            OsStr::new("shim"),
+            OsStr::new(id),
+        ];
+        let argv: Vec<CString> = args.iter().map(|a| cstr(a)).collect::<std::io::Result<_>>()?;
+        let mut envp: Vec<CString> = std::env::vars_os()
+            .filter(|(k, _)| k != READY_FD_VAR && k != CGROUP_FD_VAR)
+            .filter_map(|(k, v)| {
+                let mut pair = k.into_encoded_bytes();
+                pair.push(b'=');
+                pair.extend_from_slice(v.as_encoded_bytes());
+                CString::new(pair).ok()
+            })
+            .collect();
+        for (var, fd) in [(READY_FD_VAR, 3), (CGROUP_FD_VAR, 4)] {
+            envp.push(CString::new(format!("{var}={fd}")).map_err(std::io::Error::other)?);
+        }
+        // Copies above 4: dup2 onto itself would keep close-on-exec, and one pipe must not
+        // land on the other's target before that one is moved.
+        let high = |fd: &OwnedFd| -> std::io::Result<OwnedFd> {
+            let raw = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10))?;
+            // SAFETY: a new fd that nothing else owns.
+            Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
+        };
+        let (ready, cgroup) = (high(ready)?, high(cgroup)?);
+        let (ready_fd, cgroup_fd) = (ready.as_raw_fd(), cgroup.as_raw_fd());
+        let ptrs = |v: &[CString]| -> Vec<*mut libc::c_char> {
+            v.iter().map(|c| c.as_ptr().cast_mut()).chain(std::iter::once(std::ptr::null_mut())).collect()
+        };
+        let (argv_ptrs, envp_ptrs) = (ptrs(&argv), ptrs(&envp));
+        let check =
+            |rc: libc::c_int| if rc == 0 { Ok(()) } else { Err(std::io::Error::from_raw_os_error(rc)) };
+        // SAFETY: the actions and attributes are initialised before use and destroyed after;
+        // every pointer handed over (paths, argv, envp) outlives the posix_spawn call.
+        unsafe {
+            let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+            let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+            check(libc::posix_spawn_file_actions_init(&mut actions))?;
+            check(libc::posix_spawnattr_init(&mut attr))?;
+            let result = (|| {
+                check(libc::posix_spawn_file_actions_addopen(
+                    &mut actions,
+                    0,
+                    c"/dev/null".as_ptr(),
+                    libc::O_RDONLY,
+                    0,
+                ))?;
+                check(libc::posix_spawn_file_actions_addopen(
+                    &mut actions,
+                    1,
+                    c"/dev/null".as_ptr(),
+                    libc::O_WRONLY,
+                    0,
+                ))?;
+                check(libc::posix_spawn_file_actions_adddup2(&mut actions, 1, 2))?;
+                check(libc::posix_spawn_file_actions_adddup2(&mut actions, ready_fd, 3))?;
+                check(libc::posix_spawn_file_actions_adddup2(&mut actions, cgroup_fd, 4))?;
+                check(libc::posix_spawn_file_actions_addchdir_np(&mut actions, c"/".as_ptr()))?;
+                // A Rust caller ignores SIGPIPE and may block signals: the shim starts clean.
+                let mut none: libc::sigset_t = std::mem::zeroed();
+                let mut pipe: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut none);
+                libc::sigemptyset(&mut pipe);
+                libc::sigaddset(&mut pipe, libc::SIGPIPE);
+                check(libc::posix_spawnattr_setsigmask(&mut attr, &none))?;
+                check(libc::posix_spawnattr_setsigdefault(&mut attr, &pipe))?;
+                let flags = libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
+                check(libc::posix_spawnattr_setflags(&mut attr, flags as libc::c_short))?;
+                let mut pid: libc::pid_t = 0;
+                check(libc::posix_spawn(
+                    &mut pid,
+                    exe.as_ptr(),
+                    &actions,
+                    &attr,
+                    argv_ptrs.as_ptr(),
+                    envp_ptrs.as_ptr(),
+                ))?;
+                Ok(Pid::from_raw(pid))
+            })();
+            libc::posix_spawn_file_actions_destroy(&mut actions);
+            libc::posix_spawnattr_destroy(&mut attr);
+            result
+        }
+    }
+
+    /// Creates and starts; the records are written while the shim starts up.
     pub fn run(&self, spec: &ContainerSpec) -> Result<ContainerStatus> {
-        self.create(spec)?;
-        self.start(&spec.id)
+        self.check_new(spec)?;
+        let written = std::cell::Cell::new(false);
+        let result = self.launch(spec, || {
+            // Compiling the filters checks the security settings too: an error here reaches
+            // the shim, which stops, and then the caller.
+            let filters = self.compile_security(spec)?;
+            self.write_records(spec, &filters)?;
+            written.set(true);
+            Ok(())
+        });
+        if result.is_err() && !written.get() {
+            // Nothing of the container may stay when its records could not be written.
+            let _ = fs::remove_dir_all(self.dirs.container(&spec.id));
+            let _ = fs::remove_dir_all(self.dirs.container_run(&spec.id));
+        }
+        result
     }
 
     /// The container's status, corrected when its shim died without recording an end.
@@ -255,7 +466,17 @@ impl Runtime {
         if !path.exists() {
             return Err(RuntimeError::NotFound(id.to_string()));
         }
-        let mut st: ContainerStatus = read_json(&path)?;
+        let mut st: ContainerStatus = match read_json(&path) {
+            Ok(st) => st,
+            // Status updates are not fsynced (see `state::write_atomic_unsynced`): after a power
+            // loss the file may be cut short. The container cannot be running then.
+            Err(StateError::Json { source, .. }) => ContainerStatus {
+                state: State::Dead,
+                error: Some(format!("status record unreadable: {source}")),
+                ..ContainerStatus::default()
+            },
+            Err(e) => return Err(e.into()),
+        };
         let stale_boot = !st.boot_id.is_empty() && st.boot_id != status::boot_id();
         if matches!(st.state, State::Running | State::Restarting) && (stale_boot || !shim_alive(st.shim_pid))
         {
@@ -330,7 +551,7 @@ impl Runtime {
         st.pid = 0;
         st.shim_pid = 0;
         st.finished_at.get_or_insert_with(timefmt::now);
-        write_json(&path, &st)?;
+        write_json_unsynced(&path, &st)?;
         let run = self.dirs.container_run(id);
         let _ = fs::remove_file(run.join("shim.sock"));
         let _ = fs::remove_dir(run.join("rootfs"));
@@ -344,7 +565,7 @@ impl Runtime {
             if st.shim_pid == 0 || !shim_alive(st.shim_pid) || Instant::now() > end {
                 return Ok(st);
             }
-            std::thread::sleep(Duration::from_millis(2));
+            wait_for_exit(st.shim_pid, end);
         }
     }
 
@@ -361,8 +582,18 @@ impl Runtime {
     }
 
     /// Waits until the container has exited for good (no restart pending), or `timeout`.
+    /// Asks the shim, which answers once it has recorded that; then (or when the shim cannot be
+    /// asked) sleeps on a pidfd of the shim, which ends right after, rather than polling the
+    /// record. (Not inotify on the record: closing an inotify fd waits for an SRCU grace period,
+    /// milliseconds.)
     pub fn wait(&self, id: &str, timeout: Duration) -> Result<ContainerStatus> {
         let end = Instant::now() + timeout;
+        let st = self.status(id)?;
+        if st.shim_pid > 0 && shim_alive(st.shim_pid) {
+            // The shim answers a wait request right after recording the end, which is sooner
+            // than its own exit. Any failure (it was finishing already) falls to the loop.
+            let _ = self.request(id, &Request::Wait, end.saturating_duration_since(Instant::now()));
+        }
         loop {
             let st = self.status(id)?;
             if matches!(st.state, State::Exited | State::Dead)
@@ -373,7 +604,8 @@ impl Runtime {
             if Instant::now() > end {
                 return Ok(st);
             }
-            std::thread::sleep(Duration::from_micros(250));
+            // A container whose shim is gone can only be watched through its own process.
+            wait_for_exit(if st.shim_pid > 0 { st.shim_pid } else { st.pid }, end);
         }
     }
 
@@ -431,7 +663,7 @@ impl Runtime {
         if st.state != State::Running || st.pid == 0 {
             return Err(RuntimeError::NotRunning(spec.name));
         }
-        let (caps, filters) = security_for(&spec)
+        let (caps, filters) = security_stored(&self.dirs, &spec)
             .map_err(|message| RuntimeError::Invalid { name: spec.name.clone(), message })?;
         exec::join_and_exec(&spec, &caps, &filters, st.pid, exec, None)
     }
@@ -522,6 +754,27 @@ fn shim_alive(pid: i32) -> bool {
         && !fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
 }
 
+/// Sleeps until process `pid` ends (a pidfd of it becomes readable) or `end`. Also wakes
+/// every 50 ms, so that a pid that cannot be watched costs latency, never a hang.
+fn wait_for_exit(pid: i32, end: Instant) {
+    use std::os::fd::FromRawFd;
+    let pidfd = (pid > 0)
+        .then(|| {
+            // SAFETY: pidfd_open returns a new fd or -1.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+            // SAFETY: a new fd that nothing else owns.
+            (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+        })
+        .flatten();
+    let mut fds: Vec<libc::pollfd> = pidfd
+        .iter()
+        .map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 })
+        .collect();
+    let left = end.saturating_duration_since(Instant::now()).min(Duration::from_millis(50));
+    // SAFETY: fds is a valid array of pollfd for its length.
+    unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, left.as_millis() as i32 + 1) };
+}
+
 /// A new random container id (64 hex digits), as docker makes them.
 pub fn new_id() -> String {
     let mut bytes = [0u8; 32];
@@ -531,10 +784,24 @@ pub fn new_id() -> String {
     hex::encode(bytes)
 }
 
+/// The variable that tells the shim its ready fd.
+const READY_FD_VAR: &str = "BERTH_SHIM_READY_FD";
+/// The variable that tells the shim the fd on which it learns that its cgroup is made.
+const CGROUP_FD_VAR: &str = "BERTH_SHIM_CGROUP_FD";
+
 /// Reads the ready fd the launcher passed (`BERTH_SHIM_READY_FD`).
 pub fn ready_fd_from_env() -> Option<OwnedFd> {
+    fd_from_env(READY_FD_VAR)
+}
+
+/// The cgroup fd the launcher passed (`BERTH_SHIM_CGROUP_FD`).
+pub(crate) fn cgroup_fd_from_env() -> Option<OwnedFd> {
+    fd_from_env(CGROUP_FD_VAR)
+}
+
+fn fd_from_env(var: &str) -> Option<OwnedFd> {
     use std::os::fd::FromRawFd;
-    let fd: i32 = std::env::var("BERTH_SHIM_READY_FD").ok()?.parse().ok()?;
+    let fd: i32 = std::env::var(var).ok()?.parse().ok()?;
     // SAFETY: the launcher dup'ed the pipe to this fd for us; nothing else owns it.
     (fd >= 3 && Path::new(&format!("/proc/self/fd/{fd}")).exists())
         .then(|| unsafe { OwnedFd::from_raw_fd(fd) })

@@ -153,8 +153,22 @@ pub fn build(spec: &ContainerSpec, dirs: &RootfsDirs, console: Option<&Path>) ->
         });
     }
     let root = dirs.rootfs.as_path();
-    mount(Some("overlay"), root, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
-        .map_err(fail("mount overlay", root))?;
+    // `volatile`: overlayfs would otherwise sync the whole upper file system (the host's
+    // /var/lib) when the container's last process exits and the mount goes, which makes every
+    // exit wait for all dirty data on that disk. A container's writable layer is as durable as
+    // a plain process's files then: written back by the kernel, lost only by a crash within
+    // seconds. overlayfs marks a volatile work dir so that it is not mounted again by mistake;
+    // berth reuses it on purpose (restarts) and removes the mark first.
+    let _ = fs::remove_dir_all(dirs.work.join("work/incompat/volatile"));
+    let volatile = format!("{options},volatile");
+    if let Err(e) = mount(Some("overlay"), root, Some("overlay"), MsFlags::empty(), Some(volatile.as_str())) {
+        // Kernels before 5.10 know no `volatile`.
+        if e != nix::errno::Errno::EINVAL {
+            return Err(fail("mount overlay", root)(e));
+        }
+        mount(Some("overlay"), root, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
+            .map_err(fail("mount overlay", root))?;
+    }
 
     mount_proc_and_sys(spec, root)?;
     mount_dev(spec, root, console)?;

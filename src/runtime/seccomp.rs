@@ -311,6 +311,47 @@ pub fn profile_filters(profile: &str, caps: &HashSet<Capability>) -> Result<Vec<
     compile(filters)
 }
 
+/// Filters as bytes, to keep them beside a container's spec: per program, its instruction
+/// count (u32, little endian), then its instructions (code u16, jt u8, jf u8, k u32).
+pub fn encode(filters: &[BpfProgram]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for program in filters {
+        out.extend_from_slice(&(program.len() as u32).to_le_bytes());
+        for ins in program {
+            out.extend_from_slice(&ins.code.to_le_bytes());
+            out.extend_from_slice(&[ins.jt, ins.jf]);
+            out.extend_from_slice(&ins.k.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// The filters [`encode`] wrote; `None` when the bytes are not exactly that (a file cut short
+/// by a crash: the caller compiles afresh).
+pub fn decode(mut bytes: &[u8]) -> Option<Vec<BpfProgram>> {
+    let mut filters = Vec::new();
+    while !bytes.is_empty() {
+        let count = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+        let body = bytes.get(4..4 + count.checked_mul(8)?)?;
+        let program: BpfProgram = body
+            .chunks_exact(8)
+            .map(|c| seccompiler::sock_filter {
+                code: u16::from_le_bytes([c[0], c[1]]),
+                jt: c[2],
+                jf: c[3],
+                k: u32::from_le_bytes([c[4], c[5], c[6], c[7]]),
+            })
+            .collect();
+        // A BPF program is at most 4096 instructions and never empty.
+        if program.is_empty() || program.len() > 4096 {
+            return None;
+        }
+        filters.push(program);
+        bytes = &bytes[4 + count * 8..];
+    }
+    Some(filters)
+}
+
 /// The kernel's `struct sock_fprog`.
 #[repr(C)]
 struct SockFprog {
@@ -348,6 +389,16 @@ mod tests {
         assert_eq!(default_filters(&none).unwrap().len(), 2);
         let admin: HashSet<_> = [Capability::CAP_SYS_ADMIN].into_iter().collect();
         assert_eq!(default_filters(&admin).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn filters_survive_encoding_and_cut_bytes_are_refused() {
+        let filters = default_filters(&HashSet::new()).unwrap();
+        let bytes = encode(&filters);
+        assert_eq!(decode(&bytes), Some(filters));
+        assert_eq!(decode(&bytes[..bytes.len() - 3]), None);
+        assert_eq!(decode(&[0, 0, 0, 0]), None);
+        assert_eq!(decode(&[]), Some(Vec::new()));
     }
 
     #[test]

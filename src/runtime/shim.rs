@@ -30,7 +30,7 @@ use super::process::SignalName;
 use super::rootfs::RootfsDirs;
 use super::spec::{ContainerSpec, IpcNamespace, NetNamespace, RestartPolicy};
 use super::status::{ContainerStatus, Health, HealthResult, HealthState, State};
-use crate::state::{Dirs, write_json};
+use crate::state::{Dirs, write_json_unsynced};
 
 /// A request on the shim's socket (one JSON line).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +55,9 @@ pub enum Request {
         /// The signal.
         signal: String,
     },
+    /// Answered once the container has exited for good (no restart pending), right after the
+    /// shim has recorded it.
+    Wait,
 }
 
 /// The shim's answer.
@@ -76,6 +79,9 @@ struct Prepared {
     seccomp: Vec<BpfProgram>,
     rootfs: RootfsDirs,
     netns: Option<OwnedFd>,
+    /// A fresh network namespace the launcher made for the first start (`NetNamespace::None`);
+    /// restarts clone their own.
+    fresh_netns: Option<OwnedFd>,
     ipcns: Option<OwnedFd>,
 }
 
@@ -116,6 +122,7 @@ struct Shim {
     log: LogWriter,
     listener: UnixListener,
     clients: Vec<Client>,
+    /// Clients answered by `finish`: stop and wait requests.
     stop_waiters: Vec<UnixStream>,
     sigfd: SignalFd,
     running: Option<Running>,
@@ -144,13 +151,17 @@ pub fn main(dirs: &Dirs, id: &str, ready: Option<OwnedFd>) -> i32 {
     if let Some(fd) = &ready {
         let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
     }
+    let cgroup_made = super::cgroup_fd_from_env();
+    if let Some(fd) = &cgroup_made {
+        let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+    }
     let mut ready = ready.map(std::fs::File::from);
     let report = |ready: &mut Option<std::fs::File>, text: &str| {
         if let Some(mut f) = ready.take() {
             let _ = f.write_all(text.as_bytes());
         }
     };
-    let mut shim = match Shim::prepare(dirs, id) {
+    let mut shim = match Shim::prepare(dirs, id, cgroup_made) {
         Ok(s) => s,
         Err(e) => {
             record_failure(dirs, id, &e);
@@ -166,8 +177,61 @@ pub fn main(dirs: &Dirs, id: &str, ready: Option<OwnedFd>) -> i32 {
     }
     report(&mut ready, "ok\n");
     drop(ready);
+    release_startup_code();
     shim.run();
     0
+}
+
+/// Lets the kernel drop the shim's mapped code pages, which startup (and fault-around, which
+/// maps whole neighbourhoods of the 15 MB binary) made resident: the poll loop faults back in
+/// the little it runs, so the shim stays well under its memory budget for its whole life.
+/// Only executable mappings of our binary: they are never written, so MADV_DONTNEED just
+/// unmaps pages that the page cache still holds (read-only data may have been relocated).
+fn release_startup_code() {
+    let (Ok(exe), Ok(maps)) = (std::env::current_exe(), fs::read_to_string("/proc/self/maps")) else {
+        return;
+    };
+    let exe = exe.to_string_lossy();
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else { continue };
+        if perms != "r-xp" || fields.nth(3) != Some(exe.as_ref()) {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else { continue };
+        let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16)) else {
+            continue;
+        };
+        // SAFETY: a whole executable mapping of our own binary, never written: dropping its
+        // pages changes nothing but residency.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+    }
+}
+
+/// Reads the launcher's go-ahead: one line (`ok` or `error: ...`; empty when the launcher went
+/// away) and maybe a network namespace passed with it.
+fn receive_go_ahead(socket: &OwnedFd) -> (String, Option<OwnedFd>) {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::FromRawFd;
+    let mut buf = [0u8; 4096];
+    let mut cmsg = nix::cmsg_space!(RawFd);
+    let mut iov = [io::IoSliceMut::new(&mut buf)];
+    let Ok(msg) = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
+    else {
+        return (String::new(), None);
+    };
+    let mut netns = None;
+    for c in msg.cmsgs().into_iter().flatten() {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for fd in fds {
+                // SAFETY: the kernel gave us this fd with the message; nothing else owns it.
+                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                netns.get_or_insert(owned);
+            }
+        }
+    }
+    let n = msg.bytes;
+    (String::from_utf8_lossy(&buf[..n]).into_owned(), netns)
 }
 
 fn record_failure(dirs: &Dirs, id: &str, error: &str) {
@@ -179,16 +243,36 @@ fn record_failure(dirs: &Dirs, id: &str, error: &str) {
         boot_id: super::status::boot_id(),
         ..ContainerStatus::default()
     };
-    let _ = write_json(&status_path(dirs, id), &status);
+    let _ = write_json_unsynced(&status_path(dirs, id), &status);
     let _ = Cgroup::for_container(id).destroy();
     let _ = fs::remove_file(dirs.container_run(id).join("shim.sock"));
 }
 
 impl Shim {
-    fn prepare(dirs: &Dirs, id: &str) -> Result<Shim, String> {
+    /// Everything before the container's process. `cgroup_made`: where the launcher says that
+    /// it has written the records and made the cgroup (one line, `ok` or `error: ...`);
+    /// without it the shim makes the cgroup.
+    fn prepare(dirs: &Dirs, id: &str, cgroup_made: Option<OwnedFd>) -> Result<Shim, String> {
+        // First: the launcher may still be writing the records.
+        let launcher_made_cgroup = cgroup_made.is_some();
+        let mut fresh_netns = None;
+        if let Some(fd) = cgroup_made {
+            let (line, netns) = receive_go_ahead(&fd);
+            fresh_netns = netns;
+            match line.trim() {
+                "ok" => {}
+                "" => return Err("the launcher went away before the cgroup was made".into()),
+                other => return Err(other.strip_prefix("error: ").unwrap_or(other).to_string()),
+            }
+        }
         let spec: ContainerSpec =
             crate::state::read_json(&dirs.container(id).join("spec.json")).map_err(|e| e.to_string())?;
-        let (caps, seccomp) = super::security_for(&spec)?;
+        if !launcher_made_cgroup {
+            Cgroup::for_container(id)
+                .create(&spec.resources, &spec.devices, spec.security.privileged)
+                .map_err(|e| e.to_string())?;
+        }
+        let (caps, seccomp) = super::security_stored(dirs, &spec)?;
         super::limits::check(&spec.ulimits).map_err(|e| e.to_string())?;
         let base = dirs.container(id);
         let run = dirs.container_run(id);
@@ -198,7 +282,12 @@ impl Shim {
             work: base.join("work"),
             empty: base.join("empty"),
         };
-        for d in [&rootfs.rootfs, &rootfs.upper, &rootfs.work, &rootfs.empty] {
+        let mut needed = vec![&rootfs.rootfs, &rootfs.upper, &rootfs.work];
+        // The empty lower dir stands in for the layers of an image that has none.
+        if spec.rootfs.lower_dirs.is_empty() {
+            needed.push(&rootfs.empty);
+        }
+        for d in needed {
             fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
         let netns = match &spec.namespaces.net {
@@ -221,8 +310,6 @@ impl Shim {
             }
             _ => None,
         };
-        let cgroup = Cgroup::for_container(id);
-        cgroup.create(&spec.resources, &spec.devices, spec.security.privileged).map_err(|e| e.to_string())?;
         let log = LogWriter::open(&base.join("log"), spec.log.clone()).map_err(|e| format!("log: {e}"))?;
         let sock = run.join("shim.sock");
         let _ = fs::remove_file(&sock);
@@ -236,6 +323,7 @@ impl Shim {
         mask.thread_block().map_err(|e| e.to_string())?;
         let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
             .map_err(|e| e.to_string())?;
+        let cgroup = Cgroup::for_container(id);
         let status = ContainerStatus {
             shim_pid: std::process::id() as i32,
             boot_id: super::status::boot_id(),
@@ -244,7 +332,7 @@ impl Shim {
         Ok(Shim {
             dirs: dirs.clone(),
             id: id.to_string(),
-            prepared: Prepared { spec, cgroup, caps, seccomp, rootfs, netns, ipcns },
+            prepared: Prepared { spec, cgroup, caps, seccomp, rootfs, netns, fresh_netns, ipcns },
             status,
             log,
             listener,
@@ -262,17 +350,17 @@ impl Shim {
     }
 
     fn save(&self) {
-        let _ = write_json(&status_path(&self.dirs, &self.id), &self.status);
+        let _ = write_json_unsynced(&status_path(&self.dirs, &self.id), &self.status);
     }
 
     /// Makes and starts the container process.
     fn start(&mut self) -> Result<(), String> {
+        let fresh_netns = self.prepared.fresh_netns.take();
         let p = &self.prepared;
         let spec = &p.spec;
         let cloexec = OFlag::O_CLOEXEC;
-        let (sync_r, sync_w) = pipe2(cloexec).map_err(|e| e.to_string())?;
         let (err_r, err_w) = pipe2(cloexec).map_err(|e| e.to_string())?;
-        let mut parent_ends: Vec<RawFd> = vec![sync_w.as_raw_fd(), err_r.as_raw_fd()];
+        let mut parent_ends: Vec<RawFd> = vec![err_r.as_raw_fd()];
         let mut outputs = Vec::new();
         let mut stdin_keep = None;
         let mut child_ends: Vec<OwnedFd> = Vec::new();
@@ -313,9 +401,9 @@ impl Shim {
             dirs: &p.rootfs,
             caps: &p.caps,
             seccomp: &p.seccomp,
-            netns: p.netns.as_ref().map(|f| f.as_raw_fd()),
+            netns: p.netns.as_ref().or(fresh_netns.as_ref()).map(|f| f.as_raw_fd()),
             ipcns: p.ipcns.as_ref().map(|f| f.as_raw_fd()),
-            sync_read: sync_r.as_raw_fd(),
+            cgroup: &p.cgroup,
             error_write: err_w.as_raw_fd(),
             stdio,
             console,
@@ -331,7 +419,7 @@ impl Shim {
         if spec.namespaces.ipc == IpcNamespace::Private {
             flags |= CloneFlags::CLONE_NEWIPC;
         }
-        if spec.namespaces.net == NetNamespace::None {
+        if spec.namespaces.net == NetNamespace::None && fresh_netns.is_none() {
             flags |= CloneFlags::CLONE_NEWNET;
         }
         let mut stack = vec![0u8; 256 * 1024];
@@ -344,23 +432,7 @@ impl Shim {
         }
         .map_err(|e| format!("clone: {e}"))?;
         drop(child_ends);
-        drop(sync_r);
         drop(err_w);
-        let setup = (|| -> Result<(), String> {
-            p.cgroup.add_process(pid.as_raw()).map_err(|e| e.to_string())?;
-            if let Some(adj) = spec.resources.oom_score_adj {
-                fs::write(format!("/proc/{pid}/oom_score_adj"), adj.to_string())
-                    .map_err(|e| format!("oom_score_adj: {e}"))?;
-            }
-            Ok(())
-        })();
-        if let Err(e) = setup {
-            let _ = kill(pid, Signal::SIGKILL);
-            let _ = waitpid(pid, None);
-            return Err(e);
-        }
-        nix::unistd::write(&sync_w, &[1]).map_err(|e| format!("start: {e}"))?;
-        drop(sync_w);
         let mut message = String::new();
         let _ = fs::File::from(err_r).read_to_string(&mut message);
         if !message.is_empty() {
@@ -573,10 +645,11 @@ impl Shim {
             self.restart_at = Some(Instant::now() + self.backoff);
             self.backoff = (self.backoff * 2).min(Duration::from_secs(60));
             self.status.state = State::Restarting;
+            self.save();
         } else {
+            // `finish`, next in the loop, records it together with the shim's end.
             self.status.state = State::Exited;
         }
-        self.save();
     }
 
     fn handle_timers(&mut self) {
@@ -747,6 +820,11 @@ impl Shim {
                     return;
                 }
                 Response { ok: true, error: None, status: self.status.clone() }
+            }
+            Ok(Request::Wait) => {
+                // Until `finish`, the container is running or may be restarted.
+                self.stop_waiters.push(stream);
+                return;
             }
             Ok(Request::Kill { signal }) => self.deliver(signal.as_deref().unwrap_or("SIGKILL"), true),
             Ok(Request::Signal { signal }) => self.deliver(&signal, false),
