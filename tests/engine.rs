@@ -646,3 +646,47 @@ volumes:
     let r = s.berth(&["volume", "create", "--opt", "type=nfs", "bad"]);
     assert!(!r.ok && r.stderr.contains("volume bad"), "{}", r.stderr);
 }
+
+#[test]
+fn exec_gets_a_terminal_when_stdin_is_one_and_not_with_dash_t() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let s = Stack::new(
+        "eng-tty",
+        &yaml(
+            20,
+            r#"  app:
+    image: berth-test/busybox:latest
+    command: ["sleep", "1000"]"#,
+        ),
+    );
+    s.ok(&["up", "-d"]);
+    let on_pty = |extra: &[&str]| -> String {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let mut args = vec!["exec"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[
+            "app",
+            "sh",
+            "-c",
+            "if test -t 0 && test -t 1; then echo TTY-$TERM; else echo NO-TTY; fi",
+        ]);
+        let mut cmd = s.command(&args);
+        cmd.stdin(Stdio::from(pty.slave.try_clone().unwrap()))
+            .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
+            .stderr(Stdio::from(pty.slave));
+        let mut child = cmd.spawn().unwrap();
+        let status = child.wait().unwrap();
+        drop(cmd);
+        // Everything written is in the master's buffer; read what is there without blocking.
+        nix::fcntl::fcntl(&pty.master, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK)).unwrap();
+        let mut out = Vec::new();
+        let _ = std::fs::File::from(pty.master).read_to_end(&mut out);
+        assert!(status.success(), "{}", String::from_utf8_lossy(&out));
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let with = on_pty(&[]);
+    assert!(with.contains("TTY-"), "{with}");
+    let without = on_pty(&["-T"]);
+    assert!(without.contains("NO-TTY"), "{without}");
+}

@@ -12,8 +12,7 @@ use crate::runtime::ExecSpec;
 #[derive(Debug, Args)]
 #[command(trailing_var_arg = true)]
 pub struct ExecArgs {
-    /// Don't allocate a pseudo-TTY (berth's exec never allocates one yet; accepted for
-    /// compatibility)
+    /// Don't allocate a pseudo-TTY (one is allocated when standard input is a terminal)
     #[arg(short = 'T', long = "no-TTY")]
     no_tty: bool,
     /// Set environment variables (KEY=VALUE)
@@ -40,7 +39,6 @@ pub struct ExecArgs {
 
 /// Runs `berth exec`.
 pub fn run(global: &GlobalOptions, args: &ExecArgs) -> CliResult<()> {
-    let _ = args.no_tty;
     let ctx = project::open(global)?;
     project::check_services(&ctx.loaded, std::slice::from_ref(&args.service))?;
     let engine = &ctx.engine;
@@ -72,7 +70,12 @@ pub fn run(global: &GlobalOptions, args: &ExecArgs) -> CliResult<()> {
         cwd: args.workdir.clone(),
         privileged: args.privileged,
     };
-    let code = engine.runtime.exec(&container.id, &exec)?;
+    use std::io::IsTerminal;
+    let code = if !args.no_tty && std::io::stdin().is_terminal() {
+        engine.runtime.exec_tty(&container.id, &exec)?
+    } else {
+        engine.runtime.exec(&container.id, &exec)?
+    };
     if code != 0 {
         return Err(CliError::exit(u8::try_from(code.clamp(0, 255)).unwrap_or(1)));
     }

@@ -8,6 +8,7 @@ pub mod capabilities;
 pub mod cgroups;
 pub mod devices_bpf;
 pub mod exec;
+pub mod exec_tty;
 mod init;
 pub mod limits;
 pub mod log;
@@ -630,11 +631,25 @@ impl Runtime {
         cmd
     }
 
-    /// Runs a process in the running container with this process's stdio; returns its exit
-    /// code.
+    /// Runs a process in the running container with this process's stdio, never a terminal
+    /// (`exec -T`: where this process's stdio is a terminal, it is relayed through pipes);
+    /// returns its exit code.
     pub fn exec(&self, id: &str, exec: &ExecSpec) -> Result<i32> {
         self.check_running(id)?;
-        let status = self.exec_command(id, exec).status().map_err(sys("exec"))?;
+        let status = exec_tty::run_without_terminal(self.exec_command(id, exec)).map_err(sys("exec"))?;
+        Ok(exit_code(status))
+    }
+
+    /// Runs a process in the running container on a new pseudo-terminal (`exec -it`): this
+    /// process's terminal is put in raw mode and relayed to it; returns its exit code.
+    pub fn exec_tty(&self, id: &str, exec: &ExecSpec) -> Result<i32> {
+        self.check_running(id)?;
+        let mut with_term = exec.clone();
+        if !with_term.env.iter().any(|e| e.starts_with("TERM=")) {
+            let term = std::env::var("TERM").ok().filter(|t| !t.is_empty()).unwrap_or_else(|| "xterm".into());
+            with_term.env.push(format!("TERM={term}"));
+        }
+        let status = exec_tty::run_on_pty(self.exec_command(id, &with_term)).map_err(sys("exec"))?;
         Ok(exit_code(status))
     }
 
