@@ -37,7 +37,7 @@ impl Drop for RawMode {
 /// until the command ends; returns its exit status.
 pub fn run_on_pty(mut cmd: Command) -> io::Result<std::process::ExitStatus> {
     let winsize = {
-        let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+        let mut ws = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
         // SAFETY: TIOCGWINSZ fills a winsize; a failure leaves the zeroes.
         let ok = unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
         ok.then_some(ws)
