@@ -57,7 +57,7 @@ def median_ms(cmd, cwd, runs):
 
 
 def main():
-    berth = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "target/release/berth")
+    berth = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "target/x86_64-unknown-linux-gnu/release/berth")
     runs = int(sys.argv[2]) if len(sys.argv) > 2 else 30
     with tempfile.TemporaryDirectory(prefix="berth-bench-") as folder:
         write_project(folder)

@@ -51,7 +51,7 @@ def show(name, samples):
 
 def main():
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    berth = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else os.path.join(repo, "target/release/berth")
+    berth = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else os.path.join(repo, "target/x86_64-unknown-linux-gnu/release/berth")
     runs = int(sys.argv[2]) if len(sys.argv) > 2 else 5
     tmp = tempfile.mkdtemp(prefix="berth-bench-")
     try:
