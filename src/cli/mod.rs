@@ -186,15 +186,7 @@ pub(crate) fn load(opts: &ProjectOptions) -> CliResult<LoadedProject> {
 /// the launcher's session, and runs the shim until the container is gone.
 fn shim(dirs: &crate::state::Dirs, id: &str) -> ExitCode {
     let ready = crate::runtime::ready_fd_from_env();
-    // SAFETY: nothing has started a thread yet in this process.
-    match unsafe { nix::unistd::fork() } {
-        Ok(nix::unistd::ForkResult::Parent { .. }) => return ExitCode::SUCCESS,
-        Ok(nix::unistd::ForkResult::Child) => {}
-        Err(e) => {
-            eprintln!("berth: shim: fork: {e}");
-            return ExitCode::FAILURE;
-        }
-    }
+    // The launcher starts the shim in a session of its own; by hand, this makes one.
     let _ = nix::unistd::setsid();
     let code = crate::runtime::shim::main(dirs, id, ready);
     ExitCode::from(code as u8)

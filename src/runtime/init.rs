@@ -36,6 +36,8 @@ pub(crate) struct InitContext<'a> {
     pub cgroup: &'a Cgroup,
     /// Errors go here; close-on-exec.
     pub error_write: RawFd,
+    /// The shim's go-ahead for `execve` (see `handoff::release`); close-on-exec.
+    pub release: RawFd,
     /// The child's stdio.
     pub stdio: [RawFd; 3],
     /// The pty slave to make the controlling terminal and `/dev/console`.
@@ -172,6 +174,11 @@ pub(crate) fn container_main(ctx: &InitContext<'_>) -> ! {
     let Some(path) = find_program(program, &env) else {
         die(ctx.error_write, &format!("exec: {program:?}: executable file not found in $PATH"));
     };
+    // Everything is ready; the user's command runs only with the shim's go-ahead, which says
+    // the container is on record.
+    if !super::handoff::wait_for_release(ctx.release) {
+        die(ctx.error_write, "the start was called off");
+    }
     let to_c = |s: &String| CString::new(s.as_str()).unwrap_or_default();
     let argv: Vec<CString> = spec.process.args.iter().map(to_c).collect();
     let envp: Vec<CString> = env.iter().map(to_c).collect();

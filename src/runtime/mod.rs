@@ -9,6 +9,7 @@ pub mod cgroups;
 pub mod devices_bpf;
 pub mod exec;
 pub mod exec_tty;
+mod handoff;
 mod init;
 pub mod limits;
 pub mod log;
@@ -23,7 +24,7 @@ pub mod timefmt;
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -188,7 +189,8 @@ impl Runtime {
     pub fn create(&self, spec: &ContainerSpec) -> Result<()> {
         self.check_new(spec)?;
         let filters = self.compile_security(spec)?;
-        self.write_records(spec, &filters)
+        let spec_json = spec_json(spec)?;
+        self.write_records(spec, &spec_json, &seccomp::encode(&filters))
     }
 
     /// The capabilities and filters of a new container, checked; returns the compiled filters.
@@ -215,7 +217,7 @@ impl Runtime {
     }
 
     /// Writes a new container's records: spec and record durably, status and filters not.
-    fn write_records(&self, spec: &ContainerSpec, filters: &[seccompiler::BpfProgram]) -> Result<()> {
+    fn write_records(&self, spec: &ContainerSpec, spec_json: &[u8], seccomp: &[u8]) -> Result<()> {
         let dir = self.dirs.container(&spec.id);
         fs::create_dir_all(&dir).map_err(sys(dir.display().to_string()))?;
         let record = ContainerRecord {
@@ -232,12 +234,10 @@ impl Runtime {
         let initial = ContainerStatus { boot_id: status::boot_id(), ..ContainerStatus::default() };
         write_json_unsynced(&status_path, &initial)?;
         // Derived from the spec: when lost, it is compiled again.
-        write_atomic_unsynced(&dir.join(SECCOMP_FILE), &seccomp::encode(filters))?;
-        let spec_json = serde_json::to_vec_pretty(spec)
-            .map_err(|source| StateError::Json { path: spec_path.clone(), source })?;
+        write_atomic_unsynced(&dir.join(SECCOMP_FILE), seccomp)?;
         let record_json = serde_json::to_vec_pretty(&record)
             .map_err(|source| StateError::Json { path: record_path.clone(), source })?;
-        if let Err(e) = write_atomic_all(&[(&spec_path, &spec_json), (&record_path, &record_json)]) {
+        if let Err(e) = write_atomic_all(&[(&spec_path, spec_json), (&record_path, &record_json)]) {
             let _ = fs::remove_file(&status_path);
             return Err(e.into());
         }
@@ -261,92 +261,124 @@ impl Runtime {
         if matches!(current.state, State::Running | State::Restarting) {
             return Ok(current);
         }
-        self.launch(&spec, || Ok(()))
+        // A shim that has reported the end may still be removing the cgroup and mount point
+        // that the new start makes again.
+        if current.shim_pid > 0 && shim_alive(current.shim_pid) {
+            self.wait_shim_gone(id, Duration::from_secs(10))?;
+        }
+        let security = || {
+            let (_, filters) = security_stored(&self.dirs, &spec)
+                .map_err(|message| RuntimeError::Invalid { name: spec.name.clone(), message })?;
+            Ok((spec_json(&spec)?, seccomp::encode(&filters)))
+        };
+        self.launch(&spec, security, |_, _| Ok(()))
     }
 
     /// Launches the shim of `spec` and waits until the container's process has exec'd (or
-    /// failed to). While the shim execs and starts up, which takes a good part of the whole,
-    /// this process does what needs nothing of it: `before` (the records, for `run`), then the
-    /// cgroup; the shim waits for the outcome (one line on its fd 4, `ok` or `error: ...`)
-    /// before it reads the records.
-    fn launch(&self, spec: &ContainerSpec, before: impl FnOnce() -> Result<()>) -> Result<ContainerStatus> {
+    /// failed to). The work overlaps (see `handoff`): while the shim execs, a short-lived
+    /// thread makes the network namespace; this thread gets the spec and filters from
+    /// `security` and sends them (setup), makes the cgroup and sends it with the namespace
+    /// (resources), then runs `commit` (the records, for `run`) and sends its outcome. The
+    /// shim builds the container meanwhile; the container's process execs only once the
+    /// commit says the records are durable. This process only spawns (posix_spawn), which is
+    /// safe with threads.
+    fn launch(
+        &self,
+        spec: &ContainerSpec,
+        security: impl FnOnce() -> Result<(Vec<u8>, Vec<u8>)>,
+        commit: impl FnOnce(&[u8], &[u8]) -> Result<()>,
+    ) -> Result<ContainerStatus> {
         let id = spec.id.as_str();
         fs::create_dir_all(self.dirs.container_run(id)).map_err(sys("run dir"))?;
         let (ready_r, ready_w) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| sys("pipe")(e.into()))?;
         let (go, go_shim) = UnixStream::pair().map_err(sys("socketpair"))?;
-        // The cgroup and, for `NetNamespace::None`, a fresh network namespace (the kernel takes
-        // half a millisecond for one) are made by a short-lived thread meanwhile (a thread has
-        // a namespace of its own); the shim gets the namespace with the go-ahead instead of
-        // cloning one. This process only spawns (posix_spawn), which is safe with threads.
+        // A short-lived thread makes the network namespace (a thread has a namespace of its
+        // own) while the shim execs; this thread makes the cgroup after the spawn (each takes a
+        // fair part of a millisecond; two CPUs are all some hosts have).
         let fresh_netns = spec.namespaces.net == spec::NetNamespace::None;
-        let helper = || {
-            let netns = fresh_netns
-                .then(|| -> std::io::Result<OwnedFd> {
-                    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
-                    Ok(fs::File::open("/proc/thread-self/ns/net")?.into())
-                })
-                .and_then(|made| made.ok());
-            let cgroup = cgroups::Cgroup::for_container(id)
-                .create(&spec.resources, &spec.devices, spec.security.privileged)
-                .map_err(|e| e.to_string());
-            (cgroup, netns)
+        let make_netns = || -> Option<OwnedFd> {
+            let made = (|| -> std::io::Result<OwnedFd> {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
+                Ok(fs::File::open("/proc/thread-self/ns/net")?.into())
+            })();
+            // Without one, the shim clones the container into a new namespace itself.
+            made.ok()
         };
-        let (spawned, before, (made, netns)) = std::thread::scope(|scope| {
-            let helper = scope.spawn(helper);
+        let make_cgroup = || {
+            cgroups::Cgroup::for_container(id)
+                .create(&spec.resources, &spec.devices, spec.security.privileged)
+                .map_err(|e| e.to_string())
+        };
+        let (spawned, security, committed) = std::thread::scope(|scope| {
+            let netns = fresh_netns.then(|| scope.spawn(make_netns));
             let spawned = self.spawn_shim(id, &ready_w, &OwnedFd::from(go_shim));
             drop(ready_w);
-            let before = if spawned.is_ok() { before() } else { Ok(()) };
-            let helped =
-                helper.join().unwrap_or_else(|_| (Err("cgroup: the helper thread failed".into()), None));
-            (spawned, before, helped)
+            let security = security();
+            // A shim that failed has closed its end: it reports on the ready pipe, and what
+            // is sent to it here is lost.
+            let (spec_json, seccomp) =
+                security.as_ref().map_or((&[][..], &[][..]), |(j, s)| (&j[..], &s[..]));
+            let compiled = security.as_ref().map(|_| ()).map_err(|e| e.to_string());
+            if spawned.is_ok() {
+                let _ = handoff::send_setup(go.as_fd(), &compiled, spec_json, seccomp);
+            }
+            let made = make_cgroup();
+            let netns = netns.and_then(|t| t.join().ok().flatten());
+            if spawned.is_err() {
+                return (spawned, security, Ok(()));
+            }
+            let _ = handoff::send_resources(go.as_fd(), &made, netns.as_ref().map(|f| f.as_fd()));
+            drop(netns);
+            let committed =
+                if compiled.is_ok() && made.is_ok() { commit(spec_json, seccomp) } else { Ok(()) };
+            let _ =
+                handoff::send_commit(go.as_fd(), &committed.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+            (spawned, security, committed)
         });
-        let intermediate = match spawned {
+        drop(go);
+        let shim = match spawned {
             Ok(pid) => pid,
             Err(e) => {
                 let _ = cgroups::Cgroup::for_container(id).destroy();
                 return Err(sys(format!("start shim {}", self.exe.display()))(e));
             }
         };
-        // Without a namespace (the thread could not make one), the shim clones one itself.
-        let made = before.as_ref().map_err(|e| e.to_string()).and(made);
-        let line = made.map_or_else(|e| format!("error: {e}\n"), |()| "ok\n".to_string());
-        let fds: Vec<std::os::fd::RawFd> = netns.iter().map(|f| f.as_raw_fd()).collect();
-        let rights = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
-        let cmsgs = if fds.is_empty() { &rights[..0] } else { &rights[..] };
-        // A shim that already failed has closed its end: it reports on the ready pipe.
-        let _ = nix::sys::socket::sendmsg::<()>(
-            go.as_raw_fd(),
-            &[std::io::IoSlice::new(line.as_bytes())],
-            cmsgs,
-            nix::sys::socket::MsgFlags::empty(),
-            None,
-        );
-        drop((go, netns));
         // One line: `ok` or `error: ...`. Not to EOF, since fds can outlive the answer.
         let mut answer = String::new();
         let _ = BufReader::new(fs::File::from(ready_r)).read_line(&mut answer);
         let answer = answer.trim();
-        // The shim forks into the background at once; reap the first process.
-        let _ = nix::sys::wait::waitpid(intermediate, None);
         if answer == "ok" {
+            // The shim lives on as this process's child (see `spawn_shim`). A thread reaps it
+            // when it ends, so that a long-lived caller (a test, `up` in the foreground) does
+            // not collect zombies; a caller that exits first hands it to the init process.
+            reap_when_done(shim);
             return self.status(id);
         }
-        // A shim that failed early may have tidied up before the cgroup above was made.
-        let _ = cgroups::Cgroup::for_container(id).destroy();
-        before?;
+        // The shim ends right after its answer; it is this process's child.
+        let _ = nix::sys::wait::waitpid(shim, None);
+        security?;
+        committed?;
         let message = answer.strip_prefix("error: ").unwrap_or(answer);
         let message = if message.is_empty() { "the shim exited without a word" } else { message };
+        // The shim recorded the failure, maybe before `commit` wrote the first status over it;
+        // this also removes a cgroup the shim tidied before it was made.
+        if self.dirs.container(id).join("spec.json").exists() {
+            shim::record_failure(&self.dirs, id, message);
+        } else {
+            let _ = cgroups::Cgroup::for_container(id).destroy();
+        }
         Err(RuntimeError::Start { name: spec.name.clone(), message: message.to_string() })
     }
 
     /// Starts `berth shim ID` with posix_spawn, which glibc does with a vfork-like clone: no
     /// copy of this process's page tables, and safe from a multi-threaded caller. The shim gets
-    /// `ready` as fd 3, `cgroup` (a socket on which it learns that its records and cgroup are
-    /// made, and may get a network namespace) as fd 4, /dev/null
-    /// as stdio and `/` as working dir. Returns the first shim process, which forks and exits
-    /// at once.
-    fn spawn_shim(&self, id: &str, ready: &OwnedFd, cgroup: &OwnedFd) -> std::io::Result<Pid> {
+    /// `ready` as fd 3, `go` (the socket of the handoff) as fd 4, /dev/null as stdio, `/` as
+    /// working dir and a session of its own. It is not forked again: it stays this process's
+    /// child until this process ends (then init's), and whoever watches it here reaps it once
+    /// it has ended (see `shim_alive`). A fork in the shim would cost the start a process copy
+    /// and a hand-over between processes.
+    fn spawn_shim(&self, id: &str, ready: &OwnedFd, go: &OwnedFd) -> std::io::Result<Pid> {
         use std::ffi::{CString, OsStr};
         use std::os::unix::ffi::OsStrExt;
         let cstr = |s: &OsStr| CString::new(s.as_bytes()).map_err(std::io::Error::other);
@@ -362,7 +394,7 @@ impl Runtime {
         ];
         let argv: Vec<CString> = args.iter().map(|a| cstr(a)).collect::<std::io::Result<_>>()?;
         let mut envp: Vec<CString> = std::env::vars_os()
-            .filter(|(k, _)| k != READY_FD_VAR && k != CGROUP_FD_VAR)
+            .filter(|(k, _)| k != READY_FD_VAR && k != GO_FD_VAR)
             .filter_map(|(k, v)| {
                 let mut pair = k.into_encoded_bytes();
                 pair.push(b'=');
@@ -370,7 +402,7 @@ impl Runtime {
                 CString::new(pair).ok()
             })
             .collect();
-        for (var, fd) in [(READY_FD_VAR, 3), (CGROUP_FD_VAR, 4)] {
+        for (var, fd) in [(READY_FD_VAR, 3), (GO_FD_VAR, 4)] {
             envp.push(CString::new(format!("{var}={fd}")).map_err(std::io::Error::other)?);
         }
         // Copies above 4: dup2 onto itself would keep close-on-exec, and one pipe must not
@@ -380,8 +412,8 @@ impl Runtime {
             // SAFETY: a new fd that nothing else owns.
             Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
         };
-        let (ready, cgroup) = (high(ready)?, high(cgroup)?);
-        let (ready_fd, cgroup_fd) = (ready.as_raw_fd(), cgroup.as_raw_fd());
+        let (ready, go) = (high(ready)?, high(go)?);
+        let (ready_fd, go_fd) = (ready.as_raw_fd(), go.as_raw_fd());
         let ptrs = |v: &[CString]| -> Vec<*mut libc::c_char> {
             v.iter().map(|c| c.as_ptr().cast_mut()).chain(std::iter::once(std::ptr::null_mut())).collect()
         };
@@ -412,7 +444,7 @@ impl Runtime {
                 ))?;
                 check(libc::posix_spawn_file_actions_adddup2(&mut actions, 1, 2))?;
                 check(libc::posix_spawn_file_actions_adddup2(&mut actions, ready_fd, 3))?;
-                check(libc::posix_spawn_file_actions_adddup2(&mut actions, cgroup_fd, 4))?;
+                check(libc::posix_spawn_file_actions_adddup2(&mut actions, go_fd, 4))?;
                 check(libc::posix_spawn_file_actions_addchdir_np(&mut actions, c"/".as_ptr()))?;
                 // A Rust caller ignores SIGPIPE and may block signals: the shim starts clean.
                 let mut none: libc::sigset_t = std::mem::zeroed();
@@ -422,7 +454,9 @@ impl Runtime {
                 libc::sigaddset(&mut pipe, libc::SIGPIPE);
                 check(libc::posix_spawnattr_setsigmask(&mut attr, &none))?;
                 check(libc::posix_spawnattr_setsigdefault(&mut attr, &pipe))?;
-                let flags = libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
+                let flags = libc::POSIX_SPAWN_SETSIGMASK
+                    | libc::POSIX_SPAWN_SETSIGDEF
+                    | libc::POSIX_SPAWN_SETSID as libc::c_int;
                 check(libc::posix_spawnattr_setflags(&mut attr, flags as libc::c_short))?;
                 let mut pid: libc::pid_t = 0;
                 check(libc::posix_spawn(
@@ -441,15 +475,19 @@ impl Runtime {
         }
     }
 
-    /// Creates and starts; the records are written while the shim starts up.
+    /// Creates and starts; the records are written while the shim builds the container, and
+    /// the container's process execs once they are durable.
     pub fn run(&self, spec: &ContainerSpec) -> Result<ContainerStatus> {
         self.check_new(spec)?;
         let written = std::cell::Cell::new(false);
-        let result = self.launch(spec, || {
+        let security = || {
             // Compiling the filters checks the security settings too: an error here reaches
             // the shim, which stops, and then the caller.
             let filters = self.compile_security(spec)?;
-            self.write_records(spec, &filters)?;
+            Ok((spec_json(spec)?, seccomp::encode(&filters)))
+        };
+        let result = self.launch(spec, security, |spec_json, seccomp| {
+            self.write_records(spec, spec_json, seccomp)?;
             written.set(true);
             Ok(())
         });
@@ -593,7 +631,12 @@ impl Runtime {
         if st.shim_pid > 0 && shim_alive(st.shim_pid) {
             // The shim answers a wait request right after recording the end, which is sooner
             // than its own exit. Any failure (it was finishing already) falls to the loop.
-            let _ = self.request(id, &Request::Wait, end.saturating_duration_since(Instant::now()));
+            let answer = self.request(id, &Request::Wait, end.saturating_duration_since(Instant::now()));
+            if let Ok(answer) = answer
+                && matches!(answer.status.state, State::Exited | State::Dead)
+            {
+                return Ok(answer.status);
+            }
         }
         loop {
             let st = self.status(id)?;
@@ -762,11 +805,33 @@ fn process_alive(pid: i32) -> bool {
     pid > 0 && nix::sys::signal::kill(Pid::from_raw(pid), None::<Signal>).is_ok()
 }
 
-/// Whether `pid` is a live berth shim (not a recycled pid).
+/// A spec as its record holds it.
+fn spec_json(spec: &ContainerSpec) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(spec)
+        .map_err(|e| RuntimeError::Invalid { name: spec.name.clone(), message: e.to_string() })
+}
+
+/// Whether `pid` is a live berth shim (not a recycled pid). A shim that has ended and is this
+/// process's child (see `Runtime::spawn_shim`) is reaped here.
 fn shim_alive(pid: i32) -> bool {
-    pid > 0
-        && fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "berth-shim")
-        && !fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+    if pid <= 0 || !fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "berth-shim") {
+        return false;
+    }
+    if fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z ")) {
+        // Not our child: ECHILD, and its own parent reaps it.
+        let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        return false;
+    }
+    true
+}
+
+/// Reaps child `pid` on a small thread of its own once it ends. (`shim_alive` may reap it
+/// first; this thread then gets ECHILD and ends.)
+fn reap_when_done(pid: Pid) {
+    let _ = std::thread::Builder::new()
+        .name("berth-reap".into())
+        .stack_size(64 * 1024)
+        .spawn(move || nix::sys::wait::waitpid(pid, None));
 }
 
 /// Sleeps until process `pid` ends (a pidfd of it becomes readable) or `end`. Also wakes
@@ -801,17 +866,17 @@ pub fn new_id() -> String {
 
 /// The variable that tells the shim its ready fd.
 const READY_FD_VAR: &str = "BERTH_SHIM_READY_FD";
-/// The variable that tells the shim the fd on which it learns that its cgroup is made.
-const CGROUP_FD_VAR: &str = "BERTH_SHIM_CGROUP_FD";
+/// The variable that tells the shim the fd of the launcher's handoff (see `handoff`).
+const GO_FD_VAR: &str = "BERTH_SHIM_GO_FD";
 
 /// Reads the ready fd the launcher passed (`BERTH_SHIM_READY_FD`).
 pub fn ready_fd_from_env() -> Option<OwnedFd> {
     fd_from_env(READY_FD_VAR)
 }
 
-/// The cgroup fd the launcher passed (`BERTH_SHIM_CGROUP_FD`).
-pub(crate) fn cgroup_fd_from_env() -> Option<OwnedFd> {
-    fd_from_env(CGROUP_FD_VAR)
+/// The handoff socket the launcher passed (`BERTH_SHIM_GO_FD`).
+pub(crate) fn go_fd_from_env() -> Option<OwnedFd> {
+    fd_from_env(GO_FD_VAR)
 }
 
 fn fd_from_env(var: &str) -> Option<OwnedFd> {

@@ -96,6 +96,9 @@ struct Running {
     oom_before: u64,
 }
 
+/// Namespaces of an exited container, kept until its end is reported (see `hold_namespaces`).
+struct HeldNamespaces(#[allow(dead_code)] Vec<OwnedFd>);
+
 /// A healthcheck probe in flight.
 struct Probe {
     pid: Pid,
@@ -132,6 +135,9 @@ struct Shim {
     health_next: Option<Instant>,
     start_period_end: Option<Instant>,
     probe: Option<Probe>,
+    held: Option<HeldNamespaces>,
+    /// The launcher's end of the handoff, until the first start has its commit message.
+    launcher: Option<super::handoff::Launcher>,
 }
 
 /// Exit status docker reports for a process ended by signal `n`.
@@ -147,12 +153,9 @@ fn status_path(dirs: &Dirs, id: &str) -> PathBuf {
 /// (`ok` or `error: ...`). Returns the shim's exit code.
 pub fn main(dirs: &Dirs, id: &str, ready: Option<OwnedFd>) -> i32 {
     let _ = nix::sys::prctl::set_name(c"berth-shim");
-    // The container must not inherit the launcher's pipe.
-    if let Some(fd) = &ready {
-        let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
-    }
-    let cgroup_made = super::cgroup_fd_from_env();
-    if let Some(fd) = &cgroup_made {
+    // The container must not inherit the launcher's pipe or socket.
+    let go = super::go_fd_from_env();
+    for fd in ready.iter().chain(go.iter()) {
         let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
     }
     let mut ready = ready.map(std::fs::File::from);
@@ -161,7 +164,7 @@ pub fn main(dirs: &Dirs, id: &str, ready: Option<OwnedFd>) -> i32 {
             let _ = f.write_all(text.as_bytes());
         }
     };
-    let mut shim = match Shim::prepare(dirs, id, cgroup_made) {
+    let mut shim = match Shim::prepare(dirs, id, go) {
         Ok(s) => s,
         Err(e) => {
             record_failure(dirs, id, &e);
@@ -177,6 +180,8 @@ pub fn main(dirs: &Dirs, id: &str, ready: Option<OwnedFd>) -> i32 {
     }
     report(&mut ready, "ok\n");
     drop(ready);
+    // Let the launcher, woken by the report, have this CPU first.
+    let _ = nix::sched::sched_yield();
     release_startup_code();
     shim.run();
     0
@@ -208,33 +213,8 @@ fn release_startup_code() {
     }
 }
 
-/// Reads the launcher's go-ahead: one line (`ok` or `error: ...`; empty when the launcher went
-/// away) and maybe a network namespace passed with it.
-fn receive_go_ahead(socket: &OwnedFd) -> (String, Option<OwnedFd>) {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-    use std::os::fd::FromRawFd;
-    let mut buf = [0u8; 4096];
-    let mut cmsg = nix::cmsg_space!(RawFd);
-    let mut iov = [io::IoSliceMut::new(&mut buf)];
-    let Ok(msg) = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
-    else {
-        return (String::new(), None);
-    };
-    let mut netns = None;
-    for c in msg.cmsgs().into_iter().flatten() {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            for fd in fds {
-                // SAFETY: the kernel gave us this fd with the message; nothing else owns it.
-                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-                netns.get_or_insert(owned);
-            }
-        }
-    }
-    let n = msg.bytes;
-    (String::from_utf8_lossy(&buf[..n]).into_owned(), netns)
-}
-
-fn record_failure(dirs: &Dirs, id: &str, error: &str) {
+/// Records a start that failed, and tidies what the start made.
+pub(crate) fn record_failure(dirs: &Dirs, id: &str, error: &str) {
     let status = ContainerStatus {
         state: State::Exited,
         error: Some(error.to_string()),
@@ -249,30 +229,29 @@ fn record_failure(dirs: &Dirs, id: &str, error: &str) {
 }
 
 impl Shim {
-    /// Everything before the container's process. `cgroup_made`: where the launcher says that
-    /// it has written the records and made the cgroup (one line, `ok` or `error: ...`);
-    /// without it the shim makes the cgroup.
-    fn prepare(dirs: &Dirs, id: &str, cgroup_made: Option<OwnedFd>) -> Result<Shim, String> {
-        // First: the launcher may still be writing the records.
-        let launcher_made_cgroup = cgroup_made.is_some();
-        let mut fresh_netns = None;
-        if let Some(fd) = cgroup_made {
-            let (line, netns) = receive_go_ahead(&fd);
-            fresh_netns = netns;
-            match line.trim() {
-                "ok" => {}
-                "" => return Err("the launcher went away before the cgroup was made".into()),
-                other => return Err(other.strip_prefix("error: ").unwrap_or(other).to_string()),
+    /// Everything before the container's process. `go`: the launcher's end of the handoff
+    /// (see `handoff`), which brings the spec and the filters, then says the cgroup is made
+    /// and may bring a network namespace; without it (`berth shim ID` run by hand) the shim
+    /// reads the records and makes the cgroup itself.
+    fn prepare(dirs: &Dirs, id: &str, go: Option<OwnedFd>) -> Result<Shim, String> {
+        let mut launcher = go.map(super::handoff::Launcher::new);
+        let (spec, caps, seccomp) = match &mut launcher {
+            Some(launcher) => {
+                let setup = launcher.setup()?;
+                let spec: ContainerSpec = serde_json::from_slice(&setup.spec_json)
+                    .map_err(|e| format!("the launcher's spec: {e}"))?;
+                let seccomp = super::seccomp::decode(&setup.seccomp)
+                    .ok_or("the launcher's seccomp filters are cut short")?;
+                let caps = super::capabilities_for(&spec)?;
+                (spec, caps, seccomp)
             }
-        }
-        let spec: ContainerSpec =
-            crate::state::read_json(&dirs.container(id).join("spec.json")).map_err(|e| e.to_string())?;
-        if !launcher_made_cgroup {
-            Cgroup::for_container(id)
-                .create(&spec.resources, &spec.devices, spec.security.privileged)
-                .map_err(|e| e.to_string())?;
-        }
-        let (caps, seccomp) = super::security_stored(dirs, &spec)?;
+            None => {
+                let spec: ContainerSpec = crate::state::read_json(&dirs.container(id).join("spec.json"))
+                    .map_err(|e| e.to_string())?;
+                let (caps, seccomp) = super::security_stored(dirs, &spec)?;
+                (spec, caps, seccomp)
+            }
+        };
         super::limits::check(&spec.ulimits).map_err(|e| e.to_string())?;
         let base = dirs.container(id);
         let run = dirs.container_run(id);
@@ -323,6 +302,16 @@ impl Shim {
         mask.thread_block().map_err(|e| e.to_string())?;
         let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
             .map_err(|e| e.to_string())?;
+        // Last, as the launcher makes them meanwhile: the cgroup and maybe a network namespace.
+        let fresh_netns = match &mut launcher {
+            Some(launcher) => launcher.resources()?,
+            None => {
+                Cgroup::for_container(id)
+                    .create(&spec.resources, &spec.devices, spec.security.privileged)
+                    .map_err(|e| e.to_string())?;
+                None
+            }
+        };
         let cgroup = Cgroup::for_container(id);
         let status = ContainerStatus {
             shim_pid: std::process::id() as i32,
@@ -346,6 +335,8 @@ impl Shim {
             health_next: None,
             start_period_end: None,
             probe: None,
+            held: None,
+            launcher,
         })
     }
 
@@ -360,7 +351,8 @@ impl Shim {
         let spec = &p.spec;
         let cloexec = OFlag::O_CLOEXEC;
         let (err_r, err_w) = pipe2(cloexec).map_err(|e| e.to_string())?;
-        let mut parent_ends: Vec<RawFd> = vec![err_r.as_raw_fd()];
+        let (release_r, release_w) = pipe2(cloexec).map_err(|e| e.to_string())?;
+        let mut parent_ends: Vec<RawFd> = vec![err_r.as_raw_fd(), release_w.as_raw_fd()];
         let mut outputs = Vec::new();
         let mut stdin_keep = None;
         let mut child_ends: Vec<OwnedFd> = Vec::new();
@@ -405,6 +397,7 @@ impl Shim {
             ipcns: p.ipcns.as_ref().map(|f| f.as_raw_fd()),
             cgroup: &p.cgroup,
             error_write: err_w.as_raw_fd(),
+            release: release_r.as_raw_fd(),
             stdio,
             console,
             close: parent_ends,
@@ -433,6 +426,18 @@ impl Shim {
         .map_err(|e| format!("clone: {e}"))?;
         drop(child_ends);
         drop(err_w);
+        drop(release_r);
+        self.held = hold_namespaces(pid);
+        // The first start's process execs only once the launcher has its records durable
+        // (see `handoff`); it has been building the container meanwhile.
+        if let Some(mut launcher) = self.launcher.take()
+            && let Err(e) = launcher.commit()
+        {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            return Err(e);
+        }
+        super::handoff::release(release_w);
         let mut message = String::new();
         let _ = fs::File::from(err_r).read_to_string(&mut message);
         if !message.is_empty() {
@@ -638,6 +643,8 @@ impl Shim {
                 }
             };
         if restart {
+            // The next start mounts the same upper dir, which overlayfs allows once only.
+            self.held = None;
             // docker: 100 ms doubling to one minute; a run of 10 s or more starts over.
             if running.started.elapsed() >= Duration::from_secs(10) {
                 self.backoff = Duration::from_millis(100);
@@ -790,6 +797,11 @@ impl Shim {
         let Some(idx) = self.clients.iter().position(|c| c.stream.as_raw_fd() == fd) else { return };
         let mut buf = [0u8; 4096];
         let closed = loop {
+            // One request per connection: once its line is in, read no further (a blocking
+            // stream, as in `finish`, would wait for more).
+            if self.clients[idx].buf.contains(&b'\n') {
+                break false;
+            }
             match self.clients[idx].stream.read(&mut buf) {
                 Ok(0) => break true,
                 Ok(n) => self.clients[idx].buf.extend_from_slice(&buf[..n]),
@@ -851,28 +863,60 @@ impl Shim {
         Response { ok: true, error: None, status: self.status.clone() }
     }
 
-    /// The container is gone for good: record it, tidy up, answer whoever waits.
+    /// The container is gone for good: record it, answer whoever waits, then tidy up (so that
+    /// a waiter learns the exit code without waiting for the cgroup and mounts to go; whoever
+    /// reuses the container's cgroup or dirs waits for the shim to end, see `Runtime::start`).
     fn finish(&mut self) {
         if let Some(r) = self.running.take() {
             let _ = kill(r.pid, Signal::SIGKILL);
             let _ = waitpid(r.pid, None);
         }
         let _ = self.log.flush_partial();
-        if let Err(e) = self.prepared.cgroup.destroy() {
-            self.status.error.get_or_insert(e.to_string());
-        }
         if self.status.state != State::Exited {
             self.status.state = State::Exited;
+        }
+        self.save();
+        // Requests that came in with the exit (connected, or still queued on the listener) get
+        // the end too, rather than a closed socket: a `wait` asked just then would otherwise
+        // learn the end only from the shim's own exit, after the tidying below.
+        while let Ok((stream, _)) = self.listener.accept() {
+            self.clients.push(Client { stream, buf: Vec::new() });
+        }
+        let pending: Vec<RawFd> = self.clients.iter().map(|c| c.stream.as_raw_fd()).collect();
+        for fd in pending {
+            if let Some(client) = self.clients.iter().find(|c| c.stream.as_raw_fd() == fd) {
+                let _ = client.stream.set_nonblocking(false);
+                let _ = client.stream.set_read_timeout(Some(Duration::from_millis(100)));
+            }
+            self.serve(fd);
+        }
+        self.clients.clear();
+        let response = Response { ok: true, error: None, status: self.status.clone() };
+        for mut waiter in self.stop_waiters.drain(..) {
+            reply(&mut waiter, &response);
+        }
+        let _ = nix::sched::sched_yield();
+        self.held = None;
+        if let Err(e) = self.prepared.cgroup.destroy() {
+            self.status.error.get_or_insert(e.to_string());
         }
         self.status.shim_pid = 0;
         self.save();
         let _ = fs::remove_file(self.dirs.container_run(&self.id).join("shim.sock"));
         let _ = fs::remove_dir(&self.prepared.rootfs.rootfs);
-        let response = Response { ok: true, error: None, status: self.status.clone() };
-        for mut waiter in self.stop_waiters.drain(..) {
-            reply(&mut waiter, &response);
-        }
     }
+}
+
+/// References to the namespaces the container's first process made. When that process exits
+/// as the last member, the kernel tears its namespaces down (unmounts the rootfs and more)
+/// before it tells the shim; with these held, the exit is reported at once and the teardown
+/// happens when the shim drops them, after it has answered.
+fn hold_namespaces(pid: Pid) -> Option<HeldNamespaces> {
+    let fds = ["mnt", "net", "ipc", "uts", "cgroup"]
+        .iter()
+        .filter_map(|ns| fs::File::open(format!("/proc/{pid}/ns/{ns}")).ok().map(OwnedFd::from))
+        .collect();
+    Some(HeldNamespaces(fds))
 }
 
 fn reply(stream: &mut UnixStream, response: &Response) {
