@@ -162,11 +162,18 @@ fn import_a_folder_with_changes_and_run_it() {
     // In use: refused without -f.
     let (ok, _, err) = berth(&env, &["image", "rm", "test/box:1"]);
     assert!(!ok && err.contains("is used by container imported"), "{err}");
-    env.runtime.remove(&spec.id, true).unwrap();
-    let (ok, out, err) = berth(&env, &["image", "rm", "test/box:1"]);
+    // Forced: the image goes, but the layer the container's rootfs lists stays until the
+    // container goes.
+    let (ok, out, err) = berth(&env, &["image", "rm", "--force", "test/box:1"]);
     assert!(ok, "{err}");
     assert!(out.contains("Deleted: sha256:"), "{out}");
-    assert!(store_is_empty(&env), "removing the last image removes its blobs and layers");
+    assert!(spec.rootfs.lower_dirs.iter().all(|d| d.join("bin/busybox").exists()), "layer kept");
+    let (_, ls, _) = berth(&env, &["image", "ls", "-q"]);
+    assert_eq!(ls.trim(), "", "the image itself is gone");
+    env.runtime.remove(&spec.id, true).unwrap();
+    let (ok, _, err) = berth(&env, &["image", "prune"]);
+    assert!(ok, "{err}");
+    assert!(store_is_empty(&env), "with the container gone, nothing of the image is left");
 }
 
 #[test]
@@ -265,5 +272,25 @@ fn prune_removes_untagged_images() {
     assert_eq!(v[0]["Repository"], "<none>");
     let (ok, out, _) = berth(&env, &["image", "prune"]);
     assert!(ok && out.contains("Deleted: sha256:"), "{out}");
+    assert!(store_is_empty(&env));
+}
+
+#[test]
+fn import_a_folder_keeps_hard_links() {
+    use std::os::unix::fs::MetadataExt;
+    let env = common::TestEnv::new();
+    let folder = tempfile::Builder::new().prefix("berth-import-").tempdir().unwrap();
+    fs::create_dir(folder.path().join("d")).unwrap();
+    fs::write(folder.path().join("d/a"), b"same").unwrap();
+    fs::hard_link(folder.path().join("d/a"), folder.path().join("b")).unwrap();
+    let (ok, _, err) = berth(&env, &["image", "import", &folder.path().display().to_string(), "test/links"]);
+    assert!(ok, "{err}");
+    let image = ImageStore::open(&env.dirs).unwrap().resolve("test/links").unwrap();
+    let layer = &image.layer_dirs[0];
+    let (a, b) = (fs::metadata(layer.join("d/a")).unwrap(), fs::metadata(layer.join("b")).unwrap());
+    assert_eq!(a.ino(), b.ino(), "one inode, as in the folder");
+    assert_eq!(fs::read(layer.join("b")).unwrap(), b"same");
+    let (ok, _, err) = berth(&env, &["image", "rm", "test/links"]);
+    assert!(ok, "{err}");
     assert!(store_is_empty(&env));
 }

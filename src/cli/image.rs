@@ -92,6 +92,16 @@ fn human_size(bytes: u64) -> String {
     if u == 0 { format!("{bytes}B") } else { format!("{v:.3}{}", units[u]).replace(".000", "") }
 }
 
+/// An archive read from standard input cannot come from a terminal: rather than wait for
+/// one to be typed, say what to do (docker: "requested load from stdin, but stdin is empty").
+fn refuse_terminal_stdin(command: &str, hint: &str) -> CliResult<()> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        return Err(CliError::msg(format!("{command}: standard input is a terminal; {hint}")));
+    }
+    Ok(())
+}
+
 /// Runs `berth image ...`.
 pub fn run(global: &GlobalOptions, args: &ImageArgs) -> CliResult<()> {
     let store = ImageStore::open(&global.dirs()).map_err(|e| CliError::msg(e.to_string()))?;
@@ -106,6 +116,7 @@ pub fn run(global: &GlobalOptions, args: &ImageArgs) -> CliResult<()> {
                 .map_err(|e| CliError::msg(e.to_string()))?;
             let mut stdin = std::io::stdin().lock();
             let src = if source.as_os_str() == "-" {
+                refuse_terminal_stdin("image import -", "pipe a tarball in, or give a FILE or DIR")?;
                 ImportSource::Reader(&mut stdin)
             } else if source.is_dir() {
                 ImportSource::Dir(source)
@@ -124,7 +135,10 @@ pub fn run(global: &GlobalOptions, args: &ImageArgs) -> CliResult<()> {
                         .map_err(|e| CliError::msg(format!("{}: {e}", path.display())))?;
                     load(&store, &mut f, &path.display().to_string()).map_err(err)?
                 }
-                None => load(&store, &mut std::io::stdin().lock(), "standard input").map_err(err)?,
+                None => {
+                    refuse_terminal_stdin("image load", "pipe an archive in, or give one with -i FILE")?;
+                    load(&store, &mut std::io::stdin().lock(), "standard input").map_err(err)?
+                }
             };
             if !quiet {
                 for image in loaded {

@@ -1,9 +1,10 @@
 //! `image import`: a root filesystem (a tarball, plain or compressed, or a folder) becomes a
 //! one-layer image, as `docker import` makes it, with `--change` lines for its config.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
 
@@ -135,6 +136,45 @@ fn host_arch() -> &'static str {
     }
 }
 
+/// Appends the tree at `dir` (named `rel` in the archive) to `builder`, parents before
+/// children, names sorted so that the same folder gives the same layer. A file seen before
+/// under another name (same device and inode) becomes a hard link entry, as `tar` writes it,
+/// so that the layer keeps one inode rather than copies.
+fn append_tree<W: std::io::Write>(
+    builder: &mut tar::Builder<W>,
+    dir: &Path,
+    rel: &Path,
+    seen: &mut HashMap<(u64, u64), PathBuf>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mut names: Vec<_> =
+        fs::read_dir(dir)?.map(|e| e.map(|e| e.file_name())).collect::<std::io::Result<_>>()?;
+    names.sort();
+    for name in names {
+        let path = dir.join(&name);
+        let entry_name = rel.join(&name);
+        let meta = fs::symlink_metadata(&path)?;
+        if meta.is_dir() {
+            builder.append_path_with_name(&path, &entry_name)?;
+            append_tree(builder, &path, &entry_name, seen)?;
+            continue;
+        }
+        if meta.nlink() > 1 {
+            if let Some(first) = seen.get(&(meta.dev(), meta.ino())) {
+                let mut header = tar::Header::new_gnu();
+                header.set_metadata(&meta);
+                header.set_entry_type(tar::EntryType::Link);
+                header.set_size(0);
+                builder.append_link(&mut header, &entry_name, first)?;
+                continue;
+            }
+            seen.insert((meta.dev(), meta.ino()), entry_name.clone());
+        }
+        builder.append_path_with_name(&path, &entry_name)?;
+    }
+    Ok(())
+}
+
 /// Imports a root filesystem as a one-layer image named `name` (untagged when `None`).
 /// Returns the image id.
 pub fn import(
@@ -157,7 +197,7 @@ pub fn import(
             let file = fs::File::create(&path).map_err(io_at(&path))?;
             let mut builder = tar::Builder::new(file);
             builder.follow_symlinks(false);
-            builder.append_dir_all(".", dir).map_err(io_at(dir))?;
+            append_tree(&mut builder, dir, Path::new(""), &mut HashMap::new()).map_err(io_at(dir))?;
             builder.into_inner().map_err(io_at(&path))?;
             (dir.display().to_string(), path)
         }

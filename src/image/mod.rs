@@ -476,6 +476,25 @@ impl ImageStore {
             .collect()
     }
 
+    /// Names of the unpacked layer dirs that container specs (`<root>/containers/*/spec.json`,
+    /// `rootfs.lower_dirs`) list.
+    fn container_layers(&self) -> BTreeSet<String> {
+        let layers = self.dir.join("layers");
+        let Ok(dirs) = fs::read_dir(&self.containers) else { return BTreeSet::new() };
+        let mut out = BTreeSet::new();
+        for d in dirs.flatten() {
+            let Ok(text) = fs::read(d.path().join("spec.json")) else { continue };
+            let Ok(spec) = serde_json::from_slice::<Value>(&text) else { continue };
+            let lower = spec["rootfs"]["lower_dirs"].as_array().cloned().unwrap_or_default();
+            for dir in lower.iter().filter_map(Value::as_str) {
+                if let Some(name) = Path::new(dir).strip_prefix(&layers).ok().and_then(|r| r.iter().next()) {
+                    out.insert(name.to_string_lossy().into_owned());
+                }
+            }
+        }
+        out
+    }
+
     /// `image rm`: untags a name; deletes the image when no name is left (or when given by
     /// id). Refuses an image a container uses unless `force`. Returns docker's report lines.
     pub fn remove(&self, reference: &str, force: bool) -> Result<Vec<String>> {
@@ -545,6 +564,10 @@ impl ImageStore {
                 keep_layers.insert(hex_part(&c).to_string());
             }
         }
+        // A forced `image rm` can take an image from under containers; their specs still list
+        // its unpacked layers, which stay until the containers go: deleting a mounted lower
+        // dir's files would break a running container.
+        keep_layers.extend(self.container_layers());
         let mut freed = 0;
         let blobs = self.dir.join("blobs/sha256");
         for entry in fs::read_dir(&blobs).map_err(io_at(&blobs))?.flatten() {

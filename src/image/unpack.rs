@@ -149,6 +149,22 @@ fn io_err(entry: &str) -> impl FnOnce(io::Error) -> UnpackError + '_ {
     move |source| UnpackError::Io { entry: entry.to_string(), source }
 }
 
+/// The `trusted.overlay.*` xattrs that `entry`'s PAX headers set.
+fn overlay_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Vec<String>> {
+    let Some(extensions) = entry.pax_extensions()? else { return Ok(Vec::new()) };
+    let mut keys = Vec::new();
+    for extension in extensions {
+        let extension = extension?;
+        if let Ok(key) = extension.key()
+            && let Some(xattr) = key.strip_prefix("SCHILY.xattr.")
+            && xattr.starts_with("trusted.overlay.")
+        {
+            keys.push(xattr.to_string());
+        }
+    }
+    Ok(keys)
+}
+
 /// Unpacks the (decompressed) layer tar `reader` into `dest`, which must exist and be empty.
 /// Returns the layer's diff id (`sha256:` of the tar stream).
 pub fn unpack(reader: impl Read, dest: &Path) -> Result<String, UnpackError> {
@@ -177,6 +193,12 @@ pub fn unpack(reader: impl Read, dest: &Path) -> Result<String, UnpackError> {
                 continue;
             }
             if let Some(hidden) = file_name.strip_prefix(".wh.") {
+                if hidden.is_empty() || hidden == "." || hidden == ".." {
+                    return Err(UnpackError::Escape {
+                        entry: name,
+                        why: "a whiteout must name a file in its dir".into(),
+                    });
+                }
                 fs::create_dir_all(&parent).map_err(io_err(&name))?;
                 let target = parent.join(hidden);
                 let _ = fs::remove_file(&target);
@@ -201,8 +223,15 @@ pub fn unpack(reader: impl Read, dest: &Path) -> Result<String, UnpackError> {
                     continue;
                 }
             }
+            let overlay_xattrs = overlay_xattrs(&mut entry).map_err(UnpackError::Tar)?;
             match entry.unpack_in(dest) {
-                Ok(true) => {}
+                Ok(true) => {
+                    // overlayfs reads `trusted.overlay.*` on its layers (opaque dirs, redirects,
+                    // metacopy); only this unpacker may set them, never the layer's content.
+                    for key in overlay_xattrs {
+                        let _ = xattr::remove(dest.join(&rel), key);
+                    }
+                }
                 Ok(false) => {
                     return Err(UnpackError::Escape { entry: name, why: "tar refused its path".into() });
                 }
@@ -252,6 +281,43 @@ mod tests {
         let through = tar_with(&[("link", Symlink, b"", Some("/etc")), ("link/passwd", Regular, b"x", None)]);
         let err = unpack(&through[..], dir.path()).unwrap_err();
         assert!(matches!(err, UnpackError::Escape { .. }), "{err}");
+    }
+
+    /// One PAX record, `LEN KEY=VALUE\n`, LEN counting itself.
+    fn pax_record(key: &str, value: &str) -> String {
+        let body = format!(" {key}={value}\n");
+        let mut len = body.len() + 1;
+        while format!("{len}{body}").len() != len {
+            len += 1;
+        }
+        format!("{len}{body}")
+    }
+
+    #[test]
+    fn whiteouts_of_dot_and_dot_dot_are_refused() {
+        use tar::EntryType::*;
+        for bad in ["d/.wh..", "d/.wh...", "d/.wh."] {
+            let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+            let t = tar_with(&[("d", Directory, b"", None), (bad, Regular, b"", None)]);
+            let err = unpack(&t[..], dir.path()).unwrap_err();
+            assert!(matches!(err, UnpackError::Escape { .. }), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn overlay_xattrs_from_the_layer_are_dropped() {
+        use tar::EntryType::*;
+        let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+        let pax = pax_record("SCHILY.xattr.trusted.overlay.redirect", "/elsewhere")
+            + &pax_record("SCHILY.xattr.user.kept", "yes");
+        let t = tar_with(&[("d/PaxHeaders/f", XHeader, pax.as_bytes(), None), ("f", Regular, b"x", None)]);
+        unpack(&t[..], dir.path()).unwrap();
+        let f = dir.path().join("f");
+        assert_eq!(xattr::get(&f, "trusted.overlay.redirect").unwrap(), None);
+        // user.* xattrs need a file system that has them (tmpfs before 6.6 does not).
+        if xattr::set(dir.path(), "user.probe", b"1").is_ok() {
+            assert_eq!(xattr::get(&f, "user.kept").unwrap(), Some(b"yes".to_vec()));
+        }
     }
 
     #[test]
