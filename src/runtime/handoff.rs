@@ -125,10 +125,13 @@ impl Launcher {
 
     /// Reads until `n` bytes are buffered; the launcher going away is an error.
     fn fill(&mut self, n: usize) -> Result<(), String> {
-        let mut chunk = vec![0u8; 64 * 1024];
         while self.buf.len() < n {
+            // Straight into the buffer: room for what is missing, and for small messages
+            // that follow it in the same read.
+            let have = self.buf.len();
+            self.buf.resize(have + (n - have).max(4096), 0);
             let mut cmsg = nix::cmsg_space!([RawFd; 2]);
-            let mut iov = [io::IoSliceMut::new(&mut chunk)];
+            let mut iov = [io::IoSliceMut::new(&mut self.buf[have..])];
             let msg = match recvmsg::<()>(
                 self.socket.as_raw_fd(),
                 &mut iov,
@@ -136,7 +139,10 @@ impl Launcher {
                 MsgFlags::MSG_CMSG_CLOEXEC,
             ) {
                 Ok(msg) => msg,
-                Err(nix::errno::Errno::EINTR) => continue,
+                Err(nix::errno::Errno::EINTR) => {
+                    self.buf.truncate(have);
+                    continue;
+                }
                 Err(e) => return Err(format!("reading from the launcher: {e}")),
             };
             for c in msg.cmsgs().into_iter().flatten() {
@@ -147,10 +153,10 @@ impl Launcher {
                 }
             }
             let got = msg.bytes;
+            self.buf.truncate(have + got);
             if got == 0 {
                 return Err("the launcher went away".into());
             }
-            self.buf.extend_from_slice(&chunk[..got]);
         }
         Ok(())
     }

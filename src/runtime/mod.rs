@@ -160,6 +160,16 @@ fn seccomp_for(
 /// compiling (a fair part of a millisecond) happens once, at create.
 const SECCOMP_FILE: &str = "seccomp.bpf";
 
+/// The container's seccomp filters encoded as [`seccomp::encode`] writes them: the file
+/// compiled at create when it is intact, else compiled again.
+fn seccomp_stored_bytes(dirs: &Dirs, spec: &ContainerSpec) -> std::result::Result<Vec<u8>, String> {
+    match fs::read(dirs.container(&spec.id).join(SECCOMP_FILE)).ok().filter(|b| seccomp::decode(b).is_some())
+    {
+        Some(bytes) => Ok(bytes),
+        None => Ok(seccomp::encode(&seccomp_for(spec, &capabilities_for(spec)?)?)),
+    }
+}
+
 /// Like [`security_for`], with the filters compiled at create when their file is intact.
 pub(crate) fn security_stored(
     dirs: &Dirs,
@@ -246,17 +256,27 @@ impl Runtime {
 
     /// The spec of a container.
     pub fn spec(&self, id: &str) -> Result<ContainerSpec> {
+        Ok(self.spec_and_json(id)?.0)
+    }
+
+    /// The spec of a container, and the JSON it was read from.
+    fn spec_and_json(&self, id: &str) -> Result<(ContainerSpec, Vec<u8>)> {
         let path = self.dirs.container(id).join("spec.json");
-        if !path.exists() {
-            return Err(RuntimeError::NotFound(id.to_string()));
-        }
-        Ok(read_json(&path)?)
+        let json = match fs::read(&path) {
+            Ok(json) => json,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(RuntimeError::NotFound(id.to_string()));
+            }
+            Err(e) => return Err(StateError::io(&path, e).into()),
+        };
+        let spec = serde_json::from_slice(&json).map_err(|source| StateError::Json { path, source })?;
+        Ok((spec, json))
     }
 
     /// Starts a created or exited container: launches its shim and waits until the process
     /// has exec'd (or failed to).
     pub fn start(&self, id: &str) -> Result<ContainerStatus> {
-        let spec = self.spec(id)?;
+        let (spec, spec_json) = self.spec_and_json(id)?;
         let current = self.status(id)?;
         if matches!(current.state, State::Running | State::Restarting) {
             return Ok(current);
@@ -266,10 +286,11 @@ impl Runtime {
         if current.shim_pid > 0 && shim_alive(current.shim_pid) {
             self.wait_shim_gone(id, Duration::from_secs(10))?;
         }
+        // The records as they are: the shim gets the spec's JSON and the stored filters.
         let security = || {
-            let (_, filters) = security_stored(&self.dirs, &spec)
+            let seccomp = seccomp_stored_bytes(&self.dirs, &spec)
                 .map_err(|message| RuntimeError::Invalid { name: spec.name.clone(), message })?;
-            Ok((spec_json(&spec)?, seccomp::encode(&filters)))
+            Ok((spec_json, seccomp))
         };
         self.launch(&spec, security, |_, _| Ok(()))
     }

@@ -97,7 +97,9 @@ struct Running {
 }
 
 /// Namespaces of an exited container, kept until its end is reported (see `hold_namespaces`).
-struct HeldNamespaces(#[allow(dead_code)] Vec<OwnedFd>);
+struct HeldNamespaces {
+    _fds: Vec<OwnedFd>,
+}
 
 /// A healthcheck probe in flight.
 struct Probe {
@@ -427,7 +429,7 @@ impl Shim {
         drop(child_ends);
         drop(err_w);
         drop(release_r);
-        self.held = hold_namespaces(pid);
+        self.held = Some(hold_namespaces(pid));
         // The first start's process execs only once the launcher has its records durable
         // (see `handoff`); it has been building the container meanwhile.
         if let Some(mut launcher) = self.launcher.take()
@@ -911,12 +913,12 @@ impl Shim {
 /// as the last member, the kernel tears its namespaces down (unmounts the rootfs and more)
 /// before it tells the shim; with these held, the exit is reported at once and the teardown
 /// happens when the shim drops them, after it has answered.
-fn hold_namespaces(pid: Pid) -> Option<HeldNamespaces> {
-    let fds = ["mnt", "net", "ipc", "uts", "cgroup"]
+fn hold_namespaces(pid: Pid) -> HeldNamespaces {
+    let _fds = ["mnt", "net", "ipc", "uts", "cgroup"]
         .iter()
         .filter_map(|ns| fs::File::open(format!("/proc/{pid}/ns/{ns}")).ok().map(OwnedFd::from))
         .collect();
-    Some(HeldNamespaces(fds))
+    HeldNamespaces { _fds }
 }
 
 fn reply(stream: &mut UnixStream, response: &Response) {
