@@ -2,6 +2,8 @@
 //! `index.json` naming manifests), with each layer unpacked once per chain id under
 //! `layers/<chain id>` and shared by every image and container that uses it.
 
+pub mod build;
+pub mod events;
 pub mod import;
 pub mod load;
 pub mod reference;
