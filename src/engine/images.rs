@@ -48,7 +48,11 @@ impl PullPolicy {
             "weekly" => PullPolicy::Refresh(Duration::from_secs(7 * 24 * 3600)),
             other => match other.strip_prefix("every_").map(parse_every) {
                 Some(Some(d)) => PullPolicy::Refresh(d),
-                _ => return Err(format!("invalid pull_policy {other:?}: expected always, missing, never, build, daily, weekly or every_<duration> (e.g. every_12h)")),
+                _ => {
+                    return Err(format!(
+                        "invalid pull_policy {other:?}: expected always, missing, never, build, daily, weekly or every_<duration> (e.g. every_12h)"
+                    ));
+                }
             },
         })
     }
@@ -183,9 +187,8 @@ pub fn service_images(loaded: &LoadedProject, services: &[String]) -> Result<Vec
     for name in services {
         let Some(svc) = loaded.project.services.get(name) else { continue };
         let raw = image_reference(loaded, name).ok_or_else(|| EngineError::NoImage(name.clone()))?;
-        let reference = Reference::parse(&raw)
-            .map_err(|e| EngineError::Msg(format!("service {name}: {e}")))?
-            .full();
+        let reference =
+            Reference::parse(&raw).map_err(|e| EngineError::Msg(format!("service {name}: {e}")))?.full();
         let policy = PullPolicy::parse(svc.pull_policy.as_deref())
             .map_err(|e| EngineError::Msg(format!("service {name}: {e}")))?;
         out.push(ServiceImage {
@@ -231,7 +234,8 @@ pub fn plan_images(
     let mut pulls: BTreeMap<String, usize> = BTreeMap::new();
     let mut jobs: Vec<(String, BuildJob, Option<String>)> = Vec::new();
     for img in images {
-        let build = if opts.no_build || opts.pull_only && opts.ignore_buildable { None } else { img.build.clone() };
+        let build =
+            if opts.no_build || opts.pull_only && opts.ignore_buildable { None } else { img.build.clone() };
         let mut policy = opts.pull.unwrap_or(img.policy);
         if opts.build && build.is_some() {
             policy = PullPolicy::Build;
@@ -342,12 +346,8 @@ pub fn build_levels(
         .enumerate()
         .map(|(i, job)| {
             let wants: BTreeSet<String> = bases(job).iter().map(|b| normalize(b)).collect();
-            let from_services: BTreeSet<&str> = job
-                .build
-                .additional_contexts
-                .values()
-                .filter_map(|v| v.strip_prefix("service:"))
-                .collect();
+            let from_services: BTreeSet<&str> =
+                job.build.additional_contexts.values().filter_map(|v| v.strip_prefix("service:")).collect();
             (0..jobs.len())
                 .filter(|&j| j != i)
                 .filter(|&j| {
@@ -377,7 +377,12 @@ pub trait ImageProvider: Sync {
     /// What the store has under a full name.
     fn local(&self, reference: &str) -> Option<LocalImage>;
     /// Pulls a name; returns the image id.
-    fn pull(&self, reference: &str, platform: Option<&str>, events: &dyn ImageEvents) -> std::result::Result<String, String>;
+    fn pull(
+        &self,
+        reference: &str,
+        platform: Option<&str>,
+        events: &dyn ImageEvents,
+    ) -> std::result::Result<String, String>;
     /// Builds a job and gives the result every tag of the job; returns the image id.
     fn build(&self, job: &BuildJob, events: &dyn ImageEvents) -> std::result::Result<String, String>;
     /// The images a job's Dockerfile reads (`FROM`, `COPY --from=image`), for ordering.
@@ -420,7 +425,11 @@ pub fn execute(
                     };
                     let Some(step) = plan.pulls.get(i) else { break };
                     match provider.pull(&step.reference, step.platform.as_deref(), events) {
-                        Ok(_) => outcome.lock().unwrap_or_else(|p| p.into_inner()).pulled.push(step.reference.clone()),
+                        Ok(_) => outcome
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .pulled
+                            .push(step.reference.clone()),
                         Err(e) => failures.lock().unwrap_or_else(|p| p.into_inner()).push((step.clone(), e)),
                     }
                 }
@@ -433,7 +442,14 @@ pub fn execute(
     let mut jobs: Vec<BuildJob> = plan.builds.clone();
     for (step, message) in failures {
         if step.buildable {
-            events.event("Image", &short(&step.reference), "Pull failed, building instead", true);
+            // docker compose: an image that can be built is built when its pull fails.
+            events.event(
+                "Image",
+                &short(&step.reference),
+                &format!("Pull failed ({message}); it can be built"),
+                true,
+            );
+            outcome.pull_failures.push((step.services.clone(), message));
             continue;
         }
         if ignore_pull_failures {
@@ -441,15 +457,23 @@ pub fn execute(
             outcome.pull_failures.push((step.services.clone(), message));
             continue;
         }
-        return Err(EngineError::Msg(format!("service {}: pull {}: {message}", step.services.join(", "), short(&step.reference))));
+        return Err(EngineError::Msg(format!(
+            "service {}: pull {}: {message}",
+            step.services.join(", "),
+            short(&step.reference)
+        )));
     }
     for (reference, job) in &plan.fallback_builds {
         if !outcome.pulled.contains(reference) {
             jobs.push(job.clone());
         }
     }
-    let levels = build_levels(&jobs, &|job| provider.bases(job))
-        .map_err(|services| EngineError::Msg(format!("the builds of services {} depend on each other's images in a cycle", services.join(", "))))?;
+    let levels = build_levels(&jobs, &|job| provider.bases(job)).map_err(|services| {
+        EngineError::Msg(format!(
+            "the builds of services {} depend on each other's images in a cycle",
+            services.join(", ")
+        ))
+    })?;
     for level in levels {
         let results: Vec<(usize, std::result::Result<String, String>)> = std::thread::scope(|scope| {
             let handles: Vec<_> = level
@@ -496,7 +520,8 @@ mod tests {
             service: service.into(),
             reference: Reference::parse(reference).unwrap().full(),
             explicit,
-            build: build.then(|| BuildConfig { context: Some(format!("/ctx/{service}")), ..Default::default() }),
+            build: build
+                .then(|| BuildConfig { context: Some(format!("/ctx/{service}")), ..Default::default() }),
             policy,
             platform: None,
         }
@@ -507,7 +532,10 @@ mod tests {
     }
 
     fn all(_: &str) -> Option<LocalImage> {
-        Some(LocalImage { id: "sha256:x".into(), tagged_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1000)) })
+        Some(LocalImage {
+            id: "sha256:x".into(),
+            tagged_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1000)),
+        })
     }
 
     #[test]
@@ -515,7 +543,10 @@ mod tests {
         assert_eq!(PullPolicy::parse(None), Ok(PullPolicy::Missing));
         assert_eq!(PullPolicy::parse(Some("if_not_present")), Ok(PullPolicy::Missing));
         assert_eq!(PullPolicy::parse(Some("daily")), Ok(PullPolicy::Refresh(Duration::from_secs(86400))));
-        assert_eq!(PullPolicy::parse(Some("every_1d12h")), Ok(PullPolicy::Refresh(Duration::from_secs(36 * 3600))));
+        assert_eq!(
+            PullPolicy::parse(Some("every_1d12h")),
+            Ok(PullPolicy::Refresh(Duration::from_secs(36 * 3600)))
+        );
         assert_eq!(PullPolicy::parse(Some("every_90s")), Ok(PullPolicy::Refresh(Duration::from_secs(90))));
         assert!(PullPolicy::parse(Some("every_")).is_err());
         assert!(PullPolicy::parse(Some("every_5")).is_err());
@@ -536,10 +567,8 @@ mod tests {
 
     #[test]
     fn always_and_never() {
-        let images = [
-            img("a", "a", true, false, PullPolicy::Always),
-            img("b", "b", true, false, PullPolicy::Never),
-        ];
+        let images =
+            [img("a", "a", true, false, PullPolicy::Always), img("b", "b", true, false, PullPolicy::Never)];
         let p = plan_images(&images, &all, &ImageOptions::default(), SystemTime::now());
         assert_eq!(p.pulls.iter().map(|s| s.services[0].as_str()).collect::<Vec<_>>(), ["a"]);
         let p = plan_images(&images, &none, &ImageOptions::default(), SystemTime::now());
@@ -575,7 +604,11 @@ mod tests {
         let p = plan_images(&images, &all, &ImageOptions::default(), SystemTime::now());
         assert!(p.builds.is_empty(), "present: kept");
         let opts = ImageOptions { build: true, ..Default::default() };
-        assert_eq!(plan_images(&images, &all, &opts, SystemTime::now()).builds.len(), 1, "up --build rebuilds");
+        assert_eq!(
+            plan_images(&images, &all, &opts, SystemTime::now()).builds.len(),
+            1,
+            "up --build rebuilds"
+        );
         let opts = ImageOptions { no_build: true, ..Default::default() };
         assert!(plan_images(&images, &none, &opts, SystemTime::now()).builds.is_empty());
     }
@@ -622,7 +655,10 @@ mod tests {
 
     #[test]
     fn pull_command_skips_buildable_with_ignore_buildable() {
-        let images = [img("app", "me/app", true, true, PullPolicy::Missing), img("db", "pg", true, false, PullPolicy::Missing)];
+        let images = [
+            img("app", "me/app", true, true, PullPolicy::Missing),
+            img("db", "pg", true, false, PullPolicy::Missing),
+        ];
         let opts = ImageOptions { pull_only: true, ignore_buildable: true, ..Default::default() };
         let p = plan_images(&images, &none, &opts, SystemTime::now());
         assert_eq!(p.pulls.iter().map(|s| s.services[0].as_str()).collect::<Vec<_>>(), ["db"]);
@@ -631,7 +667,10 @@ mod tests {
 
     #[test]
     fn build_command_builds_everything_buildable_and_pulls_nothing() {
-        let images = [img("app", "me/app", true, true, PullPolicy::Always), img("db", "pg", true, false, PullPolicy::Always)];
+        let images = [
+            img("app", "me/app", true, true, PullPolicy::Always),
+            img("db", "pg", true, false, PullPolicy::Always),
+        ];
         let opts = ImageOptions { build_only: true, ..Default::default() };
         let p = plan_images(&images, &all, &opts, SystemTime::now());
         assert!(p.pulls.is_empty());
@@ -652,7 +691,8 @@ mod tests {
     #[test]
     fn a_build_from_another_services_image_comes_after_it() {
         let jobs = [job("app", "proj-app"), job("base", "proj-base"), job("other", "other")];
-        let bases = |j: &BuildJob| if j.services[0] == "app" { vec!["proj-base".to_string()] } else { vec![] };
+        let bases =
+            |j: &BuildJob| if j.services[0] == "app" { vec!["proj-base".to_string()] } else { vec![] };
         let levels = build_levels(&jobs, &bases).unwrap();
         assert_eq!(levels, vec![vec![1, 2], vec![0]]);
         let cyclic = |j: &BuildJob| match j.services[0].as_str() {
@@ -713,7 +753,10 @@ mod tests {
         let p = plan_images(&images, &none, &ImageOptions::default(), SystemTime::now());
         let fake = Fake { fail: ["docker.io/library/pg:latest".to_string()].into(), log: Mutex::new(vec![]) };
         let err = execute(&p, &fake, &NoEvents, false, 3).unwrap_err().to_string();
-        assert!(err.contains("service db") && err.contains("pg:latest") && err.contains("not found"), "{err}");
+        assert!(
+            err.contains("service db") && err.contains("pg:latest") && err.contains("not found"),
+            "{err}"
+        );
         let out = execute(&p, &fake, &NoEvents, true, 3).unwrap();
         assert_eq!(out.pull_failures.len(), 1);
     }

@@ -7,6 +7,7 @@ pub mod events;
 pub mod import;
 pub mod load;
 pub mod reference;
+pub mod save;
 pub mod unpack;
 
 use std::collections::{BTreeMap, BTreeSet};
