@@ -154,9 +154,15 @@ mod tests {
         let r = Reference::parse("busybox").unwrap();
         assert_eq!(r.full(), "docker.io/library/busybox:latest");
         assert_eq!(r.short(), "busybox:latest");
-        assert_eq!((r.registry(), r.api_host(), r.path()), ("docker.io", "registry-1.docker.io", "library/busybox"));
+        assert_eq!(
+            (r.registry(), r.api_host(), r.path()),
+            ("docker.io", "registry-1.docker.io", "library/busybox")
+        );
         assert_eq!(Reference::parse("me/app:1.0").unwrap().full(), "docker.io/me/app:1.0");
-        assert_eq!(Reference::parse("index.docker.io/redis").unwrap().full(), "docker.io/library/redis:latest");
+        assert_eq!(
+            Reference::parse("index.docker.io/redis").unwrap().full(),
+            "docker.io/library/redis:latest"
+        );
         let r = Reference::parse("localhost:5000/app").unwrap();
         assert_eq!(
             (r.full(), r.short()),

@@ -42,8 +42,7 @@ struct Token {
 
 /// A request the caller builds and sends, given the agent, the base URL and the
 /// `Authorization` header value to use (none when anonymous).
-pub(crate) type Send<'a> =
-    dyn Fn(&Agent, &str, Option<&str>) -> Result<Response<Body>, ureq::Error> + 'a;
+pub(crate) type Send<'a> = dyn Fn(&Agent, &str, Option<&str>) -> Result<Response<Body>, ureq::Error> + 'a;
 
 /// The shared HTTP state of a `Registry`.
 pub(crate) struct Client {
@@ -63,7 +62,9 @@ pub(crate) fn is_local(host: &str) -> bool {
     }
     let name = match host.strip_prefix('[') {
         Some(rest) => rest.split(']').next().unwrap_or(rest),
-        None => host.rsplit_once(':').map_or(host, |(h, p)| if p.chars().all(|c| c.is_ascii_digit()) { h } else { host }),
+        None => host
+            .rsplit_once(':')
+            .map_or(host, |(h, p)| if p.chars().all(|c| c.is_ascii_digit()) { h } else { host }),
     };
     if name == "localhost" || name.ends_with(".localhost") {
         return true;
@@ -164,7 +165,13 @@ pub(crate) fn status_error(what: &str, registry: &str, resp: Response<Body>) -> 
 
 /// Whether a transport error is worth another attempt.
 pub(crate) fn transient(e: &ureq::Error) -> bool {
-    matches!(e, ureq::Error::Io(_) | ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed | ureq::Error::Protocol(_))
+    matches!(
+        e,
+        ureq::Error::Io(_)
+            | ureq::Error::Timeout(_)
+            | ureq::Error::ConnectionFailed
+            | ureq::Error::Protocol(_)
+    )
 }
 
 fn unreachable(registry: &str, e: &ureq::Error) -> RegistryError {
@@ -216,13 +223,14 @@ impl Client {
                     Some("crt") => add_pem(&fs::read(f).map_err(io(f))?),
                     Some("cert") => {
                         let key_path = f.with_extension("key");
-                        let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&fs::read(f).map_err(io(f))?)
-                            .flatten()
-                            .filter_map(|i| match i {
-                                ureq::tls::PemItem::Certificate(c) => Some(c),
-                                _ => None,
-                            })
-                            .collect();
+                        let certs: Vec<Certificate<'static>> =
+                            ureq::tls::parse_pem(&fs::read(f).map_err(io(f))?)
+                                .flatten()
+                                .filter_map(|i| match i {
+                                    ureq::tls::PemItem::Certificate(c) => Some(c),
+                                    _ => None,
+                                })
+                                .collect();
                         let key_bytes = fs::read(&key_path).map_err(io(&key_path))?;
                         let key = PrivateKey::from_pem(&key_bytes).map_err(|e| RegistryError::Invalid {
                             what: key_path.display().to_string(),
@@ -234,7 +242,10 @@ impl Client {
                 }
             }
         }
-        Ok(TlsConfig::builder().root_certs(RootCerts::new_with_certs(&roots)).client_cert(client_cert).build())
+        Ok(TlsConfig::builder()
+            .root_certs(RootCerts::new_with_certs(&roots))
+            .client_cert(client_cert)
+            .build())
     }
 
     fn agent(&self, host: &str) -> Result<Agent, RegistryError> {
@@ -269,7 +280,8 @@ impl Client {
             let resp = loop {
                 match agent.get(format!("{base}/v2/")).call() {
                     Ok(r) if r.status().is_server_error() && attempt + 1 < self.opts.attempts => {}
-                    Err(e) if transient(&e) && i + 1 == schemes.len() && attempt + 1 < self.opts.attempts => {}
+                    Err(e) if transient(&e) && i + 1 == schemes.len() && attempt + 1 < self.opts.attempts => {
+                    }
                     other => break other,
                 }
                 std::thread::sleep(self.opts.backoff * 2u32.saturating_pow(attempt));
@@ -302,7 +314,9 @@ impl Client {
         }
         Err(match last {
             Some(e) => unreachable(host, &e),
-            None => RegistryError::Unreachable { registry: host.to_string(), message: "no scheme to try".into() },
+            None => {
+                RegistryError::Unreachable { registry: host.to_string(), message: "no scheme to try".into() }
+            }
         })
     }
 
@@ -315,7 +329,13 @@ impl Client {
     }
 
     /// A bearer token for `scopes` at `host`, from the cache unless `fresh`.
-    fn token(&self, host: &str, h: &Host, scopes: &[String], fresh: bool) -> Result<Option<String>, RegistryError> {
+    fn token(
+        &self,
+        host: &str,
+        h: &Host,
+        scopes: &[String],
+        fresh: bool,
+    ) -> Result<Option<String>, RegistryError> {
         let Challenge::Bearer { realm, service } = &h.challenge else { return Ok(None) };
         let key = (host.to_string(), scopes.join(" "));
         if !fresh
@@ -330,7 +350,8 @@ impl Client {
         let resp = match creds.as_ref().and_then(|c| c.identity_token.clone()) {
             // docker's refresh-token flow: POST the identity token to the OAuth endpoint.
             Some(refresh) => {
-                let mut form = format!("grant_type=refresh_token&refresh_token={}&client_id=berth", percent(&refresh));
+                let mut form =
+                    format!("grant_type=refresh_token&refresh_token={}&client_id=berth", percent(&refresh));
                 if let Some(s) = service {
                     form.push_str(&format!("&service={}", percent(s)));
                 }
@@ -366,19 +387,20 @@ impl Client {
         if !resp.status().is_success() {
             return Err(status_error(&what, host, resp));
         }
-        let body = resp
-            .into_body()
-            .with_config()
-            .limit(1 << 20)
-            .read_to_vec()
-            .map_err(|e| RegistryError::Unreachable { registry: realm.clone(), message: e.to_string() })?;
+        let body =
+            resp.into_body().with_config().limit(1 << 20).read_to_vec().map_err(|e| {
+                RegistryError::Unreachable { registry: realm.clone(), message: e.to_string() }
+            })?;
         let v: Value = serde_json::from_slice(&body)
             .map_err(|e| RegistryError::Invalid { what: what.clone(), message: e.to_string() })?;
         let value = v["token"]
             .as_str()
             .or(v["access_token"].as_str())
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| RegistryError::Invalid { what: what.clone(), message: "no token in the answer".into() })?
+            .ok_or_else(|| RegistryError::Invalid {
+                what: what.clone(),
+                message: "no token in the answer".into(),
+            })?
             .to_string();
         // docker's rule: a token lives 60 s unless the server says longer.
         let lifetime = v["expires_in"].as_u64().unwrap_or(60).max(60);
@@ -389,13 +411,21 @@ impl Client {
         Ok(Some(value))
     }
 
-    fn authorization(&self, host: &str, h: &Host, scopes: &[String], fresh: bool) -> Result<Option<String>, RegistryError> {
+    fn authorization(
+        &self,
+        host: &str,
+        h: &Host,
+        scopes: &[String],
+        fresh: bool,
+    ) -> Result<Option<String>, RegistryError> {
         match &h.challenge {
             Challenge::None => Ok(None),
-            Challenge::Basic => Ok(self.credentials(host)?.map(|c| {
-                format!("Basic {}", STANDARD.encode(format!("{}:{}", c.username, c.password)))
-            })),
-            Challenge::Bearer { .. } => Ok(self.token(host, h, scopes, fresh)?.map(|t| format!("Bearer {t}"))),
+            Challenge::Basic => Ok(self
+                .credentials(host)?
+                .map(|c| format!("Basic {}", STANDARD.encode(format!("{}:{}", c.username, c.password))))),
+            Challenge::Bearer { .. } => {
+                Ok(self.token(host, h, scopes, fresh)?.map(|t| format!("Bearer {t}")))
+            }
         }
     }
 
@@ -416,7 +446,11 @@ impl Client {
         loop {
             let result = send(&h.agent, &h.base, auth.as_deref());
             let again = match &result {
-                Ok(r) if r.status() == StatusCode::UNAUTHORIZED && !reauthed && h.challenge != Challenge::None => {
+                Ok(r)
+                    if r.status() == StatusCode::UNAUTHORIZED
+                        && !reauthed
+                        && h.challenge != Challenge::None =>
+                {
                     // An expired or revoked token: ask for a new one, once.
                     reauthed = true;
                     auth = self.authorization(host, &h, scopes, true)?;
@@ -443,15 +477,22 @@ impl Client {
     /// `login`: checks the credentials against `server`, as docker does (a token request
     /// without scope for bearer registries, `/v2/` with basic auth otherwise).
     pub(crate) fn login(&self, server: &str, username: &str, password: &str) -> Result<(), RegistryError> {
-        let host = match server.trim_start_matches("https://").trim_start_matches("http://").split('/').next() {
-            Some("docker.io" | "index.docker.io" | "registry-1.docker.io") | None | Some("") => "registry-1.docker.io",
-            Some(h) => h,
-        }
-        .to_string();
+        let host =
+            match server.trim_start_matches("https://").trim_start_matches("http://").split('/').next() {
+                Some("docker.io" | "index.docker.io" | "registry-1.docker.io") | None | Some("") => {
+                    "registry-1.docker.io"
+                }
+                Some(h) => h,
+            }
+            .to_string();
         if let Ok(mut m) = self.given.lock() {
             m.insert(
                 host.clone(),
-                Credentials { username: username.to_string(), password: password.to_string(), identity_token: None },
+                Credentials {
+                    username: username.to_string(),
+                    password: password.to_string(),
+                    identity_token: None,
+                },
             );
         }
         let h = self.host(&host)?;
@@ -482,17 +523,19 @@ mod tests {
     #[test]
     fn challenges_parse() {
         assert_eq!(
-            parse_challenge(r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull""#),
+            parse_challenge(
+                r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull""#
+            ),
             Challenge::Bearer {
                 realm: "https://auth.docker.io/token".into(),
                 service: Some("registry.docker.io".into())
             }
         );
         assert_eq!(parse_challenge(r#"Basic realm="Registry Realm""#), Challenge::Basic);
-        assert_eq!(parse_challenge("Bearer realm=http://x/t, service=y"), Challenge::Bearer {
-            realm: "http://x/t".into(),
-            service: Some("y".into())
-        });
+        assert_eq!(
+            parse_challenge("Bearer realm=http://x/t, service=y"),
+            Challenge::Bearer { realm: "http://x/t".into(), service: Some("y".into()) }
+        );
         assert_eq!(parse_challenge("Negotiate"), Challenge::None);
     }
 

@@ -180,7 +180,9 @@ impl CredentialStore {
                 a.retain(|k, _| normalize(k) != normalize(host));
                 let entry = match &creds.identity_token {
                     Some(t) => json!({ "identitytoken": t }),
-                    None => json!({ "auth": STANDARD.encode(format!("{}:{}", creds.username, creds.password)) }),
+                    None => {
+                        json!({ "auth": STANDARD.encode(format!("{}:{}", creds.username, creds.password)) })
+                    }
                 };
                 a.insert(key, entry);
             }
@@ -280,11 +282,15 @@ fn from_auths(config: &Map<String, Value>, wanted: &str, path: &str) -> Result<O
             Some(a) => decode_auth(a).map(|(u, _)| u).unwrap_or_default(),
             None => String::new(),
         };
-        return Ok(Some(Credentials { username, password: String::new(), identity_token: Some(t.to_string()) }));
+        return Ok(Some(Credentials {
+            username,
+            password: String::new(),
+            identity_token: Some(t.to_string()),
+        }));
     }
     if let Some(a) = entry.get("auth").and_then(Value::as_str).filter(|a| !a.is_empty()) {
-        let (username, password) =
-            decode_auth(a).ok_or_else(|| invalid(format!("auths[{key:?}].auth is not base64 of user:password")))?;
+        let (username, password) = decode_auth(a)
+            .ok_or_else(|| invalid(format!("auths[{key:?}].auth is not base64 of user:password")))?;
         return Ok(Some(Credentials { username, password, identity_token: None }));
     }
     let user = entry.get("username").and_then(Value::as_str);
@@ -362,7 +368,10 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn store_in(dir: &Path) -> CredentialStore {
-        CredentialStore { docker_config_dir: dir.join("docker"), podman_auth_files: vec![dir.join("auth.json")] }
+        CredentialStore {
+            docker_config_dir: dir.join("docker"),
+            podman_auth_files: vec![dir.join("auth.json")],
+        }
     }
 
     #[test]
@@ -390,8 +399,11 @@ mod tests {
         let c = s.get("h:5000").unwrap().unwrap();
         assert_eq!((c.username.as_str(), c.password.as_str()), ("me", "se:cret"));
         assert_eq!(s.get("docker.io").unwrap().unwrap().identity_token.as_deref(), Some("tok"));
-        fs::write(tmp.path().join("auth.json"), json!({ "auths": { "p:1": { "auth": STANDARD.encode("pu:pp") } } }).to_string())
-            .unwrap();
+        fs::write(
+            tmp.path().join("auth.json"),
+            json!({ "auths": { "p:1": { "auth": STANDARD.encode("pu:pp") } } }).to_string(),
+        )
+        .unwrap();
         assert_eq!(s.get("p:1").unwrap().unwrap().username, "pu");
         fs::write(s.config_path(), "{not json").unwrap();
         assert!(matches!(s.get("h:5000"), Err(CredentialsError::Invalid { .. })));
@@ -402,7 +414,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let s = store_in(tmp.path());
         fs::create_dir_all(&s.docker_config_dir).unwrap();
-        fs::write(s.config_path(), r#"{"psFormat":"x","auths":{"other:1":{"auth":"b3RoZXI6eA=="}}}"#).unwrap();
+        fs::write(s.config_path(), r#"{"psFormat":"x","auths":{"other:1":{"auth":"b3RoZXI6eA=="}}}"#)
+            .unwrap();
         let creds = Credentials { username: "u".into(), password: "p".into(), identity_token: None };
         s.store("localhost:5000", &creds).unwrap();
         let mode = fs::metadata(s.config_path()).unwrap().permissions().mode() & 0o777;

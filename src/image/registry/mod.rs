@@ -16,8 +16,8 @@
 //! `Range` request by the next pull), `<hex>` (verified blob), `<hex>.d` (its unpacked layer).
 //! A failed pull leaves only those, which the next pull reuses and `image prune` removes.
 
-pub mod credentials;
 mod client;
+pub mod credentials;
 mod pull;
 mod push;
 
@@ -150,7 +150,11 @@ impl Platform {
             "riscv64" => ("riscv64", None),
             other => (other, None),
         };
-        Platform { os: "linux".into(), architecture: architecture.into(), variant: variant.map(str::to_string) }
+        Platform {
+            os: "linux".into(),
+            architecture: architecture.into(),
+            variant: variant.map(str::to_string),
+        }
     }
 
     /// Parses `os/arch[/variant]` (docker's aliases: `x86_64` → amd64, `aarch64` → arm64).
@@ -303,7 +307,12 @@ impl Registry {
     }
 
     /// Pushes the store's image `reference` to its registry; returns the manifest digest.
-    pub fn push(&self, store: &ImageStore, reference: &str, events: &dyn ImageEvents) -> Result<String, RegistryError> {
+    pub fn push(
+        &self,
+        store: &ImageStore,
+        reference: &str,
+        events: &dyn ImageEvents,
+    ) -> Result<String, RegistryError> {
         push::push(self, store, reference, events)
     }
 

@@ -87,29 +87,28 @@ pub(crate) fn get_manifest(
     if !resp.status().is_success() {
         return Err(status_error(&name, r.registry(), resp));
     }
-    let header_digest = resp
-        .headers()
-        .get("docker-content-digest")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let header_digest =
+        resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(str::to_string);
     let content_type = resp
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
-    let bytes = resp
-        .into_body()
-        .with_config()
-        .limit(MAX_DOC)
-        .read_to_vec()
-        .map_err(|e| RegistryError::Unreachable { registry: r.registry().to_string(), message: e.to_string() })?;
+    let bytes = resp.into_body().with_config().limit(MAX_DOC).read_to_vec().map_err(|e| {
+        RegistryError::Unreachable { registry: r.registry().to_string(), message: e.to_string() }
+    })?;
     let digest = digest_of(&bytes);
     // Verified against the digest asked for, else against the one the registry says it sent.
-    let expected = if valid_digest(what) { Some(what.to_string()) } else { header_digest.filter(|d| valid_digest(d)) };
+    let expected =
+        if valid_digest(what) { Some(what.to_string()) } else { header_digest.filter(|d| valid_digest(d)) };
     if let Some(want) = expected
         && want != digest
     {
-        return Err(RegistryError::DigestMismatch { what: format!("{name} manifest"), expected: want, actual: digest });
+        return Err(RegistryError::DigestMismatch {
+            what: format!("{name} manifest"),
+            expected: want,
+            actual: digest,
+        });
     }
     let doc: Value = serde_json::from_slice(&bytes)
         .map_err(|e| RegistryError::Invalid { what: format!("{name} manifest"), message: e.to_string() })?;
@@ -128,21 +127,30 @@ pub(crate) fn get_manifest(
     if doc["schemaVersion"].as_u64() == Some(1) || media_type.contains("manifest.v1+prettyjws") {
         return Err(RegistryError::Invalid {
             what: name,
-            message: "Docker schema 1 manifests are not supported; push the image again with a newer client".into(),
+            message: "Docker schema 1 manifests are not supported; push the image again with a newer client"
+                .into(),
         });
     }
     if !MANIFEST_TYPES.contains(&media_type.as_str()) {
-        return Err(RegistryError::Invalid { what: name, message: format!("unsupported manifest type {media_type}") });
+        return Err(RegistryError::Invalid {
+            what: name,
+            message: format!("unsupported manifest type {media_type}"),
+        });
     }
     Ok((bytes, media_type, digest))
 }
 
 /// The descriptor of `platform`'s manifest in an index.
-pub(crate) fn select_platform(name: &str, index: &Value, platform: &Platform) -> Result<String, RegistryError> {
+pub(crate) fn select_platform(
+    name: &str,
+    index: &Value,
+    platform: &Platform,
+) -> Result<String, RegistryError> {
     let mut available = Vec::new();
     for d in index["manifests"].as_array().into_iter().flatten() {
         let p = &d["platform"];
-        let (os, arch) = (p["os"].as_str().unwrap_or_default(), p["architecture"].as_str().unwrap_or_default());
+        let (os, arch) =
+            (p["os"].as_str().unwrap_or_default(), p["architecture"].as_str().unwrap_or_default());
         let variant = p["variant"].as_str();
         if os == "unknown" || arch == "unknown" || os.is_empty() {
             // Attestations and other non-image manifests.
@@ -158,11 +166,20 @@ pub(crate) fn select_platform(name: &str, index: &Value, platform: &Platform) ->
             None => format!("{os}/{arch}"),
         });
     }
-    Err(RegistryError::NoMatchingPlatform { reference: name.to_string(), wanted: platform.to_string(), available })
+    Err(RegistryError::NoMatchingPlatform {
+        reference: name.to_string(),
+        wanted: platform.to_string(),
+        available,
+    })
 }
 
 /// Fetches a small blob (a config) whole, verified.
-fn get_small_blob(client: &Client, r: &Reference, digest: &str, scopes: &[String]) -> Result<Vec<u8>, RegistryError> {
+fn get_small_blob(
+    client: &Client,
+    r: &Reference,
+    digest: &str,
+    scopes: &[String],
+) -> Result<Vec<u8>, RegistryError> {
     let url_path = format!("/v2/{}/blobs/{digest}", r.path());
     let what = format!("{} blob {digest}", r.full());
     let resp = client.request(r.api_host(), scopes, true, &|agent, base, auth| {
@@ -175,12 +192,9 @@ fn get_small_blob(client: &Client, r: &Reference, digest: &str, scopes: &[String
     if !resp.status().is_success() {
         return Err(status_error(&what, r.registry(), resp));
     }
-    let bytes = resp
-        .into_body()
-        .with_config()
-        .limit(MAX_DOC)
-        .read_to_vec()
-        .map_err(|e| RegistryError::Unreachable { registry: r.registry().to_string(), message: e.to_string() })?;
+    let bytes = resp.into_body().with_config().limit(MAX_DOC).read_to_vec().map_err(|e| {
+        RegistryError::Unreachable { registry: r.registry().to_string(), message: e.to_string() }
+    })?;
     let actual = digest_of(&bytes);
     if actual != digest {
         return Err(RegistryError::DigestMismatch { what, expected: digest.to_string(), actual });
@@ -208,11 +222,17 @@ struct Progress<'a> {
 impl Progress<'_> {
     fn bytes(&mut self, done: u64) {
         let now = Instant::now();
-        if self.last.is_some_and(|l| now.duration_since(l) < Duration::from_millis(100)) && done < self.total {
+        if self.last.is_some_and(|l| now.duration_since(l) < Duration::from_millis(100)) && done < self.total
+        {
             return;
         }
         self.last = Some(now);
-        self.events.event("Layer", &self.name, &format!("Downloading {}/{}", human(done), human(self.total)), false);
+        self.events.event(
+            "Layer",
+            &self.name,
+            &format!("Downloading {}/{}", human(done), human(self.total)),
+            false,
+        );
     }
 }
 
@@ -387,11 +407,27 @@ fn fetch_layer(
                 file.set_len(0).map_err(io_at(&partial))?;
                 file.seek(SeekFrom::Start(0)).map_err(io_at(&partial))?;
                 have = 0;
-                copy_body(resp, &mut file, &partial, &mut hasher, &mut unpacker, &mut have, &mut progress, r.registry())
+                copy_body(
+                    resp,
+                    &mut file,
+                    &partial,
+                    &mut hasher,
+                    &mut unpacker,
+                    &mut have,
+                    &mut progress,
+                    r.registry(),
+                )
             }
-            Ok(resp) if resp.status().is_success() => {
-                copy_body(resp, &mut file, &partial, &mut hasher, &mut unpacker, &mut have, &mut progress, r.registry())
-            }
+            Ok(resp) if resp.status().is_success() => copy_body(
+                resp,
+                &mut file,
+                &partial,
+                &mut hasher,
+                &mut unpacker,
+                &mut have,
+                &mut progress,
+                r.registry(),
+            ),
             Ok(resp) if resp.status().is_server_error() => Err(status_error(&what, r.registry(), resp)),
             Ok(resp) => {
                 unpacker.abort();
@@ -399,11 +435,16 @@ fn fetch_layer(
             }
         };
         if let Err(e) = outcome {
-            let retryable = matches!(e, RegistryError::Unreachable { .. } | RegistryError::Status { status: 500.., .. });
+            let retryable =
+                matches!(e, RegistryError::Unreachable { .. } | RegistryError::Status { status: 500.., .. });
             failures += 1;
             if !retryable || failures >= attempts {
                 unpacker.abort();
-                events.failed("Layer", &name, &format!("Download failed at {}/{}", human(have), human(job.size)));
+                events.failed(
+                    "Layer",
+                    &name,
+                    &format!("Download failed at {}/{}", human(have), human(job.size)),
+                );
                 return Err(e);
             }
             client.backoff(failures - 1);
@@ -477,12 +518,17 @@ fn copy_body(
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(RegistryError::Unreachable { registry, message: format!("download cut: {e}") }),
+            Err(e) => {
+                return Err(RegistryError::Unreachable { registry, message: format!("download cut: {e}") });
+            }
         };
         if *have + n as u64 > progress.total {
             return Err(RegistryError::Invalid {
                 what: format!("layer {}", progress.name),
-                message: format!("the registry sent more than the {} bytes the manifest says", progress.total),
+                message: format!(
+                    "the registry sent more than the {} bytes the manifest says",
+                    progress.total
+                ),
             });
         }
         file.write_all(&buf[..n]).map_err(io_at(path))?;
@@ -530,12 +576,9 @@ pub(crate) fn pull(
     events.event("Image", &short, "Pulling", false);
     let result = pull_inner(reg, store, &r, platform, events);
     match &result {
-        Ok(p) => events.event(
-            "Image",
-            &short,
-            if p.updated { "Pulled" } else { "Image is up to date" },
-            true,
-        ),
+        Ok(p) => {
+            events.event("Image", &short, if p.updated { "Pulled" } else { "Image is up to date" }, true)
+        }
         Err(e) => events.failed("Image", &short, &e.to_string()),
     }
     result
@@ -551,14 +594,18 @@ fn pull_inner(
     let client = &reg.client;
     let scopes = vec![format!("repository:{}:pull", r.path())];
     let name = r.full();
-    let (mut bytes, mut media_type, mut manifest_digest) = get_manifest(client, r, r.tag_or_digest(), &scopes)?;
+    let (mut bytes, mut media_type, mut manifest_digest) =
+        get_manifest(client, r, r.tag_or_digest(), &scopes)?;
     if media_type.contains("index") || media_type.contains("manifest.list") {
         let index: Value = serde_json::from_slice(&bytes)
             .map_err(|e| RegistryError::Invalid { what: name.clone(), message: e.to_string() })?;
         let wanted = platform.cloned().unwrap_or_else(Platform::host);
         let digest = select_platform(&name, &index, &wanted)?;
         if !valid_digest(&digest) {
-            return Err(RegistryError::Invalid { what: name, message: format!("bad manifest digest {digest:?}") });
+            return Err(RegistryError::Invalid {
+                what: name,
+                message: format!("bad manifest digest {digest:?}"),
+            });
         }
         (bytes, media_type, manifest_digest) = get_manifest(client, r, &digest, &scopes)?;
         if media_type.contains("index") || media_type.contains("manifest.list") {
@@ -574,19 +621,25 @@ fn pull_inner(
     })?;
     let config_digest = manifest["config"]["digest"].as_str().unwrap_or_default().to_string();
     if !valid_digest(&config_digest) {
-        return Err(RegistryError::Invalid { what: name, message: "the manifest names no valid config digest".into() });
+        return Err(RegistryError::Invalid {
+            what: name,
+            message: "the manifest names no valid config digest".into(),
+        });
     }
     let previous = store.manifest_of(&name).ok().map(|(d, _, _)| d);
     let config_bytes = match fs::read(store.blob_path(&config_digest)) {
         Ok(b) if digest_of(&b) == config_digest => b,
         _ => get_small_blob(client, r, &config_digest, &scopes)?,
     };
-    let config: ImageConfiguration = serde_json::from_slice(&config_bytes).map_err(|e| RegistryError::Invalid {
-        what: format!("{name} config {config_digest}"),
-        message: e.to_string(),
+    let config: ImageConfiguration = serde_json::from_slice(&config_bytes).map_err(|e| {
+        RegistryError::Invalid { what: format!("{name} config {config_digest}"), message: e.to_string() }
     })?;
     if let Some(p) = platform
-        && !p.matches(&config.os().to_string(), &config.architecture().to_string(), config.variant().as_deref())
+        && !p.matches(
+            &config.os().to_string(),
+            &config.architecture().to_string(),
+            config.variant().as_deref(),
+        )
     {
         return Err(RegistryError::NoMatchingPlatform {
             reference: name,
@@ -607,7 +660,10 @@ fn pull_inner(
     for (i, l) in layers.iter().enumerate() {
         let digest = l["digest"].as_str().unwrap_or_default().to_string();
         if !valid_digest(&digest) {
-            return Err(RegistryError::Invalid { what: name, message: format!("layer {i} has no valid digest") });
+            return Err(RegistryError::Invalid {
+                what: name,
+                message: format!("layer {i} has no valid digest"),
+            });
         }
         let media = l["mediaType"].as_str().unwrap_or_default();
         if media.contains("foreign") || media.contains("nondistributable") {
@@ -735,8 +791,12 @@ mod tests {
         ]});
         let amd = Platform::parse("linux/amd64").unwrap();
         assert_eq!(select_platform("x", &index, &amd).unwrap(), "sha256:b");
-        assert_eq!(select_platform("x", &index, &Platform::parse("linux/arm/v7").unwrap()).unwrap(), "sha256:a");
-        let err = select_platform("x", &index, &Platform::parse("linux/s390x").unwrap()).unwrap_err().to_string();
+        assert_eq!(
+            select_platform("x", &index, &Platform::parse("linux/arm/v7").unwrap()).unwrap(),
+            "sha256:a"
+        );
+        let err =
+            select_platform("x", &index, &Platform::parse("linux/s390x").unwrap()).unwrap_err().to_string();
         assert!(err.contains("linux/s390x") && err.contains("linux/arm/v7, linux/amd64"), "{err}");
     }
 

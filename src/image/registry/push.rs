@@ -29,14 +29,18 @@ fn absolute(base: &str, location: &str) -> String {
 }
 
 fn location(resp: &ureq::http::Response<ureq::Body>, what: &str) -> Result<String, RegistryError> {
-    resp.headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .ok_or_else(|| RegistryError::Invalid { what: what.to_string(), message: "the registry gave no upload location".into() })
+    resp.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_string).ok_or_else(|| {
+        RegistryError::Invalid {
+            what: what.to_string(),
+            message: "the registry gave no upload location".into(),
+        }
+    })
 }
 
-fn with_auth(mut req: ureq::RequestBuilder<ureq::typestate::WithBody>, auth: Option<&str>) -> ureq::RequestBuilder<ureq::typestate::WithBody> {
+fn with_auth(
+    mut req: ureq::RequestBuilder<ureq::typestate::WithBody>,
+    auth: Option<&str>,
+) -> ureq::RequestBuilder<ureq::typestate::WithBody> {
     if let Some(a) = auth {
         req = req.header("Authorization", a);
     }
@@ -112,7 +116,8 @@ fn push_blob(
         }
     };
     let path = store.blob_path(digest);
-    let mut file = fs::File::open(&path).map_err(|source| RegistryError::Io { path: path.display().to_string(), source })?;
+    let mut file = fs::File::open(&path)
+        .map_err(|source| RegistryError::Io { path: path.display().to_string(), source })?;
     let chunk_size = client.opts().upload_chunk.max(1);
     let mut buf = vec![0u8; chunk_size];
     let mut sent = 0u64;
@@ -165,7 +170,12 @@ fn push_blob(
     Ok(())
 }
 
-pub(crate) fn push(reg: &Registry, store: &ImageStore, reference: &str, events: &dyn ImageEvents) -> Result<String, RegistryError> {
+pub(crate) fn push(
+    reg: &Registry,
+    store: &ImageStore,
+    reference: &str,
+    events: &dyn ImageEvents,
+) -> Result<String, RegistryError> {
     let r = Reference::parse(reference)?;
     let short = r.short();
     events.event("Image", &short, "Pushing", false);
@@ -177,20 +187,31 @@ pub(crate) fn push(reg: &Registry, store: &ImageStore, reference: &str, events: 
     result
 }
 
-fn push_inner(client: &Client, store: &ImageStore, r: &Reference, events: &dyn ImageEvents) -> Result<String, RegistryError> {
+fn push_inner(
+    client: &Client,
+    store: &ImageStore,
+    r: &Reference,
+    events: &dyn ImageEvents,
+) -> Result<String, RegistryError> {
     let name = r.full();
     if r.digest.is_some() {
-        return Err(RegistryError::Invalid { what: name, message: "cannot push a digest reference; push a tag".into() });
+        return Err(RegistryError::Invalid {
+            what: name,
+            message: "cannot push a digest reference; push a tag".into(),
+        });
     }
     let (digest, media_type, bytes) = store.manifest_of(&name)?;
-    let manifest: Value =
-        serde_json::from_slice(&bytes).map_err(|e| RegistryError::Invalid { what: name.clone(), message: e.to_string() })?;
+    let manifest: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| RegistryError::Invalid { what: name.clone(), message: e.to_string() })?;
     let scopes = vec![format!("repository:{}:pull,push", r.path())];
     let desc = |d: &Value| -> Result<(String, u64), RegistryError> {
         let digest = d["digest"].as_str().unwrap_or_default().to_string();
         let size = d["size"].as_u64().unwrap_or(0);
         if digest.is_empty() {
-            return Err(RegistryError::Invalid { what: name.clone(), message: "a descriptor without digest".into() });
+            return Err(RegistryError::Invalid {
+                what: name.clone(),
+                message: "a descriptor without digest".into(),
+            });
         }
         Ok((digest, size))
     };
@@ -207,7 +228,9 @@ fn push_inner(client: &Client, store: &ImageStore, r: &Reference, events: &dyn I
     push_blob(client, store, r, &config_digest, config_size, &scopes, events, false)?;
     let url = format!("/v2/{}/manifests/{}", r.path(), r.tag);
     let resp = client.request(r.api_host(), &scopes, true, &|agent, base, auth| {
-        with_auth(agent.put(format!("{base}{url}")), auth).header("Content-Type", &media_type).send(&bytes[..])
+        with_auth(agent.put(format!("{base}{url}")), auth)
+            .header("Content-Type", &media_type)
+            .send(&bytes[..])
     })?;
     if resp.status() != StatusCode::CREATED && !resp.status().is_success() {
         return Err(status_error(&format!("{name} manifest"), r.registry(), resp));
@@ -225,7 +248,10 @@ mod tests {
 
     #[test]
     fn locations_resolve() {
-        assert_eq!(absolute("http://h:1", "/v2/x/blobs/uploads/u?_state=s"), "http://h:1/v2/x/blobs/uploads/u?_state=s");
+        assert_eq!(
+            absolute("http://h:1", "/v2/x/blobs/uploads/u?_state=s"),
+            "http://h:1/v2/x/blobs/uploads/u?_state=s"
+        );
         assert_eq!(absolute("http://h:1", "https://o/x"), "https://o/x");
     }
 }
