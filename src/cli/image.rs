@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::{CliError, CliResult, GlobalOptions};
+use crate::image::events::ImageEvents;
 use crate::image::import::{ImportSource, import};
+use crate::image::registry::{Platform, Registry, RegistryOptions};
 use crate::image::{ImageStore, Reference, load::load};
 
 /// `berth image` subcommands.
@@ -39,6 +41,25 @@ enum ImageCommand {
         /// Print nothing
         #[arg(short, long)]
         quiet: bool,
+    },
+    /// Download an image from a registry
+    Pull {
+        /// Platform to pull (`os/arch[/variant]`; default: this host's)
+        #[arg(long)]
+        platform: Option<String>,
+        /// Print only the image's full name
+        #[arg(short, long)]
+        quiet: bool,
+        /// The image (`name[:tag|@digest]`)
+        reference: String,
+    },
+    /// Upload an image to a registry
+    Push {
+        /// Print only the manifest digest
+        #[arg(short, long)]
+        quiet: bool,
+        /// The image (`name[:tag]`)
+        reference: String,
     },
     /// List images
     #[command(alias = "list")]
@@ -194,6 +215,13 @@ fn refuse_terminal_stdin(command: &str, hint: &str) -> CliResult<()> {
 pub fn run(global: &GlobalOptions, args: &ImageArgs) -> CliResult<()> {
     let store = ImageStore::open(&global.dirs()).map_err(|e| CliError::msg(e.to_string()))?;
     let err = |e: crate::image::ImageError| CliError::msg(e.to_string());
+    match &args.command {
+        ImageCommand::Pull { platform, quiet, reference } => {
+            return pull(&store, platform.as_deref(), *quiet, reference);
+        }
+        ImageCommand::Push { quiet, reference } => return push(&store, *quiet, reference),
+        _ => {}
+    }
     let mut out = std::io::stdout().lock();
     match &args.command {
         ImageCommand::Import { changes, message, source, name } => {
@@ -239,6 +267,10 @@ pub fn run(global: &GlobalOptions, args: &ImageArgs) -> CliResult<()> {
                 }
             }
         }
+        ImageCommand::Pull { platform, quiet, reference } => {
+            pull(&store, platform.as_deref(), *quiet, reference)?
+        }
+        ImageCommand::Push { quiet, reference } => push(&store, *quiet, reference)?,
         ImageCommand::Ls { quiet, format } => {
             let images = store.list().map_err(err)?;
             if *quiet {
@@ -349,6 +381,69 @@ pub fn run(global: &GlobalOptions, args: &ImageArgs) -> CliResult<()> {
             }
             let _ = writeln!(out, "Total reclaimed space: {}", human_size(freed));
         }
+    }
+    Ok(())
+}
+
+/// Prints layer progress as docker does without a terminal: one line per state change, byte
+/// counts left out.
+struct LinePrinter {
+    quiet: bool,
+}
+
+impl ImageEvents for LinePrinter {
+    fn event(&self, kind: &str, name: &str, status: &str, _done: bool) {
+        let bytes = status.starts_with("Downloading ") || status.starts_with("Pushing ");
+        if !self.quiet && kind == "Layer" && !bytes {
+            println!("{name}: {status}");
+        }
+    }
+
+    fn failed(&self, kind: &str, name: &str, status: &str) {
+        if !self.quiet && kind == "Layer" {
+            println!("{name}: {status}");
+        }
+    }
+}
+
+fn pull(store: &ImageStore, platform: Option<&str>, quiet: bool, reference: &str) -> CliResult<()> {
+    let r = Reference::parse(reference).map_err(|e| CliError::msg(e.to_string()))?;
+    let platform = platform.map(Platform::parse).transpose().map_err(|e| CliError::msg(e.to_string()))?;
+    if !quiet {
+        if r.digest.is_none() && !reference.contains(':') {
+            println!("Using default tag: {}", r.tag);
+        }
+        println!("{}: Pulling from {}", r.tag_or_digest(), r.path());
+    }
+    let registry = Registry::new(RegistryOptions::from_env());
+    let pulled = registry
+        .pull(store, reference, platform.as_ref(), &LinePrinter { quiet })
+        .map_err(|e| CliError::msg(e.to_string()))?;
+    if !quiet {
+        println!("Digest: {}", pulled.manifest_digest);
+        if pulled.updated {
+            println!("Status: Downloaded newer image for {}", r.short());
+        } else {
+            println!("Status: Image is up to date for {}", r.short());
+        }
+    }
+    println!("{}", pulled.reference);
+    Ok(())
+}
+
+fn push(store: &ImageStore, quiet: bool, reference: &str) -> CliResult<()> {
+    let r = Reference::parse(reference).map_err(|e| CliError::msg(e.to_string()))?;
+    if !quiet {
+        println!("The push refers to repository [{}]", r.repository);
+    }
+    let registry = Registry::new(RegistryOptions::from_env());
+    let digest =
+        registry.push(store, reference, &LinePrinter { quiet }).map_err(|e| CliError::msg(e.to_string()))?;
+    if quiet {
+        println!("{digest}");
+    } else {
+        let size = store.manifest_of(&r.full()).map(|(_, _, b)| b.len()).unwrap_or(0);
+        println!("{}: digest: {digest} size: {size}", r.tag);
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ pub mod events;
 pub mod import;
 pub mod load;
 pub mod reference;
+pub mod registry;
 pub mod save;
 pub mod unpack;
 
@@ -295,6 +296,18 @@ impl ImageStore {
     /// Records a manifest (already stored as a blob) under `names`, taking each name from any
     /// image that had it. An image without names is listed untagged.
     pub(crate) fn add_manifest(&self, manifest_digest: &str, size: u64, names: &[Reference]) -> Result<()> {
+        self.add_manifest_typed(manifest_digest, size, "application/vnd.oci.image.manifest.v1+json", names)
+    }
+
+    /// As `add_manifest`, for a manifest of `media_type` (a pulled Docker schema 2 manifest is
+    /// kept as it came, so that its digest stays the one the registry names).
+    pub(crate) fn add_manifest_typed(
+        &self,
+        manifest_digest: &str,
+        size: u64,
+        media_type: &str,
+        names: &[Reference],
+    ) -> Result<()> {
         let mut index = self.read_index()?;
         let manifests = index["manifests"].as_array_mut().ok_or_else(|| ImageError::Invalid {
             source_name: "index.json".into(),
@@ -308,7 +321,7 @@ impl ImageStore {
         });
         let desc = |name: Option<&String>| {
             let mut d = json!({
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "mediaType": media_type,
                 "digest": manifest_digest,
                 "size": size,
             });
@@ -373,10 +386,18 @@ impl ImageStore {
         let hex_ref = reference.strip_prefix("sha256:").unwrap_or(reference);
         let looks_like_id =
             hex_ref.len() >= 4 && hex_ref.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
-        if let Ok(r) = Reference::parse(reference)
-            && let Some(i) = entries.iter().position(|e| e.names.contains(&r))
-        {
-            return Ok((entries, i, Some(r)));
+        if let Ok(r) = Reference::parse(reference) {
+            if let Some(i) = entries.iter().position(|e| e.names.contains(&r)) {
+                return Ok((entries, i, Some(r)));
+            }
+            // `name@sha256:<manifest digest>` finds an image of that repository by content.
+            if let Some(d) = &r.digest
+                && let Some(i) = entries.iter().position(|e| {
+                    &e.manifest_digest == d && e.names.iter().any(|n| n.repository == r.repository)
+                })
+            {
+                return Ok((entries, i, None));
+            }
         }
         if looks_like_id {
             let hits: Vec<usize> =
@@ -428,7 +449,7 @@ impl ImageStore {
             for n in &e.names {
                 out.push(ImageSummary {
                     repository: n.short_repository(),
-                    tag: n.tag.clone(),
+                    tag: if n.tag.is_empty() { "<none>".into() } else { n.tag.clone() },
                     id: e.id(),
                     created: created.clone(),
                     size,
@@ -588,6 +609,26 @@ impl ImageStore {
             }
         }
         Ok(freed)
+    }
+
+    /// The store's own dir (`<root>/images`).
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The manifest of an image found by name, id or digest: (digest, media type, bytes).
+    pub(crate) fn manifest_of(&self, reference: &str) -> Result<(String, String, Vec<u8>)> {
+        let (entries, i, _) = self.find(reference)?;
+        let digest = entries[i].manifest_digest.clone();
+        let path = self.blob_path(&digest);
+        let bytes = fs::read(&path).map_err(io_at(&path))?;
+        let media_type = entries[i]
+            .manifest
+            .media_type()
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".to_string());
+        Ok((digest, media_type, bytes))
     }
 
     /// A staging dir inside the store (same file system, so blobs can be renamed in).
