@@ -592,6 +592,10 @@ impl ImageStore {
         // its unpacked layers, which stay until the containers go: deleting a mounted lower
         // dir's files would break a running container.
         keep_layers.extend(self.container_layers());
+        // The build cache's layers outlive the images built from them (see `build::cache`).
+        let (cache_blobs, cache_layers) = self.build_cache_references();
+        keep_blobs.extend(cache_blobs);
+        keep_layers.extend(cache_layers);
         let mut freed = 0;
         let blobs = self.dir.join("blobs/sha256");
         for entry in fs::read_dir(&blobs).map_err(io_at(&blobs))?.flatten() {
@@ -634,6 +638,35 @@ impl ImageStore {
     /// A staging dir inside the store (same file system, so blobs can be renamed in).
     pub(crate) fn staging(&self) -> Result<tempfile::TempDir> {
         tempfile::Builder::new().prefix(".staging-").tempdir_in(&self.dir).map_err(io_at(&self.dir))
+    }
+}
+
+// ---- Helpers for the image builder (`build::builder`) ----
+
+impl ImageStore {
+    /// The raw JSON of image `id`'s config blob (docker fields the OCI type drops, such as
+    /// `Healthcheck`, `Shell` and `OnBuild`, included).
+    pub(crate) fn raw_config(&self, id: &str) -> Result<Value> {
+        self.read_blob_json(id)
+    }
+
+    /// The layer descriptors (digest, size, media type) of the image whose config is `id`.
+    pub(crate) fn image_layers(&self, id: &str) -> Result<Vec<(String, u64, String)>> {
+        let entry = self.entries()?.into_iter().find(|e| e.id() == id).ok_or_else(|| ImageError::NotFound(id.to_string()))?;
+        Ok(entry
+            .manifest
+            .layers()
+            .iter()
+            .map(|l| (l.digest().to_string(), l.size(), l.media_type().to_string()))
+            .collect())
+    }
+
+    /// Blobs and unpacked layers (hex) the build cache under the same root lists.
+    fn build_cache_references(&self) -> (BTreeSet<String>, BTreeSet<String>) {
+        match self.dir.parent() {
+            Some(root) => build::cache::referenced(root),
+            None => (BTreeSet::new(), BTreeSet::new()),
+        }
     }
 }
 
