@@ -537,6 +537,34 @@ fn copy_body(
     }
 }
 
+/// Removes what failed pulls left in `images/.pull` (resumable partials included), except the
+/// downloads that a pull is doing now (it holds their lock). The empty lock files stay: removing
+/// one that a waiting pull has open would let two pulls download the same blob at once.
+/// Returns the bytes freed.
+pub(crate) fn clean_pull_dir(store: &ImageStore) -> u64 {
+    let dir = pull_dir(store);
+    let Ok(entries) = fs::read_dir(&dir) else { return 0 };
+    let digests: BTreeSet<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.split('.').next()).map(str::to_string))
+        .filter(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()))
+        .collect();
+    let mut freed = 0;
+    for h in digests {
+        let Ok(Some(_lock)) = Lock::try_acquire(&dir.join(format!("{h}.lock"))) else { continue };
+        for file in [dir.join(&h), dir.join(format!("{h}.partial"))] {
+            if let Ok(m) = fs::metadata(&file) {
+                freed += m.len();
+                let _ = fs::remove_file(&file);
+            }
+        }
+        for d in [dir.join(format!("{h}.d")), dir.join(format!("{h}.unpacking"))] {
+            let _ = fs::remove_dir_all(d);
+        }
+    }
+    freed
+}
+
 /// Records which repository each pulled or pushed blob came from (for cross-repository
 /// mounts on push): `images/sources.json`, `{digest: [repository, ...]}`. Call with the lock.
 pub(crate) fn record_sources(store: &ImageStore, repository: &str, digests: &[String]) {
