@@ -575,7 +575,9 @@ impl ImageStore {
         }
         self.write_index(&index)?;
         let ids = doomed.iter().map(|e| e.id()).collect();
-        Ok((ids, self.gc()?))
+        // What failed pulls left for a later pull to resume goes too.
+        let staged = registry::clean_pull_staging(self);
+        Ok((ids, self.gc()? + staged))
     }
 
     /// Removes blobs and unpacked layers that no image in the index references, and leftovers
