@@ -274,6 +274,7 @@ impl Client {
             schemes.push("http");
         }
         let mut last = None;
+        let mut tls_error: Option<ureq::Error> = None;
         for (i, scheme) in schemes.iter().enumerate() {
             let base = format!("{scheme}://{host}");
             let mut attempt = 0;
@@ -288,6 +289,17 @@ impl Client {
                 attempt += 1;
             };
             match resp {
+                // Plain HTTP to a TLS server gets a 400 (not a registry's answer): the TLS
+                // failure is what the user must hear about.
+                Ok(r)
+                    if *scheme == "http"
+                        && !matches!(r.status().as_u16(), 200..=299 | 401)
+                        && tls_error.is_some() =>
+                {
+                    if let Some(e) = tls_error.take() {
+                        return Err(unreachable(host, &e));
+                    }
+                }
                 Ok(r) => {
                     let challenge = match r.status() {
                         StatusCode::UNAUTHORIZED => r
@@ -309,9 +321,21 @@ impl Client {
                     }
                     return Ok(h);
                 }
-                Err(e) => last = Some(e),
+                Err(e) => {
+                    if *scheme == "https" {
+                        tls_error = Some(e);
+                    } else {
+                        last = Some(e);
+                    }
+                }
             }
         }
+        let last = match (tls_error, last) {
+            // Both failed: the HTTPS error says more unless the host is not there at all.
+            (Some(t), Some(l)) if !matches!(l, ureq::Error::ConnectionFailed) => Some(t),
+            (Some(t), None) => Some(t),
+            (_, l) => l,
+        };
         Err(match last {
             Some(e) => unreachable(host, &e),
             None => {
