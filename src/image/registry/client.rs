@@ -315,6 +315,7 @@ impl Client {
                     if r.status().is_server_error() {
                         return Err(status_error(&format!("registry {host}"), host, r));
                     }
+                    tracing::debug!(host, base = %base, challenge = ?challenge, "registry contacted");
                     let h = Arc::new(Host { agent, base, challenge });
                     if let Ok(mut m) = self.hosts.lock() {
                         m.insert(host.to_string(), h.clone());
@@ -487,6 +488,7 @@ impl Client {
                 return result.map_err(|e| unreachable(host, &e));
             }
             if !matches!(&result, Ok(r) if r.status() == StatusCode::UNAUTHORIZED) {
+                tracing::debug!(host, attempt, "request failed; retrying");
                 std::thread::sleep(self.opts.backoff * 2u32.saturating_pow(attempt));
                 attempt += 1;
             }
