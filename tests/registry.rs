@@ -299,19 +299,32 @@ impl TokenServer {
                 let mut request_line = String::new();
                 let _ = reader.read_line(&mut request_line);
                 let mut authorization = String::new();
+                let mut length = 0usize;
                 loop {
                     let mut line = String::new();
                     if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
                         break;
                     }
-                    if let Some((k, v)) = line.split_once(':')
-                        && k.eq_ignore_ascii_case("authorization")
-                    {
-                        authorization = v.trim().to_string();
+                    if let Some((k, v)) = line.split_once(':') {
+                        if k.eq_ignore_ascii_case("authorization") {
+                            authorization = v.trim().to_string();
+                        } else if k.eq_ignore_ascii_case("content-length") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
                     }
                 }
-                let target = request_line.split_whitespace().nth(1).unwrap_or("").to_string();
-                let (status, body) = if authorization != expected {
+                let mut target = request_line.split_whitespace().nth(1).unwrap_or("").to_string();
+                // docker's refresh-token flow: a form POST with the identity token.
+                let mut refreshed = false;
+                if request_line.starts_with("POST") {
+                    let mut body = vec![0u8; length.min(64 * 1024)];
+                    let _ = reader.read_exact(&mut body);
+                    let form = String::from_utf8_lossy(&body).into_owned();
+                    refreshed = form.split('&').any(|kv| kv == format!("refresh_token={REFRESH_TOKEN}"))
+                        && form.contains("grant_type=refresh_token");
+                    target = format!("/token?{form}");
+                }
+                let (status, body) = if authorization != expected && !refreshed {
                     ("401 Unauthorized", r#"{"details":"bad credentials"}"#.to_string())
                 } else {
                     ("200 OK", token_body(&target, &key, &x5c))
@@ -391,11 +404,16 @@ fn token_body(target: &str, key: &Path, x5c: &str) -> String {
     json!({ "access_token": token, "expires_in": 300 }).to_string()
 }
 
+/// The identity token the test token server accepts in its refresh-token flow.
+const REFRESH_TOKEN: &str = "berth-refresh-token";
+
 /// A test's own root, run dir, docker config and certs dir; runs the berth binary.
 struct Env {
     env: common::TestEnv,
     home: PathBuf,
     certs_d: PathBuf,
+    /// A dir put first on PATH (credential helpers).
+    bin: Option<PathBuf>,
 }
 
 impl Env {
@@ -403,11 +421,16 @@ impl Env {
         let env = common::TestEnv::new();
         let home = env.dir.path().join("home");
         fs::create_dir_all(home.join(".docker")).unwrap();
-        Env { env, home, certs_d: certs_d.to_path_buf() }
+        Env { env, home, certs_d: certs_d.to_path_buf(), bin: None }
     }
 
     fn berth_in(&self, args: &[&str], stdin: &str) -> (bool, String, String) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+        if let Some(bin) = &self.bin {
+            let path = std::env::var("PATH").unwrap_or_default();
+            cmd.env("PATH", format!("{}:{path}", bin.display()));
+        }
+        let mut child = cmd
             .env("BERTH_ROOT", &self.env.dirs.root)
             .env("BERTH_RUN", &self.env.dirs.run)
             .env("HOME", &self.home)
@@ -720,6 +743,40 @@ fn an_index_gives_the_host_platform() {
     arm.ok(&["image", "pull", "--platform", "linux/arm64", &multi]);
     assert_eq!(arm.store().resolve(&multi).unwrap().id, arm_id);
 
+    // A Docker schema 2 manifest with a gzip layer: unpacked while it streams, kept as it
+    // came (so that its digest finds it again).
+    let layer_digest = amd_manifest["layers"][0]["digest"].as_str().unwrap().to_string();
+    let plain = fs::read(src.store().blob_path(&layer_digest)).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&plain).unwrap();
+    let gz = gz.finish().unwrap();
+    let gz_digest = curl_blob(&host, "multi/bb", &gz, tmp);
+    let config_bytes = fs::read(src.store().blob_path(&amd_id)).unwrap();
+    let docker = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": { "mediaType": "application/vnd.docker.container.image.v1+json", "size": config_bytes.len(), "digest": amd_id },
+        "layers": [{ "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": gz.len(), "digest": gz_digest }],
+    });
+    let docker_bytes = serde_json::to_vec_pretty(&docker).unwrap();
+    curl_manifest(
+        &host,
+        "multi/bb",
+        "docker",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        &docker_bytes,
+        tmp,
+    );
+    let docker_name = format!("{host}/multi/bb:docker");
+    let d = Env::new(&reg.certs_d);
+    let out = d.ok(&["image", "pull", &docker_name]);
+    assert!(out.contains(&format!("Digest: {}", sha(&docker_bytes))), "{out}");
+    assert_eq!(d.run_image(&docker_name), "hi\n");
+    assert!(d.store().resolve(&format!("{host}/multi/bb@{}", sha(&docker_bytes))).is_ok());
+    // And pushed back as it is: same digest.
+    let out = d.ok(&["image", "push", &docker_name]);
+    assert!(out.contains(&format!("docker: digest: {}", sha(&docker_bytes))), "{out}");
+
     let none = Env::new(&reg.certs_d);
     let (ok, _, err) = none.berth(&["image", "pull", "--platform", "linux/s390x", &multi]);
     assert!(!ok);
@@ -762,6 +819,34 @@ fn basic_auth_login_logout() {
     let (ok, _, err) = env.berth(&["image", "pull", &name]);
     assert!(!ok);
     assert!(err.contains("unauthorized"), "{err}");
+    // A credential helper (`credsStore`): login stores through it, pulls ask it.
+    let mut helped = Env::new(&reg.certs_d);
+    let bin = helped.env.dir.path().join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let saved = helped.env.dir.path().join("helper-store");
+    let helper = bin.join("docker-credential-berthtest");
+    fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in\n store) cat > {s} ;;\n get) read server; if [ -s {s} ]; then sed 's/\"ServerURL\":\"[^\"]*\",//' {s}; else echo 'credentials not found in native keychain'; exit 1; fi ;;\n erase) rm -f {s} ;;\nesac\n",
+            s = saved.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&helper, fs::Permissions::from_mode(0o755)).unwrap();
+    helped.bin = Some(bin);
+    fs::write(helped.home.join(".docker/config.json"), r#"{"credsStore":"berthtest"}"#).unwrap();
+    let (ok, out, err) = helped.berth_in(&["login", &host, "-u", "berth", "--password-stdin"], "s3cret");
+    assert!(ok && out.contains("Login Succeeded"), "{out}{err}");
+    let stored: Value = serde_json::from_slice(&fs::read(&saved).unwrap()).unwrap();
+    assert_eq!((stored["Username"].as_str(), stored["Secret"].as_str()), (Some("berth"), Some("s3cret")));
+    let config = fs::read_to_string(helped.home.join(".docker/config.json")).unwrap();
+    assert!(!config.contains("czNjcmV0") && !config.contains("s3cret"), "{config}");
+    helped.ok(&["image", "pull", &name]);
+    let out = helped.ok(&["logout", &host]);
+    assert!(out.contains("Removing login credentials"), "{out}");
+    assert!(!saved.exists());
+
     // docker's `-p PASSWORD` works too.
     let (ok, out, err) = env.berth(&["login", &host, "-u", "berth", "-p", "s3cret"]);
     assert!(ok && out.contains("Login Succeeded"), "{out}{err}");
@@ -797,7 +882,7 @@ fn bearer_tokens_over_tls() {
     let untrusting = Env::new(&env.env.dir.path().join("no-certs"));
     let (ok, _, err) = untrusting.berth(&["image", "pull", &name]);
     assert!(!ok);
-    assert!(err.contains(&host), "{err}");
+    assert!(err.contains(&host) && err.contains("certificate"), "{err}");
     // A wrong password: 401 from the token server, named.
     let wrong = Env::new(&reg.certs_d);
     fs::write(
@@ -812,6 +897,16 @@ fn bearer_tokens_over_tls() {
     assert!(!ok && err.contains("unauthorized"), "{err}");
     let (ok, out, err) = wrong.berth_in(&["login", &host, "-u", "tok", "--password-stdin"], "en");
     assert!(ok && out.contains("Login Succeeded"), "{out}{err}");
+
+    // An identity token (docker's refresh token) instead of a password.
+    let ident = Env::new(&reg.certs_d);
+    fs::write(
+        ident.home.join(".docker/config.json"),
+        json!({ "auths": { &host: { "identitytoken": REFRESH_TOKEN } } }).to_string(),
+    )
+    .unwrap();
+    ident.ok(&["image", "pull", &name]);
+    assert_eq!(ident.run_image(&name), "hi\n");
 }
 
 /// Forwards 127.0.0.1:port to the registry; in `cut` mode, cuts the first connection whose

@@ -274,6 +274,7 @@ impl Client {
             schemes.push("http");
         }
         let mut last = None;
+        let mut tls_error: Option<ureq::Error> = None;
         for (i, scheme) in schemes.iter().enumerate() {
             let base = format!("{scheme}://{host}");
             let mut attempt = 0;
@@ -288,6 +289,17 @@ impl Client {
                 attempt += 1;
             };
             match resp {
+                // Plain HTTP to a TLS server gets a 400 (not a registry's answer): the TLS
+                // failure is what the user must hear about.
+                Ok(r)
+                    if *scheme == "http"
+                        && !matches!(r.status().as_u16(), 200..=299 | 401)
+                        && tls_error.is_some() =>
+                {
+                    if let Some(e) = tls_error.take() {
+                        return Err(unreachable(host, &e));
+                    }
+                }
                 Ok(r) => {
                     let challenge = match r.status() {
                         StatusCode::UNAUTHORIZED => r
@@ -303,15 +315,28 @@ impl Client {
                     if r.status().is_server_error() {
                         return Err(status_error(&format!("registry {host}"), host, r));
                     }
+                    tracing::debug!(host, base = %base, challenge = ?challenge, "registry contacted");
                     let h = Arc::new(Host { agent, base, challenge });
                     if let Ok(mut m) = self.hosts.lock() {
                         m.insert(host.to_string(), h.clone());
                     }
                     return Ok(h);
                 }
-                Err(e) => last = Some(e),
+                Err(e) => {
+                    if *scheme == "https" {
+                        tls_error = Some(e);
+                    } else {
+                        last = Some(e);
+                    }
+                }
             }
         }
+        let last = match (tls_error, last) {
+            // Both failed: the HTTPS error says more unless the host is not there at all.
+            (Some(t), Some(l)) if !matches!(l, ureq::Error::ConnectionFailed) => Some(t),
+            (Some(t), None) => Some(t),
+            (_, l) => l,
+        };
         Err(match last {
             Some(e) => unreachable(host, &e),
             None => {
@@ -463,6 +488,7 @@ impl Client {
                 return result.map_err(|e| unreachable(host, &e));
             }
             if !matches!(&result, Ok(r) if r.status() == StatusCode::UNAUTHORIZED) {
+                tracing::debug!(host, attempt, "request failed; retrying");
                 std::thread::sleep(self.opts.backoff * 2u32.saturating_pow(attempt));
                 attempt += 1;
             }

@@ -446,6 +446,7 @@ fn fetch_layer(
                 );
                 return Err(e);
             }
+            tracing::debug!(layer = %job.digest, at = have, error = %e, "download failed; resuming");
             client.backoff(failures - 1);
         }
     }
@@ -698,7 +699,12 @@ fn pull_inner(
                 message: format!("layer {digest} is a foreign layer ({media}), which berth cannot fetch"),
             });
         }
-        let size = l["size"].as_u64().unwrap_or(0);
+        let Some(size) = l["size"].as_u64() else {
+            return Err(RegistryError::Invalid {
+                what: name,
+                message: format!("layer {digest} has no size"),
+            });
+        };
         jobs.push(LayerJob { digest, size, diff_id: diff_ids[i].clone(), chain: chains[i].clone() });
     }
     let dir = pull_dir(store);
