@@ -3,7 +3,6 @@
 //! `.dockerignore` and `--exclude`, hashed for the cache (content and metadata, never mtimes),
 //! and copied with docker's rules into the tree of the layer being made.
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -149,11 +148,7 @@ pub fn clean_rel(src: &str) -> Result<PathBuf, SourceError> {
     for c in Path::new(src).components() {
         match c {
             Component::Normal(n) => out.push(n),
-            Component::ParentDir => {
-                if !out.pop() {
-                    return Err(SourceError::Outside(src.to_string()));
-                }
-            }
+            Component::ParentDir if !out.pop() => return Err(SourceError::Outside(src.to_string())),
             _ => {}
         }
     }
@@ -208,7 +203,12 @@ pub fn resolve_sources(root: &Path, src: &str, filter: &dyn Filter) -> Result<Ve
 
 /// Adds what COPY would read at `root/rel` (recursively) to `hasher`: names, types, modes,
 /// owners, link targets, xattrs and file contents; not times.
-pub fn hash_source(root: &Path, rel: &Path, filter: &dyn Filter, hasher: &mut Sha256) -> Result<(), SourceError> {
+pub fn hash_source(
+    root: &Path,
+    rel: &Path,
+    filter: &dyn Filter,
+    hasher: &mut Sha256,
+) -> Result<(), SourceError> {
     let full = root.join(rel);
     let meta = fs::symlink_metadata(&full).map_err(io_src(&full))?;
     let name = rel_str(rel);
@@ -262,17 +262,13 @@ pub struct CopyAttrs {
     pub mode: Option<u32>,
 }
 
-fn set_meta(path: &Path, meta: &fs::Metadata, attrs: CopyAttrs, dir: bool) -> io::Result<()> {
+fn set_meta(path: &Path, meta: &fs::Metadata, attrs: CopyAttrs) -> io::Result<()> {
     let (uid, gid) = attrs.owner.unwrap_or((meta.uid(), meta.gid()));
     std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
     if !meta.file_type().is_symlink() {
         // --chmod applies to files and dirs alike in BuildKit.
         let mode = attrs.mode.unwrap_or(meta.mode() & 0o7777);
-        let _ = dir;
         fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
-    }
-    if let Ok(names) = xattr::list(path.parent().map(|_| path).unwrap_or(path)) {
-        drop(names);
     }
     let atime = nix::sys::time::TimeSpec::new(meta.atime(), meta.atime_nsec());
     let mtime = nix::sys::time::TimeSpec::new(meta.mtime(), meta.mtime_nsec());
@@ -304,7 +300,13 @@ fn copy_xattrs(from: &Path, to: &Path) {
 /// must not exist unless both are dirs (then the contents merge). Modes, owners, times and
 /// xattrs are kept unless `attrs` says otherwise. `rel` is `src` relative to its root (for the
 /// filter).
-pub fn copy_tree(src: &Path, rel: &Path, dest: &Path, attrs: CopyAttrs, filter: &dyn Filter) -> io::Result<bool> {
+pub fn copy_tree(
+    src: &Path,
+    rel: &Path,
+    dest: &Path,
+    attrs: CopyAttrs,
+    filter: &dyn Filter,
+) -> io::Result<bool> {
     let meta = fs::symlink_metadata(src)?;
     let name = rel_str(rel);
     let ft = meta.file_type();
@@ -328,7 +330,7 @@ pub fn copy_tree(src: &Path, rel: &Path, dest: &Path, attrs: CopyAttrs, filter: 
             return Ok(false);
         }
         copy_xattrs(src, dest);
-        set_meta(dest, &meta, attrs, true)?;
+        set_meta(dest, &meta, attrs)?;
         return Ok(true);
     }
     if !name.is_empty() && filter.excluded(&name, false) {
@@ -343,26 +345,32 @@ pub fn copy_tree(src: &Path, rel: &Path, dest: &Path, attrs: CopyAttrs, filter: 
         fs::copy(src, dest)?;
     } else {
         let kind = nix::sys::stat::SFlag::from_bits_truncate(meta.mode() & libc::S_IFMT);
-        nix::sys::stat::mknod(dest, kind, nix::sys::stat::Mode::from_bits_truncate(meta.mode() & 0o7777), meta.rdev())
-            .map_err(io::Error::from)?;
+        nix::sys::stat::mknod(
+            dest,
+            kind,
+            nix::sys::stat::Mode::from_bits_truncate(meta.mode() & 0o7777),
+            meta.rdev(),
+        )
+        .map_err(io::Error::from)?;
     }
     copy_xattrs(src, dest);
-    set_meta(dest, &meta, attrs, false)?;
+    set_meta(dest, &meta, attrs)?;
     Ok(true)
 }
 
 fn remove_any(p: &Path) -> io::Result<()> {
-    if fs::symlink_metadata(p)?.is_dir() {
-        fs::remove_dir_all(p)
-    } else {
-        fs::remove_file(p)
-    }
+    if fs::symlink_metadata(p)?.is_dir() { fs::remove_dir_all(p) } else { fs::remove_file(p) }
 }
 
 /// Makes dir `rel` in `tree` with its missing parents. A dir that exists in the stage's file
 /// system (`view`) keeps its mode, owner and time there; a new one is 0755, owned by `owner`
 /// (root unless `--chown`). Returns the paths it created that `view` lacks.
-pub fn mkdir_tree(tree: &Path, view: &Path, rel: &Path, owner: Option<(u32, u32)>) -> io::Result<Vec<PathBuf>> {
+pub fn mkdir_tree(
+    tree: &Path,
+    view: &Path,
+    rel: &Path,
+    owner: Option<(u32, u32)>,
+) -> io::Result<Vec<PathBuf>> {
     let mut made = Vec::new();
     let mut cur = PathBuf::new();
     for c in rel.components() {
@@ -375,7 +383,7 @@ pub fn mkdir_tree(tree: &Path, view: &Path, rel: &Path, owner: Option<(u32, u32)
         fs::create_dir(&t)?;
         match fs::symlink_metadata(view.join(&cur)) {
             Ok(m) if m.is_dir() => {
-                set_meta(&t, &m, CopyAttrs::default(), true)?;
+                set_meta(&t, &m, CopyAttrs::default())?;
             }
             _ => {
                 let (uid, gid) = owner.unwrap_or((0, 0));
@@ -403,7 +411,7 @@ pub fn restore_dir_times(tree: &Path, view: &Path, rel: &Path) {
         if let (Ok(m), true) = (fs::symlink_metadata(view.join(&d)), tree.join(&d).is_dir())
             && m.is_dir()
         {
-            let _ = set_meta(&tree.join(&d), &m, CopyAttrs::default(), true);
+            let _ = set_meta(&tree.join(&d), &m, CopyAttrs::default());
         }
     }
 }
@@ -472,12 +480,14 @@ pub fn resolve_owner(spec: &str, view: &Path) -> Result<(u32, u32), String> {
     };
     let uid = match user.parse::<u32>() {
         Ok(n) => n,
-        Err(_) => lookup_id(&passwd, user).ok_or(format!("unable to find user {user}: no matching entries in passwd file"))?,
+        Err(_) => lookup_id(&passwd, user)
+            .ok_or(format!("unable to find user {user}: no matching entries in passwd file"))?,
     };
     let gid = match grp {
         Some(g) => match g.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => lookup_id(&group, g).ok_or(format!("unable to find group {g}: no matching entries in group file"))?,
+            Err(_) => lookup_id(&group, g)
+                .ok_or(format!("unable to find group {g}: no matching entries in group file"))?,
         },
         None if user.parse::<u32>().is_ok() => uid,
         None => passwd
@@ -489,11 +499,6 @@ pub fn resolve_owner(spec: &str, view: &Path) -> Result<(u32, u32), String> {
             .unwrap_or(uid),
     };
     Ok((uid, gid))
-}
-
-/// Names of the paths a set of sources covers (used to tell `COPY a b dir` has several).
-pub fn distinct(paths: &[PathBuf]) -> BTreeSet<PathBuf> {
-    paths.iter().cloned().collect()
 }
 
 #[cfg(test)]
@@ -521,7 +526,10 @@ mod tests {
         for f in ["a.txt", "b.txt", "c.md", "src/sub/x"] {
             fs::write(r.join(f), f).unwrap();
         }
-        assert_eq!(resolve_sources(r, "*.txt", &NoFilter).unwrap(), [PathBuf::from("a.txt"), PathBuf::from("b.txt")]);
+        assert_eq!(
+            resolve_sources(r, "*.txt", &NoFilter).unwrap(),
+            [PathBuf::from("a.txt"), PathBuf::from("b.txt")]
+        );
         assert_eq!(resolve_sources(r, "/src/../c.md", &NoFilter).unwrap(), [PathBuf::from("c.md")]);
         assert!(matches!(resolve_sources(r, "../etc/passwd", &NoFilter), Err(SourceError::Outside(_))));
         assert!(matches!(resolve_sources(r, "nope", &NoFilter), Err(SourceError::NotFound(_))));
@@ -543,8 +551,14 @@ mod tests {
         std::os::unix::fs::symlink("f", src.join("d/l")).unwrap();
         fs::create_dir(&dst).unwrap();
         let ex = Excludes(vec!["d/skip".into()]);
-        copy_tree(&src.join("d"), Path::new("d"), &dst.join("d"), CopyAttrs { owner: Some((7, 8)), mode: None }, &ex)
-            .unwrap();
+        copy_tree(
+            &src.join("d"),
+            Path::new("d"),
+            &dst.join("d"),
+            CopyAttrs { owner: Some((7, 8)), mode: None },
+            &ex,
+        )
+        .unwrap();
         let m = fs::metadata(dst.join("d/f")).unwrap();
         assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o751, 7, 8));
         assert_eq!(m.mtime(), fs::metadata(src.join("d/f")).unwrap().mtime());
@@ -564,7 +578,14 @@ mod tests {
         };
         let first = h();
         let t = nix::sys::time::TimeSpec::new(1000, 0);
-        nix::sys::stat::utimensat(nix::fcntl::AT_FDCWD, &r.join("f"), &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink).unwrap();
+        nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            &r.join("f"),
+            &t,
+            &t,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )
+        .unwrap();
         assert_eq!(h(), first);
         fs::set_permissions(r.join("f"), fs::Permissions::from_mode(0o600)).unwrap();
         assert_ne!(h(), first);
