@@ -3,3 +3,5 @@
 //! berth's runtime and stores the result.
 
 pub mod dockerfile;
+pub mod expand;
+pub mod parse;
