@@ -676,3 +676,65 @@ fn walk(d: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[test]
+fn dockerfile_text_onbuild_and_whiteouts() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    fs::write(env.context.join("app.txt"), "app v1\n").unwrap();
+    fs::write(
+        env.context.join("Dockerfile.tools"),
+        r#"# syntax=docker/dockerfile:1
+ARG BASE=scratch
+FROM ${BASE}
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+RUN <<EOF
+mkdir -p /etc /home/app
+echo 'app:x:1000:1000::/home/app:/bin/sh' > /etc/passwd
+echo 'app:x:1000:' > /etc/group
+echo junk > /etc/junk
+EOF
+ONBUILD RUN echo triggered > /onbuild.txt
+"#,
+    )
+    .unwrap();
+    fs::write(
+        env.context.join("Dockerfile"),
+        r#"FROM tools AS final
+ARG TARGETARCH
+COPY --chown=app:app app.txt /home/app/
+RUN echo "arch=$TARGETARCH" > /arch.txt \
+ && rm /etc/junk
+USER app
+CMD ["sh", "-c", "test ! -e /etc/junk && cat /home/app/app.txt /arch.txt /onbuild.txt"]
+"#,
+    )
+    .unwrap();
+    let base = StoreBaseImages { store: &env.store };
+    let ev = Events::default();
+    let b = Builder::new(&env.store, &env.t.runtime, &env.networks, &base, &ev);
+    let mut req = env.req();
+    req.dockerfile = Some("Dockerfile.tools".into());
+    req.tags = vec!["tools".into()];
+    b.build(&req).unwrap_or_else(|e| panic!("tools: {e}"));
+    let mut req = env.req();
+    req.tags = vec!["app:1".into()];
+    b.build(&req).unwrap_or_else(|e| panic!("app: {e}"));
+    assert_eq!(env.run_image("app:1"), "app v1\narch=amd64\ntriggered\n");
+    let dirs = env.store.resolve("app:1").unwrap().layer_dirs;
+    let m = meta_of(&dirs, "home/app/app.txt").unwrap();
+    assert_eq!((m.uid(), m.gid()), (1000, 1000));
+    let i = env.store.inspect("app:1").unwrap();
+    assert_eq!(i["Config"]["OnBuild"], serde_json::Value::Null, "triggers run once, not inherited");
+    let raw: serde_json::Value =
+        serde_json::from_slice(&fs::read(env.store.blob_path(i["Id"].as_str().unwrap())).unwrap()).unwrap();
+    let by: Vec<&str> =
+        raw["history"].as_array().unwrap().iter().map(|h| h["created_by"].as_str().unwrap()).collect();
+    assert!(by.iter().any(|b| b.starts_with("RUN |1 TARGETARCH=amd64 /bin/sh -c echo")), "{by:?}");
+    // A parse error names the line.
+    fs::write(env.context.join("Dockerfile"), "FROM scratch\nBOGUS x\n").unwrap();
+    let e = b.build(&req).unwrap_err().to_string();
+    assert!(e.contains("Dockerfile:2"), "{e}");
+    env.assert_clean();
+}

@@ -850,8 +850,10 @@ impl Build<'_, '_> {
             InstructionKind::Expose(ports) => {
                 let mut shown = Vec::new();
                 for p in ports {
-                    for p in self.expand(st, p, line)?.0.split_whitespace() {
-                        for port in expose_ports(p).map_err(|m| self.err(line, m))? {
+                    let words = vars::expand_split(p, &st.vars(), self.df.escape)
+                        .map_err(|e| self.err(line, e.to_string()))?;
+                    for p in words {
+                        for port in expose_ports(&p).map_err(|m| self.err(line, m))? {
                             shown.push(port.clone());
                             st.exposed.insert(port);
                         }
@@ -1206,7 +1208,7 @@ impl Build<'_, '_> {
             let meta = fs::symlink_metadata(&src).map_err(io)?;
             let is_heredoc = root == heredoc_dir.path();
             let src_filter: &dyn Filter = if is_heredoc { &NoFilter } else { &filter };
-            if add && meta.is_file() && !is_heredoc && is_archive(&src) {
+            if add && c.unpack != Some(false) && meta.is_file() && !is_heredoc && is_archive(&src) {
                 context::mkdir_tree(&tree, &view.path, &dest_rel, owner).map_err(io)?;
                 extract_archive(&src, &tree.join(&dest_rel))
                     .map_err(|m| self.err(line, format!("ADD {}: {m}", rel.display())))?;
@@ -1293,7 +1295,9 @@ impl Build<'_, '_> {
                 let mut a = shell.clone();
                 match r.heredocs.first() {
                     // `RUN <<EOF`: the body is the script.
-                    Some(h) if s.trim_start().starts_with("<<") => a.push(h.content.clone()),
+                    Some(h) if s.trim_start().starts_with("<<") && s.split_whitespace().count() == 1 => {
+                        a.push(h.content.clone())
+                    }
                     // A command reading heredocs: the shell reads them as written.
                     Some(_) => {
                         let mut text = s.clone();

@@ -8,8 +8,8 @@ use super::context::{Filter, path_match};
 use super::dockerfile::{Dockerfile, Instruction};
 
 /// Parses a Dockerfile.
-pub fn parse(_text: &str, file: &str) -> Result<Dockerfile, BuildError> {
-    Err(BuildError::Dockerfile(format!("{file}: the Dockerfile parser is not available yet")))
+pub fn parse(text: &str, file: &str) -> Result<Dockerfile, BuildError> {
+    super::parse::parse(text, file).map_err(|e| BuildError::Dockerfile(e.to_string()))
 }
 
 /// Parses an ONBUILD trigger of a base image (run at line `line` of `file`).
