@@ -738,3 +738,47 @@ CMD ["sh", "-c", "test ! -e /etc/junk && cat /home/app/app.txt /arch.txt /onbuil
     assert!(e.contains("Dockerfile:2"), "{e}");
     env.assert_clean();
 }
+
+#[test]
+fn independent_stages_run_in_parallel() {
+    let env = Env::new();
+    let slow = |name: &str, line: usize| {
+        busybox_stage(
+            name,
+            line,
+            vec![run_with(
+                line + 3,
+                CommandForm::Shell(format!("sleep 2; echo {name} > /{name}")),
+                Some("none"),
+            )],
+        )
+    };
+    let df = Dockerfile {
+        escape: '\\',
+        stages: vec![
+            slow("a", 1),
+            slow("b", 10),
+            stage(
+                "scratch",
+                Some("final"),
+                20,
+                vec![copy(21, Some("a"), &["/a"], "/a"), copy(22, Some("b"), &["/b"], "/b")],
+            ),
+        ],
+        ..Dockerfile::default()
+    };
+    let ev = Events::default();
+    let mut req = env.req();
+    req.tags = vec!["par".into()];
+    env.build(&df, &req, &ev).unwrap_or_else(|e| panic!("build: {e}"));
+    let events = ev.0.lock().unwrap().clone();
+    let at = |stage: &str, status: &str| {
+        events
+            .iter()
+            .position(|(n, s)| n.starts_with(&format!("[{stage} 4/4]")) && s.starts_with(status))
+            .unwrap()
+    };
+    assert!(at("b", "RUNNING") < at("a", "DONE") && at("a", "RUNNING") < at("b", "DONE"), "{events:?}");
+    assert!(image_has(&env.store, "par", "a") && image_has(&env.store, "par", "b"));
+    env.assert_clean();
+}

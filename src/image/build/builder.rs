@@ -8,10 +8,10 @@
 //! RUN runs in a container whose upper dir becomes the layer. The build's bridge network is
 //! made at the first RUN that needs it and removed at the end, whatever happens.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
@@ -428,12 +428,12 @@ impl State {
 /// Removes the build's network at the end of the build.
 struct NetGuard<'a> {
     networks: &'a Networks,
-    name: RefCell<Option<String>>,
+    name: Mutex<Option<String>>,
 }
 
 impl Drop for NetGuard<'_> {
     fn drop(&mut self) {
-        if let Some(name) = self.name.borrow_mut().take() {
+        if let Some(name) = self.name.lock().ok().and_then(|mut n| n.take()) {
             let _ = self.networks.remove(&name);
         }
     }
@@ -501,11 +501,11 @@ struct Build<'a, 'b> {
     cache: Cache,
     net: NetGuard<'a>,
     /// Results of the stages built so far.
-    done: RefCell<BTreeMap<usize, State>>,
+    done: Mutex<BTreeMap<usize, State>>,
     global: BTreeMap<String, String>,
-    context_filter: Box<dyn Filter>,
+    context_filter: Box<dyn Filter + Send + Sync>,
     /// Images got for FROM / --from, by reference.
-    images: RefCell<BTreeMap<String, State>>,
+    images: Mutex<BTreeMap<String, State>>,
 }
 
 impl<'a> Builder<'a> {
@@ -582,23 +582,21 @@ impl<'a> Builder<'a> {
             df,
             file: file.to_string(),
             cache,
-            net: NetGuard { networks: self.networks, name: RefCell::new(None) },
-            done: RefCell::new(BTreeMap::new()),
+            net: NetGuard { networks: self.networks, name: Mutex::new(None) },
+            done: Mutex::new(BTreeMap::new()),
             global,
             context_filter,
-            images: RefCell::new(BTreeMap::new()),
+            images: Mutex::new(BTreeMap::new()),
         };
         let target = build.target_index()?;
         let needed = build.needed(target)?;
         let started = Instant::now();
         self.events.event("Build", file, "Building", false);
-        for idx in needed {
-            let st = build.stage(idx).inspect_err(|e| self.events.failed("Build", file, &e.to_string()))?;
-            build.done.borrow_mut().insert(idx, st);
-        }
+        build.run_stages(&needed).inspect_err(|e| self.events.failed("Build", file, &e.to_string()))?;
         let state = build
             .done
-            .borrow_mut()
+            .lock()
+            .map_err(|_| BuildError::Dockerfile("a stage panicked".into()))?
             .remove(&target)
             .ok_or_else(|| BuildError::Dockerfile("target not built".into()))?;
         let id = build.store_image(state, &tags)?;
@@ -657,14 +655,15 @@ impl Build<'_, '_> {
         }
     }
 
-    /// Stages the target needs, in file order.
-    fn needed(&self, target: usize) -> Result<Vec<usize>> {
-        let mut need = BTreeSet::new();
+    /// Stages the target needs, each with the stages it needs.
+    fn needed(&self, target: usize) -> Result<BTreeMap<usize, BTreeSet<usize>>> {
+        let mut need: BTreeMap<usize, BTreeSet<usize>> = BTreeMap::new();
         let mut todo = vec![target];
         while let Some(i) = todo.pop() {
-            if !need.insert(i) {
+            if need.contains_key(&i) {
                 continue;
             }
+            let mut deps = BTreeSet::new();
             let s = &self.df.stages[i];
             let mut refs = vec![(self.expand_global(&s.base, s.line)?, s.line)];
             for ins in &s.instructions {
@@ -686,11 +685,66 @@ impl Build<'_, '_> {
             }
             for (r, _) in refs {
                 if let FromRef::Stage(j) = self.resolve_from(&r, i) {
+                    deps.insert(j);
                     todo.push(j);
                 }
             }
+            need.insert(i, deps);
         }
-        Ok(need.into_iter().collect())
+        Ok(need)
+    }
+
+    /// Builds `needed` stages: in waves, each wave's stages (those whose dependencies are
+    /// built) on threads of their own. A failed wave ends the build once its other stages
+    /// have stopped.
+    fn run_stages(&self, needed: &BTreeMap<usize, BTreeSet<usize>>) -> Result<()> {
+        let mut left: BTreeMap<usize, BTreeSet<usize>> = needed.clone();
+        while !left.is_empty() {
+            let built: BTreeSet<usize> =
+                self.done.lock().map(|d| d.keys().copied().collect()).unwrap_or_default();
+            let wave: Vec<usize> =
+                left.iter().filter(|(_, d)| d.is_subset(&built)).map(|(i, _)| *i).collect();
+            if wave.is_empty() {
+                return Err(BuildError::Dockerfile("stages depend on each other in a circle".into()));
+            }
+            let results: Vec<(usize, Result<State>)> = if wave.len() == 1 {
+                vec![(wave[0], self.stage(wave[0]))]
+            } else {
+                std::thread::scope(|scope| {
+                    let handles: Vec<_> =
+                        wave.iter().map(|&i| (i, scope.spawn(move || self.stage(i)))).collect();
+                    handles
+                        .into_iter()
+                        .map(|(i, h)| {
+                            (
+                                i,
+                                h.join().unwrap_or_else(|_| {
+                                    Err(BuildError::Dockerfile("a stage panicked".into()))
+                                }),
+                            )
+                        })
+                        .collect()
+                })
+            };
+            let mut first_err = None;
+            for (i, r) in results {
+                left.remove(&i);
+                match r {
+                    Ok(st) => {
+                        if let Ok(mut d) = self.done.lock() {
+                            d.insert(i, st);
+                        }
+                    }
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            if let Some(e) = first_err {
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     fn stage_name(&self, idx: usize) -> String {
@@ -699,8 +753,8 @@ impl Build<'_, '_> {
 
     /// An image as a stage state (cached per build).
     fn image_state(&self, reference: &str, platform: Option<&str>, line: usize) -> Result<State> {
-        if let Some(s) = self.images.borrow().get(reference) {
-            return Ok(s.clone());
+        if let Some(s) = self.images.lock().ok().and_then(|m| m.get(reference).cloned()) {
+            return Ok(s);
         }
         let img =
             self.b.base.get(reference, platform, self.req.pull).map_err(|e| self.err(line, e.to_string()))?;
@@ -725,7 +779,9 @@ impl Build<'_, '_> {
             })
             .collect();
         let st = State::from_image(&raw, layers, &img.id);
-        self.images.borrow_mut().insert(reference.to_string(), st.clone());
+        if let Ok(mut m) = self.images.lock() {
+            m.insert(reference.to_string(), st.clone());
+        }
         Ok(st)
     }
 
@@ -746,9 +802,9 @@ impl Build<'_, '_> {
                 FromRef::Stage(j) => {
                     let mut st = self
                         .done
-                        .borrow()
-                        .get(&j)
-                        .cloned()
+                        .lock()
+                        .ok()
+                        .and_then(|d| d.get(&j).cloned())
                         .ok_or_else(|| self.err(s.line, "stage not built"))?;
                     st.args.clear();
                     st
@@ -1061,7 +1117,7 @@ impl Build<'_, '_> {
     fn source_root(&self, name: &str, idx: usize, line: usize) -> Result<(View, String)> {
         match self.resolve_from(name, idx) {
             FromRef::Stage(j) => {
-                let done = self.done.borrow();
+                let done = self.done.lock().map_err(|_| self.err(line, "a stage panicked"))?;
                 let st = done.get(&j).ok_or_else(|| self.err(line, format!("stage {name} is not built")))?;
                 Ok((View::new(&st.layer_dirs(), self.b.store)?, st.key.clone()))
             }
@@ -1263,7 +1319,8 @@ impl Build<'_, '_> {
             "none" => Ok(RunNet::None),
             "host" => Ok(RunNet::Host),
             "default" | "bridge" | "" => {
-                let mut name = self.net.name.borrow_mut();
+                let mut name =
+                    self.net.name.lock().map_err(|_| BuildError::Network("a stage panicked".into()))?;
                 if name.is_none() {
                     let n = format!("berth-build-{}", &crate::runtime::new_id()[..10]);
                     let spec =
@@ -1324,7 +1381,11 @@ impl Build<'_, '_> {
         let mut mount_keys = Vec::new();
         let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
         let mut locks = Vec::new();
-        let secrets_dir = self.b.store.staging()?;
+        // Secrets are written under the run dir (a tmpfs on most hosts), never the store.
+        let run_dir = self.b.runtime.dirs().run.join("build-secrets");
+        fs::create_dir_all(&run_dir).map_err(io_err(&run_dir))?;
+        let secrets_dir =
+            tempfile::Builder::new().prefix("secrets-").tempdir_in(&run_dir).map_err(io_err(&run_dir))?;
         for m in &r.mounts {
             self.mount(idx, st, m, line, &secrets_dir, &mut mounts, &mut mount_keys, &mut keep, &mut locks)?;
         }

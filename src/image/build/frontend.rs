@@ -44,7 +44,10 @@ impl Filter for IgnoreRules {
 
 /// The context's filter: `<Dockerfile>.dockerignore` beside the Dockerfile, else
 /// `.dockerignore` at the context's root.
-pub fn context_filter(context: &Path, dockerfile: Option<&Path>) -> Result<Box<dyn Filter>, BuildError> {
+pub fn context_filter(
+    context: &Path,
+    dockerfile: Option<&Path>,
+) -> Result<Box<dyn Filter + Send + Sync>, BuildError> {
     let df = dockerfile.map(|d| if d.is_absolute() { d.to_path_buf() } else { context.join(d) });
     let specific = df.map(|d| {
         let mut s = d.into_os_string();
