@@ -3,5 +3,6 @@
 //! berth's runtime and stores the result.
 
 pub mod dockerfile;
+pub mod dockerignore;
 pub mod expand;
 pub mod parse;
