@@ -1019,13 +1019,15 @@ fn parse_copy(node: &Node, upper: &str) -> Result<CopyInstruction, String> {
     };
     let (srcs, dest) = args.split_at(args.len() - 1);
     let dest = dest[0].clone();
-    if parse_heredoc_word(&dest)?.is_some() {
+    // BuildKit's `MustParseHeredoc`: a word that does not lex is a plain path.
+    let heredoc_word = |w: &str| parse_heredoc_word(w).ok().flatten();
+    if heredoc_word(&dest).is_some() {
         return Err(format!("{upper} cannot accept a heredoc as a destination"));
     }
     let mut sources = Vec::with_capacity(srcs.len());
     let mut heredocs = Vec::new();
     for src in srcs {
-        match parse_heredoc_word(src)? {
+        match heredoc_word(src) {
             Some((name, chomp_it, expand)) => {
                 // The last body with this name, as BuildKit's lookup map.
                 let body = node.heredocs.iter().rev().find(|h| h.name == name).map(|h| h.body.as_str());

@@ -657,3 +657,43 @@ fn hostile_inputs_terminate_quickly() {
     }
     assert!(start.elapsed().as_secs() < 60, "hostile inputs took {:?}", start.elapsed());
 }
+
+#[test]
+fn heredoc_words_as_buildkit() {
+    let text = "FROM alpine\nENV NAME=me\nUSER <<INVALID\nRUN <<EMPTY\nEMPTY\nRUN 3<<EMPTY2\nEMPTY2\n\
+                RUN \"<<NOHEREDOC\"\nRUN <<INDENT\n\tfoo\n\tbar\nINDENT\nRUN <<-UNINDENT2\n\tbaz\n\tquux\n\tUNINDENT2\n\
+                RUN <<-'NOEXPAND'\n\tdon't expand $NAME\nNOEXPAND\nCOPY <<X <<Y /dest\nY\nX\nX\nY\n\
+                RUN <<eo'f'\necho foo\neof\nRUN <<eo\\'f\necho foo\neo'f\nRUN <<'e'o\\'f\necho foo\neo'f\n\
+                RUN <<'one two'\necho bar\none two\nRUN <<$EOF\n$EOF\nRUN <<  EOF  > foo\nEOF\n\
+                RUN <<COMMENT\n# internal comment\necho hi # trailing\nCOMMENT\n\
+                COPY <<'EOF /not-a-heredoc\nRUN <<- EOF x\n";
+    let k = kinds(text);
+    let docs = |k: &InstructionKind| -> Vec<(String, String, bool)> {
+        let hs = match k {
+            InstructionKind::Run(r) => &r.heredocs,
+            InstructionKind::Copy(c) => &c.heredocs,
+            _ => return Vec::new(),
+        };
+        hs.iter().map(|h| (h.name.clone(), h.content.clone(), h.expand)).collect()
+    };
+    let d = |n: &str, c: &str, e: bool| (n.to_string(), c.to_string(), e);
+    assert_eq!(k[1], InstructionKind::User("<<INVALID".into()));
+    assert_eq!(docs(&k[2]), [d("EMPTY", "", true)]);
+    assert_eq!(docs(&k[3]), [d("EMPTY2", "", true)]);
+    assert_eq!(docs(&k[4]), []);
+    assert_eq!(docs(&k[5]), [d("INDENT", "\tfoo\n\tbar\n", true)]);
+    assert_eq!(docs(&k[6]), [d("UNINDENT2", "baz\nquux\n", true)]);
+    assert_eq!(docs(&k[7]), [d("NOEXPAND", "don't expand $NAME\n", false)]);
+    assert_eq!(docs(&k[8]), [d("X", "Y\n", true), d("Y", "X\n", true)]);
+    assert_eq!(docs(&k[9]), [d("eof", "echo foo\n", false)]);
+    assert_eq!(docs(&k[10]), [d("eo'f", "echo foo\n", true)]);
+    assert_eq!(docs(&k[11]), [d("eo'f", "echo foo\n", false)]);
+    assert_eq!(docs(&k[12]), [d("one two", "echo bar\n", false)]);
+    assert_eq!(docs(&k[13]), [d("$EOF", "", true)]);
+    assert_eq!(docs(&k[14]), [d("EOF", "", true)]);
+    assert_eq!(docs(&k[15]), [d("COMMENT", "# internal comment\necho hi # trailing\n", true)]);
+    // A heredoc word that does not lex is a plain path; `<<- EOF` is not a heredoc.
+    assert_eq!(copy_of(&k[16]).sources, ["<<'EOF"]);
+    assert_eq!(docs(&k[17]), []);
+    assert_eq!(k.len(), 18);
+}
