@@ -6,6 +6,7 @@ pub mod builder;
 pub mod cache;
 pub mod context;
 pub mod dockerfile;
+pub mod dockerignore;
 pub mod expand;
 pub mod frontend;
 pub mod layer;

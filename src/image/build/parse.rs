@@ -70,7 +70,11 @@ const INSTRUCTIONS: &[&str] = &[
 /// Every input gives a [`Dockerfile`] with at least one stage or an error; the time is linear in
 /// the input.
 pub fn parse(text: &str, file_name: &str) -> Result<Dockerfile, DockerfileError> {
-    let err = |line: usize, message: String| DockerfileError { file: file_name.to_string(), line, message };
+    let err = |line: usize, message: String| DockerfileError {
+        file: file_name.to_string(),
+        line,
+        message: shorten(message),
+    };
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let nodes = parse_nodes(text).map_err(|(line, message)| err(line, message))?;
 
@@ -118,6 +122,16 @@ pub fn parse(text: &str, file_name: &str) -> Result<Dockerfile, DockerfileError>
         return Err(err(nodes.last_line.max(1), "dockerfile contains no stages to build".to_string()));
     }
     Ok(df)
+}
+
+/// Messages quote the input; keep them readable whatever the input is.
+fn shorten(mut message: String) -> String {
+    const MAX: usize = 300;
+    if let Some((i, _)) = message.char_indices().nth(MAX) {
+        message.truncate(i);
+        message.push_str("...");
+    }
+    message
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1005,13 +1019,15 @@ fn parse_copy(node: &Node, upper: &str) -> Result<CopyInstruction, String> {
     };
     let (srcs, dest) = args.split_at(args.len() - 1);
     let dest = dest[0].clone();
-    if parse_heredoc_word(&dest)?.is_some() {
+    // BuildKit's `MustParseHeredoc`: a word that does not lex is a plain path.
+    let heredoc_word = |w: &str| parse_heredoc_word(w).ok().flatten();
+    if heredoc_word(&dest).is_some() {
         return Err(format!("{upper} cannot accept a heredoc as a destination"));
     }
     let mut sources = Vec::with_capacity(srcs.len());
     let mut heredocs = Vec::new();
     for src in srcs {
-        match parse_heredoc_word(src)? {
+        match heredoc_word(src) {
             Some((name, chomp_it, expand)) => {
                 // The last body with this name, as BuildKit's lookup map.
                 let body = node.heredocs.iter().rev().find(|h| h.name == name).map(|h| h.body.as_str());

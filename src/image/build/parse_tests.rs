@@ -537,3 +537,163 @@ fn heredocs() {
         perr("FROM a\nCOPY a <<EOF\nx\nEOF\n").message.contains("cannot accept a heredoc as a destination")
     );
 }
+
+/// A tiny deterministic generator for the hostile-input test.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[test]
+fn hostile_inputs_terminate_quickly() {
+    let start = std::time::Instant::now();
+    let check = |text: &str| {
+        let t = std::time::Instant::now();
+        // Any result is fine; it must come back, quickly, without a panic.
+        let r = parse(text, "Dockerfile");
+        if let Err(e) = &r {
+            assert!(e.to_string().len() < 2_000, "error message too long: {} bytes", e.to_string().len());
+        }
+        if let Ok(d) = &r {
+            // Expand every word we can find, as the builder will.
+            for s in &d.stages {
+                let _ = super::super::expand::expand_word(&s.base, &|_| None, d.escape);
+                for i in &s.instructions {
+                    let _ = super::super::expand::expand_words(&i.original, &|_| Some("v".into()), d.escape);
+                }
+            }
+        }
+        assert!(t.elapsed().as_secs() < 5, "input of {} bytes took {:?}", text.len(), t.elapsed());
+    };
+
+    // 10,000 nested `${` (in a RUN line with a heredoc marker, so the lexer runs on it), and
+    // 50,000 nested defaults.
+    let nested = "${A:-".repeat(10_000);
+    check(&format!("FROM a\nRUN echo {nested} <<EOF\nx\nEOF\n"));
+    check(&format!("FROM {}x{}\n", "${A:-".repeat(50_000), "}".repeat(50_000)));
+    check(&format!("FROM a\nENV A={nested}\nLABEL {nested}={nested}\nARG {nested}\n"));
+    // A 1 MB line, in several instructions.
+    let mb = "x".repeat(1 << 20);
+    for ins in ["RUN", "ENV", "LABEL a=", "COPY", "FROM", "EXPOSE", "ARG", "HEALTHCHECK CMD", "RUNN", "CMD ["]
+    {
+        check(&format!("FROM a\n{ins} {mb}\n"));
+        check(&format!("FROM a\n{ins} \"{mb}\n"));
+    }
+    check(&format!("FROM a\nRUN --mount=type=bind,{mb} x\n"));
+    check(&format!("FROM a\nRUN {}\n", "<<".repeat(1 << 19)));
+    check(&format!("FROM a\nCOPY {} /\n", "<<a ".repeat(100_000)));
+    check(&"\\".repeat(1 << 20));
+    check(&format!("FROM a\nRUN {}\n", "'\"".repeat(1 << 19)));
+    // 100,000 continuation lines; 100,000 comment lines inside one; 100,000 instructions.
+    check(&format!("FROM a\nRUN a \\\n{}b\n", "x \\\n".repeat(100_000)));
+    check(&format!("FROM a\nRUN a \\\n{}b\n", "# c\n\n".repeat(100_000)));
+    check(&format!("FROM a\n{}", "RUN x\n".repeat(100_000)));
+    check(&format!("FROM a\n{}", "FROM b\n".repeat(100_000)));
+    check(&format!("FROM a\nRUN {}", "\\\n".repeat(100_000)));
+    // Deep JSON and many ONBUILDs.
+    check(&format!("FROM a\nCMD {}{}\n", "[".repeat(100_000), "]".repeat(100_000)));
+    check(&format!("FROM a\n{}RUN x\n", "ONBUILD ".repeat(100_000)));
+    check(&format!("FROM a\nONBUILD {}\n", "ONBUILD".repeat(100_000)));
+    // Random bytes, and random soups of Dockerfile tokens.
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    for _ in 0..200 {
+        let len = (rng.next() % 4096) as usize;
+        let bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        check(&String::from_utf8_lossy(&bytes));
+    }
+    let tokens = [
+        "FROM ",
+        "RUN ",
+        "COPY ",
+        "ADD ",
+        "ONBUILD ",
+        "ENV ",
+        "ARG ",
+        "HEALTHCHECK ",
+        "CMD ",
+        "\n",
+        "\\\n",
+        "`\n",
+        "# escape=`\n",
+        "<<EOF",
+        "<<-EOF",
+        "\nEOF\n",
+        "\tEOF\n",
+        "\"",
+        "'",
+        "${",
+        "}",
+        "$A",
+        ":-",
+        "[",
+        "]",
+        ",",
+        " ",
+        "--mount=",
+        "--from=",
+        "type=cache",
+        "=",
+        "#",
+        "\r\n",
+        "AS ",
+        "x",
+        "NONE",
+        "\u{feff}",
+        "é",
+    ];
+    for _ in 0..2_000 {
+        let n = (rng.next() % 60) as usize;
+        let mut s = String::from(if rng.next().is_multiple_of(2) { "FROM a\n" } else { "" });
+        for _ in 0..n {
+            s.push_str(tokens[(rng.next() % tokens.len() as u64) as usize]);
+        }
+        check(&s);
+    }
+    assert!(start.elapsed().as_secs() < 60, "hostile inputs took {:?}", start.elapsed());
+}
+
+#[test]
+fn heredoc_words_as_buildkit() {
+    let text = "FROM alpine\nENV NAME=me\nUSER <<INVALID\nRUN <<EMPTY\nEMPTY\nRUN 3<<EMPTY2\nEMPTY2\n\
+                RUN \"<<NOHEREDOC\"\nRUN <<INDENT\n\tfoo\n\tbar\nINDENT\nRUN <<-UNINDENT2\n\tbaz\n\tquux\n\tUNINDENT2\n\
+                RUN <<-'NOEXPAND'\n\tdon't expand $NAME\nNOEXPAND\nCOPY <<X <<Y /dest\nY\nX\nX\nY\n\
+                RUN <<eo'f'\necho foo\neof\nRUN <<eo\\'f\necho foo\neo'f\nRUN <<'e'o\\'f\necho foo\neo'f\n\
+                RUN <<'one two'\necho bar\none two\nRUN <<$EOF\n$EOF\nRUN <<  EOF  > foo\nEOF\n\
+                RUN <<COMMENT\n# internal comment\necho hi # trailing\nCOMMENT\n\
+                COPY <<'EOF /not-a-heredoc\nRUN <<- EOF x\n";
+    let k = kinds(text);
+    let docs = |k: &InstructionKind| -> Vec<(String, String, bool)> {
+        let hs = match k {
+            InstructionKind::Run(r) => &r.heredocs,
+            InstructionKind::Copy(c) => &c.heredocs,
+            _ => return Vec::new(),
+        };
+        hs.iter().map(|h| (h.name.clone(), h.content.clone(), h.expand)).collect()
+    };
+    let d = |n: &str, c: &str, e: bool| (n.to_string(), c.to_string(), e);
+    assert_eq!(k[1], InstructionKind::User("<<INVALID".into()));
+    assert_eq!(docs(&k[2]), [d("EMPTY", "", true)]);
+    assert_eq!(docs(&k[3]), [d("EMPTY2", "", true)]);
+    assert_eq!(docs(&k[4]), []);
+    assert_eq!(docs(&k[5]), [d("INDENT", "\tfoo\n\tbar\n", true)]);
+    assert_eq!(docs(&k[6]), [d("UNINDENT2", "baz\nquux\n", true)]);
+    assert_eq!(docs(&k[7]), [d("NOEXPAND", "don't expand $NAME\n", false)]);
+    assert_eq!(docs(&k[8]), [d("X", "Y\n", true), d("Y", "X\n", true)]);
+    assert_eq!(docs(&k[9]), [d("eof", "echo foo\n", false)]);
+    assert_eq!(docs(&k[10]), [d("eo'f", "echo foo\n", true)]);
+    assert_eq!(docs(&k[11]), [d("eo'f", "echo foo\n", false)]);
+    assert_eq!(docs(&k[12]), [d("one two", "echo bar\n", false)]);
+    assert_eq!(docs(&k[13]), [d("$EOF", "", true)]);
+    assert_eq!(docs(&k[14]), [d("EOF", "", true)]);
+    assert_eq!(docs(&k[15]), [d("COMMENT", "# internal comment\necho hi # trailing\n", true)]);
+    // A heredoc word that does not lex is a plain path; `<<- EOF` is not a heredoc.
+    assert_eq!(copy_of(&k[16]).sources, ["<<'EOF"]);
+    assert_eq!(docs(&k[17]), []);
+    assert_eq!(k.len(), 18);
+}
