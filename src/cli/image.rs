@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::{CliError, CliResult, GlobalOptions};
+use crate::image::events::ImageEvents;
 use crate::image::import::{ImportSource, import};
+use crate::image::registry::{Platform, Registry, RegistryOptions};
 use crate::image::{ImageStore, Reference, load::load};
 
 /// `berth image` subcommands.
@@ -40,6 +42,25 @@ enum ImageCommand {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Download an image from a registry
+    Pull {
+        /// Platform to pull (`os/arch[/variant]`; default: this host's)
+        #[arg(long)]
+        platform: Option<String>,
+        /// Print only the image's full name
+        #[arg(short, long)]
+        quiet: bool,
+        /// The image (`name[:tag|@digest]`)
+        reference: String,
+    },
+    /// Upload an image to a registry
+    Push {
+        /// Print only the manifest digest
+        #[arg(short, long)]
+        quiet: bool,
+        /// The image (`name[:tag]`)
+        reference: String,
+    },
     /// List images
     #[command(alias = "list")]
     Ls {
@@ -68,6 +89,40 @@ enum ImageCommand {
     },
     /// Remove untagged images that no container uses, and unreferenced content
     Prune,
+    /// Give an image another name (TARGET_IMAGE[:TAG])
+    Tag {
+        /// The image (name or id)
+        source: String,
+        /// The new name
+        target: String,
+    },
+    /// Save images to a docker-archive (standard output by default); `docker load` and
+    /// `berth image load` read it
+    Save {
+        /// Write to a file instead of standard output
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Images (names or ids)
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Show the history of an image
+    History {
+        /// Don't truncate output
+        #[arg(long)]
+        no_trunc: bool,
+        /// Only show image ids
+        #[arg(short, long)]
+        quiet: bool,
+        /// Print sizes and dates in human readable format
+        #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set)]
+        human: bool,
+        /// Output format
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// The image
+        image: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -81,7 +136,7 @@ fn short_id(id: &str) -> &str {
     &hex[..hex.len().min(12)]
 }
 
-fn human_size(bytes: u64) -> String {
+pub(super) fn human_size(bytes: u64) -> String {
     let units = ["B", "kB", "MB", "GB", "TB"];
     let mut v = bytes as f64;
     let mut u = 0;
@@ -90,6 +145,60 @@ fn human_size(bytes: u64) -> String {
         u += 1;
     }
     if u == 0 { format!("{bytes}B") } else { format!("{v:.3}{}", units[u]).replace(".000", "") }
+}
+
+/// `image save`: to a file (written beside it and renamed, so a failure leaves no partial
+/// archive), or to standard output when that is not a terminal.
+fn save(store: &ImageStore, output: Option<&std::path::Path>, images: &[String]) -> CliResult<()> {
+    let err = |e: crate::image::ImageError| CliError::msg(e.to_string());
+    match output {
+        Some(path) => {
+            let dir =
+                path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            let mut tmp = tempfile::Builder::new()
+                .prefix(".berth-save-")
+                .tempfile_in(dir)
+                .map_err(|e| CliError::msg(format!("{}: {e}", dir.display())))?;
+            {
+                let mut buf = std::io::BufWriter::new(tmp.as_file_mut());
+                store.save(images, &mut buf).map_err(err)?;
+                buf.flush().map_err(|e| CliError::msg(format!("{}: {e}", path.display())))?;
+            }
+            tmp.persist(path).map_err(|e| CliError::msg(format!("{}: {e}", path.display())))?;
+        }
+        None => {
+            use std::io::IsTerminal;
+            if std::io::stdout().is_terminal() {
+                return Err(CliError::msg(
+                    "image save: cowardly refusing to write an archive to a terminal; use -o FILE or redirect",
+                ));
+            }
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            store.save(images, &mut out).map_err(err)?;
+            out.flush().map_err(|e| CliError::msg(format!("cannot write to standard output: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// `2 days ago`, as docker prints an image's age.
+pub(super) fn created_since(created: &str) -> String {
+    let Some(t) = crate::runtime::timefmt::parse_rfc3339(created) else { return String::new() };
+    let secs = std::time::SystemTime::now().duration_since(t).map(|d| d.as_secs()).unwrap_or(0);
+    let text = match secs {
+        0 => "Less than a second".to_string(),
+        1 => "1 second".into(),
+        s if s < 60 => format!("{s} seconds"),
+        s if s < 120 => "About a minute".into(),
+        s if s < 3600 => format!("{} minutes", s / 60),
+        s if s < 7200 => "About an hour".into(),
+        s if s < 172_800 => format!("{} hours", s / 3600),
+        s if s < 1_209_600 => format!("{} days", s / 86_400),
+        s if s < 5_184_000 => format!("{} weeks", s / 604_800),
+        s if s < 63_072_000 => format!("{} months", s / 2_592_000),
+        s => format!("{} years", s / 31_536_000),
+    };
+    format!("{text} ago")
 }
 
 /// An archive read from standard input cannot come from a terminal: rather than wait for
@@ -106,6 +215,13 @@ fn refuse_terminal_stdin(command: &str, hint: &str) -> CliResult<()> {
 pub fn run(global: &GlobalOptions, args: &ImageArgs) -> CliResult<()> {
     let store = ImageStore::open(&global.dirs()).map_err(|e| CliError::msg(e.to_string()))?;
     let err = |e: crate::image::ImageError| CliError::msg(e.to_string());
+    match &args.command {
+        ImageCommand::Pull { platform, quiet, reference } => {
+            return pull(&store, platform.as_deref(), *quiet, reference);
+        }
+        ImageCommand::Push { quiet, reference } => return push(&store, *quiet, reference),
+        _ => {}
+    }
     let mut out = std::io::stdout().lock();
     match &args.command {
         ImageCommand::Import { changes, message, source, name } => {
@@ -151,6 +267,10 @@ pub fn run(global: &GlobalOptions, args: &ImageArgs) -> CliResult<()> {
                 }
             }
         }
+        ImageCommand::Pull { platform, quiet, reference } => {
+            pull(&store, platform.as_deref(), *quiet, reference)?
+        }
+        ImageCommand::Push { quiet, reference } => push(&store, *quiet, reference)?,
         ImageCommand::Ls { quiet, format } => {
             let images = store.list().map_err(err)?;
             if *quiet {
@@ -211,6 +331,49 @@ pub fn run(global: &GlobalOptions, args: &ImageArgs) -> CliResult<()> {
             let text = serde_json::to_string_pretty(&all).map_err(|e| CliError::msg(e.to_string()))?;
             let _ = writeln!(out, "{text}");
         }
+        ImageCommand::Tag { source, target } => {
+            store.tag(source, target).map_err(err)?;
+        }
+        ImageCommand::Save { output, images } => save(&store, output.as_deref(), images)?,
+        ImageCommand::History { no_trunc, quiet, human, format, image } => {
+            let rows = store.history(image).map_err(err)?;
+            let w = |e: std::io::Error| CliError::msg(format!("cannot write to standard output: {e}"));
+            if *quiet {
+                for r in &rows {
+                    let id = if *no_trunc { r.id.clone() } else { short_id(&r.id).to_string() };
+                    writeln!(out, "{id}").map_err(w)?;
+                }
+            } else if *format == Format::Json {
+                for r in &rows {
+                    let text = serde_json::to_string(r).map_err(|e| CliError::msg(e.to_string()))?;
+                    writeln!(out, "{text}").map_err(w)?;
+                }
+            } else {
+                writeln!(
+                    out,
+                    "{:<12}   {:<18}   {:<45}   {:<9}   COMMENT",
+                    "IMAGE", "CREATED", "CREATED BY", "SIZE"
+                )
+                .map_err(w)?;
+                for r in &rows {
+                    let id = if r.id == "<missing>" || *no_trunc {
+                        r.id.clone()
+                    } else {
+                        short_id(&r.id).to_string()
+                    };
+                    let created = if *human { created_since(&r.created) } else { r.created.clone() };
+                    let by = r.created_by.replace('\t', " ");
+                    let by = if *no_trunc || by.chars().count() <= 45 {
+                        by
+                    } else {
+                        format!("{}…", by.chars().take(44).collect::<String>())
+                    };
+                    let size = if *human { human_size(r.size) } else { r.size.to_string() };
+                    writeln!(out, "{id:<12}   {created:<18}   {by:<45}   {size:<9}   {}", r.comment)
+                        .map_err(w)?;
+                }
+            }
+        }
         ImageCommand::Prune => {
             let (ids, freed) = store.prune().map_err(err)?;
             for id in ids {
@@ -218,6 +381,69 @@ pub fn run(global: &GlobalOptions, args: &ImageArgs) -> CliResult<()> {
             }
             let _ = writeln!(out, "Total reclaimed space: {}", human_size(freed));
         }
+    }
+    Ok(())
+}
+
+/// Prints layer progress as docker does without a terminal: one line per state change, byte
+/// counts left out.
+struct LinePrinter {
+    quiet: bool,
+}
+
+impl ImageEvents for LinePrinter {
+    fn event(&self, kind: &str, name: &str, status: &str, _done: bool) {
+        let bytes = status.starts_with("Downloading ") || status.starts_with("Pushing ");
+        if !self.quiet && kind == "Layer" && !bytes {
+            println!("{name}: {status}");
+        }
+    }
+
+    fn failed(&self, kind: &str, name: &str, status: &str) {
+        if !self.quiet && kind == "Layer" {
+            println!("{name}: {status}");
+        }
+    }
+}
+
+fn pull(store: &ImageStore, platform: Option<&str>, quiet: bool, reference: &str) -> CliResult<()> {
+    let r = Reference::parse(reference).map_err(|e| CliError::msg(e.to_string()))?;
+    let platform = platform.map(Platform::parse).transpose().map_err(|e| CliError::msg(e.to_string()))?;
+    if !quiet {
+        if r.digest.is_none() && !reference.contains(':') {
+            println!("Using default tag: {}", r.tag);
+        }
+        println!("{}: Pulling from {}", r.tag_or_digest(), r.path());
+    }
+    let registry = Registry::new(RegistryOptions::from_env());
+    let pulled = registry
+        .pull(store, reference, platform.as_ref(), &LinePrinter { quiet })
+        .map_err(|e| CliError::msg(e.to_string()))?;
+    if !quiet {
+        println!("Digest: {}", pulled.manifest_digest);
+        if pulled.updated {
+            println!("Status: Downloaded newer image for {}", r.short());
+        } else {
+            println!("Status: Image is up to date for {}", r.short());
+        }
+    }
+    println!("{}", pulled.reference);
+    Ok(())
+}
+
+fn push(store: &ImageStore, quiet: bool, reference: &str) -> CliResult<()> {
+    let r = Reference::parse(reference).map_err(|e| CliError::msg(e.to_string()))?;
+    if !quiet {
+        println!("The push refers to repository [{}]", r.repository);
+    }
+    let registry = Registry::new(RegistryOptions::from_env());
+    let digest =
+        registry.push(store, reference, &LinePrinter { quiet }).map_err(|e| CliError::msg(e.to_string()))?;
+    if quiet {
+        println!("{digest}");
+    } else {
+        let size = store.manifest_of(&r.full()).map(|(_, _, b)| b.len()).unwrap_or(0);
+        println!("{}: digest: {digest} size: {size}", r.tag);
     }
     Ok(())
 }

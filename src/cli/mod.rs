@@ -7,6 +7,7 @@ mod error;
 mod exec;
 mod graph;
 mod image;
+mod login;
 mod logs;
 mod network;
 mod port;
@@ -104,7 +105,7 @@ pub enum Command {
     Config(config::ConfigArgs),
     /// Show the dependency graph of services, networks and volumes (start order by levels)
     Graph(graph::GraphArgs),
-    /// Manage images in berth's local store (import, load, ls, rm, inspect, prune)
+    /// Manage images in berth's local store (import, load, pull, push, ls, rm, inspect, prune)
     Image(image::ImageArgs),
     /// Runs one container's shim (started by berth itself, not by users)
     #[command(hide = true)]
@@ -115,6 +116,10 @@ pub enum Command {
     /// Joins a running container and runs a command there (used by exec and healthchecks)
     #[command(hide = true)]
     Join(JoinArgs),
+    /// Log in to a registry (credentials kept in docker's config.json)
+    Login(login::LoginArgs),
+    /// Log out from a registry
+    Logout(login::LogoutArgs),
     /// Manage networks
     Network(network::NetworkArgs),
     /// Manage volumes
@@ -233,6 +238,8 @@ pub fn run() -> ExitCode {
         Command::Image(args) => image::run(&cli.global, args),
         Command::Shim { id } => return shim(&cli.global.dirs(), id),
         Command::Join(args) => join(&cli.global, args),
+        Command::Login(args) => login::run_login(&cli.global, args),
+        Command::Logout(args) => login::run_logout(&cli.global, args),
         Command::Network(args) => network::run(&cli.global, args),
         Command::Volume(args) => volume::run(&cli.global, args),
         Command::Dns(args) => network::run_dns(&cli.global, args),

@@ -8,6 +8,7 @@ pub mod down;
 pub mod error;
 pub mod hash;
 pub mod hooks;
+pub mod images;
 pub mod logs;
 pub mod observe;
 pub mod plan;

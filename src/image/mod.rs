@@ -7,6 +7,8 @@ pub mod events;
 pub mod import;
 pub mod load;
 pub mod reference;
+pub mod registry;
+pub mod save;
 pub mod unpack;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -294,6 +296,18 @@ impl ImageStore {
     /// Records a manifest (already stored as a blob) under `names`, taking each name from any
     /// image that had it. An image without names is listed untagged.
     pub(crate) fn add_manifest(&self, manifest_digest: &str, size: u64, names: &[Reference]) -> Result<()> {
+        self.add_manifest_typed(manifest_digest, size, "application/vnd.oci.image.manifest.v1+json", names)
+    }
+
+    /// As `add_manifest`, for a manifest of `media_type` (a pulled Docker schema 2 manifest is
+    /// kept as it came, so that its digest stays the one the registry names).
+    pub(crate) fn add_manifest_typed(
+        &self,
+        manifest_digest: &str,
+        size: u64,
+        media_type: &str,
+        names: &[Reference],
+    ) -> Result<()> {
         let mut index = self.read_index()?;
         let manifests = index["manifests"].as_array_mut().ok_or_else(|| ImageError::Invalid {
             source_name: "index.json".into(),
@@ -307,7 +321,7 @@ impl ImageStore {
         });
         let desc = |name: Option<&String>| {
             let mut d = json!({
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "mediaType": media_type,
                 "digest": manifest_digest,
                 "size": size,
             });
@@ -372,10 +386,18 @@ impl ImageStore {
         let hex_ref = reference.strip_prefix("sha256:").unwrap_or(reference);
         let looks_like_id =
             hex_ref.len() >= 4 && hex_ref.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
-        if let Ok(r) = Reference::parse(reference)
-            && let Some(i) = entries.iter().position(|e| e.names.contains(&r))
-        {
-            return Ok((entries, i, Some(r)));
+        if let Ok(r) = Reference::parse(reference) {
+            if let Some(i) = entries.iter().position(|e| e.names.contains(&r)) {
+                return Ok((entries, i, Some(r)));
+            }
+            // `name@sha256:<manifest digest>` finds an image of that repository by content.
+            if let Some(d) = &r.digest
+                && let Some(i) = entries.iter().position(|e| {
+                    &e.manifest_digest == d && e.names.iter().any(|n| n.repository == r.repository)
+                })
+            {
+                return Ok((entries, i, None));
+            }
         }
         if looks_like_id {
             let hits: Vec<usize> =
@@ -427,7 +449,7 @@ impl ImageStore {
             for n in &e.names {
                 out.push(ImageSummary {
                     repository: n.short_repository(),
-                    tag: n.tag.clone(),
+                    tag: if n.tag.is_empty() { "<none>".into() } else { n.tag.clone() },
                     id: e.id(),
                     created: created.clone(),
                     size,
@@ -570,6 +592,10 @@ impl ImageStore {
         // its unpacked layers, which stay until the containers go: deleting a mounted lower
         // dir's files would break a running container.
         keep_layers.extend(self.container_layers());
+        // The build cache's layers outlive the images built from them (see `build::cache`).
+        let (cache_blobs, cache_layers) = self.build_cache_references();
+        keep_blobs.extend(cache_blobs);
+        keep_layers.extend(cache_layers);
         let mut freed = 0;
         let blobs = self.dir.join("blobs/sha256");
         for entry in fs::read_dir(&blobs).map_err(io_at(&blobs))?.flatten() {
@@ -589,9 +615,58 @@ impl ImageStore {
         Ok(freed)
     }
 
+    /// The store's own dir (`<root>/images`).
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The manifest of an image found by name, id or digest: (digest, media type, bytes).
+    pub(crate) fn manifest_of(&self, reference: &str) -> Result<(String, String, Vec<u8>)> {
+        let (entries, i, _) = self.find(reference)?;
+        let digest = entries[i].manifest_digest.clone();
+        let path = self.blob_path(&digest);
+        let bytes = fs::read(&path).map_err(io_at(&path))?;
+        let media_type = entries[i]
+            .manifest
+            .media_type()
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".to_string());
+        Ok((digest, media_type, bytes))
+    }
+
     /// A staging dir inside the store (same file system, so blobs can be renamed in).
     pub(crate) fn staging(&self) -> Result<tempfile::TempDir> {
         tempfile::Builder::new().prefix(".staging-").tempdir_in(&self.dir).map_err(io_at(&self.dir))
+    }
+}
+
+// ---- Helpers for the image builder (`build::builder`) ----
+
+impl ImageStore {
+    /// The raw JSON of image `id`'s config blob (docker fields the OCI type drops, such as
+    /// `Healthcheck`, `Shell` and `OnBuild`, included).
+    pub(crate) fn raw_config(&self, id: &str) -> Result<Value> {
+        self.read_blob_json(id)
+    }
+
+    /// The layer descriptors (digest, size, media type) of the image whose config is `id`.
+    pub(crate) fn image_layers(&self, id: &str) -> Result<Vec<(String, u64, String)>> {
+        let entry = self.entries()?.into_iter().find(|e| e.id() == id).ok_or_else(|| ImageError::NotFound(id.to_string()))?;
+        Ok(entry
+            .manifest
+            .layers()
+            .iter()
+            .map(|l| (l.digest().to_string(), l.size(), l.media_type().to_string()))
+            .collect())
+    }
+
+    /// Blobs and unpacked layers (hex) the build cache under the same root lists.
+    fn build_cache_references(&self) -> (BTreeSet<String>, BTreeSet<String>) {
+        match self.dir.parent() {
+            Some(root) => build::cache::referenced(root),
+            None => (BTreeSet::new(), BTreeSet::new()),
+        }
     }
 }
 

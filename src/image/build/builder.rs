@@ -1,0 +1,1715 @@
+//! The image builder: runs a parsed Dockerfile's stages in berth's runtime and stores the
+//! result in the image store.
+//!
+//! Only the stages the target needs are built, in file order (a stage can only refer to
+//! earlier ones). Each stage keeps its layers (unpacked in the store, used as overlay lower
+//! dirs) and its config; each step gets a cache key ([`super::cache`]) and is served from the
+//! cache when it can be. COPY/ADD/WORKDIR stage their files in a tree that becomes the layer;
+//! RUN runs in a container whose upper dir becomes the layer. The build's bridge network is
+//! made at the first RUN that needs it and removed at the end, whatever happens.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use super::cache::{Cache, CacheRecord, CachedLayer, step_key};
+use super::context::{self, CopyAttrs, Filter, NoFilter};
+use super::dockerfile::{
+    ArgDecl, CommandForm, CopyInstruction, Dockerfile, HealthcheckInstruction, Instruction, InstructionKind,
+    RunInstruction, RunMount, Stage,
+};
+use super::layer;
+use super::run::{self, RunFailure, RunNet, RunStep};
+use super::vars;
+use crate::image::events::ImageEvents;
+use crate::image::{ImageError, ImageStore, Reference, ResolvedImage};
+use crate::netns::{NetworkSpec, Networks};
+use crate::runtime::Runtime;
+use crate::runtime::spec::{MountKind, MountSpec};
+
+/// What to build.
+#[derive(Debug, Clone, Default)]
+pub struct BuildRequest {
+    /// The build context folder.
+    pub context: PathBuf,
+    /// The Dockerfile, relative to the context (default `Dockerfile`) or absolute.
+    pub dockerfile: Option<PathBuf>,
+    /// The Dockerfile's text, instead of a file.
+    pub dockerfile_inline: Option<String>,
+    /// `--build-arg`s.
+    pub args: BTreeMap<String, String>,
+    /// The stage to build (default: the last).
+    pub target: Option<String>,
+    /// Labels added to the image.
+    pub labels: BTreeMap<String, String>,
+    /// Names to give the result (first = main).
+    pub tags: Vec<String>,
+    /// Named contexts (`COPY --from=name`, `FROM name`).
+    pub additional_contexts: BTreeMap<String, ContextSource>,
+    /// Secrets by id.
+    pub secrets: BTreeMap<String, SecretSource>,
+    /// Network of RUN steps: `default` (a bridge with NAT and DNS), `none` or `host`.
+    pub network: Option<String>,
+    /// Ignore the cache.
+    pub no_cache: bool,
+    /// Always ask for base images to be pulled.
+    pub pull: bool,
+    /// `/dev/shm` size of RUN steps.
+    pub shm_size: Option<u64>,
+    /// `--add-host` entries of RUN steps.
+    pub extra_hosts: Vec<(String, String)>,
+    /// Target platform: only this host's is supported.
+    pub platform: Option<String>,
+}
+
+/// A named build context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContextSource {
+    /// A local folder.
+    Dir(PathBuf),
+    /// An image (`docker-image://` or a compose `service:NAME` resolved by the caller).
+    Image(String),
+}
+
+/// Where a secret's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// A file's content.
+    File(PathBuf),
+    /// An environment variable of this process.
+    Env(String),
+}
+
+/// The built image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltImage {
+    /// `sha256:` of its config.
+    pub id: String,
+    /// The names it got.
+    pub tags: Vec<String>,
+}
+
+/// Where FROM, `COPY --from=image` and `RUN --mount from=image` get images: the caller looks in
+/// the store and pulls when missing (or always, when `pull`).
+pub trait BaseImages: Sync {
+    /// The image `reference`, in the store (its layers unpacked).
+    fn get(&self, reference: &str, platform: Option<&str>, pull: bool) -> std::result::Result<ResolvedImage, BuildError>;
+}
+
+/// [`BaseImages`] from the local store only.
+pub struct StoreBaseImages<'a> {
+    /// The store.
+    pub store: &'a ImageStore,
+}
+
+impl BaseImages for StoreBaseImages<'_> {
+    fn get(&self, reference: &str, _platform: Option<&str>, _pull: bool) -> std::result::Result<ResolvedImage, BuildError> {
+        match self.store.resolve(reference) {
+            Ok(img) => Ok(img),
+            Err(ImageError::NotFound(_)) => {
+                Err(BuildError::BaseImage(format!("image {reference} not found; pull it first")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The Dockerfile could not be read or parsed.
+    #[error("{0}")]
+    Dockerfile(String),
+    /// An instruction is wrong or cannot be done.
+    #[error("{file}:{line}: {message}")]
+    Step {
+        /// The Dockerfile's name.
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A RUN step exited non-zero.
+    #[error("{file}:{line}: RUN {command}: exit code {code}{}", tail_text(.output))]
+    Run {
+        /// The Dockerfile's name.
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// The command.
+        command: String,
+        /// The exit code.
+        code: i32,
+        /// Its last lines of output.
+        output: Vec<String>,
+    },
+    /// A base image could not be had.
+    #[error("{0}")]
+    BaseImage(String),
+    /// Only this host's platform can be built.
+    #[error("platform {0} is not supported: berth builds only for {host}", host = host_platform())]
+    Platform(String),
+    /// The image store failed.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The build's network could not be made.
+    #[error("build network: {0}")]
+    Network(String),
+    /// The build was cancelled.
+    #[error("build cancelled")]
+    Cancelled,
+}
+
+fn tail_text(lines: &[String]) -> String {
+    if lines.is_empty() { String::new() } else { format!("; last output:\n{}", lines.join("\n")) }
+}
+
+type Result<T> = std::result::Result<T, BuildError>;
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
+    move |source| BuildError::Io { path: path.display().to_string(), source }
+}
+
+/// This host's architecture as OCI names it.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// `linux/<arch>` of this host.
+pub fn host_platform() -> String {
+    format!("linux/{}", host_arch())
+}
+
+fn check_platform(p: &str) -> Result<()> {
+    let norm = p.trim().to_ascii_lowercase();
+    let host = host_platform();
+    if norm.is_empty() || norm == host || norm.starts_with(&format!("{host}/")) {
+        Ok(())
+    } else {
+        Err(BuildError::Platform(p.to_string()))
+    }
+}
+
+/// Proxy arguments: passed to RUN without an `ARG`, kept out of the cache key and history.
+const PROXY_ARGS: [&str; 10] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+fn predefined_args() -> BTreeMap<String, String> {
+    let arch = host_arch().to_string();
+    [
+        ("TARGETPLATFORM", host_platform()),
+        ("TARGETOS", "linux".to_string()),
+        ("TARGETARCH", arch.clone()),
+        ("TARGETVARIANT", String::new()),
+        ("BUILDPLATFORM", host_platform()),
+        ("BUILDOS", "linux".to_string()),
+        ("BUILDARCH", arch),
+        ("BUILDVARIANT", String::new()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// One layer of a stage.
+#[derive(Debug, Clone)]
+struct Layer {
+    diff_id: String,
+    blob: String,
+    size: u64,
+    media_type: String,
+    chain: String,
+    dir: PathBuf,
+}
+
+/// A stage's file system and config as its steps change them.
+#[derive(Debug, Clone, Default)]
+struct State {
+    layers: Vec<Layer>,
+    history: Vec<Value>,
+    key: String,
+    /// Time of the newest layer (or the base's): history entries and the image's `created`.
+    created: String,
+    author: Option<String>,
+    env: Vec<(String, String)>,
+    workdir: String,
+    user: String,
+    shell: Option<Vec<String>>,
+    cmd: Option<Vec<String>>,
+    entrypoint: Option<Vec<String>>,
+    labels: BTreeMap<String, String>,
+    exposed: BTreeSet<String>,
+    volumes: BTreeSet<String>,
+    healthcheck: Option<Value>,
+    stop_signal: Option<String>,
+    onbuild: Vec<String>,
+    /// Other fields of the base's config, kept as they are.
+    other: Map<String, Value>,
+    /// ARGs declared in this stage: value, or `None` when declared without one.
+    args: BTreeMap<String, Option<String>>,
+    cmd_set: bool,
+}
+
+impl State {
+    fn env_get(&self, k: &str) -> Option<&String> {
+        self.env.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v)
+    }
+
+    fn set_env(&mut self, k: String, v: String) {
+        if let Some(e) = self.env.iter_mut().find(|(n, _)| *n == k) {
+            e.1 = v;
+        } else {
+            self.env.push((k, v));
+        }
+    }
+
+    /// Variables words expand with: ARG values, ENV over them.
+    fn vars(&self) -> BTreeMap<String, String> {
+        let mut m: BTreeMap<String, String> =
+            self.args.iter().filter_map(|(k, v)| Some((k.clone(), v.clone()?))).collect();
+        for (k, v) in &self.env {
+            m.insert(k.clone(), v.clone());
+        }
+        m
+    }
+
+    fn layer_dirs(&self) -> Vec<PathBuf> {
+        self.layers.iter().map(|l| l.dir.clone()).collect()
+    }
+
+    fn shell(&self) -> Vec<String> {
+        self.shell.clone().unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
+    }
+
+    fn docker_config(&self) -> Map<String, Value> {
+        let mut c = self.other.clone();
+        let env: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        c.insert("Env".into(), json!(env));
+        let set = |c: &mut Map<String, Value>, k: &str, v: Value, present: bool| {
+            if present {
+                c.insert(k.into(), v);
+            } else {
+                c.remove(k);
+            }
+        };
+        set(&mut c, "User", json!(self.user), !self.user.is_empty());
+        set(&mut c, "WorkingDir", json!(self.workdir), !self.workdir.is_empty());
+        set(&mut c, "Cmd", json!(self.cmd), self.cmd.is_some());
+        set(&mut c, "Entrypoint", json!(self.entrypoint), self.entrypoint.is_some());
+        set(&mut c, "Labels", json!(self.labels), !self.labels.is_empty());
+        let ports: Map<String, Value> = self.exposed.iter().map(|p| (p.clone(), json!({}))).collect();
+        set(&mut c, "ExposedPorts", Value::Object(ports), !self.exposed.is_empty());
+        let vols: Map<String, Value> = self.volumes.iter().map(|p| (p.clone(), json!({}))).collect();
+        set(&mut c, "Volumes", Value::Object(vols), !self.volumes.is_empty());
+        set(&mut c, "Healthcheck", self.healthcheck.clone().unwrap_or(Value::Null), self.healthcheck.is_some());
+        set(&mut c, "StopSignal", json!(self.stop_signal), self.stop_signal.is_some());
+        set(&mut c, "Shell", json!(self.shell), self.shell.is_some());
+        set(&mut c, "OnBuild", json!(self.onbuild), !self.onbuild.is_empty());
+        c
+    }
+
+    fn history(&mut self, created_by: String, empty: bool) {
+        let mut h = json!({ "created": self.created, "created_by": created_by, "comment": "buildkit.dockerfile.v0" });
+        if empty {
+            h["empty_layer"] = json!(true);
+        }
+        self.history.push(h);
+    }
+
+    /// A state from an image's raw config and layers.
+    fn from_image(config: &Value, layers: Vec<Layer>, id: &str) -> State {
+        let c = config["config"].as_object().cloned().unwrap_or_default();
+        let strings = |v: &Value| -> Option<Vec<String>> {
+            v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        };
+        let keys = |v: &Value| -> BTreeSet<String> {
+            v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()
+        };
+        let mut st = State {
+            layers,
+            history: config["history"].as_array().cloned().unwrap_or_default(),
+            key: id.to_string(),
+            created: config["created"].as_str().unwrap_or_default().to_string(),
+            author: config["author"].as_str().map(str::to_string),
+            env: strings(&c["Env"])
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| match e.split_once('=') {
+                    Some((k, v)) => (k.to_string(), v.to_string()),
+                    None => (e, String::new()),
+                })
+                .collect(),
+            workdir: c.get("WorkingDir").and_then(Value::as_str).unwrap_or_default().to_string(),
+            user: c.get("User").and_then(Value::as_str).unwrap_or_default().to_string(),
+            shell: c.get("Shell").and_then(strings),
+            cmd: c.get("Cmd").and_then(strings),
+            entrypoint: c.get("Entrypoint").and_then(strings),
+            labels: c
+                .get("Labels")
+                .and_then(Value::as_object)
+                .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+                .unwrap_or_default(),
+            exposed: c.get("ExposedPorts").map(keys).unwrap_or_default(),
+            volumes: c.get("Volumes").map(keys).unwrap_or_default(),
+            healthcheck: c.get("Healthcheck").filter(|v| !v.is_null()).cloned(),
+            stop_signal: c.get("StopSignal").and_then(Value::as_str).map(str::to_string),
+            onbuild: c.get("OnBuild").and_then(strings).unwrap_or_default(),
+            ..State::default()
+        };
+        let mut other = c;
+        for k in [
+            "Env",
+            "WorkingDir",
+            "User",
+            "Shell",
+            "Cmd",
+            "Entrypoint",
+            "Labels",
+            "ExposedPorts",
+            "Volumes",
+            "Healthcheck",
+            "StopSignal",
+            "OnBuild",
+        ] {
+            other.remove(k);
+        }
+        st.other = other;
+        st
+    }
+}
+
+/// Removes the build's network at the end of the build.
+struct NetGuard<'a> {
+    networks: &'a Networks,
+    name: RefCell<Option<String>>,
+}
+
+impl Drop for NetGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(name) = self.name.borrow_mut().take() {
+            let _ = self.networks.remove(&name);
+        }
+    }
+}
+
+/// A read-only view of a stack of layers as one tree: the layer itself when there is one, an
+/// overlay mounted on the host for several (unmounted on drop), an empty dir for none.
+struct View {
+    path: PathBuf,
+    mounted: bool,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl View {
+    fn new(layers: &[PathBuf], store: &ImageStore) -> Result<View> {
+        match layers {
+            [one] => Ok(View { path: one.clone(), mounted: false, _dir: None }),
+            _ => {
+                let dir = store.staging()?;
+                let path = dir.path().join("view");
+                fs::create_dir(&path).map_err(io_err(&path))?;
+                if layers.is_empty() {
+                    return Ok(View { path, mounted: false, _dir: Some(dir) });
+                }
+                let lower: Vec<String> = layers.iter().rev().map(|p| p.display().to_string()).collect();
+                let opts = format!("lowerdir={}", lower.join(":"));
+                nix::mount::mount(
+                    Some("overlay"),
+                    &path,
+                    Some("overlay"),
+                    nix::mount::MsFlags::MS_RDONLY,
+                    Some(opts.as_str()),
+                )
+                .map_err(|e| BuildError::Io { path: path.display().to_string(), source: e.into() })?;
+                Ok(View { path, mounted: true, _dir: Some(dir) })
+            }
+        }
+    }
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// Builds images.
+pub struct Builder<'a> {
+    store: &'a ImageStore,
+    runtime: &'a Runtime,
+    networks: &'a Networks,
+    base: &'a dyn BaseImages,
+    events: &'a dyn ImageEvents,
+    cancel: Option<&'a AtomicBool>,
+}
+
+/// One build's shared state.
+struct Build<'a, 'b> {
+    b: &'b Builder<'a>,
+    req: &'b BuildRequest,
+    df: &'b Dockerfile,
+    file: String,
+    cache: Cache,
+    net: NetGuard<'a>,
+    /// Results of the stages built so far.
+    done: RefCell<BTreeMap<usize, State>>,
+    global: BTreeMap<String, String>,
+    context_filter: Box<dyn Filter>,
+    /// Images got for FROM / --from, by reference.
+    images: RefCell<BTreeMap<String, State>>,
+}
+
+impl<'a> Builder<'a> {
+    /// A builder storing into `store`, running steps with `runtime` on `networks`, getting base
+    /// images from `base` and reporting to `events`.
+    pub fn new(
+        store: &'a ImageStore,
+        runtime: &'a Runtime,
+        networks: &'a Networks,
+        base: &'a dyn BaseImages,
+        events: &'a dyn ImageEvents,
+    ) -> Builder<'a> {
+        Builder { store, runtime, networks, base, events, cancel: None }
+    }
+
+    /// Stops the build (the running step is killed, everything is cleaned up) when `flag`
+    /// becomes true: the CLI sets it on Ctrl-C.
+    pub fn with_cancel(mut self, flag: &'a AtomicBool) -> Self {
+        self.cancel = Some(flag);
+        self
+    }
+
+    /// Builds `req` and stores the image under its tags.
+    pub fn build(&self, req: &BuildRequest) -> Result<BuiltImage> {
+        let (text, file) = match &req.dockerfile_inline {
+            Some(t) => (t.clone(), "Dockerfile".to_string()),
+            None => {
+                let rel = req.dockerfile.clone().unwrap_or_else(|| PathBuf::from("Dockerfile"));
+                let path = if rel.is_absolute() { rel } else { req.context.join(rel) };
+                let text = fs::read_to_string(&path)
+                    .map_err(|e| BuildError::Dockerfile(format!("{}: {e}", path.display())))?;
+                (text, path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+            }
+        };
+        let df = super::frontend::parse(&text, &file)?;
+        self.build_parsed(req, &df, &file)
+    }
+
+    /// Builds an already parsed Dockerfile (`file` names it in errors).
+    pub fn build_parsed(&self, req: &BuildRequest, df: &Dockerfile, file: &str) -> Result<BuiltImage> {
+        if let Some(p) = &req.platform {
+            check_platform(p)?;
+        }
+        let tags: Vec<Reference> = req
+            .tags
+            .iter()
+            .map(|t| Reference::parse(t).map_err(|e| BuildError::Dockerfile(e.to_string())))
+            .collect::<Result<_>>()?;
+        if df.stages.is_empty() {
+            return Err(BuildError::Dockerfile(format!("{file}: no FROM instruction")));
+        }
+        let cache = Cache::open(&self.runtime.dirs().root).map_err(io_err(&self.runtime.dirs().root))?;
+        let context_filter = super::frontend::context_filter(&req.context, req.dockerfile.as_deref())?;
+        let mut global = predefined_args();
+        for decl in &df.global_args {
+            let value = match req.args.get(&decl.name) {
+                Some(v) => Some(v.clone()),
+                None => match &decl.default {
+                    Some(d) => Some(
+                        vars::expand(d, &global, df.escape)
+                            .map_err(|e| BuildError::Dockerfile(format!("{file}: ARG {}: {e}", decl.name)))?
+                            .0,
+                    ),
+                    None => None,
+                },
+            };
+            if let Some(v) = value {
+                global.insert(decl.name.clone(), v);
+            }
+        }
+        let build = Build {
+            b: self,
+            req,
+            df,
+            file: file.to_string(),
+            cache,
+            net: NetGuard { networks: self.networks, name: RefCell::new(None) },
+            done: RefCell::new(BTreeMap::new()),
+            global,
+            context_filter,
+            images: RefCell::new(BTreeMap::new()),
+        };
+        let target = build.target_index()?;
+        let needed = build.needed(target)?;
+        let started = Instant::now();
+        self.events.event("Build", file, "Building", false);
+        for idx in needed {
+            let st = build.stage(idx).inspect_err(|e| self.events.failed("Build", file, &e.to_string()))?;
+            build.done.borrow_mut().insert(idx, st);
+        }
+        let state = build.done.borrow_mut().remove(&target).ok_or_else(|| BuildError::Dockerfile("target not built".into()))?;
+        let id = build.store_image(state, &tags)?;
+        drop(build);
+        self.events.event("Build", file, &format!("DONE {:.1}s", started.elapsed().as_secs_f64()), true);
+        Ok(BuiltImage { id, tags: tags.iter().map(Reference::short).collect() })
+    }
+}
+
+/// How `--from` / `from=` resolved.
+enum FromRef {
+    Stage(usize),
+    Context(PathBuf),
+    Image(String),
+}
+
+impl Build<'_, '_> {
+    fn err(&self, line: usize, message: impl Into<String>) -> BuildError {
+        BuildError::Step { file: self.file.clone(), line, message: message.into() }
+    }
+
+    fn stage_index(&self, name: &str, before: usize) -> Option<usize> {
+        let lower = name.to_ascii_lowercase();
+        if let Some(i) = self.df.stages[..before].iter().position(|s| s.name.as_deref() == Some(lower.as_str())) {
+            return Some(i);
+        }
+        name.parse::<usize>().ok().filter(|i| *i < before)
+    }
+
+    fn target_index(&self) -> Result<usize> {
+        match &self.req.target {
+            None => Ok(self.df.stages.len() - 1),
+            Some(t) => self
+                .df
+                .stages
+                .iter()
+                .position(|s| s.name.as_deref() == Some(t.to_ascii_lowercase().as_str()))
+                .ok_or_else(|| BuildError::Dockerfile(format!("target stage {t:?} could not be found"))),
+        }
+    }
+
+    fn expand_global(&self, word: &str, line: usize) -> Result<String> {
+        Ok(vars::expand(word, &self.global, self.df.escape).map_err(|e| self.err(line, e.to_string()))?.0)
+    }
+
+    fn resolve_from(&self, name: &str, before: usize) -> FromRef {
+        if let Some(i) = self.stage_index(name, before) {
+            return FromRef::Stage(i);
+        }
+        match self.req.additional_contexts.get(name) {
+            Some(ContextSource::Dir(d)) => FromRef::Context(d.clone()),
+            Some(ContextSource::Image(i)) => FromRef::Image(i.clone()),
+            None => FromRef::Image(name.to_string()),
+        }
+    }
+
+    /// Stages the target needs, in file order.
+    fn needed(&self, target: usize) -> Result<Vec<usize>> {
+        let mut need = BTreeSet::new();
+        let mut todo = vec![target];
+        while let Some(i) = todo.pop() {
+            if !need.insert(i) {
+                continue;
+            }
+            let s = &self.df.stages[i];
+            let mut refs = vec![(self.expand_global(&s.base, s.line)?, s.line)];
+            for ins in &s.instructions {
+                match &ins.kind {
+                    InstructionKind::Copy(c) | InstructionKind::Add(c) => {
+                        if let Some(f) = &c.from {
+                            refs.push((self.expand_global(f, ins.line)?, ins.line));
+                        }
+                    }
+                    InstructionKind::Run(r) => {
+                        for m in &r.mounts {
+                            if let Some(f) = &m.from {
+                                refs.push((self.expand_global(f, ins.line)?, ins.line));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            for (r, _) in refs {
+                if let FromRef::Stage(j) = self.resolve_from(&r, i) {
+                    todo.push(j);
+                }
+            }
+        }
+        Ok(need.into_iter().collect())
+    }
+
+    fn stage_name(&self, idx: usize) -> String {
+        self.df.stages[idx].name.clone().unwrap_or_else(|| format!("stage-{idx}"))
+    }
+
+    /// An image as a stage state (cached per build).
+    fn image_state(&self, reference: &str, platform: Option<&str>, line: usize) -> Result<State> {
+        if let Some(s) = self.images.borrow().get(reference) {
+            return Ok(s.clone());
+        }
+        let img = self.b.base.get(reference, platform, self.req.pull).map_err(|e| self.err(line, e.to_string()))?;
+        let raw = self.b.store.raw_config(&img.id)?;
+        let descs = self.b.store.image_layers(&img.id)?;
+        let diff_ids: Vec<String> = raw["rootfs"]["diff_ids"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        let chains = crate::image::chain_ids(&diff_ids);
+        if descs.len() != diff_ids.len() || img.layer_dirs.len() != diff_ids.len() {
+            return Err(self.err(line, format!("image {reference}: layers and config disagree")));
+        }
+        let layers = (0..diff_ids.len())
+            .map(|i| Layer {
+                diff_id: diff_ids[i].clone(),
+                blob: descs[i].0.clone(),
+                size: descs[i].1,
+                media_type: descs[i].2.clone(),
+                chain: chains[i].clone(),
+                dir: img.layer_dirs[i].clone(),
+            })
+            .collect();
+        let st = State::from_image(&raw, layers, &img.id);
+        self.images.borrow_mut().insert(reference.to_string(), st.clone());
+        Ok(st)
+    }
+
+    fn stage(&self, idx: usize) -> Result<State> {
+        let s: &Stage = &self.df.stages[idx];
+        if let Some(p) = &s.platform {
+            check_platform(&self.expand_global(p, s.line)?)?;
+        }
+        let base = self.expand_global(&s.base, s.line)?;
+        let name = self.stage_name(idx);
+        let steps = 1 + s.instructions.iter().filter(|i| is_step(&i.kind)).count();
+        let label = |n: usize, text: &str| format!("[{name} {n}/{steps}] {}", one_line(text));
+        let from_label = label(1, &format!("FROM {base}"));
+        let mut st = if base.eq_ignore_ascii_case("scratch") {
+            State { key: "scratch".into(), ..State::default() }
+        } else {
+            match self.resolve_from(&base, idx) {
+                FromRef::Stage(j) => {
+                    let mut st = self.done.borrow().get(&j).cloned().ok_or_else(|| self.err(s.line, "stage not built"))?;
+                    st.args.clear();
+                    st
+                }
+                FromRef::Context(_) => return Err(self.err(s.line, format!("FROM {base}: a folder context cannot be a base"))),
+                FromRef::Image(r) => self.image_state(&r, s.platform.as_deref(), s.line)?,
+            }
+        };
+        st.cmd_set = false;
+        if st.created.is_empty() {
+            st.created = crate::runtime::timefmt::now();
+        }
+        self.b.events.event("Step", &from_label, "CACHED", true);
+        // ONBUILD triggers of the base run first, and are not inherited further.
+        let triggers = std::mem::take(&mut st.onbuild);
+        let mut trigger_instrs = Vec::new();
+        for t in &triggers {
+            trigger_instrs.push(super::frontend::parse_trigger(t, s.line, &self.file)?);
+        }
+        let mut n = 1;
+        for ins in trigger_instrs.iter().chain(s.instructions.iter()) {
+            if is_step(&ins.kind) && !trigger_instrs.iter().any(|t| std::ptr::eq(t, ins)) {
+                n += 1;
+            }
+            self.check_cancel()?;
+            self.instruction(idx, &mut st, ins, &label(n, &ins.original))?;
+        }
+        Ok(st)
+    }
+
+    fn check_cancel(&self) -> Result<()> {
+        if self.b.cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst)) {
+            return Err(BuildError::Cancelled);
+        }
+        Ok(())
+    }
+
+    fn expand(&self, st: &State, word: &str, line: usize) -> Result<(String, BTreeSet<String>)> {
+        vars::expand(word, &st.vars(), self.df.escape).map_err(|e| self.err(line, e.to_string()))
+    }
+
+    fn instruction(&self, idx: usize, st: &mut State, ins: &Instruction, label: &str) -> Result<()> {
+        let line = ins.line;
+        match &ins.kind {
+            InstructionKind::Arg(decls) => {
+                for d in decls {
+                    self.arg(st, d, line)?;
+                }
+            }
+            InstructionKind::Env(pairs) => {
+                let mut shown = Vec::new();
+                for (k, v) in pairs {
+                    let (k, _) = self.expand(st, k, line)?;
+                    let (v, _) = self.expand(st, v, line)?;
+                    shown.push(format!("{k}={v}"));
+                    st.set_env(k, v);
+                }
+                self.meta(st, &format!("ENV {}", shown.join(" ")));
+            }
+            InstructionKind::Label(pairs) => {
+                let mut shown = Vec::new();
+                for (k, v) in pairs {
+                    let (k, _) = self.expand(st, k, line)?;
+                    let (v, _) = self.expand(st, v, line)?;
+                    shown.push(format!("{k}={v}"));
+                    st.labels.insert(k, v);
+                }
+                self.meta(st, &format!("LABEL {}", shown.join(" ")));
+            }
+            InstructionKind::Workdir(w) => {
+                let (w, _) = self.expand(st, w, line)?;
+                let path = if w.starts_with('/') { w.clone() } else { join_posix(&workdir_or_root(&st.workdir), &w) };
+                st.workdir = clean_posix(&path);
+                self.workdir_step(st, label, line)?;
+            }
+            InstructionKind::User(u) => {
+                st.user = self.expand(st, u, line)?.0;
+                let u = st.user.clone();
+                self.meta(st, &format!("USER {u}"));
+            }
+            InstructionKind::Cmd(c) => {
+                st.cmd = Some(command_args(c, &st.shell()));
+                st.cmd_set = true;
+                self.meta(st, &format!("CMD {}", json!(st.cmd)));
+            }
+            InstructionKind::Entrypoint(c) => {
+                st.entrypoint = Some(command_args(c, &st.shell()));
+                if !st.cmd_set {
+                    st.cmd = None;
+                }
+                self.meta(st, &format!("ENTRYPOINT {}", json!(st.entrypoint)));
+            }
+            InstructionKind::Expose(ports) => {
+                let mut shown = Vec::new();
+                for p in ports {
+                    for p in self.expand(st, p, line)?.0.split_whitespace() {
+                        for port in expose_ports(p).map_err(|m| self.err(line, m))? {
+                            shown.push(port.clone());
+                            st.exposed.insert(port);
+                        }
+                    }
+                }
+                self.meta(st, &format!("EXPOSE map[{}]", shown.iter().map(|p| format!("{p}:{{}}")).collect::<Vec<_>>().join(" ")));
+            }
+            InstructionKind::Volume(vs) => {
+                let mut shown = Vec::new();
+                for v in vs {
+                    let v = self.expand(st, v, line)?.0;
+                    if v.trim().is_empty() {
+                        return Err(self.err(line, "VOLUME specified can not be an empty string"));
+                    }
+                    shown.push(v.clone());
+                    st.volumes.insert(v);
+                }
+                self.meta(st, &format!("VOLUME {}", json!(shown)));
+            }
+            InstructionKind::Healthcheck(h) => {
+                st.healthcheck = Some(healthcheck(h.as_ref(), &st.shell()).map_err(|m| self.err(line, m))?);
+                self.meta(st, &one_line(&ins.original));
+            }
+            InstructionKind::StopSignal(s) => {
+                let s = self.expand(st, s, line)?.0;
+                st.stop_signal = Some(s.clone());
+                self.meta(st, &format!("STOPSIGNAL {s}"));
+            }
+            InstructionKind::Shell(sh) => {
+                if sh.is_empty() {
+                    return Err(self.err(line, "SHELL requires at least one argument"));
+                }
+                st.shell = Some(sh.clone());
+                self.meta(st, &format!("SHELL {}", json!(sh)));
+            }
+            InstructionKind::Onbuild(t) => {
+                st.onbuild.push(t.clone());
+                self.meta(st, &format!("ONBUILD {t}"));
+            }
+            InstructionKind::Maintainer(m) => {
+                st.author = Some(m.clone());
+                self.meta(st, &format!("MAINTAINER {m}"));
+            }
+            InstructionKind::Copy(c) => self.copy_step(idx, st, c, false, ins, label)?,
+            InstructionKind::Add(c) => self.copy_step(idx, st, c, true, ins, label)?,
+            InstructionKind::Run(r) => self.run_step(idx, st, r, ins, label)?,
+        }
+        Ok(())
+    }
+
+    /// A metadata instruction: a history entry and a new key.
+    fn meta(&self, st: &mut State, created_by: &str) {
+        st.key = step_key(&st.key, &json!({ "meta": created_by }));
+        st.history(created_by.to_string(), true);
+    }
+
+    fn arg(&self, st: &mut State, d: &ArgDecl, line: usize) -> Result<()> {
+        let value = match self.req.args.get(&d.name) {
+            Some(v) => Some(v.clone()),
+            None => match &d.default {
+                Some(def) => Some(self.expand(st, def, line)?.0),
+                None => self.global.get(&d.name).cloned(),
+            },
+        };
+        st.key = step_key(&st.key, &json!({ "arg": d.name, "value": value }));
+        st.args.insert(d.name.clone(), value);
+        Ok(())
+    }
+
+    /// ENV and the stage's ARGs (with values) as RUN gets them, ENV winning; proxy build args
+    /// too. Returns (env, args shown in history).
+    fn run_env(&self, st: &State) -> (Vec<String>, Vec<String>) {
+        let mut env: Vec<String> = st.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut shown = Vec::new();
+        for (k, v) in &st.args {
+            if let Some(v) = v
+                && st.env_get(k).is_none()
+            {
+                env.push(format!("{k}={v}"));
+                shown.push(format!("{k}={v}"));
+            }
+        }
+        for p in PROXY_ARGS {
+            if let Some(v) = self.req.args.get(p)
+                && !st.args.contains_key(p)
+                && st.env_get(p).is_none()
+            {
+                env.push(format!("{p}={v}"));
+            }
+        }
+        if st.env_get("PATH").is_none() {
+            env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        }
+        (env, shown)
+    }
+
+    /// Looks `key` up: on a hit, the layer is put on `st` and true is returned.
+    fn cached(&self, st: &mut State, key: &str, label: &str) -> Result<bool> {
+        if self.req.no_cache {
+            return Ok(false);
+        }
+        let Some(rec) = self.cache.get(key) else { return Ok(false) };
+        if let Some(l) = &rec.layer {
+            if !self.b.store.blob_path(&l.blob).exists() {
+                return Ok(false);
+            }
+            let parent = st.layers.last().map(|l| l.chain.clone());
+            let Ok((diff_id, chain)) = self.b.store.ensure_layer(&l.blob, parent.as_deref(), Some(&l.diff_id), label)
+            else {
+                return Ok(false);
+            };
+            st.layers.push(Layer {
+                diff_id,
+                blob: l.blob.clone(),
+                size: l.size,
+                media_type: GZIP_LAYER.into(),
+                dir: self.b.store.layer_path(&chain),
+                chain,
+            });
+        }
+        st.created = rec.created.clone();
+        st.key = key.to_string();
+        self.b.events.event("Step", label, "CACHED", true);
+        Ok(true)
+    }
+
+    /// Makes a layer of `tree` (an overlay upper dir when `overlay`), puts it on `st` and
+    /// records it under `key`. An empty tree makes no layer.
+    fn commit(&self, st: &mut State, key: &str, tree: &Path, overlay: bool, label: &str) -> Result<bool> {
+        let staging = self.b.store.staging()?;
+        let tar_path = staging.path().join("layer.tar");
+        let f = fs::File::create(&tar_path).map_err(io_err(&tar_path))?;
+        let t = layer::write_tar(tree, std::io::BufWriter::new(f), overlay).map_err(io_err(tree))?;
+        let created = crate::runtime::timefmt::now();
+        if t.entries == 0 {
+            self.cache.put(key, &CacheRecord { layer: None, created: created.clone() }).map_err(ImageError::from)?;
+            st.created = created;
+            st.key = key.to_string();
+            return Ok(false);
+        }
+        let gz = staging.path().join("layer.tar.gz");
+        layer::gzip_file(&tar_path, &gz).map_err(io_err(&gz))?;
+        // Under the store's lock, so that no gc sees the blob before the record keeps it.
+        let _lock = self.b.store.lock()?;
+        let (blob, size) = self.b.store.put_blob_file(&gz, None, label)?;
+        let parent = st.layers.last().map(|l| l.chain.clone());
+        let (diff_id, chain) = self.b.store.ensure_layer(&blob, parent.as_deref(), Some(&t.diff_id), label)?;
+        let rec = CachedLayer { diff_id: diff_id.clone(), blob: blob.clone(), size, chain: chain.clone() };
+        self.cache.put(key, &CacheRecord { layer: Some(rec), created: created.clone() }).map_err(ImageError::from)?;
+        st.layers.push(Layer {
+            diff_id,
+            blob,
+            size,
+            media_type: GZIP_LAYER.into(),
+            dir: self.b.store.layer_path(&chain),
+            chain,
+        });
+        st.created = created;
+        st.key = key.to_string();
+        Ok(true)
+    }
+
+    fn workdir_step(&self, st: &mut State, label: &str, _line: usize) -> Result<()> {
+        let wd = st.workdir.clone();
+        let key = step_key(&st.key, &json!({ "workdir": wd, "user": st.user }));
+        let created_by = format!("WORKDIR {wd}");
+        if self.cached(st, &key, label)? {
+            let empty = self.cache.get(&key).is_none_or(|r| r.layer.is_none());
+            st.history(created_by, empty);
+            return Ok(());
+        }
+        let started = Instant::now();
+        let view = View::new(&st.layer_dirs(), self.b.store)?;
+        let rel = crate::runtime::rootfs::secure_join(&view.path, &wd)
+            .map_err(|e| BuildError::Io { path: wd.clone(), source: std::io::Error::other(e.to_string()) })?;
+        let rel = rel.strip_prefix(&view.path).unwrap_or(Path::new("")).to_path_buf();
+        let staging = self.b.store.staging()?;
+        let tree = staging.path().join("tree");
+        fs::create_dir(&tree).map_err(io_err(&tree))?;
+        if !view.path.join(&rel).is_dir() {
+            let owner = if st.user.is_empty() { None } else { context::resolve_owner(&st.user, &view.path).ok() };
+            context::mkdir_tree(&tree, &view.path, &rel, owner).map_err(io_err(&tree))?;
+        }
+        drop(view);
+        let made = self.commit(st, &key, &tree, false, label)?;
+        st.history(created_by, !made);
+        self.b.events.event("Step", label, &format!("DONE {:.1}s", started.elapsed().as_secs_f64()), true);
+        Ok(())
+    }
+
+    /// The root a `--from` / `from=` reads, with a cache identity for it.
+    fn from_root(&self, name: &str, idx: usize, line: usize) -> Result<(View, String)> {
+        match self.resolve_from(name, idx) {
+            FromRef::Stage(j) => {
+                let done = self.done.borrow();
+                let st = done.get(&j).ok_or_else(|| self.err(line, format!("stage {name} is not built")))?;
+                Ok((View::new(&st.layer_dirs(), self.b.store)?, st.key.clone()))
+            }
+            FromRef::Context(dir) => {
+                let mut h = Sha256::new();
+                context::hash_source(&dir, Path::new(""), &NoFilter, &mut h).map_err(|e| self.err(line, e.to_string()))?;
+                Ok((View { path: dir, mounted: false, _dir: None }, format!("context:{}", hex::encode(h.finalize()))))
+            }
+            FromRef::Image(r) => {
+                let st = self.image_state(&r, None, line)?;
+                Ok((View::new(&st.layer_dirs(), self.b.store)?, st.key))
+            }
+        }
+    }
+
+    fn copy_step(&self, idx: usize, st: &mut State, c: &CopyInstruction, add: bool, ins: &Instruction, label: &str) -> Result<()> {
+        let line = ins.line;
+        let verb = if add { "ADD" } else { "COPY" };
+        // Sources and where they are read from.
+        let heredoc_dir = self.b.store.staging()?;
+        let mut srcs = Vec::new();
+        for s in &c.sources {
+            if let Some(h) = s.strip_prefix("<<").and_then(|n| {
+                let n = n.trim_start_matches('-').trim_matches(['"', '\'']);
+                c.heredocs.iter().find(|h| h.name == n)
+            }) {
+                let content = if h.expand { self.expand(st, &h.content, line)?.0 } else { h.content.clone() };
+                let p = heredoc_dir.path().join(&h.name);
+                fs::write(&p, content).map_err(io_err(&p))?;
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).map_err(io_err(&p))?;
+                srcs.push((true, h.name.clone()));
+                continue;
+            }
+            let s = self.expand(st, s, line)?.0;
+            if add && (s.contains("://") || s.starts_with("git@")) {
+                return Err(self.err(line, format!("ADD {s}: remote sources (URLs, git) are not supported")));
+            }
+            srcs.push((false, s));
+        }
+        let dest = self.expand(st, &c.dest, line)?.0;
+        let chmod = match &c.chmod {
+            Some(m) => {
+                let m = self.expand(st, m, line)?.0;
+                Some(context::parse_chmod(&m).ok_or_else(|| self.err(line, format!("invalid --chmod {m:?}")))?)
+            }
+            None => None,
+        };
+        let chown = match &c.chown {
+            Some(o) => Some(self.expand(st, o, line)?.0),
+            None => None,
+        };
+        let excludes: Vec<String> =
+            c.exclude.iter().map(|e| self.expand(st, e, line).map(|x| x.0)).collect::<Result<_>>()?;
+        let exclude_filter = context::Excludes(excludes.clone());
+        let (root_view, root_id, base_filter): (View, String, &dyn Filter) = match &c.from {
+            Some(f) => {
+                let f = self.expand(st, f, line)?.0;
+                let (v, id) = self.from_root(&f, idx, line)?;
+                (v, id, &NoFilter)
+            }
+            None => (
+                View { path: self.req.context.clone(), mounted: false, _dir: None },
+                "context".into(),
+                self.context_filter.as_ref(),
+            ),
+        };
+        let filter = context::Both(base_filter, &exclude_filter);
+        let mut resolved: Vec<(PathBuf, PathBuf)> = Vec::new(); // (root, rel)
+        let mut h = Sha256::new();
+        for (heredoc, s) in &srcs {
+            if *heredoc {
+                resolved.push((heredoc_dir.path().to_path_buf(), PathBuf::from(s)));
+                context::hash_source(heredoc_dir.path(), Path::new(s), &NoFilter, &mut h)
+                    .map_err(|e| self.err(line, e.to_string()))?;
+                continue;
+            }
+            let found = context::resolve_sources(&root_view.path, s, &filter)
+                .map_err(|e| self.err(line, format!("{verb} {s}: {e}")))?;
+            for rel in found {
+                if c.from.is_none() {
+                    context::hash_source(&root_view.path, &rel, &filter, &mut h)
+                        .map_err(|e| self.err(line, e.to_string()))?;
+                } else {
+                    h.update(rel.as_os_str().as_encoded_bytes());
+                }
+                resolved.push((root_view.path.clone(), rel));
+            }
+        }
+        let key = step_key(
+            &st.key,
+            &json!({
+                "op": verb, "from": root_id, "content": hex::encode(h.finalize()),
+                "sources": srcs.iter().map(|s| &s.1).collect::<Vec<_>>(), "dest": dest, "workdir": st.workdir,
+                "chown": chown, "chmod": chmod, "parents": c.parents, "exclude": excludes,
+            }),
+        );
+        let created_by = format!("{} # buildkit", one_line(&ins.original));
+        if self.cached(st, &key, label)? {
+            let empty = self.cache.get(&key).is_none_or(|r| r.layer.is_none());
+            st.history(created_by, empty);
+            return Ok(());
+        }
+        let started = Instant::now();
+        self.b.events.event("Step", label, "RUNNING", false);
+        let view = View::new(&st.layer_dirs(), self.b.store)?;
+        let owner = match &chown {
+            Some(o) => Some(context::resolve_owner(o, &view.path).map_err(|m| self.err(line, m))?),
+            None => None,
+        };
+        let attrs = CopyAttrs { owner, mode: chmod };
+        let dest_abs = if dest.starts_with('/') {
+            dest.clone()
+        } else {
+            join_posix(&workdir_or_root(&st.workdir), &dest)
+        };
+        let dest_is_dir_syntax = dest.ends_with('/') || dest.ends_with("/.") || dest == "." || resolved.len() > 1;
+        let resolved_dest = crate::runtime::rootfs::secure_join(&view.path, &dest_abs)
+            .map_err(|e| self.err(line, e.to_string()))?;
+        let dest_rel = resolved_dest.strip_prefix(&view.path).unwrap_or(Path::new("")).to_path_buf();
+        let dest_exists_dir = view.path.join(&dest_rel).is_dir();
+        let staging = self.b.store.staging()?;
+        let tree = staging.path().join("tree");
+        fs::create_dir(&tree).map_err(io_err(&tree))?;
+        let io = |e: std::io::Error| self.err(line, format!("{verb}: {e}"));
+        for (root, rel) in &resolved {
+            let src = root.join(rel);
+            let meta = fs::symlink_metadata(&src).map_err(io)?;
+            let is_heredoc = root == heredoc_dir.path();
+            let src_filter: &dyn Filter = if is_heredoc { &NoFilter } else { &filter };
+            if add && meta.is_file() && !is_heredoc && is_archive(&src) {
+                context::mkdir_tree(&tree, &view.path, &dest_rel, owner).map_err(io)?;
+                extract_archive(&src, &tree.join(&dest_rel)).map_err(|m| self.err(line, format!("ADD {}: {m}", rel.display())))?;
+                continue;
+            }
+            let target_dir = if c.parents {
+                dest_rel.join(rel.parent().unwrap_or(Path::new("")))
+            } else {
+                dest_rel.clone()
+            };
+            if meta.is_dir() {
+                let into = if c.parents { dest_rel.join(rel) } else { target_dir };
+                context::mkdir_tree(&tree, &view.path, &into, owner).map_err(io)?;
+                let mut names: Vec<_> =
+                    fs::read_dir(&src).map_err(io)?.flatten().map(|e| e.file_name()).collect();
+                names.sort();
+                for n in names {
+                    context::copy_tree(&src.join(&n), &rel.join(&n), &tree.join(&into).join(&n), attrs, src_filter)
+                        .map_err(io)?;
+                }
+                context::restore_dir_times(&tree, &view.path, &into);
+            } else {
+                let name = rel.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+                let into_dir = c.parents || dest_is_dir_syntax || dest_exists_dir;
+                let (dir, file) = if into_dir {
+                    (target_dir.clone(), target_dir.join(name))
+                } else {
+                    (dest_rel.parent().unwrap_or(Path::new("")).to_path_buf(), dest_rel.clone())
+                };
+                context::mkdir_tree(&tree, &view.path, &dir, owner).map_err(io)?;
+                context::copy_tree(&src, rel, &tree.join(&file), attrs, &NoFilter).map_err(io)?;
+                context::restore_dir_times(&tree, &view.path, &dir);
+            }
+        }
+        drop(view);
+        drop(root_view);
+        let made = self.commit(st, &key, &tree, false, label)?;
+        st.history(created_by, !made);
+        self.b.events.event("Step", label, &format!("DONE {:.1}s", started.elapsed().as_secs_f64()), true);
+        Ok(())
+    }
+
+    fn network_for(&self, r: &RunInstruction) -> Result<RunNet> {
+        let mode = r.network.clone().or_else(|| self.req.network.clone()).unwrap_or_else(|| "default".into());
+        match mode.as_str() {
+            "none" => Ok(RunNet::None),
+            "host" => Ok(RunNet::Host),
+            "default" | "bridge" | "" => {
+                let mut name = self.net.name.borrow_mut();
+                if name.is_none() {
+                    let n = format!("berth-build-{}", &crate::runtime::new_id()[..10]);
+                    let spec = NetworkSpec { name: n.clone(), driver: "bridge".into(), ..NetworkSpec::default() };
+                    self.b.networks.create(&spec).map_err(|e| BuildError::Network(e.to_string()))?;
+                    *name = Some(n);
+                }
+                Ok(RunNet::Bridge(name.clone().unwrap_or_default()))
+            }
+            other => Err(BuildError::Network(format!("network mode {other:?} is not supported (default, none, host)"))),
+        }
+    }
+
+    fn run_step(&self, idx: usize, st: &mut State, r: &RunInstruction, ins: &Instruction, label: &str) -> Result<()> {
+        let line = ins.line;
+        let shell = st.shell();
+        let args = match &r.command {
+            CommandForm::Exec(a) => a.clone(),
+            CommandForm::Shell(s) => {
+                let mut a = shell.clone();
+                match r.heredocs.first() {
+                    // `RUN <<EOF`: the body is the script.
+                    Some(h) if s.trim_start().starts_with("<<") => a.push(h.content.clone()),
+                    // A command reading heredocs: the shell reads them as written.
+                    Some(_) => {
+                        let mut text = s.clone();
+                        for h in &r.heredocs {
+                            text.push('\n');
+                            text.push_str(&h.content);
+                            text.push_str(&h.name);
+                        }
+                        a.push(text);
+                    }
+                    None => a.push(s.clone()),
+                }
+                a
+            }
+        };
+        if args.is_empty() {
+            return Err(self.err(line, "RUN needs a command"));
+        }
+        let (env, shown_args) = self.run_env(st);
+        let net = self.network_for(r)?;
+        let cwd = workdir_or_root(&st.workdir);
+        // Mounts: the container's, and what the key says of them.
+        let mut mounts = Vec::new();
+        let mut mount_keys = Vec::new();
+        let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
+        let mut locks = Vec::new();
+        let secrets_dir = self.b.store.staging()?;
+        for m in &r.mounts {
+            self.mount(idx, st, m, line, &secrets_dir, &mut mounts, &mut mount_keys, &mut keep, &mut locks)?;
+        }
+        let user = st.user.clone();
+        let key_env: Vec<&String> =
+            env.iter().filter(|e| !PROXY_ARGS.iter().any(|p| e.starts_with(&format!("{p}=")))).collect();
+        let key = step_key(
+            &st.key,
+            &json!({ "run": args, "env": key_env, "user": user, "cwd": cwd, "mounts": mount_keys,
+                     "network": format!("{net:?}").split('(').next().unwrap_or_default() }),
+        );
+        let prefix = if shown_args.is_empty() { String::new() } else { format!("|{} {} ", shown_args.len(), shown_args.join(" ")) };
+        let created_by = format!("RUN {prefix}{} # buildkit", args.join(" "));
+        if self.cached(st, &key, label)? {
+            let empty = self.cache.get(&key).is_none_or(|r| r.layer.is_none());
+            st.history(created_by, empty);
+            return Ok(());
+        }
+        let started = Instant::now();
+        self.b.events.event("Step", label, "RUNNING", false);
+        let step = RunStep {
+            args: args.clone(),
+            env,
+            user: Some(user).filter(|u| !u.is_empty()),
+            cwd,
+            lower_dirs: st.layer_dirs(),
+            mounts,
+            net,
+            extra_hosts: self.req.extra_hosts.clone(),
+            shm_size: self.req.shm_size,
+            label: label.to_string(),
+        };
+        let mut made = false;
+        let result = run::run_step(self.b.runtime, self.b.networks, &step, self.b.events, self.b.cancel, |upper| {
+            made = self.commit(st, &key, upper, true, label).map_err(|e| e.to_string())?;
+            Ok(())
+        });
+        drop(keep);
+        drop(locks);
+        match result {
+            Ok(()) => {}
+            Err(RunFailure::Cancelled) => return Err(BuildError::Cancelled),
+            Err(RunFailure::Setup(m)) => {
+                self.b.events.failed("Step", label, &m);
+                return Err(self.err(line, format!("RUN: {m}")));
+            }
+            Err(RunFailure::Exit { code, tail }) => {
+                self.b.events.failed("Step", label, &format!("exit code {code}"));
+                let command = match &r.command {
+                    CommandForm::Exec(a) => json!(a).to_string(),
+                    CommandForm::Shell(s) => one_line(s),
+                };
+                return Err(BuildError::Run { file: self.file.clone(), line, command, code, output: tail });
+            }
+        }
+        st.history(created_by, !made);
+        self.b.events.event("Step", label, &format!("DONE {:.1}s", started.elapsed().as_secs_f64()), true);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn mount(
+        &self,
+        idx: usize,
+        st: &State,
+        m: &RunMount,
+        line: usize,
+        secrets_dir: &tempfile::TempDir,
+        mounts: &mut Vec<MountSpec>,
+        keys: &mut Vec<Value>,
+        keep: &mut Vec<Box<dyn std::any::Any>>,
+        locks: &mut Vec<crate::state::Lock>,
+    ) -> Result<()> {
+        let ex = |s: &Option<String>| -> Result<Option<String>> {
+            s.as_ref().map(|w| self.expand(st, w, line).map(|x| x.0)).transpose()
+        };
+        let target = ex(&m.target)?;
+        let abs = |t: &str| if t.starts_with('/') { t.to_string() } else { join_posix(&workdir_or_root(&st.workdir), t) };
+        let num = |s: &Option<String>, what: &str, radix: u32| -> Result<Option<u32>> {
+            match ex(s)? {
+                Some(v) => u32::from_str_radix(&v, radix).map(Some).map_err(|_| self.err(line, format!("invalid {what} {v:?}"))),
+                None => Ok(None),
+            }
+        };
+        match m.kind.as_str() {
+            "cache" => {
+                let target = abs(&target.ok_or_else(|| self.err(line, "cache mount needs a target"))?);
+                let id = ex(&m.id)?.unwrap_or_else(|| target.clone());
+                let dir = self.cache.mount_dir(&id);
+                let sharing = ex(&m.sharing)?.unwrap_or_else(|| "shared".into());
+                let lock_path = dir.with_extension("lock");
+                let (uid, gid, mode) = (num(&m.uid, "uid", 10)?, num(&m.gid, "gid", 10)?, num(&m.mode, "mode", 8)?);
+                let source = match sharing.as_str() {
+                    "locked" => {
+                        locks.push(crate::state::Lock::acquire(&lock_path).map_err(ImageError::from)?);
+                        dir.clone()
+                    }
+                    "private" => match crate::state::Lock::try_acquire(&lock_path).map_err(ImageError::from)? {
+                        Some(l) => {
+                            locks.push(l);
+                            dir.clone()
+                        }
+                        None => {
+                            // In use: a throwaway dir of this step's own.
+                            let t = self.b.store.staging()?;
+                            let p = t.path().join("cache");
+                            keep.push(Box::new(t));
+                            p
+                        }
+                    },
+                    "shared" => dir.clone(),
+                    other => return Err(self.err(line, format!("invalid cache sharing {other:?}"))),
+                };
+                if !source.exists() {
+                    fs::create_dir_all(&source).map_err(io_err(&source))?;
+                    std::os::unix::fs::chown(&source, Some(uid.unwrap_or(0)), Some(gid.unwrap_or(0))).map_err(io_err(&source))?;
+                    use std::os::unix::fs::PermissionsExt;
+                    fs::set_permissions(&source, fs::Permissions::from_mode(mode.unwrap_or(0o755))).map_err(io_err(&source))?;
+                }
+                keys.push(json!({ "type": "cache", "target": target, "id": id, "sharing": sharing }));
+                mounts.push(bind_mount(&target, source, false));
+            }
+            "tmpfs" => {
+                let target = abs(&target.ok_or_else(|| self.err(line, "tmpfs mount needs a target"))?);
+                let size = ex(&m.size)?.map(|s| parse_size(&s).ok_or_else(|| self.err(line, format!("invalid size {s:?}")))).transpose()?;
+                keys.push(json!({ "type": "tmpfs", "target": target, "size": size }));
+                mounts.push(MountSpec { target, kind: MountKind::Tmpfs { size, mode: None }, read_only: false, volume: None });
+            }
+            "secret" => {
+                let id = ex(&m.id)?.or_else(|| target.as_ref().and_then(|t| Path::new(t).file_name().map(|n| n.to_string_lossy().into_owned())))
+                    .ok_or_else(|| self.err(line, "secret mount needs an id"))?;
+                let value = match self.req.secrets.get(&id) {
+                    Some(SecretSource::File(p)) => Some(fs::read(p).map_err(|e| self.err(line, format!("secret {id}: {}: {e}", p.display())))?),
+                    Some(SecretSource::Env(v)) => Some(std::env::var(v).map_err(|_| self.err(line, format!("secret {id}: variable {v} is not set")))?.into_bytes()),
+                    None if m.required => return Err(self.err(line, format!("secret {id} is required but was not given"))),
+                    None => None,
+                };
+                keys.push(json!({ "type": "secret", "id": id, "target": target, "env": m.env }));
+                let Some(value) = value else { return Ok(()) };
+                if m.env.is_some() {
+                    return Err(self.err(line, "secret mounts as environment variables are not supported"));
+                }
+                let target = abs(&target.unwrap_or_else(|| format!("/run/secrets/{id}")));
+                let file = secrets_dir.path().join(format!("secret-{}", mounts.len()));
+                fs::write(&file, value).map_err(io_err(&file))?;
+                let (uid, gid, mode) = (num(&m.uid, "uid", 10)?, num(&m.gid, "gid", 10)?, num(&m.mode, "mode", 8)?);
+                std::os::unix::fs::chown(&file, Some(uid.unwrap_or(0)), Some(gid.unwrap_or(0))).map_err(io_err(&file))?;
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&file, fs::Permissions::from_mode(mode.unwrap_or(0o400))).map_err(io_err(&file))?;
+                mounts.push(bind_mount(&target, file, true));
+            }
+            "bind" | "" => {
+                let target = abs(&target.ok_or_else(|| self.err(line, "bind mount needs a target"))?);
+                let source = ex(&m.source)?.unwrap_or_default();
+                let rel = context::clean_rel(&source).map_err(|e| self.err(line, e.to_string()))?;
+                let (view, id) = match ex(&m.from)? {
+                    Some(f) => self.from_root(&f, idx, line)?,
+                    None => {
+                        let mut h = Sha256::new();
+                        context::hash_source(&self.req.context, &rel, self.context_filter.as_ref(), &mut h)
+                            .map_err(|e| self.err(line, e.to_string()))?;
+                        (View { path: self.req.context.clone(), mounted: false, _dir: None }, format!("context:{}", hex::encode(h.finalize())))
+                    }
+                };
+                let src = view.path.join(&rel);
+                if fs::symlink_metadata(&src).is_err() {
+                    return Err(self.err(line, format!("bind mount source {source:?} not found")));
+                }
+                let src = if m.read_write {
+                    // Writes are discarded: the container gets a copy.
+                    let t = self.b.store.staging()?;
+                    let copy = t.path().join("rw");
+                    context::copy_tree(&src, Path::new(""), &copy, CopyAttrs::default(), &NoFilter).map_err(io_err(&src))?;
+                    keep.push(Box::new(t));
+                    copy
+                } else {
+                    src
+                };
+                keys.push(json!({ "type": "bind", "target": target, "source": source, "from": id, "rw": m.read_write }));
+                mounts.push(bind_mount(&target, src, !m.read_write));
+                keep.push(Box::new(view));
+            }
+            "ssh" => return Err(self.err(line, "ssh mounts are not supported")),
+            other => return Err(self.err(line, format!("unknown mount type {other:?}"))),
+        }
+        Ok(())
+    }
+
+    /// Writes the config and manifest of `st` and names them.
+    fn store_image(&self, st: State, tags: &[Reference]) -> Result<String> {
+        let mut state = st;
+        for (k, v) in &self.req.labels {
+            state.labels.insert(k.clone(), v.clone());
+        }
+        let mut config = json!({
+            "created": state.created,
+            "architecture": host_arch(),
+            "os": "linux",
+            "config": state.docker_config(),
+            "rootfs": { "type": "layers", "diff_ids": state.layers.iter().map(|l| &l.diff_id).collect::<Vec<_>>() },
+            "history": state.history,
+        });
+        if let Some(a) = &state.author {
+            config["author"] = json!(a);
+        }
+        let bytes = serde_json::to_vec(&config).map_err(|e| BuildError::Dockerfile(e.to_string()))?;
+        serde_json::from_slice::<oci_spec::image::ImageConfiguration>(&bytes)
+            .map_err(|e| BuildError::Dockerfile(format!("image config: {e}")))?;
+        let _lock = self.b.store.lock()?;
+        for l in &state.layers {
+            if !self.b.store.blob_path(&l.blob).exists() {
+                return Err(BuildError::Image(ImageError::NotFound(l.blob.clone())));
+            }
+        }
+        let config_digest = self.b.store.put_blob(&bytes)?;
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": bytes.len() },
+            "layers": state.layers.iter().map(|l| json!({ "mediaType": l.media_type, "digest": l.blob, "size": l.size })).collect::<Vec<_>>(),
+        });
+        let mbytes = serde_json::to_vec(&manifest).map_err(|e| BuildError::Dockerfile(e.to_string()))?;
+        let mdigest = self.b.store.put_blob(&mbytes)?;
+        self.b.store.add_manifest(&mdigest, mbytes.len() as u64, tags)?;
+        Ok(config_digest)
+    }
+}
+
+const GZIP_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+fn bind_mount(target: &str, source: PathBuf, read_only: bool) -> MountSpec {
+    MountSpec {
+        target: target.to_string(),
+        kind: MountKind::Bind { source, propagation: None, non_recursive: false },
+        read_only,
+        volume: None,
+    }
+}
+
+/// Instructions BuildKit shows as steps (the rest only change the config).
+fn is_step(k: &InstructionKind) -> bool {
+    matches!(k, InstructionKind::Copy(_) | InstructionKind::Add(_) | InstructionKind::Run(_) | InstructionKind::Workdir(_))
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn workdir_or_root(w: &str) -> String {
+    if w.is_empty() { "/".into() } else { w.to_string() }
+}
+
+fn join_posix(base: &str, rel: &str) -> String {
+    let keep_slash = rel.ends_with('/');
+    let mut s = format!("{}/{}", base.trim_end_matches('/'), rel);
+    if keep_slash && !s.ends_with('/') {
+        s.push('/');
+    }
+    s
+}
+
+/// `/a/./b/../c` → `/a/c`.
+fn clean_posix(p: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    format!("/{}", out.join("/"))
+}
+
+fn command_args(c: &CommandForm, shell: &[String]) -> Vec<String> {
+    match c {
+        CommandForm::Exec(a) => a.clone(),
+        CommandForm::Shell(s) => {
+            let mut a = shell.to_vec();
+            a.push(s.clone());
+            a
+        }
+    }
+}
+
+/// `80`, `80/udp`, `8000-8002/tcp` → `80/tcp`...
+fn expose_ports(p: &str) -> std::result::Result<Vec<String>, String> {
+    let (ports, proto) = match p.split_once('/') {
+        Some((a, b)) => (a, b.to_ascii_lowercase()),
+        None => (p, "tcp".to_string()),
+    };
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(format!("invalid proto {proto:?} in EXPOSE {p}"));
+    }
+    let bad = || format!("invalid port {p:?} in EXPOSE");
+    let (lo, hi) = match ports.split_once('-') {
+        Some((a, b)) => (a.parse::<u16>().map_err(|_| bad())?, b.parse::<u16>().map_err(|_| bad())?),
+        None => {
+            let n = ports.parse::<u16>().map_err(|_| bad())?;
+            (n, n)
+        }
+    };
+    if hi < lo {
+        return Err(bad());
+    }
+    Ok((lo..=hi).map(|n| format!("{n}/{proto}")).collect())
+}
+
+/// A Go duration (`1h2m3.5s`, `300ms`) in nanoseconds.
+pub fn parse_duration(s: &str) -> Option<i64> {
+    if s == "0" {
+        return Some(0);
+    }
+    let mut total: f64 = 0.0;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let n: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let mult = match &rest[..unit_end] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        total += n * mult;
+        rest = &rest[unit_end..];
+    }
+    Some(total as i64)
+}
+
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim().to_ascii_lowercase();
+    let (n, mult) = match s.trim_end_matches('b').chars().last()? {
+        'k' => (&s[..s.trim_end_matches('b').len() - 1], 1024),
+        'm' => (&s[..s.trim_end_matches('b').len() - 1], 1024 * 1024),
+        'g' => (&s[..s.trim_end_matches('b').len() - 1], 1024 * 1024 * 1024),
+        _ => (s.trim_end_matches('b'), 1),
+    };
+    n.parse::<u64>().ok().map(|n| n * mult)
+}
+
+/// docker's `Healthcheck` object.
+fn healthcheck(h: Option<&HealthcheckInstruction>, shell: &[String]) -> std::result::Result<Value, String> {
+    let _ = shell;
+    let Some(h) = h else { return Ok(json!({ "Test": ["NONE"] })) };
+    let test: Vec<String> = match &h.command {
+        CommandForm::Exec(a) => std::iter::once("CMD".to_string()).chain(a.iter().cloned()).collect(),
+        CommandForm::Shell(s) => vec!["CMD-SHELL".into(), s.clone()],
+    };
+    let mut v = json!({ "Test": test });
+    for (field, value) in [
+        ("Interval", &h.interval),
+        ("Timeout", &h.timeout),
+        ("StartPeriod", &h.start_period),
+        ("StartInterval", &h.start_interval),
+    ] {
+        if let Some(d) = value {
+            let n = parse_duration(d).ok_or(format!("invalid duration {d:?} for HEALTHCHECK"))?;
+            if n != 0 {
+                v[field] = json!(n);
+            }
+        }
+    }
+    if let Some(r) = &h.retries {
+        let n: i64 = r.parse().map_err(|_| format!("invalid --retries {r:?}"))?;
+        if n != 0 {
+            v["Retries"] = json!(n);
+        }
+    }
+    Ok(v)
+}
+
+/// Whether a local file is a tar archive ADD extracts (plain, gzip, zstd; bzip2 and xz are
+/// recognised to be refused clearly).
+fn is_archive(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 512];
+    let Ok(mut f) = fs::File::open(path) else { return false };
+    let n = f.read(&mut head).unwrap_or(0);
+    let h = &head[..n];
+    h.starts_with(&[0x1f, 0x8b])
+        || h.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || h.starts_with(b"BZh")
+        || h.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
+        || (n >= 262 && &h[257..262] == b"ustar")
+}
+
+fn extract_archive(src: &Path, dest: &Path) -> std::result::Result<(), String> {
+    use std::io::Read;
+    let mut head = [0u8; 6];
+    let mut f = fs::File::open(src).map_err(|e| e.to_string())?;
+    let n = f.read(&mut head).map_err(|e| e.to_string())?;
+    if head[..n].starts_with(b"BZh") || head[..n].starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        return Err("bzip2 and xz archives are not supported (gzip, zstd and plain tar are)".into());
+    }
+    let f = fs::File::open(src).map_err(|e| e.to_string())?;
+    let (_, reader) = crate::image::unpack::decompressed(f).map_err(|e| e.to_string())?;
+    fs::create_dir_all(dest).map_err(|e| e.to_string())?;
+    let mut a = tar::Archive::new(reader);
+    a.set_preserve_permissions(true);
+    a.set_preserve_ownerships(true);
+    a.set_preserve_mtime(true);
+    a.set_overwrite(true);
+    a.unpack(dest).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_ports_and_paths() {
+        assert_eq!(parse_duration("30s"), Some(30_000_000_000));
+        assert_eq!(parse_duration("1m30s"), Some(90_000_000_000));
+        assert_eq!(parse_duration("500ms"), Some(500_000_000));
+        assert_eq!(parse_duration("x"), None);
+        assert_eq!(expose_ports("80").unwrap(), ["80/tcp"]);
+        assert_eq!(expose_ports("53/UDP").unwrap(), ["53/udp"]);
+        assert_eq!(expose_ports("8000-8001").unwrap(), ["8000/tcp", "8001/tcp"]);
+        assert!(expose_ports("http").is_err());
+        assert_eq!(clean_posix("/a/./b/../c/"), "/a/c");
+        assert_eq!(join_posix("/app", "x/"), "/app/x/");
+        assert_eq!(parse_size("64m"), Some(64 << 20));
+    }
+
+    #[test]
+    fn healthcheck_as_docker_stores_it() {
+        let h = HealthcheckInstruction {
+            command: CommandForm::Shell("curl -f localhost".into()),
+            interval: Some("5s".into()),
+            timeout: None,
+            start_period: None,
+            start_interval: None,
+            retries: Some("3".into()),
+        };
+        let v = healthcheck(Some(&h), &[]).unwrap();
+        assert_eq!(v, json!({ "Test": ["CMD-SHELL", "curl -f localhost"], "Interval": 5_000_000_000i64, "Retries": 3 }));
+        assert_eq!(healthcheck(None, &[]).unwrap(), json!({ "Test": ["NONE"] }));
+    }
+
+    #[test]
+    fn platforms_other_than_the_host_are_refused() {
+        assert!(check_platform(&host_platform()).is_ok());
+        assert!(matches!(check_platform("linux/s390x"), Err(BuildError::Platform(_))));
+    }
+
+    #[test]
+    fn image_config_round_trips_through_state() {
+        let raw = json!({
+            "created": "2024-01-01T00:00:00Z",
+            "config": { "Env": ["PATH=/bin", "A=1"], "Cmd": ["sh"], "WorkingDir": "/w", "OnBuild": ["RUN x"], "ArgsEscaped": true },
+            "history": [{ "created_by": "base" }],
+        });
+        let mut st = State::from_image(&raw, Vec::new(), "sha256:x");
+        assert_eq!(st.env_get("A").map(String::as_str), Some("1"));
+        assert_eq!(st.onbuild, ["RUN x"]);
+        st.onbuild.clear();
+        st.set_env("A".into(), "2".into());
+        let c = st.docker_config();
+        assert_eq!(c["Env"], json!(["PATH=/bin", "A=2"]));
+        assert_eq!(c["ArgsEscaped"], json!(true));
+        assert!(!c.contains_key("OnBuild"));
+    }
+}

@@ -1,0 +1,290 @@
+//! One `RUN` step as a container of berth's runtime: the stage's layers as lower dirs under a
+//! fresh upper dir, networking from berth's own `Networks` (the build's bridge, the host's, or
+//! none), mounts as the step asks. Output is streamed as it comes (the shim writes the
+//! container's log; this side follows it). Whatever happens, the container, its network
+//! attachment and its dirs are removed when the step is done with them (a guard).
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::image::events::ImageEvents;
+use crate::netns::{AttachRequest, EndpointRequest, NetMode, Networks};
+use crate::runtime::spec::{ContainerSpec, EtcFiles, MountSpec, NetNamespace};
+use crate::runtime::{Runtime, State};
+
+/// Lines of output kept for the error of a failed step.
+pub const TAIL_LINES: usize = 20;
+
+/// Where a step's container is networked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunNet {
+    /// Loopback only.
+    None,
+    /// The host's network namespace.
+    Host,
+    /// The build's bridge network (by name).
+    Bridge(String),
+}
+
+/// What one step runs.
+#[derive(Debug, Clone)]
+pub struct RunStep {
+    /// argv.
+    pub args: Vec<String>,
+    /// `KEY=value`.
+    pub env: Vec<String>,
+    /// `user[:group]`.
+    pub user: Option<String>,
+    /// Working dir (made when missing).
+    pub cwd: String,
+    /// The stage's layers, bottom first.
+    pub lower_dirs: Vec<PathBuf>,
+    /// Extra mounts.
+    pub mounts: Vec<MountSpec>,
+    /// Networking.
+    pub net: RunNet,
+    /// `--add-host` entries.
+    pub extra_hosts: Vec<(String, String)>,
+    /// `/dev/shm` size.
+    pub shm_size: Option<u64>,
+    /// Step name for output lines.
+    pub label: String,
+}
+
+/// How a step ended when it did not succeed.
+#[derive(Debug)]
+pub enum RunFailure {
+    /// The command exited non-zero (or by a signal: 128+n).
+    Exit {
+        /// The code.
+        code: i32,
+        /// The last lines of output.
+        tail: Vec<String>,
+    },
+    /// The container could not be made or started.
+    Setup(String),
+    /// The build was cancelled.
+    Cancelled,
+}
+
+/// Removes the step's container, network attachment and dirs when dropped.
+struct ContainerGuard<'a> {
+    runtime: &'a Runtime,
+    networks: &'a Networks,
+    id: String,
+    attached: bool,
+}
+
+impl Drop for ContainerGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.runtime.remove(&self.id, true);
+        // Removal of a container that never got records leaves its dirs: take them too.
+        let dirs = self.runtime.dirs();
+        let _ = fs::remove_dir_all(dirs.container_run(&self.id));
+        let _ = fs::remove_dir_all(dirs.container(&self.id));
+        if self.attached {
+            let _ = self.networks.detach(&self.id);
+        }
+    }
+}
+
+/// Paths the runtime makes in the rootfs as mount points: when the image lacks them, they are
+/// not the step's work and stay out of its layer (as BuildKit's mount stub cleaner does).
+fn stub_targets(step: &RunStep) -> Vec<String> {
+    let mut v: Vec<String> =
+        ["/proc", "/sys", "/dev", "/etc/hosts", "/etc/resolv.conf", "/etc/hostname"].map(String::from).to_vec();
+    v.extend(step.mounts.iter().map(|m| m.target.clone()));
+    v
+}
+
+/// Whether `rel` exists in any of `lowers` (not as a whiteout).
+fn in_lowers(lowers: &[PathBuf], rel: &Path) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    for l in lowers.iter().rev() {
+        if let Ok(m) = fs::symlink_metadata(l.join(rel)) {
+            return !(m.file_type().is_char_device() && m.rdev() == 0);
+        }
+    }
+    false
+}
+
+/// Removes mount stubs from `upper`: each target the lowers lack, if still an empty file or
+/// dir, and then its parents that only exist for it.
+pub fn remove_stubs(upper: &Path, lowers: &[PathBuf], targets: &[String]) {
+    for t in targets {
+        let rel = PathBuf::from(t.trim_start_matches('/'));
+        let mut cur = Some(rel.as_path());
+        while let Some(r) = cur {
+            if r.as_os_str().is_empty() || in_lowers(lowers, r) {
+                break;
+            }
+            let p = upper.join(r);
+            let Ok(m) = fs::symlink_metadata(&p) else { break };
+            let removed = if m.is_dir() {
+                fs::remove_dir(&p).is_ok()
+            } else if m.is_file() && m.len() == 0 {
+                fs::remove_file(&p).is_ok()
+            } else {
+                false
+            };
+            if !removed {
+                break;
+            }
+            cur = r.parent();
+        }
+    }
+}
+
+/// Runs `step` to its end and, when it exits 0, gives its upper dir to `done` (stubs removed)
+/// before the container goes.
+#[allow(clippy::too_many_arguments)]
+pub fn run_step<T>(
+    runtime: &Runtime,
+    networks: &Networks,
+    step: &RunStep,
+    events: &dyn ImageEvents,
+    cancel: Option<&AtomicBool>,
+    done: impl FnOnce(&Path) -> Result<T, String>,
+) -> Result<T, RunFailure> {
+    let id = crate::runtime::new_id();
+    let name = format!("berth-build-{}", &id[..12]);
+    let mut guard = ContainerGuard { runtime, networks, id: id.clone(), attached: false };
+    let mode = match &step.net {
+        RunNet::None => NetMode::None,
+        RunNet::Host => NetMode::Host,
+        RunNet::Bridge(n) => NetMode::Bridge(vec![EndpointRequest { network: n.clone(), ..Default::default() }]),
+    };
+    let req = AttachRequest {
+        container_id: id.clone(),
+        container_name: name.clone(),
+        hostname: "buildkitsandbox".into(),
+        mode,
+        ports: Vec::new(),
+        extra_hosts: step.extra_hosts.clone(),
+        dns: Vec::new(),
+        dns_search: Vec::new(),
+        dns_opt: Vec::new(),
+        sysctls: Default::default(),
+    };
+    guard.attached = true;
+    let att = networks.attach(&req).map_err(|e| RunFailure::Setup(format!("network: {e}")))?;
+    let mut spec = ContainerSpec {
+        id: id.clone(),
+        name,
+        hostname: "buildkitsandbox".into(),
+        ..ContainerSpec::default()
+    };
+    spec.rootfs.lower_dirs = step.lower_dirs.clone();
+    spec.process.args = step.args.clone();
+    spec.process.env = step.env.clone();
+    spec.process.user = step.user.clone().filter(|u| !u.is_empty());
+    spec.process.cwd = step.cwd.clone();
+    spec.mounts = step.mounts.clone();
+    spec.shm_size = step.shm_size;
+    spec.stop_grace_ms = Some(1000);
+    spec.namespaces.net = match att.netns_path {
+        Some(p) => NetNamespace::Path(p),
+        None => NetNamespace::Host,
+    };
+    spec.namespaces.uts_host = step.net == RunNet::Host;
+    spec.etc_files = EtcFiles {
+        hosts: Some(att.hosts_file),
+        resolv_conf: Some(att.resolv_conf),
+        hostname: Some(att.hostname_file),
+    };
+    runtime.run(&spec).map_err(|e| RunFailure::Setup(e.to_string()))?;
+    let log_path = runtime.dirs().container(&id).join("log");
+    let mut follower = LogFollower { path: log_path, offset: 0, tail: VecDeque::new() };
+    let status = loop {
+        let st = runtime.wait(&id, Duration::from_millis(200)).map_err(|e| RunFailure::Setup(e.to_string()))?;
+        follower.read(events, &step.label);
+        if matches!(st.state, State::Exited | State::Dead) {
+            break st;
+        }
+        if cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
+            let _ = runtime.kill(&id, None);
+            return Err(RunFailure::Cancelled);
+        }
+    };
+    follower.read(events, &step.label);
+    if let Some(err) = status.error.filter(|_| status.exit_code.is_none()) {
+        return Err(RunFailure::Setup(err));
+    }
+    let code = status.exit_code.unwrap_or(255);
+    if code != 0 {
+        return Err(RunFailure::Exit { code, tail: follower.tail.into_iter().collect() });
+    }
+    let upper = runtime.dirs().container(&id).join("upper");
+    remove_stubs(&upper, &step.lower_dirs, &stub_targets(step));
+    let out = done(&upper).map_err(RunFailure::Setup)?;
+    drop(guard);
+    Ok(out)
+}
+
+/// Follows a container's log file from where it last read.
+struct LogFollower {
+    path: PathBuf,
+    offset: u64,
+    tail: VecDeque<String>,
+}
+
+impl LogFollower {
+    fn read(&mut self, events: &dyn ImageEvents, label: &str) {
+        let Ok(mut f) = fs::File::open(&self.path) else { return };
+        if f.seek(SeekFrom::Start(self.offset)).is_err() {
+            return;
+        }
+        let mut reader = BufReader::new(f);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                // A line still being written: read it whole next time.
+                Ok(_) if !line.ends_with('\n') => break,
+                Ok(n) => {
+                    self.offset += n as u64;
+                    if let Ok(entry) = serde_json::from_str::<crate::runtime::log::LogEntry>(&line) {
+                        let text = entry.log.trim_end_matches('\n').to_string();
+                        events.output(label, &text);
+                        if self.tail.len() == TAIL_LINES {
+                            self.tail.pop_front();
+                        }
+                        self.tail.push_back(text);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stubs_go_unless_the_image_had_them_or_the_step_wrote_there() {
+        let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+        let (upper, lower) = (dir.path().join("u"), dir.path().join("l"));
+        fs::create_dir_all(lower.join("etc")).unwrap();
+        fs::create_dir_all(upper.join("etc")).unwrap();
+        fs::create_dir_all(upper.join("proc")).unwrap();
+        fs::create_dir_all(upper.join("run/secrets")).unwrap();
+        fs::create_dir_all(upper.join("cache")).unwrap();
+        fs::write(upper.join("cache/kept"), b"x").unwrap();
+        fs::write(upper.join("etc/hosts"), b"").unwrap();
+        remove_stubs(
+            &upper,
+            std::slice::from_ref(&lower),
+            &["/proc".into(), "/etc/hosts".into(), "/run/secrets/x".into(), "/run/secrets".into(), "/cache".into()],
+        );
+        assert!(!upper.join("proc").exists() && !upper.join("etc/hosts").exists());
+        assert!(!upper.join("run").exists());
+        assert!(upper.join("etc").exists(), "a dir of the image stays (copied up)");
+        assert!(upper.join("cache/kept").exists());
+    }
+}

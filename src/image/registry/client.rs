@@ -1,0 +1,556 @@
+//! HTTP to registries: one ureq agent per host (its TLS trust and client certificate), the
+//! scheme each host speaks, the auth challenge it sent, bearer tokens per scope with their
+//! expiry, statuses mapped to typed errors, and bounded retries with back-off.
+
+use std::collections::HashMap;
+use std::fs;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::Value;
+use ureq::http::{Response, StatusCode};
+use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
+use ureq::{Agent, Body};
+
+use super::credentials::Credentials;
+use super::{RegistryError, RegistryOptions};
+
+/// How a host asked to be authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Challenge {
+    None,
+    Basic,
+    Bearer { realm: String, service: Option<String> },
+}
+
+#[derive(Debug)]
+struct Host {
+    agent: Agent,
+    /// `https://host:port` or `http://...`.
+    base: String,
+    challenge: Challenge,
+}
+
+#[derive(Debug, Clone)]
+struct Token {
+    value: String,
+    expires: Instant,
+}
+
+/// A request the caller builds and sends, given the agent, the base URL and the
+/// `Authorization` header value to use (none when anonymous).
+pub(crate) type Send<'a> = dyn Fn(&Agent, &str, Option<&str>) -> Result<Response<Body>, ureq::Error> + 'a;
+
+/// The shared HTTP state of a `Registry`.
+pub(crate) struct Client {
+    opts: RegistryOptions,
+    hosts: Mutex<HashMap<String, Arc<Host>>>,
+    /// Serializes the first contact with each host (so parallel pulls ping once).
+    host_init: Mutex<()>,
+    tokens: Mutex<HashMap<(String, String), Token>>,
+    /// Credentials given for this process (`login`), before any store.
+    given: Mutex<HashMap<String, Credentials>>,
+}
+
+/// Whether docker would allow plain HTTP to `host` (`host[:port]`) without configuration.
+pub(crate) fn is_local(host: &str) -> bool {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return ip.is_loopback();
+    }
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None => host
+            .rsplit_once(':')
+            .map_or(host, |(h, p)| if p.chars().all(|c| c.is_ascii_digit()) { h } else { host }),
+    };
+    if name == "localhost" || name.ends_with(".localhost") {
+        return true;
+    }
+    match name.parse::<IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => false,
+    }
+}
+
+fn percent(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Parses `Bearer realm="...",service="...",scope="..."` (or `Basic realm=...`).
+fn parse_challenge(header: &str) -> Challenge {
+    let (scheme, rest) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
+    if scheme.eq_ignore_ascii_case("basic") {
+        return Challenge::Basic;
+    }
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Challenge::None;
+    }
+    let mut params = HashMap::new();
+    let mut s = rest.trim();
+    while !s.is_empty() {
+        let Some((key, after)) = s.split_once('=') else { break };
+        let key = key.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let after = after.trim_start();
+        let (value, remaining) = if let Some(quoted) = after.strip_prefix('"') {
+            match quoted.find('"') {
+                Some(end) => (&quoted[..end], &quoted[end + 1..]),
+                None => (quoted, ""),
+            }
+        } else {
+            match after.find(',') {
+                Some(end) => (&after[..end], &after[end..]),
+                None => (after, ""),
+            }
+        };
+        params.insert(key, value.to_string());
+        s = remaining.trim_start().trim_start_matches(',').trim_start();
+    }
+    match params.remove("realm") {
+        Some(realm) => Challenge::Bearer { realm, service: params.remove("service") },
+        None => Challenge::None,
+    }
+}
+
+/// The registry's own words for a failure: `errors[].message` of its JSON body, or the text.
+pub(crate) fn error_text(resp: Response<Body>) -> String {
+    let status = resp.status();
+    let mut body = resp.into_body();
+    let text = body.with_config().limit(64 * 1024).read_to_string().unwrap_or_default();
+    if let Ok(v) = serde_json::from_str::<Value>(&text)
+        && let Some(errors) = v["errors"].as_array()
+    {
+        let msgs: Vec<String> = errors
+            .iter()
+            .map(|e| {
+                let code = e["code"].as_str().unwrap_or_default();
+                let msg = e["message"].as_str().unwrap_or_default();
+                if code.is_empty() { msg.to_string() } else { format!("{} ({code})", msg) }
+            })
+            .collect();
+        if !msgs.is_empty() {
+            return msgs.join("; ");
+        }
+    }
+    let text = text.trim();
+    if text.is_empty() {
+        status.canonical_reason().unwrap_or("").to_string()
+    } else {
+        text.chars().take(300).collect()
+    }
+}
+
+/// A failing response as a typed error about `what`.
+pub(crate) fn status_error(what: &str, registry: &str, resp: Response<Body>) -> RegistryError {
+    let status = resp.status().as_u16();
+    let message = error_text(resp);
+    let what = what.to_string();
+    match status {
+        401 => RegistryError::Unauthorized { what, registry: registry.to_string(), message },
+        403 => RegistryError::Denied { what, message },
+        404 => RegistryError::NotFound { what, message },
+        _ => RegistryError::Status { what, status, message },
+    }
+}
+
+/// Whether a transport error is worth another attempt.
+pub(crate) fn transient(e: &ureq::Error) -> bool {
+    matches!(
+        e,
+        ureq::Error::Io(_)
+            | ureq::Error::Timeout(_)
+            | ureq::Error::ConnectionFailed
+            | ureq::Error::Protocol(_)
+    )
+}
+
+fn unreachable(registry: &str, e: &ureq::Error) -> RegistryError {
+    RegistryError::Unreachable { registry: registry.to_string(), message: e.to_string() }
+}
+
+impl Client {
+    pub(crate) fn new(opts: RegistryOptions) -> Client {
+        Client {
+            opts,
+            hosts: Mutex::new(HashMap::new()),
+            host_init: Mutex::new(()),
+            tokens: Mutex::new(HashMap::new()),
+            given: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn opts(&self) -> &RegistryOptions {
+        &self.opts
+    }
+
+    fn insecure(&self, host: &str) -> bool {
+        is_local(host) || self.opts.insecure_registries.iter().any(|h| h == host)
+    }
+
+    fn tls_config(&self, host: &str) -> Result<TlsConfig, RegistryError> {
+        let io = |p: &std::path::Path| {
+            let path = p.display().to_string();
+            move |source| RegistryError::Io { path, source }
+        };
+        let mut roots: Vec<Certificate<'static>> = Vec::new();
+        let mut add_pem = |bytes: &[u8]| {
+            for item in ureq::tls::parse_pem(bytes).flatten() {
+                if let ureq::tls::PemItem::Certificate(c) = item {
+                    roots.push(c);
+                }
+            }
+        };
+        if let Ok(bytes) = fs::read(&self.opts.system_roots) {
+            add_pem(&bytes);
+        }
+        let mut client_cert = None;
+        let dir = self.opts.certs_dir.join(host);
+        if let Ok(entries) = fs::read_dir(&dir) {
+            let mut files: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+            files.sort();
+            for f in &files {
+                match f.extension().and_then(|e| e.to_str()) {
+                    Some("crt") => add_pem(&fs::read(f).map_err(io(f))?),
+                    Some("cert") => {
+                        let key_path = f.with_extension("key");
+                        let certs: Vec<Certificate<'static>> =
+                            ureq::tls::parse_pem(&fs::read(f).map_err(io(f))?)
+                                .flatten()
+                                .filter_map(|i| match i {
+                                    ureq::tls::PemItem::Certificate(c) => Some(c),
+                                    _ => None,
+                                })
+                                .collect();
+                        let key_bytes = fs::read(&key_path).map_err(io(&key_path))?;
+                        let key = PrivateKey::from_pem(&key_bytes).map_err(|e| RegistryError::Invalid {
+                            what: key_path.display().to_string(),
+                            message: format!("not a PEM private key: {e}"),
+                        })?;
+                        client_cert = Some(ClientCert::new_with_certs(&certs, key));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(TlsConfig::builder()
+            .root_certs(RootCerts::new_with_certs(&roots))
+            .client_cert(client_cert)
+            .build())
+    }
+
+    fn agent(&self, host: &str) -> Result<Agent, RegistryError> {
+        let config = Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(self.opts.connect_timeout))
+            .timeout_per_read(Some(self.opts.read_timeout))
+            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+            .tls_config(self.tls_config(host)?)
+            .build();
+        Ok(Agent::new_with_config(config))
+    }
+
+    /// The host's state, pinging `/v2/` on first contact to learn its scheme and challenge.
+    fn host(&self, host: &str) -> Result<Arc<Host>, RegistryError> {
+        if let Some(h) = self.hosts.lock().ok().and_then(|m| m.get(host).cloned()) {
+            return Ok(h);
+        }
+        let _init = self.host_init.lock();
+        if let Some(h) = self.hosts.lock().ok().and_then(|m| m.get(host).cloned()) {
+            return Ok(h);
+        }
+        let agent = self.agent(host)?;
+        let mut schemes = vec!["https"];
+        if self.insecure(host) {
+            schemes.push("http");
+        }
+        let mut last = None;
+        for (i, scheme) in schemes.iter().enumerate() {
+            let base = format!("{scheme}://{host}");
+            let mut attempt = 0;
+            let resp = loop {
+                match agent.get(format!("{base}/v2/")).call() {
+                    Ok(r) if r.status().is_server_error() && attempt + 1 < self.opts.attempts => {}
+                    Err(e) if transient(&e) && i + 1 == schemes.len() && attempt + 1 < self.opts.attempts => {
+                    }
+                    other => break other,
+                }
+                std::thread::sleep(self.opts.backoff * 2u32.saturating_pow(attempt));
+                attempt += 1;
+            };
+            match resp {
+                Ok(r) => {
+                    let challenge = match r.status() {
+                        StatusCode::UNAUTHORIZED => r
+                            .headers()
+                            .get_all("www-authenticate")
+                            .iter()
+                            .filter_map(|v| v.to_str().ok())
+                            .map(parse_challenge)
+                            .find(|c| *c != Challenge::None)
+                            .unwrap_or(Challenge::None),
+                        _ => Challenge::None,
+                    };
+                    if r.status().is_server_error() {
+                        return Err(status_error(&format!("registry {host}"), host, r));
+                    }
+                    let h = Arc::new(Host { agent, base, challenge });
+                    if let Ok(mut m) = self.hosts.lock() {
+                        m.insert(host.to_string(), h.clone());
+                    }
+                    return Ok(h);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(match last {
+            Some(e) => unreachable(host, &e),
+            None => {
+                RegistryError::Unreachable { registry: host.to_string(), message: "no scheme to try".into() }
+            }
+        })
+    }
+
+    fn credentials(&self, host: &str) -> Result<Option<Credentials>, RegistryError> {
+        if let Some(c) = self.given.lock().ok().and_then(|m| m.get(host).cloned()) {
+            return Ok(Some(c));
+        }
+        let lookup = if host == "registry-1.docker.io" { "docker.io" } else { host };
+        Ok(self.opts.credentials.get(lookup)?)
+    }
+
+    /// A bearer token for `scopes` at `host`, from the cache unless `fresh`.
+    fn token(
+        &self,
+        host: &str,
+        h: &Host,
+        scopes: &[String],
+        fresh: bool,
+    ) -> Result<Option<String>, RegistryError> {
+        let Challenge::Bearer { realm, service } = &h.challenge else { return Ok(None) };
+        let key = (host.to_string(), scopes.join(" "));
+        if !fresh
+            && let Some(t) = self.tokens.lock().ok().and_then(|m| m.get(&key).cloned())
+            && t.expires > Instant::now() + Duration::from_secs(5)
+        {
+            return Ok(Some(t.value));
+        }
+        let creds = self.credentials(host)?;
+        let what = format!("token for {} at {realm}", if scopes.is_empty() { host } else { &key.1 });
+        let send = |r: Result<Response<Body>, ureq::Error>| r.map_err(|e| unreachable(realm, &e));
+        let resp = match creds.as_ref().and_then(|c| c.identity_token.clone()) {
+            // docker's refresh-token flow: POST the identity token to the OAuth endpoint.
+            Some(refresh) => {
+                let mut form =
+                    format!("grant_type=refresh_token&refresh_token={}&client_id=berth", percent(&refresh));
+                if let Some(s) = service {
+                    form.push_str(&format!("&service={}", percent(s)));
+                }
+                if !scopes.is_empty() {
+                    form.push_str(&format!("&scope={}", percent(&scopes.join(" "))));
+                }
+                send(
+                    h.agent
+                        .post(realm)
+                        .header("Content-Type", "application/x-www-form-urlencoded")
+                        .send(form.as_bytes()),
+                )?
+            }
+            None => {
+                let mut url = realm.clone();
+                let mut sep = if url.contains('?') { '&' } else { '?' };
+                if let Some(s) = service {
+                    url.push_str(&format!("{sep}service={}", percent(s)));
+                    sep = '&';
+                }
+                for s in scopes {
+                    url.push_str(&format!("{sep}scope={}", percent(s)));
+                    sep = '&';
+                }
+                let mut req = h.agent.get(&url);
+                if let Some(c) = &creds {
+                    let basic = STANDARD.encode(format!("{}:{}", c.username, c.password));
+                    req = req.header("Authorization", format!("Basic {basic}"));
+                }
+                send(req.call())?
+            }
+        };
+        if !resp.status().is_success() {
+            return Err(status_error(&what, host, resp));
+        }
+        let body =
+            resp.into_body().with_config().limit(1 << 20).read_to_vec().map_err(|e| {
+                RegistryError::Unreachable { registry: realm.clone(), message: e.to_string() }
+            })?;
+        let v: Value = serde_json::from_slice(&body)
+            .map_err(|e| RegistryError::Invalid { what: what.clone(), message: e.to_string() })?;
+        let value = v["token"]
+            .as_str()
+            .or(v["access_token"].as_str())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| RegistryError::Invalid {
+                what: what.clone(),
+                message: "no token in the answer".into(),
+            })?
+            .to_string();
+        // docker's rule: a token lives 60 s unless the server says longer.
+        let lifetime = v["expires_in"].as_u64().unwrap_or(60).max(60);
+        let token = Token { value: value.clone(), expires: Instant::now() + Duration::from_secs(lifetime) };
+        if let Ok(mut m) = self.tokens.lock() {
+            m.insert(key, token);
+        }
+        Ok(Some(value))
+    }
+
+    fn authorization(
+        &self,
+        host: &str,
+        h: &Host,
+        scopes: &[String],
+        fresh: bool,
+    ) -> Result<Option<String>, RegistryError> {
+        match &h.challenge {
+            Challenge::None => Ok(None),
+            Challenge::Basic => Ok(self
+                .credentials(host)?
+                .map(|c| format!("Basic {}", STANDARD.encode(format!("{}:{}", c.username, c.password))))),
+            Challenge::Bearer { .. } => {
+                Ok(self.token(host, h, scopes, fresh)?.map(|t| format!("Bearer {t}")))
+            }
+        }
+    }
+
+    /// Sends a request built by `send` to `host` with auth for `scopes`: re-challenged once on
+    /// 401; retried with back-off on connection errors and 5xx when `retry` (idempotent).
+    /// Returns the response whatever its status (callers map statuses with `status_error`).
+    pub(crate) fn request(
+        &self,
+        host: &str,
+        scopes: &[String],
+        retry: bool,
+        send: &Send<'_>,
+    ) -> Result<Response<Body>, RegistryError> {
+        let h = self.host(host)?;
+        let mut auth = self.authorization(host, &h, scopes, false)?;
+        let mut reauthed = false;
+        let mut attempt = 0u32;
+        loop {
+            let result = send(&h.agent, &h.base, auth.as_deref());
+            let again = match &result {
+                Ok(r)
+                    if r.status() == StatusCode::UNAUTHORIZED
+                        && !reauthed
+                        && h.challenge != Challenge::None =>
+                {
+                    // An expired or revoked token: ask for a new one, once.
+                    reauthed = true;
+                    auth = self.authorization(host, &h, scopes, true)?;
+                    true
+                }
+                Ok(r) => retry && r.status().is_server_error() && attempt + 1 < self.opts.attempts,
+                Err(e) => retry && transient(e) && attempt + 1 < self.opts.attempts,
+            };
+            if !again {
+                return result.map_err(|e| unreachable(host, &e));
+            }
+            if !matches!(&result, Ok(r) if r.status() == StatusCode::UNAUTHORIZED) {
+                std::thread::sleep(self.opts.backoff * 2u32.saturating_pow(attempt));
+                attempt += 1;
+            }
+        }
+    }
+
+    /// Sleeps the back-off of attempt `n` (0-based).
+    pub(crate) fn backoff(&self, n: u32) {
+        std::thread::sleep(self.opts.backoff * 2u32.saturating_pow(n));
+    }
+
+    /// `login`: checks the credentials against `server`, as docker does (a token request
+    /// without scope for bearer registries, `/v2/` with basic auth otherwise).
+    pub(crate) fn login(&self, server: &str, username: &str, password: &str) -> Result<(), RegistryError> {
+        let host =
+            match server.trim_start_matches("https://").trim_start_matches("http://").split('/').next() {
+                Some("docker.io" | "index.docker.io" | "registry-1.docker.io") | None | Some("") => {
+                    "registry-1.docker.io"
+                }
+                Some(h) => h,
+            }
+            .to_string();
+        if let Ok(mut m) = self.given.lock() {
+            m.insert(
+                host.clone(),
+                Credentials {
+                    username: username.to_string(),
+                    password: password.to_string(),
+                    identity_token: None,
+                },
+            );
+        }
+        let h = self.host(&host)?;
+        match &h.challenge {
+            Challenge::Bearer { .. } => self.token(&host, &h, &[], true).map(|_| ()),
+            _ => {
+                let resp = self.request(&host, &[], true, &|agent, base, auth| {
+                    let mut req = agent.get(format!("{base}/v2/"));
+                    if let Some(a) = auth {
+                        req = req.header("Authorization", a);
+                    }
+                    req.call()
+                })?;
+                if resp.status().is_success() {
+                    Ok(())
+                } else {
+                    Err(status_error(&format!("login to {server}"), &host, resp))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_parse() {
+        assert_eq!(
+            parse_challenge(
+                r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull""#
+            ),
+            Challenge::Bearer {
+                realm: "https://auth.docker.io/token".into(),
+                service: Some("registry.docker.io".into())
+            }
+        );
+        assert_eq!(parse_challenge(r#"Basic realm="Registry Realm""#), Challenge::Basic);
+        assert_eq!(
+            parse_challenge("Bearer realm=http://x/t, service=y"),
+            Challenge::Bearer { realm: "http://x/t".into(), service: Some("y".into()) }
+        );
+        assert_eq!(parse_challenge("Negotiate"), Challenge::None);
+    }
+
+    #[test]
+    fn local_hosts_may_be_plain_http() {
+        for h in ["localhost", "localhost:5000", "127.0.0.1:5000", "127.1.2.3", "[::1]:5000", "::1"] {
+            assert!(is_local(h), "{h}");
+        }
+        for h in ["docker.io", "10.0.0.1:5000", "example.com:443", "[2001:db8::1]:5000"] {
+            assert!(!is_local(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn percent_encoding() {
+        assert_eq!(percent("repository:a/b:pull,push"), "repository%3Aa%2Fb%3Apull%2Cpush");
+    }
+}
