@@ -38,7 +38,11 @@ impl Events {
     fn finals(&self) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = Vec::new();
         for (n, s) in self.0.lock().unwrap().iter() {
-            if !(n.contains("] COPY") || n.contains("] RUN") || n.contains("] ADD") || n.contains("] WORKDIR")) {
+            if !(n.contains("] COPY")
+                || n.contains("] RUN")
+                || n.contains("] ADD")
+                || n.contains("] WORKDIR"))
+            {
                 continue;
             }
             if s == "RUNNING" {
@@ -128,7 +132,12 @@ impl Env {
         Env { t, store, networks, context }
     }
 
-    fn build(&self, df: &Dockerfile, req: &BuildRequest, events: &Events) -> Result<berth::image::build::BuiltImage, BuildError> {
+    fn build(
+        &self,
+        df: &Dockerfile,
+        req: &BuildRequest,
+        events: &Events,
+    ) -> Result<berth::image::build::BuiltImage, BuildError> {
         let base = StoreBaseImages { store: &self.store };
         let b = Builder::new(&self.store, &self.t.runtime, &self.networks, &base, events);
         b.build_parsed(req, df, "Dockerfile")
@@ -155,7 +164,8 @@ impl Env {
 
     /// What nothing may leave behind.
     fn assert_clean(&self) {
-        let containers: Vec<_> = fs::read_dir(self.t.dirs.containers()).map(|d| d.flatten().collect()).unwrap_or_default();
+        let containers: Vec<_> =
+            fs::read_dir(self.t.dirs.containers()).map(|d| d.flatten().collect()).unwrap_or_default();
         assert!(containers.is_empty(), "containers left: {containers:?}");
         let nets = self.networks.list().unwrap();
         assert!(nets.iter().all(|n| !n.name.starts_with("berth-build")), "networks left");
@@ -186,7 +196,11 @@ fn multi_stage() -> Dockerfile {
                 "base",
                 2,
                 vec![
-                    ins(5, "ARG GREETING", InstructionKind::Arg(vec![ArgDecl { name: "GREETING".into(), default: None }])),
+                    ins(
+                        5,
+                        "ARG GREETING",
+                        InstructionKind::Arg(vec![ArgDecl { name: "GREETING".into(), default: None }]),
+                    ),
                     run_shell(6, "echo \"$GREETING from build\" > /greeting.txt"),
                 ],
             ),
@@ -254,7 +268,8 @@ fn multi_stage_build_runs_and_caches() {
     assert!(inspect["Config"]["Env"].as_array().unwrap().iter().any(|e| e == "NAME=world"));
     assert!(inspect["Config"]["ExposedPorts"].get("80/tcp").is_some());
     assert_eq!(inspect["Config"]["Labels"]["org.example"], "yes");
-    let raw: serde_json::Value = serde_json::from_slice(&fs::read(env.store.blob_path(&built.id)).unwrap()).unwrap();
+    let raw: serde_json::Value =
+        serde_json::from_slice(&fs::read(env.store.blob_path(&built.id)).unwrap()).unwrap();
     assert_eq!(raw["config"]["Healthcheck"]["Test"], serde_json::json!(["CMD-SHELL", "true"]));
     assert_eq!(raw["config"]["Healthcheck"]["Interval"], 5_000_000_000i64);
     let history = raw["history"].as_array().unwrap();
@@ -310,7 +325,10 @@ fn failing_run_names_the_line_and_leaves_nothing() {
     match &err {
         BuildError::Run { line, code, output, .. } => {
             assert_eq!((*line, *code), (4, 3));
-            assert!(output.contains(&"oops".to_string()) && output.contains(&"more".to_string()), "{output:?}");
+            assert!(
+                output.contains(&"oops".to_string()) && output.contains(&"more".to_string()),
+                "{output:?}"
+            );
         }
         other => panic!("unexpected error {other}"),
     }
@@ -344,13 +362,21 @@ fn run_reaches_host_and_bridge_networks() {
             "s",
             1,
             vec![
-                run_with(4, CommandForm::Shell(format!("wget -q -O /from-host http://127.0.0.1:{port}/")), Some("host")),
+                run_with(
+                    4,
+                    CommandForm::Shell(format!("wget -q -O /from-host http://127.0.0.1:{port}/")),
+                    Some("host"),
+                ),
                 // The default network: a bridge whose gateway answers (and serves DNS).
                 run_shell(
                     5,
                     "gw=$(ip route | awk '/^default/ {print $3}'); test -n \"$gw\" && grep -q \"nameserver $gw\" /etc/resolv.conf && ping -c1 -W5 $gw >/dev/null && echo $gw > /gateway",
                 ),
-                run_with(6, CommandForm::Shell("ip route | grep -q default && exit 1; echo isolated > /none".into()), Some("none")),
+                run_with(
+                    6,
+                    CommandForm::Shell("ip route | grep -q default && exit 1; echo isolated > /none".into()),
+                    Some("none"),
+                ),
             ],
         )],
         ..Dockerfile::default()
@@ -360,7 +386,8 @@ fn run_reaches_host_and_bridge_networks() {
     req.tags = vec!["net:latest".into()];
     env.build(&df, &req, &ev).unwrap_or_else(|e| panic!("build: {e}"));
     let dirs = env.store.resolve("net:latest").unwrap().layer_dirs;
-    let read = |p: &str| dirs.iter().rev().find_map(|d| fs::read_to_string(d.join(p)).ok()).unwrap_or_default();
+    let read =
+        |p: &str| dirs.iter().rev().find_map(|d| fs::read_to_string(d.join(p)).ok()).unwrap_or_default();
     assert_eq!(read("from-host"), "hello-host");
     assert!(!read("gateway").trim().is_empty());
     assert_eq!(read("none"), "isolated\n");

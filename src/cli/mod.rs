@@ -1,6 +1,7 @@
 //! The `berth` command line: clap definitions, global options shaped like `docker compose`,
 //! and one readable error message (with its cause chain) per failure.
 
+mod build;
 mod config;
 mod down;
 mod error;
@@ -105,7 +106,15 @@ pub enum Command {
     Config(config::ConfigArgs),
     /// Show the dependency graph of services, networks and volumes (start order by levels)
     Graph(graph::GraphArgs),
-    /// Manage images in berth's local store (import, load, pull, push, ls, rm, inspect, prune)
+    /// Build or rebuild services
+    Build(build::BuildArgs),
+    /// Pull service images
+    Pull(build::PullArgs),
+    /// Push service images
+    Push(build::PushArgs),
+    /// List images used by the created containers
+    Images(build::ImagesArgs),
+    /// Manage images in berth's local store (import, load, pull, push, tag, save, history, ls, rm, inspect, prune)
     Image(image::ImageArgs),
     /// Runs one container's shim (started by berth itself, not by users)
     #[command(hide = true)]
@@ -236,6 +245,10 @@ pub fn run() -> ExitCode {
         Command::Config(args) => config::run(&cli.global, args),
         Command::Graph(args) => graph::run(&cli.global, args),
         Command::Image(args) => image::run(&cli.global, args),
+        Command::Build(args) => build::run_build(&cli.global, args),
+        Command::Pull(args) => build::run_pull(&cli.global, args),
+        Command::Push(args) => build::run_push(&cli.global, args),
+        Command::Images(args) => build::run_images_cmd(&cli.global, args),
         Command::Shim { id } => return shim(&cli.global.dirs(), id),
         Command::Join(args) => join(&cli.global, args),
         Command::Login(args) => login::run_login(&cli.global, args),

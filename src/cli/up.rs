@@ -10,6 +10,7 @@ use clap::Args;
 use super::project::{self, ProjectCtx};
 use super::{CliError, CliResult, GlobalOptions, signals};
 use crate::engine::apply::{apply, recover, wait_ready, wait_targets};
+use crate::engine::images::{ImageOptions, PullPolicy};
 use crate::engine::logs::{LogFollower, LogFormat, display_name};
 use crate::engine::observe::{ProjectContainer, project_containers, status_of};
 use crate::engine::plan::{UpOptions, plan, selected_services};
@@ -81,6 +82,19 @@ pub struct UpArgs {
     /// Print what would be done, and change nothing
     #[arg(long)]
     dry_run: bool,
+    /// Build images before starting containers
+    #[arg(long, conflicts_with = "no_build")]
+    build: bool,
+    /// Don't build an image, even if it's missing
+    #[arg(long)]
+    no_build: bool,
+    /// Pull image before running ("always"|"missing"|"never"|"build"; default: each service's
+    /// pull_policy)
+    #[arg(long, value_name = "POLICY", value_parser = ["always", "missing", "never", "build", "policy"])]
+    pull: Option<String>,
+    /// Pull without printing progress information
+    #[arg(long)]
+    quiet_pull: bool,
     /// Services (default: all)
     services: Vec<String>,
 }
@@ -133,6 +147,18 @@ pub fn run(global: &GlobalOptions, args: &UpArgs) -> CliResult<()> {
         ctx.progress.warn(&format!("waiting for another berth command on project {name} to finish"))
     })?;
     recover(&ctx.engine, &name, &ctx.progress)?;
+    let pull = match args.pull.as_deref() {
+        None | Some("policy") => None,
+        Some(p) => Some(PullPolicy::parse(Some(p)).map_err(CliError::msg)?),
+    };
+    let image_opts = ImageOptions { pull, build: args.build, no_build: args.no_build, ..Default::default() };
+    let needed = selected_services(&ctx.loaded, &ctx.graph, &opts)?;
+    if args.quiet_pull {
+        let quiet = crate::engine::progress::Progress::new(crate::engine::progress::ProgressMode::Quiet);
+        super::build::ensure_images_with(&ctx, &needed, &image_opts, &quiet)?;
+    } else {
+        super::build::ensure_images(&ctx, &needed, &image_opts)?;
+    }
     let plan = plan(&ctx.engine, &ctx.loaded, &ctx.graph, &opts)?;
     let started = std::time::SystemTime::now();
     apply(&ctx.engine, &ctx.loaded, &ctx.graph, &plan, &ctx.progress)?;

@@ -13,6 +13,7 @@ pub mod logs;
 pub mod observe;
 pub mod plan;
 pub mod progress;
+pub mod provider;
 pub mod spec;
 
 use std::path::PathBuf;

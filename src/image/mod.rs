@@ -27,6 +27,9 @@ use crate::state::{Dirs, Lock, write_atomic};
 /// The annotation that names a manifest in `index.json`.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
+/// The annotation (of a name in `index.json`) telling when the name was last given.
+pub const TAGGED_AT: &str = "dev.berth.image.tagged-at";
+
 /// Failures of the image store.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -326,7 +329,9 @@ impl ImageStore {
                 "size": size,
             });
             if let Some(n) = name {
-                d["annotations"] = json!({ REF_NAME: n });
+                // When the name was given: `pull_policy: daily` and docker's LastTagTime read it.
+                let now = crate::runtime::timefmt::rfc3339_nanos(std::time::SystemTime::now());
+                d["annotations"] = json!({ REF_NAME: n, TAGGED_AT: now });
             }
             d
         };
@@ -652,7 +657,11 @@ impl ImageStore {
 
     /// The layer descriptors (digest, size, media type) of the image whose config is `id`.
     pub(crate) fn image_layers(&self, id: &str) -> Result<Vec<(String, u64, String)>> {
-        let entry = self.entries()?.into_iter().find(|e| e.id() == id).ok_or_else(|| ImageError::NotFound(id.to_string()))?;
+        let entry = self
+            .entries()?
+            .into_iter()
+            .find(|e| e.id() == id)
+            .ok_or_else(|| ImageError::NotFound(id.to_string()))?;
         Ok(entry
             .manifest
             .layers()

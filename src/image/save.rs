@@ -71,6 +71,21 @@ impl ImageStore {
         Ok(e.id())
     }
 
+    /// When the name `reference` was last given to an image (pull, build, tag, load), if known.
+    pub fn tagged_at(&self, reference: &str) -> Option<std::time::SystemTime> {
+        let full = Reference::parse(reference).ok()?.full();
+        let index = self.read_index().ok()?;
+        index["manifests"].as_array()?.iter().find_map(|d| {
+            (d["annotations"][super::REF_NAME].as_str() == Some(full.as_str()))
+                .then(|| {
+                    d["annotations"][super::TAGGED_AT]
+                        .as_str()
+                        .and_then(crate::runtime::timefmt::parse_rfc3339)
+                })
+                .flatten()
+        })
+    }
+
     /// `image history`: one row per history entry of the config, newest first.
     pub fn history(&self, reference: &str) -> Result<Vec<HistoryRow>> {
         let (entries, i, _) = self.find(reference)?;

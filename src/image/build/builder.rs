@@ -99,7 +99,12 @@ pub struct BuiltImage {
 /// the store and pulls when missing (or always, when `pull`).
 pub trait BaseImages: Sync {
     /// The image `reference`, in the store (its layers unpacked).
-    fn get(&self, reference: &str, platform: Option<&str>, pull: bool) -> std::result::Result<ResolvedImage, BuildError>;
+    fn get(
+        &self,
+        reference: &str,
+        platform: Option<&str>,
+        pull: bool,
+    ) -> std::result::Result<ResolvedImage, BuildError>;
 }
 
 /// [`BaseImages`] from the local store only.
@@ -109,7 +114,12 @@ pub struct StoreBaseImages<'a> {
 }
 
 impl BaseImages for StoreBaseImages<'_> {
-    fn get(&self, reference: &str, _platform: Option<&str>, _pull: bool) -> std::result::Result<ResolvedImage, BuildError> {
+    fn get(
+        &self,
+        reference: &str,
+        _platform: Option<&str>,
+        _pull: bool,
+    ) -> std::result::Result<ResolvedImage, BuildError> {
         match self.store.resolve(reference) {
             Ok(img) => Ok(img),
             Err(ImageError::NotFound(_)) => {
@@ -330,7 +340,12 @@ impl State {
         set(&mut c, "ExposedPorts", Value::Object(ports), !self.exposed.is_empty());
         let vols: Map<String, Value> = self.volumes.iter().map(|p| (p.clone(), json!({}))).collect();
         set(&mut c, "Volumes", Value::Object(vols), !self.volumes.is_empty());
-        set(&mut c, "Healthcheck", self.healthcheck.clone().unwrap_or(Value::Null), self.healthcheck.is_some());
+        set(
+            &mut c,
+            "Healthcheck",
+            self.healthcheck.clone().unwrap_or(Value::Null),
+            self.healthcheck.is_some(),
+        );
         set(&mut c, "StopSignal", json!(self.stop_signal), self.stop_signal.is_some());
         set(&mut c, "Shell", json!(self.shell), self.shell.is_some());
         set(&mut c, "OnBuild", json!(self.onbuild), !self.onbuild.is_empty());
@@ -338,7 +353,8 @@ impl State {
     }
 
     fn history(&mut self, created_by: String, empty: bool) {
-        let mut h = json!({ "created": self.created, "created_by": created_by, "comment": "buildkit.dockerfile.v0" });
+        let mut h =
+            json!({ "created": self.created, "created_by": created_by, "comment": "buildkit.dockerfile.v0" });
         if empty {
             h["empty_layer"] = json!(true);
         }
@@ -376,7 +392,9 @@ impl State {
             labels: c
                 .get("Labels")
                 .and_then(Value::as_object)
-                .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+                .map(|o| {
+                    o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect()
+                })
                 .unwrap_or_default(),
             exposed: c.get("ExposedPorts").map(keys).unwrap_or_default(),
             volumes: c.get("Volumes").map(keys).unwrap_or_default(),
@@ -578,7 +596,11 @@ impl<'a> Builder<'a> {
             let st = build.stage(idx).inspect_err(|e| self.events.failed("Build", file, &e.to_string()))?;
             build.done.borrow_mut().insert(idx, st);
         }
-        let state = build.done.borrow_mut().remove(&target).ok_or_else(|| BuildError::Dockerfile("target not built".into()))?;
+        let state = build
+            .done
+            .borrow_mut()
+            .remove(&target)
+            .ok_or_else(|| BuildError::Dockerfile("target not built".into()))?;
         let id = build.store_image(state, &tags)?;
         drop(build);
         self.events.event("Build", file, &format!("DONE {:.1}s", started.elapsed().as_secs_f64()), true);
@@ -600,7 +622,9 @@ impl Build<'_, '_> {
 
     fn stage_index(&self, name: &str, before: usize) -> Option<usize> {
         let lower = name.to_ascii_lowercase();
-        if let Some(i) = self.df.stages[..before].iter().position(|s| s.name.as_deref() == Some(lower.as_str())) {
+        if let Some(i) =
+            self.df.stages[..before].iter().position(|s| s.name.as_deref() == Some(lower.as_str()))
+        {
             return Some(i);
         }
         name.parse::<usize>().ok().filter(|i| *i < before)
@@ -678,7 +702,8 @@ impl Build<'_, '_> {
         if let Some(s) = self.images.borrow().get(reference) {
             return Ok(s.clone());
         }
-        let img = self.b.base.get(reference, platform, self.req.pull).map_err(|e| self.err(line, e.to_string()))?;
+        let img =
+            self.b.base.get(reference, platform, self.req.pull).map_err(|e| self.err(line, e.to_string()))?;
         let raw = self.b.store.raw_config(&img.id)?;
         let descs = self.b.store.image_layers(&img.id)?;
         let diff_ids: Vec<String> = raw["rootfs"]["diff_ids"]
@@ -719,11 +744,18 @@ impl Build<'_, '_> {
         } else {
             match self.resolve_from(&base, idx) {
                 FromRef::Stage(j) => {
-                    let mut st = self.done.borrow().get(&j).cloned().ok_or_else(|| self.err(s.line, "stage not built"))?;
+                    let mut st = self
+                        .done
+                        .borrow()
+                        .get(&j)
+                        .cloned()
+                        .ok_or_else(|| self.err(s.line, "stage not built"))?;
                     st.args.clear();
                     st
                 }
-                FromRef::Context(_) => return Err(self.err(s.line, format!("FROM {base}: a folder context cannot be a base"))),
+                FromRef::Context(_) => {
+                    return Err(self.err(s.line, format!("FROM {base}: a folder context cannot be a base")));
+                }
                 FromRef::Image(r) => self.image_state(&r, s.platform.as_deref(), s.line)?,
             }
         };
@@ -790,7 +822,11 @@ impl Build<'_, '_> {
             }
             InstructionKind::Workdir(w) => {
                 let (w, _) = self.expand(st, w, line)?;
-                let path = if w.starts_with('/') { w.clone() } else { join_posix(&workdir_or_root(&st.workdir), &w) };
+                let path = if w.starts_with('/') {
+                    w.clone()
+                } else {
+                    join_posix(&workdir_or_root(&st.workdir), &w)
+                };
                 st.workdir = clean_posix(&path);
                 self.workdir_step(st, label, line)?;
             }
@@ -821,7 +857,13 @@ impl Build<'_, '_> {
                         }
                     }
                 }
-                self.meta(st, &format!("EXPOSE map[{}]", shown.iter().map(|p| format!("{p}:{{}}")).collect::<Vec<_>>().join(" ")));
+                self.meta(
+                    st,
+                    &format!(
+                        "EXPOSE map[{}]",
+                        shown.iter().map(|p| format!("{p}:{{}}")).collect::<Vec<_>>().join(" ")
+                    ),
+                );
             }
             InstructionKind::Volume(vs) => {
                 let mut shown = Vec::new();
@@ -923,7 +965,8 @@ impl Build<'_, '_> {
                 return Ok(false);
             }
             let parent = st.layers.last().map(|l| l.chain.clone());
-            let Ok((diff_id, chain)) = self.b.store.ensure_layer(&l.blob, parent.as_deref(), Some(&l.diff_id), label)
+            let Ok((diff_id, chain)) =
+                self.b.store.ensure_layer(&l.blob, parent.as_deref(), Some(&l.diff_id), label)
             else {
                 return Ok(false);
             };
@@ -951,7 +994,9 @@ impl Build<'_, '_> {
         let t = layer::write_tar(tree, std::io::BufWriter::new(f), overlay).map_err(io_err(tree))?;
         let created = crate::runtime::timefmt::now();
         if t.entries == 0 {
-            self.cache.put(key, &CacheRecord { layer: None, created: created.clone() }).map_err(ImageError::from)?;
+            self.cache
+                .put(key, &CacheRecord { layer: None, created: created.clone() })
+                .map_err(ImageError::from)?;
             st.created = created;
             st.key = key.to_string();
             return Ok(false);
@@ -962,9 +1007,12 @@ impl Build<'_, '_> {
         let _lock = self.b.store.lock()?;
         let (blob, size) = self.b.store.put_blob_file(&gz, None, label)?;
         let parent = st.layers.last().map(|l| l.chain.clone());
-        let (diff_id, chain) = self.b.store.ensure_layer(&blob, parent.as_deref(), Some(&t.diff_id), label)?;
+        let (diff_id, chain) =
+            self.b.store.ensure_layer(&blob, parent.as_deref(), Some(&t.diff_id), label)?;
         let rec = CachedLayer { diff_id: diff_id.clone(), blob: blob.clone(), size, chain: chain.clone() };
-        self.cache.put(key, &CacheRecord { layer: Some(rec), created: created.clone() }).map_err(ImageError::from)?;
+        self.cache
+            .put(key, &CacheRecord { layer: Some(rec), created: created.clone() })
+            .map_err(ImageError::from)?;
         st.layers.push(Layer {
             diff_id,
             blob,
@@ -996,7 +1044,8 @@ impl Build<'_, '_> {
         let tree = staging.path().join("tree");
         fs::create_dir(&tree).map_err(io_err(&tree))?;
         if !view.path.join(&rel).is_dir() {
-            let owner = if st.user.is_empty() { None } else { context::resolve_owner(&st.user, &view.path).ok() };
+            let owner =
+                if st.user.is_empty() { None } else { context::resolve_owner(&st.user, &view.path).ok() };
             context::mkdir_tree(&tree, &view.path, &rel, owner).map_err(io_err(&tree))?;
         }
         drop(view);
@@ -1016,8 +1065,12 @@ impl Build<'_, '_> {
             }
             FromRef::Context(dir) => {
                 let mut h = Sha256::new();
-                context::hash_source(&dir, Path::new(""), &NoFilter, &mut h).map_err(|e| self.err(line, e.to_string()))?;
-                Ok((View { path: dir, mounted: false, _dir: None }, format!("context:{}", hex::encode(h.finalize()))))
+                context::hash_source(&dir, Path::new(""), &NoFilter, &mut h)
+                    .map_err(|e| self.err(line, e.to_string()))?;
+                Ok((
+                    View { path: dir, mounted: false, _dir: None },
+                    format!("context:{}", hex::encode(h.finalize())),
+                ))
             }
             FromRef::Image(r) => {
                 let st = self.image_state(&r, None, line)?;
@@ -1026,7 +1079,15 @@ impl Build<'_, '_> {
         }
     }
 
-    fn copy_step(&self, idx: usize, st: &mut State, c: &CopyInstruction, add: bool, ins: &Instruction, label: &str) -> Result<()> {
+    fn copy_step(
+        &self,
+        idx: usize,
+        st: &mut State,
+        c: &CopyInstruction,
+        add: bool,
+        ins: &Instruction,
+        label: &str,
+    ) -> Result<()> {
         let line = ins.line;
         let verb = if add { "ADD" } else { "COPY" };
         // Sources and where they are read from.
@@ -1055,7 +1116,10 @@ impl Build<'_, '_> {
         let chmod = match &c.chmod {
             Some(m) => {
                 let m = self.expand(st, m, line)?.0;
-                Some(context::parse_chmod(&m).ok_or_else(|| self.err(line, format!("invalid --chmod {m:?}")))?)
+                Some(
+                    context::parse_chmod(&m)
+                        .ok_or_else(|| self.err(line, format!("invalid --chmod {m:?}")))?,
+                )
             }
             None => None,
         };
@@ -1127,7 +1191,8 @@ impl Build<'_, '_> {
         } else {
             join_posix(&workdir_or_root(&st.workdir), &dest)
         };
-        let dest_is_dir_syntax = dest.ends_with('/') || dest.ends_with("/.") || dest == "." || resolved.len() > 1;
+        let dest_is_dir_syntax =
+            dest.ends_with('/') || dest.ends_with("/.") || dest == "." || resolved.len() > 1;
         let resolved_dest = crate::runtime::rootfs::secure_join(&view.path, &dest_abs)
             .map_err(|e| self.err(line, e.to_string()))?;
         let dest_rel = resolved_dest.strip_prefix(&view.path).unwrap_or(Path::new("")).to_path_buf();
@@ -1143,7 +1208,8 @@ impl Build<'_, '_> {
             let src_filter: &dyn Filter = if is_heredoc { &NoFilter } else { &filter };
             if add && meta.is_file() && !is_heredoc && is_archive(&src) {
                 context::mkdir_tree(&tree, &view.path, &dest_rel, owner).map_err(io)?;
-                extract_archive(&src, &tree.join(&dest_rel)).map_err(|m| self.err(line, format!("ADD {}: {m}", rel.display())))?;
+                extract_archive(&src, &tree.join(&dest_rel))
+                    .map_err(|m| self.err(line, format!("ADD {}: {m}", rel.display())))?;
                 continue;
             }
             let target_dir = if c.parents {
@@ -1158,8 +1224,14 @@ impl Build<'_, '_> {
                     fs::read_dir(&src).map_err(io)?.flatten().map(|e| e.file_name()).collect();
                 names.sort();
                 for n in names {
-                    context::copy_tree(&src.join(&n), &rel.join(&n), &tree.join(&into).join(&n), attrs, src_filter)
-                        .map_err(io)?;
+                    context::copy_tree(
+                        &src.join(&n),
+                        &rel.join(&n),
+                        &tree.join(&into).join(&n),
+                        attrs,
+                        src_filter,
+                    )
+                    .map_err(io)?;
                 }
                 context::restore_dir_times(&tree, &view.path, &into);
             } else {
@@ -1192,17 +1264,27 @@ impl Build<'_, '_> {
                 let mut name = self.net.name.borrow_mut();
                 if name.is_none() {
                     let n = format!("berth-build-{}", &crate::runtime::new_id()[..10]);
-                    let spec = NetworkSpec { name: n.clone(), driver: "bridge".into(), ..NetworkSpec::default() };
+                    let spec =
+                        NetworkSpec { name: n.clone(), driver: "bridge".into(), ..NetworkSpec::default() };
                     self.b.networks.create(&spec).map_err(|e| BuildError::Network(e.to_string()))?;
                     *name = Some(n);
                 }
                 Ok(RunNet::Bridge(name.clone().unwrap_or_default()))
             }
-            other => Err(BuildError::Network(format!("network mode {other:?} is not supported (default, none, host)"))),
+            other => Err(BuildError::Network(format!(
+                "network mode {other:?} is not supported (default, none, host)"
+            ))),
         }
     }
 
-    fn run_step(&self, idx: usize, st: &mut State, r: &RunInstruction, ins: &Instruction, label: &str) -> Result<()> {
+    fn run_step(
+        &self,
+        idx: usize,
+        st: &mut State,
+        r: &RunInstruction,
+        ins: &Instruction,
+        label: &str,
+    ) -> Result<()> {
         let line = ins.line;
         let shell = st.shell();
         let args = match &r.command {
@@ -1250,7 +1332,11 @@ impl Build<'_, '_> {
             &json!({ "run": args, "env": key_env, "user": user, "cwd": cwd, "mounts": mount_keys,
                      "network": format!("{net:?}").split('(').next().unwrap_or_default() }),
         );
-        let prefix = if shown_args.is_empty() { String::new() } else { format!("|{} {} ", shown_args.len(), shown_args.join(" ")) };
+        let prefix = if shown_args.is_empty() {
+            String::new()
+        } else {
+            format!("|{} {} ", shown_args.len(), shown_args.join(" "))
+        };
         let created_by = format!("RUN {prefix}{} # buildkit", args.join(" "));
         if self.cached(st, &key, label)? {
             let empty = self.cache.get(&key).is_none_or(|r| r.layer.is_none());
@@ -1272,10 +1358,11 @@ impl Build<'_, '_> {
             label: label.to_string(),
         };
         let mut made = false;
-        let result = run::run_step(self.b.runtime, self.b.networks, &step, self.b.events, self.b.cancel, |upper| {
-            made = self.commit(st, &key, upper, true, label).map_err(|e| e.to_string())?;
-            Ok(())
-        });
+        let result =
+            run::run_step(self.b.runtime, self.b.networks, &step, self.b.events, self.b.cancel, |upper| {
+                made = self.commit(st, &key, upper, true, label).map_err(|e| e.to_string())?;
+                Ok(())
+            });
         drop(keep);
         drop(locks);
         match result {
@@ -1316,10 +1403,14 @@ impl Build<'_, '_> {
             s.as_ref().map(|w| self.expand(st, w, line).map(|x| x.0)).transpose()
         };
         let target = ex(&m.target)?;
-        let abs = |t: &str| if t.starts_with('/') { t.to_string() } else { join_posix(&workdir_or_root(&st.workdir), t) };
+        let abs = |t: &str| {
+            if t.starts_with('/') { t.to_string() } else { join_posix(&workdir_or_root(&st.workdir), t) }
+        };
         let num = |s: &Option<String>, what: &str, radix: u32| -> Result<Option<u32>> {
             match ex(s)? {
-                Some(v) => u32::from_str_radix(&v, radix).map(Some).map_err(|_| self.err(line, format!("invalid {what} {v:?}"))),
+                Some(v) => u32::from_str_radix(&v, radix)
+                    .map(Some)
+                    .map_err(|_| self.err(line, format!("invalid {what} {v:?}"))),
                 None => Ok(None),
             }
         };
@@ -1330,50 +1421,76 @@ impl Build<'_, '_> {
                 let dir = self.cache.mount_dir(&id);
                 let sharing = ex(&m.sharing)?.unwrap_or_else(|| "shared".into());
                 let lock_path = dir.with_extension("lock");
-                let (uid, gid, mode) = (num(&m.uid, "uid", 10)?, num(&m.gid, "gid", 10)?, num(&m.mode, "mode", 8)?);
+                let (uid, gid, mode) =
+                    (num(&m.uid, "uid", 10)?, num(&m.gid, "gid", 10)?, num(&m.mode, "mode", 8)?);
                 let source = match sharing.as_str() {
                     "locked" => {
                         locks.push(crate::state::Lock::acquire(&lock_path).map_err(ImageError::from)?);
                         dir.clone()
                     }
-                    "private" => match crate::state::Lock::try_acquire(&lock_path).map_err(ImageError::from)? {
-                        Some(l) => {
-                            locks.push(l);
-                            dir.clone()
+                    "private" => {
+                        match crate::state::Lock::try_acquire(&lock_path).map_err(ImageError::from)? {
+                            Some(l) => {
+                                locks.push(l);
+                                dir.clone()
+                            }
+                            None => {
+                                // In use: a throwaway dir of this step's own.
+                                let t = self.b.store.staging()?;
+                                let p = t.path().join("cache");
+                                keep.push(Box::new(t));
+                                p
+                            }
                         }
-                        None => {
-                            // In use: a throwaway dir of this step's own.
-                            let t = self.b.store.staging()?;
-                            let p = t.path().join("cache");
-                            keep.push(Box::new(t));
-                            p
-                        }
-                    },
+                    }
                     "shared" => dir.clone(),
                     other => return Err(self.err(line, format!("invalid cache sharing {other:?}"))),
                 };
                 if !source.exists() {
                     fs::create_dir_all(&source).map_err(io_err(&source))?;
-                    std::os::unix::fs::chown(&source, Some(uid.unwrap_or(0)), Some(gid.unwrap_or(0))).map_err(io_err(&source))?;
+                    std::os::unix::fs::chown(&source, Some(uid.unwrap_or(0)), Some(gid.unwrap_or(0)))
+                        .map_err(io_err(&source))?;
                     use std::os::unix::fs::PermissionsExt;
-                    fs::set_permissions(&source, fs::Permissions::from_mode(mode.unwrap_or(0o755))).map_err(io_err(&source))?;
+                    fs::set_permissions(&source, fs::Permissions::from_mode(mode.unwrap_or(0o755)))
+                        .map_err(io_err(&source))?;
                 }
                 keys.push(json!({ "type": "cache", "target": target, "id": id, "sharing": sharing }));
                 mounts.push(bind_mount(&target, source, false));
             }
             "tmpfs" => {
                 let target = abs(&target.ok_or_else(|| self.err(line, "tmpfs mount needs a target"))?);
-                let size = ex(&m.size)?.map(|s| parse_size(&s).ok_or_else(|| self.err(line, format!("invalid size {s:?}")))).transpose()?;
+                let size = ex(&m.size)?
+                    .map(|s| parse_size(&s).ok_or_else(|| self.err(line, format!("invalid size {s:?}"))))
+                    .transpose()?;
                 keys.push(json!({ "type": "tmpfs", "target": target, "size": size }));
-                mounts.push(MountSpec { target, kind: MountKind::Tmpfs { size, mode: None }, read_only: false, volume: None });
+                mounts.push(MountSpec {
+                    target,
+                    kind: MountKind::Tmpfs { size, mode: None },
+                    read_only: false,
+                    volume: None,
+                });
             }
             "secret" => {
-                let id = ex(&m.id)?.or_else(|| target.as_ref().and_then(|t| Path::new(t).file_name().map(|n| n.to_string_lossy().into_owned())))
+                let id = ex(&m.id)?
+                    .or_else(|| {
+                        target
+                            .as_ref()
+                            .and_then(|t| Path::new(t).file_name().map(|n| n.to_string_lossy().into_owned()))
+                    })
                     .ok_or_else(|| self.err(line, "secret mount needs an id"))?;
                 let value = match self.req.secrets.get(&id) {
-                    Some(SecretSource::File(p)) => Some(fs::read(p).map_err(|e| self.err(line, format!("secret {id}: {}: {e}", p.display())))?),
-                    Some(SecretSource::Env(v)) => Some(std::env::var(v).map_err(|_| self.err(line, format!("secret {id}: variable {v} is not set")))?.into_bytes()),
-                    None if m.required => return Err(self.err(line, format!("secret {id} is required but was not given"))),
+                    Some(SecretSource::File(p)) => Some(
+                        fs::read(p)
+                            .map_err(|e| self.err(line, format!("secret {id}: {}: {e}", p.display())))?,
+                    ),
+                    Some(SecretSource::Env(v)) => Some(
+                        std::env::var(v)
+                            .map_err(|_| self.err(line, format!("secret {id}: variable {v} is not set")))?
+                            .into_bytes(),
+                    ),
+                    None if m.required => {
+                        return Err(self.err(line, format!("secret {id} is required but was not given")));
+                    }
                     None => None,
                 };
                 keys.push(json!({ "type": "secret", "id": id, "target": target, "env": m.env }));
@@ -1384,10 +1501,13 @@ impl Build<'_, '_> {
                 let target = abs(&target.unwrap_or_else(|| format!("/run/secrets/{id}")));
                 let file = secrets_dir.path().join(format!("secret-{}", mounts.len()));
                 fs::write(&file, value).map_err(io_err(&file))?;
-                let (uid, gid, mode) = (num(&m.uid, "uid", 10)?, num(&m.gid, "gid", 10)?, num(&m.mode, "mode", 8)?);
-                std::os::unix::fs::chown(&file, Some(uid.unwrap_or(0)), Some(gid.unwrap_or(0))).map_err(io_err(&file))?;
+                let (uid, gid, mode) =
+                    (num(&m.uid, "uid", 10)?, num(&m.gid, "gid", 10)?, num(&m.mode, "mode", 8)?);
+                std::os::unix::fs::chown(&file, Some(uid.unwrap_or(0)), Some(gid.unwrap_or(0)))
+                    .map_err(io_err(&file))?;
                 use std::os::unix::fs::PermissionsExt;
-                fs::set_permissions(&file, fs::Permissions::from_mode(mode.unwrap_or(0o400))).map_err(io_err(&file))?;
+                fs::set_permissions(&file, fs::Permissions::from_mode(mode.unwrap_or(0o400)))
+                    .map_err(io_err(&file))?;
                 mounts.push(bind_mount(&target, file, true));
             }
             "bind" | "" => {
@@ -1400,7 +1520,10 @@ impl Build<'_, '_> {
                         let mut h = Sha256::new();
                         context::hash_source(&self.req.context, &rel, self.context_filter.as_ref(), &mut h)
                             .map_err(|e| self.err(line, e.to_string()))?;
-                        (View { path: self.req.context.clone(), mounted: false, _dir: None }, format!("context:{}", hex::encode(h.finalize())))
+                        (
+                            View { path: self.req.context.clone(), mounted: false, _dir: None },
+                            format!("context:{}", hex::encode(h.finalize())),
+                        )
                     }
                 };
                 let src = view.path.join(&rel);
@@ -1411,7 +1534,8 @@ impl Build<'_, '_> {
                     // Writes are discarded: the container gets a copy.
                     let t = self.b.store.staging()?;
                     let copy = t.path().join("rw");
-                    context::copy_tree(&src, Path::new(""), &copy, CopyAttrs::default(), &NoFilter).map_err(io_err(&src))?;
+                    context::copy_tree(&src, Path::new(""), &copy, CopyAttrs::default(), &NoFilter)
+                        .map_err(io_err(&src))?;
                     keep.push(Box::new(t));
                     copy
                 } else {
@@ -1480,7 +1604,13 @@ fn bind_mount(target: &str, source: PathBuf, read_only: bool) -> MountSpec {
 
 /// Instructions BuildKit shows as steps (the rest only change the config).
 fn is_step(k: &InstructionKind) -> bool {
-    matches!(k, InstructionKind::Copy(_) | InstructionKind::Add(_) | InstructionKind::Run(_) | InstructionKind::Workdir(_))
+    matches!(
+        k,
+        InstructionKind::Copy(_)
+            | InstructionKind::Add(_)
+            | InstructionKind::Run(_)
+            | InstructionKind::Workdir(_)
+    )
 }
 
 fn one_line(s: &str) -> String {
@@ -1685,7 +1815,10 @@ mod tests {
             retries: Some("3".into()),
         };
         let v = healthcheck(Some(&h), &[]).unwrap();
-        assert_eq!(v, json!({ "Test": ["CMD-SHELL", "curl -f localhost"], "Interval": 5_000_000_000i64, "Retries": 3 }));
+        assert_eq!(
+            v,
+            json!({ "Test": ["CMD-SHELL", "curl -f localhost"], "Interval": 5_000_000_000i64, "Retries": 3 })
+        );
         assert_eq!(healthcheck(None, &[]).unwrap(), json!({ "Test": ["NONE"] }));
     }
 

@@ -71,7 +71,8 @@ impl Cache {
     /// Records what step `key` made.
     pub fn put(&self, key: &str, record: &CacheRecord) -> Result<(), crate::state::StateError> {
         let path = self.dir.join("records").join(format!("{}.json", hex_part(key)));
-        let bytes = serde_json::to_vec(record).map_err(|source| crate::state::StateError::Json { path: path.clone(), source })?;
+        let bytes = serde_json::to_vec(record)
+            .map_err(|source| crate::state::StateError::Json { path: path.clone(), source })?;
         write_atomic(&path, &bytes)
     }
 
@@ -123,7 +124,12 @@ mod tests {
         let c = Cache::open(dir.path()).unwrap();
         assert!(c.get("sha256:k").is_none());
         let rec = CacheRecord {
-            layer: Some(CachedLayer { diff_id: "sha256:d".into(), blob: "sha256:b".into(), size: 3, chain: "sha256:c".into() }),
+            layer: Some(CachedLayer {
+                diff_id: "sha256:d".into(),
+                blob: "sha256:b".into(),
+                size: 3,
+                chain: "sha256:c".into(),
+            }),
             created: "t".into(),
         };
         c.put("sha256:k", &rec).unwrap();

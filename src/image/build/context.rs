@@ -208,7 +208,12 @@ pub fn resolve_sources(root: &Path, src: &str, filter: &dyn Filter) -> Result<Ve
 
 /// Adds what COPY would read at `root/rel` (recursively) to `hasher`: names, types, modes,
 /// owners, link targets, xattrs and file contents; not times.
-pub fn hash_source(root: &Path, rel: &Path, filter: &dyn Filter, hasher: &mut Sha256) -> Result<(), SourceError> {
+pub fn hash_source(
+    root: &Path,
+    rel: &Path,
+    filter: &dyn Filter,
+    hasher: &mut Sha256,
+) -> Result<(), SourceError> {
     let full = root.join(rel);
     let meta = fs::symlink_metadata(&full).map_err(io_src(&full))?;
     let name = rel_str(rel);
@@ -304,7 +309,13 @@ fn copy_xattrs(from: &Path, to: &Path) {
 /// must not exist unless both are dirs (then the contents merge). Modes, owners, times and
 /// xattrs are kept unless `attrs` says otherwise. `rel` is `src` relative to its root (for the
 /// filter).
-pub fn copy_tree(src: &Path, rel: &Path, dest: &Path, attrs: CopyAttrs, filter: &dyn Filter) -> io::Result<bool> {
+pub fn copy_tree(
+    src: &Path,
+    rel: &Path,
+    dest: &Path,
+    attrs: CopyAttrs,
+    filter: &dyn Filter,
+) -> io::Result<bool> {
     let meta = fs::symlink_metadata(src)?;
     let name = rel_str(rel);
     let ft = meta.file_type();
@@ -343,8 +354,13 @@ pub fn copy_tree(src: &Path, rel: &Path, dest: &Path, attrs: CopyAttrs, filter: 
         fs::copy(src, dest)?;
     } else {
         let kind = nix::sys::stat::SFlag::from_bits_truncate(meta.mode() & libc::S_IFMT);
-        nix::sys::stat::mknod(dest, kind, nix::sys::stat::Mode::from_bits_truncate(meta.mode() & 0o7777), meta.rdev())
-            .map_err(io::Error::from)?;
+        nix::sys::stat::mknod(
+            dest,
+            kind,
+            nix::sys::stat::Mode::from_bits_truncate(meta.mode() & 0o7777),
+            meta.rdev(),
+        )
+        .map_err(io::Error::from)?;
     }
     copy_xattrs(src, dest);
     set_meta(dest, &meta, attrs, false)?;
@@ -352,17 +368,18 @@ pub fn copy_tree(src: &Path, rel: &Path, dest: &Path, attrs: CopyAttrs, filter: 
 }
 
 fn remove_any(p: &Path) -> io::Result<()> {
-    if fs::symlink_metadata(p)?.is_dir() {
-        fs::remove_dir_all(p)
-    } else {
-        fs::remove_file(p)
-    }
+    if fs::symlink_metadata(p)?.is_dir() { fs::remove_dir_all(p) } else { fs::remove_file(p) }
 }
 
 /// Makes dir `rel` in `tree` with its missing parents. A dir that exists in the stage's file
 /// system (`view`) keeps its mode, owner and time there; a new one is 0755, owned by `owner`
 /// (root unless `--chown`). Returns the paths it created that `view` lacks.
-pub fn mkdir_tree(tree: &Path, view: &Path, rel: &Path, owner: Option<(u32, u32)>) -> io::Result<Vec<PathBuf>> {
+pub fn mkdir_tree(
+    tree: &Path,
+    view: &Path,
+    rel: &Path,
+    owner: Option<(u32, u32)>,
+) -> io::Result<Vec<PathBuf>> {
     let mut made = Vec::new();
     let mut cur = PathBuf::new();
     for c in rel.components() {
@@ -472,12 +489,14 @@ pub fn resolve_owner(spec: &str, view: &Path) -> Result<(u32, u32), String> {
     };
     let uid = match user.parse::<u32>() {
         Ok(n) => n,
-        Err(_) => lookup_id(&passwd, user).ok_or(format!("unable to find user {user}: no matching entries in passwd file"))?,
+        Err(_) => lookup_id(&passwd, user)
+            .ok_or(format!("unable to find user {user}: no matching entries in passwd file"))?,
     };
     let gid = match grp {
         Some(g) => match g.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => lookup_id(&group, g).ok_or(format!("unable to find group {g}: no matching entries in group file"))?,
+            Err(_) => lookup_id(&group, g)
+                .ok_or(format!("unable to find group {g}: no matching entries in group file"))?,
         },
         None if user.parse::<u32>().is_ok() => uid,
         None => passwd
@@ -521,7 +540,10 @@ mod tests {
         for f in ["a.txt", "b.txt", "c.md", "src/sub/x"] {
             fs::write(r.join(f), f).unwrap();
         }
-        assert_eq!(resolve_sources(r, "*.txt", &NoFilter).unwrap(), [PathBuf::from("a.txt"), PathBuf::from("b.txt")]);
+        assert_eq!(
+            resolve_sources(r, "*.txt", &NoFilter).unwrap(),
+            [PathBuf::from("a.txt"), PathBuf::from("b.txt")]
+        );
         assert_eq!(resolve_sources(r, "/src/../c.md", &NoFilter).unwrap(), [PathBuf::from("c.md")]);
         assert!(matches!(resolve_sources(r, "../etc/passwd", &NoFilter), Err(SourceError::Outside(_))));
         assert!(matches!(resolve_sources(r, "nope", &NoFilter), Err(SourceError::NotFound(_))));
@@ -543,8 +565,14 @@ mod tests {
         std::os::unix::fs::symlink("f", src.join("d/l")).unwrap();
         fs::create_dir(&dst).unwrap();
         let ex = Excludes(vec!["d/skip".into()]);
-        copy_tree(&src.join("d"), Path::new("d"), &dst.join("d"), CopyAttrs { owner: Some((7, 8)), mode: None }, &ex)
-            .unwrap();
+        copy_tree(
+            &src.join("d"),
+            Path::new("d"),
+            &dst.join("d"),
+            CopyAttrs { owner: Some((7, 8)), mode: None },
+            &ex,
+        )
+        .unwrap();
         let m = fs::metadata(dst.join("d/f")).unwrap();
         assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o751, 7, 8));
         assert_eq!(m.mtime(), fs::metadata(src.join("d/f")).unwrap().mtime());
@@ -564,7 +592,14 @@ mod tests {
         };
         let first = h();
         let t = nix::sys::time::TimeSpec::new(1000, 0);
-        nix::sys::stat::utimensat(nix::fcntl::AT_FDCWD, &r.join("f"), &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink).unwrap();
+        nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            &r.join("f"),
+            &t,
+            &t,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )
+        .unwrap();
         assert_eq!(h(), first);
         fs::set_permissions(r.join("f"), fs::Permissions::from_mode(0o600)).unwrap();
         assert_ne!(h(), first);

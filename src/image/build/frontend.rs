@@ -16,12 +16,10 @@ pub fn parse(_text: &str, file: &str) -> Result<Dockerfile, BuildError> {
 pub fn parse_trigger(trigger: &str, line: usize, file: &str) -> Result<Instruction, BuildError> {
     let text = format!("FROM scratch\n{trigger}\n");
     let df = parse(&text, file)?;
-    let mut ins = df
-        .stages
-        .into_iter()
-        .next()
-        .and_then(|s| s.instructions.into_iter().next())
-        .ok_or_else(|| BuildError::Step { file: file.into(), line, message: format!("ONBUILD {trigger}: empty trigger") })?;
+    let mut ins =
+        df.stages.into_iter().next().and_then(|s| s.instructions.into_iter().next()).ok_or_else(|| {
+            BuildError::Step { file: file.into(), line, message: format!("ONBUILD {trigger}: empty trigger") }
+        })?;
     ins.line = line;
     Ok(ins)
 }

@@ -126,7 +126,8 @@ struct Walk<W: Write> {
 
 impl<W: Write> Walk<W> {
     fn dir(&mut self, dir: &Path, rel: &Path) -> io::Result<()> {
-        let mut names: Vec<_> = fs::read_dir(dir)?.map(|e| e.map(|e| e.file_name())).collect::<io::Result<_>>()?;
+        let mut names: Vec<_> =
+            fs::read_dir(dir)?.map(|e| e.map(|e| e.file_name())).collect::<io::Result<_>>()?;
         // Byte order of names: the same tree always gives the same tar.
         names.sort();
         for name in names {
@@ -212,7 +213,8 @@ pub fn write_tar(root: &Path, out: impl Write, overlay: bool) -> io::Result<Laye
 pub fn gzip_file(tar: &Path, gz: &Path) -> io::Result<()> {
     let mut input = fs::File::open(tar)?;
     let out = fs::File::create(gz)?;
-    let mut enc = flate2::GzBuilder::new().mtime(0).write(io::BufWriter::new(out), flate2::Compression::fast());
+    let mut enc =
+        flate2::GzBuilder::new().mtime(0).write(io::BufWriter::new(out), flate2::Compression::fast());
     io::copy(&mut input, &mut enc)?;
     enc.finish()?.flush()
 }
@@ -283,7 +285,20 @@ mod tests {
         let t = write_tar(up, &mut out, true).unwrap();
         let got = entries(&out);
         let names: Vec<&str> = got.iter().map(|e| e.0.as_str()).collect();
-        assert_eq!(names, ["a", "b", "c", "etc", "etc/.wh.gone", "etc/opaque", "etc/opaque/.wh..wh..opq", "etc/opaque/new", "null"]);
+        assert_eq!(
+            names,
+            [
+                "a",
+                "b",
+                "c",
+                "etc",
+                "etc/.wh.gone",
+                "etc/opaque",
+                "etc/opaque/.wh..wh..opq",
+                "etc/opaque/new",
+                "null"
+            ]
+        );
         assert_eq!(t.entries, 9);
         assert_eq!(got[1].1, tar::EntryType::Link);
         assert_eq!(got[2].1, tar::EntryType::Symlink);

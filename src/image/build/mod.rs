@@ -11,4 +11,6 @@ pub mod layer;
 pub mod run;
 pub mod vars;
 
-pub use builder::{BaseImages, BuildError, BuildRequest, Builder, BuiltImage, ContextSource, SecretSource, StoreBaseImages};
+pub use builder::{
+    BaseImages, BuildError, BuildRequest, Builder, BuiltImage, ContextSource, SecretSource, StoreBaseImages,
+};

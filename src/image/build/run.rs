@@ -95,8 +95,9 @@ impl Drop for ContainerGuard<'_> {
 /// Paths the runtime makes in the rootfs as mount points: when the image lacks them, they are
 /// not the step's work and stay out of its layer (as BuildKit's mount stub cleaner does).
 fn stub_targets(step: &RunStep) -> Vec<String> {
-    let mut v: Vec<String> =
-        ["/proc", "/sys", "/dev", "/etc/hosts", "/etc/resolv.conf", "/etc/hostname"].map(String::from).to_vec();
+    let mut v: Vec<String> = ["/proc", "/sys", "/dev", "/etc/hosts", "/etc/resolv.conf", "/etc/hostname"]
+        .map(String::from)
+        .to_vec();
     v.extend(step.mounts.iter().map(|m| m.target.clone()));
     v
 }
@@ -156,7 +157,9 @@ pub fn run_step<T>(
     let mode = match &step.net {
         RunNet::None => NetMode::None,
         RunNet::Host => NetMode::Host,
-        RunNet::Bridge(n) => NetMode::Bridge(vec![EndpointRequest { network: n.clone(), ..Default::default() }]),
+        RunNet::Bridge(n) => {
+            NetMode::Bridge(vec![EndpointRequest { network: n.clone(), ..Default::default() }])
+        }
     };
     let req = AttachRequest {
         container_id: id.clone(),
@@ -200,7 +203,8 @@ pub fn run_step<T>(
     let log_path = runtime.dirs().container(&id).join("log");
     let mut follower = LogFollower { path: log_path, offset: 0, tail: VecDeque::new() };
     let status = loop {
-        let st = runtime.wait(&id, Duration::from_millis(200)).map_err(|e| RunFailure::Setup(e.to_string()))?;
+        let st =
+            runtime.wait(&id, Duration::from_millis(200)).map_err(|e| RunFailure::Setup(e.to_string()))?;
         follower.read(events, &step.label);
         if matches!(st.state, State::Exited | State::Dead) {
             break st;
@@ -280,7 +284,13 @@ mod tests {
         remove_stubs(
             &upper,
             std::slice::from_ref(&lower),
-            &["/proc".into(), "/etc/hosts".into(), "/run/secrets/x".into(), "/run/secrets".into(), "/cache".into()],
+            &[
+                "/proc".into(),
+                "/etc/hosts".into(),
+                "/run/secrets/x".into(),
+                "/run/secrets".into(),
+                "/cache".into(),
+            ],
         );
         assert!(!upper.join("proc").exists() && !upper.join("etc/hosts").exists());
         assert!(!upper.join("run").exists());

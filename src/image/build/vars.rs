@@ -75,7 +75,10 @@ fn lex(
         i += 1;
     }
     if quote.is_some() {
-        return Err(ExpandError(format!("unexpected end of statement while looking for matching {}", quote.unwrap_or('"'))));
+        return Err(ExpandError(format!(
+            "unexpected end of statement while looking for matching {}",
+            quote.unwrap_or('"')
+        )));
     }
     Ok(out)
 }
