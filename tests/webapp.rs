@@ -81,7 +81,9 @@ fn webapp_keeps_its_notes_across_down_and_up() {
     assert_eq!(notes(port), ["remember the milk"]);
 
     // down keeps the named volume, and the database in it.
+    let start = Instant::now();
     s.ok(&["down"]);
+    eprintln!("down in {:.1?}", start.elapsed());
     assert!(s.ps().is_empty());
     let volume = format!("{}_pgdata", s.name);
     assert!(volumes(&s).lines().any(|v| v == volume), "{volume} kept by down: {}", volumes(&s));
@@ -94,7 +96,9 @@ fn webapp_keeps_its_notes_across_down_and_up() {
     let logs = s.ok(&["logs", "db"]).stdout;
     assert_eq!(logs.matches("initialising").count(), 0, "no second initdb: {logs}");
 
+    let start = Instant::now();
     s.ok(&["down", "-v"]);
+    eprintln!("down -v in {:.1?}", start.elapsed());
     assert!(s.ps().is_empty());
     assert!(!volumes(&s).lines().any(|v| v == volume), "{volume} removed by down -v");
     let networks = s.ok(&["network", "ls", "-q"]).stdout;
