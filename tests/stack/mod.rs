@@ -51,6 +51,14 @@ impl Stack {
         stack
     }
 
+    /// A project named `name` whose folder is a copy of `src` with its subfolders (build
+    /// contexts), with busybox imported as `image`.
+    pub fn from_tree(name: &str, src: &Path, image: &str) -> Stack {
+        let stack = Stack::with_image(name, image);
+        copy_tree(src, &stack.project_dir);
+        stack
+    }
+
     /// An empty project folder, with busybox imported as `image`.
     pub fn with_image(name: &str, image: &str) -> Stack {
         assert!(Path::new(common::BUSYBOX).exists(), "tests need busybox-static (scripts/test installs it)");
@@ -152,6 +160,19 @@ impl Stack {
         let mut args = vec!["exec", "-T", service];
         args.extend_from_slice(cmd);
         self.berth(&args)
+    }
+}
+
+/// Copies folder `src` into `dest` (files, with their modes, and subfolders).
+pub fn copy_tree(src: &Path, dest: &Path) {
+    fs::create_dir_all(dest).unwrap();
+    for entry in fs::read_dir(src).expect("folder").flatten() {
+        let to = dest.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &to);
+        } else {
+            fs::copy(entry.path(), &to).unwrap();
+        }
     }
 }
 

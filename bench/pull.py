@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Times `berth image pull` of the webapp's base image from a local registry, beside skopeo (root).
+
+usage: bench/pull.py [--runs N] [--berth BINARY] [--json FILE]
+
+Starts Debian's `docker-registry` on 127.0.0.1 (a free port, storage in a temp dir), puts
+berth/debian:bookworm there (scripts/debian-base, then `berth image push`; `skopeo copy` from
+berth's store, an OCI image layout, when push fails), then times N runs of
+  berth:  `berth image pull 127.0.0.1:PORT/debian:bookworm` into an empty root
+          (download, verify, unpack the layer, record the name)
+  skopeo: `skopeo copy docker://127.0.0.1:PORT/debian:bookworm dir:EMPTY`
+          (download and verify; no unpacking)
+alternating the two, after one untimed run of each. Prints medians, min/max and the ratio
+berth/skopeo. Builds berth in release mode unless --berth is given; installs docker-registry
+and skopeo when they are missing. Everything lives under a `berth-` temp dir, removed at the end.
+"""
+import argparse, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASE = "berth/debian:bookworm"
+
+
+def ensure_tools():
+    need = [pkg for cmd, pkg in [("docker-registry", "docker-registry"), ("skopeo", "skopeo")] if not shutil.which(cmd)]
+    if need:
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", *need], check=True, stdout=subprocess.DEVNULL,
+                       env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+
+
+def build_berth():
+    subprocess.run(["cargo", "build", "--quiet", "--release"], cwd=REPO, check=True)
+    return os.path.join(REPO, "target/x86_64-unknown-linux-gnu/release/berth")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_registry(tmp):
+    port = free_port()
+    storage = os.path.join(tmp, "registry")
+    os.makedirs(storage)
+    config = os.path.join(tmp, "registry.yml")
+    with open(config, "w") as f:
+        f.write(f"""version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {storage}
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:{port}
+""")
+    log = open(os.path.join(tmp, "registry.log"), "w")
+    proc = subprocess.Popen(["docker-registry", "serve", config], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1).read()
+            return proc, port
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                sys.exit(f"docker-registry did not start: {open(log.name).read()}")
+            time.sleep(0.1)
+
+
+def berth_env(tmp, name, berth):
+    return dict(os.environ, BERTH_ROOT=os.path.join(tmp, name, "root"), BERTH_RUN=os.path.join(tmp, name, "run"),
+                BERTH=berth)
+
+
+def seed(berth, tmp, ref):
+    """berth/debian:bookworm into a root of its own, then into the registry as `ref`."""
+    env = berth_env(tmp, "source", berth)
+    subprocess.run([os.path.join(REPO, "scripts/debian-base"), BASE], env=env, check=True, stdout=subprocess.DEVNULL)
+    tagged = subprocess.run([berth, "image", "tag", BASE, ref], env=env, capture_output=True)
+    pushed = tagged.returncode == 0 and subprocess.run(
+        [berth, "--progress", "quiet", "image", "push", ref], env=env, capture_output=True).returncode == 0
+    if pushed:
+        return "berth image push"
+    # berth's store is an OCI image layout whose index names images by org.opencontainers.image.ref.name.
+    images = os.path.join(env["BERTH_ROOT"], "images")
+    with open(os.path.join(images, "index.json")) as f:
+        names = [m.get("annotations", {}).get("org.opencontainers.image.ref.name", "") for m in json.load(f)["manifests"]]
+    name = next((n for n in names if n in (BASE, "docker.io/" + BASE) or n.endswith("/" + BASE)), None)
+    if name is None:
+        sys.exit(f"{BASE} not found in {images}/index.json (names: {names})")
+    subprocess.run(["skopeo", "copy", "-q", "--dest-tls-verify=false", f"oci:{images}:{name}", f"docker://{ref}"],
+                   check=True)
+    return "skopeo copy from berth's OCI layout"
+
+
+def timed(cmd, env=None):
+    start = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return (time.perf_counter() - start) * 1000
+
+
+def pull_berth(berth, tmp, ref, i):
+    env = berth_env(tmp, f"pull-{i}", berth)
+    try:
+        return timed([berth, "--progress", "quiet", "image", "pull", ref], env)
+    finally:
+        shutil.rmtree(os.path.join(tmp, f"pull-{i}"), ignore_errors=True)
+
+
+def pull_skopeo(tmp, ref, i):
+    dest = os.path.join(tmp, f"skopeo-{i}")
+    try:
+        return timed(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}", f"dir:{dest}"])
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+
+
+def stats(samples):
+    return {"median_ms": statistics.median(samples), "min_ms": min(samples), "max_ms": max(samples),
+            "samples_ms": samples}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--berth", help="berth binary (default: build the release binary)")
+    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = ap.parse_args()
+    ensure_tools()
+    berth = os.path.abspath(args.berth) if args.berth else build_berth()
+    tmp = tempfile.mkdtemp(prefix="berth-bench-pull-")
+    registry = None
+    try:
+        registry, port = start_registry(tmp)
+        ref = f"127.0.0.1:{port}/debian:bookworm"
+        how = seed(berth, tmp, ref)
+        pull_berth(berth, tmp, ref, "warm")
+        pull_skopeo(tmp, ref, "warm")
+        b, s = [], []
+        for i in range(args.runs):
+            b.append(pull_berth(berth, tmp, ref, i))
+            s.append(pull_skopeo(tmp, ref, i))
+        result = {"image": ref, "seeded_with": how, "runs": args.runs, "berth": stats(b), "skopeo": stats(s),
+                  "ratio_berth_over_skopeo": statistics.median(b) / statistics.median(s)}
+        print(f"pull of {BASE} ({how}) from docker-registry on 127.0.0.1, {args.runs} runs:")
+        print(f"  {'':<34} {'median':>9} {'min':>9} {'max':>9}")
+        for label, key in [("berth image pull (empty root)", "berth"), ("skopeo copy docker:// dir:", "skopeo")]:
+            r = result[key]
+            print(f"  {label:<34} {r['median_ms']:7.0f}ms {r['min_ms']:7.0f}ms {r['max_ms']:7.0f}ms")
+        print(f"  ratio berth/skopeo (medians): {result['ratio_berth_over_skopeo']:.2f}"
+              " (berth also unpacks the layer; skopeo only stores blobs)")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=2)
+    except subprocess.CalledProcessError as e:
+        sys.exit(f"{' '.join(map(str, e.cmd))} failed ({e.returncode}): {(e.stderr or b'').decode(errors='replace')}")
+    finally:
+        if registry is not None:
+            registry.terminate()
+            try:
+                registry.wait(10)
+            except subprocess.TimeoutExpired:
+                registry.kill()
+                registry.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
