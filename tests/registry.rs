@@ -777,6 +777,22 @@ fn an_index_gives_the_host_platform() {
     let out = d.ok(&["image", "push", &docker_name]);
     assert!(out.contains(&format!("docker: digest: {}", sha(&docker_bytes))), "{out}");
 
+    // An OCI manifest with a zstd layer.
+    let zst = zstd::encode_all(&plain[..], 3).unwrap();
+    let zst_digest = curl_blob(&host, "multi/bb", &zst, tmp);
+    let oci = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "size": config_bytes.len(), "digest": amd_id },
+        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "size": zst.len(), "digest": zst_digest }],
+    });
+    let oci_bytes = serde_json::to_vec(&oci).unwrap();
+    curl_manifest(&host, "multi/bb", "zstd", "application/vnd.oci.image.manifest.v1+json", &oci_bytes, tmp);
+    let z = Env::new(&reg.certs_d);
+    let zstd_name = format!("{host}/multi/bb:zstd");
+    z.ok(&["image", "pull", &zstd_name]);
+    assert_eq!(z.run_image(&zstd_name), "hi\n");
+
     let none = Env::new(&reg.certs_d);
     let (ok, _, err) = none.berth(&["image", "pull", "--platform", "linux/s390x", &multi]);
     assert!(!ok);
