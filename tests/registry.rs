@@ -777,6 +777,22 @@ fn an_index_gives_the_host_platform() {
     let out = d.ok(&["image", "push", &docker_name]);
     assert!(out.contains(&format!("docker: digest: {}", sha(&docker_bytes))), "{out}");
 
+    // An OCI manifest with a zstd layer.
+    let zst = zstd::encode_all(&plain[..], 3).unwrap();
+    let zst_digest = curl_blob(&host, "multi/bb", &zst, tmp);
+    let oci = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "size": config_bytes.len(), "digest": amd_id },
+        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "size": zst.len(), "digest": zst_digest }],
+    });
+    let oci_bytes = serde_json::to_vec(&oci).unwrap();
+    curl_manifest(&host, "multi/bb", "zstd", "application/vnd.oci.image.manifest.v1+json", &oci_bytes, tmp);
+    let z = Env::new(&reg.certs_d);
+    let zstd_name = format!("{host}/multi/bb:zstd");
+    z.ok(&["image", "pull", &zstd_name]);
+    assert_eq!(z.run_image(&zstd_name), "hi\n");
+
     let none = Env::new(&reg.certs_d);
     let (ok, _, err) = none.berth(&["image", "pull", "--platform", "linux/s390x", &multi]);
     assert!(!ok);
@@ -920,6 +936,8 @@ struct Proxy {
 const PASS: u8 = 0;
 const CUT: u8 = 1;
 const REFUSE: u8 = 2;
+/// Answers the next connection with a 503, then passes.
+const UNAVAILABLE_ONCE: u8 = 3;
 
 impl Proxy {
     fn start(upstream: u16, cut_after: u64) -> Proxy {
@@ -933,6 +951,17 @@ impl Proxy {
                 let Ok(client) = conn else { continue };
                 if m.load(Ordering::SeqCst) == REFUSE {
                     let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                if m.load(Ordering::SeqCst) == UNAVAILABLE_ONCE {
+                    m.store(PASS, Ordering::SeqCst);
+                    let mut c = client;
+                    let mut buf = [0u8; 4096];
+                    let _ = c.read(&mut buf);
+                    let _ = c.write_all(
+                        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    let _ = c.shutdown(Shutdown::Both);
                     continue;
                 }
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else { continue };
@@ -1028,4 +1057,11 @@ fn an_interrupted_pull_resumes() {
         .filter(|n| !n.ends_with(".lock"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+
+    // A 503 is retried.
+    proxy.mode.store(UNAVAILABLE_ONCE, Ordering::SeqCst);
+    let again = Env::new(&reg.certs_d);
+    again.ok(&["image", "pull", &via]);
+    assert_eq!(proxy.mode.load(Ordering::SeqCst), PASS);
+    assert_eq!(again.image_count(), 1);
 }

@@ -42,7 +42,8 @@ struct Token {
 
 /// A request the caller builds and sends, given the agent, the base URL and the
 /// `Authorization` header value to use (none when anonymous).
-pub(crate) type Send<'a> = dyn Fn(&Agent, &str, Option<&str>) -> Result<Response<Body>, ureq::Error> + 'a;
+pub(crate) type SendRequest<'a> =
+    dyn Fn(&Agent, &str, Option<&str>) -> Result<Response<Body>, ureq::Error> + 'a;
 
 /// The shared HTTP state of a `Registry`.
 pub(crate) struct Client {
@@ -462,7 +463,7 @@ impl Client {
         host: &str,
         scopes: &[String],
         retry: bool,
-        send: &Send<'_>,
+        send: &SendRequest<'_>,
     ) -> Result<Response<Body>, RegistryError> {
         let h = self.host(host)?;
         let mut auth = self.authorization(host, &h, scopes, false)?;
