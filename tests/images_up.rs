@@ -22,7 +22,10 @@ struct Registry {
 impl Registry {
     fn start() -> Registry {
         assert!(
-            Command::new("sh").args(["-c", "command -v docker-registry"]).output().is_ok_and(|o| o.status.success()),
+            Command::new("sh")
+                .args(["-c", "command -v docker-registry"])
+                .output()
+                .is_ok_and(|o| o.status.success()),
             "these tests need Debian's docker-registry (scripts/test installs it)"
         );
         let dir = tempfile::Builder::new().prefix("berth-registry-").tempdir().unwrap();
@@ -207,8 +210,65 @@ fn a_missing_image_fails_clearly_and_makes_nothing() {
     stack.ok(&["pull", "--ignore-pull-failures"]);
 
     // pull_policy: never does not even try.
-    stack.write("compose.yaml", &format!("services:\n  web:\n    image: {missing}\n    pull_policy: never\n"));
+    stack
+        .write("compose.yaml", &format!("services:\n  web:\n    image: {missing}\n    pull_policy: never\n"));
     let r = stack.berth(&["up", "-d"]);
     assert!(!r.ok && !r.stderr.contains("Pulling"), "{}", r.stderr);
     assert!(r.stderr.contains("web"), "{}", r.stderr);
+}
+
+#[test]
+fn builds_run_once_and_after_the_images_they_start_from() {
+    let (stack, registry) = empty_store_and_registry("imgup5");
+    std::fs::create_dir_all(stack.project_dir.join("base")).unwrap();
+    stack.write(
+        "base/Dockerfile",
+        &format!("FROM {}\nRUN echo from-base > /base-marker\n", registry.name("base:1")),
+    );
+    std::fs::create_dir_all(stack.project_dir.join("app")).unwrap();
+    // Starts FROM the base service's image: it must wait for that build (docker compose runs
+    // both at once and then fails to pull `imgup5-base`).
+    stack.write("app/Dockerfile", "FROM imgup5-base\nRUN cat /base-marker > /app-marker\n");
+    stack.write(
+        "compose.yaml",
+        r#"
+x-app: &app
+  build: ./app
+  command: ["sh", "-c", "cat /app-marker; sleep 1000"]
+  init: true
+services:
+  base:
+    build: ./base
+    command: ["true"]
+  one:
+    image: imgup5/app:1
+    pull_policy: build
+    <<: *app
+  two:
+    image: imgup5/app:2
+    pull_policy: build
+    <<: *app
+networks:
+  default:
+    ipam:
+      config:
+        - subnet: 10.231.45.0/24
+"#,
+    );
+    let r = stack.berth(&["build"]);
+    assert!(r.ok, "{}", r.stderr);
+    let app_builds =
+        r.stderr.lines().filter(|l| l.contains("Build one,two") && l.contains("Building")).count();
+    assert_eq!(app_builds, 1, "one and two build once: {}", r.stderr);
+    let id = |name: &str| {
+        let v: serde_json::Value =
+            serde_json::from_str(&stack.ok(&["image", "inspect", name]).stdout).unwrap();
+        v[0]["Id"].as_str().unwrap().to_string()
+    };
+    assert_eq!(id("imgup5/app:1"), id("imgup5/app:2"));
+    stack.ok(&["up", "-d", "one"]);
+    stack.wait_until(Duration::from_secs(10), "one prints", |_| {
+        stack.berth(&["logs", "one"]).stdout.contains("from-base")
+    });
+    stack.ok(&["down"]);
 }

@@ -160,6 +160,31 @@ fn check_platform(p: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A build's events, named by the services it builds: builds of several services run at once,
+/// and their steps (`[stage 1/3] RUN ...`) must not share lines in the progress view.
+struct ServiceEvents<'a> {
+    inner: &'a dyn ImageEvents,
+    services: String,
+}
+
+impl ServiceEvents<'_> {
+    fn name(&self, kind: &str, name: &str) -> String {
+        if kind == "Build" { self.services.clone() } else { format!("{} {name}", self.services) }
+    }
+}
+
+impl ImageEvents for ServiceEvents<'_> {
+    fn event(&self, kind: &str, name: &str, status: &str, done: bool) {
+        self.inner.event(kind, &self.name(kind, name), status, done);
+    }
+    fn failed(&self, kind: &str, name: &str, status: &str) {
+        self.inner.failed(kind, &self.name(kind, name), status);
+    }
+    fn output(&self, name: &str, line: &str) {
+        self.inner.output(&format!("{} {name}", self.services), line);
+    }
+}
+
 /// Base images for builds: the store's, pulled when missing (or always, with `pull`).
 struct PullingBase<'a> {
     provider: &'a EngineImages<'a>,
@@ -204,6 +229,7 @@ impl ImageProvider for EngineImages<'_> {
 
     fn build(&self, job: &BuildJob, events: &dyn ImageEvents) -> Result<String, String> {
         let request = self.request(job)?;
+        let events = &ServiceEvents { inner: events, services: job.services.join(",") };
         let base = PullingBase { provider: self, events };
         let builder = Builder::new(&self.store, &self.engine.runtime, &self.engine.networks, &base, events);
         let built = builder.build(&request).map_err(|e| e.to_string())?;

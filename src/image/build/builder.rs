@@ -376,7 +376,9 @@ impl State {
             key: id.to_string(),
             created: config["created"].as_str().unwrap_or_default().to_string(),
             author: config["author"].as_str().map(str::to_string),
-            env: c.get("Env").and_then(strings)
+            env: c
+                .get("Env")
+                .and_then(strings)
                 .unwrap_or_default()
                 .into_iter()
                 .map(|e| match e.split_once('=') {
