@@ -260,6 +260,20 @@ fn depth_limit() {
         q.push_str("\"${A:-");
     }
     assert!(word(&q, &HashMap::new()).is_err());
+
+    // The deepest accepted nesting, with quotes at every level, fits in a small stack.
+    let mut deep = String::new();
+    for _ in 0..MAX_DEPTH - 1 {
+        deep.push_str("\"${A:-'x'");
+    }
+    for _ in 0..MAX_DEPTH - 1 {
+        deep.push_str("}\"");
+    }
+    let t = std::thread::Builder::new()
+        .stack_size(1024 * 1024)
+        .spawn(move || expand_word(&deep, &|_| None, '\\'))
+        .unwrap();
+    assert_eq!(t.join().unwrap().unwrap(), "x".repeat(MAX_DEPTH - 1));
 }
 
 #[test]

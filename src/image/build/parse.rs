@@ -622,6 +622,24 @@ fn parse_name_val(rest: &str, key: &str, escape: char) -> Result<Vec<String>, St
     Ok(out)
 }
 
+/// A word that introduces a heredoc (`<<EOF`, `<<-EOF`, `<<"EOF"`, `3<<EOF`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeredocWord {
+    /// The delimiter, quotes removed.
+    pub name: String,
+    /// `<<-`: leading tabs are removed from the body and the delimiter line.
+    pub chomp: bool,
+    /// The delimiter was not quoted: `$` references in the body are expanded.
+    pub expand: bool,
+}
+
+/// Whether `word` is exactly one heredoc word, as BuildKit's `ParseHeredoc` decides (a word that
+/// does not lex is not one). The builder uses it on a `RUN` command: `RUN <<EOF` alone runs the
+/// body as the script, `RUN cmd <<EOF` runs `cmd` with the body on its input.
+pub fn heredoc_word(word: &str) -> Option<HeredocWord> {
+    parse_heredoc_word(word).ok().flatten().map(|(name, chomp, expand)| HeredocWord { name, chomp, expand })
+}
+
 /// BuildKit's heredoc word: `^(\d*)<<(-?)\s*([^<]*)$`, then the name unquoted. Returns
 /// `(name, chomp, expand)`.
 fn parse_heredoc_word(word: &str) -> Result<Option<(String, bool, bool)>, String> {

@@ -697,3 +697,15 @@ fn heredoc_words_as_buildkit() {
     assert_eq!(docs(&k[17]), []);
     assert_eq!(k.len(), 18);
 }
+
+#[test]
+fn public_heredoc_word() {
+    let h = heredoc_word("<<-'EOF'").unwrap();
+    assert_eq!(h, HeredocWord { name: "EOF".into(), chomp: true, expand: false });
+    for w in ["<<EOF", "<<'EOF'", "<<\"EOF\"", "<<-EOF", "<<-\"EOF\"", "<<EO\"F\"", "<< EOF", "2<<EOF"] {
+        assert_eq!(heredoc_word(w).map(|h| h.name).as_deref(), Some("EOF"), "{w}");
+    }
+    for w in ["", "EOF", "<<", "<<-", "<EOF", "<<<EOF", "<<EOF sh", "<<'EOF", "<<EOF\"", "a<<EOF"] {
+        assert_eq!(heredoc_word(w), None, "{w}");
+    }
+}
