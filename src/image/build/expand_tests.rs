@@ -285,5 +285,10 @@ fn big_pattern_inputs_are_linear() {
     assert_eq!(word("${L#*b}", &v).unwrap(), long);
     assert_eq!(word("${L//a/b}", &v).unwrap().len(), 100_000);
     assert_eq!(word("${L/*b/}", &v).unwrap(), long);
+    // Pattern times value beyond the limit is an error, not minutes of work.
+    let big = "a".repeat(1 << 20);
+    let v = env(&[("B", &big)]);
+    let e = word(&format!("${{B%%{}}}", "*a".repeat(1_000)), &v).unwrap_err();
+    assert!(matches!(e.kind, ExpandErrorKind::InvalidPattern { .. }), "{e}");
     assert!(start.elapsed().as_secs() < 10);
 }

@@ -1042,14 +1042,15 @@ fn parse_copy(node: &Node, upper: &str) -> Result<CopyInstruction, String> {
     if heredoc_word(&dest).is_some() {
         return Err(format!("{upper} cannot accept a heredoc as a destination"));
     }
+    // The last body with each name, as BuildKit's lookup map.
+    let bodies: std::collections::HashMap<&str, &str> =
+        node.heredocs.iter().map(|h| (h.name.as_str(), h.body.as_str())).collect();
     let mut sources = Vec::with_capacity(srcs.len());
     let mut heredocs = Vec::new();
     for src in srcs {
         match heredoc_word(src) {
             Some((name, chomp_it, expand)) => {
-                // The last body with this name, as BuildKit's lookup map.
-                let body = node.heredocs.iter().rev().find(|h| h.name == name).map(|h| h.body.as_str());
-                let body = body.unwrap_or_default();
+                let body = bodies.get(name.as_str()).copied().unwrap_or_default();
                 let content = if chomp_it { chomp(body) } else { body.to_string() };
                 sources.push(format!("<<{name}"));
                 heredocs.push(Heredoc { name, content, expand });
@@ -1497,7 +1498,7 @@ pub fn parse_go_duration(s: &str) -> Result<i128, String> {
             if scale == 0 {
                 break;
             }
-            v += i128::from(d.to_digit(10).unwrap_or(0)) * scale;
+            v = v.saturating_add(i128::from(d.to_digit(10).unwrap_or(0)) * scale);
         }
         total = total.checked_add(v).ok_or_else(bad)?;
         if total > i128::from(i64::MAX) {

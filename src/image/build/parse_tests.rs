@@ -588,6 +588,7 @@ fn hostile_inputs_terminate_quickly() {
     check(&format!("FROM a\nRUN --mount=type=bind,{mb} x\n"));
     check(&format!("FROM a\nRUN {}\n", "<<".repeat(1 << 19)));
     check(&format!("FROM a\nCOPY {} /\n", "<<a ".repeat(100_000)));
+    check(&format!("FROM a\nCOPY {} /\n{}", "<<a ".repeat(100_000), "a\n".repeat(100_000)));
     check(&"\\".repeat(1 << 20));
     check(&format!("FROM a\nRUN {}\n", "'\"".repeat(1 << 19)));
     // 100,000 continuation lines; 100,000 comment lines inside one; 100,000 instructions.
