@@ -17,6 +17,12 @@
 //! - words inside the braces are expanded themselves (`${A:-${B:-c}}`), up to [`MAX_DEPTH`]
 //!   levels.
 //!
+//! Where berth differs from BuildKit, on purpose: an unterminated `${NAME` reports the missing
+//! `}` (BuildKit reports an unsupported modifier); words are split correctly after a nested
+//! `${A:-b}` (BuildKit's shared word buffer drops what came before it in the word); nesting is
+//! limited to [`MAX_DEPTH`]; the name characters are Rust's alphanumerics (Go's letters and
+//! digits differ on a few Unicode characters).
+//!
 //! Unset variables expand to the empty string. The expander is a recursive descent whose depth
 //! is bounded by [`MAX_DEPTH`], so any input gives a result or an error without overflowing the
 //! stack, in time linear in the input (pattern operators are linear in the pattern times the

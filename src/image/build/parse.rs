@@ -22,6 +22,18 @@
 //! stage's variables.
 //!
 //! The parser is a loop over lines with no recursion, linear in the input.
+//!
+//! Where berth differs from BuildKit, on purpose:
+//! - checks BuildKit makes when it builds rather than when it parses are made here: duplicate
+//!   stage names (a warning in BuildKit), no stage at all, `RUN --mount` keys and values (values
+//!   with a `$` are left to the builder);
+//! - `RUN`, `CMD` and `ENTRYPOINT` without arguments are errors (`ENTRYPOINT []` and `CMD []`
+//!   are fine); `RUN --device` is refused as unsupported;
+//! - lines longer than 64 KiB are accepted (BuildKit's scanner refuses them);
+//! - heredoc bodies have their line endings normalised to `\n`;
+//! - a trigger of `ONBUILD` is only checked for `ONBUILD`, `FROM` and `MAINTAINER`, as BuildKit;
+//!   the rest of it is parsed when an image built `FROM` this one runs it;
+//! - error messages quote at most 300 characters of the input.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -1407,7 +1419,7 @@ fn parse_healthcheck(node: &Node) -> Result<InstructionKind, String> {
     let command = if node.json { CommandForm::Exec(cmd.to_vec()) } else { CommandForm::Shell(cmd.join(" ")) };
     for name in ["interval", "timeout", "start-period", "start-interval"] {
         if let Some(v) = flags.string(name) {
-            healthcheck_interval(name, &v)?;
+            healthcheck_interval(name, &v).map_err(|e| e.0)?;
         }
     }
     if let Some(r) = flags.string("retries") {
@@ -1430,9 +1442,14 @@ fn parse_healthcheck(node: &Node) -> Result<InstructionKind, String> {
     })))
 }
 
+/// A duration that Go's `time.ParseDuration` (or BuildKit's `HEALTHCHECK` rules) refuse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DurationError(pub String);
+
 /// A `HEALTHCHECK` duration flag as BuildKit reads it: empty or zero is "not set", otherwise at
 /// least 1ms. Returns nanoseconds (0 for not set).
-pub fn healthcheck_interval(flag: &str, value: &str) -> Result<u64, String> {
+pub fn healthcheck_interval(flag: &str, value: &str) -> Result<u64, DurationError> {
     if value.is_empty() {
         return Ok(0);
     }
@@ -1441,13 +1458,17 @@ pub fn healthcheck_interval(flag: &str, value: &str) -> Result<u64, String> {
         return Ok(0);
     }
     if ns < 1_000_000 {
-        return Err(format!("Interval {flag:?} cannot be less than 1ms"));
+        return Err(DurationError(format!("Interval {flag:?} cannot be less than 1ms")));
     }
-    Ok(ns as u64)
+    u64::try_from(ns).map_err(|_| DurationError(format!("time: invalid duration {value:?}")))
 }
 
-/// Go's `time.ParseDuration`: `300ms`, `1.5h`, `2h45m`, `-1s`; nanoseconds.
-pub fn parse_go_duration(s: &str) -> Result<i128, String> {
+/// Go's `time.ParseDuration`: `300ms`, `1.5h`, `2h45m`, `-1s`; nanoseconds (within `i64`).
+pub fn parse_go_duration(s: &str) -> Result<i128, DurationError> {
+    parse_go_duration_inner(s).map_err(DurationError)
+}
+
+fn parse_go_duration_inner(s: &str) -> Result<i128, String> {
     let bad = || format!("time: invalid duration {s:?}");
     let (neg, mut rest) = match s.as_bytes().first() {
         Some(b'-') => (true, &s[1..]),
