@@ -261,7 +261,7 @@ fn depth_limit() {
     }
     assert!(word(&q, &HashMap::new()).is_err());
 
-    // The deepest accepted nesting, with quotes at every level, fits in a small stack.
+    // The deepest accepted nesting, with quotes at every level, fits in a default thread stack.
     let mut deep = String::new();
     for _ in 0..MAX_DEPTH - 1 {
         deep.push_str("\"${A:-'x'");
@@ -270,7 +270,7 @@ fn depth_limit() {
         deep.push_str("}\"");
     }
     let t = std::thread::Builder::new()
-        .stack_size(1024 * 1024)
+        .stack_size(2 * 1024 * 1024)
         .spawn(move || expand_word(&deep, &|_| None, '\\'))
         .unwrap();
     assert_eq!(t.join().unwrap().unwrap(), "x".repeat(MAX_DEPTH - 1));

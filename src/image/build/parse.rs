@@ -19,7 +19,8 @@
 //!   value, or invalid JSON, is shell form; a JSON array with a non-string is an error).
 //!
 //! Words are kept as written; the builder expands them with [`super::expand`] when it knows the
-//! stage's variables.
+//! stage's variables. An `ONBUILD` trigger is kept as text and only checked for `ONBUILD`,
+//! `FROM` and `MAINTAINER`, as BuildKit does; it is parsed when a build `FROM` the image runs it.
 //!
 //! The parser is a loop over lines with no recursion, linear in the input.
 //!
@@ -31,8 +32,6 @@
 //!   are fine); `RUN --device` is refused as unsupported;
 //! - lines longer than 64 KiB are accepted (BuildKit's scanner refuses them);
 //! - heredoc bodies have their line endings normalised to `\n`;
-//! - a trigger of `ONBUILD` is only checked for `ONBUILD`, `FROM` and `MAINTAINER`, as BuildKit;
-//!   the rest of it is parsed when an image built `FROM` this one runs it;
 //! - error messages quote at most 300 characters of the input.
 
 use std::collections::{BTreeMap, HashSet};
