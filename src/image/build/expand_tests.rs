@@ -292,3 +292,28 @@ fn big_pattern_inputs_are_linear() {
     assert!(matches!(e.kind, ExpandErrorKind::InvalidPattern { .. }), "{e}");
     assert!(start.elapsed().as_secs() < 10);
 }
+
+#[test]
+fn random_words_never_panic() {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let pieces = [
+        "$", "{", "}", ":", "-", "+", "?", "#", "%", "/", "//", "*", "\\", "`", "'", "\"", "A", "B", "1",
+        "@", " ", "<<", "é", "\n", "[", "]", "$0",
+    ];
+    let v = env(&[("A", "a*b/c\nd"), ("B", "")]);
+    for _ in 0..20_000 {
+        let n = (next() % 24) as usize;
+        let w: String = (0..n).map(|_| pieces[(next() % pieces.len() as u64) as usize]).collect();
+        for esc in ['\\', '`'] {
+            let _ = expand_word(&w, &|k| v.get(k).cloned(), esc);
+            let _ = expand_words(&w, &|k| v.get(k).cloned(), esc);
+            let _ = referenced_vars(&w, esc);
+        }
+    }
+}
