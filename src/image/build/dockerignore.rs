@@ -13,6 +13,10 @@
 //! under it, so `!dir/keep` after `dir` re-includes `dir/keep` (the walker must then descend into
 //! `dir`: see [`Ignore::may_include_under`]).
 //!
+//! Where berth differs from moby's patternmatcher, which turns patterns into Go regular
+//! expressions: `\x` is always the literal `x` (Go would read `\d` as a digit class), and `*` or
+//! `?` inside `[...]` are literal characters of the class.
+//!
 //! The Dockerfile and the `.dockerignore` file themselves are always sent to the builder even
 //! when a pattern matches them (BuildKit reads them separately); the builder is the one to
 //! apply that rule, not this module.

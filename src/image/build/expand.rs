@@ -17,10 +17,16 @@
 //! - words inside the braces are expanded themselves (`${A:-${B:-c}}`), up to [`MAX_DEPTH`]
 //!   levels.
 //!
+//! Where berth differs from BuildKit, on purpose: an unterminated `${NAME` reports the missing
+//! `}` (BuildKit reports an unsupported modifier); words are split correctly after a nested
+//! `${A:-b}` (BuildKit's shared word buffer drops what came before it in the word); nesting is
+//! limited to [`MAX_DEPTH`]; the name characters are Rust's alphanumerics (Go's letters and
+//! digits differ on a few Unicode characters).
+//!
 //! Unset variables expand to the empty string. The expander is a recursive descent whose depth
 //! is bounded by [`MAX_DEPTH`], so any input gives a result or an error without overflowing the
 //! stack, in time linear in the input (pattern operators are linear in the pattern times the
-//! value).
+//! value, and refuse a pattern and value whose product is beyond 2^28).
 
 use std::collections::BTreeSet;
 
@@ -541,6 +547,7 @@ impl ShellWord<'_> {
                             None => (false, word.as_str()),
                         };
                         let tokens = compile_pattern(pattern)?;
+                        check_work(&tokens, &value, pattern)?;
                         if ch == '%' {
                             Ok(trim_suffix(&tokens, &value, greedy))
                         } else {
@@ -704,6 +711,23 @@ fn find(toks: &[Tok], text: &str, from: usize, greedy: bool, anchored: bool) -> 
     best
 }
 
+/// Matching costs the pattern's length times the value's: refuse what would take seconds.
+const MAX_MATCH_WORK: usize = 1 << 28;
+
+fn check_work(toks: &[Tok], value: &str, pattern: &str) -> Result<(), Kind> {
+    if toks.len().saturating_mul(value.len()) > MAX_MATCH_WORK {
+        return Err(Kind::InvalidPattern {
+            pattern: truncate(pattern, 100),
+            reason: format!(
+                "pattern of {} characters too large for a value of {} bytes",
+                toks.len(),
+                value.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn trim_prefix(toks: &[Tok], value: &str, greedy: bool) -> String {
     match find(toks, value, 0, greedy, true) {
         Some((_, end)) => value[end..].to_string(),
@@ -721,6 +745,7 @@ fn trim_suffix(toks: &[Tok], value: &str, greedy: bool) -> String {
 
 fn replace_in(value: &str, pattern: &str, replacement: &str, all: bool) -> Result<String, Kind> {
     let toks = compile_pattern(pattern)?;
+    check_work(&toks, value, pattern)?;
     if !all {
         return Ok(match find(&toks, value, 0, true, false) {
             Some((s, e)) => format!("{}{}{}", &value[..s], replacement, &value[e..]),

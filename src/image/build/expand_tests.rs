@@ -260,6 +260,20 @@ fn depth_limit() {
         q.push_str("\"${A:-");
     }
     assert!(word(&q, &HashMap::new()).is_err());
+
+    // The deepest accepted nesting, with quotes at every level, fits in a default thread stack.
+    let mut deep = String::new();
+    for _ in 0..MAX_DEPTH - 1 {
+        deep.push_str("\"${A:-'x'");
+    }
+    for _ in 0..MAX_DEPTH - 1 {
+        deep.push_str("}\"");
+    }
+    let t = std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(move || expand_word(&deep, &|_| None, '\\'))
+        .unwrap();
+    assert_eq!(t.join().unwrap().unwrap(), "x".repeat(MAX_DEPTH - 1));
 }
 
 #[test]
@@ -271,5 +285,35 @@ fn big_pattern_inputs_are_linear() {
     assert_eq!(word("${L#*b}", &v).unwrap(), long);
     assert_eq!(word("${L//a/b}", &v).unwrap().len(), 100_000);
     assert_eq!(word("${L/*b/}", &v).unwrap(), long);
+    // Pattern times value beyond the limit is an error, not minutes of work.
+    let big = "a".repeat(1 << 20);
+    let v = env(&[("B", &big)]);
+    let e = word(&format!("${{B%%{}}}", "*a".repeat(1_000)), &v).unwrap_err();
+    assert!(matches!(e.kind, ExpandErrorKind::InvalidPattern { .. }), "{e}");
     assert!(start.elapsed().as_secs() < 10);
+}
+
+#[test]
+fn random_words_never_panic() {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let pieces = [
+        "$", "{", "}", ":", "-", "+", "?", "#", "%", "/", "//", "*", "\\", "`", "'", "\"", "A", "B", "1",
+        "@", " ", "<<", "é", "\n", "[", "]", "$0",
+    ];
+    let v = env(&[("A", "a*b/c\nd"), ("B", "")]);
+    for _ in 0..20_000 {
+        let n = (next() % 24) as usize;
+        let w: String = (0..n).map(|_| pieces[(next() % pieces.len() as u64) as usize]).collect();
+        for esc in ['\\', '`'] {
+            let _ = expand_word(&w, &|k| v.get(k).cloned(), esc);
+            let _ = expand_words(&w, &|k| v.get(k).cloned(), esc);
+            let _ = referenced_vars(&w, esc);
+        }
+    }
 }

@@ -1,6 +1,14 @@
 //! Building images from Dockerfiles: the parser (`parse`), BuildKit's word expansion
 //! (`expand`), `.dockerignore` matching (`dockerignore`) and the builder that runs steps in
 //! berth's runtime and stores the result.
+//!
+//! The front half is pure: [`parse::parse`] turns the text into a [`dockerfile::Dockerfile`]
+//! whose words are as written; the builder expands each one when it runs the instruction, with
+//! [`expand::expand_word_tracked`] (the referenced variables are what a cache key must include)
+//! or [`expand::expand_words`] (`EXPOSE`). The build context is filtered with
+//! [`dockerignore::load_for`]: walk it with [`dockerignore::Ignore::matches_with_parent`],
+//! skip a directory only when [`dockerignore::Ignore::may_include_under`] says so, and always
+//! send the Dockerfile and the ignore file themselves.
 
 pub mod builder;
 pub mod cache;

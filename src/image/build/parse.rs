@@ -19,9 +19,20 @@
 //!   value, or invalid JSON, is shell form; a JSON array with a non-string is an error).
 //!
 //! Words are kept as written; the builder expands them with [`super::expand`] when it knows the
-//! stage's variables.
+//! stage's variables. An `ONBUILD` trigger is kept as text and only checked for `ONBUILD`,
+//! `FROM` and `MAINTAINER`, as BuildKit does; it is parsed when a build `FROM` the image runs it.
 //!
 //! The parser is a loop over lines with no recursion, linear in the input.
+//!
+//! Where berth differs from BuildKit, on purpose:
+//! - checks BuildKit makes when it builds rather than when it parses are made here: duplicate
+//!   stage names (a warning in BuildKit), no stage at all, `RUN --mount` keys and values (values
+//!   with a `$` are left to the builder);
+//! - `RUN`, `CMD` and `ENTRYPOINT` without arguments are errors (`ENTRYPOINT []` and `CMD []`
+//!   are fine); `RUN --device` is refused as unsupported;
+//! - lines longer than 64 KiB are accepted (BuildKit's scanner refuses them);
+//! - heredoc bodies have their line endings normalised to `\n`;
+//! - error messages quote at most 300 characters of the input.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -622,6 +633,24 @@ fn parse_name_val(rest: &str, key: &str, escape: char) -> Result<Vec<String>, St
     Ok(out)
 }
 
+/// A word that introduces a heredoc (`<<EOF`, `<<-EOF`, `<<"EOF"`, `3<<EOF`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeredocWord {
+    /// The delimiter, quotes removed.
+    pub name: String,
+    /// `<<-`: leading tabs are removed from the body and the delimiter line.
+    pub chomp: bool,
+    /// The delimiter was not quoted: `$` references in the body are expanded.
+    pub expand: bool,
+}
+
+/// Whether `word` is exactly one heredoc word, as BuildKit's `ParseHeredoc` decides (a word that
+/// does not lex is not one). The builder uses it on a `RUN` command: `RUN <<EOF` alone runs the
+/// body as the script, `RUN cmd <<EOF` runs `cmd` with the body on its input.
+pub fn heredoc_word(word: &str) -> Option<HeredocWord> {
+    parse_heredoc_word(word).ok().flatten().map(|(name, chomp, expand)| HeredocWord { name, chomp, expand })
+}
+
 /// BuildKit's heredoc word: `^(\d*)<<(-?)\s*([^<]*)$`, then the name unquoted. Returns
 /// `(name, chomp, expand)`.
 fn parse_heredoc_word(word: &str) -> Result<Option<(String, bool, bool)>, String> {
@@ -1024,14 +1053,15 @@ fn parse_copy(node: &Node, upper: &str) -> Result<CopyInstruction, String> {
     if heredoc_word(&dest).is_some() {
         return Err(format!("{upper} cannot accept a heredoc as a destination"));
     }
+    // The last body with each name, as BuildKit's lookup map.
+    let bodies: std::collections::HashMap<&str, &str> =
+        node.heredocs.iter().map(|h| (h.name.as_str(), h.body.as_str())).collect();
     let mut sources = Vec::with_capacity(srcs.len());
     let mut heredocs = Vec::new();
     for src in srcs {
         match heredoc_word(src) {
             Some((name, chomp_it, expand)) => {
-                // The last body with this name, as BuildKit's lookup map.
-                let body = node.heredocs.iter().rev().find(|h| h.name == name).map(|h| h.body.as_str());
-                let body = body.unwrap_or_default();
+                let body = bodies.get(name.as_str()).copied().unwrap_or_default();
                 let content = if chomp_it { chomp(body) } else { body.to_string() };
                 sources.push(format!("<<{name}"));
                 heredocs.push(Heredoc { name, content, expand });
@@ -1388,7 +1418,7 @@ fn parse_healthcheck(node: &Node) -> Result<InstructionKind, String> {
     let command = if node.json { CommandForm::Exec(cmd.to_vec()) } else { CommandForm::Shell(cmd.join(" ")) };
     for name in ["interval", "timeout", "start-period", "start-interval"] {
         if let Some(v) = flags.string(name) {
-            healthcheck_interval(name, &v)?;
+            healthcheck_interval(name, &v).map_err(|e| e.0)?;
         }
     }
     if let Some(r) = flags.string("retries") {
@@ -1411,9 +1441,14 @@ fn parse_healthcheck(node: &Node) -> Result<InstructionKind, String> {
     })))
 }
 
+/// A duration that Go's `time.ParseDuration` (or BuildKit's `HEALTHCHECK` rules) refuse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DurationError(pub String);
+
 /// A `HEALTHCHECK` duration flag as BuildKit reads it: empty or zero is "not set", otherwise at
 /// least 1ms. Returns nanoseconds (0 for not set).
-pub fn healthcheck_interval(flag: &str, value: &str) -> Result<u64, String> {
+pub fn healthcheck_interval(flag: &str, value: &str) -> Result<u64, DurationError> {
     if value.is_empty() {
         return Ok(0);
     }
@@ -1422,13 +1457,17 @@ pub fn healthcheck_interval(flag: &str, value: &str) -> Result<u64, String> {
         return Ok(0);
     }
     if ns < 1_000_000 {
-        return Err(format!("Interval {flag:?} cannot be less than 1ms"));
+        return Err(DurationError(format!("Interval {flag:?} cannot be less than 1ms")));
     }
-    Ok(ns as u64)
+    u64::try_from(ns).map_err(|_| DurationError(format!("time: invalid duration {value:?}")))
 }
 
-/// Go's `time.ParseDuration`: `300ms`, `1.5h`, `2h45m`, `-1s`; nanoseconds.
-pub fn parse_go_duration(s: &str) -> Result<i128, String> {
+/// Go's `time.ParseDuration`: `300ms`, `1.5h`, `2h45m`, `-1s`; nanoseconds (within `i64`).
+pub fn parse_go_duration(s: &str) -> Result<i128, DurationError> {
+    parse_go_duration_inner(s).map_err(DurationError)
+}
+
+fn parse_go_duration_inner(s: &str) -> Result<i128, String> {
     let bad = || format!("time: invalid duration {s:?}");
     let (neg, mut rest) = match s.as_bytes().first() {
         Some(b'-') => (true, &s[1..]),
@@ -1479,7 +1518,7 @@ pub fn parse_go_duration(s: &str) -> Result<i128, String> {
             if scale == 0 {
                 break;
             }
-            v += i128::from(d.to_digit(10).unwrap_or(0)) * scale;
+            v = v.saturating_add(i128::from(d.to_digit(10).unwrap_or(0)) * scale);
         }
         total = total.checked_add(v).ok_or_else(bad)?;
         if total > i128::from(i64::MAX) {

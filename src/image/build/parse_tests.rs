@@ -588,6 +588,7 @@ fn hostile_inputs_terminate_quickly() {
     check(&format!("FROM a\nRUN --mount=type=bind,{mb} x\n"));
     check(&format!("FROM a\nRUN {}\n", "<<".repeat(1 << 19)));
     check(&format!("FROM a\nCOPY {} /\n", "<<a ".repeat(100_000)));
+    check(&format!("FROM a\nCOPY {} /\n{}", "<<a ".repeat(100_000), "a\n".repeat(100_000)));
     check(&"\\".repeat(1 << 20));
     check(&format!("FROM a\nRUN {}\n", "'\"".repeat(1 << 19)));
     // 100,000 continuation lines; 100,000 comment lines inside one; 100,000 instructions.
@@ -696,4 +697,16 @@ fn heredoc_words_as_buildkit() {
     assert_eq!(copy_of(&k[16]).sources, ["<<'EOF"]);
     assert_eq!(docs(&k[17]), []);
     assert_eq!(k.len(), 18);
+}
+
+#[test]
+fn public_heredoc_word() {
+    let h = heredoc_word("<<-'EOF'").unwrap();
+    assert_eq!(h, HeredocWord { name: "EOF".into(), chomp: true, expand: false });
+    for w in ["<<EOF", "<<'EOF'", "<<\"EOF\"", "<<-EOF", "<<-\"EOF\"", "<<EO\"F\"", "<< EOF", "2<<EOF"] {
+        assert_eq!(heredoc_word(w).map(|h| h.name).as_deref(), Some("EOF"), "{w}");
+    }
+    for w in ["", "EOF", "<<", "<<-", "<EOF", "<<<EOF", "<<EOF sh", "<<'EOF", "<<EOF\"", "a<<EOF"] {
+        assert_eq!(heredoc_word(w), None, "{w}");
+    }
 }
