@@ -218,20 +218,30 @@ struct Progress<'a> {
     name: String,
     total: u64,
     last: Option<Instant>,
+    /// When the first byte of this attempt was counted, and how many bytes were there then
+    /// (a resumed download starts past zero): the rate is of this attempt's bytes.
+    start: Option<(Instant, u64)>,
 }
 
 impl Progress<'_> {
     fn bytes(&mut self, done: u64) {
         let now = Instant::now();
+        let (started, base) = *self.start.get_or_insert((now, done));
         if self.last.is_some_and(|l| now.duration_since(l) < Duration::from_millis(100)) && done < self.total
         {
             return;
         }
         self.last = Some(now);
+        let secs = now.duration_since(started).as_secs_f64();
+        let rate = if secs > 0.05 {
+            format!(" {}/s", human(((done.saturating_sub(base)) as f64 / secs) as u64))
+        } else {
+            String::new()
+        };
         self.events.event(
             "Layer",
             &self.name,
-            &format!("Downloading {}/{}", human(done), human(self.total)),
+            &format!("Downloading {}/{}{rate}", human(done), human(self.total)),
             false,
         );
     }
@@ -387,6 +397,7 @@ fn fetch_layer(
         name: name.clone(),
         total: job.size,
         last: None,
+        start: None,
     };
     progress.bytes(have);
     let url_path = format!("/v2/{}/blobs/{}", r.path(), job.digest);
