@@ -12,8 +12,9 @@ berth's store, an OCI image layout, when push fails), then times N runs of
           (download and verify; no unpacking)
   skopeo + tar: the same, then `tar -x` of each layer (the work berth's pull does)
 in turn, after one untimed run of berth and skopeo. Prints medians, min/max and the ratios
-berth/skopeo and berth/(skopeo + tar). Builds berth in release mode unless --berth is given; installs docker-registry
-and skopeo when they are missing. Everything lives under a `berth-` temp dir, removed at the end.
+berth/skopeo and berth/(skopeo + tar). Builds berth in release mode unless --berth is given;
+installs docker-registry and skopeo when they are missing. Everything lives under a `berth-`
+temp dir, removed at the end.
 """
 import argparse, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 
