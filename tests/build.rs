@@ -398,5 +398,387 @@ fn run_reaches_host_and_bridge_networks() {
     env.assert_clean();
 }
 
-#[allow(dead_code)]
-fn unused(_: &Path) {}
+fn meta_of(dirs: &[PathBuf], p: &str) -> Option<fs::Metadata> {
+    dirs.iter().rev().find_map(|d| fs::symlink_metadata(d.join(p)).ok())
+}
+
+fn copy_ins(line: usize, text: &str, add: bool, c: CopyInstruction) -> Instruction {
+    ins(line, text, if add { InstructionKind::Add(c) } else { InstructionKind::Copy(c) })
+}
+
+#[test]
+fn copy_rules_config_and_bad_input() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    let ctx = &env.context;
+    fs::write(ctx.join("a.txt"), "a\n").unwrap();
+    fs::write(ctx.join("b.txt"), "b\n").unwrap();
+    fs::create_dir_all(ctx.join("dir/sub")).unwrap();
+    fs::write(ctx.join("dir/sub/x"), "x\n").unwrap();
+    {
+        let f = fs::File::create(ctx.join("arch.tar.gz")).unwrap();
+        let gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+        let mut t = tar::Builder::new(gz);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_mode(0o640);
+        h.set_uid(7);
+        h.set_gid(0);
+        h.set_mtime(1_000_000);
+        h.set_cksum();
+        t.append_data(&mut h, "in/arch.txt", &b"ar\n"[..]).unwrap();
+        t.into_inner().unwrap().finish().unwrap();
+    }
+    let c = |sources: &[&str], dest: &str| CopyInstruction {
+        sources: sources.iter().map(|s| s.to_string()).collect(),
+        dest: dest.into(),
+        ..CopyInstruction::default()
+    };
+    let df = Dockerfile {
+        escape: '\\',
+        stages: vec![stage(
+            "scratch",
+            None,
+            1,
+            vec![
+                ins(2, "ENV NAME=x", InstructionKind::Env(vec![("NAME".into(), "x".into())])),
+                copy_ins(3, "COPY a.txt /dst/file.txt", false, c(&["a.txt"], "/dst/file.txt")),
+                copy_ins(4, "COPY dir /d/", false, c(&["dir"], "/d/")),
+                copy_ins(5, "COPY *.txt /globbed/", false, c(&["*.txt"], "/globbed/")),
+                copy_ins(
+                    6,
+                    "COPY --chown=1000:1001 --chmod=0600 a.txt /owned",
+                    false,
+                    CopyInstruction {
+                        chown: Some("1000:1001".into()),
+                        chmod: Some("0600".into()),
+                        ..c(&["a.txt"], "/owned")
+                    },
+                ),
+                copy_ins(7, "ADD arch.tar.gz /x/", true, c(&["arch.tar.gz"], "/x/")),
+                copy_ins(
+                    8,
+                    "COPY <<EOF /here.txt",
+                    false,
+                    CopyInstruction {
+                        heredocs: vec![Heredoc {
+                            name: "EOF".into(),
+                            content: "hi $NAME\n".into(),
+                            expand: true,
+                        }],
+                        ..c(&["<<EOF"], "/here.txt")
+                    },
+                ),
+                copy_ins(9, "COPY a.txt /dst/", false, c(&["a.txt"], "/dst/")),
+                ins(10, "CMD [\"x\"]", InstructionKind::Cmd(CommandForm::Exec(vec!["x".into()]))),
+                ins(11, "USER 1000", InstructionKind::User("1000".into())),
+                ins(12, "VOLUME /data", InstructionKind::Volume(vec!["/data".into()])),
+                ins(13, "STOPSIGNAL SIGINT", InstructionKind::StopSignal("SIGINT".into())),
+                ins(
+                    14,
+                    "SHELL [\"/bin/ash\", \"-c\"]",
+                    InstructionKind::Shell(vec!["/bin/ash".into(), "-c".into()]),
+                ),
+                ins(15, "ENTRYPOINT run", InstructionKind::Entrypoint(CommandForm::Shell("run".into()))),
+                ins(16, "ONBUILD RUN echo hi", InstructionKind::Onbuild("RUN echo hi".into())),
+                ins(17, "MAINTAINER me", InstructionKind::Maintainer("me".into())),
+                ins(18, "LABEL a=\"b c\"", InstructionKind::Label(vec![("a".into(), "\"b c\"".into())])),
+            ],
+        )],
+        ..Dockerfile::default()
+    };
+    let mut req = env.req();
+    req.tags = vec!["copies".into()];
+    let ev = Events::default();
+    env.build(&df, &req, &ev).unwrap_or_else(|e| panic!("build: {e}"));
+    let dirs = env.store.resolve("copies").unwrap().layer_dirs;
+    let read = |p: &str| dirs.iter().rev().find_map(|d| fs::read_to_string(d.join(p)).ok());
+    assert_eq!(read("dst/file.txt").as_deref(), Some("a\n"));
+    assert_eq!(read("dst/a.txt").as_deref(), Some("a\n"), "a dest ending in / is a dir");
+    assert_eq!(read("d/sub/x").as_deref(), Some("x\n"), "a dir's contents are copied");
+    assert!(meta_of(&dirs, "d/dir").is_none());
+    assert_eq!(read("globbed/b.txt").as_deref(), Some("b\n"));
+    let m = meta_of(&dirs, "owned").unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (1000, 1001, 0o600));
+    let m = meta_of(&dirs, "x/in/arch.txt").unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o7777), (7, 0o640), "ADD extracts a local archive");
+    assert_eq!(read("here.txt").as_deref(), Some("hi x\n"));
+    assert_eq!(
+        meta_of(&dirs, "dst/file.txt").unwrap().mtime(),
+        fs::metadata(ctx.join("a.txt")).unwrap().mtime(),
+        "mtimes as in the source"
+    );
+    let i = env.store.inspect("copies").unwrap();
+    let cfg = &i["Config"];
+    assert_eq!(
+        cfg["Cmd"],
+        serde_json::json!(["x"]),
+        "ENTRYPOINT resets an inherited CMD only; this one was set here"
+    );
+    assert_eq!(cfg["Entrypoint"], serde_json::json!(["/bin/ash", "-c", "run"]));
+    assert_eq!(cfg["User"], "1000");
+    assert_eq!(cfg["StopSignal"], "SIGINT");
+    assert!(cfg["Volumes"].get("/data").is_some());
+    assert_eq!(cfg["Shell"], serde_json::json!(["/bin/ash", "-c"]));
+    assert_eq!(cfg["OnBuild"], serde_json::json!(["RUN echo hi"]));
+    assert_eq!(cfg["Labels"]["a"], "b c");
+    assert_eq!(i["Author"], "me");
+
+    // Bad input: clear errors, nothing stored.
+    let one = |instr: Instruction| Dockerfile {
+        escape: '\\',
+        stages: vec![stage("scratch", None, 1, vec![instr])],
+        ..Dockerfile::default()
+    };
+    let mut bad = env.req();
+    bad.tags = vec!["bad".into()];
+    let e = env.build(&one(copy(2, None, &["../etc/passwd"], "/x")), &bad, &ev).unwrap_err().to_string();
+    assert!(e.contains("Dockerfile:2") && e.contains("outside the build context"), "{e}");
+    let e = env.build(&one(copy(2, None, &["missing"], "/x")), &bad, &ev).unwrap_err().to_string();
+    assert!(e.contains("not found"), "{e}");
+    let e = env
+        .build(&one(copy_ins(2, "ADD http://x/y /y", true, c(&["http://x/y"], "/y"))), &bad, &ev)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not supported"), "{e}");
+    let e = env.build(&one(copy(2, Some("nope:latest"), &["/x"], "/x")), &bad, &ev).unwrap_err().to_string();
+    assert!(e.contains("image nope:latest not found; pull it first"), "{e}");
+    bad.platform = Some("linux/s390x".into());
+    assert!(matches!(
+        env.build(&one(copy(2, None, &["a.txt"], "/x")), &bad, &ev),
+        Err(BuildError::Platform(_))
+    ));
+    assert!(env.store.resolve("bad").is_err());
+    env.assert_clean();
+}
+
+fn mount(kind: &str, f: impl FnOnce(&mut RunMount)) -> RunMount {
+    let mut m = RunMount { kind: kind.into(), ..RunMount::default() };
+    f(&mut m);
+    m
+}
+
+#[test]
+fn run_mounts_env_and_users() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    fs::write(env.context.join("app.txt"), "from context\n").unwrap();
+    let secret = env.t.dir.path().join("token");
+    fs::write(&secret, "s3cret").unwrap();
+    let run_m = |line: usize, cmd: &str, mounts: Vec<RunMount>| {
+        ins(
+            line,
+            &format!("RUN {cmd}"),
+            InstructionKind::Run(RunInstruction {
+                command: CommandForm::Shell(cmd.into()),
+                mounts,
+                network: Some("none".into()),
+                security: None,
+                heredocs: Vec::new(),
+            }),
+        )
+    };
+    let df = Dockerfile {
+        escape: '\\',
+        stages: vec![busybox_stage(
+            "s",
+            1,
+            vec![
+                ins(
+                    4,
+                    "ARG V=1",
+                    InstructionKind::Arg(vec![ArgDecl { name: "V".into(), default: Some("1".into()) }]),
+                ),
+                ins(5, "ENV E=env", InstructionKind::Env(vec![("E".into(), "env".into())])),
+                run_m(6, "echo $V $E > /vars", vec![]),
+                run_m(
+                    7,
+                    "echo x >> /c/log; wc -l < /c/log > /count",
+                    vec![mount("cache", |m| m.target = Some("/c".into()))],
+                ),
+                run_m(
+                    8,
+                    "touch /secret-len-$(wc -c < /run/secrets/tok)",
+                    vec![mount("secret", |m| m.id = Some("tok".into()))],
+                ),
+                run_m(
+                    9,
+                    "cat /src/app.txt > /copied; touch /src/new 2>/dev/null && exit 1; true",
+                    vec![mount("bind", |m| m.target = Some("/src".into()))],
+                ),
+                run_m(
+                    10,
+                    "echo t > /t/f && test -f /t/f",
+                    vec![mount("tmpfs", |m| m.target = Some("/t".into()))],
+                ),
+                ins(11, "WORKDIR /w", InstructionKind::Workdir("/w".into())),
+                ins(12, "USER 1000:1000", InstructionKind::User("1000:1000".into())),
+                run_m(
+                    13,
+                    "id -u > /tmp/uid 2>/dev/null || true; pwd > /w/pwd 2>/dev/null || true; touch /w/mine || true",
+                    vec![],
+                ),
+            ],
+        )],
+        ..Dockerfile::default()
+    };
+    let mut req = env.req();
+    req.tags = vec!["mounts".into()];
+    req.secrets.insert("tok".into(), berth::image::build::SecretSource::File(secret.clone()));
+    let ev = Events::default();
+    env.build(&df, &req, &ev).unwrap_or_else(|e| panic!("build: {e}"));
+    let dirs = env.store.resolve("mounts").unwrap().layer_dirs;
+    let read =
+        |p: &str| dirs.iter().rev().find_map(|d| fs::read_to_string(d.join(p)).ok()).unwrap_or_default();
+    assert_eq!(read("vars"), "1 env\n", "ARGs and ENV reach RUN");
+    assert_eq!(read("count").trim(), "1");
+    assert!(meta_of(&dirs, "secret-len-6").is_some());
+    assert!(
+        meta_of(&dirs, "run/secrets").is_none()
+            && meta_of(&dirs, "c").is_none()
+            && meta_of(&dirs, "t").is_none()
+    );
+    assert_eq!(read("copied"), "from context\n");
+    assert!(!env.context.join("new").exists());
+    assert_eq!(meta_of(&dirs, "w").map(|m| m.is_dir()), Some(true), "WORKDIR makes its dir");
+    assert!(env.store.resolve("mounts").unwrap().layer_dirs.iter().all(|d| {
+        walk(d)
+            .iter()
+            .all(|f| fs::read(f).map(|b| !String::from_utf8_lossy(&b).contains("s3cret")).unwrap_or(true))
+    }));
+    let _ = meta_of(&dirs, "w/mine").map(|m| m.uid());
+    // The cache mount persists: a rerun without the step cache sees the earlier run's file.
+    req.no_cache = true;
+    env.build(&df, &req, &ev).unwrap();
+    let dirs = env.store.resolve("mounts").unwrap().layer_dirs;
+    let count = dirs.iter().rev().find_map(|d| fs::read_to_string(d.join("count")).ok()).unwrap();
+    assert_eq!(count.trim(), "2");
+    // The secret changes nothing in the key.
+    req.no_cache = false;
+    fs::write(&secret, "other!").unwrap();
+    let ev2 = Events::default();
+    env.build(&df, &req, &ev2).unwrap();
+    assert!(ev2.finals().iter().all(|(_, s)| s == "CACHED"), "{:?}", ev2.finals());
+    env.assert_clean();
+}
+
+fn walk(d: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = fs::read_dir(d) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                out.extend(walk(&p));
+            } else if p.is_file() {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn dockerfile_text_onbuild_and_whiteouts() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    fs::write(env.context.join("app.txt"), "app v1\n").unwrap();
+    fs::write(
+        env.context.join("Dockerfile.tools"),
+        r#"# syntax=docker/dockerfile:1
+ARG BASE=scratch
+FROM ${BASE}
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+RUN <<EOF
+mkdir -p /etc /home/app
+echo 'app:x:1000:1000::/home/app:/bin/sh' > /etc/passwd
+echo 'app:x:1000:' > /etc/group
+echo junk > /etc/junk
+EOF
+ONBUILD RUN echo triggered > /onbuild.txt
+"#,
+    )
+    .unwrap();
+    fs::write(
+        env.context.join("Dockerfile"),
+        r#"FROM tools AS final
+ARG TARGETARCH
+COPY --chown=app:app app.txt /home/app/
+RUN echo "arch=$TARGETARCH" > /arch.txt \
+ && rm /etc/junk
+USER app
+CMD ["sh", "-c", "test ! -e /etc/junk && cat /home/app/app.txt /arch.txt /onbuild.txt"]
+"#,
+    )
+    .unwrap();
+    let base = StoreBaseImages { store: &env.store };
+    let ev = Events::default();
+    let b = Builder::new(&env.store, &env.t.runtime, &env.networks, &base, &ev);
+    let mut req = env.req();
+    req.dockerfile = Some("Dockerfile.tools".into());
+    req.tags = vec!["tools".into()];
+    b.build(&req).unwrap_or_else(|e| panic!("tools: {e}"));
+    let mut req = env.req();
+    req.tags = vec!["app:1".into()];
+    b.build(&req).unwrap_or_else(|e| panic!("app: {e}"));
+    assert_eq!(env.run_image("app:1"), "app v1\narch=amd64\ntriggered\n");
+    let dirs = env.store.resolve("app:1").unwrap().layer_dirs;
+    let m = meta_of(&dirs, "home/app/app.txt").unwrap();
+    assert_eq!((m.uid(), m.gid()), (1000, 1000));
+    let i = env.store.inspect("app:1").unwrap();
+    assert_eq!(i["Config"]["OnBuild"], serde_json::Value::Null, "triggers run once, not inherited");
+    let raw: serde_json::Value =
+        serde_json::from_slice(&fs::read(env.store.blob_path(i["Id"].as_str().unwrap())).unwrap()).unwrap();
+    let by: Vec<&str> =
+        raw["history"].as_array().unwrap().iter().map(|h| h["created_by"].as_str().unwrap()).collect();
+    assert!(by.iter().any(|b| b.starts_with("RUN |1 TARGETARCH=amd64 /bin/sh -c echo")), "{by:?}");
+    // A parse error names the line.
+    fs::write(env.context.join("Dockerfile"), "FROM scratch\nBOGUS x\n").unwrap();
+    let e = b.build(&req).unwrap_err().to_string();
+    assert!(e.contains("Dockerfile:2"), "{e}");
+    env.assert_clean();
+}
+
+#[test]
+fn independent_stages_run_in_parallel() {
+    let env = Env::new();
+    let slow = |name: &str, line: usize| {
+        busybox_stage(
+            name,
+            line,
+            vec![run_with(
+                line + 3,
+                CommandForm::Shell(format!("sleep 2; echo {name} > /{name}")),
+                Some("none"),
+            )],
+        )
+    };
+    let df = Dockerfile {
+        escape: '\\',
+        stages: vec![
+            slow("a", 1),
+            slow("b", 10),
+            stage(
+                "scratch",
+                Some("final"),
+                20,
+                vec![copy(21, Some("a"), &["/a"], "/a"), copy(22, Some("b"), &["/b"], "/b")],
+            ),
+        ],
+        ..Dockerfile::default()
+    };
+    let ev = Events::default();
+    let mut req = env.req();
+    req.tags = vec!["par".into()];
+    env.build(&df, &req, &ev).unwrap_or_else(|e| panic!("build: {e}"));
+    let events = ev.0.lock().unwrap().clone();
+    let at = |stage: &str, status: &str| {
+        events
+            .iter()
+            .position(|(n, s)| n.starts_with(&format!("[{stage} 4/4]")) && s.starts_with(status))
+            .unwrap()
+    };
+    assert!(at("b", "RUNNING") < at("a", "DONE") && at("a", "RUNNING") < at("b", "DONE"), "{events:?}");
+    assert!(image_has(&env.store, "par", "a") && image_has(&env.store, "par", "b"));
+    env.assert_clean();
+}

@@ -410,7 +410,8 @@ fn pull(store: &ImageStore, platform: Option<&str>, quiet: bool, reference: &str
     let r = Reference::parse(reference).map_err(|e| CliError::msg(e.to_string()))?;
     let platform = platform.map(Platform::parse).transpose().map_err(|e| CliError::msg(e.to_string()))?;
     if !quiet {
-        if r.digest.is_none() && !reference.contains(':') {
+        let last = reference.rsplit('/').next().unwrap_or(reference);
+        if !last.contains([':', '@']) {
             println!("Using default tag: {}", r.tag);
         }
         println!("{}: Pulling from {}", r.tag_or_digest(), r.path());

@@ -471,7 +471,7 @@ impl ImageStore {
         let c = e.config.config().clone().unwrap_or_default();
         let exposed: BTreeMap<String, Value> =
             c.exposed_ports().clone().unwrap_or_default().into_iter().map(|p| (p, json!({}))).collect();
-        Ok(json!({
+        let mut out = json!({
             "Id": e.id(),
             "RepoTags": e.names.iter().map(Reference::short).collect::<Vec<_>>(),
             "Created": e.config.created(),
@@ -489,7 +489,9 @@ impl ImageStore {
             },
             "RootFS": { "Type": "layers", "Layers": e.config.rootfs().diff_ids() },
             "Size": e.manifest.layers().iter().map(|l| l.size()).sum::<u64>(),
-        }))
+        });
+        self.inspect_docker_fields(&e.id(), &mut out);
+        Ok(out)
     }
 
     /// Names of containers (by record) that use image `id`.
@@ -575,7 +577,9 @@ impl ImageStore {
         }
         self.write_index(&index)?;
         let ids = doomed.iter().map(|e| e.id()).collect();
-        Ok((ids, self.gc()?))
+        // What failed pulls left for a later pull to resume goes too.
+        let staged = registry::clean_pull_staging(self);
+        Ok((ids, self.gc()? + staged))
     }
 
     /// Removes blobs and unpacked layers that no image in the index references, and leftovers
@@ -668,6 +672,18 @@ impl ImageStore {
             .iter()
             .map(|l| (l.digest().to_string(), l.size(), l.media_type().to_string()))
             .collect())
+    }
+
+    /// Adds to `inspect`'s output the config fields of docker's image format that the OCI
+    /// config type does not carry (`Healthcheck`, `Shell`, `OnBuild`, and `Volumes`), and
+    /// the author.
+    fn inspect_docker_fields(&self, id: &str, out: &mut Value) {
+        let Ok(raw) = self.raw_config(id) else { return };
+        for field in ["Healthcheck", "Volumes", "Shell", "OnBuild"] {
+            let v = raw["config"][field].clone();
+            out["Config"][field] = v;
+        }
+        out["Author"] = json!(raw["author"].as_str().unwrap_or_default());
     }
 
     /// Blobs and unpacked layers (hex) the build cache under the same root lists.

@@ -8,10 +8,10 @@
 //! RUN runs in a container whose upper dir becomes the layer. The build's bridge network is
 //! made at the first RUN that needs it and removed at the end, whatever happens.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
@@ -376,7 +376,7 @@ impl State {
             key: id.to_string(),
             created: config["created"].as_str().unwrap_or_default().to_string(),
             author: config["author"].as_str().map(str::to_string),
-            env: strings(&c["Env"])
+            env: c.get("Env").and_then(strings)
                 .unwrap_or_default()
                 .into_iter()
                 .map(|e| match e.split_once('=') {
@@ -428,12 +428,12 @@ impl State {
 /// Removes the build's network at the end of the build.
 struct NetGuard<'a> {
     networks: &'a Networks,
-    name: RefCell<Option<String>>,
+    name: Mutex<Option<String>>,
 }
 
 impl Drop for NetGuard<'_> {
     fn drop(&mut self) {
-        if let Some(name) = self.name.borrow_mut().take() {
+        if let Some(name) = self.name.lock().ok().and_then(|mut n| n.take()) {
             let _ = self.networks.remove(&name);
         }
     }
@@ -501,11 +501,11 @@ struct Build<'a, 'b> {
     cache: Cache,
     net: NetGuard<'a>,
     /// Results of the stages built so far.
-    done: RefCell<BTreeMap<usize, State>>,
+    done: Mutex<BTreeMap<usize, State>>,
     global: BTreeMap<String, String>,
-    context_filter: Box<dyn Filter>,
+    context_filter: Box<dyn Filter + Send + Sync>,
     /// Images got for FROM / --from, by reference.
-    images: RefCell<BTreeMap<String, State>>,
+    images: Mutex<BTreeMap<String, State>>,
 }
 
 impl<'a> Builder<'a> {
@@ -582,23 +582,21 @@ impl<'a> Builder<'a> {
             df,
             file: file.to_string(),
             cache,
-            net: NetGuard { networks: self.networks, name: RefCell::new(None) },
-            done: RefCell::new(BTreeMap::new()),
+            net: NetGuard { networks: self.networks, name: Mutex::new(None) },
+            done: Mutex::new(BTreeMap::new()),
             global,
             context_filter,
-            images: RefCell::new(BTreeMap::new()),
+            images: Mutex::new(BTreeMap::new()),
         };
         let target = build.target_index()?;
         let needed = build.needed(target)?;
         let started = Instant::now();
         self.events.event("Build", file, "Building", false);
-        for idx in needed {
-            let st = build.stage(idx).inspect_err(|e| self.events.failed("Build", file, &e.to_string()))?;
-            build.done.borrow_mut().insert(idx, st);
-        }
+        build.run_stages(&needed).inspect_err(|e| self.events.failed("Build", file, &e.to_string()))?;
         let state = build
             .done
-            .borrow_mut()
+            .lock()
+            .map_err(|_| BuildError::Dockerfile("a stage panicked".into()))?
             .remove(&target)
             .ok_or_else(|| BuildError::Dockerfile("target not built".into()))?;
         let id = build.store_image(state, &tags)?;
@@ -657,14 +655,15 @@ impl Build<'_, '_> {
         }
     }
 
-    /// Stages the target needs, in file order.
-    fn needed(&self, target: usize) -> Result<Vec<usize>> {
-        let mut need = BTreeSet::new();
+    /// Stages the target needs, each with the stages it needs.
+    fn needed(&self, target: usize) -> Result<BTreeMap<usize, BTreeSet<usize>>> {
+        let mut need: BTreeMap<usize, BTreeSet<usize>> = BTreeMap::new();
         let mut todo = vec![target];
         while let Some(i) = todo.pop() {
-            if !need.insert(i) {
+            if need.contains_key(&i) {
                 continue;
             }
+            let mut deps = BTreeSet::new();
             let s = &self.df.stages[i];
             let mut refs = vec![(self.expand_global(&s.base, s.line)?, s.line)];
             for ins in &s.instructions {
@@ -686,11 +685,66 @@ impl Build<'_, '_> {
             }
             for (r, _) in refs {
                 if let FromRef::Stage(j) = self.resolve_from(&r, i) {
+                    deps.insert(j);
                     todo.push(j);
                 }
             }
+            need.insert(i, deps);
         }
-        Ok(need.into_iter().collect())
+        Ok(need)
+    }
+
+    /// Builds `needed` stages: in waves, each wave's stages (those whose dependencies are
+    /// built) on threads of their own. A failed wave ends the build once its other stages
+    /// have stopped.
+    fn run_stages(&self, needed: &BTreeMap<usize, BTreeSet<usize>>) -> Result<()> {
+        let mut left: BTreeMap<usize, BTreeSet<usize>> = needed.clone();
+        while !left.is_empty() {
+            let built: BTreeSet<usize> =
+                self.done.lock().map(|d| d.keys().copied().collect()).unwrap_or_default();
+            let wave: Vec<usize> =
+                left.iter().filter(|(_, d)| d.is_subset(&built)).map(|(i, _)| *i).collect();
+            if wave.is_empty() {
+                return Err(BuildError::Dockerfile("stages depend on each other in a circle".into()));
+            }
+            let results: Vec<(usize, Result<State>)> = if wave.len() == 1 {
+                vec![(wave[0], self.stage(wave[0]))]
+            } else {
+                std::thread::scope(|scope| {
+                    let handles: Vec<_> =
+                        wave.iter().map(|&i| (i, scope.spawn(move || self.stage(i)))).collect();
+                    handles
+                        .into_iter()
+                        .map(|(i, h)| {
+                            (
+                                i,
+                                h.join().unwrap_or_else(|_| {
+                                    Err(BuildError::Dockerfile("a stage panicked".into()))
+                                }),
+                            )
+                        })
+                        .collect()
+                })
+            };
+            let mut first_err = None;
+            for (i, r) in results {
+                left.remove(&i);
+                match r {
+                    Ok(st) => {
+                        if let Ok(mut d) = self.done.lock() {
+                            d.insert(i, st);
+                        }
+                    }
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            if let Some(e) = first_err {
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     fn stage_name(&self, idx: usize) -> String {
@@ -699,8 +753,8 @@ impl Build<'_, '_> {
 
     /// An image as a stage state (cached per build).
     fn image_state(&self, reference: &str, platform: Option<&str>, line: usize) -> Result<State> {
-        if let Some(s) = self.images.borrow().get(reference) {
-            return Ok(s.clone());
+        if let Some(s) = self.images.lock().ok().and_then(|m| m.get(reference).cloned()) {
+            return Ok(s);
         }
         let img =
             self.b.base.get(reference, platform, self.req.pull).map_err(|e| self.err(line, e.to_string()))?;
@@ -725,7 +779,9 @@ impl Build<'_, '_> {
             })
             .collect();
         let st = State::from_image(&raw, layers, &img.id);
-        self.images.borrow_mut().insert(reference.to_string(), st.clone());
+        if let Ok(mut m) = self.images.lock() {
+            m.insert(reference.to_string(), st.clone());
+        }
         Ok(st)
     }
 
@@ -746,9 +802,9 @@ impl Build<'_, '_> {
                 FromRef::Stage(j) => {
                     let mut st = self
                         .done
-                        .borrow()
-                        .get(&j)
-                        .cloned()
+                        .lock()
+                        .ok()
+                        .and_then(|d| d.get(&j).cloned())
                         .ok_or_else(|| self.err(s.line, "stage not built"))?;
                     st.args.clear();
                     st
@@ -850,8 +906,10 @@ impl Build<'_, '_> {
             InstructionKind::Expose(ports) => {
                 let mut shown = Vec::new();
                 for p in ports {
-                    for p in self.expand(st, p, line)?.0.split_whitespace() {
-                        for port in expose_ports(p).map_err(|m| self.err(line, m))? {
+                    let words = vars::expand_split(p, &st.vars(), self.df.escape)
+                        .map_err(|e| self.err(line, e.to_string()))?;
+                    for p in words {
+                        for port in expose_ports(&p).map_err(|m| self.err(line, m))? {
                             shown.push(port.clone());
                             st.exposed.insert(port);
                         }
@@ -1056,10 +1114,10 @@ impl Build<'_, '_> {
     }
 
     /// The root a `--from` / `from=` reads, with a cache identity for it.
-    fn from_root(&self, name: &str, idx: usize, line: usize) -> Result<(View, String)> {
+    fn source_root(&self, name: &str, idx: usize, line: usize) -> Result<(View, String)> {
         match self.resolve_from(name, idx) {
             FromRef::Stage(j) => {
-                let done = self.done.borrow();
+                let done = self.done.lock().map_err(|_| self.err(line, "a stage panicked"))?;
                 let st = done.get(&j).ok_or_else(|| self.err(line, format!("stage {name} is not built")))?;
                 Ok((View::new(&st.layer_dirs(), self.b.store)?, st.key.clone()))
             }
@@ -1133,7 +1191,7 @@ impl Build<'_, '_> {
         let (root_view, root_id, base_filter): (View, String, &dyn Filter) = match &c.from {
             Some(f) => {
                 let f = self.expand(st, f, line)?.0;
-                let (v, id) = self.from_root(&f, idx, line)?;
+                let (v, id) = self.source_root(&f, idx, line)?;
                 (v, id, &NoFilter)
             }
             None => (
@@ -1206,7 +1264,7 @@ impl Build<'_, '_> {
             let meta = fs::symlink_metadata(&src).map_err(io)?;
             let is_heredoc = root == heredoc_dir.path();
             let src_filter: &dyn Filter = if is_heredoc { &NoFilter } else { &filter };
-            if add && meta.is_file() && !is_heredoc && is_archive(&src) {
+            if add && c.unpack != Some(false) && meta.is_file() && !is_heredoc && is_archive(&src) {
                 context::mkdir_tree(&tree, &view.path, &dest_rel, owner).map_err(io)?;
                 extract_archive(&src, &tree.join(&dest_rel))
                     .map_err(|m| self.err(line, format!("ADD {}: {m}", rel.display())))?;
@@ -1261,7 +1319,8 @@ impl Build<'_, '_> {
             "none" => Ok(RunNet::None),
             "host" => Ok(RunNet::Host),
             "default" | "bridge" | "" => {
-                let mut name = self.net.name.borrow_mut();
+                let mut name =
+                    self.net.name.lock().map_err(|_| BuildError::Network("a stage panicked".into()))?;
                 if name.is_none() {
                     let n = format!("berth-build-{}", &crate::runtime::new_id()[..10]);
                     let spec =
@@ -1293,7 +1352,9 @@ impl Build<'_, '_> {
                 let mut a = shell.clone();
                 match r.heredocs.first() {
                     // `RUN <<EOF`: the body is the script.
-                    Some(h) if s.trim_start().starts_with("<<") => a.push(h.content.clone()),
+                    Some(h) if s.trim_start().starts_with("<<") && s.split_whitespace().count() == 1 => {
+                        a.push(h.content.clone())
+                    }
                     // A command reading heredocs: the shell reads them as written.
                     Some(_) => {
                         let mut text = s.clone();
@@ -1320,7 +1381,11 @@ impl Build<'_, '_> {
         let mut mount_keys = Vec::new();
         let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
         let mut locks = Vec::new();
-        let secrets_dir = self.b.store.staging()?;
+        // Secrets are written under the run dir (a tmpfs on most hosts), never the store.
+        let run_dir = self.b.runtime.dirs().run.join("build-secrets");
+        fs::create_dir_all(&run_dir).map_err(io_err(&run_dir))?;
+        let secrets_dir =
+            tempfile::Builder::new().prefix("secrets-").tempdir_in(&run_dir).map_err(io_err(&run_dir))?;
         for m in &r.mounts {
             self.mount(idx, st, m, line, &secrets_dir, &mut mounts, &mut mount_keys, &mut keep, &mut locks)?;
         }
@@ -1515,7 +1580,7 @@ impl Build<'_, '_> {
                 let source = ex(&m.source)?.unwrap_or_default();
                 let rel = context::clean_rel(&source).map_err(|e| self.err(line, e.to_string()))?;
                 let (view, id) = match ex(&m.from)? {
-                    Some(f) => self.from_root(&f, idx, line)?,
+                    Some(f) => self.source_root(&f, idx, line)?,
                     None => {
                         let mut h = Sha256::new();
                         context::hash_source(&self.req.context, &rel, self.context_filter.as_ref(), &mut h)
@@ -1782,7 +1847,9 @@ fn extract_archive(src: &Path, dest: &Path) -> std::result::Result<(), String> {
     a.set_preserve_ownerships(true);
     a.set_preserve_mtime(true);
     a.set_overwrite(true);
-    a.unpack(dest).map_err(|e| e.to_string())
+    a.unpack(dest).map_err(|e| {
+        format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default())
+    })
 }
 
 #[cfg(test)]

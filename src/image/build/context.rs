@@ -3,7 +3,6 @@
 //! `.dockerignore` and `--exclude`, hashed for the cache (content and metadata, never mtimes),
 //! and copied with docker's rules into the tree of the layer being made.
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -149,11 +148,7 @@ pub fn clean_rel(src: &str) -> Result<PathBuf, SourceError> {
     for c in Path::new(src).components() {
         match c {
             Component::Normal(n) => out.push(n),
-            Component::ParentDir => {
-                if !out.pop() {
-                    return Err(SourceError::Outside(src.to_string()));
-                }
-            }
+            Component::ParentDir if !out.pop() => return Err(SourceError::Outside(src.to_string())),
             _ => {}
         }
     }
@@ -267,17 +262,13 @@ pub struct CopyAttrs {
     pub mode: Option<u32>,
 }
 
-fn set_meta(path: &Path, meta: &fs::Metadata, attrs: CopyAttrs, dir: bool) -> io::Result<()> {
+fn set_meta(path: &Path, meta: &fs::Metadata, attrs: CopyAttrs) -> io::Result<()> {
     let (uid, gid) = attrs.owner.unwrap_or((meta.uid(), meta.gid()));
     std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
     if !meta.file_type().is_symlink() {
         // --chmod applies to files and dirs alike in BuildKit.
         let mode = attrs.mode.unwrap_or(meta.mode() & 0o7777);
-        let _ = dir;
         fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
-    }
-    if let Ok(names) = xattr::list(path.parent().map(|_| path).unwrap_or(path)) {
-        drop(names);
     }
     let atime = nix::sys::time::TimeSpec::new(meta.atime(), meta.atime_nsec());
     let mtime = nix::sys::time::TimeSpec::new(meta.mtime(), meta.mtime_nsec());
@@ -339,7 +330,7 @@ pub fn copy_tree(
             return Ok(false);
         }
         copy_xattrs(src, dest);
-        set_meta(dest, &meta, attrs, true)?;
+        set_meta(dest, &meta, attrs)?;
         return Ok(true);
     }
     if !name.is_empty() && filter.excluded(&name, false) {
@@ -363,7 +354,7 @@ pub fn copy_tree(
         .map_err(io::Error::from)?;
     }
     copy_xattrs(src, dest);
-    set_meta(dest, &meta, attrs, false)?;
+    set_meta(dest, &meta, attrs)?;
     Ok(true)
 }
 
@@ -392,7 +383,7 @@ pub fn mkdir_tree(
         fs::create_dir(&t)?;
         match fs::symlink_metadata(view.join(&cur)) {
             Ok(m) if m.is_dir() => {
-                set_meta(&t, &m, CopyAttrs::default(), true)?;
+                set_meta(&t, &m, CopyAttrs::default())?;
             }
             _ => {
                 let (uid, gid) = owner.unwrap_or((0, 0));
@@ -420,7 +411,7 @@ pub fn restore_dir_times(tree: &Path, view: &Path, rel: &Path) {
         if let (Ok(m), true) = (fs::symlink_metadata(view.join(&d)), tree.join(&d).is_dir())
             && m.is_dir()
         {
-            let _ = set_meta(&tree.join(&d), &m, CopyAttrs::default(), true);
+            let _ = set_meta(&tree.join(&d), &m, CopyAttrs::default());
         }
     }
 }
@@ -508,11 +499,6 @@ pub fn resolve_owner(spec: &str, view: &Path) -> Result<(u32, u32), String> {
             .unwrap_or(uid),
     };
     Ok((uid, gid))
-}
-
-/// Names of the paths a set of sources covers (used to tell `COPY a b dir` has several).
-pub fn distinct(paths: &[PathBuf]) -> BTreeSet<PathBuf> {
-    paths.iter().cloned().collect()
 }
 
 #[cfg(test)]

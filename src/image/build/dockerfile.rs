@@ -95,6 +95,9 @@ pub struct CopyInstruction {
     pub keep_git_dir: bool,
     /// `ADD --checksum=` as written.
     pub checksum: Option<String>,
+    /// `ADD --unpack[=bool]`: `None` when not given (archives from the context are unpacked,
+    /// remote ones are not, as BuildKit does).
+    pub unpack: Option<bool>,
     /// Heredoc bodies used as sources.
     pub heredocs: Vec<Heredoc>,
 }

@@ -8,8 +8,8 @@ use super::context::{Filter, path_match};
 use super::dockerfile::{Dockerfile, Instruction};
 
 /// Parses a Dockerfile.
-pub fn parse(_text: &str, file: &str) -> Result<Dockerfile, BuildError> {
-    Err(BuildError::Dockerfile(format!("{file}: the Dockerfile parser is not available yet")))
+pub fn parse(text: &str, file: &str) -> Result<Dockerfile, BuildError> {
+    super::parse::parse(text, file).map_err(|e| BuildError::Dockerfile(e.to_string()))
 }
 
 /// Parses an ONBUILD trigger of a base image (run at line `line` of `file`).
@@ -44,7 +44,10 @@ impl Filter for IgnoreRules {
 
 /// The context's filter: `<Dockerfile>.dockerignore` beside the Dockerfile, else
 /// `.dockerignore` at the context's root.
-pub fn context_filter(context: &Path, dockerfile: Option<&Path>) -> Result<Box<dyn Filter>, BuildError> {
+pub fn context_filter(
+    context: &Path,
+    dockerfile: Option<&Path>,
+) -> Result<Box<dyn Filter + Send + Sync>, BuildError> {
     let df = dockerfile.map(|d| if d.is_absolute() { d.to_path_buf() } else { context.join(d) });
     let specific = df.map(|d| {
         let mut s = d.into_os_string();

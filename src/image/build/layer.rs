@@ -224,7 +224,9 @@ mod tests {
     use super::*;
     use std::io::Read;
 
-    fn entries(tar_bytes: &[u8]) -> Vec<(String, tar::EntryType, u32, Vec<(String, Vec<u8>)>)> {
+    type Entry = (String, tar::EntryType, u32, Vec<(String, Vec<u8>)>);
+
+    fn entries(tar_bytes: &[u8]) -> Vec<Entry> {
         let mut a = tar::Archive::new(tar_bytes);
         let mut out = Vec::new();
         for e in a.entries().unwrap() {

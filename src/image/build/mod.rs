@@ -6,8 +6,11 @@ pub mod builder;
 pub mod cache;
 pub mod context;
 pub mod dockerfile;
+pub mod dockerignore;
+pub mod expand;
 pub mod frontend;
 pub mod layer;
+pub mod parse;
 pub mod run;
 pub mod vars;
 

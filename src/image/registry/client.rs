@@ -42,7 +42,8 @@ struct Token {
 
 /// A request the caller builds and sends, given the agent, the base URL and the
 /// `Authorization` header value to use (none when anonymous).
-pub(crate) type Send<'a> = dyn Fn(&Agent, &str, Option<&str>) -> Result<Response<Body>, ureq::Error> + 'a;
+pub(crate) type SendRequest<'a> =
+    dyn Fn(&Agent, &str, Option<&str>) -> Result<Response<Body>, ureq::Error> + 'a;
 
 /// The shared HTTP state of a `Registry`.
 pub(crate) struct Client {
@@ -274,6 +275,7 @@ impl Client {
             schemes.push("http");
         }
         let mut last = None;
+        let mut tls_error: Option<ureq::Error> = None;
         for (i, scheme) in schemes.iter().enumerate() {
             let base = format!("{scheme}://{host}");
             let mut attempt = 0;
@@ -288,6 +290,17 @@ impl Client {
                 attempt += 1;
             };
             match resp {
+                // Plain HTTP to a TLS server gets a 400 (not a registry's answer): the TLS
+                // failure is what the user must hear about.
+                Ok(r)
+                    if *scheme == "http"
+                        && !matches!(r.status().as_u16(), 200..=299 | 401)
+                        && tls_error.is_some() =>
+                {
+                    if let Some(e) = tls_error.take() {
+                        return Err(unreachable(host, &e));
+                    }
+                }
                 Ok(r) => {
                     let challenge = match r.status() {
                         StatusCode::UNAUTHORIZED => r
@@ -303,15 +316,28 @@ impl Client {
                     if r.status().is_server_error() {
                         return Err(status_error(&format!("registry {host}"), host, r));
                     }
+                    tracing::debug!(host, base = %base, challenge = ?challenge, "registry contacted");
                     let h = Arc::new(Host { agent, base, challenge });
                     if let Ok(mut m) = self.hosts.lock() {
                         m.insert(host.to_string(), h.clone());
                     }
                     return Ok(h);
                 }
-                Err(e) => last = Some(e),
+                Err(e) => {
+                    if *scheme == "https" {
+                        tls_error = Some(e);
+                    } else {
+                        last = Some(e);
+                    }
+                }
             }
         }
+        let last = match (tls_error, last) {
+            // Both failed: the HTTPS error says more unless the host is not there at all.
+            (Some(t), Some(l)) if !matches!(l, ureq::Error::ConnectionFailed) => Some(t),
+            (Some(t), None) => Some(t),
+            (_, l) => l,
+        };
         Err(match last {
             Some(e) => unreachable(host, &e),
             None => {
@@ -437,7 +463,7 @@ impl Client {
         host: &str,
         scopes: &[String],
         retry: bool,
-        send: &Send<'_>,
+        send: &SendRequest<'_>,
     ) -> Result<Response<Body>, RegistryError> {
         let h = self.host(host)?;
         let mut auth = self.authorization(host, &h, scopes, false)?;
@@ -463,6 +489,7 @@ impl Client {
                 return result.map_err(|e| unreachable(host, &e));
             }
             if !matches!(&result, Ok(r) if r.status() == StatusCode::UNAUTHORIZED) {
+                tracing::debug!(host, attempt, "request failed; retrying");
                 std::thread::sleep(self.opts.backoff * 2u32.saturating_pow(attempt));
                 attempt += 1;
             }

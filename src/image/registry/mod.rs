@@ -29,6 +29,12 @@ pub use credentials::{CredentialStore, Credentials, CredentialsError};
 use super::events::ImageEvents;
 use super::{ImageError, ImageStore};
 
+/// Removes what failed pulls left under `images/.pull` (see the staging rule above), except
+/// downloads in progress; returns the bytes freed. `image prune` calls it.
+pub fn clean_pull_staging(store: &ImageStore) -> u64 {
+    pull::clean_pull_dir(store)
+}
+
 /// Failures of registry work. Each message names the image or registry concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {

@@ -214,6 +214,7 @@ struct LayerJob {
 /// Throttled progress of one layer.
 struct Progress<'a> {
     events: &'a dyn ImageEvents,
+    registry: String,
     name: String,
     total: u64,
     last: Option<Instant>,
@@ -380,7 +381,13 @@ fn fetch_layer(
         }
     }
     file.seek(SeekFrom::Start(have)).map_err(io_at(&partial))?;
-    let mut progress = Progress { events, name: name.clone(), total: job.size, last: None };
+    let mut progress = Progress {
+        events,
+        registry: r.registry().to_string(),
+        name: name.clone(),
+        total: job.size,
+        last: None,
+    };
     progress.bytes(have);
     let url_path = format!("/v2/{}/blobs/{}", r.path(), job.digest);
     let mut failures = 0u32;
@@ -407,32 +414,24 @@ fn fetch_layer(
                 file.set_len(0).map_err(io_at(&partial))?;
                 file.seek(SeekFrom::Start(0)).map_err(io_at(&partial))?;
                 have = 0;
-                copy_body(
-                    resp,
-                    &mut file,
-                    &partial,
-                    &mut hasher,
-                    &mut unpacker,
-                    &mut have,
-                    &mut progress,
-                    r.registry(),
-                )
+                copy_body(resp, &mut file, &partial, &mut hasher, &mut unpacker, &mut have, &mut progress)
             }
-            Ok(resp) if resp.status().is_success() => copy_body(
-                resp,
-                &mut file,
-                &partial,
-                &mut hasher,
-                &mut unpacker,
-                &mut have,
-                &mut progress,
-                r.registry(),
-            ),
+            Ok(resp) if resp.status().is_success() => {
+                copy_body(resp, &mut file, &partial, &mut hasher, &mut unpacker, &mut have, &mut progress)
+            }
             Ok(resp) if resp.status().is_server_error() => Err(status_error(&what, r.registry(), resp)),
             Ok(resp) => {
                 unpacker.abort();
                 return Err(status_error(&what, r.registry(), resp));
             }
+        };
+        // A body that ended early without an error still counts as a failed attempt.
+        let outcome = match outcome {
+            Ok(()) if have < job.size && have == from => Err(RegistryError::Unreachable {
+                registry: r.registry().to_string(),
+                message: format!("the download of {} stopped at {have} of {} bytes", job.digest, job.size),
+            }),
+            other => other,
         };
         if let Err(e) = outcome {
             let retryable =
@@ -447,6 +446,7 @@ fn fetch_layer(
                 );
                 return Err(e);
             }
+            tracing::debug!(layer = %job.digest, at = have, error = %e, "download failed; resuming");
             client.backoff(failures - 1);
         }
     }
@@ -508,9 +508,8 @@ fn copy_body(
     unpacker: &mut Unpacker,
     have: &mut u64,
     progress: &mut Progress<'_>,
-    registry: &str,
 ) -> Result<(), RegistryError> {
-    let registry = registry.to_string();
+    let registry = progress.registry.clone();
     let mut reader = resp.into_body().into_reader();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -537,6 +536,34 @@ fn copy_body(
         *have += n as u64;
         progress.bytes(*have);
     }
+}
+
+/// Removes what failed pulls left in `images/.pull` (resumable partials included), except the
+/// downloads that a pull is doing now (it holds their lock). The empty lock files stay: removing
+/// one that a waiting pull has open would let two pulls download the same blob at once.
+/// Returns the bytes freed.
+pub(crate) fn clean_pull_dir(store: &ImageStore) -> u64 {
+    let dir = pull_dir(store);
+    let Ok(entries) = fs::read_dir(&dir) else { return 0 };
+    let digests: BTreeSet<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.split('.').next()).map(str::to_string))
+        .filter(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()))
+        .collect();
+    let mut freed = 0;
+    for h in digests {
+        let Ok(Some(_lock)) = Lock::try_acquire(&dir.join(format!("{h}.lock"))) else { continue };
+        for file in [dir.join(&h), dir.join(format!("{h}.partial"))] {
+            if let Ok(m) = fs::metadata(&file) {
+                freed += m.len();
+                let _ = fs::remove_file(&file);
+            }
+        }
+        for d in [dir.join(format!("{h}.d")), dir.join(format!("{h}.unpacking"))] {
+            let _ = fs::remove_dir_all(d);
+        }
+    }
+    freed
 }
 
 /// Records which repository each pulled or pushed blob came from (for cross-repository
@@ -672,7 +699,12 @@ fn pull_inner(
                 message: format!("layer {digest} is a foreign layer ({media}), which berth cannot fetch"),
             });
         }
-        let size = l["size"].as_u64().unwrap_or(0);
+        let Some(size) = l["size"].as_u64() else {
+            return Err(RegistryError::Invalid {
+                what: name,
+                message: format!("layer {digest} has no size"),
+            });
+        };
         jobs.push(LayerJob { digest, size, diff_id: diff_ids[i].clone(), chain: chains[i].clone() });
     }
     let dir = pull_dir(store);
