@@ -10,9 +10,11 @@ berth's store, an OCI image layout, when push fails), then times N runs of
           (download, verify, unpack the layer, record the name)
   skopeo: `skopeo copy docker://127.0.0.1:PORT/debian:bookworm dir:EMPTY`
           (download and verify; no unpacking)
-alternating the two, after one untimed run of each. Prints medians, min/max and the ratio
-berth/skopeo. Builds berth in release mode unless --berth is given; installs docker-registry
-and skopeo when they are missing. Everything lives under a `berth-` temp dir, removed at the end.
+  skopeo + tar: the same, then `tar -x` of each layer (the work berth's pull does)
+in turn, after one untimed run of berth and skopeo. Prints medians, min/max and the ratios
+berth/skopeo and berth/(skopeo + tar). Builds berth in release mode unless --berth is given;
+installs docker-registry and skopeo when they are missing. Everything lives under a `berth-`
+temp dir, removed at the end.
 """
 import argparse, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 
@@ -104,20 +106,34 @@ def timed(cmd, env=None):
     return (time.perf_counter() - start) * 1000
 
 
+# Each run writes into a folder of its own, all removed at the end: on ext4, creating files
+# right after thousands were deleted is slow (the inode allocator skips recently deleted
+# inodes), which would time the previous run's cleanup instead of the pull. Dirty pages of the
+# previous run are written back (sync) before each timed run, for the same reason.
 def pull_berth(berth, tmp, ref, i):
-    env = berth_env(tmp, f"pull-{i}", berth)
-    try:
-        return timed([berth, "--progress", "quiet", "image", "pull", ref], env)
-    finally:
-        shutil.rmtree(os.path.join(tmp, f"pull-{i}"), ignore_errors=True)
+    os.sync()
+    return timed([berth, "--progress", "quiet", "image", "pull", ref], berth_env(tmp, f"pull-{i}", berth))
 
 
 def pull_skopeo(tmp, ref, i):
-    dest = os.path.join(tmp, f"skopeo-{i}")
-    try:
-        return timed(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}", f"dir:{dest}"])
-    finally:
-        shutil.rmtree(dest, ignore_errors=True)
+    os.sync()
+    return timed(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}", f"dir:{os.path.join(tmp, f'skopeo-{i}')}"])
+
+
+def pull_skopeo_unpack(tmp, ref, i):
+    """skopeo into dir:, then each layer unpacked with tar: the same work as berth's pull."""
+    os.sync()
+    dest = os.path.join(tmp, f"skopeo-x-{i}")
+    start = time.perf_counter()
+    subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}", f"dir:{dest}"], check=True,
+                   stdout=subprocess.DEVNULL)
+    with open(os.path.join(dest, "manifest.json")) as f:
+        layers = [layer["digest"].split(":", 1)[1] for layer in json.load(f)["layers"]]
+    for n, digest in enumerate(layers):
+        rootfs = os.path.join(dest, f"layer-{n}")
+        os.makedirs(rootfs)
+        subprocess.run(["tar", "-x", "--numeric-owner", "-C", rootfs, "-f", os.path.join(dest, digest)], check=True)
+    return (time.perf_counter() - start) * 1000
 
 
 def stats(samples):
@@ -141,19 +157,24 @@ def main():
         how = seed(berth, tmp, ref)
         pull_berth(berth, tmp, ref, "warm")
         pull_skopeo(tmp, ref, "warm")
-        b, s = [], []
+        b, s, x = [], [], []
         for i in range(args.runs):
             b.append(pull_berth(berth, tmp, ref, i))
             s.append(pull_skopeo(tmp, ref, i))
+            x.append(pull_skopeo_unpack(tmp, ref, i))
         result = {"image": ref, "seeded_with": how, "runs": args.runs, "berth": stats(b), "skopeo": stats(s),
-                  "ratio_berth_over_skopeo": statistics.median(b) / statistics.median(s)}
+                  "skopeo_unpack": stats(x),
+                  "ratio_berth_over_skopeo": statistics.median(b) / statistics.median(s),
+                  "ratio_berth_over_skopeo_unpack": statistics.median(b) / statistics.median(x)}
         print(f"pull of {BASE} ({how}) from docker-registry on 127.0.0.1, {args.runs} runs:")
         print(f"  {'':<34} {'median':>9} {'min':>9} {'max':>9}")
-        for label, key in [("berth image pull (empty root)", "berth"), ("skopeo copy docker:// dir:", "skopeo")]:
+        for label, key in [("berth image pull (empty root)", "berth"), ("skopeo copy docker:// dir:", "skopeo"),
+                           ("skopeo copy + tar -x of the layers", "skopeo_unpack")]:
             r = result[key]
             print(f"  {label:<34} {r['median_ms']:7.0f}ms {r['min_ms']:7.0f}ms {r['max_ms']:7.0f}ms")
         print(f"  ratio berth/skopeo (medians): {result['ratio_berth_over_skopeo']:.2f}"
               " (berth also unpacks the layer; skopeo only stores blobs)")
+        print(f"  ratio berth/(skopeo + tar -x) (medians): {result['ratio_berth_over_skopeo_unpack']:.2f}")
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(result, f, indent=2)

@@ -20,7 +20,9 @@ fn the_readme_example_stack_builds_its_image_comes_up_and_serves_its_page() {
     // from the Dockerfile, once for the three services that share it.
     let s = Stack::from_dir("ex-main", &repo("examples"), stack::IMAGE);
     assert!(!s.berth(&["image", "inspect", "berth-example/busybox:latest"]).ok);
-    s.ok(&["up", "-d", "--wait", "--wait-timeout", "120", "--build"]);
+    let up = s.ok(&["up", "-d", "--wait", "--wait-timeout", "120", "--build"]);
+    let progress = format!("{}{}", up.stdout, up.stderr);
+    assert_eq!(progress.matches(" Building").count(), 1, "one build for three services:\n{progress}");
     let image = s.ok(&["image", "inspect", "berth-example/busybox:latest"]).stdout;
     let image: serde_json::Value = serde_json::from_str(&image).expect("inspect JSON");
     assert_eq!(image[0]["Config"]["Cmd"], serde_json::json!(["sh"]), "{image:#}");
