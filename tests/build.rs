@@ -247,7 +247,8 @@ fn multi_stage_build_runs_and_caches() {
     let env = Env::new();
     fs::write(env.context.join("app.txt"), "app v1\n").unwrap();
     fs::write(env.context.join("secret.txt"), "do not ship\n").unwrap();
-    fs::write(env.context.join(".dockerignore"), "secret.txt\n").unwrap();
+    fs::write(env.context.join("secret-ok.txt"), "re-included\n").unwrap();
+    fs::write(env.context.join(".dockerignore"), "secret*\n!secret-ok.txt\n").unwrap();
     let df = multi_stage();
     let mut req = env.req();
     req.args.insert("GREETING".into(), "howdy".into());
@@ -263,6 +264,7 @@ fn multi_stage_build_runs_and_caches() {
     assert_eq!(out, "howdy from build\napp v1\n");
     assert!(image_has(&env.store, "built:v1", "ctx/app.txt"));
     assert!(!image_has(&env.store, "built:v1", "ctx/secret.txt"), ".dockerignore is respected");
+    assert!(image_has(&env.store, "built:v1", "ctx/secret-ok.txt"), "exceptions re-include");
     let inspect = env.store.inspect("built:v1").unwrap();
     assert_eq!(inspect["Config"]["WorkingDir"], "/app");
     assert!(inspect["Config"]["Env"].as_array().unwrap().iter().any(|e| e == "NAME=world"));
