@@ -784,3 +784,62 @@ fn independent_stages_run_in_parallel() {
     assert!(image_has(&env.store, "par", "a") && image_has(&env.store, "par", "b"));
     env.assert_clean();
 }
+
+#[test]
+fn cancel_stops_a_running_step_and_cleans_up() {
+    let env = Env::new();
+    let df = Dockerfile {
+        escape: '\\',
+        stages: vec![busybox_stage("s", 1, vec![run_shell(4, "sleep 60")])],
+        ..Dockerfile::default()
+    };
+    let flag = std::sync::atomic::AtomicBool::new(false);
+    let base = StoreBaseImages { store: &env.store };
+    let ev = Events::default();
+    let b = Builder::new(&env.store, &env.t.runtime, &env.networks, &base, &ev).with_cancel(&flag);
+    let req = env.req();
+    let started = std::time::Instant::now();
+    let result = std::thread::scope(|s| {
+        s.spawn(|| {
+            // Once the sleep runs.
+            while !ev.0.lock().unwrap().iter().any(|(n, st)| n.contains("sleep") && st == "RUNNING") {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        b.build_parsed(&req, &df, "Dockerfile")
+    });
+    assert!(matches!(result, Err(BuildError::Cancelled)), "{result:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    env.assert_clean();
+}
+
+#[test]
+fn named_contexts() {
+    let env = Env::new();
+    let extra = env.t.dir.path().join("extra");
+    fs::create_dir_all(&extra).unwrap();
+    fs::write(extra.join("e.txt"), "extra\n").unwrap();
+    fs::write(env.context.join("a.txt"), "a\n").unwrap();
+    let ev = Events::default();
+    let mut req = env.req();
+    req.tags = vec!["basectx".into()];
+    let df1 = Dockerfile {
+        escape: '\\',
+        stages: vec![stage("scratch", None, 1, vec![copy(2, None, &["a.txt"], "/a.txt")])],
+        ..Dockerfile::default()
+    };
+    env.build(&df1, &req, &ev).unwrap();
+    let df2 = Dockerfile {
+        escape: '\\',
+        stages: vec![stage("img", None, 1, vec![copy(2, Some("files"), &["e.txt"], "/e.txt")])],
+        ..Dockerfile::default()
+    };
+    req.tags = vec!["named".into()];
+    req.additional_contexts.insert("files".into(), berth::image::build::ContextSource::Dir(extra.clone()));
+    req.additional_contexts.insert("img".into(), berth::image::build::ContextSource::Image("basectx".into()));
+    env.build(&df2, &req, &ev).unwrap_or_else(|e| panic!("build: {e}"));
+    assert!(image_has(&env.store, "named", "a.txt") && image_has(&env.store, "named", "e.txt"));
+    env.assert_clean();
+}
