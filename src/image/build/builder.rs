@@ -796,7 +796,9 @@ impl Build<'_, '_> {
         let label = |n: usize, text: &str| format!("[{name} {n}/{steps}] {}", one_line(text));
         let from_label = label(1, &format!("FROM {base}"));
         let mut st = if base.eq_ignore_ascii_case("scratch") {
-            State { key: "scratch".into(), ..State::default() }
+            // A fixed time until the first layer: history entries of metadata instructions
+            // before it then do not change the image id of an unchanged rebuild.
+            State { key: "scratch".into(), created: "1970-01-01T00:00:00Z".into(), ..State::default() }
         } else {
             match self.resolve_from(&base, idx) {
                 FromRef::Stage(j) => {
