@@ -710,6 +710,10 @@ ARG TARGETARCH
 COPY --chown=app:app app.txt /home/app/
 RUN echo "arch=$TARGETARCH" > /arch.txt \
  && rm /etc/junk
+RUN <<EOF
+#!/bin/sh
+echo "script $0" > /script.txt
+EOF
 USER app
 CMD ["sh", "-c", "test ! -e /etc/junk && cat /home/app/app.txt /arch.txt /onbuild.txt"]
 "#,
@@ -727,6 +731,9 @@ CMD ["sh", "-c", "test ! -e /etc/junk && cat /home/app/app.txt /arch.txt /onbuil
     b.build(&req).unwrap_or_else(|e| panic!("app: {e}"));
     assert_eq!(env.run_image("app:1"), "app v1\narch=amd64\ntriggered\n");
     let dirs = env.store.resolve("app:1").unwrap().layer_dirs;
+    let script = dirs.iter().rev().find_map(|d| fs::read_to_string(d.join("script.txt")).ok());
+    assert_eq!(script.as_deref(), Some("script /dev/pipes/EOF\n"), "a #! heredoc runs as a script");
+    assert!(meta_of(&dirs, "dev").is_none());
     let m = meta_of(&dirs, "home/app/app.txt").unwrap();
     assert_eq!((m.uid(), m.gid()), (1000, 1000));
     let i = env.store.inspect("app:1").unwrap();
