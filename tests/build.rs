@@ -848,7 +848,9 @@ fn named_contexts() {
     req.tags = vec!["named".into()];
     req.additional_contexts.insert("files".into(), berth::image::build::ContextSource::Dir(extra.clone()));
     req.additional_contexts.insert("img".into(), berth::image::build::ContextSource::Image("basectx".into()));
+    req.args.insert("UNUSED".into(), "x".into());
     env.build(&df2, &req, &ev).unwrap_or_else(|e| panic!("build: {e}"));
     assert!(image_has(&env.store, "named", "a.txt") && image_has(&env.store, "named", "e.txt"));
+    assert!(ev.1.lock().unwrap().iter().any(|l| l.contains("UNUSED") && l.contains("not consumed")));
     env.assert_clean();
 }

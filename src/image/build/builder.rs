@@ -593,6 +593,22 @@ impl<'a> Builder<'a> {
         let started = Instant::now();
         self.events.event("Build", file, "Building", false);
         build.run_stages(&needed).inspect_err(|e| self.events.failed("Build", file, &e.to_string()))?;
+        // As BuildKit: a build arg no built stage (nor the global scope) declares is reported.
+        let mut declared: BTreeSet<&str> = df.global_args.iter().map(|a| a.name.as_str()).collect();
+        declared.extend(PROXY_ARGS);
+        for i in needed.keys() {
+            for ins in &df.stages[*i].instructions {
+                if let InstructionKind::Arg(decls) = &ins.kind {
+                    declared.extend(decls.iter().map(|d| d.name.as_str()));
+                }
+            }
+        }
+        let unused: Vec<&str> =
+            req.args.keys().map(String::as_str).filter(|a| !declared.contains(a)).collect();
+        if !unused.is_empty() {
+            self.events
+                .output(file, &format!("[Warning] One or more build-args {unused:?} were not consumed"));
+        }
         let state = build
             .done
             .lock()
