@@ -247,7 +247,8 @@ fn multi_stage_build_runs_and_caches() {
     let env = Env::new();
     fs::write(env.context.join("app.txt"), "app v1\n").unwrap();
     fs::write(env.context.join("secret.txt"), "do not ship\n").unwrap();
-    fs::write(env.context.join(".dockerignore"), "secret.txt\n").unwrap();
+    fs::write(env.context.join("secret-ok.txt"), "re-included\n").unwrap();
+    fs::write(env.context.join(".dockerignore"), "secret*\n!secret-ok.txt\n").unwrap();
     let df = multi_stage();
     let mut req = env.req();
     req.args.insert("GREETING".into(), "howdy".into());
@@ -263,6 +264,7 @@ fn multi_stage_build_runs_and_caches() {
     assert_eq!(out, "howdy from build\napp v1\n");
     assert!(image_has(&env.store, "built:v1", "ctx/app.txt"));
     assert!(!image_has(&env.store, "built:v1", "ctx/secret.txt"), ".dockerignore is respected");
+    assert!(image_has(&env.store, "built:v1", "ctx/secret-ok.txt"), "exceptions re-include");
     let inspect = env.store.inspect("built:v1").unwrap();
     assert_eq!(inspect["Config"]["WorkingDir"], "/app");
     assert!(inspect["Config"]["Env"].as_array().unwrap().iter().any(|e| e == "NAME=world"));
@@ -277,7 +279,9 @@ fn multi_stage_build_runs_and_caches() {
     assert!(history.iter().any(|h| h["created_by"] == "ENV NAME=world" && h["empty_layer"] == true));
     env.assert_clean();
 
-    // Unchanged: every step from the cache, the same image.
+    // Unchanged (a new mtime is no change): every step from the cache, the same image.
+    let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    fs::File::options().write(true).open(env.context.join("app.txt")).unwrap().set_modified(t).unwrap();
     let ev2 = Events::default();
     let again = env.build(&df, &req, &ev2).unwrap();
     assert_eq!(again.id, built.id);
@@ -706,6 +710,10 @@ ARG TARGETARCH
 COPY --chown=app:app app.txt /home/app/
 RUN echo "arch=$TARGETARCH" > /arch.txt \
  && rm /etc/junk
+RUN <<EOF
+#!/bin/sh
+echo "script $0" > /script.txt
+EOF
 USER app
 CMD ["sh", "-c", "test ! -e /etc/junk && cat /home/app/app.txt /arch.txt /onbuild.txt"]
 "#,
@@ -723,6 +731,9 @@ CMD ["sh", "-c", "test ! -e /etc/junk && cat /home/app/app.txt /arch.txt /onbuil
     b.build(&req).unwrap_or_else(|e| panic!("app: {e}"));
     assert_eq!(env.run_image("app:1"), "app v1\narch=amd64\ntriggered\n");
     let dirs = env.store.resolve("app:1").unwrap().layer_dirs;
+    let script = dirs.iter().rev().find_map(|d| fs::read_to_string(d.join("script.txt")).ok());
+    assert_eq!(script.as_deref(), Some("script /dev/pipes/EOF\n"), "a #! heredoc runs as a script");
+    assert!(meta_of(&dirs, "dev").is_none());
     let m = meta_of(&dirs, "home/app/app.txt").unwrap();
     assert_eq!((m.uid(), m.gid()), (1000, 1000));
     let i = env.store.inspect("app:1").unwrap();
@@ -780,5 +791,66 @@ fn independent_stages_run_in_parallel() {
     };
     assert!(at("b", "RUNNING") < at("a", "DONE") && at("a", "RUNNING") < at("b", "DONE"), "{events:?}");
     assert!(image_has(&env.store, "par", "a") && image_has(&env.store, "par", "b"));
+    env.assert_clean();
+}
+
+#[test]
+fn cancel_stops_a_running_step_and_cleans_up() {
+    let env = Env::new();
+    let df = Dockerfile {
+        escape: '\\',
+        stages: vec![busybox_stage("s", 1, vec![run_shell(4, "sleep 60")])],
+        ..Dockerfile::default()
+    };
+    let flag = std::sync::atomic::AtomicBool::new(false);
+    let base = StoreBaseImages { store: &env.store };
+    let ev = Events::default();
+    let b = Builder::new(&env.store, &env.t.runtime, &env.networks, &base, &ev).with_cancel(&flag);
+    let req = env.req();
+    let started = std::time::Instant::now();
+    let result = std::thread::scope(|s| {
+        s.spawn(|| {
+            // Once the sleep runs.
+            while !ev.0.lock().unwrap().iter().any(|(n, st)| n.contains("sleep") && st == "RUNNING") {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        b.build_parsed(&req, &df, "Dockerfile")
+    });
+    assert!(matches!(result, Err(BuildError::Cancelled)), "{result:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    env.assert_clean();
+}
+
+#[test]
+fn named_contexts() {
+    let env = Env::new();
+    let extra = env.t.dir.path().join("extra");
+    fs::create_dir_all(&extra).unwrap();
+    fs::write(extra.join("e.txt"), "extra\n").unwrap();
+    fs::write(env.context.join("a.txt"), "a\n").unwrap();
+    let ev = Events::default();
+    let mut req = env.req();
+    req.tags = vec!["basectx".into()];
+    let df1 = Dockerfile {
+        escape: '\\',
+        stages: vec![stage("scratch", None, 1, vec![copy(2, None, &["a.txt"], "/a.txt")])],
+        ..Dockerfile::default()
+    };
+    env.build(&df1, &req, &ev).unwrap();
+    let df2 = Dockerfile {
+        escape: '\\',
+        stages: vec![stage("img", None, 1, vec![copy(2, Some("files"), &["e.txt"], "/e.txt")])],
+        ..Dockerfile::default()
+    };
+    req.tags = vec!["named".into()];
+    req.additional_contexts.insert("files".into(), berth::image::build::ContextSource::Dir(extra.clone()));
+    req.additional_contexts.insert("img".into(), berth::image::build::ContextSource::Image("basectx".into()));
+    req.args.insert("UNUSED".into(), "x".into());
+    env.build(&df2, &req, &ev).unwrap_or_else(|e| panic!("build: {e}"));
+    assert!(image_has(&env.store, "named", "a.txt") && image_has(&env.store, "named", "e.txt"));
+    assert!(ev.1.lock().unwrap().iter().any(|l| l.contains("UNUSED") && l.contains("not consumed")));
     env.assert_clean();
 }

@@ -595,6 +595,22 @@ impl<'a> Builder<'a> {
         let started = Instant::now();
         self.events.event("Build", file, "Building", false);
         build.run_stages(&needed).inspect_err(|e| self.events.failed("Build", file, &e.to_string()))?;
+        // As BuildKit: a build arg no built stage (nor the global scope) declares is reported.
+        let mut declared: BTreeSet<&str> = df.global_args.iter().map(|a| a.name.as_str()).collect();
+        declared.extend(PROXY_ARGS);
+        for i in needed.keys() {
+            for ins in &df.stages[*i].instructions {
+                if let InstructionKind::Arg(decls) = &ins.kind {
+                    declared.extend(decls.iter().map(|d| d.name.as_str()));
+                }
+            }
+        }
+        let unused: Vec<&str> =
+            req.args.keys().map(String::as_str).filter(|a| !declared.contains(a)).collect();
+        if !unused.is_empty() {
+            self.events
+                .output(file, &format!("[Warning] One or more build-args {unused:?} were not consumed"));
+        }
         let state = build
             .done
             .lock()
@@ -798,7 +814,9 @@ impl Build<'_, '_> {
         let label = |n: usize, text: &str| format!("[{name} {n}/{steps}] {}", one_line(text));
         let from_label = label(1, &format!("FROM {base}"));
         let mut st = if base.eq_ignore_ascii_case("scratch") {
-            State { key: "scratch".into(), ..State::default() }
+            // A fixed time until the first layer: history entries of metadata instructions
+            // before it then do not change the image id of an unchanged rebuild.
+            State { key: "scratch".into(), created: "1970-01-01T00:00:00Z".into(), ..State::default() }
         } else {
             match self.resolve_from(&base, idx) {
                 FromRef::Stage(j) => {
@@ -1348,7 +1366,22 @@ impl Build<'_, '_> {
     ) -> Result<()> {
         let line = ins.line;
         let shell = st.shell();
+        // `RUN <<EOF` with a `#!` line: the body is a script file run as it is (BuildKit
+        // mounts it under /dev/pipes).
+        let script = match (&r.command, r.heredocs.first()) {
+            (CommandForm::Shell(s), Some(h))
+                if s.trim_start().starts_with("<<")
+                    && s.split_whitespace().count() == 1
+                    && h.content.starts_with("#!") =>
+            {
+                Some(h.clone())
+            }
+            _ => None,
+        };
         let args = match &r.command {
+            _ if script.is_some() => {
+                vec![format!("/dev/pipes/{}", script.as_ref().map(|h| h.name.as_str()).unwrap_or_default())]
+            }
             CommandForm::Exec(a) => a.clone(),
             CommandForm::Shell(s) => {
                 let mut a = shell.clone();
@@ -1375,6 +1408,13 @@ impl Build<'_, '_> {
         if args.is_empty() {
             return Err(self.err(line, "RUN needs a command"));
         }
+        let privileged = match r.security.as_deref() {
+            None | Some("sandbox") => false,
+            Some("insecure") => true,
+            Some(other) => {
+                return Err(self.err(line, format!("invalid --security={other} (sandbox or insecure)")));
+            }
+        };
         let (env, shown_args) = self.run_env(st);
         let net = self.network_for(r)?;
         let cwd = workdir_or_root(&st.workdir);
@@ -1391,12 +1431,22 @@ impl Build<'_, '_> {
         for m in &r.mounts {
             self.mount(idx, st, m, line, &secrets_dir, &mut mounts, &mut mount_keys, &mut keep, &mut locks)?;
         }
+        if let Some(h) = &script {
+            let t = self.b.store.staging()?;
+            let file = t.path().join("script");
+            fs::write(&file, &h.content).map_err(io_err(&file))?;
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&file, fs::Permissions::from_mode(0o755)).map_err(io_err(&file))?;
+            mounts.push(bind_mount(&format!("/dev/pipes/{}", h.name), file, true));
+            mount_keys.push(json!({ "type": "script", "content": h.content }));
+            keep.push(Box::new(t));
+        }
         let user = st.user.clone();
         let key_env: Vec<&String> =
             env.iter().filter(|e| !PROXY_ARGS.iter().any(|p| e.starts_with(&format!("{p}=")))).collect();
         let key = step_key(
             &st.key,
-            &json!({ "run": args, "env": key_env, "user": user, "cwd": cwd, "mounts": mount_keys,
+            &json!({ "run": args, "env": key_env, "user": user, "cwd": cwd, "mounts": mount_keys, "privileged": privileged,
                      "network": format!("{net:?}").split('(').next().unwrap_or_default() }),
         );
         let prefix = if shown_args.is_empty() {
@@ -1423,6 +1473,7 @@ impl Build<'_, '_> {
             extra_hosts: self.req.extra_hosts.clone(),
             shm_size: self.req.shm_size,
             label: label.to_string(),
+            privileged,
         };
         let mut made = false;
         let result =

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::builder::BuildError;
-use super::context::{Filter, path_match};
+use super::context::Filter;
 use super::dockerfile::{Dockerfile, Instruction};
 
 /// Parses a Dockerfile.
@@ -24,50 +24,24 @@ pub fn parse_trigger(trigger: &str, line: usize, file: &str) -> Result<Instructi
     Ok(ins)
 }
 
-/// `.dockerignore` rules: patterns in order, the last match deciding, `!` re-including.
-struct IgnoreRules(Vec<(bool, String)>);
+/// The `.dockerignore` rules of the frontend as the builder's filter.
+struct IgnoreFilter(super::dockerignore::Ignore);
 
-impl Filter for IgnoreRules {
+impl Filter for IgnoreFilter {
     fn excluded(&self, rel: &str, _is_dir: bool) -> bool {
-        let mut out = false;
-        let parts: Vec<&str> = rel.split('/').collect();
-        for (negate, p) in &self.0 {
-            // A pattern matches a path or any of its parents.
-            let hit = (1..=parts.len()).any(|n| path_match(p, &parts[..n].join("/")));
-            if hit {
-                out = !negate;
-            }
-        }
-        out
+        self.0.matches(rel)
     }
 }
 
 /// The context's filter: `<Dockerfile>.dockerignore` beside the Dockerfile, else
-/// `.dockerignore` at the context's root.
+/// `.dockerignore` at the context's root (the frontend's [`super::dockerignore::load_for`]).
 pub fn context_filter(
     context: &Path,
     dockerfile: Option<&Path>,
 ) -> Result<Box<dyn Filter + Send + Sync>, BuildError> {
-    let df = dockerfile.map(|d| if d.is_absolute() { d.to_path_buf() } else { context.join(d) });
-    let specific = df.map(|d| {
-        let mut s = d.into_os_string();
-        s.push(".dockerignore");
-        std::path::PathBuf::from(s)
-    });
-    let path = specific.filter(|p| p.is_file()).unwrap_or_else(|| context.join(".dockerignore"));
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(BuildError::Io { path: path.display().to_string(), source: e }),
-    };
-    let rules = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| match l.strip_prefix('!') {
-            Some(p) => (true, p.trim().trim_start_matches('/').to_string()),
-            None => (false, l.trim_start_matches('/').to_string()),
-        })
-        .collect();
-    Ok(Box::new(IgnoreRules(rules)))
+    let df = dockerfile.unwrap_or(Path::new("Dockerfile"));
+    let df = if df.is_absolute() { df.to_path_buf() } else { context.join(df) };
+    let ignore =
+        super::dockerignore::load_for(context, &df).map_err(|e| BuildError::Dockerfile(e.to_string()))?;
+    Ok(Box::new(IgnoreFilter(ignore)))
 }

@@ -53,6 +53,8 @@ pub struct RunStep {
     pub shm_size: Option<u64>,
     /// Step name for output lines.
     pub label: String,
+    /// `--security=insecure`: all capabilities, no seccomp (as BuildKit's entitlement).
+    pub privileged: bool,
 }
 
 /// How a step ended when it did not succeed.
@@ -188,6 +190,7 @@ pub fn run_step<T>(
     spec.process.cwd = step.cwd.clone();
     spec.mounts = step.mounts.clone();
     spec.shm_size = step.shm_size;
+    spec.security.privileged = step.privileged;
     spec.stop_grace_ms = Some(1000);
     spec.namespaces.net = match att.netns_path {
         Some(p) => NetNamespace::Path(p),
