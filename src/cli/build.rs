@@ -121,7 +121,9 @@ pub fn ensure_images_with(
     opts: &ImageOptions,
     events: &dyn ImageEvents,
 ) -> CliResult<ImageOutcome> {
-    let provider = EngineImages::new(&ctx.engine, &ctx.loaded).map_err(|e| CliError::msg(e.to_string()))?;
+    let provider = EngineImages::new(&ctx.engine, &ctx.loaded)
+        .map_err(|e| CliError::msg(e.to_string()))?
+        .with_cancel(super::signals::cancel_flag());
     run_images(&provider, service_images(&ctx.loaded, services)?, opts, events)
 }
 
@@ -133,7 +135,26 @@ fn run_images(
 ) -> CliResult<ImageOutcome> {
     use crate::engine::images::ImageProvider;
     let plan = plan_images(&images, &|r| provider.local(r), opts, SystemTime::now());
-    Ok(execute(&plan, provider, events, opts.ignore_pull_failures, provider.max_concurrent_pulls())?)
+    if plan.builds.is_empty() && plan.fallback_builds.is_empty() {
+        return Ok(execute(
+            &plan,
+            provider,
+            events,
+            opts.ignore_pull_failures,
+            provider.max_concurrent_pulls(),
+        )?);
+    }
+    // A build must clean up what its running step made (container, mounts, network): Ctrl-C
+    // cancels it instead of killing berth, and then ends the command as an interrupt would.
+    super::signals::install();
+    let result = execute(&plan, provider, events, opts.ignore_pull_failures, provider.max_concurrent_pulls());
+    super::signals::restore_default();
+    if super::signals::cancel_flag().load(std::sync::atomic::Ordering::SeqCst) {
+        let mut e = CliError::msg("interrupted");
+        e.code = 130;
+        return Err(e);
+    }
+    Ok(result?)
 }
 
 /// Runs `berth pull`.
@@ -167,7 +188,9 @@ pub fn run_pull(global: &GlobalOptions, args: &PullArgs) -> CliResult<()> {
         ignore_buildable: args.ignore_buildable,
         ..Default::default()
     };
-    let provider = EngineImages::new(&ctx.engine, &ctx.loaded).map_err(|e| CliError::msg(e.to_string()))?;
+    let provider = EngineImages::new(&ctx.engine, &ctx.loaded)
+        .map_err(|e| CliError::msg(e.to_string()))?
+        .with_cancel(super::signals::cancel_flag());
     let outcome = run_images(&provider, images, &opts, &ctx.progress)?;
     let buildable: Vec<String> = outcome
         .pull_failures
@@ -226,7 +249,9 @@ pub fn run_push(global: &GlobalOptions, args: &PushArgs) -> CliResult<()> {
         ctx.progress = crate::engine::progress::Progress::new(crate::engine::progress::ProgressMode::Quiet);
     }
     let services = services_of(&ctx, &args.services, args.include_deps)?;
-    let provider = EngineImages::new(&ctx.engine, &ctx.loaded).map_err(|e| CliError::msg(e.to_string()))?;
+    let provider = EngineImages::new(&ctx.engine, &ctx.loaded)
+        .map_err(|e| CliError::msg(e.to_string()))?
+        .with_cancel(super::signals::cancel_flag());
     let mut pushed: Vec<String> = Vec::new();
     for name in services {
         let svc = &ctx.loaded.project.services[&name];

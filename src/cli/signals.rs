@@ -1,14 +1,32 @@
 //! Ctrl-C and SIGTERM for attached commands: counted, not fatal, so that the first one stops
 //! the project gracefully and the second one kills it, as docker compose does.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
 static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
 
+/// Set by the first interrupt: long work that polls it (a build) stops and cleans up.
+static CANCEL: AtomicBool = AtomicBool::new(false);
+
 extern "C" fn count(_: libc::c_int) {
     INTERRUPTS.fetch_add(1, Ordering::SeqCst);
+    CANCEL.store(true, Ordering::SeqCst);
+}
+
+/// The flag an interrupt sets (for `Builder::with_cancel`).
+pub fn cancel_flag() -> &'static AtomicBool {
+    &CANCEL
+}
+
+/// SIGINT and SIGTERM end the process again (after [`install`] for work that must clean up).
+pub fn restore_default() {
+    let action = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: restores the default disposition.
+        let _ = unsafe { sigaction(sig, &action) };
+    }
 }
 
 /// From now on SIGINT and SIGTERM only count.

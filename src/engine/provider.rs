@@ -19,6 +19,7 @@ pub struct EngineImages<'a> {
     loaded: &'a LoadedProject,
     store: ImageStore,
     registry: Registry,
+    cancel: Option<&'static std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for EngineImages<'_> {
@@ -38,7 +39,14 @@ impl<'a> EngineImages<'a> {
             loaded,
             store: ImageStore::open(engine.dirs())?,
             registry: Registry::new(RegistryOptions::from_env()),
+            cancel: None,
         })
+    }
+
+    /// Builds stop (the running step killed, everything cleaned up) when `flag` becomes true.
+    pub fn with_cancel(mut self, flag: &'static std::sync::atomic::AtomicBool) -> Self {
+        self.cancel = Some(flag);
+        self
     }
 
     /// How many pulls run at once (docker: 3 layer downloads per image; images in parallel).
@@ -231,7 +239,11 @@ impl ImageProvider for EngineImages<'_> {
         let request = self.request(job)?;
         let events = &ServiceEvents { inner: events, services: job.services.join(",") };
         let base = PullingBase { provider: self, events };
-        let builder = Builder::new(&self.store, &self.engine.runtime, &self.engine.networks, &base, events);
+        let mut builder =
+            Builder::new(&self.store, &self.engine.runtime, &self.engine.networks, &base, events);
+        if let Some(flag) = self.cancel {
+            builder = builder.with_cancel(flag);
+        }
         let built = builder.build(&request).map_err(|e| e.to_string())?;
         Ok(built.id)
     }
