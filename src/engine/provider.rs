@@ -121,7 +121,8 @@ impl<'a> EngineImages<'a> {
             let source = if let Some(f) = &def.file {
                 SecretSource::File(PathBuf::from(f))
             } else if let Some(var) = &def.environment {
-                SecretSource::Env(self.loaded.environment.get(var).map(|v| v.to_string()).unwrap_or_default())
+                // The builder reads the variable itself (its value never enters a record).
+                SecretSource::Env(var.clone())
             } else {
                 return Err(format!(
                     "build secret {}: only file and environment secrets can be used in builds",

@@ -3,6 +3,7 @@
 //! `.wh.NAME` becomes a 0:0 character device (overlayfs's whiteout) and `.wh..wh..opq` the
 //! opaque xattr on its dir. Entries that would land outside the layer are refused.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Component, Path, PathBuf};
@@ -122,27 +123,46 @@ fn clean_relative(entry: &str, path: &Path) -> Result<PathBuf, UnpackError> {
 }
 
 /// Refuses a path whose existing parent components include a symlink: writing there would
-/// follow it, possibly out of the layer.
-fn check_parents(root: &Path, entry: &str, rel: &Path) -> Result<(), UnpackError> {
-    let mut current = root.to_path_buf();
+/// follow it, possibly out of the layer. `safe` holds parents already seen to be real
+/// directories, so that each is checked once per layer, not once per entry.
+fn check_parents(
+    root: &Path,
+    entry: &str,
+    rel: &Path,
+    safe: &mut HashSet<PathBuf>,
+) -> Result<(), UnpackError> {
     let parent = rel.parent().unwrap_or(Path::new(""));
+    if parent.as_os_str().is_empty() || safe.contains(parent) {
+        return Ok(());
+    }
+    let mut prefix = PathBuf::new();
     for c in parent.components() {
-        current.push(c);
-        match fs::symlink_metadata(&current) {
+        prefix.push(c);
+        if safe.contains(&prefix) {
+            continue;
+        }
+        match fs::symlink_metadata(root.join(&prefix)) {
             Ok(m) if m.file_type().is_symlink() => {
                 return Err(UnpackError::Escape {
                     entry: entry.to_string(),
-                    why: format!(
-                        "its parent {} is a symlink",
-                        current.strip_prefix(root).unwrap_or(&current).display()
-                    ),
+                    why: format!("its parent {} is a symlink", prefix.display()),
                 });
+            }
+            Ok(m) if m.is_dir() => {
+                safe.insert(prefix.clone());
             }
             Ok(_) => {}
             Err(_) => break,
         }
     }
     Ok(())
+}
+
+/// Forgets what `safe` knew of `rel` and below (it is being replaced or whited out).
+fn forget(safe: &mut HashSet<PathBuf>, rel: &Path) {
+    if safe.contains(rel) {
+        safe.retain(|p| !p.starts_with(rel));
+    }
 }
 
 fn io_err(entry: &str) -> impl FnOnce(io::Error) -> UnpackError + '_ {
@@ -176,6 +196,7 @@ pub fn unpack(reader: impl Read, dest: &Path) -> Result<String, UnpackError> {
         archive.set_unpack_xattrs(true);
         archive.set_preserve_mtime(true);
         archive.set_overwrite(true);
+        let mut safe: HashSet<PathBuf> = HashSet::new();
         for entry in archive.entries().map_err(UnpackError::Tar)? {
             let mut entry = entry.map_err(UnpackError::Tar)?;
             let raw_path = entry.path().map_err(UnpackError::Tar)?.into_owned();
@@ -184,7 +205,11 @@ pub fn unpack(reader: impl Read, dest: &Path) -> Result<String, UnpackError> {
             if rel.as_os_str().is_empty() {
                 continue;
             }
-            check_parents(dest, &name, &rel)?;
+            check_parents(dest, &name, &rel, &mut safe)?;
+            let kind = entry.header().entry_type();
+            if !kind.is_dir() {
+                forget(&mut safe, &rel);
+            }
             let file_name = rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let parent = dest.join(rel.parent().unwrap_or(Path::new("")));
             if file_name == ".wh..wh..opq" {
@@ -200,6 +225,7 @@ pub fn unpack(reader: impl Read, dest: &Path) -> Result<String, UnpackError> {
                     });
                 }
                 fs::create_dir_all(&parent).map_err(io_err(&name))?;
+                forget(&mut safe, &rel.with_file_name(hidden));
                 let target = parent.join(hidden);
                 let _ = fs::remove_file(&target);
                 nix::sys::stat::mknod(
@@ -211,34 +237,38 @@ pub fn unpack(reader: impl Read, dest: &Path) -> Result<String, UnpackError> {
                 .map_err(|e| io_err(&name)(e.into()))?;
                 continue;
             }
-            if entry.header().entry_type() == tar::EntryType::Link {
+            let path = dest.join(&rel);
+            if !parent.is_dir() {
+                // The existing part of the parent was checked above: no symlink to follow.
+                fs::create_dir_all(&parent).map_err(io_err(&name))?;
+            }
+            if kind == tar::EntryType::Link {
+                // Hard links are made here, relative to the layer (tar's own code would read the
+                // target relative to the working directory); a hard link to a symlink is legal
+                // in tar and links the symlink itself.
                 let link = entry.link_name().map_err(UnpackError::Tar)?.unwrap_or_default().into_owned();
                 let link_rel = clean_relative(&name, &link)?;
-                check_parents(dest, &name, &link_rel)?;
+                check_parents(dest, &name, &link_rel, &mut safe)?;
                 let target = dest.join(&link_rel);
-                if fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink()) {
-                    // A hard link to a symlink is legal in tar; link the symlink itself.
-                    let _ = fs::remove_file(dest.join(&rel));
-                    fs::hard_link(&target, dest.join(&rel)).map_err(io_err(&name))?;
-                    continue;
+                if fs::symlink_metadata(&path).is_ok_and(|m| !m.is_dir()) {
+                    let _ = fs::remove_file(&path);
                 }
+                fs::hard_link(&target, &path).map_err(io_err(&name))?;
+                continue;
+            }
+            if kind.is_dir() && fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+                // tar would take the symlink's target as the folder and change its mode.
+                return Err(UnpackError::Escape { entry: name, why: "it is a symlink in the layer".into() });
             }
             let overlay_xattrs = overlay_xattrs(&mut entry).map_err(UnpackError::Tar)?;
-            match entry.unpack_in(dest) {
-                Ok(true) => {
-                    // overlayfs reads `trusted.overlay.*` on its layers (opaque dirs, redirects,
-                    // metacopy); only this unpacker may set them, never the layer's content.
-                    for key in overlay_xattrs {
-                        let _ = xattr::remove(dest.join(&rel), key);
-                    }
-                }
-                Ok(false) => {
-                    return Err(UnpackError::Escape { entry: name, why: "tar refused its path".into() });
-                }
-                Err(e) if e.kind() == io::ErrorKind::Other && e.to_string().contains("outside of") => {
-                    return Err(UnpackError::Escape { entry: name, why: e.to_string() });
-                }
-                Err(e) => return Err(UnpackError::Io { entry: name, source: e }),
+            // `unpack` (not `unpack_in`): the path is already made safe above, and `unpack_in`
+            // would resolve every parent with readlink again for each entry (a hundred thousand
+            // system calls for a Debian base layer).
+            entry.unpack(&path).map_err(|e| UnpackError::Io { entry: name.clone(), source: e })?;
+            // overlayfs reads `trusted.overlay.*` on its layers (opaque dirs, redirects,
+            // metacopy); only this unpacker may set them, never the layer's content.
+            for key in overlay_xattrs {
+                let _ = xattr::remove(&path, key);
             }
         }
     }

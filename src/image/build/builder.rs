@@ -1644,6 +1644,9 @@ impl Build<'_, '_> {
                         )
                     }
                 };
+                // Links in the source resolve inside its root, never on the host.
+                let rel = context::resolve_in_root(&view.path, &rel, true)
+                    .map_err(|e| self.err(line, e.to_string()))?;
                 let src = view.path.join(&rel);
                 if fs::symlink_metadata(&src).is_err() {
                     return Err(self.err(line, format!("bind mount source {source:?} not found")));

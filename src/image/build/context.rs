@@ -155,6 +155,60 @@ pub fn clean_rel(src: &str) -> Result<PathBuf, SourceError> {
     Ok(out)
 }
 
+/// `rel` resolved inside `root` as if `root` were `/`: symlinks in its parents (and in its last
+/// component when `follow_last`) are followed within `root` (an absolute target starts again at
+/// `root`, `..` stops at it), so that joining the result to `root` never leaves it, whatever
+/// links a context, stage or image holds (BuildKit resolves the same way). Missing components
+/// are kept as they are.
+pub fn resolve_in_root(root: &Path, rel: &Path, follow_last: bool) -> Result<PathBuf, SourceError> {
+    let mut todo: Vec<std::ffi::OsString> = rel
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut out = PathBuf::new();
+    let mut links = 0;
+    while let Some(c) = todo.pop() {
+        if c == ".." {
+            out.pop();
+            continue;
+        }
+        out.push(&c);
+        let last = todo.is_empty();
+        if last && !follow_last {
+            break;
+        }
+        let Ok(meta) = fs::symlink_metadata(root.join(&out)) else { continue };
+        if !meta.file_type().is_symlink() {
+            continue;
+        }
+        links += 1;
+        if links > 40 {
+            return Err(SourceError::Io {
+                path: rel.display().to_string(),
+                message: "too many levels of symbolic links".into(),
+            });
+        }
+        let target = fs::read_link(root.join(&out)).map_err(io_src(&root.join(&out)))?;
+        out.pop();
+        if target.is_absolute() {
+            out = PathBuf::new();
+        }
+        for t in target.components().rev() {
+            match t {
+                Component::Normal(n) => todo.push(n.to_os_string()),
+                Component::ParentDir => todo.push("..".into()),
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn rel_str(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
@@ -164,6 +218,7 @@ fn rel_str(p: &Path) -> String {
 pub fn resolve_sources(root: &Path, src: &str, filter: &dyn Filter) -> Result<Vec<PathBuf>, SourceError> {
     let rel = clean_rel(src)?;
     if !has_glob(&rel_str(&rel)) {
+        let rel = resolve_in_root(root, &rel, false)?;
         let full = root.join(&rel);
         let meta = fs::symlink_metadata(&full).map_err(|_| SourceError::NotFound(src.to_string()))?;
         // The root itself is never excluded (the context as a whole).
@@ -178,19 +233,23 @@ pub fn resolve_sources(root: &Path, src: &str, filter: &dyn Filter) -> Result<Ve
         let mut next = Vec::new();
         for base in &found {
             if has_glob(part) {
-                let Ok(rd) = fs::read_dir(root.join(base)) else { continue };
+                let Ok(rd) = fs::read_dir(root.join(resolve_in_root(root, base, true)?)) else { continue };
                 let mut names: Vec<String> =
                     rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
                 names.sort();
                 for n in names.into_iter().filter(|n| glob_match(part, n)) {
                     next.push(base.join(n));
                 }
-            } else if fs::symlink_metadata(root.join(base).join(part)).is_ok() {
+            } else if fs::symlink_metadata(root.join(resolve_in_root(root, &base.join(part), false)?)).is_ok()
+            {
                 next.push(base.join(part));
             }
         }
         found = next;
     }
+    let found: Vec<PathBuf> =
+        found.iter().map(|p| resolve_in_root(root, p, false)).collect::<Result<_, _>>()?;
+    let mut found = found;
     found.retain(|p| {
         let is_dir = fs::symlink_metadata(root.join(p)).is_ok_and(|m| m.is_dir());
         is_dir || !filter.excluded(&rel_str(p), false)
@@ -532,6 +591,12 @@ mod tests {
         );
         assert_eq!(resolve_sources(r, "/src/../c.md", &NoFilter).unwrap(), [PathBuf::from("c.md")]);
         assert!(matches!(resolve_sources(r, "../etc/passwd", &NoFilter), Err(SourceError::Outside(_))));
+        // A symlink never leads out of the root: an absolute target starts again at the root.
+        std::os::unix::fs::symlink("/etc", r.join("hostetc")).unwrap();
+        assert!(matches!(resolve_sources(r, "hostetc/hostname", &NoFilter), Err(SourceError::NotFound(_))));
+        std::os::unix::fs::symlink("../../../../etc", r.join("up")).unwrap();
+        assert!(matches!(resolve_sources(r, "up/hostname", &NoFilter), Err(SourceError::NotFound(_))));
+        assert_eq!(resolve_in_root(r, Path::new("up/x"), true).unwrap(), PathBuf::from("etc/x"));
         assert!(matches!(resolve_sources(r, "nope", &NoFilter), Err(SourceError::NotFound(_))));
         let ex = Excludes(vec!["b.txt".into()]);
         assert_eq!(resolve_sources(r, "*.txt", &ex).unwrap(), [PathBuf::from("a.txt")]);
