@@ -74,8 +74,8 @@ enum ImageCommand {
     /// Remove images (refuses images containers use, unless -f)
     #[command(alias = "remove")]
     Rm {
-        /// Remove even when containers use it (`-f` is the global compose-file flag)
-        #[arg(long)]
+        /// Remove even when containers use it
+        #[arg(short, long)]
         force: bool,
         /// Names or ids
         #[arg(required = true)]
@@ -88,7 +88,11 @@ enum ImageCommand {
         images: Vec<String>,
     },
     /// Remove untagged images that no container uses, and unreferenced content
-    Prune,
+    Prune {
+        /// Do not prompt for confirmation (berth never prompts)
+        #[arg(short, long)]
+        force: bool,
+    },
     /// Give an image another name (TARGET_IMAGE[:TAG])
     Tag {
         /// The image (name or id)
@@ -153,18 +157,25 @@ fn save(store: &ImageStore, output: Option<&std::path::Path>, images: &[String])
     let err = |e: crate::image::ImageError| CliError::msg(e.to_string());
     match output {
         Some(path) => {
-            let dir =
-                path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-            let mut tmp = tempfile::Builder::new()
-                .prefix(".berth-save-")
-                .tempfile_in(dir)
-                .map_err(|e| CliError::msg(format!("{}: {e}", dir.display())))?;
-            {
-                let mut buf = std::io::BufWriter::new(tmp.as_file_mut());
-                store.save(images, &mut buf).map_err(err)?;
-                buf.flush().map_err(|e| CliError::msg(format!("{}: {e}", path.display())))?;
+            // Written into the path as docker does (a device or a symlink stays what it is); a
+            // failed save into a new file removes it.
+            let existed = path.exists();
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(path)
+                .map_err(|e| CliError::msg(format!("{}: {e}", path.display())))?;
+            let mut buf = std::io::BufWriter::new(file);
+            let result = store
+                .save(images, &mut buf)
+                .map_err(err)
+                .and_then(|()| buf.flush().map_err(|e| CliError::msg(format!("{}: {e}", path.display()))));
+            drop(buf);
+            if result.is_err() && !existed && path.is_file() {
+                let _ = std::fs::remove_file(path);
             }
-            tmp.persist(path).map_err(|e| CliError::msg(format!("{}: {e}", path.display())))?;
+            result?;
         }
         None => {
             use std::io::IsTerminal;
@@ -374,7 +385,7 @@ pub fn run(global: &GlobalOptions, args: &ImageArgs) -> CliResult<()> {
                 }
             }
         }
-        ImageCommand::Prune => {
+        ImageCommand::Prune { force: _ } => {
             let (ids, freed) = store.prune().map_err(err)?;
             for id in ids {
                 let _ = writeln!(out, "Deleted: {id}");

@@ -70,7 +70,7 @@ enum NetworkCommand {
     /// Remove all networks without attached containers
     Prune {
         /// Do not ask (berth never asks; accepted for compatibility)
-        #[arg(long)]
+        #[arg(short, long)]
         force: bool,
     },
 }

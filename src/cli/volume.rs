@@ -60,7 +60,7 @@ enum VolumeCommand {
         #[arg(short, long)]
         all: bool,
         /// Don't ask (berth never asks; accepted for compatibility)
-        #[arg(long)]
+        #[arg(short, long)]
         force: bool,
     },
 }
