@@ -537,6 +537,10 @@ impl<'a> Builder<'a> {
             None => {
                 let rel = req.dockerfile.clone().unwrap_or_else(|| PathBuf::from("Dockerfile"));
                 let path = if rel.is_absolute() { rel } else { req.context.join(rel) };
+                // A FIFO or device would block the read forever (or never end).
+                if fs::metadata(&path).is_ok_and(|m| !m.is_file()) {
+                    return Err(BuildError::Dockerfile(format!("{}: not a regular file", path.display())));
+                }
                 let text = fs::read_to_string(&path)
                     .map_err(|e| BuildError::Dockerfile(format!("{}: {e}", path.display())))?;
                 (text, path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())

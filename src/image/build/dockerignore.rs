@@ -527,6 +527,13 @@ pub fn load_for(context: &Path, dockerfile: &Path) -> Result<Ignore, IgnoreError
     }
     candidates.push(context.join(".dockerignore"));
     for path in candidates {
+        // A FIFO or device would block the read forever (or never end).
+        if std::fs::metadata(&path).is_ok_and(|m| !m.is_file()) {
+            return Err(IgnoreError::Io {
+                path,
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
+            });
+        }
         match std::fs::read(&path) {
             Ok(bytes) => return Ignore::parse_file(&String::from_utf8_lossy(&bytes), Some(&path)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,

@@ -487,16 +487,21 @@ fn finish_unpack(
     name: &str,
     events: &dyn ImageEvents,
 ) -> Result<(), RegistryError> {
+    // A blob whose content cannot be unpacked (or is not the layer the config names) is of
+    // no use to a later pull: it goes with the failure, as its half-unpacked dir does.
+    let verified_blob = done_dir.with_extension("");
     let diff_id = match u.finish() {
         Ok(d) => d,
         Err(message) => {
             let _ = fs::remove_dir_all(tmp);
+            let _ = fs::remove_file(&verified_blob);
             events.failed("Layer", name, "Extraction failed");
             return Err(RegistryError::Invalid { what: what.to_string(), message });
         }
     };
     if diff_id != job.diff_id {
         let _ = fs::remove_dir_all(tmp);
+        let _ = fs::remove_file(&verified_blob);
         events.failed("Layer", name, "Extraction failed");
         return Err(RegistryError::Invalid {
             what: what.to_string(),
