@@ -965,6 +965,10 @@ impl Build<'_, '_> {
             }
             InstructionKind::StopSignal(s) => {
                 let s = self.expand(st, s, line)?.0;
+                // As docker, an unknown signal is refused here, not when the container stops.
+                if s.parse::<crate::runtime::process::SignalName>().is_err() {
+                    return Err(self.err(line, format!("STOPSIGNAL: invalid signal {s:?}")));
+                }
                 st.stop_signal = Some(s.clone());
                 self.meta(st, &format!("STOPSIGNAL {s}"));
             }
