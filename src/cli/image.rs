@@ -8,7 +8,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use super::{CliError, CliResult, GlobalOptions};
 use crate::image::events::ImageEvents;
 use crate::image::import::{ImportSource, import};
-use crate::image::registry::{Platform, Registry, RegistryOptions};
+use crate::image::registry::{Platform, Registry, RegistryError, RegistryOptions};
 use crate::image::{ImageStore, Reference, load::load};
 
 /// `berth image` subcommands.
@@ -428,9 +428,12 @@ fn pull(store: &ImageStore, platform: Option<&str>, quiet: bool, reference: &str
         println!("{}: Pulling from {}", r.tag_or_digest(), r.path());
     }
     let registry = Registry::new(RegistryOptions::from_env());
-    let pulled = registry
-        .pull(store, reference, platform.as_ref(), &LinePrinter { quiet })
-        .map_err(|e| CliError::msg(e.to_string()))?;
+    let pulled =
+        registry.pull(store, reference, platform.as_ref(), &LinePrinter { quiet }).map_err(|e| match e {
+            // Say which image when the cause only names the registry.
+            RegistryError::Unreachable { .. } => CliError::msg(format!("pull {}: {e}", r.short())),
+            e => CliError::msg(e.to_string()),
+        })?;
     if !quiet {
         println!("Digest: {}", pulled.manifest_digest);
         if pulled.updated {
@@ -449,8 +452,10 @@ fn push(store: &ImageStore, quiet: bool, reference: &str) -> CliResult<()> {
         println!("The push refers to repository [{}]", r.repository);
     }
     let registry = Registry::new(RegistryOptions::from_env());
-    let digest =
-        registry.push(store, reference, &LinePrinter { quiet }).map_err(|e| CliError::msg(e.to_string()))?;
+    let digest = registry.push(store, reference, &LinePrinter { quiet }).map_err(|e| match e {
+        RegistryError::Unreachable { .. } => CliError::msg(format!("push {}: {e}", r.short())),
+        e => CliError::msg(e.to_string()),
+    })?;
     if quiet {
         println!("{digest}");
     } else {
