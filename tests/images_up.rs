@@ -272,3 +272,29 @@ networks:
     });
     stack.ok(&["down"]);
 }
+
+#[test]
+fn a_build_killed_mid_step_is_cleaned_up_by_the_next_build() {
+    let stack = Stack::with_image("imgup6", "imgup6/base:1");
+    std::fs::create_dir_all(stack.project_dir.join("app")).unwrap();
+    stack.write("app/Dockerfile", "FROM imgup6/base:1\nRUN sleep 60\n");
+    stack.write("compose.yaml", "services:\n  app:\n    build: ./app\n");
+    let mut child = stack.spawn(&["build"]);
+    // Wait until the step's container exists, then kill berth as hard as possible.
+    let containers = stack.root().join("containers");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_dir(&containers).map(|d| d.count()).unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "the RUN step never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(stack.ok(&["network", "ls", "-q"]).stdout.trim() != "", "the killed build left its network");
+    // The next build takes away what the killed one left, and works.
+    stack.write("app/Dockerfile", "FROM imgup6/base:1\nRUN true\n");
+    stack.ok(&["build"]);
+    assert_eq!(stack.ok(&["network", "ls", "-q"]).stdout.trim(), "");
+    assert_eq!(std::fs::read_dir(&containers).map(|d| d.count()).unwrap_or(0), 0);
+    assert_eq!(std::fs::read_dir(stack.run_dir().join("builds")).map(|d| d.count()).unwrap_or(0), 0);
+}

@@ -431,6 +431,8 @@ impl State {
 struct NetGuard<'a> {
     networks: &'a Networks,
     name: Mutex<Option<String>>,
+    /// This build's claim (dropped after the network is removed: see `Drop` order below).
+    owner: super::run::BuildOwner,
 }
 
 impl Drop for NetGuard<'_> {
@@ -588,7 +590,12 @@ impl<'a> Builder<'a> {
             df,
             file: file.to_string(),
             cache,
-            net: NetGuard { networks: self.networks, name: Mutex::new(None) },
+            net: {
+                // What builds killed before (SIGKILL) left goes first; then this one's claim.
+                super::run::reap_stale(self.runtime, self.networks);
+                let owner = super::run::BuildOwner::claim(self.runtime).map_err(BuildError::Network)?;
+                NetGuard { networks: self.networks, name: Mutex::new(None), owner }
+            },
             done: Mutex::new(BTreeMap::new()),
             global,
             context_filter,
@@ -1350,7 +1357,7 @@ impl Build<'_, '_> {
                 let mut name =
                     self.net.name.lock().map_err(|_| BuildError::Network("a stage panicked".into()))?;
                 if name.is_none() {
-                    let n = format!("berth-build-{}", &crate::runtime::new_id()[..10]);
+                    let n = self.net.owner.network();
                     let spec =
                         NetworkSpec { name: n.clone(), driver: "bridge".into(), ..NetworkSpec::default() };
                     self.b.networks.create(&spec).map_err(|e| BuildError::Network(e.to_string()))?;
@@ -1482,6 +1489,7 @@ impl Build<'_, '_> {
             shm_size: self.req.shm_size,
             label: label.to_string(),
             privileged,
+            owner: self.net.owner.token.clone(),
         };
         let mut made = false;
         let result =

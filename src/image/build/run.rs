@@ -55,6 +55,82 @@ pub struct RunStep {
     pub label: String,
     /// `--security=insecure`: all capabilities, no seccomp (as BuildKit's entitlement).
     pub privileged: bool,
+    /// The build this step belongs to (its token; see [`BuildOwner`]).
+    pub owner: String,
+}
+
+/// The label that names the build a step container belongs to.
+pub const OWNER_LABEL: &str = "dev.berth.build";
+
+/// One running build's claim on what it makes: a lock file `<run>/builds/<token>.lock` held
+/// while it runs. Its step containers carry the token ([`OWNER_LABEL`]) and its network is
+/// `berth-build-<token>`, so that what a killed build (SIGKILL) left can be told from what a
+/// running one uses, and removed by the next build ([`reap_stale`]).
+#[derive(Debug)]
+pub struct BuildOwner {
+    /// 10 hex digits.
+    pub token: String,
+    _lock: crate::state::Lock,
+}
+
+impl BuildOwner {
+    /// Claims a new token.
+    pub fn claim(runtime: &Runtime) -> Result<BuildOwner, String> {
+        let token = crate::runtime::new_id()[..10].to_string();
+        let path = owners_dir(runtime).join(format!("{token}.lock"));
+        let lock = crate::state::Lock::acquire(&path).map_err(|e| e.to_string())?;
+        Ok(BuildOwner { token, _lock: lock })
+    }
+
+    /// The build's network name.
+    pub fn network(&self) -> String {
+        format!("berth-build-{}", self.token)
+    }
+}
+
+impl Drop for BuildOwner {
+    fn drop(&mut self) {
+        // Removed while still held: nobody can take a lock on it after this.
+        let _ = fs::remove_file(self._lock.path());
+    }
+}
+
+fn owners_dir(runtime: &Runtime) -> PathBuf {
+    runtime.dirs().run.join("builds")
+}
+
+/// Removes what builds that are no longer running left (their process was killed): step
+/// containers, their network attachments, the build network, the lock file. Builds that run
+/// hold their lock and are left alone.
+pub fn reap_stale(runtime: &Runtime, networks: &Networks) {
+    let dir = owners_dir(runtime);
+    let Ok(entries) = fs::read_dir(&dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(token) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".lock"))
+            .filter(|t| t.len() == 10 && t.chars().all(|c| c.is_ascii_hexdigit()))
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        let Ok(Some(_held)) = crate::state::Lock::try_acquire(&path) else { continue };
+        for id in runtime.list().unwrap_or_default() {
+            let Ok(spec) = runtime.spec(&id) else { continue };
+            if spec.labels.get(OWNER_LABEL) != Some(&token) {
+                continue;
+            }
+            let _ = runtime.remove(&id, true);
+            let dirs = runtime.dirs();
+            let _ = fs::remove_dir_all(dirs.container_run(&id));
+            let _ = fs::remove_dir_all(dirs.container(&id));
+            let _ = networks.detach(&id);
+        }
+        let _ = networks.remove(&format!("berth-build-{token}"));
+        let _ = fs::remove_file(&path);
+    }
 }
 
 /// How a step ended when it did not succeed.
@@ -197,6 +273,7 @@ pub fn run_step<T>(
         None => NetNamespace::Host,
     };
     spec.namespaces.uts_host = step.net == RunNet::Host;
+    spec.labels.insert(OWNER_LABEL.to_string(), step.owner.clone());
     spec.etc_files = EtcFiles {
         hosts: Some(att.hosts_file),
         resolv_conf: Some(att.resolv_conf),
