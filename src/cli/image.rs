@@ -194,22 +194,8 @@ fn save(store: &ImageStore, output: Option<&std::path::Path>, images: &[String])
 
 /// `2 days ago`, as docker prints an image's age.
 pub(super) fn created_since(created: &str) -> String {
-    let Some(t) = crate::runtime::timefmt::parse_rfc3339(created) else { return String::new() };
-    let secs = std::time::SystemTime::now().duration_since(t).map(|d| d.as_secs()).unwrap_or(0);
-    let text = match secs {
-        0 => "Less than a second".to_string(),
-        1 => "1 second".into(),
-        s if s < 60 => format!("{s} seconds"),
-        s if s < 120 => "About a minute".into(),
-        s if s < 3600 => format!("{} minutes", s / 60),
-        s if s < 7200 => "About an hour".into(),
-        s if s < 172_800 => format!("{} hours", s / 3600),
-        s if s < 1_209_600 => format!("{} days", s / 86_400),
-        s if s < 5_184_000 => format!("{} weeks", s / 604_800),
-        s if s < 63_072_000 => format!("{} months", s / 2_592_000),
-        s => format!("{} years", s / 31_536_000),
-    };
-    format!("{text} ago")
+    let text = crate::runtime::timefmt::human_since(created);
+    if text.is_empty() { text } else { format!("{text} ago") }
 }
 
 /// An archive read from standard input cannot come from a terminal: rather than wait for

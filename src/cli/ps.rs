@@ -1,7 +1,5 @@
 //! `berth ps`: the project's containers, as a table or as docker compose's JSON.
 
-use std::time::SystemTime;
-
 use clap::Args;
 use serde::Serialize;
 
@@ -10,7 +8,6 @@ use super::{CliError, CliResult, GlobalOptions};
 use crate::engine::observe::{ProjectContainer, project_containers, status_of};
 use crate::netns::record::read_endpoint;
 use crate::runtime::status::{ContainerStatus, HealthState, State};
-use crate::runtime::timefmt::parse_rfc3339;
 
 /// `berth ps` flags.
 #[derive(Debug, Args)]
@@ -78,18 +75,7 @@ struct Row {
 }
 
 fn ago(time: Option<&str>) -> String {
-    let Some(t) = time.and_then(parse_rfc3339) else { return String::new() };
-    let secs = SystemTime::now().duration_since(t).map(|d| d.as_secs()).unwrap_or(0);
-    match secs {
-        0 => "Less than a second".into(),
-        1 => "1 second".into(),
-        s if s < 60 => format!("{s} seconds"),
-        s if s < 120 => "About a minute".into(),
-        s if s < 3600 => format!("{} minutes", s / 60),
-        s if s < 7200 => "About an hour".into(),
-        s if s < 172_800 => format!("{} hours", s / 3600),
-        s => format!("{} days", s / 86_400),
-    }
+    time.map(crate::runtime::timefmt::human_since).unwrap_or_default()
 }
 
 /// docker's status text: `Up 5 seconds (healthy)`, `Exited (0) 2 minutes ago`, ...

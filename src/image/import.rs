@@ -229,12 +229,7 @@ pub fn import(
         let layer = json!({ "mediaType": kind.layer_media_type(), "digest": digest, "size": size });
         let names: Vec<Reference> = name.into_iter().cloned().collect();
         let config_digest = store.put_blob(&bytes)?;
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": bytes.len() },
-            "layers": [layer],
-        });
+        let manifest = super::oci_manifest(&config_digest, bytes.len(), vec![layer]);
         let mbytes = serde_json::to_vec(&manifest)
             .map_err(|e| ImageError::Invalid { source_name: label.clone(), message: e.to_string() })?;
         let mdigest = store.put_blob(&mbytes)?;

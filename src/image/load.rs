@@ -127,16 +127,7 @@ fn record(
     names: &[Reference],
 ) -> Result<LoadedImage> {
     let config_digest = store.put_blob(config_bytes)?;
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": config_digest,
-            "size": config_bytes.len(),
-        },
-        "layers": layers,
-    });
+    let manifest = super::oci_manifest(&config_digest, config_bytes.len(), layers);
     let bytes = serde_json::to_vec(&manifest).map_err(|e| invalid("manifest", e.to_string()))?;
     serde_json::from_slice::<ImageManifest>(&bytes).map_err(|e| invalid("manifest", e.to_string()))?;
     let manifest_digest = store.put_blob(&bytes)?;

@@ -125,6 +125,21 @@ impl Entry {
     }
 }
 
+/// An OCI image manifest of a config blob and layer descriptors (every writer of images uses
+/// this one shape: import, load, save, build).
+pub(crate) fn oci_manifest(config_digest: &str, config_size: usize, layers: Vec<Value>) -> Value {
+    json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest,
+            "size": config_size,
+        },
+        "layers": layers,
+    })
+}
+
 /// `sha256:<hex>` of bytes.
 pub fn digest_of(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))

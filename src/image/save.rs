@@ -207,16 +207,7 @@ impl ImageStore {
                     "size": size,
                 }));
             }
-            let manifest = json!({
-                "schemaVersion": 2,
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": {
-                    "mediaType": "application/vnd.oci.image.config.v1+json",
-                    "digest": config_digest,
-                    "size": config_bytes.len(),
-                },
-                "layers": layer_descs,
-            });
+            let manifest = super::oci_manifest(&config_digest, config_bytes.len(), layer_descs);
             let manifest_bytes = serde_json::to_vec(&manifest)
                 .map_err(|e| io_at(Path::new("manifest"))(io::Error::other(e)))?;
             let manifest_digest = digest_of(&manifest_bytes);

@@ -64,6 +64,27 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The time since `text` (RFC 3339) as docker words it (`Less than a second`, `5 minutes`,
+/// `About an hour`, `3 days`, `2 weeks`, ...: go-units' HumanDuration); empty when it does not
+/// parse.
+pub fn human_since(text: &str) -> String {
+    let Some(t) = parse_rfc3339(text) else { return String::new() };
+    let secs = SystemTime::now().duration_since(t).map(|d| d.as_secs()).unwrap_or(0);
+    match secs {
+        0 => "Less than a second".to_string(),
+        1 => "1 second".into(),
+        s if s < 60 => format!("{s} seconds"),
+        s if s < 120 => "About a minute".into(),
+        s if s < 3600 => format!("{} minutes", s / 60),
+        s if s < 7200 => "About an hour".into(),
+        s if s < 172_800 => format!("{} hours", s / 3600),
+        s if s < 1_209_600 => format!("{} days", s / 86_400),
+        s if s < 5_184_000 => format!("{} weeks", s / 604_800),
+        s if s < 63_072_000 => format!("{} months", s / 2_592_000),
+        s => format!("{} years", s / 31_536_000),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1715,12 +1715,12 @@ impl Build<'_, '_> {
             }
         }
         let config_digest = self.b.store.put_blob(&bytes)?;
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": bytes.len() },
-            "layers": state.layers.iter().map(|l| json!({ "mediaType": l.media_type, "digest": l.blob, "size": l.size })).collect::<Vec<_>>(),
-        });
+        let layers = state
+            .layers
+            .iter()
+            .map(|l| json!({ "mediaType": l.media_type, "digest": l.blob, "size": l.size }))
+            .collect();
+        let manifest = crate::image::oci_manifest(&config_digest, bytes.len(), layers);
         let mbytes = serde_json::to_vec(&manifest).map_err(|e| BuildError::Dockerfile(e.to_string()))?;
         let mdigest = self.b.store.put_blob(&mbytes)?;
         self.b.store.add_manifest(&mdigest, mbytes.len() as u64, tags)?;
