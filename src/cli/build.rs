@@ -369,7 +369,7 @@ pub fn run_images_cmd(global: &GlobalOptions, args: &ImagesArgs) -> CliResult<()
                             r.platform["os"].as_str().unwrap_or(""),
                             r.platform["architecture"].as_str().unwrap_or("")
                         ),
-                        short_id(&r.id).to_string(),
+                        super::image::short_id(&r.id).to_string(),
                         super::image::human_size(r.size),
                         super::image::created_since(&r.created),
                     ]
@@ -400,9 +400,4 @@ pub fn run_images_cmd(global: &GlobalOptions, args: &ImagesArgs) -> CliResult<()
         }
     }
     Ok(())
-}
-
-fn short_id(id: &str) -> &str {
-    let hex = id.strip_prefix("sha256:").unwrap_or(id);
-    &hex[..hex.len().min(12)]
 }

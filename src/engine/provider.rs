@@ -8,7 +8,7 @@ use crate::compose::LoadedProject;
 use crate::image::build::{BaseImages, BuildError, BuildRequest, Builder, ContextSource, SecretSource};
 use crate::image::events::ImageEvents;
 use crate::image::registry::{Platform, Registry, RegistryOptions};
-use crate::image::{ImageStore, Reference, ResolvedImage};
+use crate::image::{ImageStore, ResolvedImage};
 
 use super::Engine;
 use super::images::{BuildJob, ImageProvider, LocalImage};
@@ -310,9 +310,4 @@ fn dockerfile_bases(request: &BuildRequest) -> Vec<String> {
         }
     }
     out
-}
-
-/// The full name of a reference, or the text when it does not parse.
-pub fn full_name(reference: &str) -> String {
-    Reference::parse(reference).map(|r| r.full()).unwrap_or_else(|_| reference.to_string())
 }

@@ -73,10 +73,10 @@ pub struct RootfsDirs {
 /// Resolves `target` (absolute, inside the container) under `root` without ever leaving it:
 /// each symlink met on the way is resolved as if `root` were `/`, as runc's securejoin does.
 /// Missing components are kept as they are (to be created).
-pub fn secure_join(root: &Path, target: &str) -> Result<PathBuf> {
+pub fn secure_join(root: &Path, target: impl AsRef<Path>) -> Result<PathBuf> {
+    let target = target.as_ref();
     let mut resolved = PathBuf::new(); // relative to root
-    let mut pending: Vec<std::ffi::OsString> =
-        Path::new(target).components().rev().filter_map(component_name).collect();
+    let mut pending: Vec<std::ffi::OsString> = target.components().rev().filter_map(component_name).collect();
     let mut links = 0;
     while let Some(part) = pending.pop() {
         if part == ".." {
@@ -90,7 +90,7 @@ pub fn secure_join(root: &Path, target: &str) -> Result<PathBuf> {
                 if links > 255 {
                     return Err(RootfsError {
                         what: "resolve",
-                        path: target.to_string(),
+                        path: target.display().to_string(),
                         source: io::Error::from_raw_os_error(libc::ELOOP),
                     });
                 }

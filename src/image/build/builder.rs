@@ -1048,7 +1048,9 @@ impl Build<'_, '_> {
     }
 
     /// Looks `key` up: on a hit, the layer is put on `st` and true is returned.
-    fn cached(&self, st: &mut State, key: &str, label: &str) -> Result<bool> {
+    /// Serves a step from the cache when it can: its layer (if any) goes on `st`, with its
+    /// history entry (`created_by`).
+    fn cached(&self, st: &mut State, key: &str, label: &str, created_by: &str) -> Result<bool> {
         if self.req.no_cache {
             return Ok(false);
         }
@@ -1074,6 +1076,7 @@ impl Build<'_, '_> {
         }
         st.created = rec.created.clone();
         st.key = key.to_string();
+        st.history(created_by.to_string(), rec.layer.is_none());
         self.b.events.event("Step", label, "CACHED", true);
         Ok(true)
     }
@@ -1123,9 +1126,7 @@ impl Build<'_, '_> {
         let wd = st.workdir.clone();
         let key = step_key(&st.key, &json!({ "workdir": wd, "user": st.user }));
         let created_by = format!("WORKDIR {wd}");
-        if self.cached(st, &key, label)? {
-            let empty = self.cache.get(&key).is_none_or(|r| r.layer.is_none());
-            st.history(created_by, empty);
+        if self.cached(st, &key, label, &created_by)? {
             return Ok(());
         }
         let started = Instant::now();
@@ -1266,9 +1267,7 @@ impl Build<'_, '_> {
             }),
         );
         let created_by = format!("{} # buildkit", one_line(&ins.original));
-        if self.cached(st, &key, label)? {
-            let empty = self.cache.get(&key).is_none_or(|r| r.layer.is_none());
-            st.history(created_by, empty);
+        if self.cached(st, &key, label, &created_by)? {
             return Ok(());
         }
         let started = Instant::now();
@@ -1470,9 +1469,7 @@ impl Build<'_, '_> {
             format!("|{} {} ", shown_args.len(), shown_args.join(" "))
         };
         let created_by = format!("RUN {prefix}{} # buildkit", args.join(" "));
-        if self.cached(st, &key, label)? {
-            let empty = self.cache.get(&key).is_none_or(|r| r.layer.is_none());
-            st.history(created_by, empty);
+        if self.cached(st, &key, label, &created_by)? {
             return Ok(());
         }
         let started = Instant::now();

@@ -155,58 +155,20 @@ pub fn clean_rel(src: &str) -> Result<PathBuf, SourceError> {
     Ok(out)
 }
 
-/// `rel` resolved inside `root` as if `root` were `/`: symlinks in its parents (and in its last
-/// component when `follow_last`) are followed within `root` (an absolute target starts again at
-/// `root`, `..` stops at it), so that joining the result to `root` never leaves it, whatever
-/// links a context, stage or image holds (BuildKit resolves the same way). Missing components
-/// are kept as they are.
+/// `rel` resolved inside `root` as if `root` were `/` (the runtime's `secure_join`): symlinks
+/// in its parents, and in its last component when `follow_last`, are followed within `root`, so
+/// that joining the result to `root` never leaves it, whatever links a context, stage or image
+/// holds (BuildKit resolves the same way). Returned relative to `root`.
 pub fn resolve_in_root(root: &Path, rel: &Path, follow_last: bool) -> Result<PathBuf, SourceError> {
-    let mut todo: Vec<std::ffi::OsString> = rel
-        .components()
-        .rev()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_os_string()),
-            Component::ParentDir => Some("..".into()),
-            _ => None,
-        })
-        .collect();
-    let mut out = PathBuf::new();
-    let mut links = 0;
-    while let Some(c) = todo.pop() {
-        if c == ".." {
-            out.pop();
-            continue;
-        }
-        out.push(&c);
-        let last = todo.is_empty();
-        if last && !follow_last {
-            break;
-        }
-        let Ok(meta) = fs::symlink_metadata(root.join(&out)) else { continue };
-        if !meta.file_type().is_symlink() {
-            continue;
-        }
-        links += 1;
-        if links > 40 {
-            return Err(SourceError::Io {
-                path: rel.display().to_string(),
-                message: "too many levels of symbolic links".into(),
-            });
-        }
-        let target = fs::read_link(root.join(&out)).map_err(io_src(&root.join(&out)))?;
-        out.pop();
-        if target.is_absolute() {
-            out = PathBuf::new();
-        }
-        for t in target.components().rev() {
-            match t {
-                Component::Normal(n) => todo.push(n.to_os_string()),
-                Component::ParentDir => todo.push("..".into()),
-                _ => {}
-            }
-        }
+    let resolve = |p: &Path| {
+        crate::runtime::rootfs::secure_join(root, p)
+            .map(|full| full.strip_prefix(root).map(Path::to_path_buf).unwrap_or_default())
+            .map_err(|e| SourceError::Io { path: rel.display().to_string(), message: e.to_string() })
+    };
+    match (follow_last, rel.file_name()) {
+        (false, Some(name)) => Ok(resolve(rel.parent().unwrap_or(Path::new("")))?.join(name)),
+        _ => resolve(rel),
     }
-    Ok(out)
 }
 
 fn rel_str(p: &Path) -> String {
