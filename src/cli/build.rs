@@ -135,24 +135,20 @@ fn run_images(
 ) -> CliResult<ImageOutcome> {
     use crate::engine::images::ImageProvider;
     let plan = plan_images(&images, &|r| provider.local(r), opts, SystemTime::now());
-    if plan.builds.is_empty() && plan.fallback_builds.is_empty() {
-        return Ok(execute(
-            &plan,
-            provider,
-            events,
-            opts.ignore_pull_failures,
-            provider.max_concurrent_pulls(),
-        )?);
-    }
     // A build must clean up what its running step made (container, mounts, network): Ctrl-C
     // cancels it instead of killing berth, and then ends the command as an interrupt would.
-    super::signals::install();
+    let builds = !plan.builds.is_empty() || !plan.fallback_builds.is_empty();
+    if builds {
+        super::signals::install();
+    }
     let result = execute(&plan, provider, events, opts.ignore_pull_failures, provider.max_concurrent_pulls());
-    super::signals::restore_default();
-    if super::signals::cancel_flag().load(std::sync::atomic::Ordering::SeqCst) {
-        let mut e = CliError::msg("interrupted");
-        e.code = 130;
-        return Err(e);
+    if builds {
+        super::signals::restore_default();
+        if super::signals::cancel_flag().load(std::sync::atomic::Ordering::SeqCst) {
+            let mut e = CliError::msg("interrupted");
+            e.code = 130;
+            return Err(e);
+        }
     }
     Ok(result?)
 }
