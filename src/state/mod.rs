@@ -253,24 +253,47 @@ impl Lock {
 
     fn take(path: &Path, wait: bool) -> Result<Option<Lock>, StateError> {
         use nix::fcntl::{Flock, FlockArg};
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(|e| StateError::io(dir, e))?;
-        }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(|e| StateError::io(path, e))?;
+        use std::os::unix::fs::MetadataExt;
         let arg = if wait { FlockArg::LockExclusive } else { FlockArg::LockExclusiveNonblock };
+        // Whoever removes a lock file does so while holding it (`down` removes the project's);
+        // a process that was waiting on the old file then holds a lock nobody else can see. So
+        // the lock counts only if the path still names the file that was locked; otherwise
+        // take the new one.
         loop {
-            match Flock::lock(file, arg) {
-                Ok(flock) => return Ok(Some(Lock { _flock: flock, path: path.to_path_buf() })),
-                Err((f, nix::errno::Errno::EINTR)) => file = f,
-                Err((_, nix::errno::Errno::EWOULDBLOCK)) if !wait => return Ok(None),
-                Err((_, errno)) => return Err(StateError::io(path, io::Error::from(errno))),
+            // Inside the loop: the holder may have removed the folder with the file.
+            if let Some(dir) = path.parent() {
+                fs::create_dir_all(dir).map_err(|e| StateError::io(dir, e))?;
+            }
+            let mut file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(path)
+                .map_err(|e| StateError::io(path, e))?;
+            let flock = loop {
+                match Flock::lock(file, arg) {
+                    Ok(flock) => break flock,
+                    Err((f, nix::errno::Errno::EINTR)) => file = f,
+                    Err((_, nix::errno::Errno::EWOULDBLOCK)) if !wait => return Ok(None),
+                    Err((_, errno)) => return Err(StateError::io(path, io::Error::from(errno))),
+                }
+            };
+            let held = flock.metadata().map_err(|e| StateError::io(path, e))?;
+            match fs::metadata(path) {
+                Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
+                    return Ok(Some(Lock { _flock: flock, path: path.to_path_buf() }));
+                }
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StateError::io(path, e)),
             }
         }
+    }
+
+    /// Removes the lock file while still holding it, so that a process waiting on it retries
+    /// on a new file instead of sharing the lock with the next taker.
+    pub fn remove(self) {
+        let _ = fs::remove_file(&self.path);
     }
 
     /// The lock file's path.
@@ -325,6 +348,29 @@ mod tests {
         // flock locks belong to the open file description, so a second open conflicts.
         assert!(Lock::try_acquire(&path).unwrap().is_none());
         drop(first);
+        assert!(Lock::try_acquire(&path).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_lock_removed_by_its_holder_is_not_shared_by_two_waiters() {
+        let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let first = Lock::acquire(&path).unwrap();
+        let waiter = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let lock = Lock::acquire(&path).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                drop(lock);
+            })
+        };
+        // The waiter is blocked on the old file; its holder removes it and lets go.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        first.remove();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // The waiter now holds the lock on the new file: a third taker must be refused.
+        assert!(Lock::try_acquire(&path).unwrap().is_none(), "the waiter's lock is visible at the path");
+        waiter.join().unwrap();
         assert!(Lock::try_acquire(&path).unwrap().is_some());
     }
 }
