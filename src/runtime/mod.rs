@@ -11,6 +11,7 @@ pub mod exec;
 pub mod exec_tty;
 mod handoff;
 mod init;
+mod lifecycle;
 pub mod limits;
 pub mod log;
 pub mod process;
