@@ -157,7 +157,10 @@ fn listing_flags() {
     // As docker compose: what no enabled service uses is left out.
     assert_eq!(run("--volumes"), "data\n");
     assert_eq!(run("--networks"), "default\nfront\n");
-    assert_eq!(stdout(&berth(dir.path(), &["-p", "x", "--all-resources", "config", "--volumes"])), "data\ndbg\nspare\n");
+    assert_eq!(
+        stdout(&berth(dir.path(), &["-p", "x", "--all-resources", "config", "--volumes"])),
+        "data\ndbg\nspare\n"
+    );
     assert_eq!(run("--profiles"), "debug\ntools\n");
     assert_eq!(run("--images"), "x-app\nnginx\n");
     let hashes = run("--hash=*");

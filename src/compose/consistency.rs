@@ -125,7 +125,8 @@ pub fn check(tree: &Node) -> Result<(), LoadError> {
         if let Some(cn) = service.get("container_name") {
             // compose-go CheckContainerNameUnicity, over the merged and extended services.
             let text = cn.scalar_text().unwrap_or_default();
-            let same = |s: &Node| s.get("container_name").and_then(Node::scalar_text).as_deref() == Some(&text);
+            let same =
+                |s: &Node| s.get("container_name").and_then(Node::scalar_text).as_deref() == Some(&text);
             if let Some((other, _)) = services.iter().take_while(|(n, _)| *n != name).find(|(_, s)| same(s)) {
                 return err(
                     cn,

@@ -245,7 +245,12 @@ impl FileContext<'_> {
 
     /// Replaces every service that `extends` another with the merged result (spec
     /// `05-services.md#extends`): the base first, the extending service over it.
-    fn apply_extends(&self, tree: &mut Node, tags: &MergeTags, chain: &mut Vec<String>) -> Result<(), LoadError> {
+    fn apply_extends(
+        &self,
+        tree: &mut Node,
+        tags: &MergeTags,
+        chain: &mut Vec<String>,
+    ) -> Result<(), LoadError> {
         let names: Vec<String> = match tree.get("services").and_then(Node::as_map) {
             Some(services) => services
                 .iter()

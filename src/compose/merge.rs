@@ -313,7 +313,8 @@ mod tests {
     #[test]
     fn reset_service_takes_tagged_attributes_out_of_a_base() {
         let mut base = tree("{image: x, ports: [{target: 80}], environment: {A: '1', B: '2'}}");
-        let mut file = tree("services: {web: {ports: !reset [], environment: {B: !reset }}, other: {image: !reset }}");
+        let mut file =
+            tree("services: {web: {ports: !reset [], environment: {B: !reset }}, other: {image: !reset }}");
         let tags = take_merge_tags(&mut file);
         reset_service(&mut base, &tags, "web");
         assert_eq!(base.to_json(), serde_json::json!({"image": "x", "environment": {"A": "1"}}));

@@ -339,9 +339,7 @@ mod tests {
             &[],
         );
         let deps = &v["services"]["a"]["depends_on"];
-        let started = |restart: bool| {
-            serde_json::json!({"condition": "service_started", "restart": restart, "required": true})
-        };
+        let started = |restart: bool| serde_json::json!({"condition": "service_started", "restart": restart, "required": true});
         for dep in ["b", "c", "f"] {
             assert_eq!(deps[dep], started(true), "{dep}");
         }
