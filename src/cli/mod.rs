@@ -57,6 +57,9 @@ pub struct GlobalOptions {
     /// Alternate environment file (repeatable)
     #[arg(long = "env-file", global = true, value_name = "FILE")]
     pub env_files: Vec<PathBuf>,
+    /// Include all resources, even those not used by services
+    #[arg(long = "all-resources", global = true)]
+    pub all_resources: bool,
     /// Progress output type
     #[arg(long, global = true, value_enum, default_value_t = Progress::Auto)]
     pub progress: Progress,
@@ -175,6 +178,7 @@ impl GlobalOptions {
         opts.project_dir = self.project_directory.clone();
         opts.profiles = self.profiles.clone();
         opts.env_files = self.env_files.clone();
+        opts.all_resources = self.all_resources;
         Ok(opts)
     }
 }
