@@ -237,6 +237,21 @@ pub fn run() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage(&e),
     };
+    // Every command that reads or changes the store makes (or closes) berth's folders first.
+    let stateless = matches!(
+        cli.command,
+        Command::Config(_)
+            | Command::Graph(_)
+            | Command::Login(_)
+            | Command::Logout(_)
+            // Started by berth itself, after the command that started them made the folders.
+            | Command::Shim { .. }
+            | Command::Join(_)
+            | Command::Dns(_)
+    );
+    if !stateless && let Err(e) = cli.global.dirs().secure() {
+        return exit(Err(e.into()));
+    }
     let result = match &cli.command {
         Command::Up(args) => up::run(&cli.global, args),
         Command::Down(args) => down::run_down(&cli.global, args),
