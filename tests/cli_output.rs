@@ -9,7 +9,8 @@ use std::process::{Command, Output, Stdio};
 
 use stack::{IMAGE, Stack};
 
-const COMPOSE: &str = "services:\n  web:\n    image: berth-test/busybox:latest\n    command: [\"sleep\", \"1000\"]\n";
+const COMPOSE: &str =
+    "services:\n  web:\n    image: berth-test/busybox:latest\n    command: [\"sleep\", \"1000\"]\n";
 
 /// The commands that print something even on an empty project and store.
 const COMMANDS: &[&[&str]] = &[
@@ -83,7 +84,8 @@ fn work_goes_on_when_its_report_cannot_be_written_and_its_own_failure_still_coun
     }
     // The first name's line fails to print: the other volume is still removed, and the
     // missing one is still an error.
-    let out = run_with_stdout(&stack, &["volume", "rm", "cliout3_a", "cliout3_nosuch", "cliout3_b"], closed_pipe());
+    let out =
+        run_with_stdout(&stack, &["volume", "rm", "cliout3_a", "cliout3_nosuch", "cliout3_b"], closed_pipe());
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.starts_with("berth: ") && err.contains("cliout3_nosuch"), "{err}");

@@ -132,7 +132,12 @@ fn an_existing_open_root_is_closed_when_a_command_starts() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(
-        [mode(&root), mode(&root.join("containers")), mode(&root.join("volumes")), mode(&root.join("images"))],
+        [
+            mode(&root),
+            mode(&root.join("containers")),
+            mode(&root.join("volumes")),
+            mode(&root.join("images"))
+        ],
         [0o710, 0o710, 0o701, 0o700]
     );
     // A volume's data keeps its own mode.

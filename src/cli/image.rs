@@ -340,7 +340,13 @@ pub fn run(global: &GlobalOptions, args: &ImageArgs) -> CliResult<()> {
                     outln!("{text}")?;
                 }
             } else {
-                outln!("{:<12}   {:<18}   {:<45}   {:<9}   COMMENT", "IMAGE", "CREATED", "CREATED BY", "SIZE")?;
+                outln!(
+                    "{:<12}   {:<18}   {:<45}   {:<9}   COMMENT",
+                    "IMAGE",
+                    "CREATED",
+                    "CREATED BY",
+                    "SIZE"
+                )?;
                 for r in &rows {
                     let id = if r.id == "<missing>" || *no_trunc {
                         r.id.clone()

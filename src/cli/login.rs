@@ -84,7 +84,9 @@ pub fn run_login(global: &GlobalOptions, args: &LoginArgs) -> CliResult<()> {
         return Err(CliError::msg("login: --password and --password-stdin are mutually exclusive"));
     }
     if given_password.is_some() {
-        output::warn(format_args!("WARNING! Using --password via the CLI is insecure. Use --password-stdin."));
+        output::warn(format_args!(
+            "WARNING! Using --password via the CLI is insecure. Use --password-stdin."
+        ));
     }
     let username = match &args.username {
         Some(u) => u.clone(),

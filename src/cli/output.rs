@@ -139,7 +139,9 @@ impl Write for Stdout {
 
 /// Keeps a copy of `e` as the failure (the original goes back to the writer's caller).
 fn remember(e: &io::Error) {
-    let copy = e.raw_os_error().map_or_else(|| io::Error::new(e.kind(), e.to_string()), io::Error::from_raw_os_error);
+    let copy = e
+        .raw_os_error()
+        .map_or_else(|| io::Error::new(e.kind(), e.to_string()), io::Error::from_raw_os_error);
     failure().get_or_insert(copy);
 }
 

@@ -2,8 +2,8 @@
 
 use clap::Args;
 
-use super::project;
 use super::output::outln;
+use super::project;
 use super::{CliError, CliResult, GlobalOptions};
 use crate::engine::observe::project_containers;
 use crate::netns::record::read_endpoint;

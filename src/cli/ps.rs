@@ -3,8 +3,8 @@
 use clap::Args;
 use serde::Serialize;
 
-use super::project;
 use super::output::outln;
+use super::project;
 use super::{CliError, CliResult, GlobalOptions};
 use crate::engine::observe::{ProjectContainer, project_containers, status_of};
 use crate::netns::record::read_endpoint;

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::project::{self, ProjectCtx};
 use super::output::{self, outln, statusln};
+use super::project::{self, ProjectCtx};
 use super::{CliError, CliResult, GlobalOptions, signals};
 use crate::engine::apply::{apply, recover, wait_ready, wait_targets};
 use crate::engine::images::{ImageOptions, PullPolicy};
