@@ -1,10 +1,10 @@
 //! `berth config`: the project as `docker compose config` prints it.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
+use super::output::out;
 use super::{CliError, CliResult, GlobalOptions};
 use crate::compose::hash::service_hash;
 use crate::compose::render::{Format, render};
@@ -142,11 +142,7 @@ pub fn run(global: &GlobalOptions, args: &ConfigArgs) -> CliResult<()> {
     match &args.output {
         Some(path) => std::fs::write(path, text)
             .map_err(|e| CliError::msg(format!("cannot write {}: {e}", path.display())))?,
-        None => {
-            let mut out = std::io::stdout().lock();
-            // A closed pipe (`berth config | head`) is not an error worth reporting.
-            let _ = out.write_all(text.as_bytes());
-        }
+        None => out!("{text}")?,
     }
     Ok(())
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 
+use super::output::{self, outln, statusln};
 use super::{CliError, CliResult, GlobalOptions};
 use crate::image::events::ImageEvents;
 use crate::image::import::{ImportSource, import};
@@ -184,9 +185,9 @@ fn save(store: &ImageStore, output: Option<&std::path::Path>, images: &[String])
                     "image save: cowardly refusing to write an archive to a terminal; use -o FILE or redirect",
                 ));
             }
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            store.save(images, &mut out).map_err(err)?;
-            out.flush().map_err(|e| CliError::msg(format!("cannot write to standard output: {e}")))?;
+            let mut out = std::io::BufWriter::new(output::Stdout);
+            store.save(images, &mut out).map_err(|e| output::stream_error(err(e)))?;
+            out.flush().map_err(output::stream_error)?;
         }
     }
     Ok(())
@@ -219,7 +220,6 @@ pub fn run(global: &GlobalOptions, args: &ImageArgs) -> CliResult<()> {
         ImageCommand::Push { quiet, reference } => return push(&store, *quiet, reference),
         _ => {}
     }
-    let mut out = std::io::stdout().lock();
     match &args.command {
         ImageCommand::Import { changes, message, source, name } => {
             let reference = name
@@ -239,7 +239,7 @@ pub fn run(global: &GlobalOptions, args: &ImageArgs) -> CliResult<()> {
                 return Err(CliError::msg(format!("{}: no such file or directory", source.display())));
             };
             let id = import(&store, src, reference.as_ref(), changes, message.as_deref()).map_err(err)?;
-            let _ = writeln!(out, "{id}");
+            outln!("{id}")?;
         }
         ImageCommand::Load { input, quiet } => {
             let loaded = match input {
@@ -256,10 +256,10 @@ pub fn run(global: &GlobalOptions, args: &ImageArgs) -> CliResult<()> {
             if !quiet {
                 for image in loaded {
                     if image.names.is_empty() {
-                        let _ = writeln!(out, "Loaded image ID: {}", image.id);
+                        outln!("Loaded image ID: {}", image.id)?;
                     }
                     for n in image.names {
-                        let _ = writeln!(out, "Loaded image: {n}");
+                        outln!("Loaded image: {n}")?;
                     }
                 }
             }
@@ -274,30 +274,25 @@ pub fn run(global: &GlobalOptions, args: &ImageArgs) -> CliResult<()> {
                 let mut seen = Vec::new();
                 for i in &images {
                     if !seen.contains(&i.id) {
-                        let _ = writeln!(out, "{}", short_id(&i.id));
+                        outln!("{}", short_id(&i.id))?;
                         seen.push(i.id.clone());
                     }
                 }
             } else if *format == Format::Json {
                 let text = serde_json::to_string_pretty(&images).map_err(|e| CliError::msg(e.to_string()))?;
-                let _ = writeln!(out, "{text}");
+                outln!("{text}")?;
             } else {
-                let _ = writeln!(
-                    out,
-                    "{:<40} {:<12} {:<14} {:<32} SIZE",
-                    "REPOSITORY", "TAG", "IMAGE ID", "CREATED"
-                );
+                outln!("{:<40} {:<12} {:<14} {:<32} SIZE", "REPOSITORY", "TAG", "IMAGE ID", "CREATED")?;
                 for i in &images {
                     let created: String = i.created.chars().take(19).collect::<String>().replace('T', " ");
-                    let _ = writeln!(
-                        out,
+                    outln!(
                         "{:<40} {:<12} {:<14} {:<32} {}",
                         i.repository,
                         i.tag,
                         short_id(&i.id),
                         created,
                         human_size(i.size)
-                    );
+                    )?;
                 }
             }
         }
@@ -307,11 +302,11 @@ pub fn run(global: &GlobalOptions, args: &ImageArgs) -> CliResult<()> {
                 match store.remove(image, *force) {
                     Ok(lines) => {
                         for l in lines {
-                            let _ = writeln!(out, "{l}");
+                            statusln!("{l}");
                         }
                     }
                     Err(e) => {
-                        eprintln!("berth: {e}");
+                        output::warn(format_args!("berth: {e}"));
                         failed = Some(e);
                     }
                 }
@@ -326,7 +321,7 @@ pub fn run(global: &GlobalOptions, args: &ImageArgs) -> CliResult<()> {
                 all.push(store.inspect(image).map_err(err)?);
             }
             let text = serde_json::to_string_pretty(&all).map_err(|e| CliError::msg(e.to_string()))?;
-            let _ = writeln!(out, "{text}");
+            outln!("{text}")?;
         }
         ImageCommand::Tag { source, target } => {
             store.tag(source, target).map_err(err)?;
@@ -334,24 +329,24 @@ pub fn run(global: &GlobalOptions, args: &ImageArgs) -> CliResult<()> {
         ImageCommand::Save { output, images } => save(&store, output.as_deref(), images)?,
         ImageCommand::History { no_trunc, quiet, human, format, image } => {
             let rows = store.history(image).map_err(err)?;
-            let w = |e: std::io::Error| CliError::msg(format!("cannot write to standard output: {e}"));
             if *quiet {
                 for r in &rows {
                     let id = if *no_trunc { r.id.clone() } else { short_id(&r.id).to_string() };
-                    writeln!(out, "{id}").map_err(w)?;
+                    outln!("{id}")?;
                 }
             } else if *format == Format::Json {
                 for r in &rows {
                     let text = serde_json::to_string(r).map_err(|e| CliError::msg(e.to_string()))?;
-                    writeln!(out, "{text}").map_err(w)?;
+                    outln!("{text}")?;
                 }
             } else {
-                writeln!(
-                    out,
+                outln!(
                     "{:<12}   {:<18}   {:<45}   {:<9}   COMMENT",
-                    "IMAGE", "CREATED", "CREATED BY", "SIZE"
-                )
-                .map_err(w)?;
+                    "IMAGE",
+                    "CREATED",
+                    "CREATED BY",
+                    "SIZE"
+                )?;
                 for r in &rows {
                     let id = if r.id == "<missing>" || *no_trunc {
                         r.id.clone()
@@ -366,17 +361,16 @@ pub fn run(global: &GlobalOptions, args: &ImageArgs) -> CliResult<()> {
                         format!("{}…", by.chars().take(44).collect::<String>())
                     };
                     let size = if *human { human_size(r.size) } else { r.size.to_string() };
-                    writeln!(out, "{id:<12}   {created:<18}   {by:<45}   {size:<9}   {}", r.comment)
-                        .map_err(w)?;
+                    outln!("{id:<12}   {created:<18}   {by:<45}   {size:<9}   {}", r.comment)?;
                 }
             }
         }
         ImageCommand::Prune { force: _ } => {
             let (ids, freed) = store.prune().map_err(err)?;
             for id in ids {
-                let _ = writeln!(out, "Deleted: {id}");
+                outln!("Deleted: {id}")?;
             }
-            let _ = writeln!(out, "Total reclaimed space: {}", human_size(freed));
+            outln!("Total reclaimed space: {}", human_size(freed))?;
         }
     }
     Ok(())
@@ -392,13 +386,13 @@ impl ImageEvents for LinePrinter {
     fn event(&self, kind: &str, name: &str, status: &str, _done: bool) {
         let bytes = status.starts_with("Downloading ") || status.starts_with("Pushing ");
         if !self.quiet && kind == "Layer" && !bytes {
-            println!("{name}: {status}");
+            statusln!("{name}: {status}");
         }
     }
 
     fn failed(&self, kind: &str, name: &str, status: &str) {
         if !self.quiet && kind == "Layer" {
-            println!("{name}: {status}");
+            statusln!("{name}: {status}");
         }
     }
 }
@@ -409,9 +403,9 @@ fn pull(store: &ImageStore, platform: Option<&str>, quiet: bool, reference: &str
     if !quiet {
         let last = reference.rsplit('/').next().unwrap_or(reference);
         if !last.contains([':', '@']) {
-            println!("Using default tag: {}", r.tag);
+            statusln!("Using default tag: {}", r.tag);
         }
-        println!("{}: Pulling from {}", r.tag_or_digest(), r.path());
+        statusln!("{}: Pulling from {}", r.tag_or_digest(), r.path());
     }
     let registry = Registry::new(RegistryOptions::from_env());
     let pulled =
@@ -421,21 +415,20 @@ fn pull(store: &ImageStore, platform: Option<&str>, quiet: bool, reference: &str
             e => CliError::msg(e.to_string()),
         })?;
     if !quiet {
-        println!("Digest: {}", pulled.manifest_digest);
+        outln!("Digest: {}", pulled.manifest_digest)?;
         if pulled.updated {
-            println!("Status: Downloaded newer image for {}", r.short());
+            outln!("Status: Downloaded newer image for {}", r.short())?;
         } else {
-            println!("Status: Image is up to date for {}", r.short());
+            outln!("Status: Image is up to date for {}", r.short())?;
         }
     }
-    println!("{}", pulled.reference);
-    Ok(())
+    outln!("{}", pulled.reference)
 }
 
 fn push(store: &ImageStore, quiet: bool, reference: &str) -> CliResult<()> {
     let r = Reference::parse(reference).map_err(|e| CliError::msg(e.to_string()))?;
     if !quiet {
-        println!("The push refers to repository [{}]", r.repository);
+        statusln!("The push refers to repository [{}]", r.repository);
     }
     let registry = Registry::new(RegistryOptions::from_env());
     let digest = registry.push(store, reference, &LinePrinter { quiet }).map_err(|e| match e {
@@ -443,10 +436,9 @@ fn push(store: &ImageStore, quiet: bool, reference: &str) -> CliResult<()> {
         e => CliError::msg(e.to_string()),
     })?;
     if quiet {
-        println!("{digest}");
+        outln!("{digest}")
     } else {
         let size = store.manifest_of(&r.full()).map(|(_, _, b)| b.len()).unwrap_or(0);
-        println!("{}: digest: {digest} size: {size}", r.tag);
+        outln!("{}: digest: {digest} size: {size}", r.tag)
     }
-    Ok(())
 }

@@ -173,6 +173,7 @@ impl ImageStore {
     /// Opens (creating when missing) the store.
     pub fn open(dirs: &Dirs) -> Result<ImageStore> {
         let dir = dirs.images();
+        dirs.secure()?; // the store's folders closed to other users (state::mode)
         for d in [dir.join("blobs/sha256"), dir.join("layers")] {
             fs::create_dir_all(&d).map_err(io_at(&d))?;
         }

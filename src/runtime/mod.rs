@@ -232,7 +232,7 @@ impl Runtime {
     /// Writes a new container's records: spec and record durably, status and filters not.
     fn write_records(&self, spec: &ContainerSpec, spec_json: &[u8], seccomp: &[u8]) -> Result<()> {
         let dir = self.dirs.container(&spec.id);
-        fs::create_dir_all(&dir).map_err(sys(dir.display().to_string()))?;
+        self.dirs.create_dir(&dir, crate::state::mode::CONTAINERS)?;
         let record = ContainerRecord {
             id: spec.id.clone(),
             name: spec.name.clone(),
@@ -313,7 +313,7 @@ impl Runtime {
         commit: impl FnOnce(&[u8], &[u8]) -> Result<()>,
     ) -> Result<ContainerStatus> {
         let id = spec.id.as_str();
-        fs::create_dir_all(self.dirs.container_run(id)).map_err(sys("run dir"))?;
+        self.dirs.create_dir(&self.dirs.container_run(id), crate::state::mode::CONTAINERS)?;
         let (ready_r, ready_w) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| sys("pipe")(e.into()))?;
         let (go, go_shim) = UnixStream::pair().map_err(sys("socketpair"))?;
