@@ -113,7 +113,7 @@ pub(crate) fn container_main(ctx: &InitContext<'_>) -> ! {
         .as_ref()
         .map(|path| step!(ctx, "open terminal", fs::OpenOptions::new().read(true).write(true).open(path)));
 
-    step!(ctx, "rootfs", rootfs::build(spec, ctx.dirs, ctx.console.as_deref()));
+    step!(ctx, "rootfs", rootfs::build(spec, ctx.dirs, ctx.console.as_deref(), ctx.cgroup));
     step!(ctx, "sysctls", rootfs::write_sysctls(&spec.sysctls));
     if !spec.security.privileged {
         step!(ctx, "masked paths", rootfs::protect_paths());
