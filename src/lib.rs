@@ -12,6 +12,7 @@ pub mod compose;
 pub mod engine;
 pub mod graph;
 pub mod image;
+pub mod labels;
 pub mod netns;
 pub mod runtime;
 pub mod state;

@@ -112,7 +112,9 @@ pub fn run(global: &GlobalOptions, args: &ConfigArgs) -> CliResult<()> {
             project
                 .services
                 .iter()
-                .map(|(name, s)| s.image.clone().unwrap_or_else(|| format!("{}-{}", project.name, name)))
+                .map(|(name, s)| {
+                    s.image.clone().unwrap_or_else(|| crate::labels::image_name(&project.name, name))
+                })
                 .collect(),
         )
     } else if let Some(selection) = &args.hash {

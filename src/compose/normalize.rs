@@ -56,7 +56,7 @@ fn set_name_from_key(project: &str, key: &str, item: &mut Node) {
         return;
     }
     let external = matches!(map.get("external").map(|n| &n.value), Some(Value::Bool(true)));
-    let name = if external { key.to_string() } else { format!("{project}_{key}") };
+    let name = if external { key.to_string() } else { crate::labels::resource_name(project, key) };
     let mark = map.entries.first().map(|(k, _)| k.mark.clone()).unwrap_or_else(|| item.mark.clone());
     let Some(map) = item.as_map_mut() else { return };
     map.insert(Key { name: "name".into(), mark: mark.clone() }, Node::str(name, &mark));

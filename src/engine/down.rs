@@ -16,9 +16,10 @@ use super::Engine;
 use super::apply::recover;
 use super::error::{EngineError, Result};
 use super::hooks::{HookKind, run_hooks};
-use super::observe::{LABEL_PROJECT, ProjectContainer, is_running, project_containers, status_of};
+use super::observe::{ProjectContainer, is_running, project_containers, status_of};
 use super::plan::{image_reference, network_spec};
 use super::progress::Progress;
+use crate::labels;
 
 /// Which images `down --rmi` removes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,7 +195,7 @@ pub fn down(
     match engine.networks.list() {
         Ok(list) => networks.extend(
             list.into_iter()
-                .filter(|n| n.labels.get(LABEL_PROJECT).map(String::as_str) == Some(project))
+                .filter(|n| n.labels.get(labels::PROJECT).map(String::as_str) == Some(project))
                 .map(|n| n.name),
         ),
         Err(e) => errors.push(EngineError::net("list networks")(e)),
@@ -215,7 +216,7 @@ pub fn down(
         match engine.volumes.list() {
             Ok(list) => volumes.extend(
                 list.into_iter()
-                    .filter(|v| v.labels.get(LABEL_PROJECT).map(String::as_str) == Some(project))
+                    .filter(|v| v.labels.get(labels::PROJECT).map(String::as_str) == Some(project))
                     .map(|v| v.name),
             ),
             Err(e) => errors.push(EngineError::volume("volume")(e)),

@@ -30,7 +30,7 @@ const COLORS: [Color; 6] =
 /// The prefix name of a container: its name without the `<project>-` part, as docker
 /// compose prints it.
 pub fn display_name(c: &ProjectContainer) -> String {
-    let project = c.labels.get(super::observe::LABEL_PROJECT).map(String::as_str).unwrap_or("");
+    let project = c.labels.get(crate::labels::PROJECT).map(String::as_str).unwrap_or("");
     c.name.strip_prefix(&format!("{project}-")).unwrap_or(&c.name).to_string()
 }
 

@@ -3,26 +3,12 @@
 
 use std::collections::BTreeMap;
 
+use crate::labels;
 use crate::runtime::status::{ContainerStatus, State};
 use crate::runtime::{ContainerRecord, Runtime};
 use crate::state::{Dirs, read_json};
 
 use super::error::{EngineError, Result};
-
-/// `com.docker.compose.project`.
-pub const LABEL_PROJECT: &str = "com.docker.compose.project";
-/// `com.docker.compose.service`.
-pub const LABEL_SERVICE: &str = "com.docker.compose.service";
-/// `com.docker.compose.container-number`.
-pub const LABEL_NUMBER: &str = "com.docker.compose.container-number";
-/// `com.docker.compose.config-hash`.
-pub const LABEL_CONFIG_HASH: &str = "com.docker.compose.config-hash";
-/// `com.docker.compose.oneoff`.
-pub const LABEL_ONEOFF: &str = "com.docker.compose.oneoff";
-/// `com.docker.compose.network` (on networks).
-pub const LABEL_NETWORK: &str = "com.docker.compose.network";
-/// `com.docker.compose.volume` (on volumes).
-pub const LABEL_VOLUME: &str = "com.docker.compose.volume";
 
 /// One container of a project, as its record describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,10 +37,10 @@ impl ProjectContainer {
     fn from_record(record: ContainerRecord) -> Option<ProjectContainer> {
         let label = |k: &str| record.labels.get(k).cloned();
         Some(ProjectContainer {
-            service: label(LABEL_SERVICE)?,
-            number: label(LABEL_NUMBER).and_then(|n| n.parse().ok()).unwrap_or(0),
-            config_hash: label(LABEL_CONFIG_HASH).unwrap_or_default(),
-            oneoff: label(LABEL_ONEOFF).is_some_and(|v| v.eq_ignore_ascii_case("true")),
+            service: label(labels::SERVICE)?,
+            number: label(labels::NUMBER).and_then(|n| n.parse().ok()).unwrap_or(0),
+            config_hash: label(labels::CONFIG_HASH).unwrap_or_default(),
+            oneoff: label(labels::ONEOFF).is_some_and(|v| v.eq_ignore_ascii_case("true")),
             id: record.id,
             name: record.name,
             image_id: record.image_id,
@@ -70,7 +56,7 @@ pub fn project_containers(runtime: &Runtime, project: &str) -> Result<Vec<Projec
     let mut out = Vec::new();
     for id in ids {
         let Some(record) = read_record(runtime.dirs(), &id) else { continue };
-        if record.labels.get(LABEL_PROJECT).map(String::as_str) != Some(project) {
+        if record.labels.get(labels::PROJECT).map(String::as_str) != Some(project) {
             continue;
         }
         if let Some(c) = ProjectContainer::from_record(record) {
@@ -87,7 +73,7 @@ pub fn all_projects(runtime: &Runtime) -> Result<Vec<String>> {
     let mut names: Vec<String> = ids
         .iter()
         .filter_map(|id| read_record(runtime.dirs(), id))
-        .filter_map(|r| r.labels.get(LABEL_PROJECT).cloned())
+        .filter_map(|r| r.labels.get(labels::PROJECT).cloned())
         .collect();
     names.sort();
     names.dedup();

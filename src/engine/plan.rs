@@ -14,10 +14,9 @@ use crate::volume::{VolumeSpec, project_volume_specs};
 use super::Engine;
 use super::error::{EngineError, Result};
 use super::hash::config_hash;
-use super::observe::{
-    LABEL_NETWORK, LABEL_PROJECT, ProjectContainer, is_running, project_containers, status_of,
-};
+use super::observe::{ProjectContainer, is_running, project_containers, status_of};
 use super::spec::{PeerRef, ServiceContext, attach_request, container_spec};
+use crate::labels;
 
 /// What `up` was asked to do, beyond the project itself.
 #[derive(Debug, Clone, Default)]
@@ -219,7 +218,7 @@ impl Plan {
 pub fn container_name(loaded: &LoadedProject, service: &str, number: u32) -> String {
     match loaded.project.services.get(service).and_then(|s| s.container_name.clone()) {
         Some(name) => name,
-        None => format!("{}-{service}-{number}", loaded.project.name),
+        None => labels::container_name(&loaded.project.name, service, number),
     }
 }
 
@@ -227,12 +226,12 @@ pub fn container_name(loaded: &LoadedProject, service: &str, number: u32) -> Str
 pub fn network_spec(loaded: &LoadedProject, key: &str) -> Option<NetworkSpec> {
     let project = &loaded.project;
     let net = project.networks.get(key)?;
-    let name = net.name.clone().unwrap_or_else(|| format!("{}_{key}", project.name));
+    let name = net.name.clone().unwrap_or_else(|| labels::resource_name(&project.name, key));
     let mut labels = net.labels.clone();
     if !net.external {
-        labels.insert(LABEL_PROJECT.into(), project.name.clone());
-        labels.insert(LABEL_NETWORK.into(), key.to_string());
-        labels.insert("com.docker.compose.version".into(), env!("CARGO_PKG_VERSION").into());
+        labels.insert(labels::PROJECT.into(), project.name.clone());
+        labels.insert(labels::NETWORK.into(), key.to_string());
+        labels.insert(labels::VERSION.into(), labels::VERSION_VALUE.into());
     }
     Some(NetworkSpec {
         name,
@@ -264,7 +263,7 @@ pub fn image_reference(loaded: &LoadedProject, service: &str) -> Option<String> 
     let svc = loaded.project.services.get(service)?;
     match &svc.image {
         Some(i) => Some(i.clone()),
-        None if svc.build.is_some() => Some(format!("{}-{service}", loaded.project.name)),
+        None if svc.build.is_some() => Some(labels::image_name(&loaded.project.name, service)),
         None => None,
     }
 }
@@ -522,12 +521,12 @@ networks:
         assert_eq!(spec.driver, "bridge");
         assert_eq!(spec.ipam[0].subnet.as_deref(), Some("10.9.0.0/24"));
         assert_eq!(spec.ipam[0].gateway.as_deref(), Some("10.9.0.254"));
-        assert_eq!(spec.labels.get(LABEL_PROJECT).map(String::as_str), Some("p"));
+        assert_eq!(spec.labels.get(labels::PROJECT).map(String::as_str), Some("p"));
         assert_eq!(spec.labels.get("k").map(String::as_str), Some("v"));
         let ext = network_spec(&loaded, "outside").unwrap();
         assert!(ext.external);
         assert_eq!(ext.name, "shared");
-        assert!(!ext.labels.contains_key(LABEL_PROJECT));
+        assert!(!ext.labels.contains_key(labels::PROJECT));
         assert_eq!(image_reference(&loaded, "web").as_deref(), Some("x"));
     }
 

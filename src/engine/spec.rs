@@ -16,7 +16,7 @@ use crate::runtime::spec::{
     ContainerSpec, DeviceSpec, HealthcheckSpec, IpcNamespace, LogSpec, RestartPolicy, SeccompMode, UlimitSpec,
 };
 
-use super::observe::{LABEL_CONFIG_HASH, LABEL_NUMBER, LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE};
+use crate::labels;
 
 /// A reference to another container (`service:NAME` / `container:NAME`) in `pid`, `ipc`,
 /// `network_mode` or `volumes_from`.
@@ -431,19 +431,19 @@ fn labels(ctx: &ServiceContext<'_>) -> BTreeMap<String, String> {
     let set = |labels: &mut BTreeMap<String, String>, k: &str, v: String| {
         labels.insert(k.to_string(), v);
     };
-    set(&mut labels, LABEL_PROJECT, ctx.project.name.clone());
-    set(&mut labels, LABEL_SERVICE, ctx.service_name.to_string());
-    set(&mut labels, LABEL_NUMBER, ctx.replica.to_string());
-    set(&mut labels, LABEL_CONFIG_HASH, ctx.config_hash.to_string());
-    set(&mut labels, LABEL_ONEOFF, "False".into());
-    set(&mut labels, "com.docker.compose.project.working_dir", ctx.project_dir.display().to_string());
+    set(&mut labels, labels::PROJECT, ctx.project.name.clone());
+    set(&mut labels, labels::SERVICE, ctx.service_name.to_string());
+    set(&mut labels, labels::NUMBER, ctx.replica.to_string());
+    set(&mut labels, labels::CONFIG_HASH, ctx.config_hash.to_string());
+    set(&mut labels, labels::ONEOFF, "False".into());
+    set(&mut labels, labels::WORKING_DIR, ctx.project_dir.display().to_string());
     let files: Vec<String> = ctx.config_files.iter().map(|f| f.display().to_string()).collect();
-    set(&mut labels, "com.docker.compose.project.config_files", files.join(","));
-    set(&mut labels, "com.docker.compose.image", ctx.image.id.clone());
-    set(&mut labels, "com.docker.compose.version", env!("CARGO_PKG_VERSION").into());
+    set(&mut labels, labels::CONFIG_FILES, files.join(","));
+    set(&mut labels, labels::IMAGE, ctx.image.id.clone());
+    set(&mut labels, labels::VERSION, labels::VERSION_VALUE.into());
     let deps: Vec<String> =
         svc.depends_on.iter().map(|(name, d)| format!("{name}:{}:{}", d.condition, d.restart)).collect();
-    set(&mut labels, "com.docker.compose.depends_on", deps.join(","));
+    set(&mut labels, labels::DEPENDS_ON, deps.join(","));
     labels
 }
 
@@ -544,7 +544,9 @@ fn endpoints(ctx: &ServiceContext<'_>) -> Result<Vec<EndpointRequest>, SpecError
     for (i, (key, cfg)) in networks.iter().enumerate() {
         let field = format!("networks.{key}");
         let net = ctx.project.networks.get(key);
-        let name = net.and_then(|n| n.name.clone()).unwrap_or_else(|| format!("{}_{key}", ctx.project.name));
+        let name = net
+            .and_then(|n| n.name.clone())
+            .unwrap_or_else(|| crate::labels::resource_name(&ctx.project.name, key));
         let cfg = cfg.clone().unwrap_or_default();
         let mut aliases = vec![ctx.service_name.to_string()];
         for a in &cfg.aliases {
@@ -805,10 +807,10 @@ mod tests {
         assert_eq!(s.ulimits.len(), 2);
         assert_eq!(s.sysctls.keys().collect::<Vec<_>>(), ["kernel.msgmax"]);
         assert_eq!(s.labels["mine"], "1");
-        assert_eq!(s.labels[LABEL_PROJECT], "p");
-        assert_eq!(s.labels[LABEL_SERVICE], "a");
-        assert_eq!(s.labels[LABEL_CONFIG_HASH], "h");
-        assert_eq!(s.labels["com.docker.compose.depends_on"], "db:service_healthy:true");
+        assert_eq!(s.labels[labels::PROJECT], "p");
+        assert_eq!(s.labels[labels::SERVICE], "a");
+        assert_eq!(s.labels[labels::CONFIG_HASH], "h");
+        assert_eq!(s.labels[labels::DEPENDS_ON], "db:service_healthy:true");
         let req = with_ctx(&p, &img, "a", |ctx| attach_request(ctx, "host")).unwrap();
         assert_eq!(req.sysctls.keys().collect::<Vec<_>>(), ["net.ipv4.ip_forward"]);
     }

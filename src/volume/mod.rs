@@ -318,11 +318,11 @@ pub fn project_volume_specs(project: &Project) -> Vec<VolumeSpec> {
         .filter(|(_, v)| !v.external)
         .map(|(key, v)| {
             let mut labels = v.labels.clone();
-            labels.insert("com.docker.compose.project".into(), project.name.clone());
-            labels.insert("com.docker.compose.volume".into(), key.clone());
-            labels.insert("com.docker.compose.version".into(), env!("CARGO_PKG_VERSION").into());
+            labels.insert(crate::labels::PROJECT.into(), project.name.clone());
+            labels.insert(crate::labels::VOLUME.into(), key.clone());
+            labels.insert(crate::labels::VERSION.into(), crate::labels::VERSION_VALUE.into());
             VolumeSpec {
-                name: v.name.clone().unwrap_or_else(|| format!("{}_{key}", project.name)),
+                name: v.name.clone().unwrap_or_else(|| crate::labels::resource_name(&project.name, key)),
                 driver: v.driver.clone().unwrap_or_default(),
                 driver_opts: v.driver_opts.clone(),
                 labels,
@@ -337,7 +337,7 @@ pub fn volume_name(project: &Project, key: &str) -> Option<String> {
     Some(match (&v.name, v.external) {
         (Some(n), _) => n.clone(),
         (None, true) => key.to_string(),
-        (None, false) => format!("{}_{key}", project.name),
+        (None, false) => crate::labels::resource_name(&project.name, key),
     })
 }
 

@@ -191,8 +191,8 @@ fn volume_mount(
             }
             let mut spec = VolumeSpec { name, ..VolumeSpec::default() };
             spec.labels.insert(LABEL_ANONYMOUS.into(), String::new());
-            spec.labels.insert("com.docker.compose.project".into(), req.project.name.clone());
-            spec.labels.insert("com.docker.compose.service".into(), req.service_name.to_string());
+            spec.labels.insert(crate::labels::PROJECT.into(), req.project.name.clone());
+            spec.labels.insert(crate::labels::SERVICE.into(), req.service_name.to_string());
             vols.create(&spec)?.0
         }
     };
