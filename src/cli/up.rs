@@ -9,11 +9,12 @@ use clap::Args;
 use super::output::{self, outln, statusln};
 use super::project::{self, ProjectCtx};
 use super::{CliError, CliResult, GlobalOptions, signals};
-use crate::engine::apply::{apply, recover, wait_ready, wait_targets};
+use crate::engine::execute::{Executor, recover, wait_targets};
 use crate::engine::images::{ImageOptions, PullPolicy};
 use crate::engine::logs::{LogFollower, LogFormat, display_name};
+use crate::engine::observe::observe;
 use crate::engine::observe::{ProjectContainer, project_containers, status_of};
-use crate::engine::plan::{UpOptions, plan, selected_services};
+use crate::engine::plan::{UpOptions, plan, selected_services, up_scope};
 use crate::runtime::status::State;
 
 /// `berth up` flags, as docker compose names them.
@@ -132,8 +133,10 @@ pub fn run(global: &GlobalOptions, args: &UpArgs) -> CliResult<()> {
         timeout: args.timeout.map(Duration::from_secs),
     };
     let name = ctx.loaded.project.name.clone();
+    let host = ctx.engine.host();
     if args.dry_run {
-        let plan = plan(&ctx.engine, &ctx.loaded, &ctx.graph, &opts)?;
+        let observed = observe(&host, &name, &up_scope(&ctx.loaded, &ctx.graph, &opts)?)?;
+        let plan = plan(&ctx.loaded, &ctx.graph, &observed, &opts)?;
         let lines = plan.describe();
         if lines.is_empty() {
             outln!("DRY-RUN: nothing to do")?;
@@ -146,7 +149,7 @@ pub fn run(global: &GlobalOptions, args: &UpArgs) -> CliResult<()> {
     let lock = ctx.engine.lock_project(&name, || {
         ctx.progress.warn(&format!("waiting for another berth command on project {name} to finish"))
     })?;
-    recover(&ctx.engine, &name, &ctx.progress)?;
+    recover(&host, &name, &ctx.progress)?;
     let pull = match args.pull.as_deref() {
         None | Some("policy") => None,
         Some(p) => Some(PullPolicy::parse(Some(p)).map_err(CliError::msg)?),
@@ -159,13 +162,16 @@ pub fn run(global: &GlobalOptions, args: &UpArgs) -> CliResult<()> {
     } else {
         super::build::ensure_images(&ctx, &needed, &image_opts)?;
     }
-    let plan = plan(&ctx.engine, &ctx.loaded, &ctx.graph, &opts)?;
+    let observed = observe(&host, &name, &up_scope(&ctx.loaded, &ctx.graph, &opts)?)?;
+    let plan = plan(&ctx.loaded, &ctx.graph, &observed, &opts)?;
     let started = std::time::SystemTime::now();
-    apply(&ctx.engine, &ctx.loaded, &ctx.graph, &plan, &ctx.progress)?;
+    let executor =
+        Executor { host, loaded: Some(&ctx.loaded), graph: Some(&ctx.graph), progress: &ctx.progress };
+    executor.execute(&plan)?;
     let selected = selected_services(&ctx.loaded, &ctx.graph, &opts)?;
     if args.wait {
         let targets = wait_targets(&ctx.graph, &selected);
-        wait_ready(&ctx.engine, &name, &targets, args.wait_timeout.map(Duration::from_secs), &ctx.progress)?;
+        executor.wait_ready(&name, &targets, args.wait_timeout.map(Duration::from_secs))?;
     }
     drop(lock);
     if args.detach || args.wait || args.no_start {

@@ -2,9 +2,10 @@
 //! docker compose runs them, with the hook's user, privileges, working dir and environment.
 
 use crate::compose::model::ServiceHook;
-use crate::runtime::{ExecSpec, Runtime};
+use crate::runtime::ExecSpec;
 
 use super::error::{EngineError, Result};
+use super::host::ContainerHost;
 use super::progress::Progress;
 
 /// Which hook.
@@ -39,7 +40,7 @@ pub fn hook_exec(hook: &ServiceHook) -> ExecSpec {
 /// Runs `hooks` one after the other in container `id` (named `name`); the first that fails
 /// ends the run with its exit code. Their output goes to the progress view.
 pub fn run_hooks(
-    runtime: &Runtime,
+    runtime: &dyn ContainerHost,
     id: &str,
     name: &str,
     kind: HookKind,

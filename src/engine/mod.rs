@@ -1,13 +1,18 @@
-//! The engine: plans what `up` must change on this host (by config hash, against the
-//! containers it finds) and applies the plan as far in parallel as the dependency graph
-//! allows; `down`, `start`, `stop` and the queries `ps` and `logs` work on what it made.
-//! It calls the image, volume, network and runtime modules and never the kernel itself.
+//! The engine: observes what this host has of a project (`observe`), plans what a command
+//! must change by config hash without touching the host (`plan`), and carries the plan out
+//! as far in parallel as the dependency graph allows (`execute`); `up`, `down`, `start` and
+//! `stop` are plans over the same operations. It reaches the image, volume, network and
+//! runtime modules through narrow traits (`host`) that its tests fake, and never calls the
+//! kernel itself.
 
-pub mod apply;
 pub mod down;
 pub mod error;
+pub mod execute;
+#[cfg(test)]
+mod fake;
 pub mod hash;
 pub mod hooks;
+pub mod host;
 pub mod images;
 pub mod logs;
 pub mod observe;
@@ -22,6 +27,7 @@ use crate::netns::Networks;
 use crate::runtime::Runtime;
 use crate::state::{Dirs, Lock};
 use crate::volume::Volumes;
+use host::{Host, StoreImages};
 
 pub use error::{EngineError, Result};
 pub use plan::{Plan, UpOptions};
@@ -35,6 +41,8 @@ pub struct Engine {
     pub networks: Networks,
     /// Volumes.
     pub volumes: Volumes,
+    /// Images.
+    pub images: StoreImages,
     dirs: Dirs,
 }
 
@@ -47,7 +55,20 @@ impl Engine {
             runtime: Runtime::new(dirs, exe.clone()),
             networks: Networks::new(dirs).with_exe(exe),
             volumes: Volumes::new(dirs),
+            images: StoreImages::new(dirs),
             dirs: dirs.clone(),
+        }
+    }
+
+    /// The host as the planner and executor see it: the real runtime, networks, volumes
+    /// and image store.
+    pub fn host(&self) -> Host<'_> {
+        Host {
+            containers: &self.runtime,
+            networks: &self.networks,
+            volumes: &self.volumes,
+            images: &self.images,
+            projects: Some(&self.dirs),
         }
     }
 

@@ -1,14 +1,18 @@
 //! What this host has of a project: its containers, found by their compose labels, with
-//! their live status.
+//! their live status, and the networks, volumes and images a plan needs to know about, read
+//! once ([`observe`]) so that planning reads nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::labels;
 use crate::runtime::status::{ContainerStatus, State};
 use crate::runtime::{ContainerRecord, Runtime};
 use crate::state::{Dirs, read_json};
 
+use crate::image::{ImageError, ResolvedImage};
+
 use super::error::{EngineError, Result};
+use super::host::Host;
 
 /// One container of a project, as its record describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +38,7 @@ pub struct ProjectContainer {
 }
 
 impl ProjectContainer {
-    fn from_record(record: ContainerRecord) -> Option<ProjectContainer> {
+    pub(crate) fn from_record(record: ContainerRecord) -> Option<ProjectContainer> {
         let label = |k: &str| record.labels.get(k).cloned();
         Some(ProjectContainer {
             service: label(labels::SERVICE)?,
@@ -48,6 +52,95 @@ impl ProjectContainer {
             labels: record.labels,
         })
     }
+}
+
+/// What to look at besides the project's containers.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    /// Networks (real names) whose existence matters.
+    pub networks: Vec<String>,
+    /// Volumes (real names) whose existence matters.
+    pub volumes: Vec<String>,
+    /// Image references to resolve.
+    pub images: Vec<String>,
+    /// Also list every network labelled with the project (`down`).
+    pub labelled_networks: bool,
+    /// Also list every volume labelled with the project (`down -v`).
+    pub labelled_volumes: bool,
+}
+
+/// What the host has of a project, read once.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// The project's name.
+    pub project: String,
+    /// Its containers (one-offs too), sorted by service then number.
+    pub containers: Vec<ProjectContainer>,
+    /// Each container's status, by id.
+    pub status: BTreeMap<String, ContainerStatus>,
+    /// Which of the scope's networks exist.
+    pub networks: BTreeSet<String>,
+    /// Which of the scope's volumes exist.
+    pub volumes: BTreeSet<String>,
+    /// The scope's images that are present, by reference.
+    pub images: BTreeMap<String, ResolvedImage>,
+    /// Networks labelled with the project (with [`Scope::labelled_networks`]).
+    pub labelled_networks: Vec<String>,
+    /// Volumes labelled with the project (with [`Scope::labelled_volumes`]).
+    pub labelled_volumes: Vec<String>,
+}
+
+impl Observed {
+    /// The status of container `id` (dead when it was not seen).
+    pub fn status(&self, id: &str) -> ContainerStatus {
+        self.status
+            .get(id)
+            .cloned()
+            .unwrap_or(ContainerStatus { state: State::Dead, ..ContainerStatus::default() })
+    }
+}
+
+/// Reads what the host has of `project`: its containers and their status, and what `scope`
+/// asks about. Nothing is changed.
+pub fn observe(host: &Host<'_>, project: &str, scope: &Scope) -> Result<Observed> {
+    let records = host.containers.records().map_err(EngineError::runtime("list containers"))?;
+    let mut containers: Vec<ProjectContainer> = records
+        .into_iter()
+        .filter(|r| r.labels.get(labels::PROJECT).map(String::as_str) == Some(project))
+        .filter_map(ProjectContainer::from_record)
+        .collect();
+    containers.sort_by(|a, b| (&a.service, a.number, &a.name).cmp(&(&b.service, b.number, &b.name)));
+    let status = containers.iter().map(|c| (c.id.clone(), host.containers.status(&c.id))).collect();
+    let mut out = Observed { project: project.to_string(), containers, status, ..Observed::default() };
+    for name in &scope.networks {
+        if host.networks.exists(name).map_err(EngineError::net(format!("network {name}")))? {
+            out.networks.insert(name.clone());
+        }
+    }
+    for name in &scope.volumes {
+        if host.volumes.exists(name).map_err(EngineError::volume("volume"))? {
+            out.volumes.insert(name.clone());
+        }
+    }
+    for reference in &scope.images {
+        match host.images.resolve(reference) {
+            Ok(image) => {
+                out.images.insert(reference.clone(), image);
+            }
+            Err(ImageError::NotFound(_)) => {}
+            Err(source) => return Err(EngineError::Image { service: "-".into(), source }),
+        }
+    }
+    let mine = |l: &BTreeMap<String, String>| l.get(labels::PROJECT).map(String::as_str) == Some(project);
+    if scope.labelled_networks {
+        let nets = host.networks.list().map_err(EngineError::net("list networks"))?;
+        out.labelled_networks = nets.into_iter().filter(|n| mine(&n.labels)).map(|n| n.name).collect();
+    }
+    if scope.labelled_volumes {
+        let vols = host.volumes.list().map_err(EngineError::volume("volume"))?;
+        out.labelled_volumes = vols.into_iter().filter(|v| mine(&v.labels)).map(|v| v.name).collect();
+    }
+    Ok(out)
 }
 
 /// Every container whose project label is `project`, sorted by service then number.

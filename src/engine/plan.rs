@@ -1,22 +1,24 @@
 //! Planning: compare the project with what this host has (by config hash) and decide, per
-//! resource, what `up` does. The plan is pure data; `up --dry-run` prints it and stops.
+//! resource, what `up`, `down`, `start` and `stop` do. Planning is pure: it reads what
+//! [`observe`](super::observe::observe) found and touches nothing. The plan is data;
+//! `up --dry-run` prints it and stops, `execute` carries it out.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::compose::LoadedProject;
 use crate::graph::{EdgeKind, GraphNode, ServiceGraph};
-use crate::image::{ImageError, ImageStore, ResolvedImage};
-use crate::netns::{IpamPool, NetError, NetworkSpec};
+use crate::image::ResolvedImage;
+use crate::labels;
+use crate::netns::{IpamPool, NetworkSpec};
 use crate::runtime::status::State;
 use crate::volume::{VolumeSpec, project_volume_specs};
 
-use super::Engine;
+use super::down::DownOptions;
 use super::error::{EngineError, Result};
 use super::hash::config_hash;
-use super::observe::{ProjectContainer, is_running, project_containers, status_of};
+use super::observe::{Observed, ProjectContainer, Scope, is_running};
 use super::spec::{PeerRef, ServiceContext, attach_request, container_spec};
-use crate::labels;
 
 /// What `up` was asked to do, beyond the project itself.
 #[derive(Debug, Clone, Default)]
@@ -76,8 +78,13 @@ pub enum ContainerAction {
         /// The container.
         existing: ProjectContainer,
     },
-    /// Remove (scale down).
+    /// Stop and remove (scale down, `down`).
     Remove {
+        /// The container.
+        existing: ProjectContainer,
+    },
+    /// Stop, keeping the container (`stop`).
+    Stop {
         /// The container.
         existing: ProjectContainer,
     },
@@ -92,7 +99,8 @@ impl ContainerAction {
             | ContainerAction::Start { existing: c, .. }
             | ContainerAction::Restart { existing: c }
             | ContainerAction::Keep { existing: c }
-            | ContainerAction::Remove { existing: c } => &c.name,
+            | ContainerAction::Remove { existing: c }
+            | ContainerAction::Stop { existing: c } => &c.name,
         }
     }
 
@@ -115,6 +123,7 @@ impl ContainerAction {
             ContainerAction::Remove { existing } => {
                 format!("remove container {} (scale down)", existing.name)
             }
+            ContainerAction::Stop { existing } => format!("stop container {}", existing.name),
         }
     }
 }
@@ -144,15 +153,25 @@ pub struct VolumePlan {
 pub struct ServicePlan {
     /// Service name.
     pub name: String,
-    /// Its image.
-    pub image: ResolvedImage,
+    /// Its image (`None` in plans that create nothing).
+    pub image: Option<ResolvedImage>,
     /// Its config hash.
     pub config_hash: String,
     /// What happens to each of its containers, by number.
     pub actions: Vec<ContainerAction>,
 }
 
-/// What `up` will do.
+/// In which order the executor takes the services of a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// A service's dependencies first (`up`, `start`): each waits for its dependencies in
+    /// the plan, and for their `depends_on` conditions when the plan says so.
+    DependenciesFirst,
+    /// A service's dependents first (`down`, `stop`).
+    DependentsFirst,
+}
+
+/// What a command will do.
 #[derive(Debug, Clone)]
 pub struct Plan {
     /// Project name.
@@ -169,6 +188,20 @@ pub struct Plan {
     pub remove_orphans: bool,
     /// The options it was made with.
     pub options: UpOptions,
+    /// In which order services go.
+    pub order: Order,
+    /// Wait for `depends_on` conditions (`service_healthy`, `service_completed_successfully`)
+    /// before starting a dependent.
+    pub wait_conditions: bool,
+    /// Keep going past a failed step and report every failure at the end (teardown), instead
+    /// of failing the dependents of what failed.
+    pub keep_going: bool,
+    /// Networks to remove after the containers (real names).
+    pub remove_networks: Vec<String>,
+    /// Volumes to remove after the containers.
+    pub remove_volumes: Vec<String>,
+    /// Images to remove at the end (references).
+    pub remove_images: Vec<String>,
 }
 
 impl Plan {
@@ -288,9 +321,37 @@ pub fn selected_services(
     Ok(graph.dependencies_closure(&opts.services)?)
 }
 
-/// Makes the plan. Checks everything that can be checked without changing the host: images
+/// What [`plan`] needs observed: the project's networks and volumes (declared and
+/// external) and the images of the services `up` works on.
+pub fn up_scope(loaded: &LoadedProject, graph: &ServiceGraph, opts: &UpOptions) -> Result<Scope> {
+    let project = &loaded.project;
+    let mut scope = Scope {
+        networks: project.networks.keys().filter_map(|k| network_spec(loaded, k)).map(|n| n.name).collect(),
+        ..Scope::default()
+    };
+    for (key, vol) in &project.volumes {
+        if vol.external {
+            scope.volumes.push(vol.name.clone().unwrap_or_else(|| key.clone()));
+        }
+    }
+    scope.volumes.extend(project_volume_specs(project).into_iter().map(|v| v.name));
+    for name in selected_services(loaded, graph, opts)? {
+        if let Some(r) = image_reference(loaded, &name) {
+            scope.images.push(r);
+        }
+    }
+    Ok(scope)
+}
+
+/// Makes `up`'s plan from what the host has (`observed`, read with [`up_scope`]); reads
+/// nothing itself. Checks everything that can be checked without changing the host: images
 /// present, external networks and volumes present, every container spec buildable.
-pub fn plan(engine: &Engine, loaded: &LoadedProject, graph: &ServiceGraph, opts: &UpOptions) -> Result<Plan> {
+pub fn plan(
+    loaded: &LoadedProject,
+    graph: &ServiceGraph,
+    observed: &Observed,
+    opts: &UpOptions,
+) -> Result<Plan> {
     let project = &loaded.project;
     for s in opts.scale.keys() {
         if !project.services.contains_key(s) {
@@ -307,11 +368,7 @@ pub fn plan(engine: &Engine, loaded: &LoadedProject, graph: &ServiceGraph, opts:
     let mut networks = Vec::new();
     for key in project.networks.keys() {
         let Some(spec) = network_spec(loaded, key) else { continue };
-        let exists = match engine.networks.inspect(&spec.name) {
-            Ok(_) => true,
-            Err(NetError::NotFound(_)) => false,
-            Err(e) => return Err(EngineError::net(format!("network {}", spec.name))(e)),
-        };
+        let exists = observed.networks.contains(&spec.name);
         if spec.external && !exists {
             return Err(EngineError::ExternalMissing { kind: "network", name: spec.name });
         }
@@ -320,20 +377,17 @@ pub fn plan(engine: &Engine, loaded: &LoadedProject, graph: &ServiceGraph, opts:
     for (key, vol) in &project.volumes {
         if vol.external {
             let name = vol.name.clone().unwrap_or_else(|| key.clone());
-            if engine.volumes.get(&name).map_err(EngineError::volume("volume"))?.is_none() {
+            if !observed.volumes.contains(&name) {
                 return Err(EngineError::ExternalMissing { kind: "volume", name });
             }
         }
     }
-    let mut volumes = Vec::new();
-    for spec in project_volume_specs(project) {
-        let exists = engine.volumes.get(&spec.name).map_err(EngineError::volume("volume"))?.is_some();
-        volumes.push(VolumePlan { spec, exists });
-    }
+    let volumes = project_volume_specs(project)
+        .into_iter()
+        .map(|spec| VolumePlan { exists: observed.volumes.contains(&spec.name), spec })
+        .collect();
 
-    let existing = project_containers(&engine.runtime, &project.name)?;
-    let store = ImageStore::open(engine.dirs())
-        .map_err(|source| EngineError::Image { service: "-".into(), source })?;
+    let existing = &observed.containers;
     let mut services: Vec<ServicePlan> = Vec::new();
     let mut recreated: BTreeSet<String> = BTreeSet::new();
     for name in graph.start_order() {
@@ -341,13 +395,11 @@ pub fn plan(engine: &Engine, loaded: &LoadedProject, graph: &ServiceGraph, opts:
             continue;
         }
         let reference = image_reference(loaded, &name).ok_or_else(|| EngineError::NoImage(name.clone()))?;
-        let image = match store.resolve(&reference) {
-            Ok(i) => i,
-            Err(ImageError::NotFound(_)) => {
-                return Err(EngineError::MissingImage { service: name.clone(), image: reference });
-            }
-            Err(source) => return Err(EngineError::Image { service: name.clone(), source }),
-        };
+        let image = observed
+            .images
+            .get(&reference)
+            .cloned()
+            .ok_or_else(|| EngineError::MissingImage { service: name.clone(), image: reference })?;
         check_spec(loaded, &name, &image)?;
         let hash = config_hash(project, &name, &image.id);
         let force = opts.force_recreate && (requested.contains(&name) || opts.always_recreate_deps);
@@ -376,7 +428,7 @@ pub fn plan(engine: &Engine, loaded: &LoadedProject, graph: &ServiceGraph, opts:
             }
         }
         for c in &mine {
-            let st = status_of(&engine.runtime, &c.id);
+            let st = observed.status(&c.id);
             let changed = c.config_hash != hash;
             let action = if !opts.no_recreate && (changed || force || follows) {
                 ContainerAction::Recreate { old: (*c).clone() }
@@ -387,8 +439,7 @@ pub fn plan(engine: &Engine, loaded: &LoadedProject, graph: &ServiceGraph, opts:
                     ContainerAction::Keep { existing: (*c).clone() }
                 }
             } else {
-                let reset = st.state == State::Dead || matches!(st.state, State::Running | State::Restarting);
-                ContainerAction::Start { existing: (*c).clone(), reset }
+                ContainerAction::Start { existing: (*c).clone(), reset: needs_reset(st.state) }
             };
             actions.push(action);
         }
@@ -405,7 +456,7 @@ pub fn plan(engine: &Engine, loaded: &LoadedProject, graph: &ServiceGraph, opts:
         if actions.iter().any(ContainerAction::makes_container) {
             recreated.insert(name.clone());
         }
-        services.push(ServicePlan { name, image, config_hash: hash, actions });
+        services.push(ServicePlan { name, image: Some(image), config_hash: hash, actions });
     }
     let orphans = existing
         .iter()
@@ -421,7 +472,179 @@ pub fn plan(engine: &Engine, loaded: &LoadedProject, graph: &ServiceGraph, opts:
         orphans,
         remove_orphans: opts.remove_orphans,
         options: opts.clone(),
+        order: Order::DependenciesFirst,
+        wait_conditions: true,
+        keep_going: false,
+        remove_networks: Vec::new(),
+        remove_volumes: Vec::new(),
+        remove_images: Vec::new(),
     })
+}
+
+/// A container not running under a shim: whether what is left must be cleared before it
+/// starts again (its process outlived its shim, or its shim died).
+fn needs_reset(state: State) -> bool {
+    matches!(state, State::Dead | State::Running | State::Restarting)
+}
+
+/// A plan with no resources and no services, to fill in.
+fn empty_plan(project: &str, order: Order) -> Plan {
+    Plan {
+        project: project.to_string(),
+        networks: Vec::new(),
+        volumes: Vec::new(),
+        services: Vec::new(),
+        orphans: Vec::new(),
+        remove_orphans: false,
+        options: UpOptions::default(),
+        order,
+        wait_conditions: false,
+        keep_going: order == Order::DependentsFirst,
+        remove_networks: Vec::new(),
+        remove_volumes: Vec::new(),
+        remove_images: Vec::new(),
+    }
+}
+
+/// One service's part per service, in `graph`'s start order; services the graph does not
+/// know (orphans, or every service without a compose file) first, by name.
+fn by_service(
+    graph: Option<&ServiceGraph>,
+    containers: &[ProjectContainer],
+    action: impl Fn(&ProjectContainer) -> Option<ContainerAction>,
+) -> Vec<ServicePlan> {
+    let order = graph.map(ServiceGraph::start_order).unwrap_or_default();
+    let mut names: Vec<String> = containers.iter().map(|c| c.service.clone()).collect();
+    names.sort();
+    names.dedup();
+    let (known, mut all): (Vec<String>, Vec<String>) = names.into_iter().partition(|n| order.contains(n));
+    all.extend(order.into_iter().filter(|n| known.contains(n)));
+    all.into_iter()
+        .map(|name| {
+            let actions = containers.iter().filter(|c| c.service == name).filter_map(&action).collect();
+            ServicePlan { name, image: None, config_hash: String::new(), actions }
+        })
+        .filter(|sp| !sp.actions.is_empty())
+        .collect()
+}
+
+/// What [`plan_down`] needs observed.
+pub fn down_scope(loaded: Option<&LoadedProject>, opts: &DownOptions) -> Scope {
+    let mut scope = Scope { labelled_networks: true, labelled_volumes: opts.volumes, ..Scope::default() };
+    if let (Some(l), true) = (loaded, opts.volumes) {
+        scope.volumes = project_volume_specs(&l.project).into_iter().map(|v| v.name).collect();
+    }
+    scope
+}
+
+/// `down`'s plan: every container of the project (orphans too with `remove_orphans`)
+/// stopped and removed dependents first, then the networks the file declares (not external
+/// ones) and any other labelled with the project, then with `-v` the volumes, with `--rmi`
+/// the images. `loaded` is `None` when only the project's name is known.
+pub fn plan_down(
+    project: &str,
+    loaded: Option<&LoadedProject>,
+    graph: Option<&ServiceGraph>,
+    observed: &Observed,
+    opts: &DownOptions,
+) -> Plan {
+    let mut plan = empty_plan(project, Order::DependentsFirst);
+    plan.options.timeout = opts.timeout;
+    let known = |c: &ProjectContainer| loaded.is_none_or(|l| l.project.services.contains_key(&c.service));
+    // Orphans removed are part of the services below; the rest are only warned about.
+    if !opts.remove_orphans {
+        plan.orphans = observed.containers.iter().filter(|c| !known(c)).cloned().collect();
+    }
+    let targets: Vec<ProjectContainer> =
+        observed.containers.iter().filter(|c| known(c) || opts.remove_orphans).cloned().collect();
+    plan.services = by_service(graph, &targets, |c| Some(ContainerAction::Remove { existing: c.clone() }));
+    let mut networks: BTreeSet<String> = BTreeSet::new();
+    if let Some(l) = loaded {
+        for key in l.project.networks.keys() {
+            if let Some(spec) = network_spec(l, key)
+                && !spec.external
+            {
+                networks.insert(spec.name);
+            }
+        }
+    }
+    networks.extend(observed.labelled_networks.iter().cloned());
+    plan.remove_networks = networks.into_iter().collect();
+    if opts.volumes {
+        let mut volumes: BTreeSet<String> = observed.volumes.iter().cloned().collect();
+        volumes.extend(observed.labelled_volumes.iter().cloned());
+        plan.remove_volumes = volumes.into_iter().collect();
+    }
+    if let (Some(rmi), Some(l)) = (opts.rmi, loaded) {
+        let mut refs: BTreeSet<String> = BTreeSet::new();
+        for (name, svc) in &l.project.services {
+            let custom = svc.image.is_some();
+            if (rmi == super::down::RemoveImages::All || !custom)
+                && let Some(r) = image_reference(l, name)
+            {
+                refs.insert(r);
+            }
+        }
+        plan.remove_images = refs.into_iter().collect();
+    }
+    plan
+}
+
+fn check_known(loaded: &LoadedProject, services: &[String]) -> Result<()> {
+    match services.iter().find(|s| !loaded.project.services.contains_key(*s)) {
+        Some(s) => Err(EngineError::NoSuchService(s.clone())),
+        None => Ok(()),
+    }
+}
+
+/// `stop`'s plan: the project's containers (of `services`, or all) stopped, dependents first.
+pub fn plan_stop(
+    loaded: &LoadedProject,
+    graph: &ServiceGraph,
+    observed: &Observed,
+    services: &[String],
+    timeout: Option<Duration>,
+) -> Result<Plan> {
+    check_known(loaded, services)?;
+    let mut plan = empty_plan(&loaded.project.name, Order::DependentsFirst);
+    plan.options.timeout = timeout;
+    let targets: Vec<ProjectContainer> = observed
+        .containers
+        .iter()
+        .filter(|c| services.is_empty() || services.contains(&c.service))
+        .cloned()
+        .collect();
+    plan.services =
+        by_service(Some(graph), &targets, |c| Some(ContainerAction::Stop { existing: c.clone() }));
+    Ok(plan)
+}
+
+/// `start`'s plan: the project's existing containers (of `services`, or all) that are not
+/// running started, dependencies first; creates nothing, and fails when there is nothing.
+pub fn plan_start(
+    loaded: &LoadedProject,
+    graph: &ServiceGraph,
+    observed: &Observed,
+    services: &[String],
+) -> Result<Plan> {
+    check_known(loaded, services)?;
+    let mut plan = empty_plan(&loaded.project.name, Order::DependenciesFirst);
+    let targets: Vec<ProjectContainer> = observed
+        .containers
+        .iter()
+        .filter(|c| !c.oneoff && (services.is_empty() || services.contains(&c.service)))
+        .filter(|c| loaded.project.services.contains_key(&c.service))
+        .cloned()
+        .collect();
+    if targets.is_empty() {
+        return Err(EngineError::Msg(format!("project {}: no containers to start", loaded.project.name)));
+    }
+    plan.services = by_service(Some(graph), &targets, |c| {
+        let st = observed.status(&c.id);
+        (!is_running(&st))
+            .then(|| ContainerAction::Start { existing: c.clone(), reset: needs_reset(st.state) })
+    });
+    Ok(plan)
 }
 
 /// Builds a service's container spec and network request with stand-in ids, so that a bad
@@ -532,7 +755,7 @@ networks:
 
     #[test]
     fn wait_counts_needed_one_shots_as_completions() {
-        use crate::engine::apply::{WaitFor, wait_targets};
+        use crate::engine::execute::{WaitFor, wait_targets};
         let (_d, loaded, graph) = load(YAML);
         let all: Vec<String> = loaded.project.services.keys().cloned().collect();
         let targets = wait_targets(&graph, &all);

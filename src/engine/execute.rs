@@ -1,0 +1,746 @@
+//! Carrying out a plan: networks and volumes first, then every service in its own thread,
+//! in the plan's order: dependencies first (`up`, `start`: each service starts the moment
+//! its dependencies' conditions hold — `service_started`, `service_healthy`,
+//! `service_completed_successfully` — so that independent branches come up side by side),
+//! or dependents first (`down`, `stop`). Then what the plan removes (networks, volumes,
+//! images). The executor decides nothing: every choice is in the plan. Each operation
+//! (create, start, stop, remove, the readiness check) is written once, here.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::compose::LoadedProject;
+use crate::compose::model::ServiceHook;
+use crate::graph::{EdgeKind, GraphNode, ServiceGraph};
+use crate::image::ImageError;
+use crate::labels;
+use crate::netns::NetError;
+use crate::runtime::spec::{EtcFiles, NetNamespace};
+use crate::runtime::status::{ContainerStatus, HealthState, State};
+use crate::runtime::{RuntimeError, new_id};
+use crate::volume::MountRequest;
+
+use super::error::{EngineError, Result};
+use super::hooks::{HookKind, run_hooks};
+use super::host::Host;
+use super::observe::{ProjectContainer, is_running};
+use super::plan::{ContainerAction, Order, Plan, ServicePlan};
+use super::progress::Progress;
+use super::spec::{PeerRef, ServiceContext, attach_request, container_spec};
+
+/// How long polling for a container's condition sleeps between looks.
+const POLL: Duration = Duration::from_millis(50);
+
+/// What the executor works with: the host's edges, and the project when it is known
+/// (`down` without a compose file has only its name).
+#[derive(Clone, Copy)]
+pub struct Executor<'a> {
+    /// The host.
+    pub host: Host<'a>,
+    /// The project.
+    pub loaded: Option<&'a LoadedProject>,
+    /// Its graph.
+    pub graph: Option<&'a ServiceGraph>,
+    /// Where events go.
+    pub progress: &'a Progress,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    Pending,
+    Ready,
+    Failed(String),
+}
+
+/// Where service threads publish how they ended, and wait for each other.
+struct Board {
+    outcomes: Mutex<BTreeMap<String, Outcome>>,
+    changed: Condvar,
+}
+
+impl Board {
+    fn set(&self, service: &str, outcome: Outcome) {
+        let mut map = self.outcomes.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(service.to_string(), outcome);
+        self.changed.notify_all();
+    }
+
+    /// Waits until `service` has finished its part; `None` when it is not in the plan.
+    fn wait(&self, service: &str) -> Option<Outcome> {
+        let mut map = self.outcomes.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            match map.get(service) {
+                None => return None,
+                Some(Outcome::Pending) => {
+                    map = self.changed.wait(map).unwrap_or_else(|p| p.into_inner());
+                }
+                Some(o) => return Some(o.clone()),
+            }
+        }
+    }
+}
+
+/// What to do when a `pre_stop` hook fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnHookFailure {
+    /// Warn and stop anyway (teardown).
+    Warn,
+    /// Fail the operation (recreation: the old container is kept).
+    Fail,
+}
+
+/// What a readiness check waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// `depends_on: condition: service_healthy`.
+    Healthy,
+    /// `depends_on: condition: service_completed_successfully`.
+    Completed,
+    /// `up --wait`.
+    Ready(WaitFor),
+}
+
+/// Whether container `c` (status `st`) is where `target` wants it: `Some(Ok(word))` yes
+/// (the word for the progress view), `Some(Err)` it never will be, `None` not yet.
+/// `has_check`: whether the container has a healthcheck.
+fn readiness(
+    c: &ProjectContainer,
+    st: &ContainerStatus,
+    target: Target,
+    has_check: bool,
+) -> Option<std::result::Result<&'static str, String>> {
+    let exited = matches!(st.state, State::Exited | State::Dead);
+    let code = st.exit_code.unwrap_or(-1);
+    let health = st.health.as_ref().map(|h| h.status);
+    match target {
+        Target::Healthy => match health {
+            Some(HealthState::Healthy) => Some(Ok("Healthy")),
+            Some(HealthState::Unhealthy) => Some(Err(format!("container {} is unhealthy", c.name))),
+            _ if exited => Some(Err(format!("container {} exited ({code})", c.name))),
+            Some(_) => None,
+            None if has_check => None,
+            None => Some(Err(format!("container {} has no healthcheck configured", c.name))),
+        },
+        Target::Completed => match st.exit_code {
+            _ if !exited => None,
+            Some(0) => Some(Ok("Exited")),
+            _ => Some(Err(format!("service {} didn't complete successfully: exit {code}", c.service))),
+        },
+        Target::Ready(WaitFor::Completion) => match st.exit_code {
+            _ if !exited => None,
+            Some(0) => Some(Ok("Exited")),
+            _ => Some(Err(format!("container {} exited with code {code}", c.name))),
+        },
+        Target::Ready(WaitFor::Running) if exited => {
+            Some(Err(format!("container {} exited with code {code}", c.name)))
+        }
+        Target::Ready(WaitFor::Running) if !has_check => {
+            (st.state == State::Running).then_some(Ok("Running"))
+        }
+        Target::Ready(WaitFor::Running) => match health {
+            Some(HealthState::Healthy) => Some(Ok("Healthy")),
+            Some(HealthState::Unhealthy) => Some(Err(format!("container {} is unhealthy", c.name))),
+            _ => None,
+        },
+    }
+}
+
+/// Finishes or clears what an interrupted `up` left: containers noted as being made whose
+/// making did not complete are removed with their network attachment, so that the plan
+/// makes them again.
+pub fn recover(host: &Host<'_>, project: &str, progress: &Progress) -> Result<()> {
+    let Some(dir) = host.pending_dir(project) else { return Ok(()) };
+    let Ok(entries) = fs::read_dir(&dir) else { return Ok(()) };
+    let mut errors = Vec::new();
+    for entry in entries.flatten() {
+        let id = entry.file_name().to_string_lossy().into_owned();
+        let name = fs::read_to_string(entry.path()).unwrap_or_else(|_| id.clone());
+        progress.warn(&format!("cleaning up container {name}, left half-made by an interrupted command"));
+        match host.containers.remove(&id, true) {
+            Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+            Err(e) => errors.push(EngineError::runtime(format!("remove container {name}"))(e)),
+        }
+        if let Err(e) = host.networks.detach(&id) {
+            errors.push(EngineError::net(format!("detach container {name}"))(e));
+        }
+        let _ = fs::remove_file(entry.path());
+    }
+    EngineError::collect(errors)
+}
+
+impl<'a> Executor<'a> {
+    /// Carries out `plan`.
+    pub fn execute(&self, plan: &Plan) -> Result<()> {
+        let mut errors = Vec::new();
+        self.orphans(plan)?;
+        self.create_resources(plan)?;
+        errors.extend(self.services(plan));
+        if plan.keep_going || errors.is_empty() {
+            errors.extend(self.remove_resources(plan));
+        }
+        EngineError::collect(errors)
+    }
+
+    fn orphans(&self, plan: &Plan) -> Result<()> {
+        if plan.remove_orphans {
+            for orphan in &plan.orphans {
+                self.stop(orphan, plan.options.timeout, OnHookFailure::Warn, false)?;
+                self.remove(orphan, false)?;
+            }
+        } else if plan.order == Order::DependentsFirst && !plan.orphans.is_empty() {
+            let names: Vec<&str> = plan.orphans.iter().map(|c| c.name.as_str()).collect();
+            self.progress.warn(&format!(
+                "found orphan containers ({}) for this project; run with --remove-orphans to remove them",
+                names.join(", ")
+            ));
+        } else {
+            for orphan in &plan.orphans {
+                self.progress.warn(&format!(
+                    "found orphan container {} of service {}; run with --remove-orphans to remove it",
+                    orphan.name, orphan.service
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn create_resources(&self, plan: &Plan) -> Result<()> {
+        for net in &plan.networks {
+            if net.spec.external || net.exists {
+                continue;
+            }
+            self.progress.event("Network", &net.spec.name, "Creating", false);
+            self.host
+                .networks
+                .create(&net.spec)
+                .map_err(EngineError::net(format!("create network {}", net.spec.name)))?;
+            self.progress.event("Network", &net.spec.name, "Created", true);
+        }
+        for vol in &plan.volumes {
+            if vol.exists {
+                continue;
+            }
+            self.progress.event("Volume", &vol.spec.name, "Creating", false);
+            self.host.volumes.create(&vol.spec).map_err(EngineError::volume("volume"))?;
+            self.progress.event("Volume", &vol.spec.name, "Created", true);
+        }
+        Ok(())
+    }
+
+    /// Runs every service's actions, each in its own thread, in the plan's order; the errors.
+    fn services(&self, plan: &Plan) -> Vec<EngineError> {
+        let outcomes = plan.services.iter().map(|s| (s.name.clone(), Outcome::Pending)).collect();
+        let board = Board { outcomes: Mutex::new(outcomes), changed: Condvar::new() };
+        let results: Vec<Result<()>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = plan
+                .services
+                .iter()
+                .map(|sp| {
+                    let board = &board;
+                    scope.spawn(move || {
+                        let result = self.service(plan, board, sp);
+                        let outcome = match &result {
+                            Ok(()) => Outcome::Ready,
+                            Err(e) => Outcome::Failed(e.to_string()),
+                        };
+                        board.set(&sp.name, outcome);
+                        result
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| Err(EngineError::Msg("a service thread panicked".into())))
+                })
+                .collect()
+        });
+        // A dependency's failure is reported by the dependency itself; its dependents' errors
+        // would only repeat it.
+        let mut errors: Vec<EngineError> = results.into_iter().filter_map(Result::err).collect();
+        if errors.iter().any(|e| !matches!(e, EngineError::Dependency { .. })) {
+            errors.retain(|e| !matches!(e, EngineError::Dependency { .. }));
+        }
+        errors
+    }
+
+    fn service(&self, plan: &Plan, board: &Board, sp: &ServicePlan) -> Result<()> {
+        match plan.order {
+            Order::DependenciesFirst => self.wait_dependencies(plan, board, &sp.name)?,
+            Order::DependentsFirst => self.wait_dependents(plan, board, &sp.name),
+        }
+        let mut errors = Vec::new();
+        for action in &sp.actions {
+            if let Err(e) = self.action(plan, sp, action) {
+                if !plan.keep_going {
+                    return Err(e);
+                }
+                errors.push(e);
+            }
+        }
+        EngineError::collect(errors)
+    }
+
+    /// Teardown: waits until every service of the plan that depends on `name` is done,
+    /// however it ended.
+    fn wait_dependents(&self, plan: &Plan, board: &Board, name: &str) {
+        let Some(graph) = self.graph else { return };
+        for other in &plan.services {
+            let depends = graph
+                .direct_dependencies(&other.name)
+                .into_iter()
+                .any(|(node, _)| matches!(node, GraphNode::Service(ref d) if d == name));
+            if depends {
+                board.wait(&other.name);
+            }
+        }
+    }
+
+    fn wait_dependencies(&self, plan: &Plan, board: &Board, name: &str) -> Result<()> {
+        let Some(graph) = self.graph else { return Ok(()) };
+        for (node, kind) in graph.direct_dependencies(name) {
+            let GraphNode::Service(dep) = node else { continue };
+            let (condition, required) = match &kind {
+                EdgeKind::DependsOn { condition, required, .. } => (condition.as_str(), *required),
+                _ => ("service_started", true),
+            };
+            let fail = |reason: String| EngineError::Dependency {
+                service: name.to_string(),
+                dependency: dep.clone(),
+                reason,
+            };
+            match board.wait(&dep) {
+                // Not part of this plan (--no-deps, or a service that is not selected).
+                None => continue,
+                Some(Outcome::Failed(reason)) => {
+                    if required {
+                        return Err(fail(reason));
+                    }
+                    self.progress
+                        .warn(&format!("service {name}: optional dependency {dep} failed: {reason}"));
+                    continue;
+                }
+                Some(Outcome::Ready) | Some(Outcome::Pending) => {}
+            }
+            if !plan.wait_conditions || plan.options.no_start {
+                continue;
+            }
+            let target = match condition {
+                "service_healthy" => Target::Healthy,
+                "service_completed_successfully" => Target::Completed,
+                _ => continue,
+            };
+            if let Err(reason) = self.condition_holds(&plan.project, &dep, target) {
+                if required {
+                    return Err(fail(reason));
+                }
+                self.progress.warn(&format!("service {name}: optional dependency {dep}: {reason}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until `target` holds for every container of `service`; the reason when it
+    /// never will.
+    fn condition_holds(
+        &self,
+        project: &str,
+        service: &str,
+        target: Target,
+    ) -> std::result::Result<(), String> {
+        let containers = self.containers(project).map_err(|e| e.to_string())?;
+        for c in containers.iter().filter(|c| c.service == service && !c.oneoff) {
+            if target == Target::Healthy {
+                self.progress.event("Container", &c.name, "Waiting", false);
+            }
+            if let Err(reason) = self.wait_until(c, target, None) {
+                self.progress.failed("Container", &c.name, &reason);
+                return Err(reason);
+            }
+        }
+        Ok(())
+    }
+
+    /// Polls container `c` until `target` holds (`Ok`), cannot hold or `deadline` passed.
+    fn wait_until(
+        &self,
+        c: &ProjectContainer,
+        target: Target,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<(), String> {
+        let has_check = self.host.containers.spec(&c.id).map(|s| s.healthcheck.is_some()).unwrap_or(false);
+        loop {
+            let st = self.host.containers.status(&c.id);
+            match readiness(c, &st, target, has_check) {
+                Some(Ok(word)) => {
+                    self.progress.event("Container", &c.name, word, true);
+                    return Ok(());
+                }
+                Some(Err(reason)) => return Err(reason),
+                None => {}
+            }
+            if deadline.is_some_and(|e| Instant::now() > e) {
+                return Err(format!("timed out waiting for container {} to be ready", c.name));
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// The project's containers as they are now (the plan may just have made some).
+    fn containers(&self, project: &str) -> Result<Vec<ProjectContainer>> {
+        let records = self.host.containers.records().map_err(EngineError::runtime("list containers"))?;
+        let mut out: Vec<ProjectContainer> = records
+            .into_iter()
+            .filter(|r| r.labels.get(labels::PROJECT).map(String::as_str) == Some(project))
+            .filter_map(ProjectContainer::from_record)
+            .collect();
+        out.sort_by(|a, b| (&a.service, a.number, &a.name).cmp(&(&b.service, b.number, &b.name)));
+        Ok(out)
+    }
+
+    fn action(&self, plan: &Plan, sp: &ServicePlan, action: &ContainerAction) -> Result<()> {
+        let timeout = plan.options.timeout;
+        let start = !plan.options.no_start;
+        match action {
+            ContainerAction::Keep { existing } => {
+                self.progress.event("Container", &existing.name, "Running", true);
+                Ok(())
+            }
+            ContainerAction::Remove { existing } => {
+                let stopped = self.stop(existing, timeout, OnHookFailure::Warn, false);
+                if stopped.is_err() && !plan.keep_going {
+                    return stopped;
+                }
+                // Teardown removes (by force) what would not stop, and reports both.
+                let removed = self.remove(existing, false);
+                EngineError::collect(stopped.err().into_iter().chain(removed.err()).collect())
+            }
+            ContainerAction::Stop { existing } => self.stop(existing, timeout, OnHookFailure::Warn, false),
+            ContainerAction::Create { number, name } => self.create(plan, sp, *number, name, start),
+            ContainerAction::Recreate { old } => {
+                self.progress.event("Container", &old.name, "Recreate", false);
+                self.stop(old, timeout, OnHookFailure::Fail, true)?;
+                self.remove(old, true)?;
+                self.create(plan, sp, old.number, &old.name, start)
+            }
+            ContainerAction::Restart { existing } => {
+                self.progress.event("Container", &existing.name, "Restarting", false);
+                self.stop(existing, timeout, OnHookFailure::Warn, true)?;
+                self.start_existing(plan, sp, existing, false)
+            }
+            ContainerAction::Start { existing, reset } => {
+                if !start {
+                    return Ok(());
+                }
+                self.start_existing(plan, sp, existing, *reset)
+            }
+        }
+    }
+
+    fn hooks(
+        &self,
+        service: &str,
+        pick: fn(&crate::compose::model::ServiceConfig) -> &Vec<ServiceHook>,
+    ) -> &'a [ServiceHook] {
+        self.loaded.and_then(|l| l.project.services.get(service)).map(|s| pick(s).as_slice()).unwrap_or(&[])
+    }
+
+    /// Stops container `c` if it runs (or is what a dead shim left), running its service's
+    /// `pre_stop` hooks first when it runs. `quiet`: no events of its own (part of a
+    /// recreation or restart).
+    fn stop(
+        &self,
+        c: &ProjectContainer,
+        timeout: Option<Duration>,
+        on_hook: OnHookFailure,
+        quiet: bool,
+    ) -> Result<()> {
+        let st = self.host.containers.status(&c.id);
+        if !matches!(st.state, State::Running | State::Restarting | State::Dead) {
+            return Ok(());
+        }
+        if !quiet {
+            self.progress.event("Container", &c.name, "Stopping", false);
+        }
+        if is_running(&st) {
+            let hooks = self.hooks(&c.service, |s| &s.pre_stop);
+            if let Err(e) =
+                run_hooks(self.host.containers, &c.id, &c.name, HookKind::PreStop, hooks, self.progress)
+            {
+                match on_hook {
+                    OnHookFailure::Fail => return Err(e),
+                    OnHookFailure::Warn => self.progress.warn(&e.to_string()),
+                }
+            }
+        }
+        self.host
+            .containers
+            .stop(&c.id, timeout)
+            .map_err(EngineError::runtime(format!("stop container {}", c.name)))?;
+        if !quiet {
+            self.progress.event("Container", &c.name, "Stopped", true);
+        }
+        Ok(())
+    }
+
+    /// Removes container `c` (by force) and detaches it from its networks; reports both
+    /// failures.
+    fn remove(&self, c: &ProjectContainer, quiet: bool) -> Result<()> {
+        if !quiet {
+            self.progress.event("Container", &c.name, "Removing", false);
+        }
+        let mut errors = Vec::new();
+        if let Err(e) = self.host.containers.remove(&c.id, true) {
+            errors.push(EngineError::runtime(format!("remove container {}", c.name))(e));
+        }
+        if let Err(e) = self.host.networks.detach(&c.id) {
+            errors.push(EngineError::net(format!("detach container {}", c.name))(e));
+        }
+        EngineError::collect(errors)?;
+        if !quiet {
+            self.progress.event("Container", &c.name, "Removed", true);
+        }
+        Ok(())
+    }
+
+    fn context<'s>(
+        &'s self,
+        sp: &'s ServicePlan,
+        id: &'s str,
+        name: &'s str,
+        number: u32,
+        peer: &'s dyn Fn(PeerRef<'_>) -> Option<String>,
+    ) -> Option<ServiceContext<'s>> {
+        let loaded = self.loaded?;
+        Some(ServiceContext {
+            project: &loaded.project,
+            service_name: &sp.name,
+            service: loaded.project.services.get(&sp.name)?,
+            image: sp.image.as_ref()?,
+            container_id: id,
+            container_name: name,
+            replica: number,
+            config_hash: &sp.config_hash,
+            project_dir: &loaded.project_dir,
+            config_files: &loaded.files,
+            peer,
+        })
+    }
+
+    /// The id of the container a `service:NAME` or `container:NAME` reference means, now.
+    fn peer(&self, project: &str, r: PeerRef<'_>) -> Option<String> {
+        match r {
+            PeerRef::Service(s) => {
+                // The running one with the lowest number, else the lowest number.
+                let mut all: Vec<ProjectContainer> = self
+                    .containers(project)
+                    .ok()?
+                    .into_iter()
+                    .filter(|c| c.service == s && !c.oneoff)
+                    .collect();
+                all.sort_by_key(|c| (!is_running(&self.host.containers.status(&c.id)), c.number));
+                all.into_iter().next().map(|c| c.id)
+            }
+            PeerRef::Container(n) => {
+                let records = self.host.containers.records().ok()?;
+                records.into_iter().find(|r| r.name == n || r.id == n).map(|r| r.id)
+            }
+        }
+    }
+
+    fn create(&self, plan: &Plan, sp: &ServicePlan, number: u32, name: &str, start: bool) -> Result<()> {
+        let id = new_id().map_err(EngineError::runtime(format!("create container {name}")))?;
+        let pending = self.host.pending_dir(&plan.project).map(|d| d.join(&id));
+        if let Some(p) = &pending {
+            crate::state::write_atomic(p, name.as_bytes())?;
+        }
+        self.progress.event("Container", name, "Creating", false);
+        if let Err(e) = self.create_noted(plan, sp, &id, number, name) {
+            // Nothing half-made stays: the container and its network attachment go.
+            let _ = self.host.containers.remove(&id, true);
+            let _ = self.host.networks.detach(&id);
+            if let Some(p) = &pending {
+                let _ = fs::remove_file(p);
+            }
+            self.progress.failed("Container", name, "Error");
+            return Err(e);
+        }
+        if let Some(p) = &pending {
+            let _ = fs::remove_file(p);
+        }
+        self.progress.event("Container", name, "Created", !start);
+        if start {
+            self.start(&sp.name, &id, name)?;
+        }
+        Ok(())
+    }
+
+    fn create_noted(&self, plan: &Plan, sp: &ServicePlan, id: &str, number: u32, name: &str) -> Result<()> {
+        let peer = |r: PeerRef<'_>| self.peer(&plan.project, r);
+        let ctx = self
+            .context(sp, id, name, number, &peer)
+            .ok_or_else(|| EngineError::Msg(format!("service {}: nothing to create it from", sp.name)))?;
+        let built = container_spec(&ctx)?;
+        for w in &built.warnings {
+            self.progress.warn(w);
+        }
+        let mut spec = built.spec;
+        let peer_mounts = |r: PeerRef<'_>| self.host.containers.spec(&peer(r)?).ok().map(|s| s.mounts);
+        let no_environment = std::collections::HashMap::new();
+        let request = MountRequest {
+            project: ctx.project,
+            service_name: &sp.name,
+            service: ctx.service,
+            container_id: id,
+            replica: number,
+            image: ctx.image,
+            peer_mounts: &peer_mounts,
+            renew_anonymous: plan.options.renew_anon_volumes,
+            environment: self.loaded.map(|l| &l.environment).unwrap_or(&no_environment),
+        };
+        spec.mounts = self.host.volumes.mounts(&request).map_err(EngineError::volume(&sp.name))?;
+        let attach_req = attach_request(&ctx, &spec.hostname)?;
+        let attachment = self
+            .host
+            .networks
+            .attach(&attach_req)
+            .map_err(EngineError::net(format!("container {name}: attach networks")))?;
+        spec.namespaces.net = match attachment.netns_path {
+            Some(p) => NetNamespace::Path(p),
+            None => NetNamespace::Host,
+        };
+        spec.etc_files = EtcFiles {
+            hosts: Some(attachment.hosts_file),
+            resolv_conf: Some(attachment.resolv_conf),
+            hostname: Some(attachment.hostname_file),
+        };
+        self.host.containers.create(&spec).map_err(EngineError::runtime(format!("create container {name}")))
+    }
+
+    /// Starts an existing container: clears what a dead shim left first (`reset`), attaches
+    /// it again when its network namespace is gone (after a reboot).
+    fn start_existing(&self, plan: &Plan, sp: &ServicePlan, c: &ProjectContainer, reset: bool) -> Result<()> {
+        if reset {
+            self.host
+                .containers
+                .stop(&c.id, Some(Duration::ZERO))
+                .map_err(EngineError::runtime(format!("reset container {}", c.name)))?;
+        }
+        let spec = self
+            .host
+            .containers
+            .spec(&c.id)
+            .map_err(EngineError::runtime(format!("container {}", c.name)))?;
+        if let NetNamespace::Path(p) = &spec.namespaces.net
+            && !p.exists()
+        {
+            let peer = |r: PeerRef<'_>| self.peer(&plan.project, r);
+            if let Some(ctx) = self.context(sp, &c.id, &c.name, c.number, &peer) {
+                let req = attach_request(&ctx, &spec.hostname)?;
+                self.host
+                    .networks
+                    .attach(&req)
+                    .map_err(EngineError::net(format!("container {}: attach networks", c.name)))?;
+            }
+        }
+        self.start(&sp.name, &c.id, &c.name)
+    }
+
+    /// Starts container `id` and runs its service's `post_start` hooks.
+    fn start(&self, service: &str, id: &str, name: &str) -> Result<()> {
+        self.progress.event("Container", name, "Starting", false);
+        if let Err(e) = self.host.containers.start(id) {
+            self.progress.failed("Container", name, "Error");
+            return Err(EngineError::runtime(format!("start container {name}"))(e));
+        }
+        let hooks = self.hooks(service, |s| &s.post_start);
+        run_hooks(self.host.containers, id, name, HookKind::PostStart, hooks, self.progress)?;
+        self.progress.event("Container", name, "Started", true);
+        Ok(())
+    }
+
+    /// Removes the networks, volumes and images the plan names; the failures.
+    fn remove_resources(&self, plan: &Plan) -> Vec<EngineError> {
+        let mut errors = Vec::new();
+        for name in &plan.remove_networks {
+            match self.host.networks.remove(name) {
+                Ok(()) => self.progress.event("Network", name, "Removed", true),
+                Err(NetError::NotFound(_)) => {}
+                Err(e) => errors.push(EngineError::net(format!("remove network {name}"))(e)),
+            }
+        }
+        for name in &plan.remove_volumes {
+            match self.host.volumes.exists(name) {
+                Ok(true) => match self.host.volumes.remove(name) {
+                    Ok(()) => self.progress.event("Volume", name, "Removed", true),
+                    Err(e) => errors.push(EngineError::volume("volume")(e)),
+                },
+                Ok(false) => {}
+                Err(e) => errors.push(EngineError::volume("volume")(e)),
+            }
+        }
+        for r in &plan.remove_images {
+            match self.host.images.remove(r) {
+                Ok(()) => self.progress.event("Image", r, "Removed", true),
+                Err(ImageError::NotFound(_)) => {}
+                Err(source) => errors.push(EngineError::Image { service: r.clone(), source }),
+            }
+        }
+        errors
+    }
+
+    /// `up --wait`: waits until every container of `targets` is running (healthy where it has
+    /// a healthcheck) or, for completions, has exited 0; fails at the first that cannot get
+    /// there, or after `timeout`.
+    pub fn wait_ready(
+        &self,
+        project: &str,
+        targets: &BTreeMap<String, WaitFor>,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let containers: Vec<ProjectContainer> = self
+            .containers(project)?
+            .into_iter()
+            .filter(|c| !c.oneoff && targets.contains_key(&c.service))
+            .collect();
+        for c in &containers {
+            if let Err(reason) = self.wait_until(c, Target::Ready(targets[&c.service]), deadline) {
+                if !reason.starts_with("timed out") {
+                    self.progress.failed("Container", &c.name, "Error");
+                }
+                return Err(EngineError::Wait(reason));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What `up --wait` waits for in each service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitFor {
+    /// Running, and healthy when it has a healthcheck.
+    Running,
+    /// A one-shot that a dependent needs with `service_completed_successfully`: exiting 0 is
+    /// success.
+    Completion,
+}
+
+/// Which services `--wait` waits for, and how: one-shots that dependents need completed
+/// count as done when they exit 0 (where docker compose fails: docker/compose#10596).
+pub fn wait_targets(graph: &ServiceGraph, services: &[String]) -> BTreeMap<String, WaitFor> {
+    let mut out: BTreeMap<String, WaitFor> = services.iter().map(|s| (s.clone(), WaitFor::Running)).collect();
+    for s in services {
+        for (node, kind) in graph.direct_dependencies(s) {
+            if let (GraphNode::Service(dep), EdgeKind::DependsOn { condition, .. }) = (node, kind)
+                && condition == "service_completed_successfully"
+                && let Some(w) = out.get_mut(&dep)
+            {
+                *w = WaitFor::Completion;
+            }
+        }
+    }
+    out
+}

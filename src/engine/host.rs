@@ -1,0 +1,196 @@
+//! The engine's edges: the few things it asks of containers, networks, volumes and images,
+//! as narrow traits. The real implementations delegate to [`Runtime`], [`Networks`],
+//! [`Volumes`] and [`ImageStore`]; the engine's unit tests use in-memory fakes
+//! (`engine::fake`) that record every call, so that planning and executing are tested
+//! without root.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::image::{ImageError, ImageStore, ResolvedImage};
+use crate::netns::{AttachRequest, Attachment, NetError, NetworkRecord, NetworkSpec, Networks};
+use crate::runtime::spec::{ContainerSpec, MountSpec};
+use crate::runtime::status::{ContainerStatus, State};
+use crate::runtime::{ContainerRecord, ExecSpec, Runtime, RuntimeError};
+use crate::state::{Dirs, read_json};
+use crate::volume::{MountRequest, VolumeError, VolumeRecord, VolumeSpec, Volumes, service_mounts};
+
+/// Containers, as the engine uses them.
+pub trait ContainerHost: Sync {
+    /// The records of every container on this host (any project); unreadable ones are skipped.
+    fn records(&self) -> Result<Vec<ContainerRecord>, RuntimeError>;
+    /// A container's live status; one whose records went away reads as dead.
+    fn status(&self, id: &str) -> ContainerStatus;
+    /// The spec a container was created from.
+    fn spec(&self, id: &str) -> Result<ContainerSpec, RuntimeError>;
+    /// Creates a container (not started).
+    fn create(&self, spec: &ContainerSpec) -> Result<(), RuntimeError>;
+    /// Starts a created or stopped container.
+    fn start(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Stops a container (its own grace time when `timeout` is `None`).
+    fn stop(&self, id: &str, timeout: Option<Duration>) -> Result<(), RuntimeError>;
+    /// Removes a container (`force`: even a running one).
+    fn remove(&self, id: &str, force: bool) -> Result<(), RuntimeError>;
+    /// Runs a command in a running container: exit code, stdout, stderr.
+    fn exec_output(&self, id: &str, exec: &ExecSpec) -> Result<(i32, Vec<u8>, Vec<u8>), RuntimeError>;
+}
+
+/// Networks, as the engine uses them.
+pub trait NetworkHost: Sync {
+    /// Every network on this host.
+    fn list(&self) -> Result<Vec<NetworkRecord>, NetError>;
+    /// Whether network `name` exists.
+    fn exists(&self, name: &str) -> Result<bool, NetError>;
+    /// Creates a network.
+    fn create(&self, spec: &NetworkSpec) -> Result<(), NetError>;
+    /// Removes a network.
+    fn remove(&self, name: &str) -> Result<(), NetError>;
+    /// Attaches a container to its networks (its network namespace, hosts and resolv.conf).
+    fn attach(&self, req: &AttachRequest) -> Result<Attachment, NetError>;
+    /// Detaches a container from every network.
+    fn detach(&self, id: &str) -> Result<(), NetError>;
+}
+
+/// Volumes, as the engine uses them.
+pub trait VolumeHost: Sync {
+    /// Every volume on this host.
+    fn list(&self) -> Result<Vec<VolumeRecord>, VolumeError>;
+    /// Whether volume `name` exists.
+    fn exists(&self, name: &str) -> Result<bool, VolumeError>;
+    /// Creates a volume.
+    fn create(&self, spec: &VolumeSpec) -> Result<(), VolumeError>;
+    /// Removes a volume.
+    fn remove(&self, name: &str) -> Result<(), VolumeError>;
+    /// The mounts of a container of a service (making the volumes it needs).
+    fn mounts(&self, req: &MountRequest<'_>) -> Result<Vec<MountSpec>, VolumeError>;
+}
+
+/// Images, as the engine uses them (pulling and building go through `engine::images`).
+pub trait ImageHost: Sync {
+    /// The image `reference` names.
+    fn resolve(&self, reference: &str) -> Result<ResolvedImage, ImageError>;
+    /// Removes the image `reference` names.
+    fn remove(&self, reference: &str) -> Result<(), ImageError>;
+}
+
+/// The four edges together, borrowed.
+#[derive(Clone, Copy)]
+pub struct Host<'a> {
+    /// Containers.
+    pub containers: &'a dyn ContainerHost,
+    /// Networks.
+    pub networks: &'a dyn NetworkHost,
+    /// Volumes.
+    pub volumes: &'a dyn VolumeHost,
+    /// Images.
+    pub images: &'a dyn ImageHost,
+    /// The project records dir (`<root>/projects`), for notes of containers being made;
+    /// `None` keeps no notes (tests).
+    pub projects: Option<&'a Dirs>,
+}
+
+impl Host<'_> {
+    /// Where `up` notes containers it is making, so that an interrupted `up` can be
+    /// finished by the next command.
+    pub(crate) fn pending_dir(&self, project: &str) -> Option<PathBuf> {
+        self.projects.map(|d| d.project(project).join("pending"))
+    }
+}
+
+impl ContainerHost for Runtime {
+    fn records(&self) -> Result<Vec<ContainerRecord>, RuntimeError> {
+        let ids = self.list()?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| read_json(&self.dirs().container(id).join("record.json")).ok())
+            .collect())
+    }
+    fn status(&self, id: &str) -> ContainerStatus {
+        Runtime::status(self, id)
+            .unwrap_or(ContainerStatus { state: State::Dead, ..ContainerStatus::default() })
+    }
+    fn spec(&self, id: &str) -> Result<ContainerSpec, RuntimeError> {
+        Runtime::spec(self, id)
+    }
+    fn create(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        Runtime::create(self, spec)
+    }
+    fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        Runtime::start(self, id).map(drop)
+    }
+    fn stop(&self, id: &str, timeout: Option<Duration>) -> Result<(), RuntimeError> {
+        Runtime::stop(self, id, timeout).map(drop)
+    }
+    fn remove(&self, id: &str, force: bool) -> Result<(), RuntimeError> {
+        Runtime::remove(self, id, force)
+    }
+    fn exec_output(&self, id: &str, exec: &ExecSpec) -> Result<(i32, Vec<u8>, Vec<u8>), RuntimeError> {
+        Runtime::exec_output(self, id, exec)
+    }
+}
+
+impl NetworkHost for Networks {
+    fn list(&self) -> Result<Vec<NetworkRecord>, NetError> {
+        Networks::list(self)
+    }
+    fn exists(&self, name: &str) -> Result<bool, NetError> {
+        match self.inspect(name) {
+            Ok(_) => Ok(true),
+            Err(NetError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+    fn create(&self, spec: &NetworkSpec) -> Result<(), NetError> {
+        Networks::create(self, spec).map(drop)
+    }
+    fn remove(&self, name: &str) -> Result<(), NetError> {
+        Networks::remove(self, name)
+    }
+    fn attach(&self, req: &AttachRequest) -> Result<Attachment, NetError> {
+        Networks::attach(self, req)
+    }
+    fn detach(&self, id: &str) -> Result<(), NetError> {
+        Networks::detach(self, id)
+    }
+}
+
+impl VolumeHost for Volumes {
+    fn list(&self) -> Result<Vec<VolumeRecord>, VolumeError> {
+        Volumes::list(self)
+    }
+    fn exists(&self, name: &str) -> Result<bool, VolumeError> {
+        Ok(self.get(name)?.is_some())
+    }
+    fn create(&self, spec: &VolumeSpec) -> Result<(), VolumeError> {
+        Volumes::create(self, spec).map(drop)
+    }
+    fn remove(&self, name: &str) -> Result<(), VolumeError> {
+        Volumes::remove(self, name, false)
+    }
+    fn mounts(&self, req: &MountRequest<'_>) -> Result<Vec<MountSpec>, VolumeError> {
+        service_mounts(self, req)
+    }
+}
+
+/// The image store of a root, opened for each call (opening creates it when missing, so
+/// that commands that never touch images do not).
+#[derive(Debug, Clone)]
+pub struct StoreImages {
+    dirs: Dirs,
+}
+
+impl StoreImages {
+    /// The store of `dirs`.
+    pub fn new(dirs: &Dirs) -> StoreImages {
+        StoreImages { dirs: dirs.clone() }
+    }
+}
+
+impl ImageHost for StoreImages {
+    fn resolve(&self, reference: &str) -> Result<ResolvedImage, ImageError> {
+        ImageStore::open(&self.dirs)?.resolve(reference)
+    }
+    fn remove(&self, reference: &str) -> Result<(), ImageError> {
+        ImageStore::open(&self.dirs)?.remove(reference, false).map(drop)
+    }
+}
