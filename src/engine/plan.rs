@@ -763,4 +763,230 @@ networks:
         assert_eq!(targets["db"], WaitFor::Running);
         assert_eq!(targets["web"], WaitFor::Running);
     }
+
+    /// Planning against an in-memory host (`engine::fake`): what `up` decides, by config
+    /// hash and options, reading nothing but what was observed.
+    mod against_fake {
+        use super::*;
+        use crate::engine::fake::{Fake, load, reload};
+        use crate::runtime::status::ContainerStatus;
+
+        const STACK: &str = r#"
+services:
+  db: {image: x}
+  web:
+    image: x
+    depends_on: [db]
+    volumes: ["data:/data"]
+  side:
+    image: x
+    network_mode: "service:db"
+  copy:
+    image: x
+    volumes_from: [db]
+  restarter:
+    image: x
+    depends_on:
+      db: {condition: service_started, restart: true}
+  other: {image: x}
+volumes:
+  data: {}
+"#;
+
+        /// The same stack with db's configuration changed.
+        fn changed() -> String {
+            STACK.replace("db: {image: x}", "db: {image: x, environment: {A: \"2\"}}")
+        }
+
+        /// Each service's actions as short words, `name:word`.
+        fn words(plan: &Plan) -> Vec<String> {
+            let mut out = Vec::new();
+            for s in &plan.services {
+                for a in &s.actions {
+                    let w = match a {
+                        ContainerAction::Create { number, .. } => format!("create{number}"),
+                        ContainerAction::Recreate { .. } => "recreate".into(),
+                        ContainerAction::Start { reset: false, .. } => "start".into(),
+                        ContainerAction::Start { reset: true, .. } => "reset-start".into(),
+                        ContainerAction::Restart { .. } => "restart".into(),
+                        ContainerAction::Keep { .. } => "keep".into(),
+                        ContainerAction::Remove { existing } => format!("remove{}", existing.number),
+                        ContainerAction::Stop { .. } => "stop".into(),
+                    };
+                    out.push(format!("{}:{w}", s.name));
+                }
+            }
+            out
+        }
+
+        fn up_all(fake: &Fake, loaded: &LoadedProject, graph: &ServiceGraph) {
+            fake.up(loaded, graph, &UpOptions::default()).expect("up");
+            fake.take_calls();
+        }
+
+        #[test]
+        fn a_fresh_project_creates_everything_in_start_order() {
+            let (_d, loaded, graph) = load(STACK);
+            let fake = Fake::with_images(&["x"]);
+            let plan = fake.plan_up(&loaded, &graph, &UpOptions::default()).unwrap();
+            let w = words(&plan);
+            assert_eq!(w.len(), 6);
+            assert!(w.iter().all(|w| w.ends_with(":create1")), "{w:?}");
+            let pos = |s: &str| w.iter().position(|x| x.starts_with(&format!("{s}:"))).unwrap();
+            assert!(pos("db") < pos("web") && pos("db") < pos("side") && pos("db") < pos("copy"));
+            assert!(plan.networks.iter().all(|n| !n.exists));
+            assert!(plan.volumes.iter().any(|v| v.spec.name == "p_data" && !v.exists));
+            assert!(plan.describe().contains(&"create network p_default".to_string()));
+            // Planning changed nothing.
+            assert!(fake.take_calls().is_empty());
+            assert!(fake.containers().is_empty());
+        }
+
+        #[test]
+        fn an_unchanged_project_keeps_everything() {
+            let (_d, loaded, graph) = load(STACK);
+            let fake = Fake::with_images(&["x"]);
+            up_all(&fake, &loaded, &graph);
+            let plan = fake.plan_up(&loaded, &graph, &UpOptions::default()).unwrap();
+            assert!(words(&plan).iter().all(|w| w.ends_with(":keep")), "{:?}", words(&plan));
+            assert!(plan.networks.iter().all(|n| n.exists) && plan.volumes.iter().all(|v| v.exists));
+            assert!(plan.describe().iter().all(|l| l.contains("keep container")), "{:?}", plan.describe());
+        }
+
+        #[test]
+        fn a_changed_service_drags_its_namespace_and_volume_sharers_and_restarts_restart_dependents() {
+            let (dir, loaded, graph) = load(STACK);
+            let fake = Fake::with_images(&["x"]);
+            up_all(&fake, &loaded, &graph);
+            let (loaded, graph) = reload(&dir, &changed());
+            let w = words(&fake.plan_up(&loaded, &graph, &UpOptions::default()).unwrap());
+            for expected in [
+                "db:recreate",
+                "side:recreate",
+                "copy:recreate",
+                "restarter:restart",
+                "web:keep",
+                "other:keep",
+            ] {
+                assert!(w.contains(&expected.to_string()), "{expected} not in {w:?}");
+            }
+        }
+
+        #[test]
+        fn no_recreate_keeps_changed_containers_and_no_start_restarts_nothing() {
+            let (dir, loaded, graph) = load(STACK);
+            let fake = Fake::with_images(&["x"]);
+            up_all(&fake, &loaded, &graph);
+            let (loaded, graph) = reload(&dir, &changed());
+            let opts = UpOptions { no_recreate: true, ..UpOptions::default() };
+            let w = words(&fake.plan_up(&loaded, &graph, &opts).unwrap());
+            assert!(w.iter().all(|w| w.ends_with(":keep")), "{w:?}");
+            let opts = UpOptions { no_start: true, ..UpOptions::default() };
+            let w = words(&fake.plan_up(&loaded, &graph, &opts).unwrap());
+            assert!(
+                w.contains(&"db:recreate".to_string()) && w.contains(&"restarter:keep".to_string()),
+                "{w:?}"
+            );
+        }
+
+        #[test]
+        fn force_recreate_touches_the_named_services_and_their_dependencies_only_when_asked() {
+            let (_d, loaded, graph) = load(STACK);
+            let fake = Fake::with_images(&["x"]);
+            up_all(&fake, &loaded, &graph);
+            let mut opts =
+                UpOptions { services: vec!["web".into()], force_recreate: true, ..UpOptions::default() };
+            let w = words(&fake.plan_up(&loaded, &graph, &opts).unwrap());
+            assert_eq!(w, ["db:keep", "web:recreate"]);
+            opts.always_recreate_deps = true;
+            let w = words(&fake.plan_up(&loaded, &graph, &opts).unwrap());
+            assert_eq!(w, ["db:recreate", "web:recreate"]);
+            // Everything when no service is named.
+            let opts = UpOptions { force_recreate: true, ..UpOptions::default() };
+            let w = words(&fake.plan_up(&loaded, &graph, &opts).unwrap());
+            assert!(w.iter().all(|w| w.ends_with(":recreate")), "{w:?}");
+        }
+
+        #[test]
+        fn no_deps_plans_only_the_named_services() {
+            let (_d, loaded, graph) = load(STACK);
+            let fake = Fake::with_images(&["x"]);
+            let opts = UpOptions { services: vec!["web".into()], no_deps: true, ..UpOptions::default() };
+            assert_eq!(words(&fake.plan_up(&loaded, &graph, &opts).unwrap()), ["web:create1"]);
+            let opts = UpOptions { services: vec!["web".into()], ..UpOptions::default() };
+            assert_eq!(words(&fake.plan_up(&loaded, &graph, &opts).unwrap()), ["db:create1", "web:create1"]);
+        }
+
+        #[test]
+        fn scaling_adds_the_next_numbers_and_removes_the_highest() {
+            let (_d, loaded, graph) = load(STACK);
+            let fake = Fake::with_images(&["x"]);
+            let only_other = |n: u32| UpOptions {
+                services: vec!["other".into()],
+                scale: BTreeMap::from([("other".to_string(), n)]),
+                ..UpOptions::default()
+            };
+            fake.up(&loaded, &graph, &only_other(3)).unwrap();
+            let names: Vec<String> = fake.containers().into_iter().map(|c| c.0).collect();
+            assert_eq!(names, ["p-other-1", "p-other-2", "p-other-3"]);
+            let w = words(&fake.plan_up(&loaded, &graph, &only_other(1)).unwrap());
+            assert_eq!(w, ["other:remove3", "other:remove2", "other:keep"]);
+            let w = words(&fake.plan_up(&loaded, &graph, &only_other(4)).unwrap());
+            assert_eq!(w, ["other:keep", "other:keep", "other:keep", "other:create4"]);
+            // A scale for a service the file does not have is refused.
+            let bad = UpOptions { scale: BTreeMap::from([("nope".to_string(), 2)]), ..UpOptions::default() };
+            assert!(
+                matches!(fake.plan_up(&loaded, &graph, &bad), Err(EngineError::NoSuchService(s)) if s == "nope")
+            );
+        }
+
+        #[test]
+        fn containers_that_are_not_running_are_started_and_dead_ones_reset_first() {
+            let (_d, loaded, graph) = load(STACK);
+            let fake = Fake::with_images(&["x"]);
+            up_all(&fake, &loaded, &graph);
+            fake.set_status("p-web-1", crate::engine::fake::exited(0));
+            fake.set_status(
+                "p-other-1",
+                ContainerStatus { state: State::Dead, ..ContainerStatus::default() },
+            );
+            let w = words(&fake.plan_up(&loaded, &graph, &UpOptions::default()).unwrap());
+            assert!(
+                w.contains(&"web:start".to_string()) && w.contains(&"other:reset-start".to_string()),
+                "{w:?}"
+            );
+        }
+
+        #[test]
+        fn orphans_are_kept_unless_asked() {
+            let (dir, loaded, graph) = load(STACK);
+            let fake = Fake::with_images(&["x"]);
+            up_all(&fake, &loaded, &graph);
+            let (loaded, graph) = reload(&dir, &STACK.replace("  other: {image: x}\n", ""));
+            let plan = fake.plan_up(&loaded, &graph, &UpOptions::default()).unwrap();
+            assert_eq!(plan.orphans.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["p-other-1"]);
+            assert!(plan.describe().iter().any(|l| l.contains("found orphan container p-other-1 (kept")));
+            let opts = UpOptions { remove_orphans: true, ..UpOptions::default() };
+            let plan = fake.plan_up(&loaded, &graph, &opts).unwrap();
+            assert!(plan.describe().contains(&"remove orphan container p-other-1".to_string()));
+        }
+
+        #[test]
+        fn missing_images_and_external_resources_fail_before_anything_changes() {
+            let (_d, loaded, graph) = load(STACK);
+            let fake = Fake::default();
+            let e = fake.plan_up(&loaded, &graph, &UpOptions::default()).unwrap_err();
+            assert!(matches!(e, EngineError::MissingImage { ref image, .. } if image == "x"), "{e}");
+            let (_d, loaded, graph) = load(YAML);
+            let fake = Fake::with_images(&["x"]);
+            let e = fake.plan_up(&loaded, &graph, &UpOptions::default()).unwrap_err();
+            assert!(
+                matches!(e, EngineError::ExternalMissing { kind: "network", ref name } if name == "shared"),
+                "{e}"
+            );
+            fake.add_network("shared", None);
+            assert!(fake.plan_up(&loaded, &graph, &UpOptions::default()).is_ok());
+            assert!(fake.take_calls().is_empty());
+        }
+    }
 }
