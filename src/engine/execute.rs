@@ -744,3 +744,273 @@ pub fn wait_targets(graph: &ServiceGraph, services: &[String]) -> BTreeMap<Strin
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::down::DownOptions;
+    use crate::engine::fake::{Fake, exited, health, load, quiet, reload};
+    use crate::engine::observe::{Scope, observe};
+    use crate::engine::plan::{UpOptions, plan_start, plan_stop};
+
+    const STACK: &str = r#"
+services:
+  db:
+    image: x
+    post_start: [{command: [echo, db-up]}]
+    pre_stop: [{command: [echo, db-down]}]
+  web:
+    image: x
+    depends_on: [db]
+    volumes: ["data:/data"]
+  other: {image: x}
+volumes:
+  data: {}
+"#;
+
+    /// The calls about container `name`, in order.
+    fn about(calls: &[String], name: &str) -> Vec<String> {
+        calls
+            .iter()
+            .filter(|c| c.ends_with(&format!(" {name}")) || c.contains(&format!(" {name} ")))
+            .cloned()
+            .collect()
+    }
+
+    fn pos(calls: &[String], call: &str) -> usize {
+        calls.iter().position(|c| c == call).unwrap_or_else(|| panic!("{call} not in {calls:?}"))
+    }
+
+    #[test]
+    fn up_creates_networks_and_volumes_then_containers_in_dependency_order_with_hooks() {
+        let (_d, loaded, graph) = load(STACK);
+        let fake = Fake::with_images(&["x"]);
+        fake.up(&loaded, &graph, &UpOptions::default()).unwrap();
+        let calls = fake.take_calls();
+        assert_eq!(
+            about(&calls, "p-db-1"),
+            ["attach p-db-1", "create p-db-1", "start p-db-1", "exec p-db-1 echo db-up"]
+        );
+        assert!(pos(&calls, "network create p_default") < pos(&calls, "create p-db-1"));
+        assert!(pos(&calls, "volume create p_data") < pos(&calls, "create p-db-1"));
+        // web waits for db, hooks included.
+        assert!(pos(&calls, "exec p-db-1 echo db-up") < pos(&calls, "attach p-web-1"));
+        let states = fake.containers();
+        assert_eq!(states.len(), 3);
+        assert!(states.iter().all(|(_, s)| *s == State::Running), "{states:?}");
+        // A second up changes nothing.
+        fake.up(&loaded, &graph, &UpOptions::default()).unwrap();
+        assert!(fake.take_calls().is_empty());
+    }
+
+    #[test]
+    fn recreation_stops_with_hooks_removes_detaches_then_makes_the_new_container() {
+        let (dir, loaded, graph) = load(STACK);
+        let fake = Fake::with_images(&["x"]);
+        fake.up(&loaded, &graph, &UpOptions::default()).unwrap();
+        fake.take_calls();
+        let (loaded, graph) =
+            reload(&dir, &STACK.replace("  other: {image: x}", "  other: {image: x, init: true}"));
+        fake.up(&loaded, &graph, &UpOptions::default()).unwrap();
+        let calls = fake.take_calls();
+        assert_eq!(
+            calls,
+            [
+                "stop p-other-1",
+                "remove p-other-1",
+                "detach p-other-1",
+                "attach p-other-1",
+                "create p-other-1",
+                "start p-other-1"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_start_keeps_the_container_fails_its_dependents_and_not_the_rest() {
+        let (_d, loaded, graph) = load(STACK);
+        let fake = Fake::with_images(&["x"]);
+        fake.fail_start("p-db-1");
+        let err = fake.up(&loaded, &graph, &UpOptions::default()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("start container p-db-1"), "{text}");
+        assert!(!matches!(err, EngineError::Dependency { .. }), "the root cause is reported: {text}");
+        let calls = fake.take_calls();
+        // Made but not started: kept, for `start` or the next `up`, as docker compose does.
+        assert!(fake.containers().contains(&("p-db-1".to_string(), State::Created)));
+        assert!(!calls.iter().any(|c| c == "remove p-db-1"));
+        // Its dependent is never made; an independent service is.
+        assert!(!calls.iter().any(|c| c.ends_with("p-web-1")), "{calls:?}");
+        assert!(fake.containers().contains(&("p-other-1".to_string(), State::Running)));
+        // The next up starts the one it kept rather than making another.
+        fake.up(&loaded, &graph, &UpOptions::default()).unwrap_err();
+        let calls = fake.take_calls();
+        assert!(calls.contains(&"start p-db-1".to_string()) && !calls.contains(&"create p-db-1".to_string()));
+    }
+
+    #[test]
+    fn a_failed_create_rolls_back_what_it_made_and_nothing_else() {
+        let (_d, loaded, graph) = load(STACK);
+        let fake = Fake::with_images(&["x"]);
+        fake.fail_create("p-web-1");
+        let err = fake.up(&loaded, &graph, &UpOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("create container p-web-1"), "{err}");
+        let calls = fake.take_calls();
+        // Its network attachment is undone; what was made before it stays up.
+        assert!(pos(&calls, "attach p-web-1") < pos(&calls, "detach p-web-1"));
+        assert!(!fake.containers().iter().any(|(n, _)| n == "p-web-1"));
+        assert!(fake.containers().contains(&("p-db-1".to_string(), State::Running)));
+        assert_eq!(fake.networks(), ["p_default"]);
+    }
+
+    #[test]
+    fn dependency_conditions_wait_for_health_and_completion() {
+        let yaml = r#"
+services:
+  db: {image: x}
+  seed: {image: x}
+  web:
+    image: x
+    depends_on:
+      db: {condition: service_healthy}
+      seed: {condition: service_completed_successfully}
+"#;
+        let (_d, loaded, graph) = load(yaml);
+        // Healthy and completed: web starts.
+        let fake = Fake::with_images(&["x"]);
+        fake.after_start("db", health(HealthState::Healthy));
+        fake.after_start("seed", exited(0));
+        fake.up(&loaded, &graph, &UpOptions::default()).unwrap();
+        assert!(fake.containers().contains(&("p-web-1".to_string(), State::Running)));
+        // Unhealthy: web is not made, and the error says why.
+        let fake = Fake::with_images(&["x"]);
+        fake.after_start("db", health(HealthState::Unhealthy));
+        fake.after_start("seed", exited(0));
+        let err = fake.up(&loaded, &graph, &UpOptions::default()).unwrap_err();
+        assert!(matches!(&err, EngineError::Dependency { dependency, .. } if dependency == "db"), "{err}");
+        assert!(err.to_string().contains("unhealthy"), "{err}");
+        assert!(!fake.containers().iter().any(|(n, _)| n == "p-web-1"));
+        // A one-shot that fails: web is not made.
+        let fake = Fake::with_images(&["x"]);
+        fake.after_start("db", health(HealthState::Healthy));
+        fake.after_start("seed", exited(3));
+        let err = fake.up(&loaded, &graph, &UpOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("didn't complete successfully: exit 3"), "{err}");
+        assert!(!fake.containers().iter().any(|(n, _)| n == "p-web-1"));
+        // A health that is still starting is waited for until it is decided.
+        let fake = Fake::with_images(&["x"]);
+        fake.after_start("db", health(HealthState::Starting));
+        fake.after_start("seed", exited(0));
+        std::thread::scope(|s| {
+            let up = s.spawn(|| fake.up(&loaded, &graph, &UpOptions::default()));
+            while !fake.containers().iter().any(|(n, st)| n == "p-db-1" && *st == State::Running) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::thread::sleep(Duration::from_millis(120));
+            assert!(!fake.containers().iter().any(|(n, _)| n == "p-web-1"), "web waits");
+            fake.set_status("p-db-1", health(HealthState::Healthy));
+            up.join().expect("thread").expect("up");
+        });
+        assert!(fake.containers().contains(&("p-web-1".to_string(), State::Running)));
+    }
+
+    #[test]
+    fn down_goes_dependents_first_then_networks_and_volumes_only_with_v() {
+        let (_d, loaded, graph) = load(STACK);
+        let fake = Fake::with_images(&["x"]);
+        fake.up(&loaded, &graph, &UpOptions::default()).unwrap();
+        fake.take_calls();
+        fake.down(Some(&loaded), Some(&graph), &DownOptions::default()).unwrap();
+        let calls = fake.take_calls();
+        assert!(pos(&calls, "remove p-web-1") < pos(&calls, "stop p-db-1"), "{calls:?}");
+        assert_eq!(
+            about(&calls, "p-db-1"),
+            ["exec p-db-1 echo db-down", "stop p-db-1", "remove p-db-1", "detach p-db-1"]
+        );
+        let last_container = calls.iter().rposition(|c| c.starts_with("detach ")).unwrap();
+        assert!(pos(&calls, "network remove p_default") > last_container);
+        assert!(!calls.iter().any(|c| c.starts_with("volume remove")));
+        assert!(fake.containers().is_empty() && fake.networks().is_empty());
+        assert_eq!(fake.volumes(), ["p_data"]);
+        fake.down(Some(&loaded), Some(&graph), &DownOptions { volumes: true, ..DownOptions::default() })
+            .unwrap();
+        assert_eq!(fake.take_calls(), ["volume remove p_data"]);
+        assert!(fake.volumes().is_empty());
+    }
+
+    #[test]
+    fn down_without_a_file_finds_everything_by_label_and_orphans_need_asking() {
+        let (dir, loaded, graph) = load(STACK);
+        let fake = Fake::with_images(&["x"]);
+        fake.up(&loaded, &graph, &UpOptions::default()).unwrap();
+        fake.add_network("p_gone", Some("p"));
+        fake.add_network("someone_else", Some("q"));
+        let (smaller, smaller_graph) = reload(&dir, &STACK.replace("  other: {image: x}\n", ""));
+        fake.down(Some(&smaller), Some(&smaller_graph), &DownOptions::default()).unwrap();
+        assert_eq!(fake.containers().iter().map(|c| c.0.as_str()).collect::<Vec<_>>(), ["p-other-1"]);
+        assert_eq!(fake.networks(), ["someone_else"]);
+        fake.down(None, None, &DownOptions::default()).unwrap();
+        assert!(fake.containers().is_empty());
+    }
+
+    #[test]
+    fn stop_and_start_are_plans_over_the_same_operations() {
+        let (_d, loaded, graph) = load(STACK);
+        let fake = Fake::with_images(&["x"]);
+        let progress = quiet();
+        let x =
+            Executor { host: fake.host(), loaded: Some(&loaded), graph: Some(&graph), progress: &progress };
+        let observed = || observe(&fake.host(), "p", &Scope::default()).unwrap();
+        let e = plan_start(&loaded, &graph, &observed(), &[]).unwrap_err();
+        assert!(e.to_string().contains("no containers to start"), "{e}");
+        fake.up(&loaded, &graph, &UpOptions { no_start: true, ..UpOptions::default() }).unwrap();
+        assert!(fake.containers().iter().all(|(_, s)| *s == State::Created));
+        fake.take_calls();
+        x.execute(&plan_start(&loaded, &graph, &observed(), &["web".into()]).unwrap()).unwrap();
+        assert_eq!(fake.take_calls(), ["start p-web-1"]);
+        x.execute(&plan_start(&loaded, &graph, &observed(), &[]).unwrap()).unwrap();
+        let calls = fake.take_calls();
+        assert!(
+            calls.contains(&"exec p-db-1 echo db-up".to_string())
+                && !calls.contains(&"start p-web-1".to_string())
+        );
+        x.execute(&plan_stop(&loaded, &graph, &observed(), &[], None).unwrap()).unwrap();
+        let calls = fake.take_calls();
+        assert!(pos(&calls, "stop p-web-1") < pos(&calls, "exec p-db-1 echo db-down"), "{calls:?}");
+        assert!(fake.containers().iter().all(|(_, s)| *s == State::Exited));
+        // Nothing runs: stop changes nothing.
+        x.execute(&plan_stop(&loaded, &graph, &observed(), &[], None).unwrap()).unwrap();
+        assert!(fake.take_calls().is_empty());
+        let e = plan_stop(&loaded, &graph, &observed(), &["nope".into()], None).unwrap_err();
+        assert!(matches!(e, EngineError::NoSuchService(s) if s == "nope"));
+    }
+
+    #[test]
+    fn readiness_follows_docker_compose() {
+        let c = ProjectContainer {
+            id: "i".into(),
+            name: "p-a-1".into(),
+            service: "a".into(),
+            number: 1,
+            config_hash: String::new(),
+            oneoff: false,
+            image_id: None,
+            created: String::new(),
+            labels: BTreeMap::new(),
+        };
+        let running = crate::engine::fake::running();
+        assert_eq!(readiness(&c, &running, Target::Healthy, true), None);
+        assert!(
+            matches!(readiness(&c, &running, Target::Healthy, false), Some(Err(e)) if e.contains("no healthcheck"))
+        );
+        assert_eq!(readiness(&c, &exited(0), Target::Completed, false), Some(Ok("Exited")));
+        assert_eq!(readiness(&c, &running, Target::Completed, false), None);
+        assert_eq!(readiness(&c, &running, Target::Ready(WaitFor::Running), false), Some(Ok("Running")));
+        assert_eq!(readiness(&c, &running, Target::Ready(WaitFor::Running), true), None);
+        assert!(matches!(
+            readiness(&c, &exited(2), Target::Ready(WaitFor::Running), false),
+            Some(Err(e)) if e == "container p-a-1 exited with code 2"
+        ));
+        assert_eq!(readiness(&c, &exited(0), Target::Ready(WaitFor::Completion), false), Some(Ok("Exited")));
+    }
+}
