@@ -9,13 +9,13 @@ use clap::Args;
 use super::output::{self, outln, statusln};
 use super::project::{self, ProjectCtx};
 use super::{CliError, CliResult, GlobalOptions, signals};
+use crate::engine::attach::{ExitPolicy, ExitWatch};
 use crate::engine::execute::{Executor, recover, wait_targets};
 use crate::engine::images::{ImageOptions, PullPolicy};
 use crate::engine::logs::{LogFollower, LogFormat, display_name};
 use crate::engine::observe::observe;
 use crate::engine::observe::{ProjectContainer, project_containers, status_of};
 use crate::engine::plan::{UpOptions, plan, selected_services, up_scope};
-use crate::runtime::status::State;
 
 /// `berth up` flags, as docker compose names them.
 #[derive(Debug, Args)]
@@ -185,16 +185,6 @@ pub fn run(global: &GlobalOptions, args: &UpArgs) -> CliResult<()> {
     attached(&ctx, args, &attach, started)
 }
 
-/// Why the attached loop ended.
-enum Ending {
-    /// Every container exited by itself.
-    AllExited,
-    /// A container exited (or failed) under `--abort-on-container-*`: its exit code.
-    Aborted(i32),
-    /// Ctrl-C.
-    Interrupted,
-}
-
 fn attached(
     ctx: &ProjectCtx,
     args: &UpArgs,
@@ -220,10 +210,13 @@ fn attached(
         let from_end = c.created < since;
         follower.add(c, None, from_end, &mut out).map_err(output::stream_error)?;
     }
-    let abort_on_exit = args.abort_on_container_exit || args.exit_code_from.is_some();
+    let policy = ExitPolicy {
+        abort_on_container_exit: args.abort_on_container_exit,
+        abort_on_container_failure: args.abort_on_container_failure,
+        exit_code_from: args.exit_code_from.clone(),
+    };
+    let mut watch = ExitWatch::new(policy, watched);
     let timeout = args.timeout.map(Duration::from_secs);
-    let mut reported: Vec<String> = Vec::new();
-    let mut ending: Option<Ending> = None;
     let mut killed = false;
     std::thread::scope(|scope| -> CliResult<()> {
         let mut stopper: Option<std::thread::ScopedJoinHandle<'_, ()>> = None;
@@ -241,7 +234,7 @@ fn attached(
             let interrupts = signals::interrupts();
             if interrupts >= 1 && stopper.is_none() {
                 statusln!("Gracefully stopping... (press Ctrl+C again to force)");
-                ending.get_or_insert(Ending::Interrupted);
+                watch.interrupted();
                 stopper = Some(stop_all());
             }
             if interrupts >= 2 && !killed {
@@ -250,32 +243,20 @@ fn attached(
                     let _ = engine.runtime.kill(&c.id, None);
                 }
             }
-            let mut running = 0;
-            for c in &watched {
-                let st = status_of(&engine.runtime, &c.id);
-                if !matches!(st.state, State::Exited | State::Dead) {
-                    running += 1;
-                    continue;
-                }
-                if reported.contains(&c.id) {
-                    continue;
-                }
-                reported.push(c.id.clone());
+            let look = watch.look(|id| status_of(&engine.runtime, id));
+            if !look.exited.is_empty() {
+                // The exited containers' last lines come before the news of their exit.
                 follower.poll(&mut out).map_err(output::stream_error)?;
-                let code = st.exit_code.unwrap_or(-1);
+            }
+            for (c, code) in &look.exited {
                 statusln!("{} exited with code {code}", display_name(c));
-                let trigger = abort_on_exit || (args.abort_on_container_failure && code != 0);
-                if trigger && stopper.is_none() {
-                    statusln!("Aborting on container exit...");
-                    ending = Some(Ending::Aborted(code));
-                    stopper = Some(stop_all());
-                }
+            }
+            if look.abort && stopper.is_none() {
+                statusln!("Aborting on container exit...");
+                stopper = Some(stop_all());
             }
             let stopping_done = stopper.as_ref().is_none_or(|h| h.is_finished());
-            if running == 0 && stopping_done {
-                break;
-            }
-            if running == 0 && stopper.is_none() {
+            if look.running == 0 && stopping_done {
                 break;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -286,21 +267,7 @@ fn attached(
         follower.poll(&mut out).map_err(output::stream_error)?;
         Ok(())
     })?;
-    let ending = ending.unwrap_or(Ending::AllExited);
-    let code = if let Some(svc) = &args.exit_code_from {
-        watched
-            .iter()
-            .chain(all.iter())
-            .find(|c| &c.service == svc)
-            .map(|c| status_of(&engine.runtime, &c.id).exit_code.unwrap_or(0))
-            .unwrap_or(0)
-    } else {
-        match ending {
-            Ending::AllExited => 0,
-            Ending::Aborted(code) => code,
-            Ending::Interrupted => 130,
-        }
-    };
+    let code = watch.exit_code(&all, |id| status_of(&engine.runtime, id));
     if code != 0 {
         return Err(CliError::exit(u8::try_from(code.clamp(0, 255)).unwrap_or(1)));
     }

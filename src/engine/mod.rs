@@ -5,6 +5,7 @@
 //! runtime modules through narrow traits (`host`) that its tests fake, and never calls the
 //! kernel itself.
 
+pub mod attach;
 pub mod down;
 pub mod error;
 pub mod execute;
