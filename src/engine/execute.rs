@@ -15,7 +15,6 @@ use crate::compose::LoadedProject;
 use crate::compose::model::ServiceHook;
 use crate::graph::{EdgeKind, GraphNode, ServiceGraph};
 use crate::image::ImageError;
-use crate::labels;
 use crate::netns::NetError;
 use crate::runtime::spec::{EtcFiles, NetNamespace};
 use crate::runtime::status::{ContainerStatus, HealthState, State};
@@ -25,7 +24,7 @@ use crate::volume::MountRequest;
 use super::error::{EngineError, Result};
 use super::hooks::{HookKind, run_hooks};
 use super::host::Host;
-use super::observe::{ProjectContainer, is_running};
+use super::observe::{ProjectContainer, containers_of, is_running};
 use super::plan::{ContainerAction, Order, Plan, ServicePlan};
 use super::progress::Progress;
 use super::spec::{PeerRef, ServiceContext, attach_request, container_spec};
@@ -390,14 +389,7 @@ impl<'a> Executor<'a> {
 
     /// The project's containers as they are now (the plan may just have made some).
     fn containers(&self, project: &str) -> Result<Vec<ProjectContainer>> {
-        let records = self.host.containers.records().map_err(EngineError::runtime("list containers"))?;
-        let mut out: Vec<ProjectContainer> = records
-            .into_iter()
-            .filter(|r| r.labels.get(labels::PROJECT).map(String::as_str) == Some(project))
-            .filter_map(ProjectContainer::from_record)
-            .collect();
-        out.sort_by(|a, b| (&a.service, a.number, &a.name).cmp(&(&b.service, b.number, &b.name)));
-        Ok(out)
+        containers_of(self.host.containers, project)
     }
 
     fn action(&self, plan: &Plan, sp: &ServicePlan, action: &ContainerAction) -> Result<()> {

@@ -7,12 +7,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::labels;
 use crate::runtime::status::{ContainerStatus, State};
 use crate::runtime::{ContainerRecord, Runtime};
-use crate::state::{Dirs, read_json};
 
 use crate::image::{ImageError, ResolvedImage};
 
 use super::error::{EngineError, Result};
-use super::host::Host;
+use super::host::{ContainerHost, Host};
 
 /// One container of a project, as its record describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,13 +102,7 @@ impl Observed {
 /// Reads what the host has of `project`: its containers and their status, and what `scope`
 /// asks about. Nothing is changed.
 pub fn observe(host: &Host<'_>, project: &str, scope: &Scope) -> Result<Observed> {
-    let records = host.containers.records().map_err(EngineError::runtime("list containers"))?;
-    let mut containers: Vec<ProjectContainer> = records
-        .into_iter()
-        .filter(|r| r.labels.get(labels::PROJECT).map(String::as_str) == Some(project))
-        .filter_map(ProjectContainer::from_record)
-        .collect();
-    containers.sort_by(|a, b| (&a.service, a.number, &a.name).cmp(&(&b.service, b.number, &b.name)));
+    let containers = containers_of(host.containers, project)?;
     let status = containers.iter().map(|c| (c.id.clone(), host.containers.status(&c.id))).collect();
     let mut out = Observed { project: project.to_string(), containers, status, ..Observed::default() };
     for name in &scope.networks {
@@ -144,42 +137,35 @@ pub fn observe(host: &Host<'_>, project: &str, scope: &Scope) -> Result<Observed
 }
 
 /// Every container whose project label is `project`, sorted by service then number.
-pub fn project_containers(runtime: &Runtime, project: &str) -> Result<Vec<ProjectContainer>> {
-    let ids = runtime.list().map_err(EngineError::runtime("list containers"))?;
-    let mut out = Vec::new();
-    for id in ids {
-        let Some(record) = read_record(runtime.dirs(), &id) else { continue };
-        if record.labels.get(labels::PROJECT).map(String::as_str) != Some(project) {
-            continue;
-        }
-        if let Some(c) = ProjectContainer::from_record(record) {
-            out.push(c);
-        }
-    }
+pub fn containers_of(host: &dyn ContainerHost, project: &str) -> Result<Vec<ProjectContainer>> {
+    let records = host.records().map_err(EngineError::runtime("list containers"))?;
+    let mut out: Vec<ProjectContainer> = records
+        .into_iter()
+        .filter(|r| r.labels.get(labels::PROJECT).map(String::as_str) == Some(project))
+        .filter_map(ProjectContainer::from_record)
+        .collect();
     out.sort_by(|a, b| (&a.service, a.number, &a.name).cmp(&(&b.service, b.number, &b.name)));
     Ok(out)
 }
 
+/// Every container whose project label is `project`, sorted by service then number.
+pub fn project_containers(runtime: &Runtime, project: &str) -> Result<Vec<ProjectContainer>> {
+    containers_of(runtime, project)
+}
+
 /// Names of every project that has containers on this host.
 pub fn all_projects(runtime: &Runtime) -> Result<Vec<String>> {
-    let ids = runtime.list().map_err(EngineError::runtime("list containers"))?;
-    let mut names: Vec<String> = ids
-        .iter()
-        .filter_map(|id| read_record(runtime.dirs(), id))
-        .filter_map(|r| r.labels.get(labels::PROJECT).cloned())
-        .collect();
+    let records = ContainerHost::records(runtime).map_err(EngineError::runtime("list containers"))?;
+    let mut names: Vec<String> =
+        records.into_iter().filter_map(|r| r.labels.get(labels::PROJECT).cloned()).collect();
     names.sort();
     names.dedup();
     Ok(names)
 }
 
-fn read_record(dirs: &Dirs, id: &str) -> Option<ContainerRecord> {
-    read_json(&dirs.container(id).join("record.json")).ok()
-}
-
 /// The container's status; a container whose records went away in between reads as dead.
 pub fn status_of(runtime: &Runtime, id: &str) -> ContainerStatus {
-    runtime.status(id).unwrap_or(ContainerStatus { state: State::Dead, ..ContainerStatus::default() })
+    ContainerHost::status(runtime, id)
 }
 
 /// Whether the container runs and a shim watches it.
