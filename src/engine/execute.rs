@@ -90,6 +90,15 @@ enum OnHookFailure {
     Fail,
 }
 
+/// Why a wait for readiness failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum NotReady {
+    /// It never will be.
+    Never(String),
+    /// The deadline passed first.
+    TimedOut(String),
+}
+
 /// What a readiness check waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
@@ -354,9 +363,12 @@ impl<'a> Executor<'a> {
             if target == Target::Healthy {
                 self.progress.event("Container", &c.name, "Waiting", false);
             }
-            if let Err(reason) = self.wait_until(c, target, None) {
-                self.progress.failed("Container", &c.name, &reason);
-                return Err(reason);
+            match self.wait_until(c, target, None) {
+                Ok(()) => {}
+                Err(NotReady::Never(reason) | NotReady::TimedOut(reason)) => {
+                    self.progress.failed("Container", &c.name, &reason);
+                    return Err(reason);
+                }
             }
         }
         Ok(())
@@ -368,7 +380,7 @@ impl<'a> Executor<'a> {
         c: &ProjectContainer,
         target: Target,
         deadline: Option<Instant>,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), NotReady> {
         let has_check = self.host.containers.spec(&c.id).map(|s| s.healthcheck.is_some()).unwrap_or(false);
         loop {
             let st = self.host.containers.status(&c.id);
@@ -377,11 +389,14 @@ impl<'a> Executor<'a> {
                     self.progress.event("Container", &c.name, word, true);
                     return Ok(());
                 }
-                Some(Err(reason)) => return Err(reason),
+                Some(Err(reason)) => return Err(NotReady::Never(reason)),
                 None => {}
             }
             if deadline.is_some_and(|e| Instant::now() > e) {
-                return Err(format!("timed out waiting for container {} to be ready", c.name));
+                return Err(NotReady::TimedOut(format!(
+                    "timed out waiting for container {} to be ready",
+                    c.name
+                )));
             }
             std::thread::sleep(POLL);
         }
@@ -699,11 +714,13 @@ impl<'a> Executor<'a> {
             .filter(|c| !c.oneoff && targets.contains_key(&c.service))
             .collect();
         for c in &containers {
-            if let Err(reason) = self.wait_until(c, Target::Ready(targets[&c.service]), deadline) {
-                if !reason.starts_with("timed out") {
+            match self.wait_until(c, Target::Ready(targets[&c.service]), deadline) {
+                Ok(()) => {}
+                Err(NotReady::Never(reason)) => {
                     self.progress.failed("Container", &c.name, "Error");
+                    return Err(EngineError::Wait(reason));
                 }
-                return Err(EngineError::Wait(reason));
+                Err(NotReady::TimedOut(reason)) => return Err(EngineError::Wait(reason)),
             }
         }
         Ok(())
@@ -975,6 +992,38 @@ services:
         assert!(fake.take_calls().is_empty());
         let e = plan_stop(&loaded, &graph, &observed(), &["nope".into()], None).unwrap_err();
         assert!(matches!(e, EngineError::NoSuchService(s) if s == "nope"));
+    }
+
+    #[test]
+    fn wait_ready_waits_for_health_counts_completions_and_times_out() {
+        let yaml = r#"
+services:
+  job: {image: x}
+  web:
+    image: x
+    healthcheck: {test: [CMD, "true"]}
+    depends_on:
+      job: {condition: service_completed_successfully}
+"#;
+        let (_d, loaded, graph) = load(yaml);
+        let fake = Fake::with_images(&["x"]);
+        fake.after_start("job", exited(0));
+        fake.after_start("web", health(HealthState::Healthy));
+        fake.up(&loaded, &graph, &UpOptions::default()).unwrap();
+        let progress = quiet();
+        let x =
+            Executor { host: fake.host(), loaded: Some(&loaded), graph: Some(&graph), progress: &progress };
+        let all: Vec<String> = vec!["job".into(), "web".into()];
+        let targets = wait_targets(&graph, &all);
+        x.wait_ready("p", &targets, Some(Duration::from_secs(5))).unwrap();
+        // Still starting: the deadline ends the wait.
+        fake.set_status("p-web-1", health(HealthState::Starting));
+        let e = x.wait_ready("p", &targets, Some(Duration::from_millis(100))).unwrap_err();
+        assert!(e.to_string().contains("timed out waiting for container p-web-1"), "{e}");
+        // A one-shot that failed fails the wait at once.
+        fake.set_status("p-job-1", exited(1));
+        let e = x.wait_ready("p", &targets, None).unwrap_err();
+        assert!(e.to_string().contains("container p-job-1 exited with code 1"), "{e}");
     }
 
     #[test]
