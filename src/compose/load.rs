@@ -6,9 +6,10 @@
 //! files are merged in order, profiles applied, the model normalized (names, default network,
 //! `env_file` and `label_file` folded in) and checked for consistency, and finally decoded.
 
-use std::collections::BTreeSet;
-use std::io::Read;
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use super::environment::{self, Environment};
@@ -18,7 +19,13 @@ use super::merge::{self, MergeTags};
 use super::model::Project;
 use super::node::{Key, Mark, Node, Value, pointer_to_path};
 use super::options::ProjectOptions;
-use super::{canonical, paths, schema, yaml};
+use super::{canonical, input, paths, schema, yaml};
+
+/// How many services an `extends` chain may go through. Resolving it recurses, so the length
+/// must be bounded; real chains are two or three long.
+pub const MAX_EXTENDS_DEPTH: usize = 64;
+/// How deep `include`s may nest (cycles are reported as such before this).
+pub const MAX_INCLUDE_DEPTH: usize = 64;
 
 /// File names looked for, in order, in the working dir and its parents.
 pub const DEFAULT_FILE_NAMES: [&str; 4] =
@@ -89,7 +96,7 @@ pub fn load_project(opts: &ProjectOptions) -> Result<LoadedProject, LoadError> {
     env.insert("COMPOSE_PROJECT_NAME".into(), name.clone());
 
     let home = env.get("HOME").cloned();
-    let ctx = FileContext { env: &env, opts, home: home.as_deref() };
+    let ctx = FileContext::new(&env, opts, home.as_deref(), Vec::new());
     let mut merged: Option<Node> = None;
     for (tree, tags) in parsed {
         let tree = ctx.process(tree, &project_dir, &mut Vec::new())?;
@@ -172,9 +179,35 @@ struct FileContext<'a> {
     env: &'a Environment,
     opts: &'a ProjectOptions,
     home: Option<&'a str>,
+    /// The files (by [`FileContext::identity`]) whose `include` led here, outermost first, to
+    /// report include cycles.
+    includes: Vec<PathBuf>,
+    /// Files read for `extends`, prepared, by identity: many services may extend services of
+    /// one file, which is then read once.
+    extended: RefCell<HashMap<PathBuf, Rc<Node>>>,
 }
 
-impl FileContext<'_> {
+impl<'a> FileContext<'a> {
+    fn new(
+        env: &'a Environment,
+        opts: &'a ProjectOptions,
+        home: Option<&'a str>,
+        includes: Vec<PathBuf>,
+    ) -> FileContext<'a> {
+        FileContext { env, opts, home, includes, extended: RefCell::default() }
+    }
+
+    /// What tells files apart in cycle checks: the real path (symlinks followed) when there is
+    /// one, else the clean absolute path. `shown` is a path as marks show it.
+    fn identity(&self, shown: &Path) -> PathBuf {
+        let path = self.opts.working_dir.join(shown);
+        std::fs::canonicalize(&path).unwrap_or_else(|_| paths::clean(&path))
+    }
+
+    /// A file identity as messages show it.
+    fn shown(&self, identity: &Path) -> String {
+        display_name(identity, &self.opts.working_dir).to_string()
+    }
     /// Interpolation, validation, canonical form, absolute paths, `extends` and `include` for
     /// one file whose relative paths are relative to `base`. `chain` holds the `extends` being
     /// resolved, to report cycles.
@@ -205,6 +238,17 @@ impl FileContext<'_> {
             paths::resolve(tree, base, self.home);
         }
         Ok(())
+    }
+
+    /// Loads a file by path (for `extends.file`), once per identity.
+    fn extended_tree(&self, path: &Path, base: &Path) -> Result<Rc<Node>, LoadError> {
+        let id = self.identity(path);
+        if let Some(tree) = self.extended.borrow().get(&id) {
+            return Ok(tree.clone());
+        }
+        let tree = Rc::new(self.read_tree(path, base)?);
+        self.extended.borrow_mut().insert(id, tree.clone());
+        Ok(tree)
     }
 
     /// Loads a file by path (for `extends.file` and `include`).
@@ -253,37 +297,47 @@ impl FileContext<'_> {
         let Some(extends) = service.get("extends") else { return Ok(service.clone()) };
         let file = extends.get("file").and_then(Node::as_str);
         let target = extends.get("service").and_then(Node::as_str).unwrap_or_default().to_string();
-        let here = format!("{}#{}", tree.mark.file, name);
-        let there = match file {
-            Some(f) => format!("{f}#{target}"),
-            None => format!("{}#{}", tree.mark.file, target),
+        // Services are told apart by the identity of their file, so that `file:` naming the
+        // same file (by any path) is seen to be the same place.
+        let here_file = self.identity(Path::new(tree.mark.file.as_ref()));
+        let there_file = match file {
+            Some(f) => self.identity(Path::new(f)),
+            None => here_file.clone(),
         };
+        let here = extends_ref(&here_file, name);
+        let there = extends_ref(&there_file, &target);
         let path = format!("services.{name}.extends");
         if chain.contains(&there) || there == here {
-            let mut names: Vec<String> = chain.iter().map(|c| short_ref(c)).collect();
-            names.push(short_ref(&here));
-            names.push(short_ref(&there));
-            names.dedup();
+            let mut refs: Vec<String> = chain.clone();
+            refs.push(here);
+            refs.push(there);
             return Err(LoadError::invalid(
                 &extends.mark,
                 path,
-                format!("extends cycle: {}", names.join(" -> ")),
+                format!("extends cycle: {}", self.show_refs(&refs)),
+            ));
+        }
+        if chain.len() >= MAX_EXTENDS_DEPTH {
+            return Err(LoadError::invalid(
+                &extends.mark,
+                path,
+                format!("extends chain longer than {MAX_EXTENDS_DEPTH} services"),
             ));
         }
         let other;
         let (base_tree, in_file) = match file {
             Some(f) => {
                 let file_path = PathBuf::from(f);
-                if !file_path.is_file() {
+                if let Some(problem) = input::Kind::of(&file_path).problem() {
                     return Err(LoadError::invalid(
                         &extends.mark,
                         path,
-                        format!("cannot extend service {target:?}: file {f} not found"),
+                        format!("cannot extend service {target:?}: file {f} {problem}"),
                     ));
                 }
                 let dir = file_path.parent().map(Path::to_path_buf).unwrap_or_default();
-                other = self.read_tree(&file_path, &dir)?;
-                (&other, format!(" in {f}"))
+                other = self.extended_tree(&file_path, &dir)?;
+                (other.as_ref(), format!(" in {f}"))
             }
             None => (tree, String::new()),
         };
@@ -312,6 +366,9 @@ impl FileContext<'_> {
     /// networks, volumes, secrets and configs join this one. Redefining one is an error.
     fn apply_include(&self, tree: &mut Node) -> Result<(), LoadError> {
         let Some(includes) = tree.as_map_mut().and_then(|m| m.remove("include")) else { return Ok(()) };
+        let here = self.identity(Path::new(tree.mark.file.as_ref()));
+        let mut chain = self.includes.clone();
+        chain.push(here);
         for (index, include) in includes.as_seq().into_iter().flatten().enumerate() {
             let attr = format!("include[{index}]");
             let files: Vec<PathBuf> = match include.get("path") {
@@ -335,17 +392,37 @@ impl FileContext<'_> {
                 Some(n) => n.as_str().map(PathBuf::from).into_iter().collect(),
                 None => Some(dir.join(".env")).filter(|p| p.is_file()).into_iter().collect(),
             };
-            let env = environment::with_env_files(self.env, &env_files)?;
-            let inner = FileContext { env: &env, opts: self.opts, home: self.home };
-            let mut imported: Option<Node> = None;
             for file in &files {
-                if !file.is_file() {
+                if let Some(problem) = input::Kind::of(file).problem() {
                     return Err(LoadError::invalid(
                         &include.mark,
                         attr,
-                        format!("included file {} not found", file.display()),
+                        format!("included file {} {problem}", file.display()),
                     ));
                 }
+                let id = self.identity(file);
+                if chain.contains(&id) {
+                    let from = chain.iter().position(|c| *c == id).unwrap_or(0);
+                    let cycle: Vec<String> =
+                        chain[from..].iter().chain([&id]).map(|c| self.shown(c)).collect();
+                    return Err(LoadError::invalid(
+                        &include.mark,
+                        attr,
+                        format!("include cycle: {}", cycle.join(" -> ")),
+                    ));
+                }
+                if chain.len() > MAX_INCLUDE_DEPTH {
+                    return Err(LoadError::invalid(
+                        &include.mark,
+                        attr,
+                        format!("includes nested more than {MAX_INCLUDE_DEPTH} files deep"),
+                    ));
+                }
+            }
+            let env = environment::with_env_files(self.env, &env_files)?;
+            let inner = FileContext::new(&env, self.opts, self.home, chain.clone());
+            let mut imported: Option<Node> = None;
+            for file in &files {
                 let text = read_file(file)?;
                 let mut t = yaml::parse(&text, &display_name(file, &self.opts.working_dir))?;
                 let tags = merge::take_merge_tags(&mut t);
@@ -363,8 +440,32 @@ impl FileContext<'_> {
     }
 }
 
-fn short_ref(r: &str) -> String {
-    r.rsplit('#').next().unwrap_or(r).to_string()
+/// A service of a file, as the `extends` chain records it: `<file identity>#<service>`.
+fn extends_ref(file: &Path, service: &str) -> String {
+    format!("{}#{service}", file.display())
+}
+
+impl FileContext<'_> {
+    /// An `extends` chain for messages: service names, with their files when it crosses files.
+    fn show_refs(&self, refs: &[String]) -> String {
+        let split = |r: &String| -> (String, String) {
+            let (file, service) = r.rsplit_once('#').unwrap_or(("", r));
+            (file.to_string(), service.to_string())
+        };
+        let parts: Vec<(String, String)> = refs.iter().map(split).collect();
+        let one_file = parts.windows(2).all(|w| w[0].0 == w[1].0);
+        let names: Vec<String> = parts
+            .iter()
+            .map(|(file, service)| {
+                if one_file {
+                    service.clone()
+                } else {
+                    format!("{service} ({})", self.shown(Path::new(file)))
+                }
+            })
+            .collect();
+        names.join(" -> ")
+    }
 }
 
 /// Adds the included tree's resources to `tree`; a name defined in both is an error.
@@ -399,7 +500,7 @@ fn import_resources(tree: &mut Node, imported: Node) -> Result<(), LoadError> {
 }
 
 fn read_file(path: &Path) -> Result<String, LoadError> {
-    std::fs::read_to_string(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })
+    input::read_text(path)
 }
 
 /// How a file is named in messages: relative to the working dir when inside it.
@@ -423,10 +524,7 @@ fn read_sources(opts: &ProjectOptions) -> Result<Vec<Source>, LoadError> {
     let mut sources = Vec::with_capacity(files.len());
     for file in files {
         if file.as_os_str() == "-" {
-            let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .map_err(|source| LoadError::Io { path: PathBuf::from("-"), source })?;
+            let text = input::read_stdin()?;
             sources.push(Source { path: file, display: Arc::from("-"), text });
             continue;
         }
@@ -464,8 +562,8 @@ fn env_files(opts: &ProjectOptions, project_dir: &Path) -> Result<Vec<PathBuf>, 
         return Ok(Some(project_dir.join(".env")).filter(|p| p.is_file()).into_iter().collect());
     };
     for f in &explicit {
-        if !f.is_file() {
-            return Err(LoadError::Project(format!("env file {} not found", f.display())));
+        if let Some(problem) = input::Kind::of(f).problem() {
+            return Err(LoadError::Project(format!("env file {} {problem}", f.display())));
         }
     }
     Ok(explicit)
