@@ -9,7 +9,6 @@
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::sync::Arc;
 
 use super::environment::{self, Environment};
@@ -182,9 +181,10 @@ struct FileContext<'a> {
     /// The files (by [`FileContext::identity`]) whose `include` led here, outermost first, to
     /// report include cycles.
     includes: Vec<PathBuf>,
-    /// Files read for `extends`, prepared, by identity: many services may extend services of
-    /// one file, which is then read once.
-    extended: RefCell<HashMap<PathBuf, Rc<Node>>>,
+    /// Where each service is in the `services` of a file (by the file's name in marks), so
+    /// that resolving the `extends` of thousands of services does not scan them all each time.
+    /// A hint only: [`FileContext::service`] checks what it finds.
+    positions: RefCell<HashMap<Arc<str>, HashMap<String, usize>>>,
 }
 
 impl<'a> FileContext<'a> {
@@ -194,7 +194,7 @@ impl<'a> FileContext<'a> {
         home: Option<&'a str>,
         includes: Vec<PathBuf>,
     ) -> FileContext<'a> {
-        FileContext { env, opts, home, includes, extended: RefCell::default() }
+        FileContext { env, opts, home, includes, positions: RefCell::default() }
     }
 
     /// What tells files apart in cycle checks: the real path (symlinks followed) when there is
@@ -240,15 +240,24 @@ impl<'a> FileContext<'a> {
         Ok(())
     }
 
-    /// Loads a file by path (for `extends.file`), once per identity.
-    fn extended_tree(&self, path: &Path, base: &Path) -> Result<Rc<Node>, LoadError> {
-        let id = self.identity(path);
-        if let Some(tree) = self.extended.borrow().get(&id) {
-            return Ok(tree.clone());
+    /// The service `name` of `tree`, found in constant time in large files.
+    fn service<'t>(&self, tree: &'t Node, name: &str) -> Option<&'t Node> {
+        let services = tree.get("services").and_then(Node::as_map)?;
+        if services.len() <= 32 {
+            return services.get(name);
         }
-        let tree = Rc::new(self.read_tree(path, base)?);
-        self.extended.borrow_mut().insert(id, tree.clone());
-        Ok(tree)
+        let at = |positions: &HashMap<String, usize>| {
+            positions.get(name).and_then(|&i| services.entries.get(i)).filter(|(k, _)| k.name == name)
+        };
+        if let Some((_, node)) = self.positions.borrow().get(&tree.mark.file).and_then(at) {
+            return Some(node);
+        }
+        // Not indexed, or indexed from another version of the file's tree: index this one.
+        let positions: HashMap<String, usize> =
+            services.entries.iter().enumerate().map(|(i, (k, _))| (k.name.clone(), i)).collect();
+        let found = at(&positions).map(|(_, node)| node);
+        self.positions.borrow_mut().insert(tree.mark.file.clone(), positions);
+        found
     }
 
     /// Loads a file by path (for `extends.file` and `include`).
@@ -279,8 +288,10 @@ impl<'a> FileContext<'a> {
         if let Some(services) =
             tree.as_map_mut().and_then(|m| m.get_mut("services")).and_then(Node::as_map_mut)
         {
-            for (name, service) in names.iter().zip(resolved) {
-                if let Some(slot) = services.get_mut(name) {
+            let mut resolved: HashMap<&str, Node> =
+                names.iter().map(String::as_str).zip(resolved).collect();
+            for (key, slot) in services.entries.iter_mut() {
+                if let Some(service) = resolved.remove(key.name.as_str()) {
                     *slot = service;
                 }
             }
@@ -290,9 +301,8 @@ impl<'a> FileContext<'a> {
 
     /// The service `name` of `tree` with its `extends` chain applied.
     fn resolve_extends(&self, tree: &Node, name: &str, chain: &mut Vec<String>) -> Result<Node, LoadError> {
-        let service = tree
-            .get("services")
-            .and_then(|s| s.get(name))
+        let service = self
+            .service(tree, name)
             .ok_or_else(|| LoadError::invalid(&tree.mark, "", format!("service {name:?} not found")))?;
         let Some(extends) = service.get("extends") else { return Ok(service.clone()) };
         let file = extends.get("file").and_then(Node::as_str);
@@ -336,12 +346,12 @@ impl<'a> FileContext<'a> {
                     ));
                 }
                 let dir = file_path.parent().map(Path::to_path_buf).unwrap_or_default();
-                other = self.extended_tree(&file_path, &dir)?;
-                (other.as_ref(), format!(" in {f}"))
+                other = self.read_tree(&file_path, &dir)?;
+                (&other, format!(" in {f}"))
             }
             None => (tree, String::new()),
         };
-        if base_tree.get("services").and_then(|s| s.get(&target)).is_none() {
+        if self.service(base_tree, &target).is_none() {
             return Err(LoadError::invalid(
                 &extends.mark,
                 path,
@@ -481,8 +491,11 @@ fn import_resources(tree: &mut Node, imported: Node) -> Result<(), LoadError> {
             target.insert(key.clone(), Node::map(&key.mark));
         }
         let Some(dest) = target.get_mut(&key.name).and_then(Node::as_map_mut) else { continue };
+        // Where each name is: an included file may define thousands.
+        let mut positions: HashMap<String, usize> =
+            dest.entries.iter().enumerate().map(|(i, (k, _))| (k.name.clone(), i)).collect();
         for (name, item) in items.entries {
-            if let Some(existing) = dest.get(&name.name) {
+            if let Some(existing) = positions.get(&name.name).map(|&i| &dest.entries[i].1) {
                 if existing.to_json() != item.to_json() {
                     let kind = key.name.trim_end_matches('s');
                     return Err(LoadError::invalid(
@@ -493,6 +506,7 @@ fn import_resources(tree: &mut Node, imported: Node) -> Result<(), LoadError> {
                 }
                 continue;
             }
+            positions.insert(name.name.clone(), dest.entries.len());
             dest.entries.push((name, item));
         }
     }
@@ -664,14 +678,17 @@ fn apply_profiles(
         .filter(|(n, s)| !enabled(s) && !opts.services.iter().any(|x| x == n))
         .map(|(n, s)| (n.to_string(), profiles_of(s)))
         .collect();
+    // By name: a project may have thousands of services behind profiles.
+    let disabled_by_name: HashMap<&str, &Vec<String>> =
+        disabled.iter().map(|(n, p)| (n.as_str(), p)).collect();
     for (name, service) in services.iter() {
-        if disabled.iter().any(|(d, _)| d == name) {
+        if disabled_by_name.contains_key(name) {
             continue;
         }
         let Some(deps) = service.get("depends_on").and_then(Node::as_map) else { continue };
         for (dep, spec) in deps.iter() {
             let required = !matches!(spec.get("required").map(|r| &r.value), Some(Value::Bool(false)));
-            if let Some((_, profiles)) = disabled.iter().find(|(d, _)| d == dep)
+            if let Some(profiles) = disabled_by_name.get(dep)
                 && required
             {
                 return Err(LoadError::invalid(
@@ -685,7 +702,7 @@ fn apply_profiles(
             }
         }
     }
-    services.entries.retain(|(k, _)| !disabled.iter().any(|(d, _)| *d == k.name));
+    services.entries.retain(|(k, _)| !disabled_by_name.contains_key(k.name.as_str()));
     Ok(disabled.into_iter().map(|(n, _)| n).collect())
 }
 

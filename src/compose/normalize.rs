@@ -9,7 +9,7 @@ use std::path::Path;
 use super::environment::{self, Environment};
 use super::error::LoadError;
 use super::input;
-use super::node::{Key, Map, Mark, Node, Value};
+use super::node::{Key, Map, MapBuilder, Mark, Node, Value};
 
 /// Normalizes a merged canonical tree for project `name`; `env` resolves bare `environment`
 /// keys and interpolates env files.
@@ -175,7 +175,7 @@ fn fold_env_files(name: &str, svc: &mut Map, env: &Environment, mark: &Mark) -> 
         Value::Map(m) => Some(m),
         _ => None,
     });
-    let mut out = IndexedMap::default();
+    let mut out = MapBuilder::default();
     for (k, v) in merged {
         let value = v.map(Value::Str).unwrap_or(Value::Null);
         out.insert(key(&k, mark), Node::new(value, mark.clone()));
@@ -188,14 +188,14 @@ fn fold_env_files(name: &str, svc: &mut Map, env: &Environment, mark: &Mark) -> 
         }
         out.insert(k, v);
     }
-    svc.insert(key("environment", mark), Node::new(Value::Map(out.map), mark.clone()));
+    svc.insert(key("environment", mark), Node::new(Value::Map(out.finish()), mark.clone()));
     Ok(())
 }
 
 /// `label_file` contents under `labels` (which win).
 fn fold_label_files(name: &str, svc: &mut Map, env: &Environment, mark: &Mark) -> Result<(), LoadError> {
     let Some(files) = svc.remove("label_file") else { return Ok(()) };
-    let mut out = IndexedMap::default();
+    let mut out = MapBuilder::default();
     for (i, file) in files.as_seq().into_iter().flatten().enumerate() {
         let Some(path) = file.as_str() else { continue };
         if let Some(problem) = input::Kind::of(Path::new(path)).problem() {
@@ -217,30 +217,8 @@ fn fold_label_files(name: &str, svc: &mut Map, env: &Environment, mark: &Mark) -
             out.insert(k, v);
         }
     }
-    svc.insert(key("labels", mark), Node::new(Value::Map(out.map), mark.clone()));
+    svc.insert(key("labels", mark), Node::new(Value::Map(out.finish()), mark.clone()));
     Ok(())
-}
-
-/// A [`Map`] being filled, with an index by key so that each insert is O(1) (the `Map` itself
-/// looks keys up linearly, which is right for the small mappings of a compose file but not for
-/// the tens of thousands of variables an env file may hold).
-#[derive(Default)]
-struct IndexedMap {
-    map: Map,
-    index: HashMap<String, usize>,
-}
-
-impl IndexedMap {
-    /// Sets `key` to `node`, keeping the position of an existing entry (as [`Map::insert`]).
-    fn insert(&mut self, key: Key, node: Node) {
-        match self.index.get(&key.name) {
-            Some(&at) => self.map.entries[at].1 = node,
-            None => {
-                self.index.insert(key.name.clone(), self.map.entries.len());
-                self.map.entries.push((key, node));
-            }
-        }
-    }
 }
 
 #[cfg(test)]
