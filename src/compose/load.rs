@@ -288,8 +288,7 @@ impl<'a> FileContext<'a> {
         if let Some(services) =
             tree.as_map_mut().and_then(|m| m.get_mut("services")).and_then(Node::as_map_mut)
         {
-            let mut resolved: HashMap<&str, Node> =
-                names.iter().map(String::as_str).zip(resolved).collect();
+            let mut resolved: HashMap<&str, Node> = names.iter().map(String::as_str).zip(resolved).collect();
             for (key, slot) in services.entries.iter_mut() {
                 if let Some(service) = resolved.remove(key.name.as_str()) {
                     *slot = service;

@@ -263,7 +263,13 @@ impl Builder {
 
     /// Places a finished value into its parent: a sequence item, a mapping key, a mapping value,
     /// or a whole document. `depth` is how many levels the value has (0 for a scalar).
-    fn push_value(&mut self, node: Node, mark: Mark, from_alias: bool, depth: usize) -> Result<(), YamlError> {
+    fn push_value(
+        &mut self,
+        node: Node,
+        mark: Mark,
+        from_alias: bool,
+        depth: usize,
+    ) -> Result<(), YamlError> {
         let file = self.file.clone();
         match self.stack.last_mut() {
             None => {
@@ -277,53 +283,56 @@ impl Builder {
                 }
                 Ok(())
             }
-            Some(Frame::Map { node: map_node, pending_key, merges, depth: map_depth, keys, .. }) => match pending_key
-                .take()
-            {
-                None => {
-                    let name = match node.scalar_text() {
-                        Some(k) => k,
-                        None if node.is_null() => "null".to_string(),
-                        None => {
-                            return Err(YamlError { mark, message: "a mapping key must be a scalar".into() });
-                        }
-                    };
-                    if from_alias && name == "<<" {
-                        return Err(YamlError { mark, message: "an alias cannot be a merge key".into() });
-                    }
-                    *pending_key = Some(Key { name, mark });
-                    Ok(())
-                }
-                Some(key) => {
-                    *map_depth = (*map_depth).max(depth + 1);
-                    let Value::Map(map) = &mut map_node.value else { return Ok(()) };
-                    if key.name == "<<" {
-                        merges.push(node);
-                        return Ok(());
-                    }
-                    let duplicate = match keys {
-                        Some(keys) => !keys.insert(key.name.clone()),
-                        None => {
-                            let found = map.contains(&key.name);
-                            if map.len() >= LINEAR_KEYS {
-                                let mut set: HashSet<String> =
-                                    map.entries.iter().map(|(k, _)| k.name.clone()).collect();
-                                set.insert(key.name.clone());
-                                *keys = Some(set);
+            Some(Frame::Map { node: map_node, pending_key, merges, depth: map_depth, keys, .. }) => {
+                match pending_key.take() {
+                    None => {
+                        let name = match node.scalar_text() {
+                            Some(k) => k,
+                            None if node.is_null() => "null".to_string(),
+                            None => {
+                                return Err(YamlError {
+                                    mark,
+                                    message: "a mapping key must be a scalar".into(),
+                                });
                             }
-                            found
+                        };
+                        if from_alias && name == "<<" {
+                            return Err(YamlError { mark, message: "an alias cannot be a merge key".into() });
                         }
-                    };
-                    if duplicate {
-                        return Err(YamlError {
-                            mark: key.mark.clone(),
-                            message: format!("mapping key {:?} is already defined in {}", key.name, file),
-                        });
+                        *pending_key = Some(Key { name, mark });
+                        Ok(())
                     }
-                    map.entries.push((key, node));
-                    Ok(())
+                    Some(key) => {
+                        *map_depth = (*map_depth).max(depth + 1);
+                        let Value::Map(map) = &mut map_node.value else { return Ok(()) };
+                        if key.name == "<<" {
+                            merges.push(node);
+                            return Ok(());
+                        }
+                        let duplicate = match keys {
+                            Some(keys) => !keys.insert(key.name.clone()),
+                            None => {
+                                let found = map.contains(&key.name);
+                                if map.len() >= LINEAR_KEYS {
+                                    let mut set: HashSet<String> =
+                                        map.entries.iter().map(|(k, _)| k.name.clone()).collect();
+                                    set.insert(key.name.clone());
+                                    *keys = Some(set);
+                                }
+                                found
+                            }
+                        };
+                        if duplicate {
+                            return Err(YamlError {
+                                mark: key.mark.clone(),
+                                message: format!("mapping key {:?} is already defined in {}", key.name, file),
+                            });
+                        }
+                        map.entries.push((key, node));
+                        Ok(())
+                    }
                 }
-            },
+            }
         }
     }
 }
@@ -533,7 +542,8 @@ mod tests {
         assert!(e.to_string().starts_with("lol.yaml:"), "{e}");
         assert!(e.message.contains("excessive aliasing"), "{e}");
         // Ordinary reuse of an anchor, even many times, is fine.
-        let mut text = String::from("x-common: &c {image: busybox, restart: always, labels: {a: b}}\nservices:\n");
+        let mut text =
+            String::from("x-common: &c {image: busybox, restart: always, labels: {a: b}}\nservices:\n");
         for i in 0..5_000 {
             text.push_str(&format!("  s{i}: *c\n"));
         }
@@ -547,7 +557,10 @@ mod tests {
         let e = parse(&text, &Arc::from("t.yaml")).unwrap_err();
         assert_eq!(e.mark.line, 101, "{e}");
         // A merge key does not bring duplicates, however large.
-        let n = p(&format!("b: &b {{{}}}\nc:\n  <<: *b\n  k3: 9\n", (0..50).map(|i| format!("k{i}: {i}")).collect::<Vec<_>>().join(", ")));
+        let n = p(&format!(
+            "b: &b {{{}}}\nc:\n  <<: *b\n  k3: 9\n",
+            (0..50).map(|i| format!("k{i}: {i}")).collect::<Vec<_>>().join(", ")
+        ));
         assert_eq!(n.get("c").unwrap().as_map().unwrap().len(), 50);
         assert_eq!(n.get("c").unwrap().get("k3").unwrap().value, Value::Int(9));
     }
