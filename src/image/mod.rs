@@ -15,7 +15,7 @@ pub mod unpack;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
@@ -860,10 +860,16 @@ impl ImageStore {
     }
 }
 
-/// Reads all of `reader` into a file in `dir`; returns its path.
-pub(crate) fn spool(reader: &mut dyn Read, dir: &Path, name: &str) -> Result<PathBuf> {
+/// Reads all of the tar archive (plain, gzip or zstd) `reader`, named `source` in errors, into
+/// a file in `dir`; returns its path. A stream whose start cannot be a tar archive is refused
+/// before more of it is read (`/dev/zero` would never end).
+pub(crate) fn spool_archive(reader: &mut dyn Read, dir: &Path, name: &str, source: &str) -> Result<PathBuf> {
+    let (head, complete) = unpack::read_head(reader).map_err(io_at(Path::new(source)))?;
+    unpack::check_archive_head(&head, complete)
+        .map_err(|e| ImageError::Invalid { source_name: source.to_string(), message: e.to_string() })?;
     let path = dir.join(name);
     let mut f = fs::File::create(&path).map_err(io_at(&path))?;
+    f.write_all(&head).map_err(io_at(&path))?;
     io::copy(reader, &mut f).map_err(io_at(&path))?;
     Ok(path)
 }

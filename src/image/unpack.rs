@@ -80,6 +80,81 @@ pub fn decompressed<'a, R: Read + 'a>(reader: R) -> io::Result<(Compression, Box
     Ok((kind, out))
 }
 
+/// How many bytes of a stream [`check_archive_head`] wants to see.
+pub const HEAD_LEN: usize = 64 * 1024;
+
+/// Why the start of a stream shows it cannot be a tar archive (plain, gzip or zstd).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a tar archive (plain, gzip or zstd): {0}")]
+pub struct NotAnArchive(pub String);
+
+/// Checks that the first 512-byte block of a tar stream is a tar header: ustar (POSIX or GNU)
+/// magic and a matching checksum. An all-zero block is an end-of-archive marker: an archive
+/// that starts with it holds nothing.
+pub fn check_tar_header(block: &[u8]) -> Result<(), NotAnArchive> {
+    let bad = |why: &str| Err(NotAnArchive(why.to_string()));
+    if block.is_empty() {
+        return bad("it is empty");
+    }
+    if block.len() < 512 {
+        return bad("it is shorter than one tar block");
+    }
+    let block = &block[..512];
+    if block.iter().all(|b| *b == 0) {
+        return bad("it starts with an end-of-archive block (an empty archive, or zeros)");
+    }
+    let magic = &block[257..263];
+    if magic != b"ustar\0" && magic != b"ustar " {
+        return bad("its first block has no tar (ustar) magic");
+    }
+    let field = &block[148..156];
+    let digits: Vec<u8> = field.iter().copied().skip_while(|b| *b == b' ').take_while(|b| (b'0'..=b'7').contains(b)).collect();
+    let stored = std::str::from_utf8(&digits).ok().and_then(|d| u32::from_str_radix(d, 8).ok());
+    let sum: u32 = block
+        .iter()
+        .enumerate()
+        .map(|(i, b)| if (148..156).contains(&i) { u32::from(b' ') } else { u32::from(*b) })
+        .sum();
+    if stored != Some(sum) {
+        return bad("its first block's tar header checksum does not match");
+    }
+    Ok(())
+}
+
+/// Checks the start of a stream that should be a tar archive, plain or gzip or zstd
+/// compressed: `head` is its first [`HEAD_LEN`] bytes (fewer when `complete`: the whole
+/// stream). Refuses early what cannot be one (`/dev/zero`, text, another compression), so that
+/// no one waits for an endless stream to end.
+pub fn check_archive_head(head: &[u8], complete: bool) -> Result<Compression, NotAnArchive> {
+    if head.starts_with(b"BZh") {
+        return Err(NotAnArchive("it is bzip2-compressed; decompress it first".into()));
+    }
+    if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        return Err(NotAnArchive("it is xz-compressed; decompress it first".into()));
+    }
+    let (kind, mut plain) =
+        decompressed(head).map_err(|e| NotAnArchive(format!("its compressed data is broken: {e}")))?;
+    let mut block = Vec::with_capacity(512);
+    let read = (&mut plain).take(512).read_to_end(&mut block);
+    match read {
+        Ok(_) if block.len() == 512 => {}
+        // A compressed head may end mid-stream: only a complete stream is judged by its end.
+        Ok(_) | Err(_) if kind != Compression::None && !complete => return Ok(kind),
+        Ok(_) => {}
+        Err(e) => return Err(NotAnArchive(format!("its compressed data is broken: {e}"))),
+    }
+    check_tar_header(&block)?;
+    Ok(kind)
+}
+
+/// Reads up to [`HEAD_LEN`] bytes of `reader`: (the bytes, whether that is the whole stream).
+pub fn read_head(reader: &mut dyn Read) -> io::Result<(Vec<u8>, bool)> {
+    let mut head = Vec::with_capacity(HEAD_LEN);
+    (&mut *reader).take(HEAD_LEN as u64).read_to_end(&mut head)?;
+    let complete = head.len() < HEAD_LEN;
+    Ok((head, complete))
+}
+
 /// A reader that hashes what passes through it.
 pub struct HashingReader<R> {
     inner: R,
