@@ -415,3 +415,166 @@ fn plan_oci(archive: &Archive, source: &str) -> Result<Vec<Plan>> {
     }
     Ok(plans)
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::state::Dirs;
+
+    /// A tar of (name, bytes) regular files, owned by root, as the fuzz seeds and tests use.
+    pub(crate) fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_mtime(0);
+            h.set_uid(0);
+            h.set_gid(0);
+            b.append_data(&mut h, name, *data).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        b.into_inner().unwrap_or_default()
+    }
+
+    /// A docker archive of (tag, config diff ids, layer tars); `diff_ids` None: the layers'.
+    pub(crate) fn docker_archive(images: &[(&str, Option<Vec<String>>, Vec<Vec<u8>>)]) -> Vec<u8> {
+        let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut manifest = Vec::new();
+        for (i, (tag, diff_ids, layers)) in images.iter().enumerate() {
+            let diff_ids = diff_ids.clone().unwrap_or_else(|| layers.iter().map(|l| digest_of(l)).collect());
+            let config = serde_json::to_vec(&json!({
+                "architecture": "amd64", "os": "linux",
+                "config": { "Cmd": ["sh"] },
+                "rootfs": { "type": "layers", "diff_ids": diff_ids },
+            }))
+            .unwrap_or_default();
+            let config_name = format!("{}.json", Digest::of(&config).hex());
+            let mut names = Vec::new();
+            for (j, l) in layers.iter().enumerate() {
+                names.push(format!("i{i}l{j}/layer.tar"));
+                files.push((format!("i{i}l{j}/layer.tar"), l.clone()));
+            }
+            files.push((config_name.clone(), config));
+            manifest.push(json!({ "Config": config_name, "RepoTags": [tag], "Layers": names }));
+        }
+        files.push(("manifest.json".into(), serde_json::to_vec(&manifest).unwrap_or_default()));
+        let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect();
+        tar_of(&refs)
+    }
+
+    fn store() -> (tempfile::TempDir, ImageStore) {
+        let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+        let store = ImageStore::open(&Dirs::new(dir.path().join("root"), dir.path().join("run"))).unwrap();
+        (dir, store)
+    }
+
+    fn stored(store: &ImageStore) -> usize {
+        let count = |p: PathBuf| fs::read_dir(p).map(|d| d.count()).unwrap_or(0);
+        count(store.dir().join("blobs/sha256")) + count(store.dir().join("layers"))
+    }
+
+    #[test]
+    fn a_bad_second_image_leaves_the_first_untagged_and_unstored() {
+        let (_dir, store) = store();
+        let good = tar_of(&[("a", b"1")]);
+        let bad = tar_of(&[("b", b"2")]);
+        let wrong = vec![digest_of(b"something else")];
+        let archive = docker_archive(&[("test/one:1", None, vec![good]), ("test/two:1", Some(wrong), vec![bad])]);
+        let err = load(&store, &mut &archive[..], "two.tar").unwrap_err();
+        assert!(err.to_string().contains("two.tar") && err.to_string().contains("diff id"), "{err}");
+        assert!(store.list().unwrap().is_empty(), "no name given");
+        assert_eq!(stored(&store), 0, "nothing stored");
+        // Both good: both named, in one go.
+        let archive = docker_archive(&[
+            ("test/one:1", None, vec![tar_of(&[("a", b"1")])]),
+            ("test/two:1", None, vec![tar_of(&[("b", b"2")])]),
+        ]);
+        let loaded = load(&store, &mut &archive[..], "two.tar").unwrap();
+        assert_eq!(loaded.len(), 2);
+        assert_eq!(store.list().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn streams_that_cannot_be_archives_are_refused_at_once() {
+        let (_dir, store) = store();
+        let started = std::time::Instant::now();
+        let err = load(&store, &mut std::io::repeat(0), "/dev/zero").unwrap_err();
+        assert!(err.to_string().contains("/dev/zero") && err.to_string().contains("end-of-archive"), "{err}");
+        let err = load(&store, &mut std::io::repeat(b'x'), "text").unwrap_err();
+        assert!(err.to_string().contains("no tar (ustar) magic"), "{err}");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &[0u8; 1 << 20]).unwrap();
+        let zeros = gz.finish().unwrap();
+        let err = load(&store, &mut &zeros[..], "zeros.gz").unwrap_err();
+        assert!(err.to_string().contains("end-of-archive"), "{err}");
+        let err = load(&store, &mut &b"BZh91AY&SY"[..], "x.bz2").unwrap_err();
+        assert!(err.to_string().contains("bzip2"), "{err}");
+        let err = load(&store, &mut &b""[..], "empty").unwrap_err();
+        assert!(err.to_string().contains("empty"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        // A tar with a corrupt first header.
+        let mut t = tar_of(&[("manifest.json", b"[]")]);
+        t[0] ^= 0x55;
+        let err = load(&store, &mut &t[..], "bad.tar").unwrap_err();
+        assert!(err.to_string().contains("checksum"), "{err}");
+        assert_eq!(stored(&store), 0);
+    }
+
+    #[test]
+    fn links_and_descriptors_out_of_bounds_are_refused() {
+        let (dir, store) = store();
+        let secret = dir.path().join("secret");
+        fs::write(&secret, b"secret").unwrap();
+        // manifest.json a symlink to a file outside the archive.
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        h.set_uid(0);
+        h.set_gid(0);
+        b.append_link(&mut h, "manifest.json", "../../../../../../../../..".to_string() + &secret.display().to_string())
+            .unwrap();
+        let archive = b.into_inner().unwrap();
+        let err = load(&store, &mut &archive[..], "link.tar").unwrap_err();
+        assert!(err.to_string().contains("neither a docker archive"), "{err}");
+
+        // An OCI index with a negative size, and one whose digest climbs out.
+        let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
+        for (desc, why) in [
+            (json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest_of(b"{}"), "size": -1}), "size"),
+            (json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:../../x", "size": 2}), "digest"),
+        ] {
+            let index = serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [desc]})).unwrap();
+            let archive = tar_of(&[("oci-layout", layout), ("index.json", &index)]);
+            let err = load(&store, &mut &archive[..], "oci.tar").unwrap_err().to_string();
+            assert!(err.contains("oci.tar") && err.contains("manifests[0]") && err.contains(why), "{err}");
+        }
+        // A symlinked layer inside the archive is followed (docker writes those).
+        let layer = tar_of(&[("a", b"1")]);
+        let mut archive = docker_archive(&[("test/one:1", None, vec![layer.clone()])]);
+        // Rewrite: keep the layer under another name, and make i0l0/layer.tar a link to it.
+        let mut out = tar::Builder::new(Vec::new());
+        for e in tar::Archive::new(&archive[..]).entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().into_owned();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+            let mut h = e.header().clone();
+            if path == Path::new("i0l0/layer.tar") {
+                out.append_data(&mut h, "real/layer.tar", &data[..]).unwrap();
+                let mut l = tar::Header::new_gnu();
+                l.set_entry_type(tar::EntryType::Symlink);
+                l.set_size(0);
+                l.set_uid(0);
+                l.set_gid(0);
+                out.append_link(&mut l, "i0l0/layer.tar", "../real/layer.tar").unwrap();
+            } else {
+                out.append_data(&mut h, &path, &data[..]).unwrap();
+            }
+        }
+        archive = out.into_inner().unwrap();
+        load(&store, &mut &archive[..], "linked.tar").unwrap();
+        assert_eq!(store.list().unwrap()[0].repository, "test/one");
+    }
+}
