@@ -237,6 +237,8 @@ impl Plan {
 /// Stores every planned image's blobs and unpacked layers, then gives all the names in one
 /// write of the index: a failure on the way leaves no name given.
 fn store_all(store: &ImageStore, source: &str, plans: &[Plan]) -> Result<Vec<LoadedImage>> {
+    // A damaged index would refuse the names at the end: refuse before storing anything.
+    store.check_index()?;
     let mut manifests = Vec::new();
     for p in plans {
         let mut parent: Option<String> = None;

@@ -342,6 +342,11 @@ impl ImageStore {
         }
     }
 
+    /// Fails when `index.json` cannot be read as a valid index.
+    pub(crate) fn check_index(&self) -> Result<()> {
+        self.read_index().map(|_| ())
+    }
+
     fn write_index(&self, index: &StoreIndex) -> Result<()> {
         let path = self.index_path();
         let text = serde_json::to_vec_pretty(index).map_err(io::Error::other).map_err(io_at(&path))?;
@@ -877,6 +882,103 @@ pub(crate) fn spool_archive(reader: &mut dyn Read, dir: &Path, name: &str, sourc
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn store() -> (tempfile::TempDir, ImageStore) {
+        let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+        let store = ImageStore::open(&Dirs::new(dir.path().join("root"), dir.path().join("run"))).unwrap();
+        (dir, store)
+    }
+
+    /// An image imported from a one-file layer: (store, its id).
+    fn with_image() -> (tempfile::TempDir, ImageStore, String) {
+        let (dir, store) = store();
+        let layer = load::tests::tar_of(&[("f", b"x")]);
+        let r = Reference::parse("test/a:1").unwrap();
+        let id = import::import(&store, import::ImportSource::Reader(&mut &layer[..]), Some(&r), &[], None).unwrap();
+        (dir, store, id)
+    }
+
+    #[test]
+    fn a_damaged_index_is_an_error_naming_it_and_deletes_nothing() {
+        let (_dir, store, id) = with_image();
+        let index = store.dir().join("index.json");
+        let good = fs::read(&index).unwrap();
+        let blobs = || fs::read_dir(store.dir().join("blobs/sha256")).unwrap().count();
+        let before = blobs();
+        let mut bad: Vec<(String, &str)> = vec![
+            ("[]".into(), "index.json"),
+            ("{".into(), "index.json"),
+            (r#"{"schemaVersion":2}"#.into(), "manifests"),
+        ];
+        let v: Value = serde_json::from_slice(&good).unwrap();
+        for (field, value, why) in [
+            ("digest", json!("sha256:../../x"), "manifests[0].digest"),
+            ("digest", json!(format!("sha256:{}", "A".repeat(64))), "manifests[0].digest"),
+            ("size", json!(-1), "manifests[0].size"),
+        ] {
+            let mut v = v.clone();
+            v["manifests"][0][field] = value;
+            bad.push((v.to_string(), why));
+        }
+        for (text, why) in bad {
+            fs::write(&index, &text).unwrap();
+            for result in [
+                store.list().map(|_| ()),
+                store.prune().map(|_| ()),
+                store.inspect("test/a:1").map(|_| ()),
+                store.remove(&id, true).map(|_| ()),
+                store.tag(&id, "test/b").map(|_| ()),
+            ] {
+                let err = result.unwrap_err().to_string();
+                assert!(err.contains(&index.display().to_string()) && err.contains(why), "{text}: {err}");
+            }
+            let archive = load::tests::docker_archive(&[("test/c:1", None, vec![load::tests::tar_of(&[("g", b"y")])])]);
+            assert!(load::load(&store, &mut &archive[..], "c.tar").is_err(), "{text}");
+            assert_eq!(blobs(), before, "{text}: nothing collected");
+        }
+        fs::write(&index, &good).unwrap();
+        assert_eq!(store.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn stored_manifests_and_configs_are_checked_as_read() {
+        let (_dir, store, id) = with_image();
+        // A config whose diff id climbs out of `layers/`.
+        let config_path = store.blob(&Digest::parse(&id).unwrap());
+        let mut config: Value = serde_json::from_slice(&fs::read(&config_path).unwrap()).unwrap();
+        config["rootfs"]["diff_ids"] = json!(["sha256:../../../etc"]);
+        fs::write(&config_path, config.to_string()).unwrap();
+        let err = store.resolve("test/a:1").unwrap_err().to_string();
+        assert!(err.contains(&config_path.display().to_string()) && err.contains("not a sha256 digest"), "{err}");
+        // A string digest never maps outside the store.
+        assert!(store.blob_path("sha256:../../x").starts_with(store.dir().join("blobs/sha256")));
+        assert!(store.layer_path("../x").starts_with(store.dir().join("layers")));
+    }
+
+    #[test]
+    fn the_next_store_operation_sweeps_dead_work_dirs_only() {
+        let (dir, store) = store();
+        let live = store.staging().unwrap();
+        let live_layer = Staging::create(&store.dir().join("layers"), LAYER_TMP_PREFIX).unwrap();
+        for dead in [store.dir().join(".staging-dead"), store.dir().join("layers/.tmp-dead")] {
+            fs::create_dir_all(dead.join("x")).unwrap();
+            let mut lock = dead.as_os_str().to_owned();
+            lock.push(".lock");
+            fs::write(lock, b"").unwrap();
+        }
+        let pull = store.dir().join(".pull");
+        let h = "a".repeat(64);
+        fs::create_dir_all(pull.join(format!("{h}.unpacking/x"))).unwrap();
+        fs::write(pull.join(format!("{h}.partial")), b"resumable").unwrap();
+        let again = ImageStore::open(&Dirs::new(dir.path().join("root"), dir.path().join("run"))).unwrap();
+        assert!(!again.dir().join(".staging-dead").exists() && !again.dir().join("layers/.tmp-dead").exists());
+        assert!(!pull.join(format!("{h}.unpacking")).exists());
+        assert!(pull.join(format!("{h}.partial")).exists(), "a download stays for the next pull to resume");
+        assert!(live.path().is_dir() && live_layer.path().is_dir(), "live work is untouched");
+        let _lock = again.lock().unwrap();
+        again.gc().unwrap();
+        assert!(live_layer.path().is_dir(), "gc leaves unpacks in progress alone");
+    }
 
     #[test]
     fn chain_ids_follow_the_oci_rule() {
