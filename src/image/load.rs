@@ -45,7 +45,10 @@ pub fn load(store: &ImageStore, reader: &mut dyn Read, source: &str) -> Result<V
     } else if archive.has("index.json") {
         plan_oci(&archive, source)?
     } else {
-        return Err(invalid(source, "neither a docker archive (manifest.json) nor an OCI layout (index.json)"));
+        return Err(invalid(
+            source,
+            "neither a docker archive (manifest.json) nor an OCI layout (index.json)",
+        ));
     };
     let _lock = store.lock()?;
     let result = store_all(store, source, &plans);
@@ -131,8 +134,8 @@ fn read_archive(reader: &mut dyn Read, dir: &Path, source: &str) -> Result<Archi
     let (head, complete) = unpack::read_head(reader).map_err(|e| invalid(source, e.to_string()))?;
     unpack::check_archive_head(&head, complete)
         .map_err(|e| invalid(source, format!("not an image archive: {e}")))?;
-    let (_, plain) =
-        unpack::decompressed(std::io::Cursor::new(head).chain(reader)).map_err(|e| invalid(source, e.to_string()))?;
+    let (_, plain) = unpack::decompressed(std::io::Cursor::new(head).chain(reader))
+        .map_err(|e| invalid(source, e.to_string()))?;
     let bad = |e: std::io::Error| invalid(source, format!("not a valid image archive: {e}"));
     let mut links = HashMap::new();
     let mut tar = tar::Archive::new(plain);
@@ -186,8 +189,8 @@ fn digest_in_name(name: &str) -> Option<String> {
 }
 
 fn parse_config(bytes: &[u8], source: &str, name: &str) -> Result<(ImageConfiguration, Vec<Digest>)> {
-    let config: ImageConfiguration =
-        serde_json::from_slice(bytes).map_err(|e| invalid(source, format!("{name}: not an image config: {e}")))?;
+    let config: ImageConfiguration = serde_json::from_slice(bytes)
+        .map_err(|e| invalid(source, format!("{name}: not an image config: {e}")))?;
     let diff_ids = config
         .rootfs()
         .diff_ids()
@@ -227,7 +230,10 @@ impl Plan {
             if let Some(want) = size
                 && *want != actual
             {
-                return Err(invalid(source, format!("{}: {actual} bytes, the manifest says {want}", path.display())));
+                return Err(invalid(
+                    source,
+                    format!("{}: {actual} bytes, the manifest says {want}", path.display()),
+                ));
             }
         }
         Ok(Plan { config_bytes, diff_ids, layers, names })
@@ -247,7 +253,8 @@ fn store_all(store: &ImageStore, source: &str, plans: &[Plan]) -> Result<Vec<Loa
             let mut head = std::io::BufReader::new(fs::File::open(file).map_err(io_at(file))?);
             let kind = unpack::detect(&mut head).map_err(io_at(file))?;
             let (digest, size) = store.put_blob_file(file, expected.as_ref().map(Digest::as_str), source)?;
-            let (_, chain) = store.ensure_layer(&digest, parent.as_deref(), Some(diff_id.as_str()), source)?;
+            let (_, chain) =
+                store.ensure_layer(&digest, parent.as_deref(), Some(diff_id.as_str()), source)?;
             parent = Some(chain);
             descriptors.push(json!({ "mediaType": kind.layer_media_type(), "digest": digest, "size": size }));
         }
@@ -296,8 +303,10 @@ fn plan_docker(archive: &Archive, source: &str) -> Result<Vec<Plan>> {
         let mut files = Vec::new();
         for layer in &m.layers {
             let expected = digest_in_name(layer).filter(|_| layer.starts_with("blobs/"));
-            let expected =
-                expected.map(|d| Digest::parse(&d)).transpose().map_err(|e| invalid(source, e.to_string()))?;
+            let expected = expected
+                .map(|d| Digest::parse(&d))
+                .transpose()
+                .map_err(|e| invalid(source, e.to_string()))?;
             files.push((archive.named(source, layer)?, expected, None));
         }
         let names = m
@@ -360,10 +369,8 @@ fn plan_oci(archive: &Archive, source: &str) -> Result<Vec<Plan>> {
     if !index.is_object() {
         return Err(invalid(source, "index.json: not an image index (a JSON object)"));
     }
-    let mut pending: Vec<(ArchiveDescriptor, Option<String>, usize)> = descriptors(source, "index.json", &index["manifests"])?
-        .into_iter()
-        .map(|d| (d, None, 0))
-        .collect();
+    let mut pending: Vec<(ArchiveDescriptor, Option<String>, usize)> =
+        descriptors(source, "index.json", &index["manifests"])?.into_iter().map(|d| (d, None, 0)).collect();
     if pending.is_empty() {
         return Err(invalid(source, "index.json lists no manifest"));
     }
@@ -403,11 +410,17 @@ fn plan_oci(archive: &Archive, source: &str) -> Result<Vec<Plan>> {
             .map_err(|e| invalid(source, format!("{blob_name}: not a manifest: {e}")))?;
         let config_digest = Digest::parse(manifest.config().digest().as_ref())
             .map_err(|e| invalid(source, format!("{blob_name}: config {e}")))?;
-        let (config_name, config_bytes) = oci_blob(archive, source, &config_digest, manifest.config().size())?;
+        let (config_name, config_bytes) =
+            oci_blob(archive, source, &config_digest, manifest.config().size())?;
         let mut files = Vec::new();
         for l in manifest.layers() {
-            let d = Digest::parse(l.digest().as_ref()).map_err(|e| invalid(source, format!("{blob_name}: layer {e}")))?;
-            files.push((archive.named(source, &format!("blobs/sha256/{}", d.hex()))?, Some(d), Some(l.size())));
+            let d = Digest::parse(l.digest().as_ref())
+                .map_err(|e| invalid(source, format!("{blob_name}: layer {e}")))?;
+            files.push((
+                archive.named(source, &format!("blobs/sha256/{}", d.hex()))?,
+                Some(d),
+                Some(l.size()),
+            ));
         }
         let names = match &name {
             Some(n) => vec![Reference::parse(n)?],
@@ -481,7 +494,8 @@ pub(crate) mod tests {
         let good = tar_of(&[("a", b"1")]);
         let bad = tar_of(&[("b", b"2")]);
         let wrong = vec![digest_of(b"something else")];
-        let archive = docker_archive(&[("test/one:1", None, vec![good]), ("test/two:1", Some(wrong), vec![bad])]);
+        let archive =
+            docker_archive(&[("test/one:1", None, vec![good]), ("test/two:1", Some(wrong), vec![bad])]);
         let err = load(&store, &mut &archive[..], "two.tar").unwrap_err();
         assert!(err.to_string().contains("two.tar") && err.to_string().contains("diff id"), "{err}");
         assert!(store.list().unwrap().is_empty(), "no name given");
@@ -535,8 +549,12 @@ pub(crate) mod tests {
         h.set_mode(0o777);
         h.set_uid(0);
         h.set_gid(0);
-        b.append_link(&mut h, "manifest.json", "../../../../../../../../..".to_string() + &secret.display().to_string())
-            .unwrap();
+        b.append_link(
+            &mut h,
+            "manifest.json",
+            "../../../../../../../../..".to_string() + &secret.display().to_string(),
+        )
+        .unwrap();
         let archive = b.into_inner().unwrap();
         let err = load(&store, &mut &archive[..], "link.tar").unwrap_err();
         assert!(err.to_string().contains("neither a docker archive"), "{err}");
@@ -544,8 +562,14 @@ pub(crate) mod tests {
         // An OCI index with a negative size, and one whose digest climbs out.
         let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
         for (desc, why) in [
-            (json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest_of(b"{}"), "size": -1}), "size"),
-            (json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:../../x", "size": 2}), "digest"),
+            (
+                json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest_of(b"{}"), "size": -1}),
+                "size",
+            ),
+            (
+                json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:../../x", "size": 2}),
+                "digest",
+            ),
         ] {
             let index = serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [desc]})).unwrap();
             let archive = tar_of(&[("oci-layout", layout), ("index.json", &index)]);

@@ -477,7 +477,12 @@ impl ImageStore {
                 digest: m.digest.clone(),
                 size: m.size,
                 annotations: name
-                    .map(|n| BTreeMap::from([(REF_NAME.to_string(), n.clone()), (TAGGED_AT.to_string(), now.clone())]))
+                    .map(|n| {
+                        BTreeMap::from([
+                            (REF_NAME.to_string(), n.clone()),
+                            (TAGGED_AT.to_string(), now.clone()),
+                        ])
+                    })
                     .unwrap_or_default(),
                 other: Map::new(),
             };
@@ -551,7 +556,6 @@ impl ImageStore {
         let bytes = fs::read(&path).map_err(io_at(&path))?;
         Ok((parse_record(&bytes, &path)?, path))
     }
-
 
     fn find(&self, reference: &str) -> Result<(Vec<Entry>, usize, Option<Reference>)> {
         let entries = self.entries()?;
@@ -894,7 +898,8 @@ mod tests {
         let (dir, store) = store();
         let layer = load::tests::tar_of(&[("f", b"x")]);
         let r = Reference::parse("test/a:1").unwrap();
-        let id = import::import(&store, import::ImportSource::Reader(&mut &layer[..]), Some(&r), &[], None).unwrap();
+        let id = import::import(&store, import::ImportSource::Reader(&mut &layer[..]), Some(&r), &[], None)
+            .unwrap();
         (dir, store, id)
     }
 
@@ -932,7 +937,8 @@ mod tests {
                 let err = result.unwrap_err().to_string();
                 assert!(err.contains(&index.display().to_string()) && err.contains(why), "{text}: {err}");
             }
-            let archive = load::tests::docker_archive(&[("test/c:1", None, vec![load::tests::tar_of(&[("g", b"y")])])]);
+            let archive =
+                load::tests::docker_archive(&[("test/c:1", None, vec![load::tests::tar_of(&[("g", b"y")])])]);
             assert!(load::load(&store, &mut &archive[..], "c.tar").is_err(), "{text}");
             assert_eq!(blobs(), before, "{text}: nothing collected");
         }
@@ -949,7 +955,10 @@ mod tests {
         config["rootfs"]["diff_ids"] = json!(["sha256:../../../etc"]);
         fs::write(&config_path, config.to_string()).unwrap();
         let err = store.resolve("test/a:1").unwrap_err().to_string();
-        assert!(err.contains(&config_path.display().to_string()) && err.contains("not a sha256 digest"), "{err}");
+        assert!(
+            err.contains(&config_path.display().to_string()) && err.contains("not a sha256 digest"),
+            "{err}"
+        );
         // A string digest never maps outside the store.
         assert!(store.blob_path("sha256:../../x").starts_with(store.dir().join("blobs/sha256")));
         assert!(store.layer_path("../x").starts_with(store.dir().join("layers")));
@@ -971,7 +980,9 @@ mod tests {
         fs::create_dir_all(pull.join(format!("{h}.unpacking/x"))).unwrap();
         fs::write(pull.join(format!("{h}.partial")), b"resumable").unwrap();
         let again = ImageStore::open(&Dirs::new(dir.path().join("root"), dir.path().join("run"))).unwrap();
-        assert!(!again.dir().join(".staging-dead").exists() && !again.dir().join("layers/.tmp-dead").exists());
+        assert!(
+            !again.dir().join(".staging-dead").exists() && !again.dir().join("layers/.tmp-dead").exists()
+        );
         assert!(!pull.join(format!("{h}.unpacking")).exists());
         assert!(pull.join(format!("{h}.partial")).exists(), "a download stays for the next pull to resume");
         assert!(live.path().is_dir() && live_layer.path().is_dir(), "live work is untouched");

@@ -76,7 +76,11 @@ impl ImageStore {
         let index = self.read_index().ok()?;
         index.manifests.iter().find_map(|d| {
             (d.name() == Some(full.as_str()))
-                .then(|| d.annotations.get(super::TAGGED_AT).and_then(|t| crate::runtime::timefmt::parse_rfc3339(t)))
+                .then(|| {
+                    d.annotations
+                        .get(super::TAGGED_AT)
+                        .and_then(|t| crate::runtime::timefmt::parse_rfc3339(t))
+                })
                 .flatten()
         })
     }

@@ -107,7 +107,8 @@ pub fn check_tar_header(block: &[u8]) -> Result<(), NotAnArchive> {
         return bad("its first block has no tar (ustar) magic");
     }
     let field = &block[148..156];
-    let digits: Vec<u8> = field.iter().copied().skip_while(|b| *b == b' ').take_while(|b| (b'0'..=b'7').contains(b)).collect();
+    let digits: Vec<u8> =
+        field.iter().copied().skip_while(|b| *b == b' ').take_while(|b| (b'0'..=b'7').contains(b)).collect();
     let stored = std::str::from_utf8(&digits).ok().and_then(|d| u32::from_str_radix(d, 8).ok());
     let sum: u32 = block
         .iter()
@@ -407,7 +408,10 @@ pub fn unpack(reader: impl Read, dest: &Path) -> Result<String, UnpackError> {
                 let link = entry.link_name().map_err(UnpackError::Tar)?.unwrap_or_default().into_owned();
                 let link_rel = clean_relative(&name, &link)?;
                 let Some(target_name) = link_rel.file_name() else {
-                    return Err(UnpackError::Escape { entry: name, why: "it links to the layer's root".into() });
+                    return Err(UnpackError::Escape {
+                        entry: name,
+                        why: "it links to the layer's root".into(),
+                    });
                 };
                 link_cursor.enter(&name, link_rel.parent().unwrap_or(Path::new("")), false)?;
                 let target = link_cursor.path(target_name);
