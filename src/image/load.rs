@@ -451,8 +451,11 @@ pub(crate) mod tests {
         b.into_inner().unwrap_or_default()
     }
 
-    /// A docker archive of (tag, config diff ids, layer tars); `diff_ids` None: the layers'.
-    pub(crate) fn docker_archive(images: &[(&str, Option<Vec<String>>, Vec<Vec<u8>>)]) -> Vec<u8> {
+    /// One image of a test archive: (tag, config diff ids (None: the layers'), layer tars).
+    pub(crate) type TestImage<'a> = (&'a str, Option<Vec<String>>, Vec<Vec<u8>>);
+
+    /// A docker archive of the images.
+    pub(crate) fn docker_archive(images: &[TestImage<'_>]) -> Vec<u8> {
         let mut files: Vec<(String, Vec<u8>)> = Vec::new();
         let mut manifest = Vec::new();
         for (i, (tag, diff_ids, layers)) in images.iter().enumerate() {

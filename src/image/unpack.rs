@@ -224,7 +224,7 @@ impl DirCursor {
     }
 
     fn new(dest: &Path) -> io::Result<DirCursor> {
-        let root = Self::open_dir(std::os::fd::BorrowedFd::from(nix::fcntl::AT_FDCWD), dest)?;
+        let root = Self::open_dir(nix::fcntl::AT_FDCWD, dest)?;
         Ok(DirCursor {
             root,
             rel: PathBuf::new(),
