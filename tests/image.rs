@@ -258,7 +258,9 @@ fn bad_archives_store_nothing() {
     assert!(!ok && err.contains("diff id"), "{err}");
     assert!(store_is_empty(&env));
     let (ok, _, err) = berth(&env, &["image", "load", "-i", "/dev/null"]);
-    assert!(!ok && err.contains("neither a docker archive"), "{err}");
+    assert!(!ok && err.contains("not an image archive") && err.contains("empty"), "{err}");
+    let (ok, _, err) = berth(&env, &["image", "load", "-i", "/dev/zero"]);
+    assert!(!ok && err.contains("/dev/zero") && err.contains("end-of-archive"), "{err}");
 }
 
 #[test]
@@ -293,4 +295,104 @@ fn import_a_folder_keeps_hard_links() {
     let (ok, _, err) = berth(&env, &["image", "rm", "test/links"]);
     assert!(ok, "{err}");
     assert!(store_is_empty(&env));
+}
+
+/// Names in `dir` that interrupted work leaves (`.staging-*`, `.tmp-*`, their locks).
+fn leftovers(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".staging-") || n.starts_with(".tmp-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits (up to 60 s) until `dir` holds a leftover-style name; false if `child` ended first.
+fn wait_for_work_dir(child: &mut std::process::Child, dir: &Path) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if leftovers(dir).iter().any(|n| !n.ends_with(".lock")) {
+            return true;
+        }
+        if child.try_wait().ok().flatten().is_some() {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    false
+}
+
+fn kill(child: &mut std::process::Child) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGKILL);
+    let _ = child.wait();
+}
+
+#[test]
+fn killed_loads_and_unpacks_leave_nothing_the_next_operation_keeps() {
+    use std::process::Stdio;
+    let env = common::TestEnv::new();
+    let layer = env.layer.display().to_string();
+    let (ok, _, err) = berth(&env, &["image", "import", &layer, "test/kept:1"]);
+    assert!(ok, "{err}");
+    let images = env.dirs.images();
+    let spawn = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("--root")
+            .arg(&env.dirs.root)
+            .arg("--run")
+            .arg(&env.dirs.run)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+
+    // 1. `image load` killed half-way through a slow stream: a valid start, then it stalls.
+    let big = tar_of(&[("f", &"x".repeat(1 << 20), tar::EntryType::Regular)]);
+    let mut load = spawn(&["image", "load"]);
+    let mut stdin = load.stdin.take().unwrap();
+    stdin.write_all(&big[..big.len() / 2]).unwrap();
+    assert!(wait_for_work_dir(&mut load, &images), "the load made its staging dir");
+    kill(&mut load);
+    drop(stdin);
+    assert!(!leftovers(&images).is_empty(), "a killed load leaves its staging dir");
+
+    // The next store operation removes it; the store is as it was.
+    let (ok, ls, err) = berth(&env, &["image", "ls"]);
+    assert!(ok, "{err}");
+    assert!(ls.contains("test/kept"), "{ls}");
+    assert_eq!(leftovers(&images), Vec::<String>::new());
+
+    // 2. A layer unpack killed half-way: a layer of many files, imported from a pipe.
+    let names: Vec<String> = (0..30000).map(|i| format!("d{}/f{i}", i % 100)).collect();
+    let entries: Vec<(&str, &str, tar::EntryType)> =
+        names.iter().map(|n| (n.as_str(), "data", tar::EntryType::Regular)).collect();
+    let many = tar_of(&entries);
+    let mut import = spawn(&["image", "import", "-", "test/killed:1"]);
+    let mut stdin = import.stdin.take().unwrap();
+    stdin.write_all(&many).unwrap();
+    drop(stdin);
+    let layers = images.join("layers");
+    assert!(wait_for_work_dir(&mut import, &layers), "the import started unpacking");
+    kill(&mut import);
+    assert!(!leftovers(&layers).is_empty(), "a killed unpack leaves its dir");
+    let (ok, ls, err) = berth(&env, &["image", "ls"]);
+    assert!(ok, "{err}");
+    assert!(ls.contains("test/kept") && !ls.contains("test/killed"), "{ls}");
+    assert_eq!(leftovers(&layers), Vec::<String>::new());
+    assert_eq!(leftovers(&images), Vec::<String>::new());
+
+    // Consistent: the kept image resolves, prune finds nothing else to keep or lose.
+    let store = ImageStore::open(&env.dirs).unwrap();
+    let kept = store.resolve("test/kept:1").unwrap();
+    assert!(kept.layer_dirs.iter().all(|d| d.join("bin/busybox").exists()));
+    let (ok, _, err) = berth(&env, &["image", "prune"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = berth(&env, &["image", "rm", "test/kept:1"]);
+    assert!(ok, "{err}");
+    assert!(store_is_empty(&env), "nothing of the killed work is left");
 }

@@ -448,7 +448,7 @@ impl Drop for NetGuard<'_> {
 struct View {
     path: PathBuf,
     mounted: bool,
-    _dir: Option<tempfile::TempDir>,
+    _dir: Option<crate::image::Staging>,
 }
 
 impl View {

@@ -35,6 +35,12 @@ pub fn clean_pull_staging(store: &ImageStore) -> u64 {
     pull::clean_pull_dir(store)
 }
 
+/// Removes the half-unpacked layers killed pulls left under `images/.pull` (not the downloads,
+/// which the next pull resumes); every store operation calls it. Returns how many went.
+pub(crate) fn clean_pull_unpacking(store: &ImageStore) -> usize {
+    pull::clean_pull_unpacking(store)
+}
+
 /// Failures of registry work. Each message names the image or registry concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {

@@ -50,7 +50,7 @@ fn hex(digest: &str) -> &str {
 }
 
 fn valid_digest(d: &str) -> bool {
-    d.strip_prefix("sha256:").is_some_and(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()))
+    crate::image::Digest::parse(d).is_ok()
 }
 
 /// `12.3MB`, as docker prints sizes.
@@ -580,6 +580,27 @@ pub(crate) fn clean_pull_dir(store: &ImageStore) -> u64 {
         }
     }
     freed
+}
+
+/// Removes the half-unpacked layers (`<hex>.unpacking`) that killed pulls left in `images/.pull`
+/// (a pull always unpacks again from the start), except those a pull is working on now (it
+/// holds their lock). Downloads stay for the next pull to resume. Returns how many went.
+pub(crate) fn clean_pull_unpacking(store: &ImageStore) -> usize {
+    let dir = pull_dir(store);
+    let Ok(entries) = fs::read_dir(&dir) else { return 0 };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let Some(h) = e.file_name().to_str().and_then(|n| n.strip_suffix(".unpacking")).map(str::to_string)
+        else {
+            continue;
+        };
+        if !valid_digest(&format!("sha256:{h}")) {
+            continue;
+        }
+        let Ok(Some(_lock)) = Lock::try_acquire(&dir.join(format!("{h}.lock"))) else { continue };
+        removed += usize::from(fs::remove_dir_all(e.path()).is_ok());
+    }
+    removed
 }
 
 /// Records which repository each pulled or pushed blob came from (for cross-repository
