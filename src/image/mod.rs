@@ -579,19 +579,22 @@ impl ImageStore {
         Ok(report)
     }
 
-    /// `image prune`: removes untagged images no container uses, then unreferenced content.
-    /// Returns the removed ids and the bytes reclaimed.
-    pub fn prune(&self) -> Result<(Vec<String>, u64)> {
+    /// `image prune`: removes untagged images (with `all`, every image) that no container
+    /// uses, then unreferenced content. Returns the removed ids with the names they had, and
+    /// the bytes reclaimed.
+    pub fn prune(&self, all: bool) -> Result<(Vec<(String, Vec<String>)>, u64)> {
         let _lock = self.lock()?;
         let entries = self.entries()?;
-        let doomed: Vec<&Entry> =
-            entries.iter().filter(|e| e.names.is_empty() && self.users(&e.id()).is_empty()).collect();
+        let doomed: Vec<&Entry> = entries
+            .iter()
+            .filter(|e| (all || e.names.is_empty()) && self.users(&e.id()).is_empty())
+            .collect();
         let mut index = self.read_index()?;
         if let Some(list) = index["manifests"].as_array_mut() {
             list.retain(|d| !doomed.iter().any(|e| d["digest"] == e.manifest_digest.as_str()));
         }
         self.write_index(&index)?;
-        let ids = doomed.iter().map(|e| e.id()).collect();
+        let ids = doomed.iter().map(|e| (e.id(), e.names.iter().map(Reference::short).collect())).collect();
         // What failed pulls left for a later pull to resume goes too.
         let staged = registry::clean_pull_staging(self);
         Ok((ids, self.gc()? + staged))
