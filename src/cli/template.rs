@@ -479,6 +479,7 @@ fn eval_arg(a: &Arg, dot: &Val) -> Result<Val, TemplateError> {
     Ok(match a {
         Arg::Field(p) => field(dot, p),
         Arg::Str(s) => Val::plain(Value::String(s.clone())),
+        Arg::Num(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => Val::plain(Value::from(*n as i64)),
         Arg::Num(n) => Val::plain(serde_json::Number::from_f64(*n).map(Value::Number).unwrap_or(Value::Null)),
         Arg::Bool(b) => Val::plain(Value::Bool(*b)),
         Arg::Func(f) => call(f, Vec::new())?,

@@ -299,10 +299,11 @@ fn make_special<R: Read>(entry: &tar::Entry<'_, R>, kind: tar::EntryType, path: 
     }
     let mode = h.mode()? & 0o7777;
     mknod(path, flag, Mode::from_bits_truncate(mode), dev).map_err(io::Error::from)?;
-    std::os::unix::fs::lchown(path, Some(h.uid()? as u32), Some(h.gid()? as u32))?;
+    // An empty owner field is 0, as GNU tar reads it.
+    std::os::unix::fs::lchown(path, Some(h.uid().unwrap_or(0) as u32), Some(h.gid().unwrap_or(0) as u32))?;
     // mknod applies the umask; the layer's mode is what counts.
     fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
-    let mtime = nix::sys::time::TimeSpec::new(h.mtime()? as i64, 0);
+    let mtime = nix::sys::time::TimeSpec::new(h.mtime().unwrap_or(0) as i64, 0);
     nix::sys::stat::utimensat(
         nix::fcntl::AT_FDCWD,
         path,
