@@ -1147,11 +1147,16 @@ fn http_server(answer: Arc<dyn Fn(&str, &[u8]) -> String + Send + Sync>) -> u16 
     port
 }
 
-/// A registry that answers `/v2/` and then 501 with a long HTML page to everything else.
+/// A registry that answers `/v2/`, has no blob, and answers 501 with a long HTML page to
+/// everything else.
 fn unimplemented_server() -> u16 {
     http_server(Arc::new(|line: &str, _: &[u8]| {
         if line.starts_with("GET /v2/ ") {
             return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}".to_string();
+        }
+        if line.starts_with("HEAD ") {
+            // No blob here: the push goes on to start an upload, which gets the page.
+            return "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_string();
         }
         let page = format!(
             "<html>\n<head><title>501 Not Implemented</title></head>\n<body>{}</body></html>\n",
