@@ -1106,8 +1106,11 @@ fn a_silent_registry_fails_in_bounded_time() {
     assert_eq!((env.image_count(), env.stored_files()), (0, 0));
 }
 
+/// Gives the whole response to a request line and body.
+type Answer = Arc<dyn Fn(&str, &[u8]) -> String + Send + Sync>;
+
 /// An HTTP/1.1 server on 127.0.0.1: `answer(request line, body)` gives each whole response.
-fn http_server(answer: Arc<dyn Fn(&str, &[u8]) -> String + Send + Sync>) -> u16 {
+fn http_server(answer: Answer) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {

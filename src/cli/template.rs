@@ -217,13 +217,13 @@ fn pipeline_at(c: &[char], i: &mut usize) -> Result<Pipeline, TemplateError> {
 }
 
 /// What ended a list of nodes.
-enum End {
+enum Stop {
     Eof,
     End,
     Else,
 }
 
-fn parse_nodes(tokens: &[Token], pos: &mut usize) -> Result<(Vec<Node>, End), TemplateError> {
+fn parse_nodes(tokens: &[Token], pos: &mut usize) -> Result<(Vec<Node>, Stop), TemplateError> {
     let mut nodes = Vec::new();
     while *pos < tokens.len() {
         let t = &tokens[*pos];
@@ -231,8 +231,8 @@ fn parse_nodes(tokens: &[Token], pos: &mut usize) -> Result<(Vec<Node>, End), Te
         match t {
             Token::Text(s) => nodes.push(Node::Text(s.clone())),
             Token::Action(a) if a.starts_with("/*") => {}
-            Token::Action(a) if a == "end" => return Ok((nodes, End::End)),
-            Token::Action(a) if a == "else" => return Ok((nodes, End::Else)),
+            Token::Action(a) if a == "end" => return Ok((nodes, Stop::End)),
+            Token::Action(a) if a == "else" => return Ok((nodes, Stop::Else)),
             Token::Action(a) => {
                 let (word, rest) = a.split_once(char::is_whitespace).unwrap_or((a, ""));
                 match word {
@@ -240,15 +240,15 @@ fn parse_nodes(tokens: &[Token], pos: &mut usize) -> Result<(Vec<Node>, End), Te
                         let p = parse_pipeline(rest)?;
                         let (body, end) = parse_nodes(tokens, pos)?;
                         let otherwise = match end {
-                            End::Else => {
+                            Stop::Else => {
                                 let (o, end) = parse_nodes(tokens, pos)?;
-                                if !matches!(end, End::End) {
+                                if !matches!(end, Stop::End) {
                                     return err(format!("{word} without end"));
                                 }
                                 o
                             }
-                            End::End => Vec::new(),
-                            End::Eof => return err(format!("{word} without end")),
+                            Stop::End => Vec::new(),
+                            Stop::Eof => return err(format!("{word} without end")),
                         };
                         nodes.push(match word {
                             "range" => Node::Range(p, body, otherwise),
@@ -261,7 +261,7 @@ fn parse_nodes(tokens: &[Token], pos: &mut usize) -> Result<(Vec<Node>, End), Te
             }
         }
     }
-    Ok((nodes, End::Eof))
+    Ok((nodes, Stop::Eof))
 }
 
 /// Go's truth: false, 0, nil, and empty strings, lists and maps are false.
@@ -556,9 +556,9 @@ impl Template {
         let mut pos = 0;
         let (nodes, end) = parse_nodes(&tokens, &mut pos)?;
         match end {
-            End::Eof => Ok(Template { nodes }),
-            End::End => err("unexpected {{end}}"),
-            End::Else => err("unexpected {{else}}"),
+            Stop::Eof => Ok(Template { nodes }),
+            Stop::End => err("unexpected {{end}}"),
+            Stop::Else => err("unexpected {{else}}"),
         }
     }
 

@@ -110,6 +110,9 @@ pub struct ImageSummary {
     pub size: u64,
 }
 
+/// An image `prune` removed: its id and the names it had.
+pub type PrunedImage = (String, Vec<String>);
+
 /// One image of the store: a manifest with its names.
 #[derive(Debug, Clone)]
 struct Entry {
@@ -582,7 +585,7 @@ impl ImageStore {
     /// `image prune`: removes untagged images (with `all`, every image) that no container
     /// uses, then unreferenced content. Returns the removed ids with the names they had, and
     /// the bytes reclaimed.
-    pub fn prune(&self, all: bool) -> Result<(Vec<(String, Vec<String>)>, u64)> {
+    pub fn prune(&self, all: bool) -> Result<(Vec<PrunedImage>, u64)> {
         let _lock = self.lock()?;
         let entries = self.entries()?;
         let doomed: Vec<&Entry> = entries

@@ -141,7 +141,7 @@ fn rows(store: &ImageStore) -> CliResult<Vec<Row>> {
         });
     }
     // Newest first, as docker lists them.
-    out.sort_by(|a, b| parse_rfc3339(&b.created).cmp(&parse_rfc3339(&a.created)));
+    out.sort_by_key(|r| std::cmp::Reverse(parse_rfc3339(&r.created)));
     Ok(out)
 }
 

@@ -540,7 +540,7 @@ fn copy_body(
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(body_error(&progress.opts, &registry, &e, "download cut")),
+            Err(e) => return Err(body_error(progress.opts, &registry, &e, "download cut")),
         };
         if *have + n as u64 > progress.total {
             return Err(RegistryError::Invalid {
