@@ -124,6 +124,9 @@ pub struct ImageSummary {
     pub size: u64,
 }
 
+/// An image `prune` removed: its id and the names it had.
+pub type PrunedImage = (String, Vec<String>);
+
 /// One image of the store: a manifest with its names, every digest in it checked.
 #[derive(Debug, Clone)]
 struct Entry {
@@ -733,17 +736,20 @@ impl ImageStore {
         Ok(report)
     }
 
-    /// `image prune`: removes untagged images no container uses, then unreferenced content.
-    /// Returns the removed ids and the bytes reclaimed.
-    pub fn prune(&self) -> Result<(Vec<String>, u64)> {
+    /// `image prune`: removes untagged images (with `all`, every image) that no container
+    /// uses, then unreferenced content. Returns the removed ids with the names they had, and
+    /// the bytes reclaimed.
+    pub fn prune(&self, all: bool) -> Result<(Vec<PrunedImage>, u64)> {
         let _lock = self.lock()?;
         let entries = self.entries()?;
-        let doomed: Vec<&Entry> =
-            entries.iter().filter(|e| e.names.is_empty() && self.users(&e.id()).is_empty()).collect();
+        let doomed: Vec<&Entry> = entries
+            .iter()
+            .filter(|e| (all || e.names.is_empty()) && self.users(&e.id()).is_empty())
+            .collect();
         let mut index = self.read_index()?;
         index.manifests.retain(|d| !doomed.iter().any(|e| d.digest == e.manifest_digest));
         self.write_index(&index)?;
-        let ids = doomed.iter().map(|e| e.id()).collect();
+        let ids = doomed.iter().map(|e| (e.id(), e.names.iter().map(Reference::short).collect())).collect();
         // What failed pulls left for a later pull to resume goes too.
         let staged = registry::clean_pull_staging(self);
         Ok((ids, self.gc()? + staged))
@@ -930,7 +936,7 @@ mod tests {
             fs::write(&index, &text).unwrap();
             for result in [
                 store.list().map(|_| ()),
-                store.prune().map(|_| ()),
+                store.prune(false).map(|_| ()),
                 store.inspect("test/a:1").map(|_| ()),
                 store.remove(&id, true).map(|_| ()),
                 store.tag(&id, "test/b").map(|_| ()),

@@ -425,6 +425,12 @@ pub fn unpack(reader: impl Read, dest: &Path) -> Result<String, UnpackError> {
                 // tar would take the symlink's target as the folder and change its mode.
                 return Err(UnpackError::Escape { entry: name, why: "it is a symlink in the layer".into() });
             }
+            if matches!(kind, tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo) {
+                // The tar crate writes these as empty regular files: made here as what they are.
+                make_special(&entry, kind, &path)
+                    .map_err(|e| UnpackError::Io { entry: name.clone(), source: e })?;
+                continue;
+            }
             let overlay_xattrs = overlay_xattrs(&mut entry).map_err(UnpackError::Tar)?;
             // `unpack` (not `unpack_in`): the parent is open already (`cursor`), and `unpack_in`
             // would resolve every parent with readlink again for each entry (a hundred thousand
@@ -438,6 +444,39 @@ pub fn unpack(reader: impl Read, dest: &Path) -> Result<String, UnpackError> {
         }
     }
     hashing.finish().map_err(UnpackError::Tar)
+}
+
+/// A device node or FIFO entry at `path`, with its mode, owner and mtime.
+fn make_special<R: Read>(entry: &tar::Entry<'_, R>, kind: tar::EntryType, path: &Path) -> io::Result<()> {
+    use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+    let h = entry.header();
+    let flag = match kind {
+        tar::EntryType::Char => SFlag::S_IFCHR,
+        tar::EntryType::Block => SFlag::S_IFBLK,
+        _ => SFlag::S_IFIFO,
+    };
+    let dev = match kind {
+        tar::EntryType::Fifo => 0,
+        _ => makedev(u64::from(h.device_major()?.unwrap_or(0)), u64::from(h.device_minor()?.unwrap_or(0))),
+    };
+    if fs::symlink_metadata(path).is_ok_and(|m| !m.is_dir()) {
+        fs::remove_file(path)?;
+    }
+    let mode = h.mode()? & 0o7777;
+    mknod(path, flag, Mode::from_bits_truncate(mode), dev).map_err(io::Error::from)?;
+    // An empty owner field is 0, as GNU tar reads it.
+    std::os::unix::fs::lchown(path, Some(h.uid().unwrap_or(0) as u32), Some(h.gid().unwrap_or(0) as u32))?;
+    // mknod applies the umask; the layer's mode is what counts.
+    fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+    let mtime = nix::sys::time::TimeSpec::new(h.mtime().unwrap_or(0) as i64, 0);
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &mtime,
+        &mtime,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(io::Error::from)
 }
 
 #[cfg(test)]
@@ -578,5 +617,38 @@ mod tests {
         let gone = fs::symlink_metadata(dir.path().join("d/gone")).unwrap();
         assert_eq!(gone.rdev(), 0);
         assert_eq!(xattr::get(dir.path().join("o"), "trusted.overlay.opaque").unwrap(), Some(b"y".to_vec()));
+    }
+
+    #[test]
+    fn fifos_and_devices_stay_what_they_are() {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        // Making a device node needs CAP_MKNOD: only tried as root.
+        let root = nix::unistd::geteuid().is_root();
+        let mut entries = vec![("pipe", tar::EntryType::Fifo, 0, 0)];
+        if root {
+            entries.push(("null", tar::EntryType::Char, 1, 3));
+        }
+        for (name, kind, major, minor) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(0o640);
+            h.set_size(0);
+            h.set_mtime(1000);
+            h.set_device_major(major).unwrap();
+            h.set_device_minor(minor).unwrap();
+            b.append_data(&mut h, name, io::empty()).unwrap();
+        }
+        let t = b.into_inner().unwrap();
+        unpack(&t[..], dir.path()).unwrap();
+        let pipe = fs::symlink_metadata(dir.path().join("pipe")).unwrap();
+        assert!(pipe.file_type().is_fifo());
+        assert_eq!((pipe.mode() & 0o7777, pipe.mtime()), (0o640, 1000));
+        if root {
+            let null = fs::symlink_metadata(dir.path().join("null")).unwrap();
+            assert!(null.file_type().is_char_device());
+            assert_eq!(null.rdev(), nix::sys::stat::makedev(1, 3));
+        }
     }
 }
