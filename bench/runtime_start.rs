@@ -60,7 +60,7 @@ fn main() {
     let runtime = Runtime::new(&dirs, env!("CARGO_BIN_EXE_berth"));
     let spec_for = |args: &[&str]| {
         let mut s = ContainerSpec {
-            id: berth::runtime::new_id(),
+            id: berth::runtime::new_id().expect("random id"),
             name: "bench".into(),
             hostname: "bench".into(),
             ..ContainerSpec::default()

@@ -3,6 +3,10 @@
 //! Everything the `berth` command does is available here: load a compose project
 //! ([`compose`]), build its dependency graph ([`graph`]).
 
+// `println!` and friends panic when the write fails (a closed pipe, a full disk): output goes
+// through `cli::output`, diagnostics through writes whose failure is handled.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod cli;
 pub mod compose;
 pub mod engine;

@@ -150,12 +150,17 @@ fn bad_inputs_name_file_line_and_attribute() {
 fn listing_flags() {
     let dir = project(&[(
         "compose.yaml",
-        "services:\n  web:\n    image: nginx\n  app:\n    build: .\n  dbg:\n    image: busybox\n    profiles: [debug, tools]\nvolumes:\n  data: {}\nnetworks:\n  front: {}\n",
+        "services:\n  web:\n    image: nginx\n    volumes: [data:/d]\n    networks: [default, front]\n  app:\n    build: .\n  dbg:\n    image: busybox\n    profiles: [debug, tools]\n    volumes: [dbg:/d]\n    networks: [back]\nvolumes:\n  data: {}\n  dbg: {}\n  spare: {}\nnetworks:\n  front: {}\n  back: {}\n",
     )]);
     let run = |flag: &str| stdout(&berth(dir.path(), &["-p", "x", "config", flag]));
     assert_eq!(run("--services"), "app\nweb\n");
+    // As docker compose: what no enabled service uses is left out.
     assert_eq!(run("--volumes"), "data\n");
     assert_eq!(run("--networks"), "default\nfront\n");
+    assert_eq!(
+        stdout(&berth(dir.path(), &["-p", "x", "--all-resources", "config", "--volumes"])),
+        "data\ndbg\nspare\n"
+    );
     assert_eq!(run("--profiles"), "debug\ntools\n");
     assert_eq!(run("--images"), "x-app\nnginx\n");
     let hashes = run("--hash=*");

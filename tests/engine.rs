@@ -318,6 +318,24 @@ fn two_concurrent_ups_are_serialised() {
     let ps = s.ps();
     assert_eq!(ps.len(), 2, "{ps:#?}");
     assert!(ps.iter().all(|c| c["State"] == "running"), "{ps:#?}");
+
+    // `down` removes the lock file while it holds it; two `up`s that wait behind it (or come
+    // just after) must still take turns, round after round.
+    for round in 0..4 {
+        let children = [s.spawn(&["down", "-t", "0"]), s.spawn(&["up", "-d"]), s.spawn(&["up", "-d"])];
+        for (i, child) in children.into_iter().enumerate() {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}, command {i}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        s.ok(&["up", "-d"]);
+        let all = s.ps();
+        assert_eq!(all.len(), 2, "round {round}: exactly the file's two containers: {all:#?}");
+        assert!(all.iter().all(|c| c["State"] == "running"), "round {round}: {all:#?}");
+    }
 }
 
 #[test]

@@ -86,6 +86,39 @@ fn memory_limit_kills_with_137_and_records_oom() {
 }
 
 #[test]
+fn the_container_sees_its_own_cgroup_limits() {
+    let env = TestEnv::new();
+    let limit: i64 = 48 * 1024 * 1024;
+    let dir = if berth::runtime::cgroups::host_version() == berth::runtime::cgroups::Version::V2 {
+        ("/sys/fs/cgroup", "memory.max", "/sys/fs/cgroup/pids.max")
+    } else {
+        ("/sys/fs/cgroup/memory", "memory.limit_in_bytes", "/sys/fs/cgroup/pids/pids.max")
+    };
+    let (mem_dir, mem_file, pids_file) = dir;
+    let script = format!(
+        "echo mem=$(cat {mem_dir}/{mem_file}) pids=$(cat {pids_file}); \
+         (echo 1 2>/dev/null >{mem_dir}/{mem_file}) 2>/dev/null && echo writable; \
+         echo procs=$(grep -c . {mem_dir}/cgroup.procs)"
+    );
+    let mut spec = env.spec("cgview", &sh(&script));
+    spec.resources.memory = Some(limit);
+    spec.resources.pids_limit = Some(50);
+    let (st, log) = env.run_to_end(&spec);
+    assert_eq!(st.exit_code, Some(0), "{log}");
+    assert!(log.contains(&format!("mem={limit} pids=50")), "{log}");
+    assert!(!log.contains("writable"), "read-only for an unprivileged container: {log}");
+    // The container's own cgroup is the root it sees: its processes only (sh, grep, a subshell).
+    let procs: u32 =
+        log.lines().find_map(|l| l.strip_prefix("procs=")).and_then(|n| n.trim().parse().ok()).unwrap_or(999);
+    assert!(procs <= 3, "{log}");
+
+    let mut spec = env.spec("cgpriv", &sh("mount | grep -c 'cgroup.*(rw'"));
+    spec.security.privileged = true;
+    let (st, log) = env.run_to_end(&spec);
+    assert_eq!(st.exit_code, Some(0), "privileged containers get it writable: {log}");
+}
+
+#[test]
 fn pids_limit_holds() {
     let env = TestEnv::new();
     let mut spec = env.spec(

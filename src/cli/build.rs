@@ -2,11 +2,11 @@
 //! `images`, and the image step of `up` (pull and build what the services need).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::time::SystemTime;
 
 use clap::{Args, ValueEnum};
 
+use super::output::outln;
 use super::project::{self, ProjectCtx};
 use super::{CliError, CliResult, GlobalOptions};
 use crate::engine::images::{
@@ -335,13 +335,11 @@ pub fn run_images_cmd(global: &GlobalOptions, args: &ImagesArgs) -> CliResult<()
         });
     }
     rows.sort_by(|a, b| a.container_name.cmp(&b.container_name));
-    let mut out = std::io::stdout().lock();
-    let write_err = |e: std::io::Error| CliError::msg(format!("cannot write to standard output: {e}"));
     if args.quiet {
         let mut seen = Vec::new();
         for r in &rows {
             if !seen.contains(&r.id) {
-                writeln!(out, "{}", r.id).map_err(write_err)?;
+                outln!("{}", r.id)?;
                 seen.push(r.id.clone());
             }
         }
@@ -350,7 +348,7 @@ pub fn run_images_cmd(global: &GlobalOptions, args: &ImagesArgs) -> CliResult<()
     match args.format {
         ImagesFormat::Json => {
             let text = serde_json::to_string(&rows).map_err(|e| CliError::msg(e.to_string()))?;
-            writeln!(out, "{text}").map_err(write_err)?;
+            outln!("{text}")?;
         }
         ImagesFormat::Table => {
             let table: Vec<[String; 7]> = rows
@@ -389,9 +387,9 @@ pub fn run_images_cmd(global: &GlobalOptions, args: &ImagesArgs) -> CliResult<()
                 }
                 s
             };
-            writeln!(out, "{}", line(&head.map(String::from))).map_err(write_err)?;
+            outln!("{}", line(&head.map(String::from)))?;
             for row in &table {
-                writeln!(out, "{}", line(row)).map_err(write_err)?;
+                outln!("{}", line(row))?;
             }
         }
     }

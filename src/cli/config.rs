@@ -1,10 +1,10 @@
 //! `berth config`: the project as `docker compose config` prints it.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
+use super::output::out;
 use super::{CliError, CliResult, GlobalOptions};
 use crate::compose::hash::service_hash;
 use crate::compose::render::{Format, render};
@@ -74,18 +74,21 @@ pub fn run(global: &GlobalOptions, args: &ConfigArgs) -> CliResult<()> {
         opts.profiles.push("*".into());
     }
     let loaded = super::load(&opts)?;
-    let project = &loaded.project;
     if args.quiet {
         return Ok(());
     }
-    let mut json = serde_json::to_value(project)
-        .map_err(|e| CliError::msg(format!("cannot render the project: {e}")))?;
+    let mut selected = loaded.project.clone();
     if !args.service_names.is_empty() {
         let keep = super::graph::with_dependencies(&loaded, &args.service_names)?;
-        if let Some(services) = json.get_mut("services").and_then(serde_json::Value::as_object_mut) {
-            services.retain(|name, _| keep.contains(name));
+        selected.services.retain(|name, _| keep.contains(name));
+        // As docker compose: only what the selected services use is printed.
+        if !opts.all_resources {
+            selected.without_unnecessary_resources();
         }
     }
+    let project = &selected;
+    let json = serde_json::to_value(project)
+        .map_err(|e| CliError::msg(format!("cannot render the project: {e}")))?;
     let names = |section: &str| -> Vec<String> {
         json.get(section)
             .and_then(serde_json::Value::as_object)
@@ -100,7 +103,7 @@ pub fn run(global: &GlobalOptions, args: &ConfigArgs) -> CliResult<()> {
         lines(names("networks"))
     } else if args.list_profiles {
         let mut all: Vec<String> =
-            project.services.values().flat_map(|s| s.profiles.iter().cloned()).collect();
+            loaded.project.services.values().flat_map(|s| s.profiles.iter().cloned()).collect();
         all.sort();
         all.dedup();
         lines(all)
@@ -139,11 +142,7 @@ pub fn run(global: &GlobalOptions, args: &ConfigArgs) -> CliResult<()> {
     match &args.output {
         Some(path) => std::fs::write(path, text)
             .map_err(|e| CliError::msg(format!("cannot write {}: {e}", path.display())))?,
-        None => {
-            let mut out = std::io::stdout().lock();
-            // A closed pipe (`berth config | head`) is not an error worth reporting.
-            let _ = out.write_all(text.as_bytes());
-        }
+        None => out!("{text}")?,
     }
     Ok(())
 }

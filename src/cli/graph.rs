@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 
 use clap::{Args, ValueEnum};
 
+use super::output::out;
 use super::{CliError, CliResult, GlobalOptions};
 use crate::compose::LoadedProject;
 use crate::graph;
@@ -43,8 +44,7 @@ pub fn run(global: &GlobalOptions, args: &GraphArgs) -> CliResult<()> {
         GraphFormat::Text => g.to_text(),
         GraphFormat::Dot => g.to_dot(),
     };
-    print!("{text}");
-    Ok(())
+    out!("{text}")
 }
 
 /// The named services and everything they transitively depend on.

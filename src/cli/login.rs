@@ -4,6 +4,7 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use clap::Args;
 
+use super::output::{self, outln};
 use super::{CliError, CliResult, GlobalOptions};
 use crate::image::registry::credentials::config_key;
 use crate::image::registry::{Credentials, Registry, RegistryOptions};
@@ -50,8 +51,10 @@ fn prompt(label: &str, hide: bool) -> CliResult<String> {
             label.to_lowercase()
         )));
     }
-    eprint!("{label}: ");
-    let _ = std::io::stderr().flush();
+    // The prompt goes to standard error, as docker's; its failure leaves nothing to report.
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "{label}: ").and_then(|()| err.flush());
+    drop(err);
     let saved = if hide {
         use nix::sys::termios::{self, LocalFlags, SetArg};
         let fd = std::io::stdin();
@@ -67,7 +70,7 @@ fn prompt(label: &str, hide: bool) -> CliResult<String> {
     let read = stdin.lock().read_line(&mut line);
     if let Some(t) = saved {
         let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, &t);
-        eprintln!();
+        output::warn(format_args!(""));
     }
     read.map_err(|e| CliError::msg(format!("login: {e}")))?;
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
@@ -81,7 +84,9 @@ pub fn run_login(global: &GlobalOptions, args: &LoginArgs) -> CliResult<()> {
         return Err(CliError::msg("login: --password and --password-stdin are mutually exclusive"));
     }
     if given_password.is_some() {
-        eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
+        output::warn(format_args!(
+            "WARNING! Using --password via the CLI is insecure. Use --password-stdin."
+        ));
     }
     let username = match &args.username {
         Some(u) => u.clone(),
@@ -112,8 +117,7 @@ pub fn run_login(global: &GlobalOptions, args: &LoginArgs) -> CliResult<()> {
     store
         .store(&host, &Credentials { username, password, identity_token: None })
         .map_err(|e| CliError::msg(format!("login: saving the credentials: {e}")))?;
-    println!("Login Succeeded");
-    Ok(())
+    outln!("Login Succeeded")
 }
 
 trait ReadAll {
@@ -135,11 +139,10 @@ pub fn run_logout(_global: &GlobalOptions, args: &LogoutArgs) -> CliResult<()> {
     let store = RegistryOptions::from_env().credentials;
     let removed = store.erase(&host).map_err(|e| CliError::msg(format!("logout: {e}")))?;
     if removed {
-        println!("Removing login credentials for {}", config_key(&host));
+        outln!("Removing login credentials for {}", config_key(&host))
     } else {
-        println!("Not logged in to {}", config_key(&host));
+        outln!("Not logged in to {}", config_key(&host))
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::output;
 use super::project;
 use super::{CliError, CliResult, GlobalOptions, signals};
 use crate::engine::logs::{LogFollower, LogFormat};
@@ -50,16 +51,16 @@ pub fn run(global: &GlobalOptions, args: &LogsArgs) -> CliResult<()> {
     let format =
         LogFormat { timestamps: args.timestamps, no_color: args.no_color, no_prefix: args.no_log_prefix };
     let mut follower = LogFollower::new(engine.dirs(), format);
-    let mut out = std::io::stdout().lock();
+    let mut out = output::Stdout;
     for c in project_containers(&engine.runtime, name)?.iter().filter(|c| wanted(c)) {
-        follower.add(c, tail, false, &mut out)?;
+        follower.add(c, tail, false, &mut out).map_err(output::stream_error)?;
     }
     if !args.follow {
         return Ok(());
     }
     signals::install();
     loop {
-        follower.poll(&mut out)?;
+        follower.poll(&mut out).map_err(output::stream_error)?;
         if signals::interrupts() > 0 {
             return Ok(());
         }
@@ -68,7 +69,7 @@ pub fn run(global: &GlobalOptions, args: &LogsArgs) -> CliResult<()> {
         let containers = project_containers(&engine.runtime, name)?;
         for c in containers.iter().filter(|c| wanted(c)) {
             if !follower.has(&c.id) {
-                follower.add(c, None, false, &mut out)?;
+                follower.add(c, None, false, &mut out).map_err(output::stream_error)?;
             }
         }
         let live = follower
@@ -77,7 +78,7 @@ pub fn run(global: &GlobalOptions, args: &LogsArgs) -> CliResult<()> {
             .filter(|id| containers.iter().any(|c| &c.id == *id))
             .any(|id| !matches!(status_of(&engine.runtime, id).state, State::Exited | State::Dead));
         if !live {
-            follower.poll(&mut out)?;
+            follower.poll(&mut out).map_err(output::stream_error)?;
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(100));

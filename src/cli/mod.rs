@@ -11,10 +11,12 @@ mod image;
 mod login;
 mod logs;
 mod network;
+mod output;
 mod port;
 mod project;
 mod ps;
 mod signals;
+mod template;
 mod up;
 mod volume;
 
@@ -57,6 +59,9 @@ pub struct GlobalOptions {
     /// Alternate environment file (repeatable)
     #[arg(long = "env-file", global = true, value_name = "FILE")]
     pub env_files: Vec<PathBuf>,
+    /// Include all resources, even those not used by services
+    #[arg(long = "all-resources", global = true)]
+    pub all_resources: bool,
     /// Progress output type
     #[arg(long, global = true, value_enum, default_value_t = Progress::Auto)]
     pub progress: Progress,
@@ -175,6 +180,7 @@ impl GlobalOptions {
         opts.project_dir = self.project_directory.clone();
         opts.profiles = self.profiles.clone();
         opts.env_files = self.env_files.clone();
+        opts.all_resources = self.all_resources;
         Ok(opts)
     }
 }
@@ -232,7 +238,25 @@ pub fn run() -> ExitCode {
     {
         return shim(&crate::state::Dirs::new(root_dir, run_dir), id);
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage(&e),
+    };
+    // Every command that reads or changes the store makes (or closes) berth's folders first.
+    let stateless = matches!(
+        cli.command,
+        Command::Config(_)
+            | Command::Graph(_)
+            | Command::Login(_)
+            | Command::Logout(_)
+            // Started by berth itself, after the command that started them made the folders.
+            | Command::Shim { .. }
+            | Command::Join(_)
+            | Command::Dns(_)
+    );
+    if !stateless && let Err(e) = cli.global.dirs().secure() {
+        return exit(Err(e.into()));
+    }
     let result = match &cli.command {
         Command::Up(args) => up::run(&cli.global, args),
         Command::Down(args) => down::run_down(&cli.global, args),
@@ -257,15 +281,38 @@ pub fn run() -> ExitCode {
         Command::Volume(args) => volume::run(&cli.global, args),
         Command::Dns(args) => network::run_dns(&cli.global, args),
     };
-    match result {
+    exit(result)
+}
+
+/// The exit status of a command's result, after its output is flushed; its error (if any)
+/// printed as one `berth: ...` line.
+fn exit(result: CliResult<()>) -> ExitCode {
+    match output::finish(result) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if !e.is_silent() {
-                eprintln!("berth: {e}");
+                output::warn(format_args!("berth: {e}"));
             }
             ExitCode::from(e.code)
         }
     }
+}
+
+/// What clap had to say instead of a command: `--help` and `--version` go to standard output
+/// with status 0; a usage error is clap's text with its first line made a `berth: ...`
+/// sentence like every other error (clap's hints and usage follow), with clap's status 2.
+fn usage(e: &clap::Error) -> ExitCode {
+    if !e.use_stderr() {
+        // clap's own printing, which colours help on a terminal, returns the write's failure.
+        return exit(e.print().map_err(|err| output::stdout_error(&err)));
+    }
+    let text = e.render().to_string();
+    let text = match text.strip_prefix("error: ") {
+        Some(rest) => format!("berth: {rest}"),
+        None => text,
+    };
+    output::warn(format_args!("{}", text.trim_end()));
+    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use clap::{Args, Subcommand};
 
+use super::output::{outln, statusln};
 use super::{CliError, CliResult, GlobalOptions, key_values};
 use crate::netns::{IpamPool, NetworkRecord, NetworkSpec, Networks};
 
@@ -106,23 +107,23 @@ pub fn run(global: &GlobalOptions, args: &NetworkArgs) -> CliResult<()> {
             let list = nets.list()?;
             if *quiet {
                 for n in &list {
-                    println!("{}", n.name);
+                    outln!("{}", n.name)?;
                 }
             } else if format == "json" {
                 for n in &list {
-                    println!("{}", inspect_json(n));
+                    outln!("{}", inspect_json(n))?;
                 }
             } else if format == "table" {
-                println!("{:<14}{:<30}{:<10}SUBNETS", "NETWORK ID", "NAME", "DRIVER");
+                outln!("{:<14}{:<30}{:<10}SUBNETS", "NETWORK ID", "NAME", "DRIVER")?;
                 for n in &list {
                     let subnets: Vec<String> = n.subnets.iter().map(|s| s.subnet.to_string()).collect();
-                    println!(
+                    outln!(
                         "{:<14}{:<30}{:<10}{}",
                         &n.id[..12.min(n.id.len())],
                         n.name,
                         n.driver,
                         subnets.join(",")
-                    );
+                    )?;
                 }
             } else {
                 return Err(CliError::msg(format!("unknown format {format:?} (table or json)")));
@@ -152,13 +153,13 @@ pub fn run(global: &GlobalOptions, args: &NetworkArgs) -> CliResult<()> {
                 external: false,
             };
             let rec = nets.create(&spec)?;
-            println!("{}", rec.id);
+            outln!("{}", rec.id)?;
         }
         NetworkCommand::Rm { names } => {
             let mut failed = Vec::new();
             for n in names {
                 match nets.remove(n) {
-                    Ok(()) => println!("{n}"),
+                    Ok(()) => statusln!("{n}"),
                     Err(e) => failed.push(CliError::from(e).to_string()),
                 }
             }
@@ -172,13 +173,13 @@ pub fn run(global: &GlobalOptions, args: &NetworkArgs) -> CliResult<()> {
                 out.push(inspect_json(&nets.inspect(n)?));
             }
             let text = serde_json::to_string_pretty(&out).map_err(|e| CliError::msg(e.to_string()))?;
-            println!("{text}");
+            outln!("{text}")?;
         }
         NetworkCommand::Prune { force: _ } => {
             for n in nets.list()? {
                 if nets.attached(&n.name)?.is_empty() {
                     nets.remove(&n.name)?;
-                    println!("Deleted Network: {}", n.name);
+                    statusln!("Deleted Network: {}", n.name);
                 }
             }
         }

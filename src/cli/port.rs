@@ -2,6 +2,7 @@
 
 use clap::Args;
 
+use super::output::outln;
 use super::project;
 use super::{CliError, CliResult, GlobalOptions};
 use crate::engine::observe::project_containers;
@@ -43,6 +44,5 @@ pub fn run(global: &GlobalOptions, args: &PortArgs) -> CliResult<()> {
             ))
         })?;
     let ip = found.host_ip.map(|ip| ip.to_string()).unwrap_or_else(|| "0.0.0.0".into());
-    println!("{ip}:{}", found.host_port);
-    Ok(())
+    outln!("{ip}:{}", found.host_port)
 }

@@ -3,6 +3,7 @@
 use clap::Args;
 use serde::Serialize;
 
+use super::output::outln;
 use super::project;
 use super::{CliError, CliResult, GlobalOptions};
 use crate::engine::observe::{ProjectContainer, project_containers, status_of};
@@ -177,19 +178,19 @@ pub fn run(global: &GlobalOptions, args: &PsArgs) -> CliResult<()> {
         let mut names: Vec<&str> = rows.iter().map(|r| r.service.as_str()).collect();
         names.dedup();
         for n in names {
-            println!("{n}");
+            outln!("{n}")?;
         }
         return Ok(());
     }
     if args.quiet {
         for r in &rows {
-            println!("{}", r.id);
+            outln!("{}", r.id)?;
         }
         return Ok(());
     }
     if args.format == "json" {
         for r in &rows {
-            println!("{}", serde_json::to_string(r).map_err(|e| CliError::msg(e.to_string()))?);
+            outln!("{}", serde_json::to_string(r).map_err(|e| CliError::msg(e.to_string()))?)?;
         }
         return Ok(());
     }
@@ -221,11 +222,11 @@ pub fn run(global: &GlobalOptions, args: &PsArgs) -> CliResult<()> {
     let line = |cells: Vec<&str>| {
         let parts: Vec<String> =
             cells.iter().zip(widths.iter()).map(|(c, w)| format!("{c:<width$}", width = *w)).collect();
-        println!("{}", parts.join("   ").trim_end());
+        outln!("{}", parts.join("   ").trim_end())
     };
-    line(header.to_vec());
+    line(header.to_vec())?;
     for r in &table {
-        line(r.iter().map(String::as_str).collect());
+        line(r.iter().map(String::as_str).collect())?;
     }
     Ok(())
 }

@@ -2,11 +2,11 @@
 //! logs until the containers exit or Ctrl-C stops the project.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::time::Duration;
 
 use clap::Args;
 
+use super::output::{self, outln, statusln};
 use super::project::{self, ProjectCtx};
 use super::{CliError, CliResult, GlobalOptions, signals};
 use crate::engine::apply::{apply, recover, wait_ready, wait_targets};
@@ -136,10 +136,10 @@ pub fn run(global: &GlobalOptions, args: &UpArgs) -> CliResult<()> {
         let plan = plan(&ctx.engine, &ctx.loaded, &ctx.graph, &opts)?;
         let lines = plan.describe();
         if lines.is_empty() {
-            println!("DRY-RUN: nothing to do");
+            outln!("DRY-RUN: nothing to do")?;
         }
         for line in lines {
-            println!("DRY-RUN: {line}");
+            outln!("DRY-RUN: {line}")?;
         }
         return Ok(());
     }
@@ -205,14 +205,14 @@ fn attached(
     let format =
         LogFormat { timestamps: args.timestamps, no_color: args.no_color, no_prefix: args.no_log_prefix };
     let mut follower = LogFollower::new(engine.dirs(), format);
-    let mut out = std::io::stdout().lock();
+    let mut out = output::Stdout;
     let names: Vec<String> = watched.iter().map(display_name).collect();
-    let _ = writeln!(out, "Attaching to {}", names.join(", "));
+    outln!("Attaching to {}", names.join(", "))?;
     let since = crate::runtime::timefmt::rfc3339_nanos(started);
     for c in &watched {
         // New containers show their whole log; kept ones only what comes now.
         let from_end = c.created < since;
-        follower.add(c, None, from_end, &mut out)?;
+        follower.add(c, None, from_end, &mut out).map_err(output::stream_error)?;
     }
     let abort_on_exit = args.abort_on_container_exit || args.exit_code_from.is_some();
     let timeout = args.timeout.map(Duration::from_secs);
@@ -231,10 +231,10 @@ fn attached(
             })
         };
         loop {
-            follower.poll(&mut out)?;
+            follower.poll(&mut out).map_err(output::stream_error)?;
             let interrupts = signals::interrupts();
             if interrupts >= 1 && stopper.is_none() {
-                let _ = writeln!(out, "Gracefully stopping... (press Ctrl+C again to force)");
+                statusln!("Gracefully stopping... (press Ctrl+C again to force)");
                 ending.get_or_insert(Ending::Interrupted);
                 stopper = Some(stop_all());
             }
@@ -255,12 +255,12 @@ fn attached(
                     continue;
                 }
                 reported.push(c.id.clone());
-                follower.poll(&mut out)?;
+                follower.poll(&mut out).map_err(output::stream_error)?;
                 let code = st.exit_code.unwrap_or(-1);
-                let _ = writeln!(out, "{} exited with code {code}", display_name(c));
+                statusln!("{} exited with code {code}", display_name(c));
                 let trigger = abort_on_exit || (args.abort_on_container_failure && code != 0);
                 if trigger && stopper.is_none() {
-                    let _ = writeln!(out, "Aborting on container exit...");
+                    statusln!("Aborting on container exit...");
                     ending = Some(Ending::Aborted(code));
                     stopper = Some(stop_all());
                 }
@@ -277,7 +277,7 @@ fn attached(
         if let Some(h) = stopper {
             let _ = h.join();
         }
-        follower.poll(&mut out)?;
+        follower.poll(&mut out).map_err(output::stream_error)?;
         Ok(())
     })?;
     let ending = ending.unwrap_or(Ending::AllExited);

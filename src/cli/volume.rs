@@ -2,6 +2,7 @@
 
 use clap::{Args, Subcommand};
 
+use super::output::{outln, statusln};
 use super::{CliError, CliResult, GlobalOptions, key_values};
 use crate::volume::{VolumeRecord, VolumeSpec, Volumes};
 
@@ -85,16 +86,16 @@ pub fn run(global: &GlobalOptions, args: &VolumeArgs) -> CliResult<()> {
             let list = vols.list()?;
             if *quiet {
                 for v in &list {
-                    println!("{}", v.name);
+                    outln!("{}", v.name)?;
                 }
             } else if format == "json" {
                 for v in &list {
-                    println!("{}", inspect_json(v));
+                    outln!("{}", inspect_json(v))?;
                 }
             } else if format == "table" {
-                println!("DRIVER     VOLUME NAME");
+                outln!("DRIVER     VOLUME NAME")?;
                 for v in &list {
-                    println!("{:<10} {}", v.driver, v.name);
+                    outln!("{:<10} {}", v.driver, v.name)?;
                 }
             } else {
                 return Err(CliError::msg(format!("--format {format:?}: expected table or json")));
@@ -108,13 +109,13 @@ pub fn run(global: &GlobalOptions, args: &VolumeArgs) -> CliResult<()> {
                 labels: key_values(label, "--label")?,
             };
             vols.create(&spec)?;
-            println!("{name}");
+            outln!("{name}")?;
         }
         VolumeCommand::Rm { force, names } => {
             let mut failed = Vec::new();
             for name in names {
                 match vols.remove(name, *force) {
-                    Ok(()) => println!("{name}"),
+                    Ok(()) => statusln!("{name}"),
                     Err(e) => failed.push(e.to_string()),
                 }
             }
@@ -128,14 +129,14 @@ pub fn run(global: &GlobalOptions, args: &VolumeArgs) -> CliResult<()> {
                 let v = vols.get(name)?.ok_or_else(|| CliError::msg(format!("no such volume: {name}")))?;
                 out.push(inspect_json(&v));
             }
-            println!("{}", serde_json::to_string_pretty(&out).map_err(|e| CliError::msg(e.to_string()))?);
+            outln!("{}", serde_json::to_string_pretty(&out).map_err(|e| CliError::msg(e.to_string()))?)?;
         }
         VolumeCommand::Prune { all, force: _ } => {
             let removed = vols.prune(*all)?;
             if !removed.is_empty() {
-                println!("Deleted Volumes:");
+                outln!("Deleted Volumes:")?;
                 for name in &removed {
-                    println!("{name}");
+                    outln!("{name}")?;
                 }
             }
         }

@@ -127,6 +127,17 @@ pub fn check(tree: &Node) -> Result<(), LoadError> {
             }
         }
         if let Some(cn) = service.get("container_name") {
+            // compose-go CheckContainerNameUnicity, over the merged and extended services.
+            let text = cn.scalar_text().unwrap_or_default();
+            let same =
+                |s: &Node| s.get("container_name").and_then(Node::scalar_text).as_deref() == Some(&text);
+            if let Some((other, _)) = services.iter().take_while(|(n, _)| *n != name).find(|(_, s)| same(s)) {
+                return err(
+                    cn,
+                    "container_name",
+                    format!("container name {text:?} is already in use by service {other:?}"),
+                );
+            }
             let scale = |n: Option<&Node>| n.and_then(Node::scalar_text).and_then(|s| s.parse::<i64>().ok());
             let replicas = scale(service.get("scale"))
                 .or_else(|| scale(service.get("deploy").and_then(|d| d.get("replicas"))));
@@ -189,6 +200,10 @@ mod tests {
             ("services:\n  a: {image: x, volumes_from: ['z:ro']}\n", "undefined service \"z\""),
             ("services:\n  a: {image: x, links: ['z:db']}\n", "undefined service \"z\""),
             ("services:\n  a: {container_name: c, image: x, scale: 2}\n", "container_name"),
+            (
+                "services:\n  {a: {container_name: c, image: x}, b: {container_name: c, image: y}}\n",
+                "container name \"c\" is already in use by service \"a\"",
+            ),
             ("services:\n  a: {command: [x]}\n", "neither an image nor a build context"),
             ("services:\n  a: {image: x, restart: sometimes}\n", "invalid restart policy \"sometimes\""),
             ("services:\n  a: {image: x, restart: 'on-failure:x'}\n", "invalid restart policy"),

@@ -68,9 +68,23 @@ struct Source {
 
 /// Loads a project and keeps the details (files, tree, environment).
 pub fn load_project(opts: &ProjectOptions) -> Result<LoadedProject, LoadError> {
-    let sources = read_sources(opts)?;
-    let project_dir = match &opts.project_dir {
+    // As docker compose: the `.env` of the directory known before the files are chosen is read
+    // first, so it may set COMPOSE_FILE, COMPOSE_PROFILES, COMPOSE_PROJECT_NAME...; then the
+    // project directory's `.env`, if another, adds what is not set yet.
+    let first_dir = match &opts.project_dir {
         Some(dir) => paths::clean(&opts.working_dir.join(dir)),
+        None => opts
+            .files
+            .iter()
+            .find(|f| f.as_os_str() != "-")
+            .and_then(|f| paths::clean(&opts.working_dir.join(f)).parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| opts.working_dir.clone()),
+    };
+    let first_files = env_files(opts, &first_dir)?;
+    let mut env = environment::with_env_files(&opts.environment, &first_files)?;
+    let sources = read_sources(opts, &env, &first_dir)?;
+    let project_dir = match &opts.project_dir {
+        Some(_) => first_dir.clone(),
         None => match sources.first() {
             Some(s) if s.path.as_os_str() != "-" => {
                 s.path.parent().map(Path::to_path_buf).unwrap_or_else(|| opts.working_dir.clone())
@@ -78,7 +92,10 @@ pub fn load_project(opts: &ProjectOptions) -> Result<LoadedProject, LoadError> {
             _ => opts.working_dir.clone(),
         },
     };
-    let mut env = environment::with_env_files(&opts.environment, &env_files(opts, &project_dir)?)?;
+    let project_files = env_files(opts, &project_dir)?;
+    if project_files != first_files {
+        env = environment::with_env_files(&env, &project_files)?;
+    }
 
     // Parse everything first: the project name may come from a file's `name`, and it must be
     // known (as COMPOSE_PROJECT_NAME) before anything else is interpolated.
@@ -98,7 +115,7 @@ pub fn load_project(opts: &ProjectOptions) -> Result<LoadedProject, LoadError> {
     let ctx = FileContext::new(&env, opts, home.as_deref(), Vec::new());
     let mut merged: Option<Node> = None;
     for (tree, tags) in parsed {
-        let tree = ctx.process(tree, &project_dir, &mut Vec::new())?;
+        let tree = ctx.process(tree, &tags, &project_dir, &mut Vec::new())?;
         match merged.as_mut() {
             None => merged = Some(tree),
             Some(base) => merge::merge_files(base, tree, &tags),
@@ -116,9 +133,12 @@ pub fn load_project(opts: &ProjectOptions) -> Result<LoadedProject, LoadError> {
     if opts.consistency {
         super::consistency::check(&tree)?;
     }
-    let project = decode(&tree)?;
+    let mut project = decode(&tree)?;
     if opts.consistency {
         check_graph(&project, &tree)?;
+    }
+    if !opts.all_resources {
+        project.without_unnecessary_resources();
     }
     Ok(LoadedProject {
         project,
@@ -209,11 +229,17 @@ impl<'a> FileContext<'a> {
         display_name(identity, &self.opts.working_dir).to_string()
     }
     /// Interpolation, validation, canonical form, absolute paths, `extends` and `include` for
-    /// one file whose relative paths are relative to `base`. `chain` holds the `extends` being
-    /// resolved, to report cycles.
-    fn process(&self, mut tree: Node, base: &Path, chain: &mut Vec<String>) -> Result<Node, LoadError> {
+    /// one file whose relative paths are relative to `base`; `tags` are the file's `!reset` and
+    /// `!override` tags. `chain` holds the `extends` being resolved, to report cycles.
+    fn process(
+        &self,
+        mut tree: Node,
+        tags: &MergeTags,
+        base: &Path,
+        chain: &mut Vec<String>,
+    ) -> Result<Node, LoadError> {
         self.prepare(&mut tree, base)?;
-        self.apply_extends(&mut tree, chain)?;
+        self.apply_extends(&mut tree, tags, chain)?;
         self.apply_include(&mut tree)?;
         Ok(tree)
     }
@@ -260,19 +286,24 @@ impl<'a> FileContext<'a> {
         found
     }
 
-    /// Loads a file by path (for `extends.file` and `include`).
-    fn read_tree(&self, path: &Path, base: &Path) -> Result<Node, LoadError> {
+    /// Loads a file by path (for `extends.file`), with its merge tags: they apply to the
+    /// services of that file that extend others.
+    fn read_tree(&self, path: &Path, base: &Path) -> Result<(Node, MergeTags), LoadError> {
         let text = read_file(path)?;
         let mut tree = yaml::parse(&text, &display_name(path, &self.opts.working_dir))?;
-        // Merge tags mean nothing in a file that is not merged over another; drop them.
-        merge::take_merge_tags(&mut tree);
+        let tags = merge::take_merge_tags(&mut tree);
         self.prepare(&mut tree, base)?;
-        Ok(tree)
+        Ok((tree, tags))
     }
 
     /// Replaces every service that `extends` another with the merged result (spec
     /// `05-services.md#extends`): the base first, the extending service over it.
-    fn apply_extends(&self, tree: &mut Node, chain: &mut Vec<String>) -> Result<(), LoadError> {
+    fn apply_extends(
+        &self,
+        tree: &mut Node,
+        tags: &MergeTags,
+        chain: &mut Vec<String>,
+    ) -> Result<(), LoadError> {
         let names: Vec<String> = match tree.get("services").and_then(Node::as_map) {
             Some(services) => services
                 .iter()
@@ -283,7 +314,7 @@ impl<'a> FileContext<'a> {
         };
         let mut resolved = Vec::with_capacity(names.len());
         for name in &names {
-            resolved.push(self.resolve_extends(tree, name, chain)?);
+            resolved.push(self.resolve_extends(tree, tags, name, chain)?);
         }
         if let Some(services) =
             tree.as_map_mut().and_then(|m| m.get_mut("services")).and_then(Node::as_map_mut)
@@ -298,8 +329,15 @@ impl<'a> FileContext<'a> {
         Ok(())
     }
 
-    /// The service `name` of `tree` with its `extends` chain applied.
-    fn resolve_extends(&self, tree: &Node, name: &str, chain: &mut Vec<String>) -> Result<Node, LoadError> {
+    /// The service `name` of `tree` (whose merge tags are `tags`) with its `extends` chain
+    /// applied.
+    fn resolve_extends(
+        &self,
+        tree: &Node,
+        tags: &MergeTags,
+        name: &str,
+        chain: &mut Vec<String>,
+    ) -> Result<Node, LoadError> {
         let service = self
             .service(tree, name)
             .ok_or_else(|| LoadError::invalid(&tree.mark, "", format!("service {name:?} not found")))?;
@@ -334,7 +372,7 @@ impl<'a> FileContext<'a> {
             ));
         }
         let other;
-        let (base_tree, in_file) = match file {
+        let (base_tree, base_tags, in_file) = match file {
             Some(f) => {
                 let file_path = PathBuf::from(f);
                 if let Some(problem) = input::Kind::of(&file_path).problem() {
@@ -346,9 +384,9 @@ impl<'a> FileContext<'a> {
                 }
                 let dir = file_path.parent().map(Path::to_path_buf).unwrap_or_default();
                 other = self.read_tree(&file_path, &dir)?;
-                (&other, format!(" in {f}"))
+                (&other.0, &other.1, format!(" in {f}"))
             }
-            None => (tree, String::new()),
+            None => (tree, tags, String::new()),
         };
         if self.service(base_tree, &target).is_none() {
             return Err(LoadError::invalid(
@@ -358,9 +396,12 @@ impl<'a> FileContext<'a> {
             ));
         }
         chain.push(here);
-        let base = self.resolve_extends(base_tree, &target, chain);
+        let base = self.resolve_extends(base_tree, base_tags, &target, chain);
         chain.pop();
         let mut base = base?;
+        // What the extending service tags `!reset` (or `!override`) is taken out of the base
+        // first, as compose-go applies the file's reset processor to the extended service.
+        merge::reset_service(&mut base, tags, name);
         let mut over = service.clone();
         if let Some(m) = over.as_map_mut() {
             m.remove("extends");
@@ -435,7 +476,7 @@ impl<'a> FileContext<'a> {
                 let text = read_file(file)?;
                 let mut t = yaml::parse(&text, &display_name(file, &self.opts.working_dir))?;
                 let tags = merge::take_merge_tags(&mut t);
-                let t = inner.process(t, &dir, &mut Vec::new())?;
+                let t = inner.process(t, &tags, &dir, &mut Vec::new())?;
                 match imported.as_mut() {
                     None => imported = Some(t),
                     Some(b) => merge::merge_files(b, t, &tags),
@@ -522,17 +563,18 @@ fn display_name(path: &Path, working_dir: &Path) -> Arc<str> {
     Arc::from(shown.to_string_lossy().as_ref())
 }
 
-/// The compose files: `-f`, else `COMPOSE_FILE`, else discovery from the working dir upwards.
-fn read_sources(opts: &ProjectOptions) -> Result<Vec<Source>, LoadError> {
+/// The compose files: `-f`, else `COMPOSE_FILE` (from `env`, which includes the first `.env`),
+/// else discovery from `start` (the project directory if given, else the working dir) upwards.
+fn read_sources(opts: &ProjectOptions, env: &Environment, start: &Path) -> Result<Vec<Source>, LoadError> {
     let mut files: Vec<PathBuf> = opts.files.clone();
     if files.is_empty()
-        && let Some(list) = opts.environment.get("COMPOSE_FILE").filter(|s| !s.is_empty())
+        && let Some(list) = env.get("COMPOSE_FILE").filter(|s| !s.is_empty())
     {
-        let sep = opts.environment.get("COMPOSE_PATH_SEPARATOR").map(String::as_str).unwrap_or(":");
+        let sep = env.get("COMPOSE_PATH_SEPARATOR").map(String::as_str).unwrap_or(":");
         files = list.split(sep).filter(|s| !s.is_empty()).map(PathBuf::from).collect();
     }
     if files.is_empty() {
-        files = discover(&opts.working_dir)?;
+        files = discover(start)?;
     }
     let mut sources = Vec::with_capacity(files.len());
     for file in files {

@@ -89,6 +89,21 @@ pub fn merge_service(base: &mut Node, over: Node) {
     merge_node(base, over, &mut path, &MergeTags::default());
 }
 
+/// Removes from `base` (the service `name` extends) every attribute that the extending file
+/// tagged `!reset` or `!override` under `services.<name>`, so the extending value (or none)
+/// is what remains after the merge.
+pub fn reset_service(base: &mut Node, tags: &MergeTags, name: &str) {
+    for path in tags.reset.iter().chain(&tags.replace) {
+        if let [services, service, rest @ ..] = path.as_slice()
+            && services == "services"
+            && service == name
+            && !rest.is_empty()
+        {
+            remove_path(base, rest);
+        }
+    }
+}
+
 fn remove_path(node: &mut Node, path: &[String]) {
     let Some((last, parents)) = path.split_last() else { return };
     let mut cur = node;
@@ -107,7 +122,7 @@ fn remove_path(node: &mut Node, path: &[String]) {
 enum Rule {
     /// The later value replaces the earlier one.
     Replace,
-    /// Sequences appended, then entries with the same key merged (later over earlier).
+    /// Sequences appended, then an entry with the key of an earlier one replaces it.
     UniqueBy(fn(&Node) -> Option<String>),
     /// Mappings merged, sequences appended without exact duplicates, scalars replaced.
     Default,
@@ -122,8 +137,12 @@ fn rule_for(path: &[String]) -> Rule {
         ["services", _, "healthcheck", "test"] => Rule::Replace,
         ["services", _, "ports"] => Rule::UniqueBy(port_key),
         ["services", _, "volumes"] => Rule::UniqueBy(|n| text_of(n, "target")),
-        ["services", _, "secrets" | "configs"] => {
-            Rule::UniqueBy(|n| text_of(n, "target").or_else(|| text_of(n, "source")))
+        // Keyed by where they are mounted (compose-go mountIndexer).
+        ["services", _, "secrets"] => Rule::UniqueBy(|n| {
+            text_of(n, "target").or_else(|| text_of(n, "source").map(|s| format!("/run/secrets/{s}")))
+        }),
+        ["services", _, "configs"] => {
+            Rule::UniqueBy(|n| text_of(n, "target").or_else(|| text_of(n, "source").map(|s| format!("/{s}"))))
         }
         ["services", _, "env_file"] => Rule::UniqueBy(|n| text_of(n, "path")),
         ["services", _, "devices"] => Rule::UniqueBy(|n| text_of(n, "target")),
@@ -201,7 +220,8 @@ fn merge_node(base: &mut Node, over: Node, path: &mut Vec<String>, tags: &MergeT
     }
 }
 
-/// Keeps the first position of each key; a later entry with the same key is merged over it.
+/// Keeps the first position of each key; a later entry with the same key replaces it whole
+/// (compose-go `EnforceUnicity`: a volume of a later file for the same target is that volume).
 fn unique_by_key(items: &mut Vec<Node>, key: fn(&Node) -> Option<String>) {
     let mut out: Vec<Node> = Vec::with_capacity(items.len());
     // Position in `out` of each key, so long lists merge in linear time.
@@ -209,10 +229,7 @@ fn unique_by_key(items: &mut Vec<Node>, key: fn(&Node) -> Option<String>) {
     for item in items.drain(..) {
         let k = key(&item);
         match k.as_ref().and_then(|k| keys.get(k).copied()) {
-            Some(at) => {
-                let mut path = Vec::new();
-                merge_node(&mut out[at], item, &mut path, &MergeTags::default());
-            }
+            Some(at) => out[at] = item,
             None => {
                 if let Some(k) = k {
                     keys.insert(k, out.len());
@@ -308,11 +325,12 @@ mod tests {
     #[test]
     fn unique_resources_merge_by_key() {
         let v = merged(
-            "services: {w: {volumes: [{type: volume, source: foo, target: /work}], ports: [{target: 80, published: '8080', protocol: tcp}]}}",
+            "services: {w: {volumes: [{type: volume, source: foo, target: /work, read_only: true}], ports: [{target: 80, published: '8080', protocol: tcp}]}}",
             "services: {w: {volumes: [{type: volume, source: bar, target: /work}], ports: [{target: 80, published: '8080', protocol: tcp}, {target: 81, protocol: tcp}]}}",
         );
         assert_eq!(v["services"]["w"]["volumes"].as_array().map(Vec::len), Some(1));
         assert_eq!(v["services"]["w"]["volumes"][0]["source"], "bar");
+        assert!(v["services"]["w"]["volumes"][0].get("read_only").is_none(), "replaced, not merged");
         assert_eq!(v["services"]["w"]["ports"].as_array().map(Vec::len), Some(2));
     }
 
@@ -326,6 +344,30 @@ mod tests {
         assert_eq!(app["ports"], serde_json::json!([{"target": 443, "published": "9443"}]));
         assert_eq!(app["environment"], serde_json::json!({"KEEP": "me"}));
         assert!(app.get("build").is_none());
+    }
+
+    #[test]
+    fn secrets_are_keyed_by_their_mount_path() {
+        let v = merged(
+            "services: {w: {secrets: [{source: a}, {source: b, target: /run/secrets/x}], configs: [{source: c, target: /c, mode: 0400}]}}",
+            "services: {w: {secrets: [{source: x}, {source: a, target: /run/secrets/a, uid: '1'}], configs: [{source: c}]}}",
+        );
+        let w = &v["services"]["w"];
+        assert_eq!(
+            w["secrets"],
+            serde_json::json!([{"source": "a", "target": "/run/secrets/a", "uid": "1"}, {"source": "x"}])
+        );
+        assert_eq!(w["configs"], serde_json::json!([{"source": "c"}]));
+    }
+
+    #[test]
+    fn reset_service_takes_tagged_attributes_out_of_a_base() {
+        let mut base = tree("{image: x, ports: [{target: 80}], environment: {A: '1', B: '2'}}");
+        let mut file =
+            tree("services: {web: {ports: !reset [], environment: {B: !reset }}, other: {image: !reset }}");
+        let tags = take_merge_tags(&mut file);
+        reset_service(&mut base, &tags, "web");
+        assert_eq!(base.to_json(), serde_json::json!({"image": "x", "environment": {"A": "1"}}));
     }
 
     #[test]

@@ -92,41 +92,94 @@ fn normalize_service(name: &str, service: &mut Node, env: &Environment) -> Resul
         build.insert(key("dockerfile", &m), Node::str("Dockerfile", &m));
     }
 
-    // Services reached through network_mode, volumes_from and links must start first: compose
-    // records them as plain dependencies.
-    let mut implicit: Vec<String> = Vec::new();
-    if let Some(target) = network_mode.as_deref().and_then(|m| m.strip_prefix("service:")) {
-        implicit.push(target.to_string());
+    if svc.get("pull_policy").and_then(Node::as_str) == Some("if_not_present")
+        && let Some(policy) = svc.get_mut("pull_policy")
+    {
+        policy.value = Value::Str("missing".into());
+    }
+    if let Some(args) = svc.get_mut("build").and_then(Node::as_map_mut).and_then(|b| b.get_mut("args")) {
+        resolve_build_args(args, env);
+    }
+    if let Some(secrets) = svc.get_mut("secrets").and_then(Node::as_seq_mut) {
+        for secret in secrets.iter_mut() {
+            default_secret_target(secret);
+        }
+    }
+    add_implicit_dependencies(svc, &mark);
+
+    fold_env_files(name, svc, env, &mark)?;
+    fold_label_files(name, svc, env, &mark)?;
+    Ok(uses_default)
+}
+
+/// A build arg without a value takes it from `env`, and is dropped when `env` has none
+/// (compose-go `resolve(args, env, keepEmpty=false)`).
+fn resolve_build_args(args: &mut Node, env: &Environment) {
+    let Some(map) = args.as_map_mut() else { return };
+    map.entries.retain_mut(|(k, v)| {
+        if !v.is_null() {
+            return true;
+        }
+        match env.get(&k.name) {
+            Some(found) => {
+                v.value = Value::Str(found.clone());
+                true
+            }
+            None => false,
+        }
+    });
+}
+
+/// A service secret without `target` is mounted at `/run/secrets/<source>` (compose-go
+/// `defaultSecretMount`); configs get no default in the model.
+fn default_secret_target(secret: &mut Node) {
+    let mark = secret.mark.clone();
+    let Some(m) = secret.as_map_mut() else { return };
+    if m.contains("target") {
+        return;
+    }
+    let Some(source) = m.get("source").and_then(Node::scalar_text) else { return };
+    m.insert(key("target", &mark), Node::str(format!("/run/secrets/{source}"), &mark));
+}
+
+/// Services reached through `links`, a `service:` namespace (network_mode, ipc, pid, uts,
+/// cgroup) or `volumes_from` must start first: compose-go records them as dependencies
+/// (`service_started`, required), restarting with the other service except for
+/// `volumes_from`. An explicit `depends_on` entry is kept as written.
+fn add_implicit_dependencies(svc: &mut Map, mark: &Mark) {
+    let mut implicit: Vec<(String, bool)> = Vec::new();
+    for link in svc.get("links").and_then(Node::as_seq).into_iter().flatten().filter_map(Node::as_str) {
+        implicit.push((link.split(':').next().unwrap_or(link).to_string(), true));
+    }
+    for attr in ["network_mode", "ipc", "pid", "uts", "cgroup"] {
+        if let Some(target) = svc.get(attr).and_then(Node::as_str).and_then(|m| m.strip_prefix("service:")) {
+            implicit.push((target.to_string(), true));
+        }
     }
     for from in svc.get("volumes_from").and_then(Node::as_seq).into_iter().flatten().filter_map(Node::as_str)
     {
         if !from.starts_with("container:") {
             let service = from.strip_prefix("service:").unwrap_or(from);
-            implicit.push(service.split(':').next().unwrap_or(service).to_string());
+            implicit.push((service.split(':').next().unwrap_or(service).to_string(), false));
         }
     }
-    for link in svc.get("links").and_then(Node::as_seq).into_iter().flatten().filter_map(Node::as_str) {
-        implicit.push(link.split(':').next().unwrap_or(link).to_string());
+    if implicit.is_empty() {
+        return;
     }
-    if !implicit.is_empty() {
-        if svc.get("depends_on").is_none_or(|n| n.as_map().is_none()) {
-            svc.insert(key("depends_on", &mark), Node::map(&mark));
-        }
-        if let Some(deps) = svc.get_mut("depends_on").and_then(Node::as_map_mut) {
-            for dep in implicit {
-                if !deps.contains(&dep) {
-                    let mut spec = Map::default();
-                    spec.insert(key("condition", &mark), Node::str("service_started", &mark));
-                    spec.insert(key("required", &mark), Node::new(Value::Bool(true), mark.clone()));
-                    deps.insert(key(&dep, &mark), Node::new(Value::Map(spec), mark.clone()));
-                }
-            }
-        }
+    if svc.get("depends_on").is_none_or(|n| n.as_map().is_none()) {
+        svc.insert(key("depends_on", mark), Node::map(mark));
     }
-
-    fold_env_files(name, svc, env, &mark)?;
-    fold_label_files(name, svc, env, &mark)?;
-    Ok(uses_default)
+    let Some(deps) = svc.get_mut("depends_on").and_then(Node::as_map_mut) else { return };
+    for (dep, restart) in implicit {
+        if deps.contains(&dep) {
+            continue;
+        }
+        let mut spec = Map::default();
+        spec.insert(key("condition", mark), Node::str("service_started", mark));
+        spec.insert(key("restart", mark), Node::new(Value::Bool(restart), mark.clone()));
+        spec.insert(key("required", mark), Node::new(Value::Bool(true), mark.clone()));
+        deps.insert(key(&dep, mark), Node::new(Value::Map(spec), mark.clone()));
+    }
 }
 
 /// `env_file` contents under `environment` (which wins), then bare keys from `env`.
@@ -135,6 +188,15 @@ fn fold_env_files(name: &str, svc: &mut Map, env: &Environment, mark: &Mark) -> 
     // Where each key is in `merged`: env files of tens of thousands of lines are read in
     // linear time.
     let mut index: HashMap<String, usize> = HashMap::new();
+    // Env file values may refer to the project environment first, then to the service's own
+    // `environment`, then to what earlier files set (compose-go WithServicesEnvironmentResolved).
+    let explicit_env: Environment = svc
+        .get("environment")
+        .and_then(Node::as_map)
+        .into_iter()
+        .flat_map(|m| m.iter())
+        .filter_map(|(k, v)| v.scalar_text().or_else(|| env.get(k).cloned()).map(|v| (k.to_string(), v)))
+        .collect();
     if let Some(files) = svc.remove("env_file") {
         for (i, file) in files.as_seq().into_iter().flatten().enumerate() {
             let Some(path) = file.get("path").and_then(Node::as_str) else { continue };
@@ -152,8 +214,9 @@ fn fold_env_files(name: &str, svc: &mut Map, env: &Environment, mark: &Mark) -> 
             if kind == input::Kind::Missing {
                 continue;
             }
-            let earlier: Environment =
+            let mut earlier: Environment =
                 merged.iter().filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v))).collect();
+            earlier.extend(explicit_env.iter().map(|(k, v)| (k.clone(), v.clone())));
             for (k, v) in environment::read_env_file(Path::new(path), env, &earlier, raw)? {
                 let v = v.or_else(|| env.get(&k).cloned());
                 let Some(v) = v else { continue };
@@ -282,18 +345,49 @@ mod tests {
     #[test]
     fn network_mode_links_and_volumes_from_become_dependencies() {
         let v = normalized(
-            "services: {a: {image: x, network_mode: 'service:b', links: ['c:alias'], volumes_from: ['d:ro', 'container:e']}}",
+            "services: {a: {image: x, network_mode: 'service:b', links: ['c:alias'], volumes_from: ['d:ro', 'container:e'], ipc: 'service:f', pid: 'service:g', uts: host, depends_on: {g: {condition: service_healthy}}}}",
             &[],
         );
         let deps = &v["services"]["a"]["depends_on"];
-        for dep in ["b", "c", "d"] {
-            assert_eq!(
-                deps[dep],
-                serde_json::json!({"condition": "service_started", "required": true}),
-                "{dep}"
-            );
+        let started = |restart: bool| serde_json::json!({"condition": "service_started", "restart": restart, "required": true});
+        for dep in ["b", "c", "f"] {
+            assert_eq!(deps[dep], started(true), "{dep}");
         }
-        assert!(deps.get("e").is_none());
+        assert_eq!(deps["d"], started(false));
+        assert_eq!(deps["g"], serde_json::json!({"condition": "service_healthy"}));
+        assert!(deps.get("e").is_none() && deps.get("host").is_none());
+    }
+
+    #[test]
+    fn pull_policy_build_args_and_secret_targets() {
+        let v = normalized(
+            "services: {a: {pull_policy: if_not_present, build: {context: /s, args: {SET: , UNSET: , V: '1'}}, secrets: [{source: s}, {source: t, target: mine}]}}",
+            &[("SET", "s")],
+        );
+        let a = &v["services"]["a"];
+        assert_eq!(a["pull_policy"], "missing");
+        assert_eq!(a["build"]["args"], serde_json::json!({"SET": "s", "V": "1"}));
+        assert_eq!(
+            a["secrets"],
+            serde_json::json!([{"source": "s", "target": "/run/secrets/s"}, {"source": "t", "target": "mine"}])
+        );
+    }
+
+    #[test]
+    fn env_files_see_the_project_environment_then_the_service_environment() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let env_path = dir.path().join("a.env");
+        std::fs::write(&env_path, "URL=http://${HOST}\nSELF=${MINE}-seen\nA=1\nB=${A}2\nHOST=file\n")
+            .expect("write");
+        let text = format!(
+            "services: {{s: {{image: x, env_file: [{{path: '{}'}}], environment: {{MINE: mine}}}}}}",
+            env_path.display()
+        );
+        let v = normalized(&text, &[("HOST", "proj")]);
+        assert_eq!(
+            v["services"]["s"]["environment"],
+            serde_json::json!({"URL": "http://proj", "SELF": "mine-seen", "A": "1", "B": "12", "HOST": "file", "MINE": "mine"})
+        );
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct ProjectOptions {
     pub interpolate: bool,
     /// Resolve relative paths to absolute ones.
     pub resolve_paths: bool,
+    /// Keep networks, volumes, secrets and configs no service uses (`--all-resources`).
+    pub all_resources: bool,
 }
 
 impl ProjectOptions {

@@ -54,6 +54,20 @@ pub fn resolve(root: &mut Node, base: &Path, home: Option<&str>) {
             resolve_service(service, base, home);
         }
     }
+    // A local volume with `o: bind` is a bind mount of `device` (compose-go volumeDriverOpts);
+    // the driver must be written as `local`.
+    if let Some(volumes) = map.get_mut("volumes").and_then(Node::as_map_mut) {
+        for (_, volume) in volumes.entries.iter_mut() {
+            let Some(vm) = volume.as_map_mut() else { continue };
+            if vm.get("driver").and_then(Node::as_str) != Some("local") {
+                continue;
+            }
+            let Some(opts) = vm.get_mut("driver_opts").and_then(Node::as_map_mut) else { continue };
+            if opts.get("o").and_then(Node::as_str) == Some("bind") {
+                fix(opts.get_mut("device"), base, home);
+            }
+        }
+    }
     for kind in ["secrets", "configs"] {
         if let Some(items) = map.get_mut(kind).and_then(Node::as_map_mut) {
             for (_, item) in items.entries.iter_mut() {
@@ -143,6 +157,17 @@ mod tests {
         assert_eq!(clean(Path::new("/a/./b/../c/")), PathBuf::from("/a/c"));
         assert_eq!(clean(Path::new("/..")), PathBuf::from("/"));
         assert_eq!(clean(Path::new("a/../..")), PathBuf::from(".."));
+    }
+
+    #[test]
+    fn local_bind_volume_device_is_made_absolute() {
+        let text = "volumes: {a: {driver: local, driver_opts: {o: bind, device: ./d}}, b: {driver_opts: {o: bind, device: ./d}}, c: {driver: local, driver_opts: {o: 'addr=x', device: ':/e'}}}";
+        let mut tree = crate::compose::yaml::parse(text, &std::sync::Arc::from("c.yaml")).expect("yaml");
+        resolve(&mut tree, Path::new("/proj"), None);
+        let v = tree.to_json();
+        assert_eq!(v["volumes"]["a"]["driver_opts"]["device"], "/proj/d");
+        assert_eq!(v["volumes"]["b"]["driver_opts"]["device"], "./d");
+        assert_eq!(v["volumes"]["c"]["driver_opts"]["device"], ":/e");
     }
 
     #[test]

@@ -317,7 +317,7 @@ impl Apply<'_> {
 
     fn create(&self, sp: &ServicePlan, number: u32, name: &str, start: bool) -> Result<()> {
         let engine = self.engine;
-        let id = new_id();
+        let id = new_id().map_err(EngineError::runtime(format!("create container {name}")))?;
         let pending = engine.pending_dir(&self.plan.project).join(&id);
         crate::state::write_atomic(&pending, name.as_bytes())?;
         self.progress.event("Container", name, "Creating", false);

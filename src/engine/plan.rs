@@ -353,13 +353,9 @@ pub fn plan(engine: &Engine, loaded: &LoadedProject, graph: &ServiceGraph, opts:
         let hash = config_hash(project, &name, &image.id);
         let force = opts.force_recreate && (requested.contains(&name) || opts.always_recreate_deps);
         // A service that shares a recreated service's namespaces or volumes must follow it.
-        let follows = graph.direct_dependencies(&name).into_iter().any(|(node, kind)| {
-            matches!(node, GraphNode::Service(ref d) if recreated.contains(d))
-                && matches!(
-                    kind,
-                    EdgeKind::NetworkMode | EdgeKind::Ipc | EdgeKind::Pid | EdgeKind::VolumesFrom
-                )
-        });
+        // Read from the service itself: the loader records these as depends_on too, so the
+        // graph's edge between the two may be a DependsOn one.
+        let follows = shared_services(&project.services[&name]).any(|d| recreated.contains(d));
         let restart_for_dep = graph.direct_dependencies(&name).into_iter().any(|(node, kind)| {
             matches!(node, GraphNode::Service(ref d) if recreated.contains(d))
                 && matches!(kind, EdgeKind::DependsOn { restart: true, .. })
@@ -431,6 +427,19 @@ pub fn plan(engine: &Engine, loaded: &LoadedProject, graph: &ServiceGraph, opts:
 
 /// Builds a service's container spec and network request with stand-in ids, so that a bad
 /// configuration fails before anything on the host changes.
+/// The services whose namespaces (`network_mode`, `ipc`, `pid`: `service:X`) or volumes
+/// (`volumes_from`) a service shares: it must be recreated when one of them is.
+fn shared_services(svc: &crate::compose::model::ServiceConfig) -> impl Iterator<Item = &str> {
+    let namespaces = [&svc.network_mode, &svc.ipc, &svc.pid]
+        .into_iter()
+        .filter_map(|m| m.as_deref().and_then(|m| m.strip_prefix("service:")));
+    let volumes = svc.volumes_from.iter().filter(|f| !f.starts_with("container:")).map(|f| {
+        let f = f.strip_prefix("service:").unwrap_or(f);
+        f.split(':').next().unwrap_or(f)
+    });
+    namespaces.chain(volumes)
+}
+
 fn check_spec(loaded: &LoadedProject, name: &str, image: &ResolvedImage) -> Result<()> {
     let placeholder = "0".repeat(64);
     let peer = |_: PeerRef<'_>| Some(placeholder.clone());
@@ -479,7 +488,7 @@ services:
   db: {image: x}
   seed: {image: x}
   fixed: {image: x, container_name: the-one}
-  other: {image: x}
+  other: {image: x, networks: [default, outside]}
 networks:
   default:
     labels: {k: v}

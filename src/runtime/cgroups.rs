@@ -241,6 +241,61 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Mounts the container's own cgroup at `target` (its `/sys/fs/cgroup`, still seen from the
+    /// host before `pivot_root`), as docker does, so that programs sizing themselves by their
+    /// limits (JVM, Go, Node) find them. The caller is already in the cgroup and in a cgroup
+    /// namespace of its own. v2: a cgroup2 mount, whose root is the namespace's root, i.e. the
+    /// container's cgroup. v1: a tmpfs with one dir per hierarchy berth uses, each a bind of the
+    /// container's dir there (runc's way without a cgroup namespace; a v1 mount from inside the
+    /// namespace would need the hierarchy's exact options), and a symlink per controller of a
+    /// co-mounted hierarchy (`cpu -> cpu,cpuacct`). Read-only unless `writable` (privileged).
+    pub fn mount_view(&self, target: &Path, writable: bool) -> Result<(), CgroupError> {
+        use nix::mount::{MsFlags, mount};
+        let mount_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |e: nix::errno::Errno| CgroupError { path, source: io::Error::from(e) }
+        };
+        let base = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        let ro = if writable { MsFlags::empty() } else { MsFlags::MS_RDONLY };
+        if !target.is_dir() {
+            fs::create_dir_all(target).map_err(err(target))?;
+        }
+        match self.version {
+            Version::V2 => mount(Some("cgroup2"), target, Some("cgroup2"), base | ro, None::<&str>)
+                .map_err(mount_err(target)),
+            Version::V1 => {
+                mount(Some("tmpfs"), target, Some("tmpfs"), base, Some("mode=755"))
+                    .map_err(mount_err(target))?;
+                for dir in &self.dirs {
+                    // <root>/<hierarchy>/berth/<id>: the hierarchy's real name (co-mounts resolved).
+                    let Some(hierarchy) = dir.parent().and_then(Path::parent) else { continue };
+                    let real = fs::canonicalize(hierarchy).unwrap_or_else(|_| hierarchy.to_path_buf());
+                    let Some(name) = real.file_name() else { continue };
+                    let dest = target.join(name);
+                    fs::create_dir(&dest).map_err(err(&dest))?;
+                    mount(Some(dir.as_path()), &dest, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                        .map_err(mount_err(&dest))?;
+                    // A bind keeps its source's flags: the restrictions need a remount.
+                    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | base | ro;
+                    mount(None::<&str>, &dest, None::<&str>, flags, None::<&str>)
+                        .map_err(mount_err(&dest))?;
+                    let name = name.to_string_lossy();
+                    if name.contains(',') {
+                        for ctrl in name.split(',') {
+                            let link = target.join(ctrl);
+                            std::os::unix::fs::symlink(name.as_ref(), &link).map_err(err(&link))?;
+                        }
+                    }
+                }
+                if writable {
+                    return Ok(());
+                }
+                let flags = MsFlags::MS_REMOUNT | base | MsFlags::MS_RDONLY;
+                mount(None::<&str>, target, None::<&str>, flags, Some("mode=755")).map_err(mount_err(target))
+            }
+        }
+    }
+
     /// How many times the kernel's OOM killer killed a process of this cgroup.
     pub fn oom_kills(&self) -> u64 {
         let (dir, file) = match self.version {

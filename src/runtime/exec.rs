@@ -158,10 +158,15 @@ pub(crate) fn join_and_exec(
         // SAFETY: as above.
         unsafe { libc::_exit(127) }
     };
-    let to_c = |s: &String| CString::new(s.as_str()).unwrap_or_default();
-    let argv: Vec<CString> = exec.args.iter().map(to_c).collect();
-    let envp: Vec<CString> = env.iter().map(to_c).collect();
-    let err = execve(&CString::new(path).unwrap_or_default(), &argv, &envp).unwrap_err();
+    let to_c = |s: &String| CString::new(s.as_str()).ok();
+    let (Some(argv), Some(envp), Ok(path)) = (
+        exec.args.iter().map(to_c).collect::<Option<Vec<CString>>>(),
+        env.iter().map(to_c).collect::<Option<Vec<CString>>>(),
+        CString::new(path),
+    ) else {
+        fail("the command or environment contains a NUL byte")
+    };
+    let err = execve(&path, &argv, &envp).unwrap_err();
     let mut out = std::io::stderr();
     let _ = writeln!(out, "berth exec: {program}: {err}");
     // SAFETY: as above.

@@ -113,7 +113,7 @@ pub(crate) fn container_main(ctx: &InitContext<'_>) -> ! {
         .as_ref()
         .map(|path| step!(ctx, "open terminal", fs::OpenOptions::new().read(true).write(true).open(path)));
 
-    step!(ctx, "rootfs", rootfs::build(spec, ctx.dirs, ctx.console.as_deref()));
+    step!(ctx, "rootfs", rootfs::build(spec, ctx.dirs, ctx.console.as_deref(), ctx.cgroup));
     step!(ctx, "sysctls", rootfs::write_sysctls(&spec.sysctls));
     if !spec.security.privileged {
         step!(ctx, "masked paths", rootfs::protect_paths());
@@ -179,10 +179,16 @@ pub(crate) fn container_main(ctx: &InitContext<'_>) -> ! {
     if !super::handoff::wait_for_release(ctx.release) {
         die(ctx.error_write, "the start was called off");
     }
-    let to_c = |s: &String| CString::new(s.as_str()).unwrap_or_default();
-    let argv: Vec<CString> = spec.process.args.iter().map(to_c).collect();
-    let envp: Vec<CString> = env.iter().map(to_c).collect();
-    let path = CString::new(path).unwrap_or_default();
+    // `create` refuses NUL bytes; a record changed since is refused here rather than run
+    // with a cut or empty argument.
+    let to_c = |s: &String| CString::new(s.as_str()).ok();
+    let (Some(argv), Some(envp), Ok(path)) = (
+        spec.process.args.iter().map(to_c).collect::<Option<Vec<CString>>>(),
+        env.iter().map(to_c).collect::<Option<Vec<CString>>>(),
+        CString::new(path),
+    ) else {
+        die(ctx.error_write, "the command or environment contains a NUL byte");
+    };
     if spec.process.init {
         run_init(ctx.error_write, &path, &argv, &envp);
     }

@@ -11,6 +11,7 @@ pub mod exec;
 pub mod exec_tty;
 mod handoff;
 mod init;
+mod lifecycle;
 pub mod limits;
 pub mod log;
 pub mod process;
@@ -23,7 +24,7 @@ pub mod timefmt;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -217,6 +218,8 @@ impl Runtime {
             return Err(RuntimeError::Exists(spec.id.clone()));
         }
         let invalid = |message: String| RuntimeError::Invalid { name: spec.name.clone(), message };
+        check_no_nul("command", &spec.process.args).map_err(invalid)?;
+        check_no_nul("environment", &spec.process.env).map_err(invalid)?;
         limits::check(&spec.ulimits).map_err(|e| invalid(e.to_string()))?;
         for lower in &spec.rootfs.lower_dirs {
             if !lower.is_dir() {
@@ -229,7 +232,7 @@ impl Runtime {
     /// Writes a new container's records: spec and record durably, status and filters not.
     fn write_records(&self, spec: &ContainerSpec, spec_json: &[u8], seccomp: &[u8]) -> Result<()> {
         let dir = self.dirs.container(&spec.id);
-        fs::create_dir_all(&dir).map_err(sys(dir.display().to_string()))?;
+        self.dirs.create_dir(&dir, crate::state::mode::CONTAINERS)?;
         let record = ContainerRecord {
             id: spec.id.clone(),
             name: spec.name.clone(),
@@ -310,7 +313,7 @@ impl Runtime {
         commit: impl FnOnce(&[u8], &[u8]) -> Result<()>,
     ) -> Result<ContainerStatus> {
         let id = spec.id.as_str();
-        fs::create_dir_all(self.dirs.container_run(id)).map_err(sys("run dir"))?;
+        self.dirs.create_dir(&self.dirs.container_run(id), crate::state::mode::CONTAINERS)?;
         let (ready_r, ready_w) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| sys("pipe")(e.into()))?;
         let (go, go_shim) = UnixStream::pair().map_err(sys("socketpair"))?;
@@ -699,7 +702,7 @@ impl Runtime {
     /// (`exec -T`: where this process's stdio is a terminal, it is relayed through pipes);
     /// returns its exit code.
     pub fn exec(&self, id: &str, exec: &ExecSpec) -> Result<i32> {
-        self.check_running(id)?;
+        self.check_running(id, exec)?;
         let status = exec_tty::run_without_terminal(self.exec_command(id, exec)).map_err(sys("exec"))?;
         Ok(exit_code(status))
     }
@@ -707,7 +710,7 @@ impl Runtime {
     /// Runs a process in the running container on a new pseudo-terminal (`exec -it`): this
     /// process's terminal is put in raw mode and relayed to it; returns its exit code.
     pub fn exec_tty(&self, id: &str, exec: &ExecSpec) -> Result<i32> {
-        self.check_running(id)?;
+        self.check_running(id, exec)?;
         let mut with_term = exec.clone();
         if !with_term.env.iter().any(|e| e.starts_with("TERM=")) {
             let term = std::env::var("TERM").ok().filter(|t| !t.is_empty()).unwrap_or_else(|| "xterm".into());
@@ -720,13 +723,16 @@ impl Runtime {
     /// Runs a process in the running container and collects its output (stdout and stderr
     /// separately) and exit code.
     pub fn exec_output(&self, id: &str, exec: &ExecSpec) -> Result<(i32, Vec<u8>, Vec<u8>)> {
-        self.check_running(id)?;
+        self.check_running(id, exec)?;
         let out = self.exec_command(id, exec).stdin(Stdio::null()).output().map_err(sys("exec"))?;
         Ok((exit_code(out.status), out.stdout, out.stderr))
     }
 
-    fn check_running(&self, id: &str) -> Result<()> {
+    fn check_running(&self, id: &str, exec: &ExecSpec) -> Result<()> {
         let spec = self.spec(id)?;
+        let invalid = |message: String| RuntimeError::Invalid { name: spec.name.clone(), message };
+        check_no_nul("exec command", &exec.args).map_err(invalid)?;
+        check_no_nul("exec environment", &exec.env).map_err(invalid)?;
         let st = self.status(id)?;
         if st.state != State::Running || st.pid == 0 {
             return Err(RuntimeError::NotRunning(spec.name));
@@ -876,13 +882,33 @@ fn wait_for_exit(pid: i32, end: Instant) {
     unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, left.as_millis() as i32 + 1) };
 }
 
-/// A new random container id (64 hex digits), as docker makes them.
-pub fn new_id() -> String {
+/// A new random container id (64 hex digits), as docker makes them. Fails rather than
+/// return a predictable id when the kernel's random source cannot be read.
+pub fn new_id() -> Result<String> {
     let mut bytes = [0u8; 32];
-    if let Ok(mut f) = fs::File::open("/dev/urandom") {
-        let _ = f.read_exact(&mut bytes);
+    let mut filled = 0;
+    while filled < bytes.len() {
+        // SAFETY: writes at most the remaining length into our own buffer.
+        let n = unsafe { libc::getrandom(bytes[filled..].as_mut_ptr().cast(), bytes.len() - filled, 0) };
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(RuntimeError::Sys { what: "read random bytes for a new id".into(), source: err });
+        }
+        filled += n as usize;
     }
-    hex::encode(bytes)
+    Ok(hex::encode(bytes))
+}
+
+/// Refuses strings that cannot reach `execve`: a NUL byte would cut the argument short (or,
+/// converted carelessly, make it empty) instead of failing.
+fn check_no_nul(what: &str, values: &[String]) -> std::result::Result<(), String> {
+    match values.iter().position(|v| v.contains('\0')) {
+        Some(i) => Err(format!("{what}: entry {} ({:?}) contains a NUL byte", i + 1, values[i])),
+        None => Ok(()),
+    }
 }
 
 /// The variable that tells the shim its ready fd.

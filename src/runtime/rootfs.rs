@@ -11,6 +11,7 @@ use std::path::{Component, Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 
+use super::cgroups::Cgroup;
 use super::spec::{ContainerSpec, MountKind, MountSpec};
 
 /// A step of building the rootfs that failed.
@@ -141,7 +142,7 @@ fn overlay_options(dirs: &RootfsDirs, lowers: &[PathBuf]) -> String {
 
 /// Builds the rootfs in the current (new) mount namespace, up to and including `pivot_root`.
 /// Runs in the container's init before it drops privileges.
-pub fn build(spec: &ContainerSpec, dirs: &RootfsDirs, console: Option<&Path>) -> Result<()> {
+pub fn build(spec: &ContainerSpec, dirs: &RootfsDirs, console: Option<&Path>, cgroup: &Cgroup) -> Result<()> {
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .map_err(fail("make private", "/"))?;
     let options = overlay_options(dirs, &spec.rootfs.lower_dirs);
@@ -171,6 +172,12 @@ pub fn build(spec: &ContainerSpec, dirs: &RootfsDirs, console: Option<&Path>) ->
     }
 
     mount_proc_and_sys(spec, root)?;
+    let cgroup_dir = secure_join(root, "/sys/fs/cgroup")?;
+    cgroup.mount_view(&cgroup_dir, spec.security.privileged).map_err(|e| RootfsError {
+        what: "mount cgroup",
+        path: e.path.display().to_string(),
+        source: e.source,
+    })?;
     mount_dev(spec, root, console)?;
 
     for (file, target) in [

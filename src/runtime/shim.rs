@@ -25,11 +25,12 @@ use serde::{Deserialize, Serialize};
 use super::cgroups::Cgroup;
 use super::exec::{ExecSpec, join_and_exec};
 use super::init::{InitContext, container_main};
+use super::lifecycle::{Action, Event, Lifecycle, Rules};
 use super::log::LogWriter;
 use super::process::SignalName;
 use super::rootfs::RootfsDirs;
-use super::spec::{ContainerSpec, IpcNamespace, NetNamespace, RestartPolicy};
-use super::status::{ContainerStatus, Health, HealthResult, HealthState, State};
+use super::spec::{ContainerSpec, IpcNamespace, NetNamespace};
+use super::status::{ContainerStatus, State};
 use crate::state::{Dirs, write_json_unsynced};
 
 /// A request on the shim's socket (one JSON line).
@@ -92,7 +93,6 @@ struct Running {
     outputs: Vec<(OwnedFd, usize)>,
     /// Kept open so that a `stdin_open` process reads no EOF.
     _stdin: Option<OwnedFd>,
-    started: Instant,
     oom_before: u64,
 }
 
@@ -107,9 +107,6 @@ struct Probe {
     output: OwnedFd,
     buf: Vec<u8>,
     start: String,
-    deadline: Instant,
-    /// Killed for taking longer than the healthcheck's timeout.
-    timed_out: bool,
 }
 
 /// Connected client with a partly read request.
@@ -123,7 +120,8 @@ struct Shim {
     dirs: Dirs,
     id: String,
     prepared: Prepared,
-    status: ContainerStatus,
+    /// The status and the timers, and what happens next (see `lifecycle`).
+    life: Lifecycle,
     log: LogWriter,
     listener: UnixListener,
     clients: Vec<Client>,
@@ -131,11 +129,6 @@ struct Shim {
     stop_waiters: Vec<UnixStream>,
     sigfd: SignalFd,
     running: Option<Running>,
-    restart_at: Option<Instant>,
-    backoff: Duration,
-    stop_deadline: Option<Instant>,
-    health_next: Option<Instant>,
-    start_period_end: Option<Instant>,
     probe: Option<Probe>,
     held: Option<HeldNamespaces>,
     /// The launcher's end of the handoff, until the first start has its commit message.
@@ -175,7 +168,7 @@ pub fn main(dirs: &Dirs, id: &str, ready: Option<OwnedFd>) -> i32 {
         }
     };
     if let Err(e) = shim.start() {
-        shim.status.error = Some(e.clone());
+        shim.life.status.error = Some(e.clone());
         shim.finish();
         report(&mut ready, &format!("error: {e}\n"));
         return 1;
@@ -320,22 +313,27 @@ impl Shim {
             boot_id: super::status::boot_id(),
             ..ContainerStatus::default()
         };
+        let rules = Rules {
+            restart: spec.restart.clone(),
+            healthcheck: spec.healthcheck.clone(),
+            stop_signal: spec
+                .stop_signal
+                .as_deref()
+                .and_then(|s| s.parse::<SignalName>().ok())
+                .map_or(Signal::SIGTERM, |s| s.0),
+            stop_grace: spec.stop_grace_ms.map(Duration::from_millis),
+        };
         Ok(Shim {
             dirs: dirs.clone(),
             id: id.to_string(),
             prepared: Prepared { spec, cgroup, caps, seccomp, rootfs, netns, fresh_netns, ipcns },
-            status,
+            life: Lifecycle::new(rules, status),
             log,
             listener,
             clients: Vec::new(),
             stop_waiters: Vec::new(),
             sigfd,
             running: None,
-            restart_at: None,
-            backoff: Duration::from_millis(100),
-            stop_deadline: None,
-            health_next: None,
-            start_period_end: None,
             probe: None,
             held: None,
             launcher,
@@ -343,7 +341,52 @@ impl Shim {
     }
 
     fn save(&self) {
-        let _ = write_json_unsynced(&status_path(&self.dirs, &self.id), &self.status);
+        let _ = write_json_unsynced(&status_path(&self.dirs, &self.id), &self.life.status);
+    }
+
+    /// Tells the lifecycle what happened and does what it decides.
+    fn on(&mut self, event: Event) {
+        let actions = self.life.handle(event, Instant::now());
+        for action in actions {
+            self.perform(action);
+        }
+    }
+
+    fn perform(&mut self, action: Action) {
+        match action {
+            Action::Restart => {
+                if let Err(error) = self.start() {
+                    self.on(Event::StartFailed { error });
+                }
+            }
+            Action::Signal(sig) => {
+                if let Some(r) = &self.running {
+                    let _ = kill(r.pid, sig);
+                }
+            }
+            Action::KillAll => {
+                if let Some(r) = &self.running {
+                    let _ = kill(r.pid, Signal::SIGKILL);
+                }
+                for pid in self.prepared.cgroup.processes() {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+            Action::StartProbe => self.start_probe(),
+            // Reaped through SIGCHLD; the lifecycle records the timeout.
+            Action::KillProbe => {
+                if let Some(p) = &self.probe {
+                    let _ = kill(p.pid, Signal::SIGKILL);
+                }
+            }
+            Action::DropProbe => {
+                if let Some(p) = self.probe.take() {
+                    let _ = kill(p.pid, Signal::SIGKILL);
+                    let _ = waitpid(p.pid, None);
+                }
+            }
+            Action::Save => self.save(),
+        }
     }
 
     /// Makes and starts the container process.
@@ -449,39 +492,15 @@ impl Shim {
         for (fd, _) in &outputs {
             let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
         }
-        self.running =
-            Some(Running { pid, outputs, _stdin: stdin_keep, started: Instant::now(), oom_before });
-        self.status.state = State::Running;
-        self.status.pid = pid.as_raw();
-        self.status.started_at = Some(super::timefmt::now());
-        self.status.error = None;
-        if let Some(h) = &spec.healthcheck {
-            let now = Instant::now();
-            self.start_period_end = Some(now + Duration::from_millis(h.start_period_ms));
-            // A (re)started container is judged afresh; the log of earlier runs is kept.
-            let health = self.status.health.get_or_insert_with(Health::default);
-            health.status = HealthState::Starting;
-            health.failing_streak = 0;
-            self.health_next = Some(now + self.probe_interval());
-        }
-        self.save();
+        self.running = Some(Running { pid, outputs, _stdin: stdin_keep, oom_before });
+        self.on(Event::Started { pid: pid.as_raw(), at: super::timefmt::now() });
         Ok(())
-    }
-
-    fn probe_interval(&self) -> Duration {
-        let Some(h) = &self.prepared.spec.healthcheck else { return Duration::from_secs(30) };
-        let in_start = self.start_period_end.is_some_and(|end| Instant::now() < end);
-        if in_start && h.start_interval_ms > 0 {
-            Duration::from_millis(h.start_interval_ms)
-        } else {
-            Duration::from_millis(h.interval_ms.max(1))
-        }
     }
 
     /// The poll loop; returns when the container is gone for good.
     fn run(&mut self) {
         loop {
-            if self.running.is_none() && self.restart_at.is_none() && self.probe.is_none() {
+            if self.life.is_over() {
                 self.finish();
                 return;
             }
@@ -500,16 +519,7 @@ impl Shim {
             if let Some(p) = &self.probe {
                 push(p.output.as_raw_fd());
             }
-            let deadline = [
-                self.restart_at,
-                self.stop_deadline,
-                self.health_next,
-                self.probe.as_ref().filter(|p| !p.timed_out).map(|p| p.deadline),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
-            let timeout = deadline.map_or(-1, |d| {
+            let timeout = self.life.next_deadline().map_or(-1, |d| {
                 let ms = d.saturating_duration_since(Instant::now()).as_millis();
                 ms.min(60_000) as i32 + 1
             });
@@ -546,7 +556,7 @@ impl Shim {
             if ready(self.sigfd.as_fd().as_raw_fd()) {
                 self.handle_signals();
             }
-            self.handle_timers();
+            self.on(Event::Tick);
         }
     }
 
@@ -590,7 +600,9 @@ impl Shim {
             match Signal::try_from(info.ssi_signo as i32) {
                 Ok(Signal::SIGCHLD) => reap = true,
                 // Someone asked the shim itself to end: stop the container as `stop` would.
-                Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => self.begin_stop(None, None),
+                Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => {
+                    self.on(Event::StopRequested { grace: None, signal: None })
+                }
                 _ => {}
             }
         }
@@ -622,83 +634,25 @@ impl Shim {
         self.drain_outputs();
         let Some(running) = self.running.take() else { return };
         let oom = self.prepared.cgroup.oom_kills() > running.oom_before;
-        // With `pid: host` other processes of the container may be left; they go with it.
-        for pid in self.prepared.cgroup.processes() {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-        if let Some(p) = self.probe.take() {
-            let _ = kill(p.pid, Signal::SIGKILL);
-            let _ = waitpid(p.pid, None);
-        }
-        self.health_next = None;
-        self.status.exit_code = Some(code);
-        self.status.oom_killed = oom;
-        self.status.pid = 0;
-        self.status.finished_at = Some(super::timefmt::now());
-        self.stop_deadline = None;
-        let restart = !self.status.stopped_by_user
-            && match &self.prepared.spec.restart {
-                RestartPolicy::No => false,
-                RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
-                RestartPolicy::OnFailure(max) => {
-                    code != 0 && max.is_none_or(|m| self.status.restart_count < m)
-                }
-            };
-        if restart {
+        self.on(Event::Exited { code, oom, at: super::timefmt::now() });
+        if self.life.restart_pending() {
             // The next start mounts the same upper dir, which overlayfs allows once only.
             self.held = None;
-            // docker: 100 ms doubling to one minute; a run of 10 s or more starts over.
-            if running.started.elapsed() >= Duration::from_secs(10) {
-                self.backoff = Duration::from_millis(100);
-            }
-            self.restart_at = Some(Instant::now() + self.backoff);
-            self.backoff = (self.backoff * 2).min(Duration::from_secs(60));
-            self.status.state = State::Restarting;
-            self.save();
-        } else {
-            // `finish`, next in the loop, records it together with the shim's end.
-            self.status.state = State::Exited;
-        }
-    }
-
-    fn handle_timers(&mut self) {
-        let now = Instant::now();
-        if self.restart_at.is_some_and(|t| t <= now) {
-            self.restart_at = None;
-            self.status.restart_count += 1;
-            if let Err(e) = self.start() {
-                self.status.error = Some(e);
-                self.status.state = State::Exited;
-                self.save();
-            }
-        }
-        if self.stop_deadline.is_some_and(|t| t <= now) {
-            self.stop_deadline = None;
-            if let Some(r) = &self.running {
-                let _ = kill(r.pid, Signal::SIGKILL);
-                for pid in self.prepared.cgroup.processes() {
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                }
-            }
-        }
-        if let Some(p) = &mut self.probe
-            && !p.timed_out
-            && p.deadline <= now
-        {
-            // Reaped through SIGCHLD; probe_done records the timeout.
-            let _ = kill(p.pid, Signal::SIGKILL);
-            p.timed_out = true;
-        }
-        if self.health_next.is_some_and(|t| t <= now) && self.probe.is_none() {
-            self.health_next = None;
-            self.start_probe();
         }
     }
 
     fn start_probe(&mut self) {
-        let (Some(h), Some(running)) = (&self.prepared.spec.healthcheck, &self.running) else { return };
-        let Ok((out_r, out_w)) = pipe2(OFlag::O_CLOEXEC) else { return };
-        let Ok(devnull) = fs::File::open("/dev/null") else { return };
+        let started = self.fork_probe();
+        if !started {
+            self.on(Event::ProbeNotStarted);
+        }
+    }
+
+    /// Runs the healthcheck command in the container; false when it could not be started.
+    fn fork_probe(&mut self) -> bool {
+        let (Some(h), Some(running)) = (&self.prepared.spec.healthcheck, &self.running) else { return false };
+        let Ok((out_r, out_w)) = pipe2(OFlag::O_CLOEXEC) else { return false };
+        let Ok(devnull) = fs::File::open("/dev/null") else { return false };
         let exec = ExecSpec { args: h.command.clone(), ..ExecSpec::default() };
         let pid = running.pid.as_raw();
         // SAFETY: the shim is single-threaded.
@@ -717,16 +671,11 @@ impl Shim {
             Ok(ForkResult::Parent { child }) => {
                 drop(out_w);
                 let _ = nix::fcntl::fcntl(&out_r, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
-                self.probe = Some(Probe {
-                    pid: child,
-                    output: out_r,
-                    buf: Vec::new(),
-                    start: super::timefmt::now(),
-                    deadline: Instant::now() + Duration::from_millis(h.timeout_ms.max(1)),
-                    timed_out: false,
-                });
+                self.probe =
+                    Some(Probe { pid: child, output: out_r, buf: Vec::new(), start: super::timefmt::now() });
+                true
             }
-            Err(_) => self.health_next = Some(Instant::now() + self.probe_interval()),
+            Err(_) => false,
         }
     }
 
@@ -746,53 +695,13 @@ impl Shim {
     fn probe_done(&mut self, code: i32) {
         self.read_probe();
         let Some(p) = self.probe.take() else { return };
-        let code = if p.timed_out { -1 } else { code };
-        let output = if p.timed_out {
-            "Health check exceeded timeout".to_string()
-        } else {
-            String::from_utf8_lossy(&p.buf).into_owned()
-        };
-        let retries = self.prepared.spec.healthcheck.as_ref().map_or(3, |h| h.retries.max(1));
-        let in_start = self.start_period_end.is_some_and(|end| Instant::now() < end);
-        let health = self.status.health.get_or_insert_with(Health::default);
-        health.log.push(HealthResult { start: p.start, end: super::timefmt::now(), exit_code: code, output });
-        if health.log.len() > 5 {
-            health.log.remove(0);
-        }
-        if code == 0 {
-            health.status = HealthState::Healthy;
-            health.failing_streak = 0;
-            // A pass ends the start period, as docker decides.
-            self.start_period_end = None;
-        } else if !(in_start && health.status == HealthState::Starting) {
-            health.failing_streak += 1;
-            if health.failing_streak >= retries {
-                health.status = HealthState::Unhealthy;
-            }
-        }
-        if self.running.is_some() {
-            self.health_next = Some(Instant::now() + self.probe_interval());
-        }
-        self.save();
+        let output = String::from_utf8_lossy(&p.buf).into_owned();
+        self.on(Event::ProbeFinished { code, output, start: p.start, end: super::timefmt::now() });
     }
 
     fn begin_stop(&mut self, timeout_ms: Option<u64>, signal: Option<String>) {
-        self.status.stopped_by_user = true;
-        if self.restart_at.take().is_some() {
-            self.status.state = State::Exited;
-            self.save();
-            return;
-        }
-        let Some(r) = &self.running else { return };
-        let sig = signal
-            .or_else(|| self.prepared.spec.stop_signal.clone())
-            .and_then(|s| s.parse::<SignalName>().ok())
-            .map_or(Signal::SIGTERM, |s| s.0);
-        let _ = kill(r.pid, sig);
-        let grace = timeout_ms.or(self.prepared.spec.stop_grace_ms).unwrap_or(10_000);
-        let deadline = Instant::now() + Duration::from_millis(grace);
-        self.stop_deadline = Some(self.stop_deadline.map_or(deadline, |d| d.min(deadline)));
-        self.save();
+        let signal = signal.and_then(|s| s.parse::<SignalName>().ok()).map(|s| s.0);
+        self.on(Event::StopRequested { grace: timeout_ms.map(Duration::from_millis), signal });
     }
 
     fn serve(&mut self, fd: RawFd) {
@@ -823,17 +732,19 @@ impl Shim {
         let mut stream = client.stream;
         let _ = stream.set_nonblocking(false);
         let response = match request {
-            Err(e) => {
-                Response { ok: false, error: Some(format!("bad request: {e}")), status: self.status.clone() }
-            }
-            Ok(Request::Status) => Response { ok: true, error: None, status: self.status.clone() },
+            Err(e) => Response {
+                ok: false,
+                error: Some(format!("bad request: {e}")),
+                status: self.life.status.clone(),
+            },
+            Ok(Request::Status) => Response { ok: true, error: None, status: self.life.status.clone() },
             Ok(Request::Stop { timeout_ms, signal }) => {
                 self.begin_stop(timeout_ms, signal);
                 if self.running.is_some() {
                     self.stop_waiters.push(stream);
                     return;
                 }
-                Response { ok: true, error: None, status: self.status.clone() }
+                Response { ok: true, error: None, status: self.life.status.clone() }
             }
             Ok(Request::Wait) => {
                 // Until `finish`, the container is running or may be restarted.
@@ -849,20 +760,23 @@ impl Shim {
     fn deliver(&mut self, signal: &str, kill_request: bool) -> Response {
         let sig = match signal.parse::<SignalName>() {
             Ok(s) => s.0,
-            Err(e) => return Response { ok: false, error: Some(e.to_string()), status: self.status.clone() },
+            Err(e) => {
+                return Response { ok: false, error: Some(e.to_string()), status: self.life.status.clone() };
+            }
         };
         let Some(r) = &self.running else {
             return Response {
                 ok: false,
                 error: Some("container is not running".into()),
-                status: self.status.clone(),
+                status: self.life.status.clone(),
             };
         };
+        let pid = r.pid;
         if kill_request {
-            self.status.stopped_by_user = true;
+            self.on(Event::Killed);
         }
-        let _ = kill(r.pid, sig);
-        Response { ok: true, error: None, status: self.status.clone() }
+        let _ = kill(pid, sig);
+        Response { ok: true, error: None, status: self.life.status.clone() }
     }
 
     /// The container is gone for good: record it, answer whoever waits, then tidy up (so that
@@ -874,8 +788,8 @@ impl Shim {
             let _ = waitpid(r.pid, None);
         }
         let _ = self.log.flush_partial();
-        if self.status.state != State::Exited {
-            self.status.state = State::Exited;
+        if self.life.status.state != State::Exited {
+            self.life.status.state = State::Exited;
         }
         self.save();
         // Requests that came in with the exit (connected, or still queued on the listener) get
@@ -893,16 +807,16 @@ impl Shim {
             self.serve(fd);
         }
         self.clients.clear();
-        let response = Response { ok: true, error: None, status: self.status.clone() };
+        let response = Response { ok: true, error: None, status: self.life.status.clone() };
         for mut waiter in self.stop_waiters.drain(..) {
             reply(&mut waiter, &response);
         }
         let _ = nix::sched::sched_yield();
         self.held = None;
         if let Err(e) = self.prepared.cgroup.destroy() {
-            self.status.error.get_or_insert(e.to_string());
+            self.life.status.error.get_or_insert(e.to_string());
         }
-        self.status.shim_pid = 0;
+        self.life.status.shim_pid = 0;
         self.save();
         let _ = fs::remove_file(self.dirs.container_run(&self.id).join("shim.sock"));
         let _ = fs::remove_dir(&self.prepared.rootfs.rootfs);

@@ -109,6 +109,102 @@ impl Dirs {
     }
 }
 
+/// Who may enter berth's folders. berth runs as root, and what it keeps (volume data,
+/// containers' upper layers and logs, image layers, secrets) is no other local user's
+/// business, so its folders are closed to them as docker's are (`/var/lib/docker` 0710,
+/// `containers` 0710, `volumes` 0701, `image` 0700). A container running as any user still
+/// reaches its root and volumes: root mounts them before the container's process starts, and
+/// that process sees the mounts, never these paths. A volume's `_data` keeps its own mode
+/// (the image's folder's, by copy-up), as docker's does.
+pub mod mode {
+    /// `<root>` and `<run>`: only root may list them; its group may pass (docker's root).
+    pub const ROOT: u32 = 0o710;
+    /// `<root>/images`: layers, blobs and the index.
+    pub const IMAGES: u32 = 0o700;
+    /// `<root>/containers` and each `<root>/containers/<id>` (upper layer, log, records), and
+    /// `<run>/containers` and each `<run>/containers/<id>` (rootfs mount point, shim socket).
+    pub const CONTAINERS: u32 = 0o710;
+    /// `<root>/volumes` and each `<root>/volumes/<name>`: passable, not listable (docker's).
+    pub const VOLUMES: u32 = 0o701;
+    /// `<root>/networks`, `<root>/projects`, `<root>/build-cache`: records and locks.
+    pub const PRIVATE: u32 = 0o700;
+}
+
+impl Dirs {
+    /// berth's folders and their modes, parents first.
+    fn layout(&self) -> [(PathBuf, u32); 9] {
+        [
+            (self.root.clone(), mode::ROOT),
+            (self.images(), mode::IMAGES),
+            (self.containers(), mode::CONTAINERS),
+            (self.volumes(), mode::VOLUMES),
+            (self.networks(), mode::PRIVATE),
+            (self.root.join("projects"), mode::PRIVATE),
+            (self.root.join("build-cache"), mode::PRIVATE),
+            (self.run.clone(), mode::ROOT),
+            (self.run.join("containers"), mode::CONTAINERS),
+        ]
+    }
+
+    /// Makes berth's folders (see [`mode`]) with their modes, and narrows the modes of those
+    /// that exist with wider ones (made by an earlier berth, or by hand). Done once per
+    /// process and pair of dirs: a few `stat` calls.
+    pub fn secure(&self) -> Result<(), StateError> {
+        static DONE: std::sync::Mutex<Vec<Dirs>> = std::sync::Mutex::new(Vec::new());
+        let mut done = DONE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if done.contains(self) {
+            return Ok(());
+        }
+        for (dir, mode) in self.layout() {
+            ensure_dir(&dir, mode)?;
+        }
+        done.push(self.clone());
+        Ok(())
+    }
+
+    /// Makes folder `path` (with its missing parents) under these dirs with exactly `mode`,
+    /// after [`Dirs::secure`]: `<root>/containers/<id>` with [`mode::CONTAINERS`], a volume's
+    /// folder with [`mode::VOLUMES`].
+    pub fn create_dir(&self, path: &Path, mode: u32) -> Result<(), StateError> {
+        self.secure()?;
+        ensure_dir(path, mode)
+    }
+}
+
+/// Makes `dir` with exactly `mode` (not what the umask leaves of it), and its missing parents
+/// as `mkdir -p` would (they may be the system's, as `/var/lib`; `dir` is what closes the
+/// way); an existing `dir` gets `mode` if its own differs. A shared folder (sticky bit, as
+/// `/tmp`) given as a root is left as it is.
+pub fn ensure_dir(dir: &Path, mode: u32) -> Result<(), StateError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let err = |e| StateError::io(dir, e);
+    match fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => {
+            return Err(err(io::Error::new(io::ErrorKind::AlreadyExists, "exists and is not a folder")));
+        }
+        Ok(meta) => {
+            let current = meta.permissions().mode() & 0o7777;
+            if current == mode || current & 0o1000 != 0 {
+                return Ok(());
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent() {
+                fs::create_dir_all(parent).map_err(|e| StateError::io(parent, e))?;
+            }
+            // Closed from the start (the umask can only narrow it); `AlreadyExists` is another
+            // process making it at the same time.
+            match fs::DirBuilder::new().mode(mode & 0o700).create(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(err(e)),
+            }
+        }
+        Err(e) => return Err(err(e)),
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode)).map_err(err)
+}
+
 /// Writes `bytes` to `path` atomically: a temp file beside it, fsync, rename, fsync of the dir.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -253,24 +349,47 @@ impl Lock {
 
     fn take(path: &Path, wait: bool) -> Result<Option<Lock>, StateError> {
         use nix::fcntl::{Flock, FlockArg};
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(|e| StateError::io(dir, e))?;
-        }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(|e| StateError::io(path, e))?;
+        use std::os::unix::fs::MetadataExt;
         let arg = if wait { FlockArg::LockExclusive } else { FlockArg::LockExclusiveNonblock };
+        // Whoever removes a lock file does so while holding it (`down` removes the project's);
+        // a process that was waiting on the old file then holds a lock nobody else can see. So
+        // the lock counts only if the path still names the file that was locked; otherwise
+        // take the new one.
         loop {
-            match Flock::lock(file, arg) {
-                Ok(flock) => return Ok(Some(Lock { _flock: flock, path: path.to_path_buf() })),
-                Err((f, nix::errno::Errno::EINTR)) => file = f,
-                Err((_, nix::errno::Errno::EWOULDBLOCK)) if !wait => return Ok(None),
-                Err((_, errno)) => return Err(StateError::io(path, io::Error::from(errno))),
+            // Inside the loop: the holder may have removed the folder with the file.
+            if let Some(dir) = path.parent() {
+                fs::create_dir_all(dir).map_err(|e| StateError::io(dir, e))?;
+            }
+            let mut file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(path)
+                .map_err(|e| StateError::io(path, e))?;
+            let flock = loop {
+                match Flock::lock(file, arg) {
+                    Ok(flock) => break flock,
+                    Err((f, nix::errno::Errno::EINTR)) => file = f,
+                    Err((_, nix::errno::Errno::EWOULDBLOCK)) if !wait => return Ok(None),
+                    Err((_, errno)) => return Err(StateError::io(path, io::Error::from(errno))),
+                }
+            };
+            let held = flock.metadata().map_err(|e| StateError::io(path, e))?;
+            match fs::metadata(path) {
+                Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
+                    return Ok(Some(Lock { _flock: flock, path: path.to_path_buf() }));
+                }
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StateError::io(path, e)),
             }
         }
+    }
+
+    /// Removes the lock file while still holding it, so that a process waiting on it retries
+    /// on a new file instead of sharing the lock with the next taker.
+    pub fn remove(self) {
+        let _ = fs::remove_file(&self.path);
     }
 
     /// The lock file's path.
@@ -317,6 +436,45 @@ mod tests {
         assert_eq!(fs::read_dir(dir.path().join("c")).unwrap().count(), 2);
     }
 
+    fn mode_of(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn folders_get_their_modes_whatever_the_umask_and_wider_ones_are_narrowed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+        let dirs = Dirs::new(dir.path().join("root"), dir.path().join("run"));
+        // A root made by an earlier berth, open to everyone.
+        fs::create_dir(&dirs.root).unwrap();
+        fs::set_permissions(&dirs.root, fs::Permissions::from_mode(0o755)).unwrap();
+        dirs.secure().unwrap();
+        for (path, mode) in dirs.layout() {
+            assert_eq!(mode_of(&path), mode, "{}", path.display());
+        }
+        assert_eq!(mode_of(&dirs.root), 0o710);
+        assert_eq!(mode_of(&dirs.volumes()), 0o701);
+        assert_eq!(mode_of(&dirs.images()), 0o700);
+        let volume = dirs.volumes().join("p_data");
+        dirs.create_dir(&volume, mode::VOLUMES).unwrap();
+        assert_eq!(mode_of(&volume), 0o701);
+        let container = dirs.container("abc");
+        dirs.create_dir(&container, mode::CONTAINERS).unwrap();
+        assert_eq!(mode_of(&container), 0o710);
+        let deep = dir.path().join("a/b/c");
+        ensure_dir(&deep, 0o700).unwrap();
+        assert_eq!(mode_of(&deep), 0o700);
+        // A shared folder is left alone; a file is an error.
+        let shared = dir.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+        ensure_dir(&shared, 0o710).unwrap();
+        assert_eq!(mode_of(&shared), 0o1777);
+        fs::write(dir.path().join("file"), "").unwrap();
+        assert!(ensure_dir(&dir.path().join("file"), 0o700).is_err());
+    }
+
     #[test]
     fn second_lock_is_refused_while_first_is_held() {
         let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
@@ -325,6 +483,29 @@ mod tests {
         // flock locks belong to the open file description, so a second open conflicts.
         assert!(Lock::try_acquire(&path).unwrap().is_none());
         drop(first);
+        assert!(Lock::try_acquire(&path).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_lock_removed_by_its_holder_is_not_shared_by_two_waiters() {
+        let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let first = Lock::acquire(&path).unwrap();
+        let waiter = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let lock = Lock::acquire(&path).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                drop(lock);
+            })
+        };
+        // The waiter is blocked on the old file; its holder removes it and lets go.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        first.remove();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // The waiter now holds the lock on the new file: a third taker must be refused.
+        assert!(Lock::try_acquire(&path).unwrap().is_none(), "the waiter's lock is visible at the path");
+        waiter.join().unwrap();
         assert!(Lock::try_acquire(&path).unwrap().is_some());
     }
 }

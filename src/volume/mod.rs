@@ -215,6 +215,9 @@ impl Volumes {
             }
             return Ok((existing, false));
         }
+        // The volume's folder is closed as docker's; `_data` has the usual mode, and gets the
+        // image's by copy-up.
+        self.dirs.create_dir(&self.dir(&spec.name), crate::state::mode::VOLUMES)?;
         let data = self.dir(&spec.name).join("_data");
         fs::create_dir_all(&data).map_err(io_err(&data))?;
         let record = VolumeRecord {

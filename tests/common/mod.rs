@@ -39,7 +39,7 @@ impl TestEnv {
     /// A spec running `args` on the busybox layer, with a fresh id.
     pub fn spec(&self, name: &str, args: &[&str]) -> ContainerSpec {
         let mut spec = ContainerSpec {
-            id: berth::runtime::new_id(),
+            id: berth::runtime::new_id().unwrap(),
             name: name.to_string(),
             hostname: name.to_string(),
             ..ContainerSpec::default()

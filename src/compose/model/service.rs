@@ -300,9 +300,10 @@ fn hosts_as_list<S: serde::Serializer>(
     hosts: &BTreeMap<String, Vec<String>>,
     s: S,
 ) -> Result<S::Ok, S::Error> {
-    // compose-go prints extra hosts as `host=address` entries.
-    let list: Vec<String> =
+    // compose-go prints extra hosts as `host=address` entries, sorted as strings.
+    let mut list: Vec<String> =
         hosts.iter().flat_map(|(h, ips)| ips.iter().map(move |ip| format!("{h}={ip}"))).collect();
+    list.sort();
     list.serialize(s)
 }
 

@@ -76,7 +76,7 @@ pub struct BuildOwner {
 impl BuildOwner {
     /// Claims a new token.
     pub fn claim(runtime: &Runtime) -> Result<BuildOwner, String> {
-        let token = crate::runtime::new_id()[..10].to_string();
+        let token = crate::runtime::new_id().map_err(|e| e.to_string())?[..10].to_string();
         let path = owners_dir(runtime).join(format!("{token}.lock"));
         let lock = crate::state::Lock::acquire(&path).map_err(|e| e.to_string())?;
         Ok(BuildOwner { token, _lock: lock })
@@ -229,7 +229,7 @@ pub fn run_step<T>(
     cancel: Option<&AtomicBool>,
     done: impl FnOnce(&Path) -> Result<T, String>,
 ) -> Result<T, RunFailure> {
-    let id = crate::runtime::new_id();
+    let id = crate::runtime::new_id().map_err(|e| RunFailure::Setup(e.to_string()))?;
     let name = format!("berth-build-{}", &id[..12]);
     let mut guard = ContainerGuard { runtime, networks, id: id.clone(), attached: false };
     let mode = match &step.net {

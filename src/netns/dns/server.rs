@@ -82,7 +82,10 @@ pub fn serve(dirs: &Dirs) -> Result<(), NetError> {
             Ok(Signal::SIGHUP) => match reload(&mut listeners) {
                 Ok(true) => {}
                 Ok(false) => break,
-                Err(e) => eprintln!("berth-dns: reload: {e}"),
+                // Its log may be gone; a failed write must not end the DNS (eprintln! panics).
+                Err(e) => {
+                    let _ = writeln!(std::io::stderr(), "berth-dns: reload: {e}");
+                }
             },
             Ok(_) => break,
             Err(e) => return Err(NetError::sys("wait for signals", e)),
