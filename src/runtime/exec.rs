@@ -17,6 +17,7 @@ use nix::unistd::{ForkResult, Gid, Uid, dup2_stderr, dup2_stdin, dup2_stdout, ex
 use super::cgroups::Cgroup;
 use super::process::{find_program, process_env, resolve_user};
 use super::spec::ContainerSpec;
+use super::syscall::Linux;
 
 /// A process to run in a running container.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -87,7 +88,7 @@ pub(crate) fn join_and_exec(
             Err(e) => fail(&format!("container process {pid} is gone: {e}")),
         }
     }
-    if let Err(e) = Cgroup::for_container(&spec.id).join_self() {
+    if let Err(e) = Cgroup::for_container(&spec.id).join_self(&Linux) {
         fail(&e.to_string());
     }
     for (name, flag, file) in &namespaces {

@@ -21,6 +21,7 @@ use super::cgroups::Cgroup;
 use super::process::{find_program, process_env, resolve_user};
 use super::rootfs::{self, RootfsDirs};
 use super::spec::ContainerSpec;
+use super::syscall::Linux;
 
 /// Everything the child needs, prepared by the shim before the clone.
 pub(crate) struct InitContext<'a> {
@@ -78,7 +79,7 @@ pub(crate) fn container_main(ctx: &InitContext<'_>) -> ! {
     }
     // The cgroup comes first, so that everything below is accounted and limited. The child
     // joins by itself (see join_self: no wait for the shim, no global lock).
-    step!(ctx, "join cgroup", ctx.cgroup.join_self());
+    step!(ctx, "join cgroup", ctx.cgroup.join_self(&Linux));
     if let Some(adj) = spec.resources.oom_score_adj {
         // The host's /proc is still mounted here; /proc/self is this process.
         step!(ctx, "oom_score_adj", fs::write("/proc/self/oom_score_adj", adj.to_string()));
@@ -113,10 +114,10 @@ pub(crate) fn container_main(ctx: &InitContext<'_>) -> ! {
         .as_ref()
         .map(|path| step!(ctx, "open terminal", fs::OpenOptions::new().read(true).write(true).open(path)));
 
-    step!(ctx, "rootfs", rootfs::build(spec, ctx.dirs, ctx.console.as_deref(), ctx.cgroup));
-    step!(ctx, "sysctls", rootfs::write_sysctls(&spec.sysctls));
+    step!(ctx, "rootfs", rootfs::build(&Linux, spec, ctx.dirs, ctx.console.as_deref(), ctx.cgroup));
+    step!(ctx, "sysctls", rootfs::write_sysctls(&Linux, &spec.sysctls));
     if !spec.security.privileged {
-        step!(ctx, "masked paths", rootfs::protect_paths());
+        step!(ctx, "masked paths", rootfs::protect_paths(&Linux, std::path::Path::new("/")));
     }
     let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = fs::read_to_string("/etc/group").unwrap_or_default();
@@ -127,7 +128,7 @@ pub(crate) fn container_main(ctx: &InitContext<'_>) -> ! {
     );
     step!(ctx, "working dir", rootfs::ensure_workdir(&spec.process.cwd, user.uid, user.gid));
     if spec.rootfs.read_only {
-        step!(ctx, "read-only rootfs", rootfs::make_root_readonly());
+        step!(ctx, "read-only rootfs", rootfs::make_root_readonly(&Linux));
     }
     let cwd = if spec.process.cwd.is_empty() { "/" } else { spec.process.cwd.as_str() };
     step!(ctx, "chdir", nix::unistd::chdir(cwd));

@@ -20,6 +20,7 @@ pub mod seccomp;
 pub mod shim;
 pub mod spec;
 pub mod status;
+pub mod syscall;
 pub mod timefmt;
 
 use std::collections::{BTreeMap, HashSet};
@@ -44,6 +45,7 @@ use crate::state::{
     Dirs, StateError, read_json, write_atomic_all, write_atomic_unsynced, write_json_unsynced,
 };
 use shim::{Request, Response};
+use syscall::Linux;
 
 /// Failures of runtime operations.
 #[derive(Debug, thiserror::Error)]
@@ -331,7 +333,7 @@ impl Runtime {
         };
         let make_cgroup = || {
             cgroups::Cgroup::for_container(id)
-                .create(&spec.resources, &spec.devices, spec.security.privileged)
+                .create(&Linux, &spec.resources, &spec.devices, spec.security.privileged)
                 .map_err(|e| e.to_string())
         };
         let (spawned, security, committed) = std::thread::scope(|scope| {
@@ -364,7 +366,7 @@ impl Runtime {
         let shim = match spawned {
             Ok(pid) => pid,
             Err(e) => {
-                let _ = cgroups::Cgroup::for_container(id).destroy();
+                let _ = cgroups::Cgroup::for_container(id).destroy(&Linux);
                 return Err(sys(format!("start shim {}", self.exe.display()))(e));
             }
         };
@@ -390,7 +392,7 @@ impl Runtime {
         if self.dirs.container(id).join("spec.json").exists() {
             shim::record_failure(&self.dirs, id, message);
         } else {
-            let _ = cgroups::Cgroup::for_container(id).destroy();
+            let _ = cgroups::Cgroup::for_container(id).destroy(&Linux);
         }
         Err(RuntimeError::Start { name: spec.name.clone(), message: message.to_string() })
     }
@@ -607,7 +609,7 @@ impl Runtime {
     /// A container whose shim is gone: kill what is left, record it as exited.
     fn reap_orphan(&self, id: &str) -> Result<ContainerStatus> {
         let cgroup = cgroups::Cgroup::for_container(id);
-        cgroup.destroy().map_err(|e| sys("cgroup")(std::io::Error::other(e.to_string())))?;
+        cgroup.destroy(&Linux).map_err(|e| sys("cgroup")(std::io::Error::other(e.to_string())))?;
         let path = self.dirs.container(id).join("status.json");
         let mut st: ContainerStatus = read_json(&path)?;
         st.state = State::Exited;

@@ -31,6 +31,7 @@ use super::process::SignalName;
 use super::rootfs::RootfsDirs;
 use super::spec::{ContainerSpec, IpcNamespace, NetNamespace};
 use super::status::{ContainerStatus, State};
+use super::syscall::Linux;
 use crate::state::{Dirs, write_json_unsynced};
 
 /// A request on the shim's socket (one JSON line).
@@ -219,7 +220,7 @@ pub(crate) fn record_failure(dirs: &Dirs, id: &str, error: &str) {
         ..ContainerStatus::default()
     };
     let _ = write_json_unsynced(&status_path(dirs, id), &status);
-    let _ = Cgroup::for_container(id).destroy();
+    let _ = Cgroup::for_container(id).destroy(&Linux);
     let _ = fs::remove_file(dirs.container_run(id).join("shim.sock"));
 }
 
@@ -302,7 +303,7 @@ impl Shim {
             Some(launcher) => launcher.resources()?,
             None => {
                 Cgroup::for_container(id)
-                    .create(&spec.resources, &spec.devices, spec.security.privileged)
+                    .create(&Linux, &spec.resources, &spec.devices, spec.security.privileged)
                     .map_err(|e| e.to_string())?;
                 None
             }
@@ -368,7 +369,7 @@ impl Shim {
                 if let Some(r) = &self.running {
                     let _ = kill(r.pid, Signal::SIGKILL);
                 }
-                for pid in self.prepared.cgroup.processes() {
+                for pid in self.prepared.cgroup.processes(&Linux) {
                     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                 }
             }
@@ -461,7 +462,7 @@ impl Shim {
             flags |= CloneFlags::CLONE_NEWNET;
         }
         let mut stack = vec![0u8; 256 * 1024];
-        let oom_before = p.cgroup.oom_kills();
+        let oom_before = p.cgroup.oom_kills(&Linux);
         // SAFETY: the shim is single-threaded, so the child (a copy of it, as after fork) may
         // allocate; the callback never returns into our frames (container_main ends in execve
         // or _exit).
@@ -633,7 +634,7 @@ impl Shim {
     fn container_exited(&mut self, code: i32) {
         self.drain_outputs();
         let Some(running) = self.running.take() else { return };
-        let oom = self.prepared.cgroup.oom_kills() > running.oom_before;
+        let oom = self.prepared.cgroup.oom_kills(&Linux) > running.oom_before;
         self.on(Event::Exited { code, oom, at: super::timefmt::now() });
         if self.life.restart_pending() {
             // The next start mounts the same upper dir, which overlayfs allows once only.
@@ -813,7 +814,7 @@ impl Shim {
         }
         let _ = nix::sched::sched_yield();
         self.held = None;
-        if let Err(e) = self.prepared.cgroup.destroy() {
+        if let Err(e) = self.prepared.cgroup.destroy(&Linux) {
             self.life.status.error.get_or_insert(e.to_string());
         }
         self.life.status.shim_pid = 0;
