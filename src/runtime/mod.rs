@@ -89,6 +89,14 @@ pub enum RuntimeError {
         /// The error.
         source: std::io::Error,
     },
+    /// The spec's capabilities or seccomp profile cannot be applied.
+    #[error("container {name}: {source}")]
+    Security {
+        /// The container's name.
+        name: String,
+        /// What is wrong.
+        source: SecurityError,
+    },
     /// The spec asks for something the runtime cannot do.
     #[error("container {name}: {message}")]
     Invalid {
@@ -130,33 +138,44 @@ pub struct Runtime {
     exe: PathBuf,
 }
 
+/// A container's security settings that cannot be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    /// `cap_add` or `cap_drop` names no capability.
+    #[error(transparent)]
+    Capability(#[from] capabilities::UnknownCapability),
+    /// The seccomp profile cannot be compiled.
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
+}
+
 /// The capabilities and seccomp filters a container's processes get.
 pub(crate) fn security_for(
     spec: &ContainerSpec,
-) -> std::result::Result<(HashSet<Capability>, Vec<seccompiler::BpfProgram>), String> {
+) -> std::result::Result<(HashSet<Capability>, Vec<seccompiler::BpfProgram>), SecurityError> {
     let caps = capabilities_for(spec)?;
     let filters = seccomp_for(spec, &caps)?;
     Ok((caps, filters))
 }
 
 /// The capabilities a container's processes keep.
-fn capabilities_for(spec: &ContainerSpec) -> std::result::Result<HashSet<Capability>, String> {
+fn capabilities_for(spec: &ContainerSpec) -> std::result::Result<HashSet<Capability>, SecurityError> {
     let host = capabilities::host_capabilities();
     let sec = &spec.security;
-    capabilities::effective_set(sec.privileged, &sec.cap_add, &sec.cap_drop, &host).map_err(|e| e.to_string())
+    Ok(capabilities::effective_set(sec.privileged, &sec.cap_add, &sec.cap_drop, &host)?)
 }
 
 /// The seccomp filters for a process keeping `caps`, compiled.
 fn seccomp_for(
     spec: &ContainerSpec,
     caps: &HashSet<Capability>,
-) -> std::result::Result<Vec<seccompiler::BpfProgram>, String> {
+) -> std::result::Result<Vec<seccompiler::BpfProgram>, SecurityError> {
     let sec = &spec.security;
-    match (&sec.seccomp, sec.privileged) {
-        (_, true) | (spec::SeccompMode::Unconfined, _) => Ok(Vec::new()),
-        (spec::SeccompMode::Default, _) => seccomp::default_filters(caps).map_err(|e| e.to_string()),
-        (spec::SeccompMode::Profile(p), _) => seccomp::profile_filters(p, caps).map_err(|e| e.to_string()),
-    }
+    Ok(match (&sec.seccomp, sec.privileged) {
+        (_, true) | (spec::SeccompMode::Unconfined, _) => Vec::new(),
+        (spec::SeccompMode::Default, _) => seccomp::default_filters(caps)?,
+        (spec::SeccompMode::Profile(p), _) => seccomp::profile_filters(p, caps)?,
+    })
 }
 
 /// The file beside a container's spec that keeps its compiled seccomp filters, so that
@@ -165,7 +184,7 @@ const SECCOMP_FILE: &str = "seccomp.bpf";
 
 /// The container's seccomp filters encoded as [`seccomp::encode`] writes them: the file
 /// compiled at create when it is intact, else compiled again.
-fn seccomp_stored_bytes(dirs: &Dirs, spec: &ContainerSpec) -> std::result::Result<Vec<u8>, String> {
+fn seccomp_stored_bytes(dirs: &Dirs, spec: &ContainerSpec) -> std::result::Result<Vec<u8>, SecurityError> {
     match fs::read(dirs.container(&spec.id).join(SECCOMP_FILE)).ok().filter(|b| seccomp::decode(b).is_some())
     {
         Some(bytes) => Ok(bytes),
@@ -177,7 +196,7 @@ fn seccomp_stored_bytes(dirs: &Dirs, spec: &ContainerSpec) -> std::result::Resul
 pub(crate) fn security_stored(
     dirs: &Dirs,
     spec: &ContainerSpec,
-) -> std::result::Result<(HashSet<Capability>, Vec<seccompiler::BpfProgram>), String> {
+) -> std::result::Result<(HashSet<Capability>, Vec<seccompiler::BpfProgram>), SecurityError> {
     let caps = capabilities_for(spec)?;
     let stored = fs::read(dirs.container(&spec.id).join(SECCOMP_FILE)).ok().and_then(|b| seccomp::decode(&b));
     let filters = match stored {
@@ -209,7 +228,7 @@ impl Runtime {
     /// The capabilities and filters of a new container, checked; returns the compiled filters.
     fn compile_security(&self, spec: &ContainerSpec) -> Result<Vec<seccompiler::BpfProgram>> {
         let (_, filters) = security_for(spec)
-            .map_err(|message| RuntimeError::Invalid { name: spec.name.clone(), message })?;
+            .map_err(|source| RuntimeError::Security { name: spec.name.clone(), source })?;
         Ok(filters)
     }
 
@@ -294,7 +313,7 @@ impl Runtime {
         // The records as they are: the shim gets the spec's JSON and the stored filters.
         let security = || {
             let seccomp = seccomp_stored_bytes(&self.dirs, &spec)
-                .map_err(|message| RuntimeError::Invalid { name: spec.name.clone(), message })?;
+                .map_err(|source| RuntimeError::Security { name: spec.name.clone(), source })?;
             Ok((spec_json, seccomp))
         };
         self.launch(&spec, security, |_, _| Ok(()))
@@ -334,7 +353,7 @@ impl Runtime {
         let make_cgroup = || {
             cgroups::Cgroup::for_container(id)
                 .create(&Linux, &spec.resources, &spec.devices, spec.security.privileged)
-                .map_err(|e| e.to_string())
+                .map_err(|e| handoff::Failure::of(&e))
         };
         let (spawned, security, committed) = std::thread::scope(|scope| {
             let netns = fresh_netns.then(|| scope.spawn(make_netns));
@@ -345,21 +364,25 @@ impl Runtime {
             // is sent to it here is lost.
             let (spec_json, seccomp) =
                 security.as_ref().map_or((&[][..], &[][..]), |(j, s)| (&j[..], &s[..]));
-            let compiled = security.as_ref().map(|_| ()).map_err(|e| e.to_string());
+            let compiled = security.as_ref().map(|_| ()).map_err(|e| handoff::Failure::of(e));
             if spawned.is_ok() {
-                let _ = handoff::send_setup(go.as_fd(), &compiled, spec_json, seccomp);
+                let _ = handoff::send_setup(go.as_fd(), compiled.as_ref().map(|_| ()), spec_json, seccomp);
             }
             let made = make_cgroup();
             let netns = netns.and_then(|t| t.join().ok().flatten());
             if spawned.is_err() {
                 return (spawned, security, Ok(()));
             }
-            let _ = handoff::send_resources(go.as_fd(), &made, netns.as_ref().map(|f| f.as_fd()));
+            let _ = handoff::send_resources(
+                go.as_fd(),
+                made.as_ref().map(|_| ()),
+                netns.as_ref().map(|f| f.as_fd()),
+            );
             drop(netns);
             let committed =
                 if compiled.is_ok() && made.is_ok() { commit(spec_json, seccomp) } else { Ok(()) };
-            let _ =
-                handoff::send_commit(go.as_fd(), &committed.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+            let failure = committed.as_ref().err().map(|e| handoff::Failure::of(e));
+            let _ = handoff::send_commit(go.as_fd(), failure.as_ref().map_or(Ok(()), Err));
             (spawned, security, committed)
         });
         drop(go);
@@ -370,23 +393,25 @@ impl Runtime {
                 return Err(sys(format!("start shim {}", self.exe.display()))(e));
             }
         };
-        // One line: `ok` or `error: ...`. Not to EOF, since fds can outlive the answer.
+        // One line (see `handoff::Ready`). Not to EOF, since fds can outlive the answer.
         let mut answer = String::new();
         let _ = BufReader::new(fs::File::from(ready_r)).read_line(&mut answer);
-        let answer = answer.trim();
-        if answer == "ok" {
+        let failure = match handoff::Ready::parse(&answer) {
+            handoff::Ready::Started => None,
+            handoff::Ready::Failed { failure } => Some(failure),
+        };
+        let Some(failure) = failure else {
             // The shim lives on as this process's child (see `spawn_shim`). A thread reaps it
             // when it ends, so that a long-lived caller (a test, `up` in the foreground) does
             // not collect zombies; a caller that exits first hands it to the init process.
             reap_when_done(shim);
             return self.status(id);
-        }
+        };
         // The shim ends right after its answer; it is this process's child.
         let _ = nix::sys::wait::waitpid(shim, None);
         security?;
         committed?;
-        let message = answer.strip_prefix("error: ").unwrap_or(answer);
-        let message = if message.is_empty() { "the shim exited without a word" } else { message };
+        let message = failure.message.as_str();
         // The shim recorded the failure, maybe before `commit` wrote the first status over it;
         // this also removes a cgroup the shim tidied before it was made.
         if self.dirs.container(id).join("spec.json").exists() {
@@ -751,7 +776,7 @@ impl Runtime {
             return Err(RuntimeError::NotRunning(spec.name));
         }
         let (caps, filters) = security_stored(&self.dirs, &spec)
-            .map_err(|message| RuntimeError::Invalid { name: spec.name.clone(), message })?;
+            .map_err(|source| RuntimeError::Security { name: spec.name.clone(), source })?;
         exec::join_and_exec(&spec, &caps, &filters, st.pid, exec, None)
     }
 

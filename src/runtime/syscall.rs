@@ -34,8 +34,47 @@ use super::process::ResolvedUser;
 pub struct CredError {
     /// What was being done (`setuid`, `drop CAP_SYS_ADMIN`, ...).
     pub step: String,
-    /// The underlying error (with the errno when the kernel gave one).
-    pub source: io::Error,
+    /// The underlying error.
+    pub source: CredCause,
+}
+
+/// Why a credentials step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CredCause {
+    /// The kernel refused (the errno).
+    #[error("{0}")]
+    Sys(#[source] nix::errno::Errno),
+    /// The capabilities crate refused.
+    #[error("{0}")]
+    Caps(#[source] caps::errors::CapsError),
+}
+
+/// The errno behind an error: the first `io::Error` with an OS error, `Errno`, or error from
+/// another process that carries one ([`Failure`](super::handoff::Failure),
+/// [`InitError`](super::init::InitError)) on its chain of sources.
+pub fn errno_of(error: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut e = Some(error);
+    while let Some(current) = e {
+        if let Some(f) = current.downcast_ref::<super::handoff::Failure>() {
+            return f.errno;
+        }
+        if let Some(f) = current.downcast_ref::<super::init::InitError>() {
+            return f.errno;
+        }
+        if let Some(errno) = current.downcast_ref::<nix::errno::Errno>() {
+            return Some(*errno as i32);
+        }
+        if let Some(io) = current.downcast_ref::<io::Error>() {
+            if let Some(n) = io.raw_os_error() {
+                return Some(n);
+            }
+            if let Some(inner) = io.get_ref() {
+                return errno_of(inner);
+            }
+        }
+        e = current.source();
+    }
+    None
 }
 
 /// The privileged calls of the runtime. All errors are `io::Error`s that keep the errno.
@@ -166,15 +205,15 @@ impl Syscall for Linux {
         use caps::CapSet;
         use nix::unistd::{Gid, Uid};
         let step = |step: &'static str| {
-            move |e: nix::errno::Errno| CredError { step: step.into(), source: e.into() }
+            move |e: nix::errno::Errno| CredError { step: step.into(), source: CredCause::Sys(e) }
         };
         let caps_step = |step: &'static str| {
-            move |e: caps::errors::CapsError| CredError { step: step.into(), source: io::Error::other(e) }
+            move |e: caps::errors::CapsError| CredError { step: step.into(), source: CredCause::Caps(e) }
         };
         for cap in caps::all() {
             if !caps.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
                 caps::drop(None, CapSet::Bounding, cap)
-                    .map_err(|e| CredError { step: format!("drop {cap}"), source: io::Error::other(e) })?;
+                    .map_err(|e| CredError { step: format!("drop {cap}"), source: CredCause::Caps(e) })?;
             }
         }
         nix::sys::prctl::set_keepcaps(true).map_err(step("keep capabilities"))?;
@@ -380,7 +419,10 @@ mod recorder {
                 user.groups,
                 names.join(",")
             ))
-            .map_err(|source| CredError { step: "setuid".into(), source })
+            .map_err(|e| CredError {
+                step: "setuid".into(),
+                source: CredCause::Sys(nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0))),
+            })
         }
 
         fn mkdir(&self, path: &Path) -> io::Result<()> {
