@@ -89,6 +89,51 @@ pub enum RuntimeError {
         /// The error.
         source: std::io::Error,
     },
+    /// The shim's socket could not be reached.
+    #[error("container {id}: shim: {sock}: {source}")]
+    ShimConnect {
+        /// The container's id.
+        id: String,
+        /// The socket.
+        sock: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Talking on the shim's socket failed.
+    #[error("container {id}: shim: {source}")]
+    ShimIo {
+        /// The container's id.
+        id: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The shim's answer is not one.
+    #[error("container {id}: shim: bad answer: {source}")]
+    ShimAnswer {
+        /// The container's id.
+        id: String,
+        /// The error.
+        source: serde_json::Error,
+    },
+    /// The container's cgroup could not be removed.
+    #[error("cgroup: {0}")]
+    Cgroup(#[source] cgroups::CgroupError),
+    /// The ulimits cannot be applied.
+    #[error("container {name}: {source}")]
+    Limits {
+        /// The container's name.
+        name: String,
+        /// What is wrong.
+        source: limits::LimitError,
+    },
+    /// An argument or variable that cannot reach `execve`.
+    #[error("container {name}: {source}")]
+    Nul {
+        /// The container's name.
+        name: String,
+        /// Which one.
+        source: NulByte,
+    },
     /// The spec's capabilities or seccomp profile cannot be applied.
     #[error("container {name}: {source}")]
     Security {
@@ -239,9 +284,11 @@ impl Runtime {
             return Err(RuntimeError::Exists(spec.id.clone()));
         }
         let invalid = |message: String| RuntimeError::Invalid { name: spec.name.clone(), message };
-        check_no_nul("command", &spec.process.args).map_err(invalid)?;
-        check_no_nul("environment", &spec.process.env).map_err(invalid)?;
-        limits::check(&spec.ulimits).map_err(|e| invalid(e.to_string()))?;
+        let nul = |source| RuntimeError::Nul { name: spec.name.clone(), source };
+        check_no_nul("command", &spec.process.args).map_err(nul)?;
+        check_no_nul("environment", &spec.process.env).map_err(nul)?;
+        limits::check(&spec.ulimits)
+            .map_err(|source| RuntimeError::Limits { name: spec.name.clone(), source })?;
         for lower in &spec.rootfs.lower_dirs {
             if !lower.is_dir() {
                 return Err(invalid(format!("image layer {} is missing", lower.display())));
@@ -585,17 +632,18 @@ impl Runtime {
     fn request(&self, id: &str, request: &Request, timeout: Duration) -> Result<Response> {
         let sock = self.dirs.container_run(id).join("shim.sock");
         let shim_err = |message: String| RuntimeError::Shim { id: id.to_string(), message };
+        let io_err = |source| RuntimeError::ShimIo { id: id.to_string(), source };
         let mut stream =
             with_short_path(&self.dirs.container_run(id), "shim.sock", |p| UnixStream::connect(p))
-                .map_err(|e| shim_err(format!("{}: {e}", sock.display())))?;
-        stream.set_read_timeout(Some(timeout)).map_err(|e| shim_err(e.to_string()))?;
-        let mut text = serde_json::to_vec(request).map_err(|e| shim_err(e.to_string()))?;
+                .map_err(|source| RuntimeError::ShimConnect { id: id.to_string(), sock, source })?;
+        stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
+        let mut text = serde_json::to_vec(request).map_err(|e| io_err(e.into()))?;
         text.push(b'\n');
-        stream.write_all(&text).map_err(|e| shim_err(e.to_string()))?;
+        stream.write_all(&text).map_err(io_err)?;
         let mut line = String::new();
-        BufReader::new(stream).read_line(&mut line).map_err(|e| shim_err(e.to_string()))?;
-        let response: Response =
-            serde_json::from_str(&line).map_err(|e| shim_err(format!("bad answer: {e}")))?;
+        BufReader::new(stream).read_line(&mut line).map_err(io_err)?;
+        let response: Response = serde_json::from_str(&line)
+            .map_err(|source| RuntimeError::ShimAnswer { id: id.to_string(), source })?;
         if !response.ok {
             return Err(shim_err(response.error.unwrap_or_default()));
         }
@@ -634,7 +682,7 @@ impl Runtime {
     /// A container whose shim is gone: kill what is left, record it as exited.
     fn reap_orphan(&self, id: &str) -> Result<ContainerStatus> {
         let cgroup = cgroups::Cgroup::for_container(id);
-        cgroup.destroy(&Linux).map_err(|e| sys("cgroup")(std::io::Error::other(e.to_string())))?;
+        cgroup.destroy(&Linux).map_err(RuntimeError::Cgroup)?;
         let path = self.dirs.container(id).join("status.json");
         let mut st: ContainerStatus = read_json(&path)?;
         st.state = State::Exited;
@@ -757,9 +805,9 @@ impl Runtime {
 
     fn check_running(&self, id: &str, exec: &ExecSpec) -> Result<()> {
         let spec = self.spec(id)?;
-        let invalid = |message: String| RuntimeError::Invalid { name: spec.name.clone(), message };
-        check_no_nul("exec command", &exec.args).map_err(invalid)?;
-        check_no_nul("exec environment", &exec.env).map_err(invalid)?;
+        let nul = |source| RuntimeError::Nul { name: spec.name.clone(), source };
+        check_no_nul("exec command", &exec.args).map_err(nul)?;
+        check_no_nul("exec environment", &exec.env).map_err(nul)?;
         let st = self.status(id)?;
         if st.state != State::Running || st.pid == 0 {
             return Err(RuntimeError::NotRunning(spec.name));
@@ -931,11 +979,23 @@ pub fn new_id() -> Result<String> {
 
 /// Refuses strings that cannot reach `execve`: a NUL byte would cut the argument short (or,
 /// converted carelessly, make it empty) instead of failing.
-fn check_no_nul(what: &str, values: &[String]) -> std::result::Result<(), String> {
+fn check_no_nul(what: &'static str, values: &[String]) -> std::result::Result<(), NulByte> {
     match values.iter().position(|v| v.contains('\0')) {
-        Some(i) => Err(format!("{what}: entry {} ({:?}) contains a NUL byte", i + 1, values[i])),
+        Some(i) => Err(NulByte { what, entry: i + 1, value: values[i].clone() }),
         None => Ok(()),
     }
+}
+
+/// A string with a NUL byte where `execve` needs C strings.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}: entry {entry} ({value:?}) contains a NUL byte")]
+pub struct NulByte {
+    /// The list (`command`, `environment`, ...).
+    pub what: &'static str,
+    /// Its entry, from 1.
+    pub entry: usize,
+    /// The entry.
+    pub value: String,
 }
 
 /// The variable that tells the shim its ready fd.
