@@ -74,8 +74,9 @@ trait Controller {
     fn mount_view(&self, sys: &dyn Syscall, target: &Path, writable: bool) -> Result<(), CgroupError>;
     /// The file with the OOM kill count (`oom_kill N`), if the memory controller is in use.
     fn oom_file(&self) -> Option<PathBuf>;
-    /// The container's dirs (the one listing processes first).
-    fn dirs(&self) -> Vec<&Path>;
+    /// The container's dirs (the one listing processes first). A slice, so that the child
+    /// joining the cgroup allocates nothing for it.
+    fn dirs(&self) -> &[PathBuf];
 }
 
 /// cgroup v1: a dir per hierarchy.
@@ -84,6 +85,8 @@ pub struct V1 {
     /// Where the hierarchies are mounted.
     root: PathBuf,
     hierarchies: Vec<Hierarchy>,
+    /// Each hierarchy's `dir`, in order.
+    dirs: Vec<PathBuf>,
 }
 
 /// One v1 hierarchy berth uses.
@@ -102,8 +105,8 @@ struct Hierarchy {
 pub struct V2 {
     /// Where the unified hierarchy is mounted.
     root: PathBuf,
-    /// `<root>/berth/<id>`.
-    dir: PathBuf,
+    /// `<root>/berth/<id>`, alone.
+    dirs: [PathBuf; 1],
 }
 
 #[derive(Debug, Clone)]
@@ -155,14 +158,14 @@ impl Cgroup {
 
     /// The v2 cgroup of container `id` in the unified hierarchy mounted at `root`.
     pub fn v2(root: &Path, id: &str) -> Cgroup {
-        Cgroup { imp: Imp::V2(V2 { root: root.to_path_buf(), dir: root.join("berth").join(id) }) }
+        Cgroup { imp: Imp::V2(V2 { root: root.to_path_buf(), dirs: [root.join("berth").join(id)] }) }
     }
 
     /// The v1 cgroup of container `id` in the hierarchies mounted under `root`, each given as
     /// (controller, real name): `("cpu", "cpu,cpuacct")` for a co-mount reached by its
     /// controller's symlink. The memory hierarchy first when present (`processes` reads it).
     pub fn v1(root: &Path, id: &str, hierarchies: &[(&'static str, &str)]) -> Cgroup {
-        let hierarchies = hierarchies
+        let hierarchies: Vec<Hierarchy> = hierarchies
             .iter()
             .map(|(ctrl, name)| Hierarchy {
                 ctrl,
@@ -170,7 +173,8 @@ impl Cgroup {
                 dir: root.join(ctrl).join("berth").join(id),
             })
             .collect();
-        Cgroup { imp: Imp::V1(V1 { root: root.to_path_buf(), hierarchies }) }
+        let dirs = hierarchies.iter().map(|h| h.dir.clone()).collect();
+        Cgroup { imp: Imp::V1(V1 { root: root.to_path_buf(), hierarchies, dirs }) }
     }
 
     fn controller(&self) -> &dyn Controller {
@@ -249,7 +253,7 @@ impl Cgroup {
 
     /// Processes in the cgroup.
     pub fn processes(&self, sys: &dyn Syscall) -> Vec<i32> {
-        let Some(dir) = self.controller().dirs().first().copied() else { return Vec::new() };
+        let Some(dir) = self.controller().dirs().first() else { return Vec::new() };
         sys.read(&dir.join("cgroup.procs"))
             .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
             .unwrap_or_default()
@@ -395,14 +399,14 @@ impl Controller for V1 {
         self.dir("memory").map(|d| d.join("memory.oom_control"))
     }
 
-    fn dirs(&self) -> Vec<&Path> {
-        self.hierarchies.iter().map(|h| h.dir.as_path()).collect()
+    fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
     }
 }
 
 impl V2 {
     fn limits(&self, sys: &dyn Syscall, res: &ResourcesSpec) -> Result<(), CgroupError> {
-        let dir = self.dir.as_path();
+        let dir = self.dirs[0].as_path();
         if let Some(m) = res.memory_reservation {
             write(sys, dir, "memory.low", &m.to_string())?;
         }
@@ -452,7 +456,7 @@ impl Controller for V2 {
         devices: &[DeviceSpec],
         all_devices: bool,
     ) -> Result<(), CgroupError> {
-        let dir = self.dir.as_path();
+        let dir = self.dirs[0].as_path();
         let parent = dir.parent().unwrap_or(&self.root);
         sys.mkdir_all(parent).map_err(err(parent))?;
         // Controllers must be enabled in every ancestor for a child to use them.
@@ -477,11 +481,11 @@ impl Controller for V2 {
     }
 
     fn oom_file(&self) -> Option<PathBuf> {
-        Some(self.dir.join("memory.events"))
+        Some(self.dirs[0].join("memory.events"))
     }
 
-    fn dirs(&self) -> Vec<&Path> {
-        vec![self.dir.as_path()]
+    fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
     }
 }
 
