@@ -545,6 +545,18 @@ fn copy_rules_config_and_bad_input() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("not supported"), "{e}");
+    // BuildKit's rules for --checksum: ADD of one remote source only.
+    let sum = "sha256:24454f830cdb571e2c4ad15481119c43b3cafd48dd869a9b2945d1036d1dc68d";
+    let with_sum = |sources: &[&str]| CopyInstruction { checksum: Some(sum.into()), ..c(sources, "/y") };
+    let e =
+        env.build(&one(copy_ins(2, "ADD --checksum", true, with_sum(&["a.txt"]))), &bad, &ev).unwrap_err();
+    let e = e.to_string();
+    assert!(e.contains("Dockerfile:2") && e.contains("checksum requires HTTP(S) or Git sources"), "{e}");
+    let e = env
+        .build(&one(copy_ins(2, "ADD --checksum", true, with_sum(&["a.txt", "b.txt"]))), &bad, &ev)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("checksum can't be specified for multiple sources"), "{e}");
     let e = env.build(&one(copy(2, Some("nope:latest"), &["/x"], "/x")), &bad, &ev).unwrap_err().to_string();
     assert!(e.contains("image nope:latest not found; pull it first"), "{e}");
     bad.platform = Some("linux/s390x".into());
@@ -553,6 +565,43 @@ fn copy_rules_config_and_bad_input() {
         Err(BuildError::Platform(_))
     ));
     assert!(env.store.resolve("bad").is_err());
+    env.assert_clean();
+}
+
+#[test]
+fn special_files_of_the_context_as_buildkit_copies_them() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let env = Env::new();
+    let ctx = &env.context;
+    nix::unistd::mkfifo(&ctx.join("pipe"), nix::sys::stat::Mode::from_bits_truncate(0o640)).unwrap();
+    nix::sys::stat::mknod(
+        &ctx.join("null"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    let _sock = std::os::unix::net::UnixListener::bind(ctx.join("sock")).unwrap();
+    let c = CopyInstruction { sources: vec![".".into()], dest: "/c/".into(), ..CopyInstruction::default() };
+    let df = Dockerfile {
+        escape: '\\',
+        stages: vec![stage("scratch", None, 1, vec![copy_ins(2, "COPY . /c/", false, c)])],
+        ..Dockerfile::default()
+    };
+    let mut req = env.req();
+    req.tags = vec!["special".into()];
+    env.build(&df, &req, &Events::default()).unwrap_or_else(|e| panic!("build: {e}"));
+    // The layer as stored (unpacked from its tar): a FIFO stays a FIFO, a device a device
+    // (fsutil recreates both); a socket arrives as an empty file (fsutil drops the socket bit).
+    let dirs = env.store.resolve("special").unwrap().layer_dirs;
+    let pipe = meta_of(&dirs, "c/pipe").unwrap();
+    assert!(pipe.file_type().is_fifo());
+    assert_eq!(pipe.mode() & 0o7777, 0o640);
+    let null = meta_of(&dirs, "c/null").unwrap();
+    assert!(null.file_type().is_char_device());
+    assert_eq!(null.rdev(), nix::sys::stat::makedev(1, 3));
+    let sock = meta_of(&dirs, "c/sock").unwrap();
+    assert!(sock.file_type().is_file() && sock.len() == 0);
     env.assert_clean();
 }
 

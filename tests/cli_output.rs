@@ -115,9 +115,9 @@ fn berth(args: &[&str]) -> Output {
 fn usage_errors_start_with_one_berth_line_and_keep_clap_hints() {
     for (args, first, hint) in [
         (
-            &["image", "ls", "--format", "xx"][..],
+            &["graph", "--format", "xx"][..],
             "berth: invalid value 'xx' for '--format <FORMAT>'",
-            "[possible values: table, json]",
+            "[possible values: text, dot]",
         ),
         (&["graph", "--bogus"][..], "berth: unexpected argument '--bogus' found", "Usage: berth graph"),
         (&["nosuchcommand"][..], "berth: unrecognized subcommand 'nosuchcommand'", "Usage: berth"),

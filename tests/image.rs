@@ -258,7 +258,9 @@ fn bad_archives_store_nothing() {
     assert!(!ok && err.contains("diff id"), "{err}");
     assert!(store_is_empty(&env));
     let (ok, _, err) = berth(&env, &["image", "load", "-i", "/dev/null"]);
-    assert!(!ok && err.contains("neither a docker archive"), "{err}");
+    assert!(!ok && err.contains("not an image archive") && err.contains("empty"), "{err}");
+    let (ok, _, err) = berth(&env, &["image", "load", "-i", "/dev/zero"]);
+    assert!(!ok && err.contains("/dev/zero") && err.contains("end-of-archive"), "{err}");
 }
 
 #[test]
@@ -268,10 +270,113 @@ fn prune_removes_untagged_images() {
     let (ok, _, err) = berth(&env, &["image", "import", &layer]);
     assert!(ok, "{err}");
     let (_, ls, _) = berth(&env, &["image", "ls", "--format", "json"]);
-    let v: serde_json::Value = serde_json::from_str(&ls).unwrap();
-    assert_eq!(v[0]["Repository"], "<none>");
+    // docker's JSON lines: one object per image.
+    let v: serde_json::Value = serde_json::from_str(ls.lines().next().unwrap()).unwrap();
+    assert_eq!(v["Repository"], "<none>");
+    assert_eq!(v["Digest"], "<none>");
     let (ok, out, _) = berth(&env, &["image", "prune"]);
-    assert!(ok && out.contains("Deleted: sha256:"), "{out}");
+    assert!(ok && out.starts_with("Deleted Images:\ndeleted: sha256:"), "{out}");
+    assert!(out.contains("\n\nTotal reclaimed space: "), "{out}");
+    assert!(store_is_empty(&env));
+}
+
+#[test]
+fn ls_filters_inspect_format_and_prune_all() {
+    let env = common::TestEnv::new();
+    let layer = env.layer.display().to_string();
+    let import = |name: &str, label: &str| {
+        let (ok, out, err) = berth(
+            &env,
+            &["image", "import", "-c", &format!("LABEL tier={label}"), "-c", "ENV A=1", &layer, name],
+        );
+        assert!(ok, "{err}");
+        out.trim().to_string()
+    };
+    let old = import("test/old:1", "back");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let new = import("test/new:2", "front");
+    let (ok, _, err) = berth(&env, &["image", "tag", "test/new:2", "other/new:3"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = berth(&env, &["image", "import", &layer]);
+    assert!(ok, "{err}");
+    let ls = |args: &[&str]| {
+        let mut all = vec!["image", "ls"];
+        all.extend_from_slice(args);
+        let (ok, out, err) = berth(&env, &all);
+        assert!(ok, "{args:?}: {err}");
+        out
+    };
+    let short = |id: &str| id.trim_start_matches("sha256:")[..12].to_string();
+    // The table: docker's columns, newest first; -a changes nothing (no intermediates).
+    let table = ls(&[]);
+    let head = table.lines().next().unwrap();
+    assert!(
+        head.starts_with("REPOSITORY   TAG") && head.contains("IMAGE ID") && head.contains("CREATED"),
+        "{table}"
+    );
+    assert_eq!(table.lines().count(), 5, "{table}");
+    assert_eq!(ls(&["-a"]), table);
+    assert!(ls(&["--digests"]).lines().next().unwrap().contains("DIGEST"));
+    let fmt = "{{.Repository}}:{{.Tag}}";
+    let lines = |args: &[&str]| -> Vec<String> {
+        let mut a = args.to_vec();
+        a.extend(["--format", fmt]);
+        let mut v: Vec<String> = ls(&a).lines().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(lines(&["-f", "dangling=true"]), vec!["<none>:<none>"]);
+    assert_eq!(lines(&["--filter", "dangling=false"]).len(), 3);
+    assert_eq!(lines(&["-f", "reference=test/*"]), vec!["test/new:2", "test/old:1"]);
+    assert_eq!(lines(&["-f", "reference=*/new:3"]), vec!["other/new:3"]);
+    assert_eq!(lines(&["test/old"]), vec!["test/old:1"]);
+    assert_eq!(lines(&["-f", "label=tier=front"]), vec!["other/new:3", "test/new:2"]);
+    assert_eq!(lines(&["-f", "label=tier", "-f", "reference=test/*"]).len(), 2);
+    assert_eq!(lines(&["-f", "before=test/new:2", "-f", "dangling=false"]), vec!["test/old:1"]);
+    assert_eq!(
+        lines(&["-f", "since=test/old:1", "-f", "reference=*/new*"]),
+        vec!["other/new:3", "test/new:2"]
+    );
+    let table = ls(&["--format", "table {{.ID}}\t{{.Tag}}", "-f", "reference=test/old"]);
+    assert_eq!(table, format!("IMAGE ID       TAG\n{}   1\n", short(&old)));
+    for bad in ["nope=1", "dangling=maybe", "before=missing:1"] {
+        let (ok, _, err) = berth(&env, &["image", "ls", "-f", bad]);
+        assert!(!ok && err.contains("invalid filter"), "{bad}: {err}");
+    }
+
+    // inspect -f: docker's Go templates.
+    let (ok, out, err) = berth(&env, &["image", "inspect", "-f", "{{.Id}} {{.RepoTags}}", "test/new:2"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, format!("{new} [test/new:2 other/new:3]\n"));
+    let (ok, out, _) = berth(
+        &env,
+        &[
+            "image",
+            "inspect",
+            "--format",
+            "{{json .Config.Labels}}|{{.Config.Env}}",
+            "test/old:1",
+            "test/new:2",
+        ],
+    );
+    assert!(ok);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        vec![r#"{"tier":"back"}|[A=1]"#, r#"{"tier":"front"}|[A=1]"#]
+    );
+    let (ok, _, err) = berth(&env, &["image", "inspect", "-f", "{{.Id", "test/new:2"]);
+    assert!(!ok && err.contains("template"), "{err}");
+
+    // prune -a: every image no container uses, docker's report.
+    let (ok, out, err) = berth(&env, &["image", "prune", "-a", "-f"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("Deleted Images:\n"), "{out}");
+    for l in
+        ["untagged: test/old:1", "untagged: test/new:2", "untagged: other/new:3", &format!("deleted: {new}")]
+    {
+        assert!(out.lines().any(|x| x == l), "{l}: {out}");
+    }
+    assert_eq!(out.matches(&format!("deleted: {new}")).count(), 1, "{out}");
     assert!(store_is_empty(&env));
 }
 
@@ -293,4 +398,104 @@ fn import_a_folder_keeps_hard_links() {
     let (ok, _, err) = berth(&env, &["image", "rm", "test/links"]);
     assert!(ok, "{err}");
     assert!(store_is_empty(&env));
+}
+
+/// Names in `dir` that interrupted work leaves (`.staging-*`, `.tmp-*`, their locks).
+fn leftovers(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".staging-") || n.starts_with(".tmp-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits (up to 60 s) until `dir` holds a leftover-style name; false if `child` ended first.
+fn wait_for_work_dir(child: &mut std::process::Child, dir: &Path) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if leftovers(dir).iter().any(|n| !n.ends_with(".lock")) {
+            return true;
+        }
+        if child.try_wait().ok().flatten().is_some() {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    false
+}
+
+fn kill(child: &mut std::process::Child) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGKILL);
+    let _ = child.wait();
+}
+
+#[test]
+fn killed_loads_and_unpacks_leave_nothing_the_next_operation_keeps() {
+    use std::process::Stdio;
+    let env = common::TestEnv::new();
+    let layer = env.layer.display().to_string();
+    let (ok, _, err) = berth(&env, &["image", "import", &layer, "test/kept:1"]);
+    assert!(ok, "{err}");
+    let images = env.dirs.images();
+    let spawn = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("--root")
+            .arg(&env.dirs.root)
+            .arg("--run")
+            .arg(&env.dirs.run)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+
+    // 1. `image load` killed half-way through a slow stream: a valid start, then it stalls.
+    let big = tar_of(&[("f", &"x".repeat(1 << 20), tar::EntryType::Regular)]);
+    let mut load = spawn(&["image", "load"]);
+    let mut stdin = load.stdin.take().unwrap();
+    stdin.write_all(&big[..big.len() / 2]).unwrap();
+    assert!(wait_for_work_dir(&mut load, &images), "the load made its staging dir");
+    kill(&mut load);
+    drop(stdin);
+    assert!(!leftovers(&images).is_empty(), "a killed load leaves its staging dir");
+
+    // The next store operation removes it; the store is as it was.
+    let (ok, ls, err) = berth(&env, &["image", "ls"]);
+    assert!(ok, "{err}");
+    assert!(ls.contains("test/kept"), "{ls}");
+    assert_eq!(leftovers(&images), Vec::<String>::new());
+
+    // 2. A layer unpack killed half-way: a layer of many files, imported from a pipe.
+    let names: Vec<String> = (0..30000).map(|i| format!("d{}/f{i}", i % 100)).collect();
+    let entries: Vec<(&str, &str, tar::EntryType)> =
+        names.iter().map(|n| (n.as_str(), "data", tar::EntryType::Regular)).collect();
+    let many = tar_of(&entries);
+    let mut import = spawn(&["image", "import", "-", "test/killed:1"]);
+    let mut stdin = import.stdin.take().unwrap();
+    stdin.write_all(&many).unwrap();
+    drop(stdin);
+    let layers = images.join("layers");
+    assert!(wait_for_work_dir(&mut import, &layers), "the import started unpacking");
+    kill(&mut import);
+    assert!(!leftovers(&layers).is_empty(), "a killed unpack leaves its dir");
+    let (ok, ls, err) = berth(&env, &["image", "ls"]);
+    assert!(ok, "{err}");
+    assert!(ls.contains("test/kept") && !ls.contains("test/killed"), "{ls}");
+    assert_eq!(leftovers(&layers), Vec::<String>::new());
+    assert_eq!(leftovers(&images), Vec::<String>::new());
+
+    // Consistent: the kept image resolves, prune finds nothing else to keep or lose.
+    let store = ImageStore::open(&env.dirs).unwrap();
+    let kept = store.resolve("test/kept:1").unwrap();
+    assert!(kept.layer_dirs.iter().all(|d| d.join("bin/busybox").exists()));
+    let (ok, _, err) = berth(&env, &["image", "prune"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = berth(&env, &["image", "rm", "test/kept:1"]);
+    assert!(ok, "{err}");
+    assert!(store_is_empty(&env), "nothing of the killed work is left");
 }

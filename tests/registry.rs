@@ -414,6 +414,8 @@ struct Env {
     certs_d: PathBuf,
     /// A dir put first on PATH (credential helpers).
     bin: Option<PathBuf>,
+    /// More environment for the berth binary.
+    extra_env: Vec<(String, String)>,
 }
 
 impl Env {
@@ -421,7 +423,7 @@ impl Env {
         let env = common::TestEnv::new();
         let home = env.dir.path().join("home");
         fs::create_dir_all(home.join(".docker")).unwrap();
-        Env { env, home, certs_d: certs_d.to_path_buf(), bin: None }
+        Env { env, home, certs_d: certs_d.to_path_buf(), bin: None, extra_env: Vec::new() }
     }
 
     fn berth_in(&self, args: &[&str], stdin: &str) -> (bool, String, String) {
@@ -439,6 +441,8 @@ impl Env {
             .env_remove("REGISTRY_AUTH_FILE")
             .env_remove("XDG_RUNTIME_DIR")
             .env_remove("BERTH_INSECURE_REGISTRIES")
+            .env_remove("BERTH_REGISTRY_TIMEOUT")
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -1064,4 +1068,192 @@ fn an_interrupted_pull_resumes() {
     again.ok(&["image", "pull", &via]);
     assert_eq!(proxy.mode.load(Ordering::SeqCst), PASS);
     assert_eq!(again.image_count(), 1);
+}
+
+/// A server on 127.0.0.1 that takes connections and never answers (it holds them open).
+fn silent_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    port
+}
+
+#[test]
+fn a_silent_registry_fails_in_bounded_time() {
+    let port = silent_server();
+    // No certs.d: the test talks to its own server only.
+    let mut env = Env::new(Path::new("/nonexistent/berth-certs.d"));
+    env.extra_env.push(("BERTH_REGISTRY_TIMEOUT".into(), "2".into()));
+    let image = format!("127.0.0.1:{port}/quiet/img:v1");
+    let started = Instant::now();
+    let (ok, out, err) = env.berth(&["image", "pull", &image]);
+    let took = started.elapsed();
+    assert!(!ok, "{out}");
+    // TLS first, then plain HTTP (a local registry): two bounded pings, nothing retried.
+    assert!(took < Duration::from_secs(10), "the pull took {took:?}:\n{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("pull 127.0.0.1:{port}/quiet/img:v1"))
+            && err.contains(&format!("registry 127.0.0.1:{port}"))
+            && err.contains("no answer within 2 s"),
+        "{err}"
+    );
+    assert_eq!((env.image_count(), env.stored_files()), (0, 0));
+}
+
+/// Gives the whole response to a request line and body.
+type Answer = Arc<dyn Fn(&str, &[u8]) -> String + Send + Sync>;
+
+/// An HTTP/1.1 server on 127.0.0.1: `answer(request line, body)` gives each whole response.
+fn http_server(answer: Answer) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut c in listener.incoming().flatten() {
+            let answer = answer.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(c.try_clone().unwrap());
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut length = 0usize;
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if h.trim().is_empty() {
+                            break;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    if c.write_all(answer(line.trim(), &body).as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A registry that answers `/v2/`, has no blob, and answers 501 with a long HTML page to
+/// everything else.
+fn unimplemented_server() -> u16 {
+    http_server(Arc::new(|line: &str, _: &[u8]| {
+        if line.starts_with("GET /v2/ ") {
+            return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}".to_string();
+        }
+        if line.starts_with("HEAD ") {
+            // No blob here: the push goes on to start an upload, which gets the page.
+            return "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_string();
+        }
+        let page = format!(
+            "<html>\n<head><title>501 Not Implemented</title></head>\n<body>{}</body></html>\n",
+            "<p>this proxy does not do that</p>\n".repeat(400)
+        );
+        format!(
+            "HTTP/1.1 501 Not Implemented\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{page}",
+            page.len()
+        )
+    }))
+}
+
+#[test]
+fn a_registry_error_page_is_cut_short() {
+    let port = unimplemented_server();
+    let env = Env::new(Path::new("/nonexistent/berth-certs.d"));
+    let name = format!("127.0.0.1:{port}/short/err:v1");
+    env.import(&name);
+    let (ok, out, err) = env.berth(&["image", "push", &name]);
+    assert!(!ok, "{out}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("501") && err.contains(&name), "{err}");
+    assert!(err.contains("501 Not Implemented") && err.len() < 400, "{err}");
+}
+
+#[test]
+fn push_uploads_blobs_in_parallel() {
+    // A registry that has nothing, takes 300 ms per upload chunk and counts the chunks in
+    // flight at once.
+    let in_flight = Arc::new(AtomicU64::new(0));
+    let most = Arc::new(AtomicU64::new(0));
+    let (f, m) = (in_flight.clone(), most.clone());
+    let port = http_server(Arc::new(move |line: &str, _: &[u8]| {
+        let ok = |status: &str, extra: &str| format!("HTTP/1.1 {status}\r\n{extra}Content-Length: 0\r\n\r\n");
+        let (method, path) = line.split_once(' ').unwrap_or((line, ""));
+        let path = path.split(' ').next().unwrap_or("");
+        match method {
+            "GET" if path == "/v2/" => ok("200 OK", ""),
+            "HEAD" => ok("404 Not Found", ""),
+            "POST" => ok("202 Accepted", "Location: /v2/par/img/blobs/uploads/u1\r\n"),
+            "PATCH" => {
+                let now = f.fetch_add(1, Ordering::SeqCst) + 1;
+                m.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(300));
+                f.fetch_sub(1, Ordering::SeqCst);
+                ok("202 Accepted", "Location: /v2/par/img/blobs/uploads/u1\r\n")
+            }
+            "PUT" => ok("201 Created", ""),
+            _ => ok("400 Bad Request", ""),
+        }
+    }));
+    let env = Env::new(Path::new("/nonexistent/berth-certs.d"));
+    // Three layers (three COPY steps) and a config: four blobs.
+    let dir = env.env.dir.path().join("proj");
+    fs::create_dir_all(dir.join("ctx")).unwrap();
+    for f in ["a", "b", "c"] {
+        fs::write(dir.join("ctx").join(f), f).unwrap();
+    }
+    fs::write(dir.join("ctx/Dockerfile"), "FROM scratch\nCOPY a /a\nCOPY b /b\nCOPY c /c\n").unwrap();
+    let name = format!("127.0.0.1:{port}/par/img:v1");
+    fs::write(dir.join("compose.yaml"), format!("services:\n  s:\n    build: ctx\n    image: {name}\n"))
+        .unwrap();
+    let file = dir.join("compose.yaml").display().to_string();
+    env.ok(&["-f", &file, "-p", "parpush", "build"]);
+    let started = Instant::now();
+    let out = env.ok(&["image", "push", &name]);
+    assert_eq!(out.matches(": Pushed").count(), 3, "{out}");
+    assert!(most.load(Ordering::SeqCst) >= 2, "uploads ran one at a time");
+    // Four blobs one after the other would take 1.2 s.
+    assert!(started.elapsed() < Duration::from_millis(1100), "{:?}", started.elapsed());
+}
+
+#[test]
+fn pull_all_tags() {
+    let reg = RegistryServer::start(Auth::None, false);
+    let host = reg.host();
+    let src = Env::new(&reg.certs_d);
+    for tag in ["v1", "v2"] {
+        let name = format!("{host}/all/tags:{tag}");
+        src.import(&name);
+        src.ok(&["image", "push", &name]);
+    }
+    let dst = Env::new(&reg.certs_d);
+    let repo = format!("{host}/all/tags");
+    let out = dst.ok(&["image", "pull", "-a", &repo]);
+    assert!(out.contains("v1: Pulling from all/tags") && out.contains("v2: Pulling from all/tags"), "{out}");
+    assert!(out.contains(&format!("Status: Downloaded newer image for {repo}")), "{out}");
+    assert_eq!(out.trim_end().lines().last(), Some(repo.as_str()), "{out}");
+    assert!(
+        dst.store().resolve(&format!("{repo}:v1")).is_ok()
+            && dst.store().resolve(&format!("{repo}:v2")).is_ok()
+    );
+    let (ok, _, err) = dst.berth(&["image", "pull", "--all-tags", &format!("{repo}:v1")]);
+    assert!(!ok && err.contains("tag can't be used with --all-tags/-a"), "{err}");
+    let (ok, _, err) = dst.berth(&["image", "pull", "-a", &format!("{host}/all/none")]);
+    assert!(!ok && err.contains("all/none"), "{err}");
 }

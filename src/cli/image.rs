@@ -5,12 +5,14 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::output::{self, outln, statusln};
+use super::output::{self, out, outln, statusln};
 use super::{CliError, CliResult, GlobalOptions};
 use crate::image::events::ImageEvents;
 use crate::image::import::{ImportSource, import};
 use crate::image::registry::{Platform, Registry, RegistryError, RegistryOptions};
 use crate::image::{ImageStore, Reference, load::load};
+
+mod list;
 
 /// `berth image` subcommands.
 #[derive(Debug, Args)]
@@ -45,6 +47,9 @@ enum ImageCommand {
     },
     /// Download an image from a registry
     Pull {
+        /// Download all tagged images in the repository
+        #[arg(short, long)]
+        all_tags: bool,
         /// Platform to pull (`os/arch[/variant]`; default: this host's)
         #[arg(long)]
         platform: Option<String>,
@@ -65,12 +70,27 @@ enum ImageCommand {
     /// List images
     #[command(alias = "list")]
     Ls {
+        /// Show all images (berth makes no intermediate images: the same as without it)
+        #[arg(short, long)]
+        all: bool,
+        /// Show digests
+        #[arg(long)]
+        digests: bool,
+        /// Filter output (dangling=true|false, reference=PATTERN, before=IMAGE, since=IMAGE,
+        /// label=KEY[=VALUE])
+        #[arg(short, long = "filter", value_name = "FILTER")]
+        filters: Vec<String>,
+        /// Don't truncate output
+        #[arg(long)]
+        no_trunc: bool,
         /// Only ids
         #[arg(short, long)]
         quiet: bool,
-        /// Output format
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
+        /// Output format: table, json, or a Go template
+        #[arg(long, default_value = "table")]
+        format: String,
+        /// Only images of this repository (`name[:tag]`)
+        reference: Option<String>,
     },
     /// Remove images (refuses images containers use, unless -f)
     #[command(alias = "remove")]
@@ -84,12 +104,18 @@ enum ImageCommand {
     },
     /// Show images as JSON
     Inspect {
+        /// Format the output using a Go template (`{{.Id}}`, `{{json .Config}}`)
+        #[arg(short, long)]
+        format: Option<String>,
         /// Names or ids
         #[arg(required = true)]
         images: Vec<String>,
     },
     /// Remove untagged images that no container uses, and unreferenced content
     Prune {
+        /// Remove all images no container uses, not only untagged ones
+        #[arg(short, long)]
+        all: bool,
         /// Do not prompt for confirmation (berth never prompts)
         #[arg(short, long)]
         force: bool,
@@ -214,8 +240,8 @@ pub fn run(global: &GlobalOptions, args: &ImageArgs) -> CliResult<()> {
     let store = ImageStore::open(&global.dirs()).map_err(|e| CliError::msg(e.to_string()))?;
     let err = |e: crate::image::ImageError| CliError::msg(e.to_string());
     match &args.command {
-        ImageCommand::Pull { platform, quiet, reference } => {
-            return pull(&store, platform.as_deref(), *quiet, reference);
+        ImageCommand::Pull { all_tags, platform, quiet, reference } => {
+            return pull(&store, platform.as_deref(), *quiet, *all_tags, reference);
         }
         ImageCommand::Push { quiet, reference } => return push(&store, *quiet, reference),
         _ => {}
@@ -264,37 +290,14 @@ pub fn run(global: &GlobalOptions, args: &ImageArgs) -> CliResult<()> {
                 }
             }
         }
-        ImageCommand::Pull { platform, quiet, reference } => {
-            pull(&store, platform.as_deref(), *quiet, reference)?
+        ImageCommand::Pull { all_tags, platform, quiet, reference } => {
+            pull(&store, platform.as_deref(), *quiet, *all_tags, reference)?
         }
         ImageCommand::Push { quiet, reference } => push(&store, *quiet, reference)?,
-        ImageCommand::Ls { quiet, format } => {
-            let images = store.list().map_err(err)?;
-            if *quiet {
-                let mut seen = Vec::new();
-                for i in &images {
-                    if !seen.contains(&i.id) {
-                        outln!("{}", short_id(&i.id))?;
-                        seen.push(i.id.clone());
-                    }
-                }
-            } else if *format == Format::Json {
-                let text = serde_json::to_string_pretty(&images).map_err(|e| CliError::msg(e.to_string()))?;
-                outln!("{text}")?;
-            } else {
-                outln!("{:<40} {:<12} {:<14} {:<32} SIZE", "REPOSITORY", "TAG", "IMAGE ID", "CREATED")?;
-                for i in &images {
-                    let created: String = i.created.chars().take(19).collect::<String>().replace('T', " ");
-                    outln!(
-                        "{:<40} {:<12} {:<14} {:<32} {}",
-                        i.repository,
-                        i.tag,
-                        short_id(&i.id),
-                        created,
-                        human_size(i.size)
-                    )?;
-                }
-            }
+        ImageCommand::Ls { all: _, digests, filters, no_trunc, quiet, format, reference } => {
+            let text =
+                list::render(&store, filters, reference.as_deref(), *quiet, *digests, *no_trunc, format)?;
+            out!("{text}")?;
         }
         ImageCommand::Rm { force, images } => {
             let mut failed = None;
@@ -315,13 +318,31 @@ pub fn run(global: &GlobalOptions, args: &ImageArgs) -> CliResult<()> {
                 return Err(CliError::msg(format!("not every image was removed (last error: {e})")));
             }
         }
-        ImageCommand::Inspect { images } => {
+        ImageCommand::Inspect { format, images } => {
+            let template = format
+                .as_deref()
+                .map(|f| super::template::Template::parse(&f.replace("\\t", "\t").replace("\\n", "\n")))
+                .transpose()
+                .map_err(|e| CliError::msg(format!("image inspect --format: {e}")))?;
             let mut all = Vec::new();
             for image in images {
                 all.push(store.inspect(image).map_err(err)?);
             }
-            let text = serde_json::to_string_pretty(&all).map_err(|e| CliError::msg(e.to_string()))?;
-            outln!("{text}")?;
+            let text = match &template {
+                // docker: the template applied to each image, one line each.
+                Some(t) => {
+                    let mut text = String::new();
+                    for v in &all {
+                        let line =
+                            t.render(v).map_err(|e| CliError::msg(format!("image inspect --format: {e}")))?;
+                        text.push_str(&line);
+                        text.push('\n');
+                    }
+                    text
+                }
+                None => serde_json::to_string_pretty(&all).map_err(|e| CliError::msg(e.to_string()))? + "\n",
+            };
+            out!("{text}")?;
         }
         ImageCommand::Tag { source, target } => {
             store.tag(source, target).map_err(err)?;
@@ -365,10 +386,21 @@ pub fn run(global: &GlobalOptions, args: &ImageArgs) -> CliResult<()> {
                 }
             }
         }
-        ImageCommand::Prune { force: _ } => {
-            let (ids, freed) = store.prune().map_err(err)?;
-            for id in ids {
-                outln!("Deleted: {id}")?;
+        ImageCommand::Prune { all, force: _ } => {
+            let (removed, freed) = store.prune(*all).map_err(err)?;
+            // docker's report: the names untagged and the ids deleted, then the total.
+            let mut seen = std::collections::BTreeSet::new();
+            if !removed.is_empty() {
+                outln!("Deleted Images:")?;
+                for (id, names) in &removed {
+                    for n in names {
+                        outln!("untagged: {n}")?;
+                    }
+                    if seen.insert(id.clone()) {
+                        outln!("deleted: {id}")?;
+                    }
+                }
+                outln!()?;
             }
             outln!("Total reclaimed space: {}", human_size(freed))?;
         }
@@ -397,32 +429,70 @@ impl ImageEvents for LinePrinter {
     }
 }
 
-fn pull(store: &ImageStore, platform: Option<&str>, quiet: bool, reference: &str) -> CliResult<()> {
+fn pull(
+    store: &ImageStore,
+    platform: Option<&str>,
+    quiet: bool,
+    all_tags: bool,
+    reference: &str,
+) -> CliResult<()> {
     let r = Reference::parse(reference).map_err(|e| CliError::msg(e.to_string()))?;
     let platform = platform.map(Platform::parse).transpose().map_err(|e| CliError::msg(e.to_string()))?;
-    if !quiet {
-        let last = reference.rsplit('/').next().unwrap_or(reference);
-        if !last.contains([':', '@']) {
+    let registry = Registry::new(RegistryOptions::from_env());
+    // Say which image when the cause only names the registry.
+    let failed = |what: &str, e: RegistryError| match e {
+        RegistryError::Unreachable { .. } | RegistryError::Timeout { .. } => {
+            CliError::msg(format!("pull {what}: {e}"))
+        }
+        e => CliError::msg(e.to_string()),
+    };
+    let last = reference.rsplit('/').next().unwrap_or(reference);
+    let names: Vec<Reference> = if all_tags {
+        if last.contains([':', '@']) {
+            return Err(CliError::msg(format!("pull {reference}: tag can't be used with --all-tags/-a")));
+        }
+        let tags = registry.tags(reference).map_err(|e| failed(&r.repository, e))?;
+        if tags.is_empty() {
+            return Err(CliError::msg(format!("pull {}: the repository has no tags", r.repository)));
+        }
+        tags.iter()
+            .map(|t| Reference { tag: t.clone(), digest: None, repository: r.repository.clone() })
+            .collect()
+    } else {
+        if !quiet && !last.contains([':', '@']) {
             statusln!("Using default tag: {}", r.tag);
         }
-        statusln!("{}: Pulling from {}", r.tag_or_digest(), r.path());
+        vec![r.clone()]
+    };
+    let mut updated = false;
+    let mut pulled_names = Vec::new();
+    for name in &names {
+        if !quiet {
+            statusln!("{}: Pulling from {}", name.tag_or_digest(), name.path());
+        }
+        let pulled = registry
+            .pull(store, &name.full(), platform.as_ref(), &LinePrinter { quiet })
+            .map_err(|e| failed(&name.short(), e))?;
+        if !quiet {
+            outln!("Digest: {}", pulled.manifest_digest)?;
+        }
+        updated |= pulled.updated;
+        pulled_names.push(pulled.reference);
     }
-    let registry = Registry::new(RegistryOptions::from_env());
-    let pulled =
-        registry.pull(store, reference, platform.as_ref(), &LinePrinter { quiet }).map_err(|e| match e {
-            // Say which image when the cause only names the registry.
-            RegistryError::Unreachable { .. } => CliError::msg(format!("pull {}: {e}", r.short())),
-            e => CliError::msg(e.to_string()),
-        })?;
+    // docker names the repository after an --all-tags pull, the image otherwise.
+    let (shown, full) = if all_tags {
+        (r.short_repository(), r.repository.clone())
+    } else {
+        (r.short(), pulled_names.pop().unwrap_or_else(|| r.full()))
+    };
     if !quiet {
-        outln!("Digest: {}", pulled.manifest_digest)?;
-        if pulled.updated {
-            outln!("Status: Downloaded newer image for {}", r.short())?;
+        if updated {
+            outln!("Status: Downloaded newer image for {shown}")?;
         } else {
-            outln!("Status: Image is up to date for {}", r.short())?;
+            outln!("Status: Image is up to date for {shown}")?;
         }
     }
-    outln!("{}", pulled.reference)
+    outln!("{full}")
 }
 
 fn push(store: &ImageStore, quiet: bool, reference: &str) -> CliResult<()> {
@@ -432,7 +502,9 @@ fn push(store: &ImageStore, quiet: bool, reference: &str) -> CliResult<()> {
     }
     let registry = Registry::new(RegistryOptions::from_env());
     let digest = registry.push(store, reference, &LinePrinter { quiet }).map_err(|e| match e {
-        RegistryError::Unreachable { .. } => CliError::msg(format!("push {}: {e}", r.short())),
+        RegistryError::Unreachable { .. } | RegistryError::Timeout { .. } => {
+            CliError::msg(format!("push {}: {e}", r.short()))
+        }
         e => CliError::msg(e.to_string()),
     })?;
     if quiet {

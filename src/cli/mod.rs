@@ -16,6 +16,7 @@ mod port;
 mod project;
 mod ps;
 mod signals;
+mod template;
 mod up;
 mod volume;
 

@@ -2,6 +2,8 @@
 //! network, volume, secret and config a service names must exist. Errors point at the
 //! reference in the file.
 
+use std::collections::HashSet;
+
 use super::error::LoadError;
 use super::node::{Map, Node, Value};
 
@@ -10,8 +12,10 @@ pub fn check(tree: &Node) -> Result<(), LoadError> {
     let empty = Map::default();
     let section = |name: &str| tree.get(name).and_then(Node::as_map).unwrap_or(&empty);
     let services = section("services");
-    let (networks, volumes, secrets, configs) =
-        (section("networks"), section("volumes"), section("secrets"), section("configs"));
+    // Names as sets: thousands of services each naming others must not scan the lists.
+    let names = |name: &str| -> HashSet<&str> { section(name).iter().map(|(k, _)| k).collect() };
+    let (service_names, networks, volumes, secrets, configs) =
+        (names("services"), names("networks"), names("volumes"), names("secrets"), names("configs"));
 
     for (name, service) in services.iter() {
         let at = |attr: &str| format!("services.{name}.{attr}");
@@ -26,7 +30,7 @@ pub fn check(tree: &Node) -> Result<(), LoadError> {
         if let Some(deps) = service.get("depends_on").and_then(Node::as_map) {
             for (dep, spec) in deps.iter() {
                 let required = !matches!(spec.get("required").map(|r| &r.value), Some(Value::Bool(false)));
-                if required && !services.contains(dep) {
+                if required && !service_names.contains(dep) {
                     return err(
                         spec,
                         "depends_on",
@@ -49,7 +53,7 @@ pub fn check(tree: &Node) -> Result<(), LoadError> {
         for (attr, prefix) in [("network_mode", "service:"), ("ipc", "service:"), ("pid", "service:")] {
             if let Some(node) = service.get(attr)
                 && let Some(target) = node.as_str().and_then(|m| m.strip_prefix(prefix))
-                && !services.contains(target)
+                && !service_names.contains(target)
             {
                 return err(node, attr, format!("service {name:?} refers to undefined service {target:?}"));
             }
@@ -65,7 +69,7 @@ pub fn check(tree: &Node) -> Result<(), LoadError> {
                 continue;
             }
             let target = text.strip_prefix("service:").unwrap_or(text).split(':').next().unwrap_or_default();
-            if !services.contains(target) {
+            if !service_names.contains(target) {
                 return err(
                     from,
                     &format!("volumes_from[{i}]"),
@@ -75,7 +79,7 @@ pub fn check(tree: &Node) -> Result<(), LoadError> {
         }
         for (i, link) in service.get("links").and_then(Node::as_seq).into_iter().flatten().enumerate() {
             let target = link.as_str().and_then(|l| l.split(':').next()).unwrap_or_default();
-            if !services.contains(target) {
+            if !service_names.contains(target) {
                 return err(
                     link,
                     &format!("links[{i}]"),
@@ -97,7 +101,7 @@ pub fn check(tree: &Node) -> Result<(), LoadError> {
                 );
             }
         }
-        for (attr, defined) in [("secrets", secrets), ("configs", configs)] {
+        for (attr, defined) in [("secrets", &secrets), ("configs", &configs)] {
             for (i, item) in service.get(attr).and_then(Node::as_seq).into_iter().flatten().enumerate() {
                 let Some(source) = item.get("source").and_then(Node::as_str) else { continue };
                 if !defined.contains(source) {

@@ -34,8 +34,7 @@ pub fn read_env_file(
     earlier: &Environment,
     raw: bool,
 ) -> Result<Vec<(String, Option<String>)>, LoadError> {
-    let text =
-        std::fs::read_to_string(file).map_err(|source| LoadError::Io { path: file.to_path_buf(), source })?;
+    let text = super::input::read_text(file)?;
     let lookup = |name: &str| process.get(name).or_else(|| earlier.get(name)).cloned();
     let parsed = if raw { dotenv::parse_raw(&text) } else { dotenv::parse(&text, &lookup) };
     parsed.map_err(|e| LoadError::Invalid {

@@ -6,8 +6,8 @@
 //! files are merged in order, profiles applied, the model normalized (names, default network,
 //! `env_file` and `label_file` folded in) and checked for consistency, and finally decoded.
 
-use std::collections::BTreeSet;
-use std::io::Read;
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -18,7 +18,13 @@ use super::merge::{self, MergeTags};
 use super::model::Project;
 use super::node::{Key, Mark, Node, Value, pointer_to_path};
 use super::options::ProjectOptions;
-use super::{canonical, paths, schema, yaml};
+use super::{canonical, input, paths, schema, yaml};
+
+/// How many services an `extends` chain may go through. Resolving it recurses, so the length
+/// must be bounded; real chains are two or three long.
+pub const MAX_EXTENDS_DEPTH: usize = 64;
+/// How deep `include`s may nest (cycles are reported as such before this).
+pub const MAX_INCLUDE_DEPTH: usize = 64;
 
 /// File names looked for, in order, in the working dir and its parents.
 pub const DEFAULT_FILE_NAMES: [&str; 4] =
@@ -106,7 +112,7 @@ pub fn load_project(opts: &ProjectOptions) -> Result<LoadedProject, LoadError> {
     env.insert("COMPOSE_PROJECT_NAME".into(), name.clone());
 
     let home = env.get("HOME").cloned();
-    let ctx = FileContext { env: &env, opts, home: home.as_deref() };
+    let ctx = FileContext::new(&env, opts, home.as_deref(), Vec::new());
     let mut merged: Option<Node> = None;
     for (tree, tags) in parsed {
         let tree = ctx.process(tree, &tags, &project_dir, &mut Vec::new())?;
@@ -192,9 +198,36 @@ struct FileContext<'a> {
     env: &'a Environment,
     opts: &'a ProjectOptions,
     home: Option<&'a str>,
+    /// The files (by [`FileContext::identity`]) whose `include` led here, outermost first, to
+    /// report include cycles.
+    includes: Vec<PathBuf>,
+    /// Where each service is in the `services` of a file (by the file's name in marks), so
+    /// that resolving the `extends` of thousands of services does not scan them all each time.
+    /// A hint only: [`FileContext::service`] checks what it finds.
+    positions: RefCell<HashMap<Arc<str>, HashMap<String, usize>>>,
 }
 
-impl FileContext<'_> {
+impl<'a> FileContext<'a> {
+    fn new(
+        env: &'a Environment,
+        opts: &'a ProjectOptions,
+        home: Option<&'a str>,
+        includes: Vec<PathBuf>,
+    ) -> FileContext<'a> {
+        FileContext { env, opts, home, includes, positions: RefCell::default() }
+    }
+
+    /// What tells files apart in cycle checks: the real path (symlinks followed) when there is
+    /// one, else the clean absolute path. `shown` is a path as marks show it.
+    fn identity(&self, shown: &Path) -> PathBuf {
+        let path = self.opts.working_dir.join(shown);
+        std::fs::canonicalize(&path).unwrap_or_else(|_| paths::clean(&path))
+    }
+
+    /// A file identity as messages show it.
+    fn shown(&self, identity: &Path) -> String {
+        display_name(identity, &self.opts.working_dir).to_string()
+    }
     /// Interpolation, validation, canonical form, absolute paths, `extends` and `include` for
     /// one file whose relative paths are relative to `base`; `tags` are the file's `!reset` and
     /// `!override` tags. `chain` holds the `extends` being resolved, to report cycles.
@@ -233,6 +266,26 @@ impl FileContext<'_> {
         Ok(())
     }
 
+    /// The service `name` of `tree`, found in constant time in large files.
+    fn service<'t>(&self, tree: &'t Node, name: &str) -> Option<&'t Node> {
+        let services = tree.get("services").and_then(Node::as_map)?;
+        if services.len() <= 32 {
+            return services.get(name);
+        }
+        let at = |positions: &HashMap<String, usize>| {
+            positions.get(name).and_then(|&i| services.entries.get(i)).filter(|(k, _)| k.name == name)
+        };
+        if let Some((_, node)) = self.positions.borrow().get(&tree.mark.file).and_then(at) {
+            return Some(node);
+        }
+        // Not indexed, or indexed from another version of the file's tree: index this one.
+        let positions: HashMap<String, usize> =
+            services.entries.iter().enumerate().map(|(i, (k, _))| (k.name.clone(), i)).collect();
+        let found = at(&positions).map(|(_, node)| node);
+        self.positions.borrow_mut().insert(tree.mark.file.clone(), positions);
+        found
+    }
+
     /// Loads a file by path (for `extends.file`), with its merge tags: they apply to the
     /// services of that file that extend others.
     fn read_tree(&self, path: &Path, base: &Path) -> Result<(Node, MergeTags), LoadError> {
@@ -266,8 +319,9 @@ impl FileContext<'_> {
         if let Some(services) =
             tree.as_map_mut().and_then(|m| m.get_mut("services")).and_then(Node::as_map_mut)
         {
-            for (name, service) in names.iter().zip(resolved) {
-                if let Some(slot) = services.get_mut(name) {
+            let mut resolved: HashMap<&str, Node> = names.iter().map(String::as_str).zip(resolved).collect();
+            for (key, slot) in services.entries.iter_mut() {
+                if let Some(service) = resolved.remove(key.name.as_str()) {
                     *slot = service;
                 }
             }
@@ -284,39 +338,48 @@ impl FileContext<'_> {
         name: &str,
         chain: &mut Vec<String>,
     ) -> Result<Node, LoadError> {
-        let service = tree
-            .get("services")
-            .and_then(|s| s.get(name))
+        let service = self
+            .service(tree, name)
             .ok_or_else(|| LoadError::invalid(&tree.mark, "", format!("service {name:?} not found")))?;
         let Some(extends) = service.get("extends") else { return Ok(service.clone()) };
         let file = extends.get("file").and_then(Node::as_str);
         let target = extends.get("service").and_then(Node::as_str).unwrap_or_default().to_string();
-        let here = format!("{}#{}", tree.mark.file, name);
-        let there = match file {
-            Some(f) => format!("{f}#{target}"),
-            None => format!("{}#{}", tree.mark.file, target),
+        // Services are told apart by the identity of their file, so that `file:` naming the
+        // same file (by any path) is seen to be the same place.
+        let here_file = self.identity(Path::new(tree.mark.file.as_ref()));
+        let there_file = match file {
+            Some(f) => self.identity(Path::new(f)),
+            None => here_file.clone(),
         };
+        let here = extends_ref(&here_file, name);
+        let there = extends_ref(&there_file, &target);
         let path = format!("services.{name}.extends");
         if chain.contains(&there) || there == here {
-            let mut names: Vec<String> = chain.iter().map(|c| short_ref(c)).collect();
-            names.push(short_ref(&here));
-            names.push(short_ref(&there));
-            names.dedup();
+            let mut refs: Vec<String> = chain.clone();
+            refs.push(here);
+            refs.push(there);
             return Err(LoadError::invalid(
                 &extends.mark,
                 path,
-                format!("extends cycle: {}", names.join(" -> ")),
+                format!("extends cycle: {}", self.show_refs(&refs)),
+            ));
+        }
+        if chain.len() >= MAX_EXTENDS_DEPTH {
+            return Err(LoadError::invalid(
+                &extends.mark,
+                path,
+                format!("extends chain longer than {MAX_EXTENDS_DEPTH} services"),
             ));
         }
         let other;
         let (base_tree, base_tags, in_file) = match file {
             Some(f) => {
                 let file_path = PathBuf::from(f);
-                if !file_path.is_file() {
+                if let Some(problem) = input::Kind::of(&file_path).problem() {
                     return Err(LoadError::invalid(
                         &extends.mark,
                         path,
-                        format!("cannot extend service {target:?}: file {f} not found"),
+                        format!("cannot extend service {target:?}: file {f} {problem}"),
                     ));
                 }
                 let dir = file_path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -325,7 +388,7 @@ impl FileContext<'_> {
             }
             None => (tree, tags, String::new()),
         };
-        if base_tree.get("services").and_then(|s| s.get(&target)).is_none() {
+        if self.service(base_tree, &target).is_none() {
             return Err(LoadError::invalid(
                 &extends.mark,
                 path,
@@ -353,6 +416,9 @@ impl FileContext<'_> {
     /// networks, volumes, secrets and configs join this one. Redefining one is an error.
     fn apply_include(&self, tree: &mut Node) -> Result<(), LoadError> {
         let Some(includes) = tree.as_map_mut().and_then(|m| m.remove("include")) else { return Ok(()) };
+        let here = self.identity(Path::new(tree.mark.file.as_ref()));
+        let mut chain = self.includes.clone();
+        chain.push(here);
         for (index, include) in includes.as_seq().into_iter().flatten().enumerate() {
             let attr = format!("include[{index}]");
             let files: Vec<PathBuf> = match include.get("path") {
@@ -376,17 +442,37 @@ impl FileContext<'_> {
                 Some(n) => n.as_str().map(PathBuf::from).into_iter().collect(),
                 None => Some(dir.join(".env")).filter(|p| p.is_file()).into_iter().collect(),
             };
-            let env = environment::with_env_files(self.env, &env_files)?;
-            let inner = FileContext { env: &env, opts: self.opts, home: self.home };
-            let mut imported: Option<Node> = None;
             for file in &files {
-                if !file.is_file() {
+                if let Some(problem) = input::Kind::of(file).problem() {
                     return Err(LoadError::invalid(
                         &include.mark,
                         attr,
-                        format!("included file {} not found", file.display()),
+                        format!("included file {} {problem}", file.display()),
                     ));
                 }
+                let id = self.identity(file);
+                if chain.contains(&id) {
+                    let from = chain.iter().position(|c| *c == id).unwrap_or(0);
+                    let cycle: Vec<String> =
+                        chain[from..].iter().chain([&id]).map(|c| self.shown(c)).collect();
+                    return Err(LoadError::invalid(
+                        &include.mark,
+                        attr,
+                        format!("include cycle: {}", cycle.join(" -> ")),
+                    ));
+                }
+                if chain.len() > MAX_INCLUDE_DEPTH {
+                    return Err(LoadError::invalid(
+                        &include.mark,
+                        attr,
+                        format!("includes nested more than {MAX_INCLUDE_DEPTH} files deep"),
+                    ));
+                }
+            }
+            let env = environment::with_env_files(self.env, &env_files)?;
+            let inner = FileContext::new(&env, self.opts, self.home, chain.clone());
+            let mut imported: Option<Node> = None;
+            for file in &files {
                 let text = read_file(file)?;
                 let mut t = yaml::parse(&text, &display_name(file, &self.opts.working_dir))?;
                 let tags = merge::take_merge_tags(&mut t);
@@ -404,8 +490,32 @@ impl FileContext<'_> {
     }
 }
 
-fn short_ref(r: &str) -> String {
-    r.rsplit('#').next().unwrap_or(r).to_string()
+/// A service of a file, as the `extends` chain records it: `<file identity>#<service>`.
+fn extends_ref(file: &Path, service: &str) -> String {
+    format!("{}#{service}", file.display())
+}
+
+impl FileContext<'_> {
+    /// An `extends` chain for messages: service names, with their files when it crosses files.
+    fn show_refs(&self, refs: &[String]) -> String {
+        let split = |r: &String| -> (String, String) {
+            let (file, service) = r.rsplit_once('#').unwrap_or(("", r));
+            (file.to_string(), service.to_string())
+        };
+        let parts: Vec<(String, String)> = refs.iter().map(split).collect();
+        let one_file = parts.windows(2).all(|w| w[0].0 == w[1].0);
+        let names: Vec<String> = parts
+            .iter()
+            .map(|(file, service)| {
+                if one_file {
+                    service.clone()
+                } else {
+                    format!("{service} ({})", self.shown(Path::new(file)))
+                }
+            })
+            .collect();
+        names.join(" -> ")
+    }
 }
 
 /// Adds the included tree's resources to `tree`; a name defined in both is an error.
@@ -421,8 +531,11 @@ fn import_resources(tree: &mut Node, imported: Node) -> Result<(), LoadError> {
             target.insert(key.clone(), Node::map(&key.mark));
         }
         let Some(dest) = target.get_mut(&key.name).and_then(Node::as_map_mut) else { continue };
+        // Where each name is: an included file may define thousands.
+        let mut positions: HashMap<String, usize> =
+            dest.entries.iter().enumerate().map(|(i, (k, _))| (k.name.clone(), i)).collect();
         for (name, item) in items.entries {
-            if let Some(existing) = dest.get(&name.name) {
+            if let Some(existing) = positions.get(&name.name).map(|&i| &dest.entries[i].1) {
                 if existing.to_json() != item.to_json() {
                     let kind = key.name.trim_end_matches('s');
                     return Err(LoadError::invalid(
@@ -433,6 +546,7 @@ fn import_resources(tree: &mut Node, imported: Node) -> Result<(), LoadError> {
                 }
                 continue;
             }
+            positions.insert(name.name.clone(), dest.entries.len());
             dest.entries.push((name, item));
         }
     }
@@ -440,7 +554,7 @@ fn import_resources(tree: &mut Node, imported: Node) -> Result<(), LoadError> {
 }
 
 fn read_file(path: &Path) -> Result<String, LoadError> {
-    std::fs::read_to_string(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })
+    input::read_text(path)
 }
 
 /// How a file is named in messages: relative to the working dir when inside it.
@@ -465,10 +579,7 @@ fn read_sources(opts: &ProjectOptions, env: &Environment, start: &Path) -> Resul
     let mut sources = Vec::with_capacity(files.len());
     for file in files {
         if file.as_os_str() == "-" {
-            let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .map_err(|source| LoadError::Io { path: PathBuf::from("-"), source })?;
+            let text = input::read_stdin()?;
             sources.push(Source { path: file, display: Arc::from("-"), text });
             continue;
         }
@@ -506,8 +617,8 @@ fn env_files(opts: &ProjectOptions, project_dir: &Path) -> Result<Vec<PathBuf>, 
         return Ok(Some(project_dir.join(".env")).filter(|p| p.is_file()).into_iter().collect());
     };
     for f in &explicit {
-        if !f.is_file() {
-            return Err(LoadError::Project(format!("env file {} not found", f.display())));
+        if let Some(problem) = input::Kind::of(f).problem() {
+            return Err(LoadError::Project(format!("env file {} {problem}", f.display())));
         }
     }
     Ok(explicit)
@@ -608,14 +719,17 @@ fn apply_profiles(
         .filter(|(n, s)| !enabled(s) && !opts.services.iter().any(|x| x == n))
         .map(|(n, s)| (n.to_string(), profiles_of(s)))
         .collect();
+    // By name: a project may have thousands of services behind profiles.
+    let disabled_by_name: HashMap<&str, &Vec<String>> =
+        disabled.iter().map(|(n, p)| (n.as_str(), p)).collect();
     for (name, service) in services.iter() {
-        if disabled.iter().any(|(d, _)| d == name) {
+        if disabled_by_name.contains_key(name) {
             continue;
         }
         let Some(deps) = service.get("depends_on").and_then(Node::as_map) else { continue };
         for (dep, spec) in deps.iter() {
             let required = !matches!(spec.get("required").map(|r| &r.value), Some(Value::Bool(false)));
-            if let Some((_, profiles)) = disabled.iter().find(|(d, _)| d == dep)
+            if let Some(profiles) = disabled_by_name.get(dep)
                 && required
             {
                 return Err(LoadError::invalid(
@@ -629,7 +743,7 @@ fn apply_profiles(
             }
         }
     }
-    services.entries.retain(|(k, _)| !disabled.iter().any(|(d, _)| *d == k.name));
+    services.entries.retain(|(k, _)| !disabled_by_name.contains_key(k.name.as_str()));
     Ok(disabled.into_iter().map(|(n, _)| n).collect())
 }
 

@@ -8,6 +8,9 @@
 //! `!override` are taken out of a file before it is validated ([`take_merge_tags`]) and applied
 //! here by path.
 
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
 use super::node::{MergeTag, Node, Value};
 
 /// Attribute paths (keys only, from the file's root) that a file tagged `!reset` or `!override`.
@@ -179,11 +182,24 @@ fn merge_node(base: &mut Node, over: Node, path: &mut Vec<String>, tags: &MergeT
     }
     match (&mut base.value, over.value) {
         (Value::Map(bm), Value::Map(om)) => {
+            // Two large mappings (two files of thousands of services) are matched by an index,
+            // not by scanning one for each key of the other.
+            let mut positions: Option<HashMap<String, usize>> = (om.len() > 16 && bm.len() > 16)
+                .then(|| bm.entries.iter().enumerate().map(|(i, (k, _))| (k.name.clone(), i)).collect());
             for (key, value) in om.entries {
                 path.push(key.name.clone());
-                match bm.get_mut(&key.name) {
-                    Some(existing) => merge_node(existing, value, path, tags),
-                    None => bm.entries.push((key, value)),
+                let at = match &positions {
+                    Some(p) => p.get(&key.name).copied(),
+                    None => bm.entries.iter().position(|(k, _)| k.name == key.name),
+                };
+                match at {
+                    Some(i) => merge_node(&mut bm.entries[i].1, value, path, tags),
+                    None => {
+                        if let Some(p) = positions.as_mut() {
+                            p.insert(key.name.clone(), bm.entries.len());
+                        }
+                        bm.entries.push((key, value))
+                    }
                 }
                 path.pop();
             }
@@ -208,13 +224,16 @@ fn merge_node(base: &mut Node, over: Node, path: &mut Vec<String>, tags: &MergeT
 /// (compose-go `EnforceUnicity`: a volume of a later file for the same target is that volume).
 fn unique_by_key(items: &mut Vec<Node>, key: fn(&Node) -> Option<String>) {
     let mut out: Vec<Node> = Vec::with_capacity(items.len());
-    let mut keys: Vec<Option<String>> = Vec::with_capacity(items.len());
+    // Position in `out` of each key, so long lists merge in linear time.
+    let mut keys: HashMap<String, usize> = HashMap::with_capacity(items.len());
     for item in items.drain(..) {
         let k = key(&item);
-        match k.as_ref().and_then(|k| keys.iter().position(|x| x.as_ref() == Some(k))) {
+        match k.as_ref().and_then(|k| keys.get(k).copied()) {
             Some(at) => out[at] = item,
             None => {
-                keys.push(k);
+                if let Some(k) = k {
+                    keys.insert(k, out.len());
+                }
                 out.push(item);
             }
         }
@@ -224,12 +243,43 @@ fn unique_by_key(items: &mut Vec<Node>, key: fn(&Node) -> Option<String>) {
 
 fn unique_exact(items: &mut Vec<Node>) {
     let mut out: Vec<Node> = Vec::with_capacity(items.len());
+    // Positions in `out` by hash of the value: only equal hashes are compared.
+    let mut seen: HashMap<u64, Vec<usize>> = HashMap::with_capacity(items.len());
     for item in items.drain(..) {
-        if !out.iter().any(|x| x.value == item.value) {
+        let mut hasher = DefaultHasher::new();
+        hash_value(&item.value, &mut hasher);
+        let same = seen.entry(hasher.finish()).or_default();
+        if !same.iter().any(|&i| out[i].value == item.value) {
+            same.push(out.len());
             out.push(item);
         }
     }
     *items = out;
+}
+
+/// Hashes a value consistently with its `==` (floats by their bits, so NaN never matches any
+/// more than `==` lets it, and `0.0`/`-0.0` hash apart but merely get compared less).
+fn hash_value(value: &Value, h: &mut impl Hasher) {
+    std::mem::discriminant(value).hash(h);
+    match value {
+        Value::Null => {}
+        Value::Bool(b) => b.hash(h),
+        Value::Int(i) => i.hash(h),
+        // -0.0 == 0.0 must hash alike: normalise the zero.
+        Value::Float(f) => (if *f == 0.0 { 0.0f64 } else { *f }).to_bits().hash(h),
+        Value::Str(s) => s.hash(h),
+        Value::Seq(items) => {
+            items.len().hash(h);
+            items.iter().for_each(|n| hash_value(&n.value, h));
+        }
+        Value::Map(m) => {
+            m.len().hash(h);
+            for (k, n) in &m.entries {
+                k.name.hash(h);
+                hash_value(&n.value, h);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

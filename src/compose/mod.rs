@@ -8,6 +8,7 @@ pub mod dotenv;
 pub mod environment;
 pub mod error;
 pub mod hash;
+pub mod input;
 pub mod interpolate;
 pub mod load;
 pub mod merge;

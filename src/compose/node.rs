@@ -4,6 +4,7 @@
 //! become the typed [`crate::compose::model::Project`]. Each node keeps its file, line and
 //! column so that any step can report an error where the user wrote the value.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -139,6 +140,33 @@ impl Map {
     /// Whether it has no entries.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+/// A [`Map`] being filled key by key, with an index so that each insert is O(1). [`Map`]
+/// looks keys up linearly, which suits the small mappings of a compose file; a list turned into
+/// a mapping (`environment`, `depends_on`, an env file...) may have tens of thousands of keys.
+#[derive(Default)]
+pub struct MapBuilder {
+    map: Map,
+    index: HashMap<String, usize>,
+}
+
+impl MapBuilder {
+    /// Sets `key` to `node`, keeping the position of an existing entry (as [`Map::insert`]).
+    pub fn insert(&mut self, key: Key, node: Node) {
+        match self.index.get(&key.name) {
+            Some(&at) => self.map.entries[at].1 = node,
+            None => {
+                self.index.insert(key.name.clone(), self.map.entries.len());
+                self.map.entries.push((key, node));
+            }
+        }
+    }
+
+    /// The mapping built.
+    pub fn finish(self) -> Map {
+        self.map
     }
 }
 

@@ -3,11 +3,13 @@
 //! build defaults, implicit dependencies, and `env_file`/`label_file` folded into
 //! `environment`/`labels` (so the printed model is what containers get).
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use super::environment::{self, Environment};
 use super::error::LoadError;
-use super::node::{Key, Map, Mark, Node, Value};
+use super::input;
+use super::node::{Key, Map, MapBuilder, Mark, Node, Value};
 
 /// Normalizes a merged canonical tree for project `name`; `env` resolves bare `environment`
 /// keys and interpolates env files.
@@ -183,6 +185,9 @@ fn add_implicit_dependencies(svc: &mut Map, mark: &Mark) {
 /// `env_file` contents under `environment` (which wins), then bare keys from `env`.
 fn fold_env_files(name: &str, svc: &mut Map, env: &Environment, mark: &Mark) -> Result<(), LoadError> {
     let mut merged: Vec<(String, Option<String>)> = Vec::new();
+    // Where each key is in `merged`: env files of tens of thousands of lines are read in
+    // linear time.
+    let mut index: HashMap<String, usize> = HashMap::new();
     // Env file values may refer to the project environment first, then to the service's own
     // `environment`, then to what earlier files set (compose-go WithServicesEnvironmentResolved).
     let explicit_env: Environment = svc
@@ -197,14 +202,16 @@ fn fold_env_files(name: &str, svc: &mut Map, env: &Environment, mark: &Mark) -> 
             let Some(path) = file.get("path").and_then(Node::as_str) else { continue };
             let required = !matches!(file.get("required").map(|r| &r.value), Some(Value::Bool(false)));
             let raw = file.get("format").and_then(Node::as_str) == Some("raw");
-            if !Path::new(path).is_file() {
-                if required {
-                    return Err(LoadError::invalid(
-                        &file.mark,
-                        format!("services.{name}.env_file[{i}]"),
-                        format!("env file {path} not found"),
-                    ));
-                }
+            let kind = input::Kind::of(Path::new(path));
+            // Only a missing file may be optional: a folder or a device is a mistake either way.
+            if let Some(problem) = kind.problem().filter(|_| required || kind != input::Kind::Missing) {
+                return Err(LoadError::invalid(
+                    &file.mark,
+                    format!("services.{name}.env_file[{i}]"),
+                    format!("env file {path} {problem}"),
+                ));
+            }
+            if kind == input::Kind::Missing {
                 continue;
             }
             let mut earlier: Environment =
@@ -213,9 +220,12 @@ fn fold_env_files(name: &str, svc: &mut Map, env: &Environment, mark: &Mark) -> 
             for (k, v) in environment::read_env_file(Path::new(path), env, &earlier, raw)? {
                 let v = v.or_else(|| env.get(&k).cloned());
                 let Some(v) = v else { continue };
-                match merged.iter_mut().find(|(x, _)| *x == k) {
-                    Some(slot) => slot.1 = Some(v),
-                    None => merged.push((k, Some(v))),
+                match index.get(&k) {
+                    Some(&at) => merged[at].1 = Some(v),
+                    None => {
+                        index.insert(k.clone(), merged.len());
+                        merged.push((k, Some(v)));
+                    }
                 }
             }
         }
@@ -228,7 +238,7 @@ fn fold_env_files(name: &str, svc: &mut Map, env: &Environment, mark: &Mark) -> 
         Value::Map(m) => Some(m),
         _ => None,
     });
-    let mut out = Map::default();
+    let mut out = MapBuilder::default();
     for (k, v) in merged {
         let value = v.map(Value::Str).unwrap_or(Value::Null);
         out.insert(key(&k, mark), Node::new(value, mark.clone()));
@@ -241,21 +251,21 @@ fn fold_env_files(name: &str, svc: &mut Map, env: &Environment, mark: &Mark) -> 
         }
         out.insert(k, v);
     }
-    svc.insert(key("environment", mark), Node::new(Value::Map(out), mark.clone()));
+    svc.insert(key("environment", mark), Node::new(Value::Map(out.finish()), mark.clone()));
     Ok(())
 }
 
 /// `label_file` contents under `labels` (which win).
 fn fold_label_files(name: &str, svc: &mut Map, env: &Environment, mark: &Mark) -> Result<(), LoadError> {
     let Some(files) = svc.remove("label_file") else { return Ok(()) };
-    let mut out = Map::default();
+    let mut out = MapBuilder::default();
     for (i, file) in files.as_seq().into_iter().flatten().enumerate() {
         let Some(path) = file.as_str() else { continue };
-        if !Path::new(path).is_file() {
+        if let Some(problem) = input::Kind::of(Path::new(path)).problem() {
             return Err(LoadError::invalid(
                 &file.mark,
                 format!("services.{name}.label_file[{i}]"),
-                format!("label file {path} not found"),
+                format!("label file {path} {problem}"),
             ));
         }
         for (k, v) in environment::read_env_file(Path::new(path), env, &Environment::new(), false)? {
@@ -270,7 +280,7 @@ fn fold_label_files(name: &str, svc: &mut Map, env: &Environment, mark: &Mark) -
             out.insert(k, v);
         }
     }
-    svc.insert(key("labels", mark), Node::new(Value::Map(out), mark.clone()));
+    svc.insert(key("labels", mark), Node::new(Value::Map(out.finish()), mark.clone()));
     Ok(())
 }
 

@@ -181,14 +181,26 @@ pub struct ImagePlan {
     pub fallback_builds: Vec<(String, BuildJob)>,
 }
 
+/// What to say when the image name berth made up for a `build:` service is invalid.
+pub(crate) fn derived_hint(derived: bool) -> &'static str {
+    if derived {
+        " (a service with build: and no image: gets the image name <project>-<service>; use a shorter project name or set image:)"
+    } else {
+        ""
+    }
+}
+
 /// The services' images as the project asks for them.
 pub fn service_images(loaded: &LoadedProject, services: &[String]) -> Result<Vec<ServiceImage>> {
     let mut out = Vec::new();
     for name in services {
         let Some(svc) = loaded.project.services.get(name) else { continue };
         let raw = image_reference(loaded, name).ok_or_else(|| EngineError::NoImage(name.clone()))?;
-        let reference =
-            Reference::parse(&raw).map_err(|e| EngineError::Msg(format!("service {name}: {e}")))?.full();
+        let reference = Reference::parse(&raw)
+            .map_err(|e| {
+                EngineError::Msg(format!("service {name}: {e}{}", derived_hint(svc.image.is_none())))
+            })?
+            .full();
         let policy = PullPolicy::parse(svc.pull_policy.as_deref())
             .map_err(|e| EngineError::Msg(format!("service {name}: {e}")))?;
         out.push(ServiceImage {

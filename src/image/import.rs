@@ -187,11 +187,17 @@ pub fn import(
     let mut config_obj = Map::new();
     apply_changes(&mut config_obj, changes)
         .map_err(|e| ImageError::Invalid { source_name: "import".into(), message: e.to_string() })?;
-    let _lock = store.lock()?;
+    // The staging dir is this process's (locked): the input is read into it before the
+    // store's lock is taken, so that a slow stream does not hold up the store.
     let staging = store.staging()?;
     let (label, tar_path) = match source {
-        ImportSource::File(p) => (p.display().to_string(), p.to_path_buf()),
-        ImportSource::Reader(r) => ("-".to_string(), super::spool(r, staging.path(), "layer")?),
+        ImportSource::File(p) => {
+            let label = p.display().to_string();
+            let mut f = fs::File::open(p).map_err(io_at(p))?;
+            let path = super::spool_archive(&mut f, staging.path(), "blob", &label)?;
+            (label, path)
+        }
+        ImportSource::Reader(r) => ("-".to_string(), super::spool_archive(r, staging.path(), "blob", "-")?),
         ImportSource::Dir(dir) => {
             let path = staging.path().join("layer.tar");
             let file = fs::File::create(&path).map_err(io_at(&path))?;
@@ -202,9 +208,10 @@ pub fn import(
             (dir.display().to_string(), path)
         }
     };
+    let _lock = store.lock()?;
     let result = (|| {
-        let copy = staging.path().join("blob");
-        fs::copy(&tar_path, &copy).map_err(io_at(&tar_path))?;
+        // The tar is in the staging dir (a file given is copied, so that it stays as it is).
+        let copy = tar_path;
         let mut head = std::io::BufReader::new(fs::File::open(&copy).map_err(io_at(&copy))?);
         let kind = super::unpack::detect(&mut head).map_err(io_at(&copy))?;
         let (digest, size) = store.put_blob_file(&copy, None, &label)?;

@@ -3,24 +3,27 @@
 //! `layers/<chain id>` and shared by every image and container that uses it.
 
 pub mod build;
+pub mod digest;
 pub mod events;
 pub mod import;
 pub mod load;
 pub mod reference;
 pub mod registry;
 pub mod save;
+pub mod staging;
 pub mod unpack;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
-use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use serde_json::{Map, Value, json};
 
+pub use digest::{BadDigest, Digest};
 pub use reference::Reference;
+pub use staging::Staging;
 
 use crate::state::{Dirs, Lock, write_atomic};
 
@@ -69,6 +72,17 @@ pub enum ImageError {
     /// A state record failed.
     #[error(transparent)]
     State(#[from] crate::state::StateError),
+    /// A record of the store itself (`index.json`, a stored manifest or config) is damaged.
+    #[error("{path}: damaged image store record: {message}")]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A digest that is not `sha256:` and 64 lowercase hex digits.
+    #[error(transparent)]
+    Digest(#[from] BadDigest),
 }
 
 type Result<T> = std::result::Result<T, ImageError>;
@@ -110,19 +124,82 @@ pub struct ImageSummary {
     pub size: u64,
 }
 
-/// One image of the store: a manifest with its names.
+/// An image `prune` removed: its id and the names it had.
+pub type PrunedImage = (String, Vec<String>);
+
+/// One image of the store: a manifest with its names, every digest in it checked.
 #[derive(Debug, Clone)]
 struct Entry {
-    manifest_digest: String,
+    manifest_digest: Digest,
     names: Vec<Reference>,
     manifest: ImageManifest,
     config: ImageConfiguration,
+    config_digest: Digest,
+    /// The manifest's layer blobs.
+    layers: Vec<Digest>,
+    /// The config's diff ids.
+    diff_ids: Vec<Digest>,
 }
 
 impl Entry {
     fn id(&self) -> String {
-        self.manifest.config().digest().to_string()
+        self.config_digest.to_string()
     }
+}
+
+/// `index.json` as the store reads and writes it: an OCI image index whose every descriptor
+/// has a valid digest and size. Unknown fields are kept.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoreIndex {
+    schema_version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    media_type: Option<String>,
+    manifests: Vec<IndexEntry>,
+    #[serde(flatten)]
+    other: Map<String, Value>,
+}
+
+/// One descriptor of `index.json`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IndexEntry {
+    media_type: String,
+    digest: Digest,
+    size: u64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: BTreeMap<String, String>,
+    #[serde(flatten)]
+    other: Map<String, Value>,
+}
+
+impl IndexEntry {
+    fn name(&self) -> Option<&str> {
+        self.annotations.get(REF_NAME).map(String::as_str)
+    }
+}
+
+/// One image to record in `index.json` (see [`ImageStore::add_manifests`]).
+#[derive(Debug, Clone)]
+pub(crate) struct NewManifest<'a> {
+    /// The manifest blob's digest.
+    pub digest: &'a Digest,
+    /// Its size.
+    pub size: u64,
+    /// Its media type.
+    pub media_type: &'a str,
+    /// The names to give it (taken from any image that has them).
+    pub names: &'a [Reference],
+}
+
+/// Parses a JSON record of the store, naming the field that is wrong.
+fn parse_record<T: serde::de::DeserializeOwned>(bytes: &[u8], path: &Path) -> Result<T> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let at = e.path().to_string();
+        let message = if at == "." { e.inner().to_string() } else { format!("{at}: {}", e.inner()) };
+        ImageError::Corrupt { path: path.display().to_string(), message }
+    })
 }
 
 /// An OCI image manifest of a config blob and layer descriptors (every writer of images uses
@@ -142,7 +219,20 @@ pub(crate) fn oci_manifest(config_digest: &str, config_size: usize, layers: Vec<
 
 /// `sha256:<hex>` of bytes.
 pub fn digest_of(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+    Digest::of(bytes).as_str().to_string()
+}
+
+/// Chain ids of a checked layer stack (see [`chain_ids`]).
+fn chain_digests(diff_ids: &[Digest]) -> Vec<Digest> {
+    let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(prev) => Digest::of(format!("{prev} {d}").as_bytes()),
+        };
+        out.push(next);
+    }
+    out
 }
 
 /// Chain ids of a layer stack from its diff ids (OCI image spec).
@@ -161,6 +251,20 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
 fn hex_part(digest: &str) -> &str {
     digest.strip_prefix("sha256:").unwrap_or(digest)
 }
+
+/// The file name a string digest maps to in `blobs/sha256` or `layers`: its hex when it is a
+/// valid digest, else a name no blob or layer has (it starts with a dot, which no hex does),
+/// so that no string can name a path outside the store.
+fn file_name_of(digest: &str) -> &str {
+    match Digest::parse(digest) {
+        Ok(_) => hex_part(digest),
+        Err(_) => ".invalid-digest",
+    }
+}
+
+/// Work dirs in `images/` (loads, imports, builds) and in `layers/` (unpacks in progress).
+const STAGING_PREFIX: &str = ".staging-";
+const LAYER_TMP_PREFIX: &str = ".tmp-";
 
 /// The image store at `<root>/images`.
 #[derive(Debug, Clone)]
@@ -181,7 +285,21 @@ impl ImageStore {
         if !layout.exists() {
             write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
         }
-        Ok(ImageStore { dir, containers: dirs.containers() })
+        let store = ImageStore { dir, containers: dirs.containers() };
+        store.sweep();
+        Ok(store)
+    }
+
+    /// Removes what killed loads, imports, builds, unpacks and pulls left (their work dirs),
+    /// never touching a live one (see [`staging`]). Every store operation opens the store,
+    /// so the next one after a crash cleans up.
+    fn sweep(&self) {
+        let staged = staging::sweep(&self.dir, STAGING_PREFIX);
+        let unpacks = staging::sweep(&self.dir.join("layers"), LAYER_TMP_PREFIX);
+        let pulls = registry::clean_pull_unpacking(self);
+        if staged + unpacks + pulls > 0 {
+            tracing::debug!(staged, unpacks, pulls, "removed what interrupted image work left");
+        }
     }
 
     /// Takes the store's lock (every change holds it).
@@ -189,46 +307,67 @@ impl ImageStore {
         Ok(Lock::acquire(&self.dir.join("lock"))?)
     }
 
-    /// Path of a blob.
+    /// Path of a blob. A string that is not a valid digest maps to a name no blob has (never a
+    /// path outside the store); parse with [`Digest::parse`] to learn why.
     pub fn blob_path(&self, digest: &str) -> PathBuf {
-        self.dir.join("blobs/sha256").join(hex_part(digest))
+        self.dir.join("blobs/sha256").join(file_name_of(digest))
     }
 
-    /// Path of an unpacked layer.
+    /// Path of an unpacked layer (same rule as [`ImageStore::blob_path`]).
     pub fn layer_path(&self, chain_id: &str) -> PathBuf {
-        self.dir.join("layers").join(hex_part(chain_id))
+        self.dir.join("layers").join(file_name_of(chain_id))
     }
 
-    fn read_index(&self) -> Result<Value> {
-        let path = self.dir.join("index.json");
+    /// Path of the blob `digest`.
+    fn blob(&self, digest: &Digest) -> PathBuf {
+        self.dir.join("blobs/sha256").join(digest.hex())
+    }
+
+    /// Path of the unpacked layer of chain id `chain`.
+    fn layer(&self, chain: &Digest) -> PathBuf {
+        self.dir.join("layers").join(chain.hex())
+    }
+
+    fn index_path(&self) -> PathBuf {
+        self.dir.join("index.json")
+    }
+
+    fn read_index(&self) -> Result<StoreIndex> {
+        let path = self.index_path();
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ImageError::Invalid {
-                source_name: path.display().to_string(),
-                message: e.to_string(),
+            Ok(bytes) => parse_record(&bytes, &path),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(StoreIndex {
+                schema_version: 2,
+                media_type: Some("application/vnd.oci.image.index.v1+json".into()),
+                manifests: Vec::new(),
+                other: Map::new(),
             }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(
-                json!({ "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [] }),
-            ),
             Err(e) => Err(io_at(&path)(e)),
         }
     }
 
-    fn write_index(&self, index: &Value) -> Result<()> {
-        // Round-trip through the OCI type so that only a valid index is ever written.
-        let text = serde_json::to_vec_pretty(index).map_err(io::Error::other).map_err(io_at(&self.dir))?;
+    /// Fails when `index.json` cannot be read as a valid index.
+    pub(crate) fn check_index(&self) -> Result<()> {
+        self.read_index().map(|_| ())
+    }
+
+    fn write_index(&self, index: &StoreIndex) -> Result<()> {
+        let path = self.index_path();
+        let text = serde_json::to_vec_pretty(index).map_err(io::Error::other).map_err(io_at(&path))?;
+        // Other OCI tools read this file too: it must stay a valid OCI index.
         serde_json::from_slice::<ImageIndex>(&text)
-            .map_err(|e| ImageError::Invalid { source_name: "index.json".into(), message: e.to_string() })?;
-        Ok(write_atomic(&self.dir.join("index.json"), &text)?)
+            .map_err(|e| ImageError::Corrupt { path: path.display().to_string(), message: e.to_string() })?;
+        Ok(write_atomic(&path, &text)?)
     }
 
     /// Stores bytes as a blob; returns the digest.
     pub(crate) fn put_blob(&self, bytes: &[u8]) -> Result<String> {
-        let digest = digest_of(bytes);
-        let path = self.blob_path(&digest);
+        let digest = Digest::of(bytes);
+        let path = self.blob(&digest);
         if !path.exists() {
             write_atomic(&path, bytes)?;
         }
-        Ok(digest)
+        Ok(digest.to_string())
     }
 
     /// Moves or copies a file into the blobs, verifying `expected` when given.
@@ -241,23 +380,23 @@ impl ImageStore {
         let mut f = fs::File::open(file).map_err(io_at(file))?;
         let mut hashing = unpack::HashingReader::new(&mut f);
         let size = io::copy(&mut hashing, &mut io::sink()).map_err(io_at(file))?;
-        let digest = hashing.finish().map_err(io_at(file))?;
+        let digest = Digest::parse(&hashing.finish().map_err(io_at(file))?)?;
         if let Some(want) = expected
-            && want != digest
+            && digest != want
         {
             return Err(ImageError::Invalid {
                 source_name: source.to_string(),
                 message: format!("{}: digest is {digest}, expected {want}", file.display()),
             });
         }
-        let dest = self.blob_path(&digest);
+        let dest = self.blob(&digest);
         // A hard link leaves the staged file for a second image of the same archive.
         if !dest.exists() && fs::hard_link(file, &dest).is_err() {
             let tmp = dest.with_extension("tmp");
             fs::copy(file, &tmp).map_err(io_at(&tmp))?;
             fs::rename(&tmp, &dest).map_err(io_at(&dest))?;
         }
-        Ok((digest, size))
+        Ok((digest.to_string(), size))
     }
 
     /// Unpacks layer blob `blob` on top of `parent_chain` unless that chain is unpacked already.
@@ -269,47 +408,42 @@ impl ImageStore {
         expected_diff_id: Option<&str>,
         source: &str,
     ) -> Result<(String, String)> {
-        let chain_for = |diff: &str| match parent_chain {
-            None => diff.to_string(),
-            Some(p) => digest_of(format!("{p} {diff}").as_bytes()),
+        let blob = Digest::parse(blob)?;
+        let parent_chain = parent_chain.map(Digest::parse).transpose()?;
+        let expected_diff_id = expected_diff_id.map(Digest::parse).transpose()?;
+        let chain_for = |diff: &Digest| match &parent_chain {
+            None => diff.clone(),
+            Some(p) => Digest::of(format!("{p} {diff}").as_bytes()),
         };
-        if let Some(want) = expected_diff_id
-            && self.layer_path(&chain_for(want)).is_dir()
+        if let Some(want) = &expected_diff_id
+            && self.layer(&chain_for(want)).is_dir()
         {
-            return Ok((want.to_string(), chain_for(want)));
+            return Ok((want.to_string(), chain_for(want).to_string()));
         }
-        let tmp = self.dir.join("layers").join(format!(".tmp-{}-{}", hex_part(blob), std::process::id()));
-        let _ = fs::remove_dir_all(&tmp);
-        fs::create_dir_all(&tmp).map_err(io_at(&tmp))?;
-        let result = (|| {
-            let path = self.blob_path(blob);
-            let file = fs::File::open(&path).map_err(io_at(&path))?;
-            let (_, reader) = unpack::decompressed(file).map_err(io_at(&path))?;
-            let diff_id = unpack::unpack(reader, &tmp).map_err(|e| ImageError::Invalid {
+        // Removed when dropped, and by the next store operation if this process is killed.
+        let tmp = Staging::create(&self.dir.join("layers"), LAYER_TMP_PREFIX).map_err(io_at(&self.dir))?;
+        let path = self.blob(&blob);
+        let file = fs::File::open(&path).map_err(io_at(&path))?;
+        let (_, reader) = unpack::decompressed(file).map_err(io_at(&path))?;
+        let diff_id = unpack::unpack(reader, tmp.path()).map_err(|e| ImageError::Invalid {
+            source_name: source.to_string(),
+            message: format!("layer {blob}: {e}"),
+        })?;
+        let diff_id = Digest::parse(&diff_id)?;
+        if let Some(want) = &expected_diff_id
+            && want != &diff_id
+        {
+            return Err(ImageError::Invalid {
                 source_name: source.to_string(),
-                message: format!("layer {blob}: {e}"),
-            })?;
-            if let Some(want) = expected_diff_id
-                && want != diff_id
-            {
-                return Err(ImageError::Invalid {
-                    source_name: source.to_string(),
-                    message: format!("layer {blob}: diff id is {diff_id}, the config says {want}"),
-                });
-            }
-            let chain = chain_for(&diff_id);
-            let dest = self.layer_path(&chain);
-            if dest.exists() {
-                let _ = fs::remove_dir_all(&tmp);
-            } else {
-                fs::rename(&tmp, &dest).map_err(io_at(&dest))?;
-            }
-            Ok((diff_id, chain))
-        })();
-        if result.is_err() {
-            let _ = fs::remove_dir_all(&tmp);
+                message: format!("layer {blob}: diff id is {diff_id}, the config says {want}"),
+            });
         }
-        result
+        let chain = chain_for(&diff_id);
+        let dest = self.layer(&chain);
+        if !dest.exists() {
+            fs::rename(tmp.path(), &dest).map_err(io_at(&dest))?;
+        }
+        Ok((diff_id.to_string(), chain.to_string()))
     }
 
     /// Records a manifest (already stored as a blob) under `names`, taking each name from any
@@ -327,37 +461,43 @@ impl ImageStore {
         media_type: &str,
         names: &[Reference],
     ) -> Result<()> {
+        let digest = Digest::parse(manifest_digest)?;
+        self.add_manifests(&[NewManifest { digest: &digest, size, media_type, names }])
+    }
+
+    /// Records several manifests in one write of `index.json`: all of them or none.
+    pub(crate) fn add_manifests(&self, new: &[NewManifest<'_>]) -> Result<()> {
         let mut index = self.read_index()?;
-        let manifests = index["manifests"].as_array_mut().ok_or_else(|| ImageError::Invalid {
-            source_name: "index.json".into(),
-            message: "no manifests list".into(),
-        })?;
-        let full: BTreeSet<String> = names.iter().map(Reference::full).collect();
-        manifests.retain(|d| {
-            let name = d["annotations"][REF_NAME].as_str();
-            let same_untagged = name.is_none() && d["digest"] == manifest_digest;
-            !same_untagged && !name.is_some_and(|n| full.contains(n))
-        });
-        let desc = |name: Option<&String>| {
-            let mut d = json!({
-                "mediaType": media_type,
-                "digest": manifest_digest,
-                "size": size,
+        // When the names were given: `pull_policy: daily` and docker's LastTagTime read it.
+        let now = crate::runtime::timefmt::rfc3339_nanos(std::time::SystemTime::now());
+        for m in new {
+            let full: BTreeSet<String> = m.names.iter().map(Reference::full).collect();
+            index.manifests.retain(|d| {
+                let same_untagged = d.name().is_none() && &d.digest == m.digest;
+                !same_untagged && !d.name().is_some_and(|n| full.contains(n))
             });
-            if let Some(n) = name {
-                // When the name was given: `pull_policy: daily` and docker's LastTagTime read it.
-                let now = crate::runtime::timefmt::rfc3339_nanos(std::time::SystemTime::now());
-                d["annotations"] = json!({ REF_NAME: n, TAGGED_AT: now });
-            }
-            d
-        };
-        if full.is_empty() {
-            if !manifests.iter().any(|d| d["digest"] == manifest_digest) {
-                manifests.push(desc(None));
-            }
-        } else {
-            for n in &full {
-                manifests.push(desc(Some(n)));
+            let desc = |name: Option<&String>| IndexEntry {
+                media_type: m.media_type.to_string(),
+                digest: m.digest.clone(),
+                size: m.size,
+                annotations: name
+                    .map(|n| {
+                        BTreeMap::from([
+                            (REF_NAME.to_string(), n.clone()),
+                            (TAGGED_AT.to_string(), now.clone()),
+                        ])
+                    })
+                    .unwrap_or_default(),
+                other: Map::new(),
+            };
+            if full.is_empty() {
+                if !index.manifests.iter().any(|d| &d.digest == m.digest) {
+                    index.manifests.push(desc(None));
+                }
+            } else {
+                for n in &full {
+                    index.manifests.push(desc(Some(n)));
+                }
             }
         }
         self.write_index(&index)
@@ -365,15 +505,14 @@ impl ImageStore {
 
     fn entries(&self) -> Result<Vec<Entry>> {
         let index = self.read_index()?;
-        let mut by_digest: BTreeMap<String, Vec<Reference>> = BTreeMap::new();
+        let mut by_digest: BTreeMap<Digest, Vec<Reference>> = BTreeMap::new();
         let mut order = Vec::new();
-        for d in index["manifests"].as_array().into_iter().flatten() {
-            let Some(digest) = d["digest"].as_str() else { continue };
-            if !by_digest.contains_key(digest) {
-                order.push(digest.to_string());
+        for d in &index.manifests {
+            if !by_digest.contains_key(&d.digest) {
+                order.push(d.digest.clone());
             }
-            let names = by_digest.entry(digest.to_string()).or_default();
-            if let Some(n) = d["annotations"][REF_NAME].as_str()
+            let names = by_digest.entry(d.digest.clone()).or_default();
+            if let Some(n) = d.name()
                 && let Ok(r) = Reference::parse(n)
             {
                 names.push(r);
@@ -381,25 +520,45 @@ impl ImageStore {
         }
         let mut out = Vec::new();
         for digest in order {
-            let manifest: ImageManifest = self.read_blob_json(&digest)?;
-            let config: ImageConfiguration = self.read_blob_json(manifest.config().digest().as_ref())?;
+            let (manifest, manifest_path): (ImageManifest, _) = self.read_blob_record(&digest)?;
+            let corrupt = |path: &Path, e: BadDigest| ImageError::Corrupt {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            };
+            let config_digest =
+                Digest::parse(manifest.config().digest().as_ref()).map_err(|e| corrupt(&manifest_path, e))?;
+            let layers = manifest
+                .layers()
+                .iter()
+                .map(|l| Digest::parse(l.digest().as_ref()))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| corrupt(&manifest_path, e))?;
+            let (config, config_path): (ImageConfiguration, _) = self.read_blob_record(&config_digest)?;
+            let diff_ids = config
+                .rootfs()
+                .diff_ids()
+                .iter()
+                .map(|d| Digest::parse(d))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| corrupt(&config_path, e))?;
             out.push(Entry {
-                manifest_digest: digest.clone(),
                 names: by_digest.remove(&digest).unwrap_or_default(),
+                manifest_digest: digest,
                 manifest,
                 config,
+                config_digest,
+                layers,
+                diff_ids,
             });
         }
         Ok(out)
     }
 
-    fn read_blob_json<T: serde::de::DeserializeOwned>(&self, digest: &str) -> Result<T> {
-        let path = self.blob_path(digest);
+    /// A stored JSON blob (manifest or config), parsed; a damaged one is named in the error.
+    fn read_blob_record<T: serde::de::DeserializeOwned>(&self, digest: &Digest) -> Result<(T, PathBuf)> {
+        let path = self.blob(digest);
         let bytes = fs::read(&path).map_err(io_at(&path))?;
-        serde_json::from_slice(&bytes).map_err(|e| ImageError::Invalid {
-            source_name: path.display().to_string(),
-            message: e.to_string(),
-        })
+        Ok((parse_record(&bytes, &path)?, path))
     }
 
     fn find(&self, reference: &str) -> Result<(Vec<Entry>, usize, Option<Reference>)> {
@@ -414,7 +573,7 @@ impl ImageStore {
             // `name@sha256:<manifest digest>` finds an image of that repository by content.
             if let Some(d) = &r.digest
                 && let Some(i) = entries.iter().position(|e| {
-                    &e.manifest_digest == d && e.names.iter().any(|n| n.repository == r.repository)
+                    e.manifest_digest == d.as_str() && e.names.iter().any(|n| n.repository == r.repository)
                 })
             {
                 return Ok((entries, i, None));
@@ -422,7 +581,7 @@ impl ImageStore {
         }
         if looks_like_id {
             let hits: Vec<usize> =
-                (0..entries.len()).filter(|i| hex_part(&entries[*i].id()).starts_with(hex_ref)).collect();
+                (0..entries.len()).filter(|i| entries[*i].config_digest.hex().starts_with(hex_ref)).collect();
             match hits.len() {
                 0 => {}
                 1 => return Ok((entries, hits[0], None)),
@@ -436,8 +595,7 @@ impl ImageStore {
     pub fn resolve(&self, reference: &str) -> Result<ResolvedImage> {
         let (entries, i, _) = self.find(reference)?;
         let e = &entries[i];
-        let diff_ids: Vec<String> = e.config.rootfs().diff_ids().clone();
-        let layer_dirs: Vec<PathBuf> = chain_ids(&diff_ids).iter().map(|c| self.layer_path(c)).collect();
+        let layer_dirs: Vec<PathBuf> = chain_digests(&e.diff_ids).iter().map(|c| self.layer(c)).collect();
         if let Some(missing) = layer_dirs.iter().find(|d| !d.is_dir()) {
             return Err(ImageError::Invalid {
                 source_name: reference.to_string(),
@@ -557,15 +715,13 @@ impl ImageStore {
             return Err(ImageError::InUse { image: reference.to_string(), container: user });
         }
         let mut index = self.read_index()?;
-        if let Some(list) = index["manifests"].as_array_mut() {
-            list.retain(|d| {
-                let same = d["digest"] == e.manifest_digest.as_str();
-                match &by_name {
-                    Some(r) if !last_name => !(same && d["annotations"][REF_NAME] == r.full().as_str()),
-                    _ => !same,
-                }
-            });
-        }
+        index.manifests.retain(|d| {
+            let same = d.digest == e.manifest_digest;
+            match &by_name {
+                Some(r) if !last_name => !(same && d.name() == Some(r.full().as_str())),
+                _ => !same,
+            }
+        });
         self.write_index(&index)?;
         match &by_name {
             Some(r) if !last_name => report.push(format!("Untagged: {}", r.short())),
@@ -580,19 +736,20 @@ impl ImageStore {
         Ok(report)
     }
 
-    /// `image prune`: removes untagged images no container uses, then unreferenced content.
-    /// Returns the removed ids and the bytes reclaimed.
-    pub fn prune(&self) -> Result<(Vec<String>, u64)> {
+    /// `image prune`: removes untagged images (with `all`, every image) that no container
+    /// uses, then unreferenced content. Returns the removed ids with the names they had, and
+    /// the bytes reclaimed.
+    pub fn prune(&self, all: bool) -> Result<(Vec<PrunedImage>, u64)> {
         let _lock = self.lock()?;
         let entries = self.entries()?;
-        let doomed: Vec<&Entry> =
-            entries.iter().filter(|e| e.names.is_empty() && self.users(&e.id()).is_empty()).collect();
+        let doomed: Vec<&Entry> = entries
+            .iter()
+            .filter(|e| (all || e.names.is_empty()) && self.users(&e.id()).is_empty())
+            .collect();
         let mut index = self.read_index()?;
-        if let Some(list) = index["manifests"].as_array_mut() {
-            list.retain(|d| !doomed.iter().any(|e| d["digest"] == e.manifest_digest.as_str()));
-        }
+        index.manifests.retain(|d| !doomed.iter().any(|e| d.digest == e.manifest_digest));
         self.write_index(&index)?;
-        let ids = doomed.iter().map(|e| e.id()).collect();
+        let ids = doomed.iter().map(|e| (e.id(), e.names.iter().map(Reference::short).collect())).collect();
         // What failed pulls left for a later pull to resume goes too.
         let staged = registry::clean_pull_staging(self);
         Ok((ids, self.gc()? + staged))
@@ -603,14 +760,16 @@ impl ImageStore {
     pub(crate) fn gc(&self) -> Result<u64> {
         let mut keep_blobs = BTreeSet::new();
         let mut keep_layers = BTreeSet::new();
+        // A damaged record fails here, before anything is deleted: what it references is
+        // unknown, so nothing may be taken for garbage.
         for e in self.entries()? {
-            keep_blobs.insert(hex_part(&e.manifest_digest).to_string());
-            keep_blobs.insert(hex_part(e.manifest.config().digest().as_ref()).to_string());
-            for l in e.manifest.layers() {
-                keep_blobs.insert(hex_part(l.digest().as_ref()).to_string());
+            keep_blobs.insert(e.manifest_digest.hex().to_string());
+            keep_blobs.insert(e.config_digest.hex().to_string());
+            for l in &e.layers {
+                keep_blobs.insert(l.hex().to_string());
             }
-            for c in chain_ids(e.config.rootfs().diff_ids()) {
-                keep_layers.insert(hex_part(&c).to_string());
+            for c in chain_digests(&e.diff_ids) {
+                keep_layers.insert(c.hex().to_string());
             }
         }
         // A forced `image rm` can take an image from under containers; their specs still list
@@ -633,6 +792,11 @@ impl ImageStore {
         let layers = self.dir.join("layers");
         for entry in fs::read_dir(&layers).map_err(io_at(&layers))?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
+            // Unpacks in progress (a cached build step unpacks without the store's lock) are
+            // the sweep's to judge, by their locks.
+            if name.starts_with(LAYER_TMP_PREFIX) {
+                continue;
+            }
             if !keep_layers.contains(&name) {
                 fs::remove_dir_all(entry.path()).map_err(io_at(&entry.path()))?;
             }
@@ -648,8 +812,8 @@ impl ImageStore {
     /// The manifest of an image found by name, id or digest: (digest, media type, bytes).
     pub(crate) fn manifest_of(&self, reference: &str) -> Result<(String, String, Vec<u8>)> {
         let (entries, i, _) = self.find(reference)?;
-        let digest = entries[i].manifest_digest.clone();
-        let path = self.blob_path(&digest);
+        let digest = entries[i].manifest_digest.to_string();
+        let path = self.blob(&entries[i].manifest_digest);
         let bytes = fs::read(&path).map_err(io_at(&path))?;
         let media_type = entries[i]
             .manifest
@@ -660,9 +824,10 @@ impl ImageStore {
         Ok((digest, media_type, bytes))
     }
 
-    /// A staging dir inside the store (same file system, so blobs can be renamed in).
-    pub(crate) fn staging(&self) -> Result<tempfile::TempDir> {
-        tempfile::Builder::new().prefix(".staging-").tempdir_in(&self.dir).map_err(io_at(&self.dir))
+    /// A staging dir inside the store (same file system, so blobs can be renamed in), removed
+    /// when dropped and, if this process is killed, by the next store operation.
+    pub(crate) fn staging(&self) -> Result<Staging> {
+        Staging::create(&self.dir, STAGING_PREFIX).map_err(io_at(&self.dir))
     }
 }
 
@@ -672,7 +837,7 @@ impl ImageStore {
     /// The raw JSON of image `id`'s config blob (docker fields the OCI type drops, such as
     /// `Healthcheck`, `Shell` and `OnBuild`, included).
     pub(crate) fn raw_config(&self, id: &str) -> Result<Value> {
-        self.read_blob_json(id)
+        Ok(self.read_blob_record(&Digest::parse(id)?)?.0)
     }
 
     /// The layer descriptors (digest, size, media type) of the image whose config is `id`.
@@ -711,10 +876,16 @@ impl ImageStore {
     }
 }
 
-/// Reads all of `reader` into a file in `dir`; returns its path.
-pub(crate) fn spool(reader: &mut dyn Read, dir: &Path, name: &str) -> Result<PathBuf> {
+/// Reads all of the tar archive (plain, gzip or zstd) `reader`, named `source` in errors, into
+/// a file in `dir`; returns its path. A stream whose start cannot be a tar archive is refused
+/// before more of it is read (`/dev/zero` would never end).
+pub(crate) fn spool_archive(reader: &mut dyn Read, dir: &Path, name: &str, source: &str) -> Result<PathBuf> {
+    let (head, complete) = unpack::read_head(reader).map_err(io_at(Path::new(source)))?;
+    unpack::check_archive_head(&head, complete)
+        .map_err(|e| ImageError::Invalid { source_name: source.to_string(), message: e.to_string() })?;
     let path = dir.join(name);
     let mut f = fs::File::create(&path).map_err(io_at(&path))?;
+    f.write_all(&head).map_err(io_at(&path))?;
     io::copy(reader, &mut f).map_err(io_at(&path))?;
     Ok(path)
 }
@@ -722,6 +893,110 @@ pub(crate) fn spool(reader: &mut dyn Read, dir: &Path, name: &str) -> Result<Pat
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn store() -> (tempfile::TempDir, ImageStore) {
+        let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+        let store = ImageStore::open(&Dirs::new(dir.path().join("root"), dir.path().join("run"))).unwrap();
+        (dir, store)
+    }
+
+    /// An image imported from a one-file layer: (store, its id).
+    fn with_image() -> (tempfile::TempDir, ImageStore, String) {
+        let (dir, store) = store();
+        let layer = load::tests::tar_of(&[("f", b"x")]);
+        let r = Reference::parse("test/a:1").unwrap();
+        let id = import::import(&store, import::ImportSource::Reader(&mut &layer[..]), Some(&r), &[], None)
+            .unwrap();
+        (dir, store, id)
+    }
+
+    #[test]
+    fn a_damaged_index_is_an_error_naming_it_and_deletes_nothing() {
+        let (_dir, store, id) = with_image();
+        let index = store.dir().join("index.json");
+        let good = fs::read(&index).unwrap();
+        let blobs = || fs::read_dir(store.dir().join("blobs/sha256")).unwrap().count();
+        let before = blobs();
+        let mut bad: Vec<(String, &str)> = vec![
+            ("[]".into(), "index.json"),
+            ("{".into(), "index.json"),
+            (r#"{"schemaVersion":2}"#.into(), "manifests"),
+        ];
+        let v: Value = serde_json::from_slice(&good).unwrap();
+        for (field, value, why) in [
+            ("digest", json!("sha256:../../x"), "manifests[0].digest"),
+            ("digest", json!(format!("sha256:{}", "A".repeat(64))), "manifests[0].digest"),
+            ("size", json!(-1), "manifests[0].size"),
+        ] {
+            let mut v = v.clone();
+            v["manifests"][0][field] = value;
+            bad.push((v.to_string(), why));
+        }
+        for (text, why) in bad {
+            fs::write(&index, &text).unwrap();
+            for result in [
+                store.list().map(|_| ()),
+                store.prune(false).map(|_| ()),
+                store.inspect("test/a:1").map(|_| ()),
+                store.remove(&id, true).map(|_| ()),
+                store.tag(&id, "test/b").map(|_| ()),
+            ] {
+                let err = result.unwrap_err().to_string();
+                assert!(err.contains(&index.display().to_string()) && err.contains(why), "{text}: {err}");
+            }
+            let archive =
+                load::tests::docker_archive(&[("test/c:1", None, vec![load::tests::tar_of(&[("g", b"y")])])]);
+            assert!(load::load(&store, &mut &archive[..], "c.tar").is_err(), "{text}");
+            assert_eq!(blobs(), before, "{text}: nothing collected");
+        }
+        fs::write(&index, &good).unwrap();
+        assert_eq!(store.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn stored_manifests_and_configs_are_checked_as_read() {
+        let (_dir, store, id) = with_image();
+        // A config whose diff id climbs out of `layers/`.
+        let config_path = store.blob(&Digest::parse(&id).unwrap());
+        let mut config: Value = serde_json::from_slice(&fs::read(&config_path).unwrap()).unwrap();
+        config["rootfs"]["diff_ids"] = json!(["sha256:../../../etc"]);
+        fs::write(&config_path, config.to_string()).unwrap();
+        let err = store.resolve("test/a:1").unwrap_err().to_string();
+        assert!(
+            err.contains(&config_path.display().to_string()) && err.contains("not a sha256 digest"),
+            "{err}"
+        );
+        // A string digest never maps outside the store.
+        assert!(store.blob_path("sha256:../../x").starts_with(store.dir().join("blobs/sha256")));
+        assert!(store.layer_path("../x").starts_with(store.dir().join("layers")));
+    }
+
+    #[test]
+    fn the_next_store_operation_sweeps_dead_work_dirs_only() {
+        let (dir, store) = store();
+        let live = store.staging().unwrap();
+        let live_layer = Staging::create(&store.dir().join("layers"), LAYER_TMP_PREFIX).unwrap();
+        for dead in [store.dir().join(".staging-dead"), store.dir().join("layers/.tmp-dead")] {
+            fs::create_dir_all(dead.join("x")).unwrap();
+            let mut lock = dead.as_os_str().to_owned();
+            lock.push(".lock");
+            fs::write(lock, b"").unwrap();
+        }
+        let pull = store.dir().join(".pull");
+        let h = "a".repeat(64);
+        fs::create_dir_all(pull.join(format!("{h}.unpacking/x"))).unwrap();
+        fs::write(pull.join(format!("{h}.partial")), b"resumable").unwrap();
+        let again = ImageStore::open(&Dirs::new(dir.path().join("root"), dir.path().join("run"))).unwrap();
+        assert!(
+            !again.dir().join(".staging-dead").exists() && !again.dir().join("layers/.tmp-dead").exists()
+        );
+        assert!(!pull.join(format!("{h}.unpacking")).exists());
+        assert!(pull.join(format!("{h}.partial")).exists(), "a download stays for the next pull to resume");
+        assert!(live.path().is_dir() && live_layer.path().is_dir(), "live work is untouched");
+        let _lock = again.lock().unwrap();
+        again.gc().unwrap();
+        assert!(live_layer.path().is_dir(), "gc leaves unpacks in progress alone");
+    }
 
     #[test]
     fn chain_ids_follow_the_oci_rule() {

@@ -2,12 +2,25 @@
 //! full and shown short (`busybox:latest`). A reference may name a manifest by digest
 //! (`busybox@sha256:<64 hex>`, or `busybox:1.36@sha256:...`, where the digest wins).
 
-/// A name that is not a valid image reference.
+/// A name that is not a valid image reference: the name (cut to 100 characters) and the rule
+/// it breaks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid reference format {0:?}: repository name must be lowercase letters, digits and separators, with an optional :tag and @sha256:<64 hex digits>"
-)]
-pub struct BadReference(pub String);
+#[error("invalid reference format {:?}: {}", shown(.0), .1)]
+pub struct BadReference(pub String, pub &'static str);
+
+/// The rule of docker's reference grammar most names break.
+const GRAMMAR: &str = "repository name must be lowercase letters, digits and separators, with an optional :tag and @sha256:<64 hex digits>";
+
+/// docker's bound on a repository name (`docker.io/library/...` counted).
+pub const NAME_TOTAL_LENGTH_MAX: usize = 255;
+
+fn shown(input: &str) -> String {
+    if input.chars().count() <= 100 {
+        input.to_string()
+    } else {
+        format!("{}…", input.chars().take(99).collect::<String>())
+    }
+}
 
 /// The registry host that docker's short names live on.
 pub const DOCKER_HUB: &str = "docker.io";
@@ -31,7 +44,7 @@ fn valid_digest(d: &str) -> bool {
 impl Reference {
     /// Parses and normalizes a reference.
     pub fn parse(input: &str) -> Result<Reference, BadReference> {
-        let bad = || BadReference(input.to_string());
+        let bad = || BadReference(input.to_string(), GRAMMAR);
         let s = input.trim();
         if s.is_empty() || s.contains(char::is_whitespace) {
             return Err(bad());
@@ -76,7 +89,14 @@ impl Reference {
         if registry == DOCKER_HUB && parts.len() == 1 {
             parts.insert(0, "library");
         }
-        Ok(Reference { repository: format!("{registry}/{}", parts.join("/")), tag: tag.to_string(), digest })
+        let repository = format!("{registry}/{}", parts.join("/"));
+        if repository.len() > NAME_TOTAL_LENGTH_MAX {
+            return Err(BadReference(
+                input.to_string(),
+                "repository name must not be more than 255 characters",
+            ));
+        }
+        Ok(Reference { repository, tag: tag.to_string(), digest })
     }
 
     /// The registry as named (`docker.io`, `localhost:5000`).
@@ -148,6 +168,15 @@ mod tests {
     use super::*;
 
     const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn long_names_are_refused_as_docker_does() {
+        // docker counts the normalized name: `docker.io/library/` is 18 of the 255.
+        assert!(Reference::parse(&"a".repeat(237)).is_ok());
+        let e = Reference::parse(&"a".repeat(238)).unwrap_err().to_string();
+        assert!(e.contains("must not be more than 255 characters") && e.contains('…'), "{e}");
+        assert!(e.len() < 200, "{e}");
+    }
 
     #[test]
     fn names_normalize_like_docker() {

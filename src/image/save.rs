@@ -64,10 +64,9 @@ impl ImageStore {
         let _lock = self.lock()?;
         let (entries, i, _) = self.find(source)?;
         let e = &entries[i];
-        let size = fs::metadata(self.blob_path(&e.manifest_digest))
-            .map_err(io_at(&self.blob_path(&e.manifest_digest)))?
-            .len();
-        self.add_manifest(&e.manifest_digest, size, std::slice::from_ref(&target))?;
+        let path = self.blob(&e.manifest_digest);
+        let size = fs::metadata(&path).map_err(io_at(&path))?.len();
+        self.add_manifest(e.manifest_digest.as_str(), size, std::slice::from_ref(&target))?;
         Ok(e.id())
     }
 
@@ -75,12 +74,12 @@ impl ImageStore {
     pub fn tagged_at(&self, reference: &str) -> Option<std::time::SystemTime> {
         let full = Reference::parse(reference).ok()?.full();
         let index = self.read_index().ok()?;
-        index["manifests"].as_array()?.iter().find_map(|d| {
-            (d["annotations"][super::REF_NAME].as_str() == Some(full.as_str()))
+        index.manifests.iter().find_map(|d| {
+            (d.name() == Some(full.as_str()))
                 .then(|| {
-                    d["annotations"][super::TAGGED_AT]
-                        .as_str()
-                        .and_then(crate::runtime::timefmt::parse_rfc3339)
+                    d.annotations
+                        .get(super::TAGGED_AT)
+                        .and_then(|t| crate::runtime::timefmt::parse_rfc3339(t))
                 })
                 .flatten()
         })
@@ -90,7 +89,7 @@ impl ImageStore {
     pub fn history(&self, reference: &str) -> Result<Vec<HistoryRow>> {
         let (entries, i, _) = self.find(reference)?;
         let e = &entries[i];
-        let chains = super::chain_ids(e.config.rootfs().diff_ids());
+        let chains = super::chain_digests(&e.diff_ids);
         let mut layer = 0;
         let mut rows = Vec::new();
         for h in e.config.history().clone().unwrap_or_default() {
@@ -98,7 +97,7 @@ impl ImageStore {
             let size = if empty {
                 0
             } else {
-                let s = chains.get(layer).map(|c| dir_size(&self.layer_path(c))).unwrap_or(0);
+                let s = chains.get(layer).map(|c| dir_size(&self.layer(c))).unwrap_or(0);
                 layer += 1;
                 s
             };
@@ -117,7 +116,7 @@ impl ImageStore {
                     id: "<missing>".into(),
                     created: e.config.created().clone().unwrap_or_default(),
                     created_by: String::new(),
-                    size: dir_size(&self.layer_path(c)),
+                    size: dir_size(&self.layer(c)),
                     comment: String::new(),
                 });
             }
@@ -169,25 +168,24 @@ impl ImageStore {
         for (i, names) in &chosen {
             let e = &entries[*i];
             let config_digest = e.id();
-            let config_path = self.blob_path(&config_digest);
+            let config_path = self.blob(&e.config_digest);
             let config_bytes = fs::read(&config_path).map_err(io_at(&config_path))?;
             add_blob(&mut tar, &mut written, &config_digest, &config_bytes)?;
             let mut layer_names = Vec::new();
             let mut layer_descs = Vec::new();
-            let diff_ids = e.config.rootfs().diff_ids().clone();
-            for (layer, diff_id) in e.manifest.layers().iter().zip(diff_ids.iter()) {
-                let blob = self.blob_path(layer.digest().as_ref());
+            for (layer, diff_id) in e.layers.iter().zip(e.diff_ids.iter()) {
+                let blob = self.blob(layer);
                 // docker save writes layers uncompressed; decompress to a staging file so that
                 // the tar header can carry its size, and check it against the diff id.
-                let plain = staging.path().join(hex_part(diff_id));
-                if !written.contains_key(diff_id) {
+                let plain = staging.path().join(diff_id.hex());
+                if !written.contains_key(diff_id.as_str()) {
                     let f = fs::File::open(&blob).map_err(io_at(&blob))?;
                     let (_, mut reader) = unpack::decompressed(f).map_err(io_at(&blob))?;
                     let mut file = fs::File::create(&plain).map_err(io_at(&plain))?;
                     let mut hashing = unpack::HashingReader::new(&mut reader);
                     io::copy(&mut hashing, &mut file).map_err(io_at(&blob))?;
                     let got = hashing.finish().map_err(io_at(&blob))?;
-                    if got != *diff_id {
+                    if *diff_id != got.as_str() {
                         return Err(ImageError::Invalid {
                             source_name: blob.display().to_string(),
                             message: format!("layer's diff id is {got}, the config says {diff_id}"),
@@ -195,12 +193,12 @@ impl ImageStore {
                     }
                     let size = fs::metadata(&plain).map_err(io_at(&plain))?.len();
                     let f = fs::File::open(&plain).map_err(io_at(&plain))?;
-                    append(&mut tar, &format!("blobs/sha256/{}", hex_part(diff_id)), size, f)?;
-                    written.insert(diff_id.clone(), size);
+                    append(&mut tar, &format!("blobs/sha256/{}", diff_id.hex()), size, f)?;
+                    written.insert(diff_id.to_string(), size);
                     let _ = fs::remove_file(&plain);
                 }
-                let size = written.get(diff_id).copied().unwrap_or(0);
-                layer_names.push(format!("blobs/sha256/{}", hex_part(diff_id)));
+                let size = written.get(diff_id.as_str()).copied().unwrap_or(0);
+                layer_names.push(format!("blobs/sha256/{}", diff_id.hex()));
                 layer_descs.push(json!({
                     "mediaType": "application/vnd.oci.image.layer.v1.tar",
                     "digest": diff_id,

@@ -3,7 +3,6 @@
 //! `.wh.NAME` becomes a 0:0 character device (overlayfs's whiteout) and `.wh..wh..opq` the
 //! opaque xattr on its dir. Entries that would land outside the layer are refused.
 
-use std::collections::HashSet;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Component, Path, PathBuf};
@@ -80,6 +79,82 @@ pub fn decompressed<'a, R: Read + 'a>(reader: R) -> io::Result<(Compression, Box
     Ok((kind, out))
 }
 
+/// How many bytes of a stream [`check_archive_head`] wants to see.
+pub const HEAD_LEN: usize = 64 * 1024;
+
+/// Why the start of a stream shows it cannot be a tar archive (plain, gzip or zstd).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a tar archive (plain, gzip or zstd): {0}")]
+pub struct NotAnArchive(pub String);
+
+/// Checks that the first 512-byte block of a tar stream is a tar header: ustar (POSIX or GNU)
+/// magic and a matching checksum. An all-zero block is an end-of-archive marker: an archive
+/// that starts with it holds nothing.
+pub fn check_tar_header(block: &[u8]) -> Result<(), NotAnArchive> {
+    let bad = |why: &str| Err(NotAnArchive(why.to_string()));
+    if block.is_empty() {
+        return bad("it is empty");
+    }
+    if block.len() < 512 {
+        return bad("it is shorter than one tar block");
+    }
+    let block = &block[..512];
+    if block.iter().all(|b| *b == 0) {
+        return bad("it starts with an end-of-archive block (an empty archive, or zeros)");
+    }
+    let magic = &block[257..263];
+    if magic != b"ustar\0" && magic != b"ustar " {
+        return bad("its first block has no tar (ustar) magic");
+    }
+    let field = &block[148..156];
+    let digits: Vec<u8> =
+        field.iter().copied().skip_while(|b| *b == b' ').take_while(|b| (b'0'..=b'7').contains(b)).collect();
+    let stored = std::str::from_utf8(&digits).ok().and_then(|d| u32::from_str_radix(d, 8).ok());
+    let sum: u32 = block
+        .iter()
+        .enumerate()
+        .map(|(i, b)| if (148..156).contains(&i) { u32::from(b' ') } else { u32::from(*b) })
+        .sum();
+    if stored != Some(sum) {
+        return bad("its first block's tar header checksum does not match");
+    }
+    Ok(())
+}
+
+/// Checks the start of a stream that should be a tar archive, plain or gzip or zstd
+/// compressed: `head` is its first [`HEAD_LEN`] bytes (fewer when `complete`: the whole
+/// stream). Refuses early what cannot be one (`/dev/zero`, text, another compression), so that
+/// no one waits for an endless stream to end.
+pub fn check_archive_head(head: &[u8], complete: bool) -> Result<Compression, NotAnArchive> {
+    if head.starts_with(b"BZh") {
+        return Err(NotAnArchive("it is bzip2-compressed; decompress it first".into()));
+    }
+    if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        return Err(NotAnArchive("it is xz-compressed; decompress it first".into()));
+    }
+    let (kind, mut plain) =
+        decompressed(head).map_err(|e| NotAnArchive(format!("its compressed data is broken: {e}")))?;
+    let mut block = Vec::with_capacity(512);
+    let read = (&mut plain).take(512).read_to_end(&mut block);
+    match read {
+        Ok(_) if block.len() == 512 => {}
+        // A compressed head may end mid-stream: only a complete stream is judged by its end.
+        Ok(_) | Err(_) if kind != Compression::None && !complete => return Ok(kind),
+        Ok(_) => {}
+        Err(e) => return Err(NotAnArchive(format!("its compressed data is broken: {e}"))),
+    }
+    check_tar_header(&block)?;
+    Ok(kind)
+}
+
+/// Reads up to [`HEAD_LEN`] bytes of `reader`: (the bytes, whether that is the whole stream).
+pub fn read_head(reader: &mut dyn Read) -> io::Result<(Vec<u8>, bool)> {
+    let mut head = Vec::with_capacity(HEAD_LEN);
+    (&mut *reader).take(HEAD_LEN as u64).read_to_end(&mut head)?;
+    let complete = head.len() < HEAD_LEN;
+    Ok((head, complete))
+}
+
 /// A reader that hashes what passes through it.
 pub struct HashingReader<R> {
     inner: R,
@@ -122,46 +197,136 @@ fn clean_relative(entry: &str, path: &Path) -> Result<PathBuf, UnpackError> {
     Ok(out)
 }
 
-/// Refuses a path whose existing parent components include a symlink: writing there would
-/// follow it, possibly out of the layer. `safe` holds parents already seen to be real
-/// directories, so that each is checked once per layer, not once per entry.
-fn check_parents(
-    root: &Path,
-    entry: &str,
-    rel: &Path,
-    safe: &mut HashSet<PathBuf>,
-) -> Result<(), UnpackError> {
-    let parent = rel.parent().unwrap_or(Path::new(""));
-    if parent.as_os_str().is_empty() || safe.contains(parent) {
-        return Ok(());
-    }
-    let mut prefix = PathBuf::new();
-    for c in parent.components() {
-        prefix.push(c);
-        if safe.contains(&prefix) {
-            continue;
-        }
-        match fs::symlink_metadata(root.join(&prefix)) {
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(UnpackError::Escape {
-                    entry: entry.to_string(),
-                    why: format!("its parent {} is a symlink", prefix.display()),
-                });
-            }
-            Ok(m) if m.is_dir() => {
-                safe.insert(prefix.clone());
-            }
-            Ok(_) => {}
-            Err(_) => break,
-        }
-    }
-    Ok(())
+/// The dir that entries are being written into, held open (`O_PATH`) so that each entry's
+/// system calls resolve one component below it (through `/proc/self/fd/N/NAME`), not the whole
+/// path from the layer's root again: a path of k components costs O(k) once, not O(k) per
+/// call per entry, and entries of one dir cost O(1) each. Every step down is opened with
+/// `O_NOFOLLOW`, so no symlink of the layer (or a concurrent swap) can lead out of it.
+struct DirCursor {
+    root: std::os::fd::OwnedFd,
+    /// The dir's path relative to the root, and the open dir (None: the root).
+    rel: PathBuf,
+    fd: Option<std::os::fd::OwnedFd>,
+    /// Whether `/proc/self/fd` can be used; without it, plain paths from `dest`.
+    proc_fd: bool,
+    dest: PathBuf,
 }
 
-/// Forgets what `safe` knew of `rel` and below (it is being replaced or whited out).
-fn forget(safe: &mut HashSet<PathBuf>, rel: &Path) {
-    if safe.contains(rel) {
-        safe.retain(|p| !p.starts_with(rel));
+impl DirCursor {
+    fn open_dir(at: std::os::fd::BorrowedFd<'_>, name: &Path) -> nix::Result<std::os::fd::OwnedFd> {
+        use nix::fcntl::OFlag;
+        nix::fcntl::openat(
+            at,
+            name,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+    }
+
+    fn new(dest: &Path) -> io::Result<DirCursor> {
+        let root = Self::open_dir(nix::fcntl::AT_FDCWD, dest)?;
+        Ok(DirCursor {
+            root,
+            rel: PathBuf::new(),
+            fd: None,
+            proc_fd: Path::new("/proc/self/fd").is_dir(),
+            dest: dest.to_path_buf(),
+        })
+    }
+
+    fn current(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_ref().map_or(self.root.as_fd(), |f| f.as_fd())
+    }
+
+    /// Moves to the dir `rel` (relative to the root), making missing dirs (0755) when `create`.
+    fn enter(&mut self, entry: &str, rel: &Path, create: bool) -> Result<(), UnpackError> {
+        if self.rel == rel {
+            return Ok(());
+        }
+        let rest = match rel.strip_prefix(&self.rel) {
+            Ok(rest) => rest.to_path_buf(),
+            Err(_) => {
+                self.rel = PathBuf::new();
+                self.fd = None;
+                rel.to_path_buf()
+            }
+        };
+        for c in rest.components() {
+            let name = Path::new(c.as_os_str());
+            let at = self.current();
+            let opened = match Self::open_dir(at, name) {
+                Err(nix::errno::Errno::ENOENT) if create => {
+                    match nix::sys::stat::mkdirat(at, name, nix::sys::stat::Mode::from_bits_truncate(0o755)) {
+                        Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                        Err(e) => return Err(io_err(entry)(e.into())),
+                    }
+                    Self::open_dir(at, name)
+                }
+                other => other,
+            };
+            let fd = match opened {
+                Ok(fd) => fd,
+                Err(e @ (nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR)) => {
+                    let link = nix::sys::stat::fstatat(at, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+                        .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK);
+                    let prefix = self.rel.join(name);
+                    self.rel = PathBuf::new();
+                    self.fd = None;
+                    if link {
+                        return Err(UnpackError::Escape {
+                            entry: entry.to_string(),
+                            why: format!("its parent {} is a symlink", prefix.display()),
+                        });
+                    }
+                    return Err(io_err(entry)(e.into()));
+                }
+                Err(e) => {
+                    self.rel = PathBuf::new();
+                    self.fd = None;
+                    return Err(io_err(entry)(e.into()));
+                }
+            };
+            self.rel.push(name);
+            self.fd = Some(fd);
+        }
+        Ok(())
+    }
+
+    /// A path to the current dir that resolves in O(1).
+    fn dir_path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        if self.proc_fd {
+            PathBuf::from(format!("/proc/self/fd/{}", self.current().as_raw_fd()))
+        } else {
+            self.dest.join(&self.rel)
+        }
+    }
+
+    /// Sets an xattr on the current dir itself (an `O_PATH` fd, or the magic link to it, takes
+    /// none: the dir is opened for it).
+    fn set_dir_xattr(&self, key: &str, value: &[u8]) -> io::Result<()> {
+        use nix::fcntl::OFlag;
+        let fd = nix::fcntl::openat(
+            self.current(),
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        xattr::FileExt::set_xattr(&fs::File::from(fd), key, value)
+    }
+
+    /// A path to `name` in the current dir.
+    fn path(&self, name: &std::ffi::OsStr) -> PathBuf {
+        self.dir_path().join(name)
+    }
+
+    /// Forgets the open dir when `rel` (being replaced or whited out) is it or above it.
+    fn invalidate(&mut self, rel: &Path) {
+        if self.rel.starts_with(rel) {
+            self.rel = PathBuf::new();
+            self.fd = None;
+        }
     }
 }
 
@@ -196,37 +361,35 @@ pub fn unpack(reader: impl Read, dest: &Path) -> Result<String, UnpackError> {
         archive.set_unpack_xattrs(true);
         archive.set_preserve_mtime(true);
         archive.set_overwrite(true);
-        let mut safe: HashSet<PathBuf> = HashSet::new();
+        let mut cursor = DirCursor::new(dest).map_err(io_err("."))?;
+        // The parents of hard link targets, walked apart so as not to move `cursor`.
+        let mut link_cursor = DirCursor::new(dest).map_err(io_err("."))?;
         for entry in archive.entries().map_err(UnpackError::Tar)? {
             let mut entry = entry.map_err(UnpackError::Tar)?;
             let raw_path = entry.path().map_err(UnpackError::Tar)?.into_owned();
             let name = raw_path.display().to_string();
             let rel = clean_relative(&name, &raw_path)?;
-            if rel.as_os_str().is_empty() {
-                continue;
-            }
-            check_parents(dest, &name, &rel, &mut safe)?;
+            let Some(file_name) = rel.file_name().map(|n| n.to_os_string()) else { continue };
+            let parent_rel = rel.parent().unwrap_or(Path::new(""));
             let kind = entry.header().entry_type();
+            cursor.enter(&name, parent_rel, true)?;
             if !kind.is_dir() {
-                forget(&mut safe, &rel);
+                link_cursor.invalidate(&rel);
             }
-            let file_name = rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let parent = dest.join(rel.parent().unwrap_or(Path::new("")));
-            if file_name == ".wh..wh..opq" {
-                fs::create_dir_all(&parent).map_err(io_err(&name))?;
-                xattr::set(&parent, "trusted.overlay.opaque", b"y").map_err(io_err(&name))?;
+            let file_str = file_name.to_string_lossy();
+            if file_str == ".wh..wh..opq" {
+                cursor.set_dir_xattr("trusted.overlay.opaque", b"y").map_err(io_err(&name))?;
                 continue;
             }
-            if let Some(hidden) = file_name.strip_prefix(".wh.") {
+            if let Some(hidden) = file_str.strip_prefix(".wh.") {
                 if hidden.is_empty() || hidden == "." || hidden == ".." {
                     return Err(UnpackError::Escape {
                         entry: name,
                         why: "a whiteout must name a file in its dir".into(),
                     });
                 }
-                fs::create_dir_all(&parent).map_err(io_err(&name))?;
-                forget(&mut safe, &rel.with_file_name(hidden));
-                let target = parent.join(hidden);
+                link_cursor.invalidate(&rel.with_file_name(hidden));
+                let target = cursor.path(std::ffi::OsStr::new(hidden));
                 let _ = fs::remove_file(&target);
                 nix::sys::stat::mknod(
                     &target,
@@ -237,19 +400,21 @@ pub fn unpack(reader: impl Read, dest: &Path) -> Result<String, UnpackError> {
                 .map_err(|e| io_err(&name)(e.into()))?;
                 continue;
             }
-            let path = dest.join(&rel);
-            if !parent.is_dir() {
-                // The existing part of the parent was checked above: no symlink to follow.
-                fs::create_dir_all(&parent).map_err(io_err(&name))?;
-            }
+            let path = cursor.path(&file_name);
             if kind == tar::EntryType::Link {
                 // Hard links are made here, relative to the layer (tar's own code would read the
                 // target relative to the working directory); a hard link to a symlink is legal
                 // in tar and links the symlink itself.
                 let link = entry.link_name().map_err(UnpackError::Tar)?.unwrap_or_default().into_owned();
                 let link_rel = clean_relative(&name, &link)?;
-                check_parents(dest, &name, &link_rel, &mut safe)?;
-                let target = dest.join(&link_rel);
+                let Some(target_name) = link_rel.file_name() else {
+                    return Err(UnpackError::Escape {
+                        entry: name,
+                        why: "it links to the layer's root".into(),
+                    });
+                };
+                link_cursor.enter(&name, link_rel.parent().unwrap_or(Path::new("")), false)?;
+                let target = link_cursor.path(target_name);
                 if fs::symlink_metadata(&path).is_ok_and(|m| !m.is_dir()) {
                     let _ = fs::remove_file(&path);
                 }
@@ -260,8 +425,14 @@ pub fn unpack(reader: impl Read, dest: &Path) -> Result<String, UnpackError> {
                 // tar would take the symlink's target as the folder and change its mode.
                 return Err(UnpackError::Escape { entry: name, why: "it is a symlink in the layer".into() });
             }
+            if matches!(kind, tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo) {
+                // The tar crate writes these as empty regular files: made here as what they are.
+                make_special(&entry, kind, &path)
+                    .map_err(|e| UnpackError::Io { entry: name.clone(), source: e })?;
+                continue;
+            }
             let overlay_xattrs = overlay_xattrs(&mut entry).map_err(UnpackError::Tar)?;
-            // `unpack` (not `unpack_in`): the path is already made safe above, and `unpack_in`
+            // `unpack` (not `unpack_in`): the parent is open already (`cursor`), and `unpack_in`
             // would resolve every parent with readlink again for each entry (a hundred thousand
             // system calls for a Debian base layer).
             entry.unpack(&path).map_err(|e| UnpackError::Io { entry: name.clone(), source: e })?;
@@ -273,6 +444,39 @@ pub fn unpack(reader: impl Read, dest: &Path) -> Result<String, UnpackError> {
         }
     }
     hashing.finish().map_err(UnpackError::Tar)
+}
+
+/// A device node or FIFO entry at `path`, with its mode, owner and mtime.
+fn make_special<R: Read>(entry: &tar::Entry<'_, R>, kind: tar::EntryType, path: &Path) -> io::Result<()> {
+    use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+    let h = entry.header();
+    let flag = match kind {
+        tar::EntryType::Char => SFlag::S_IFCHR,
+        tar::EntryType::Block => SFlag::S_IFBLK,
+        _ => SFlag::S_IFIFO,
+    };
+    let dev = match kind {
+        tar::EntryType::Fifo => 0,
+        _ => makedev(u64::from(h.device_major()?.unwrap_or(0)), u64::from(h.device_minor()?.unwrap_or(0))),
+    };
+    if fs::symlink_metadata(path).is_ok_and(|m| !m.is_dir()) {
+        fs::remove_file(path)?;
+    }
+    let mode = h.mode()? & 0o7777;
+    mknod(path, flag, Mode::from_bits_truncate(mode), dev).map_err(io::Error::from)?;
+    // An empty owner field is 0, as GNU tar reads it.
+    std::os::unix::fs::lchown(path, Some(h.uid().unwrap_or(0) as u32), Some(h.gid().unwrap_or(0) as u32))?;
+    // mknod applies the umask; the layer's mode is what counts.
+    fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+    let mtime = nix::sys::time::TimeSpec::new(h.mtime().unwrap_or(0) as i64, 0);
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &mtime,
+        &mtime,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(io::Error::from)
 }
 
 #[cfg(test)]
@@ -323,6 +527,49 @@ mod tests {
         format!("{len}{body}")
     }
 
+    /// A path of 2,000 components (each dir its own entry, then files at the bottom) unpacks
+    /// in linear time: each entry resolves one component, not the whole path again.
+    #[test]
+    fn deep_paths_unpack_in_linear_time() {
+        let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut path = String::new();
+        let entry = |b: &mut tar::Builder<Vec<u8>>, path: &str, kind: tar::EntryType, data: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(0o755);
+            h.set_size(data.len() as u64);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            b.append_data(&mut h, path, data).unwrap();
+        };
+        for _ in 0..2000 {
+            path.push_str("d/");
+            entry(&mut b, &path, tar::EntryType::Directory, b"");
+        }
+        for i in 0..100 {
+            entry(&mut b, &format!("{path}f{i}"), tar::EntryType::Regular, b"x");
+        }
+        entry(&mut b, &format!("{path}.wh.f0"), tar::EntryType::Regular, b"");
+        let t = b.into_inner().unwrap();
+        // CPU time of this thread (user and system): wall time on a busy machine says little.
+        let cpu = || {
+            let r = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_THREAD).unwrap();
+            use nix::sys::time::TimeValLike;
+            let micros = r.user_time().num_microseconds() + r.system_time().num_microseconds();
+            std::time::Duration::from_micros(u64::try_from(micros).unwrap_or(0))
+        };
+        let started = cpu();
+        unpack(&t[..], dir.path()).unwrap();
+        let spent = cpu() - started;
+        assert!(spent < std::time::Duration::from_secs(3), "{spent:?}");
+        // The deepest dir holds the files (reached one component at a time: past PATH_MAX).
+        let mut fd = DirCursor::new(dir.path()).unwrap();
+        fd.enter("check", Path::new(path.trim_end_matches('/')), false).unwrap();
+        assert_eq!(fs::read(fd.path(std::ffi::OsStr::new("f99"))).unwrap(), b"x");
+    }
+
     #[test]
     fn whiteouts_of_dot_and_dot_dot_are_refused() {
         use tar::EntryType::*;
@@ -370,5 +617,38 @@ mod tests {
         let gone = fs::symlink_metadata(dir.path().join("d/gone")).unwrap();
         assert_eq!(gone.rdev(), 0);
         assert_eq!(xattr::get(dir.path().join("o"), "trusted.overlay.opaque").unwrap(), Some(b"y".to_vec()));
+    }
+
+    #[test]
+    fn fifos_and_devices_stay_what_they_are() {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        // Making a device node needs CAP_MKNOD: only tried as root.
+        let root = nix::unistd::geteuid().is_root();
+        let mut entries = vec![("pipe", tar::EntryType::Fifo, 0, 0)];
+        if root {
+            entries.push(("null", tar::EntryType::Char, 1, 3));
+        }
+        for (name, kind, major, minor) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(0o640);
+            h.set_size(0);
+            h.set_mtime(1000);
+            h.set_device_major(major).unwrap();
+            h.set_device_minor(minor).unwrap();
+            b.append_data(&mut h, name, io::empty()).unwrap();
+        }
+        let t = b.into_inner().unwrap();
+        unpack(&t[..], dir.path()).unwrap();
+        let pipe = fs::symlink_metadata(dir.path().join("pipe")).unwrap();
+        assert!(pipe.file_type().is_fifo());
+        assert_eq!((pipe.mode() & 0o7777, pipe.mtime()), (0o640, 1000));
+        if root {
+            let null = fs::symlink_metadata(dir.path().join("null")).unwrap();
+            assert!(null.file_type().is_char_device());
+            assert_eq!(null.rdev(), nix::sys::stat::makedev(1, 3));
+        }
     }
 }

@@ -12,11 +12,12 @@ use caps::Capability;
 use nix::sched::{CloneFlags, setns};
 use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Gid, Uid, dup2_stderr, dup2_stdin, dup2_stdout, execve, fork};
+use nix::unistd::{ForkResult, dup2_stderr, dup2_stdin, dup2_stdout, execve, fork};
 
 use super::cgroups::Cgroup;
 use super::process::{find_program, process_env, resolve_user};
 use super::spec::ContainerSpec;
+use super::syscall::Linux;
 
 /// A process to run in a running container.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -87,7 +88,7 @@ pub(crate) fn join_and_exec(
             Err(e) => fail(&format!("container process {pid} is gone: {e}")),
         }
     }
-    if let Err(e) = Cgroup::for_container(&spec.id).join_self() {
+    if let Err(e) = Cgroup::for_container(&spec.id).join_self(&Linux) {
         fail(&e.to_string());
     }
     for (name, flag, file) in &namespaces {
@@ -141,7 +142,7 @@ pub(crate) fn join_and_exec(
         fail(&e.to_string());
     }
     if let Err(e) = set_user_and_caps(caps, &user) {
-        fail(&e);
+        fail(&e.to_string());
     }
     if spec.security.no_new_privileges {
         let _ = nix::sys::prctl::set_no_new_privs();
@@ -178,24 +179,7 @@ pub(crate) fn join_and_exec(
 pub(crate) fn set_user_and_caps(
     caps: &HashSet<Capability>,
     user: &super::process::ResolvedUser,
-) -> Result<(), String> {
-    use caps::CapSet;
-    for cap in caps::all() {
-        if !caps.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
-            caps::drop(None, CapSet::Bounding, cap).map_err(|e| format!("drop {cap}: {e}"))?;
-        }
-    }
-    nix::sys::prctl::set_keepcaps(true).map_err(|e| e.to_string())?;
-    let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-    nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
-    let gid = Gid::from_raw(user.gid);
-    nix::unistd::setresgid(gid, gid, gid).map_err(|e| format!("setgid: {e}"))?;
-    let uid = Uid::from_raw(user.uid);
-    nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("setuid: {e}"))?;
-    nix::sys::prctl::set_keepcaps(false).map_err(|e| e.to_string())?;
-    caps::clear(None, CapSet::Ambient).map_err(|e| e.to_string())?;
-    caps::set(None, CapSet::Inheritable, &HashSet::new()).map_err(|e| e.to_string())?;
-    caps::set(None, CapSet::Effective, caps).map_err(|e| e.to_string())?;
-    caps::set(None, CapSet::Permitted, caps).map_err(|e| e.to_string())?;
-    Ok(())
+) -> Result<(), super::syscall::CredError> {
+    use super::syscall::Syscall;
+    Linux.set_user_and_caps(caps, user)
 }

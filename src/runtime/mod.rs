@@ -20,6 +20,7 @@ pub mod seccomp;
 pub mod shim;
 pub mod spec;
 pub mod status;
+pub mod syscall;
 pub mod timefmt;
 
 use std::collections::{BTreeMap, HashSet};
@@ -44,6 +45,7 @@ use crate::state::{
     Dirs, StateError, read_json, write_atomic_all, write_atomic_unsynced, write_json_unsynced,
 };
 use shim::{Request, Response};
+use syscall::Linux;
 
 /// Failures of runtime operations.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +89,59 @@ pub enum RuntimeError {
         /// The error.
         source: std::io::Error,
     },
+    /// The shim's socket could not be reached.
+    #[error("container {id}: shim: {sock}: {source}")]
+    ShimConnect {
+        /// The container's id.
+        id: String,
+        /// The socket.
+        sock: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Talking on the shim's socket failed.
+    #[error("container {id}: shim: {source}")]
+    ShimIo {
+        /// The container's id.
+        id: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The shim's answer is not one.
+    #[error("container {id}: shim: bad answer: {source}")]
+    ShimAnswer {
+        /// The container's id.
+        id: String,
+        /// The error.
+        source: serde_json::Error,
+    },
+    /// The container's cgroup could not be removed.
+    #[error("cgroup: {0}")]
+    Cgroup(#[source] cgroups::CgroupError),
+    /// The ulimits cannot be applied.
+    #[error("container {name}: {source}")]
+    Limits {
+        /// The container's name.
+        name: String,
+        /// What is wrong.
+        source: limits::LimitError,
+    },
+    /// An argument or variable that cannot reach `execve`.
+    #[error("container {name}: {source}")]
+    Nul {
+        /// The container's name.
+        name: String,
+        /// Which one.
+        source: NulByte,
+    },
+    /// The spec's capabilities or seccomp profile cannot be applied.
+    #[error("container {name}: {source}")]
+    Security {
+        /// The container's name.
+        name: String,
+        /// What is wrong.
+        source: SecurityError,
+    },
     /// The spec asks for something the runtime cannot do.
     #[error("container {name}: {message}")]
     Invalid {
@@ -128,33 +183,44 @@ pub struct Runtime {
     exe: PathBuf,
 }
 
+/// A container's security settings that cannot be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    /// `cap_add` or `cap_drop` names no capability.
+    #[error(transparent)]
+    Capability(#[from] capabilities::UnknownCapability),
+    /// The seccomp profile cannot be compiled.
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
+}
+
 /// The capabilities and seccomp filters a container's processes get.
 pub(crate) fn security_for(
     spec: &ContainerSpec,
-) -> std::result::Result<(HashSet<Capability>, Vec<seccompiler::BpfProgram>), String> {
+) -> std::result::Result<(HashSet<Capability>, Vec<seccompiler::BpfProgram>), SecurityError> {
     let caps = capabilities_for(spec)?;
     let filters = seccomp_for(spec, &caps)?;
     Ok((caps, filters))
 }
 
 /// The capabilities a container's processes keep.
-fn capabilities_for(spec: &ContainerSpec) -> std::result::Result<HashSet<Capability>, String> {
+fn capabilities_for(spec: &ContainerSpec) -> std::result::Result<HashSet<Capability>, SecurityError> {
     let host = capabilities::host_capabilities();
     let sec = &spec.security;
-    capabilities::effective_set(sec.privileged, &sec.cap_add, &sec.cap_drop, &host).map_err(|e| e.to_string())
+    Ok(capabilities::effective_set(sec.privileged, &sec.cap_add, &sec.cap_drop, &host)?)
 }
 
 /// The seccomp filters for a process keeping `caps`, compiled.
 fn seccomp_for(
     spec: &ContainerSpec,
     caps: &HashSet<Capability>,
-) -> std::result::Result<Vec<seccompiler::BpfProgram>, String> {
+) -> std::result::Result<Vec<seccompiler::BpfProgram>, SecurityError> {
     let sec = &spec.security;
-    match (&sec.seccomp, sec.privileged) {
-        (_, true) | (spec::SeccompMode::Unconfined, _) => Ok(Vec::new()),
-        (spec::SeccompMode::Default, _) => seccomp::default_filters(caps).map_err(|e| e.to_string()),
-        (spec::SeccompMode::Profile(p), _) => seccomp::profile_filters(p, caps).map_err(|e| e.to_string()),
-    }
+    Ok(match (&sec.seccomp, sec.privileged) {
+        (_, true) | (spec::SeccompMode::Unconfined, _) => Vec::new(),
+        (spec::SeccompMode::Default, _) => seccomp::default_filters(caps)?,
+        (spec::SeccompMode::Profile(p), _) => seccomp::profile_filters(p, caps)?,
+    })
 }
 
 /// The file beside a container's spec that keeps its compiled seccomp filters, so that
@@ -163,7 +229,7 @@ const SECCOMP_FILE: &str = "seccomp.bpf";
 
 /// The container's seccomp filters encoded as [`seccomp::encode`] writes them: the file
 /// compiled at create when it is intact, else compiled again.
-fn seccomp_stored_bytes(dirs: &Dirs, spec: &ContainerSpec) -> std::result::Result<Vec<u8>, String> {
+fn seccomp_stored_bytes(dirs: &Dirs, spec: &ContainerSpec) -> std::result::Result<Vec<u8>, SecurityError> {
     match fs::read(dirs.container(&spec.id).join(SECCOMP_FILE)).ok().filter(|b| seccomp::decode(b).is_some())
     {
         Some(bytes) => Ok(bytes),
@@ -175,7 +241,7 @@ fn seccomp_stored_bytes(dirs: &Dirs, spec: &ContainerSpec) -> std::result::Resul
 pub(crate) fn security_stored(
     dirs: &Dirs,
     spec: &ContainerSpec,
-) -> std::result::Result<(HashSet<Capability>, Vec<seccompiler::BpfProgram>), String> {
+) -> std::result::Result<(HashSet<Capability>, Vec<seccompiler::BpfProgram>), SecurityError> {
     let caps = capabilities_for(spec)?;
     let stored = fs::read(dirs.container(&spec.id).join(SECCOMP_FILE)).ok().and_then(|b| seccomp::decode(&b));
     let filters = match stored {
@@ -207,7 +273,7 @@ impl Runtime {
     /// The capabilities and filters of a new container, checked; returns the compiled filters.
     fn compile_security(&self, spec: &ContainerSpec) -> Result<Vec<seccompiler::BpfProgram>> {
         let (_, filters) = security_for(spec)
-            .map_err(|message| RuntimeError::Invalid { name: spec.name.clone(), message })?;
+            .map_err(|source| RuntimeError::Security { name: spec.name.clone(), source })?;
         Ok(filters)
     }
 
@@ -218,9 +284,11 @@ impl Runtime {
             return Err(RuntimeError::Exists(spec.id.clone()));
         }
         let invalid = |message: String| RuntimeError::Invalid { name: spec.name.clone(), message };
-        check_no_nul("command", &spec.process.args).map_err(invalid)?;
-        check_no_nul("environment", &spec.process.env).map_err(invalid)?;
-        limits::check(&spec.ulimits).map_err(|e| invalid(e.to_string()))?;
+        let nul = |source| RuntimeError::Nul { name: spec.name.clone(), source };
+        check_no_nul("command", &spec.process.args).map_err(nul)?;
+        check_no_nul("environment", &spec.process.env).map_err(nul)?;
+        limits::check(&spec.ulimits)
+            .map_err(|source| RuntimeError::Limits { name: spec.name.clone(), source })?;
         for lower in &spec.rootfs.lower_dirs {
             if !lower.is_dir() {
                 return Err(invalid(format!("image layer {} is missing", lower.display())));
@@ -292,7 +360,7 @@ impl Runtime {
         // The records as they are: the shim gets the spec's JSON and the stored filters.
         let security = || {
             let seccomp = seccomp_stored_bytes(&self.dirs, &spec)
-                .map_err(|message| RuntimeError::Invalid { name: spec.name.clone(), message })?;
+                .map_err(|source| RuntimeError::Security { name: spec.name.clone(), source })?;
             Ok((spec_json, seccomp))
         };
         self.launch(&spec, security, |_, _| Ok(()))
@@ -331,8 +399,8 @@ impl Runtime {
         };
         let make_cgroup = || {
             cgroups::Cgroup::for_container(id)
-                .create(&spec.resources, &spec.devices, spec.security.privileged)
-                .map_err(|e| e.to_string())
+                .create(&Linux, &spec.resources, &spec.devices, spec.security.privileged)
+                .map_err(|e| handoff::Failure::of(&e))
         };
         let (spawned, security, committed) = std::thread::scope(|scope| {
             let netns = fresh_netns.then(|| scope.spawn(make_netns));
@@ -343,54 +411,60 @@ impl Runtime {
             // is sent to it here is lost.
             let (spec_json, seccomp) =
                 security.as_ref().map_or((&[][..], &[][..]), |(j, s)| (&j[..], &s[..]));
-            let compiled = security.as_ref().map(|_| ()).map_err(|e| e.to_string());
+            let compiled = security.as_ref().map(|_| ()).map_err(|e| handoff::Failure::of(e));
             if spawned.is_ok() {
-                let _ = handoff::send_setup(go.as_fd(), &compiled, spec_json, seccomp);
+                let _ = handoff::send_setup(go.as_fd(), compiled.as_ref().map(|_| ()), spec_json, seccomp);
             }
             let made = make_cgroup();
             let netns = netns.and_then(|t| t.join().ok().flatten());
             if spawned.is_err() {
                 return (spawned, security, Ok(()));
             }
-            let _ = handoff::send_resources(go.as_fd(), &made, netns.as_ref().map(|f| f.as_fd()));
+            let _ = handoff::send_resources(
+                go.as_fd(),
+                made.as_ref().map(|_| ()),
+                netns.as_ref().map(|f| f.as_fd()),
+            );
             drop(netns);
             let committed =
                 if compiled.is_ok() && made.is_ok() { commit(spec_json, seccomp) } else { Ok(()) };
-            let _ =
-                handoff::send_commit(go.as_fd(), &committed.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+            let failure = committed.as_ref().err().map(|e| handoff::Failure::of(e));
+            let _ = handoff::send_commit(go.as_fd(), failure.as_ref().map_or(Ok(()), Err));
             (spawned, security, committed)
         });
         drop(go);
         let shim = match spawned {
             Ok(pid) => pid,
             Err(e) => {
-                let _ = cgroups::Cgroup::for_container(id).destroy();
+                let _ = cgroups::Cgroup::for_container(id).destroy(&Linux);
                 return Err(sys(format!("start shim {}", self.exe.display()))(e));
             }
         };
-        // One line: `ok` or `error: ...`. Not to EOF, since fds can outlive the answer.
+        // One line (see `handoff::Ready`). Not to EOF, since fds can outlive the answer.
         let mut answer = String::new();
         let _ = BufReader::new(fs::File::from(ready_r)).read_line(&mut answer);
-        let answer = answer.trim();
-        if answer == "ok" {
+        let failure = match handoff::Ready::parse(&answer) {
+            handoff::Ready::Started => None,
+            handoff::Ready::Failed { failure } => Some(failure),
+        };
+        let Some(failure) = failure else {
             // The shim lives on as this process's child (see `spawn_shim`). A thread reaps it
             // when it ends, so that a long-lived caller (a test, `up` in the foreground) does
             // not collect zombies; a caller that exits first hands it to the init process.
             reap_when_done(shim);
             return self.status(id);
-        }
+        };
         // The shim ends right after its answer; it is this process's child.
         let _ = nix::sys::wait::waitpid(shim, None);
         security?;
         committed?;
-        let message = answer.strip_prefix("error: ").unwrap_or(answer);
-        let message = if message.is_empty() { "the shim exited without a word" } else { message };
+        let message = failure.message.as_str();
         // The shim recorded the failure, maybe before `commit` wrote the first status over it;
         // this also removes a cgroup the shim tidied before it was made.
         if self.dirs.container(id).join("spec.json").exists() {
             shim::record_failure(&self.dirs, id, message);
         } else {
-            let _ = cgroups::Cgroup::for_container(id).destroy();
+            let _ = cgroups::Cgroup::for_container(id).destroy(&Linux);
         }
         Err(RuntimeError::Start { name: spec.name.clone(), message: message.to_string() })
     }
@@ -558,17 +632,18 @@ impl Runtime {
     fn request(&self, id: &str, request: &Request, timeout: Duration) -> Result<Response> {
         let sock = self.dirs.container_run(id).join("shim.sock");
         let shim_err = |message: String| RuntimeError::Shim { id: id.to_string(), message };
+        let io_err = |source| RuntimeError::ShimIo { id: id.to_string(), source };
         let mut stream =
             with_short_path(&self.dirs.container_run(id), "shim.sock", |p| UnixStream::connect(p))
-                .map_err(|e| shim_err(format!("{}: {e}", sock.display())))?;
-        stream.set_read_timeout(Some(timeout)).map_err(|e| shim_err(e.to_string()))?;
-        let mut text = serde_json::to_vec(request).map_err(|e| shim_err(e.to_string()))?;
+                .map_err(|source| RuntimeError::ShimConnect { id: id.to_string(), sock, source })?;
+        stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
+        let mut text = serde_json::to_vec(request).map_err(|e| io_err(e.into()))?;
         text.push(b'\n');
-        stream.write_all(&text).map_err(|e| shim_err(e.to_string()))?;
+        stream.write_all(&text).map_err(io_err)?;
         let mut line = String::new();
-        BufReader::new(stream).read_line(&mut line).map_err(|e| shim_err(e.to_string()))?;
-        let response: Response =
-            serde_json::from_str(&line).map_err(|e| shim_err(format!("bad answer: {e}")))?;
+        BufReader::new(stream).read_line(&mut line).map_err(io_err)?;
+        let response: Response = serde_json::from_str(&line)
+            .map_err(|source| RuntimeError::ShimAnswer { id: id.to_string(), source })?;
         if !response.ok {
             return Err(shim_err(response.error.unwrap_or_default()));
         }
@@ -607,7 +682,7 @@ impl Runtime {
     /// A container whose shim is gone: kill what is left, record it as exited.
     fn reap_orphan(&self, id: &str) -> Result<ContainerStatus> {
         let cgroup = cgroups::Cgroup::for_container(id);
-        cgroup.destroy().map_err(|e| sys("cgroup")(std::io::Error::other(e.to_string())))?;
+        cgroup.destroy(&Linux).map_err(RuntimeError::Cgroup)?;
         let path = self.dirs.container(id).join("status.json");
         let mut st: ContainerStatus = read_json(&path)?;
         st.state = State::Exited;
@@ -730,9 +805,9 @@ impl Runtime {
 
     fn check_running(&self, id: &str, exec: &ExecSpec) -> Result<()> {
         let spec = self.spec(id)?;
-        let invalid = |message: String| RuntimeError::Invalid { name: spec.name.clone(), message };
-        check_no_nul("exec command", &exec.args).map_err(invalid)?;
-        check_no_nul("exec environment", &exec.env).map_err(invalid)?;
+        let nul = |source| RuntimeError::Nul { name: spec.name.clone(), source };
+        check_no_nul("exec command", &exec.args).map_err(nul)?;
+        check_no_nul("exec environment", &exec.env).map_err(nul)?;
         let st = self.status(id)?;
         if st.state != State::Running || st.pid == 0 {
             return Err(RuntimeError::NotRunning(spec.name));
@@ -749,7 +824,7 @@ impl Runtime {
             return Err(RuntimeError::NotRunning(spec.name));
         }
         let (caps, filters) = security_stored(&self.dirs, &spec)
-            .map_err(|message| RuntimeError::Invalid { name: spec.name.clone(), message })?;
+            .map_err(|source| RuntimeError::Security { name: spec.name.clone(), source })?;
         exec::join_and_exec(&spec, &caps, &filters, st.pid, exec, None)
     }
 
@@ -904,11 +979,23 @@ pub fn new_id() -> Result<String> {
 
 /// Refuses strings that cannot reach `execve`: a NUL byte would cut the argument short (or,
 /// converted carelessly, make it empty) instead of failing.
-fn check_no_nul(what: &str, values: &[String]) -> std::result::Result<(), String> {
+fn check_no_nul(what: &'static str, values: &[String]) -> std::result::Result<(), NulByte> {
     match values.iter().position(|v| v.contains('\0')) {
-        Some(i) => Err(format!("{what}: entry {} ({:?}) contains a NUL byte", i + 1, values[i])),
+        Some(i) => Err(NulByte { what, entry: i + 1, value: values[i].clone() }),
         None => Ok(()),
     }
+}
+
+/// A string with a NUL byte where `execve` needs C strings.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}: entry {entry} ({value:?}) contains a NUL byte")]
+pub struct NulByte {
+    /// The list (`command`, `environment`, ...).
+    pub what: &'static str,
+    /// Its entry, from 1.
+    pub entry: usize,
+    /// The entry.
+    pub value: String,
 }
 
 /// The variable that tells the shim its ready fd.

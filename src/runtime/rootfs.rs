@@ -5,14 +5,14 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
-use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Component, Path, PathBuf};
 
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+use nix::mount::{MntFlags, MsFlags};
+use nix::sys::stat::{SFlag, makedev};
 
 use super::cgroups::Cgroup;
 use super::spec::{ContainerSpec, MountKind, MountSpec};
+use super::syscall::Syscall;
 
 /// A step of building the rootfs that failed.
 #[derive(Debug, thiserror::Error)]
@@ -28,14 +28,16 @@ pub struct RootfsError {
 
 type Result<T> = std::result::Result<T, RootfsError>;
 
-fn fail(what: &'static str, path: impl AsRef<Path>) -> impl FnOnce(nix::errno::Errno) -> RootfsError {
-    let path = path.as_ref().display().to_string();
-    move |e| RootfsError { what, path, source: io::Error::from(e) }
-}
-
-fn fail_io(what: &'static str, path: impl AsRef<Path>) -> impl FnOnce(io::Error) -> RootfsError {
+fn fail(what: &'static str, path: impl AsRef<Path>) -> impl FnOnce(io::Error) -> RootfsError {
     let path = path.as_ref().display().to_string();
     move |source| RootfsError { what, path, source }
+}
+
+impl RootfsError {
+    /// The errno, when the kernel gave one.
+    pub fn errno(&self) -> Option<i32> {
+        self.source.raw_os_error()
+    }
 }
 
 /// Paths docker hides from containers (files get /dev/null, dirs an empty read-only tmpfs).
@@ -95,7 +97,7 @@ pub fn secure_join(root: &Path, target: impl AsRef<Path>) -> Result<PathBuf> {
                         source: io::Error::from_raw_os_error(libc::ELOOP),
                     });
                 }
-                let dest = fs::read_link(root.join(&candidate)).map_err(fail_io("readlink", &candidate))?;
+                let dest = fs::read_link(root.join(&candidate)).map_err(fail("readlink", &candidate))?;
                 if dest.is_absolute() {
                     resolved = PathBuf::new();
                 }
@@ -121,12 +123,12 @@ fn ensure(path: &Path, dir: bool) -> Result<()> {
         return Ok(());
     }
     if dir {
-        fs::create_dir_all(path).map_err(fail_io("mkdir", path))
+        fs::create_dir_all(path).map_err(fail("mkdir", path))
     } else {
         if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(fail_io("mkdir", parent))?;
+            fs::create_dir_all(parent).map_err(fail("mkdir", parent))?;
         }
-        fs::File::create(path).map(drop).map_err(fail_io("create", path))
+        fs::File::create(path).map(drop).map_err(fail("create", path))
     }
 }
 
@@ -142,8 +144,14 @@ fn overlay_options(dirs: &RootfsDirs, lowers: &[PathBuf]) -> String {
 
 /// Builds the rootfs in the current (new) mount namespace, up to and including `pivot_root`.
 /// Runs in the container's init before it drops privileges.
-pub fn build(spec: &ContainerSpec, dirs: &RootfsDirs, console: Option<&Path>, cgroup: &Cgroup) -> Result<()> {
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+pub fn build(
+    sys: &dyn Syscall,
+    spec: &ContainerSpec,
+    dirs: &RootfsDirs,
+    console: Option<&Path>,
+    cgroup: &Cgroup,
+) -> Result<()> {
+    sys.mount(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)
         .map_err(fail("make private", "/"))?;
     let options = overlay_options(dirs, &spec.rootfs.lower_dirs);
     if options.len() >= 4000 {
@@ -162,23 +170,24 @@ pub fn build(spec: &ContainerSpec, dirs: &RootfsDirs, console: Option<&Path>, cg
     // berth reuses it on purpose (restarts) and removes the mark first.
     let _ = fs::remove_dir_all(dirs.work.join("work/incompat/volatile"));
     let volatile = format!("{options},volatile");
-    if let Err(e) = mount(Some("overlay"), root, Some("overlay"), MsFlags::empty(), Some(volatile.as_str())) {
+    let overlay = Some(Path::new("overlay"));
+    if let Err(e) = sys.mount(overlay, root, Some("overlay"), MsFlags::empty(), Some(volatile.as_str())) {
         // Kernels before 5.10 know no `volatile`.
-        if e != nix::errno::Errno::EINVAL {
+        if e.raw_os_error() != Some(libc::EINVAL) {
             return Err(fail("mount overlay", root)(e));
         }
-        mount(Some("overlay"), root, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
+        sys.mount(overlay, root, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
             .map_err(fail("mount overlay", root))?;
     }
 
-    mount_proc_and_sys(spec, root)?;
+    mount_proc_and_sys(sys, spec, root)?;
     let cgroup_dir = secure_join(root, "/sys/fs/cgroup")?;
-    cgroup.mount_view(&cgroup_dir, spec.security.privileged).map_err(|e| RootfsError {
+    cgroup.mount_view(sys, &cgroup_dir, spec.security.privileged).map_err(|e| RootfsError {
         what: "mount cgroup",
         path: e.path.display().to_string(),
         source: e.source,
     })?;
-    mount_dev(spec, root, console)?;
+    mount_dev(sys, spec, root, console)?;
 
     for (file, target) in [
         (&spec.etc_files.hosts, "/etc/hosts"),
@@ -188,38 +197,38 @@ pub fn build(spec: &ContainerSpec, dirs: &RootfsDirs, console: Option<&Path>, cg
         if let Some(source) = file {
             let dest = secure_join(root, target)?;
             ensure(&dest, false)?;
-            bind(source, &dest, false)?;
+            bind(sys, source, &dest, false)?;
         }
     }
     for m in &spec.mounts {
-        mount_one(root, m)?;
+        mount_one(sys, root, m)?;
     }
-    pivot(root)
+    pivot(sys, root)
 }
 
-fn mount_proc_and_sys(spec: &ContainerSpec, root: &Path) -> Result<()> {
+fn mount_proc_and_sys(sys: &dyn Syscall, spec: &ContainerSpec, root: &Path) -> Result<()> {
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
     let proc_dir = secure_join(root, "/proc")?;
     ensure(&proc_dir, true)?;
-    mount(Some("proc"), &proc_dir, Some("proc"), nosuid, None::<&str>)
+    sys.mount(Some(Path::new("proc")), &proc_dir, Some("proc"), nosuid, None)
         .map_err(fail("mount proc", &proc_dir))?;
-    let sys = secure_join(root, "/sys")?;
-    ensure(&sys, true)?;
+    let sysfs = secure_join(root, "/sys")?;
+    ensure(&sysfs, true)?;
     let ro = if spec.security.privileged { MsFlags::empty() } else { MsFlags::MS_RDONLY };
-    if mount(Some("sysfs"), &sys, Some("sysfs"), nosuid | ro, None::<&str>).is_err() {
+    if sys.mount(Some(Path::new("sysfs")), &sysfs, Some("sysfs"), nosuid | ro, None).is_err() {
         // Without a network namespace of its own the kernel refuses a new sysfs; bind the host's.
-        mount(Some("/sys"), &sys, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-            .map_err(fail("bind /sys", &sys))?;
-        remount_ro(&sys, MsFlags::MS_REC)?;
+        sys.mount(Some(Path::new("/sys")), &sysfs, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
+            .map_err(fail("bind /sys", &sysfs))?;
+        remount_ro(sys, &sysfs, MsFlags::MS_REC)?;
     }
     Ok(())
 }
 
-fn mount_dev(spec: &ContainerSpec, root: &Path, console: Option<&Path>) -> Result<()> {
+fn mount_dev(sys: &dyn Syscall, spec: &ContainerSpec, root: &Path, console: Option<&Path>) -> Result<()> {
     let dev = secure_join(root, "/dev")?;
     ensure(&dev, true)?;
-    mount(
-        Some("tmpfs"),
+    sys.mount(
+        Some(Path::new("tmpfs")),
         &dev,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
@@ -230,10 +239,8 @@ fn mount_dev(spec: &ContainerSpec, root: &Path, console: Option<&Path>) -> Resul
         [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
     {
         let path = dev.join(name);
-        mknod(&path, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(major, minor))
-            .map_err(fail("mknod", &path))?;
-        // mknod honours the umask; the nodes must be usable by every user.
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).map_err(fail_io("chmod", &path))?;
+        // Mode 0666 after the umask too: the nodes must be usable by every user.
+        sys.mknod(&path, SFlag::S_IFCHR, 0o666, makedev(major, minor)).map_err(fail("mknod", &path))?;
     }
     for (link, dest) in [
         ("fd", "/proc/self/fd"),
@@ -243,12 +250,12 @@ fn mount_dev(spec: &ContainerSpec, root: &Path, console: Option<&Path>) -> Resul
         ("ptmx", "pts/ptmx"),
         ("core", "/proc/kcore"),
     ] {
-        symlink(dest, dev.join(link)).map_err(fail_io("symlink", dev.join(link)))?;
+        sys.symlink(Path::new(dest), &dev.join(link)).map_err(fail("symlink", dev.join(link)))?;
     }
     let pts = dev.join("pts");
     ensure(&pts, true)?;
-    mount(
-        Some("devpts"),
+    sys.mount(
+        Some(Path::new("devpts")),
         &pts,
         Some("devpts"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
@@ -258,8 +265,8 @@ fn mount_dev(spec: &ContainerSpec, root: &Path, console: Option<&Path>) -> Resul
     let shm = dev.join("shm");
     ensure(&shm, true)?;
     let shm_size = spec.shm_size.unwrap_or(64 * 1024 * 1024);
-    mount(
-        Some("shm"),
+    sys.mount(
+        Some(Path::new("shm")),
         &shm,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV,
@@ -268,48 +275,38 @@ fn mount_dev(spec: &ContainerSpec, root: &Path, console: Option<&Path>) -> Resul
     .map_err(fail("mount /dev/shm", &shm))?;
     let mqueue = dev.join("mqueue");
     ensure(&mqueue, true)?;
-    mount(
-        Some("mqueue"),
+    sys.mount(
+        Some(Path::new("mqueue")),
         &mqueue,
         Some("mqueue"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV,
-        None::<&str>,
+        None,
     )
     .map_err(fail("mount mqueue", &mqueue))?;
     if let Some(console) = console {
         let target = dev.join("console");
         ensure(&target, false)?;
-        bind(console, &target, false)?;
+        bind(sys, console, &target, false)?;
     }
     for d in &spec.devices {
         let target = secure_join(root, &d.container_path)?;
         ensure(&target, false)?;
-        bind(&d.host_path, &target, false)?;
+        bind(sys, &d.host_path, &target, false)?;
     }
     Ok(())
 }
 
-fn bind(source: &Path, target: &Path, recursive: bool) -> Result<()> {
+fn bind(sys: &dyn Syscall, source: &Path, target: &Path, recursive: bool) -> Result<()> {
     let flags = if recursive { MsFlags::MS_BIND | MsFlags::MS_REC } else { MsFlags::MS_BIND };
-    mount(Some(source), target, None::<&str>, flags, None::<&str>).map_err(fail("bind", target))
+    sys.mount(Some(source), target, None, flags, None).map_err(fail("bind", target))
 }
 
-fn remount_ro(target: &Path, extra: MsFlags) -> Result<()> {
+fn remount_ro(sys: &dyn Syscall, target: &Path, extra: MsFlags) -> Result<()> {
     // A bind mount keeps its source's flags; read-only needs a second, remounting call, and
     // that call must repeat the flags the kernel locked (nosuid and friends) or it is refused.
-    let statfs = nix::sys::statvfs::statvfs(target).map_err(fail("statvfs", target))?;
-    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | extra;
-    use nix::sys::statvfs::FsFlags;
-    for (f, m) in [
-        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
-        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
-        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
-    ] {
-        if statfs.flags().contains(f) {
-            flags |= m;
-        }
-    }
-    mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(fail("remount read-only", target))
+    let locked = sys.locked_flags(target).map_err(fail("statvfs", target))?;
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | extra | locked;
+    sys.mount(None, target, None, flags, None).map_err(fail("remount read-only", target))
 }
 
 fn propagation_flags(name: Option<&str>) -> MsFlags {
@@ -323,23 +320,17 @@ fn propagation_flags(name: Option<&str>) -> MsFlags {
     }
 }
 
-fn mount_one(root: &Path, m: &MountSpec) -> Result<()> {
+fn mount_one(sys: &dyn Syscall, root: &Path, m: &MountSpec) -> Result<()> {
     let target = secure_join(root, &m.target)?;
     match &m.kind {
         MountKind::Bind { source, propagation, non_recursive } => {
-            let is_dir = fs::metadata(source).map_err(fail_io("bind source", source))?.is_dir();
+            let is_dir = fs::metadata(source).map_err(fail("bind source", source))?.is_dir();
             ensure(&target, is_dir)?;
-            bind(source, &target, !non_recursive)?;
-            mount(
-                None::<&str>,
-                &target,
-                None::<&str>,
-                propagation_flags(propagation.as_deref()),
-                None::<&str>,
-            )
-            .map_err(fail("set propagation", &target))?;
+            bind(sys, source, &target, !non_recursive)?;
+            sys.mount(None, &target, None, propagation_flags(propagation.as_deref()), None)
+                .map_err(fail("set propagation", &target))?;
             if m.read_only {
-                remount_ro(&target, if *non_recursive { MsFlags::empty() } else { MsFlags::MS_REC })?;
+                remount_ro(sys, &target, if *non_recursive { MsFlags::empty() } else { MsFlags::MS_REC })?;
             }
         }
         MountKind::Tmpfs { size, mode } => {
@@ -352,53 +343,58 @@ fn mount_one(root: &Path, m: &MountSpec) -> Result<()> {
             if m.read_only {
                 flags |= MsFlags::MS_RDONLY;
             }
-            mount(Some("tmpfs"), &target, Some("tmpfs"), flags, Some(data.as_str()))
+            sys.mount(Some(Path::new("tmpfs")), &target, Some("tmpfs"), flags, Some(data.as_str()))
                 .map_err(fail("mount tmpfs", &target))?;
         }
     }
     Ok(())
 }
 
-fn pivot(root: &Path) -> Result<()> {
-    nix::unistd::chdir(root).map_err(fail("chdir", root))?;
+fn pivot(sys: &dyn Syscall, root: &Path) -> Result<()> {
+    sys.chdir(root).map_err(fail("chdir", root))?;
     // pivot_root(".", ".") stacks the old root under the new one; detaching "." then drops it
     // without needing a dir for it inside the container (runc's trick).
-    nix::unistd::pivot_root(".", ".").map_err(fail("pivot_root", root))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(fail("detach old root", "/"))?;
-    nix::unistd::chdir("/").map_err(fail("chdir", "/"))
+    let here = Path::new(".");
+    sys.pivot_root(here, here).map_err(fail("pivot_root", root))?;
+    sys.umount(here, MntFlags::MNT_DETACH).map_err(fail("detach old root", "/"))?;
+    sys.chdir(Path::new("/")).map_err(fail("chdir", "/"))
 }
 
 /// After `pivot_root`: hides docker's masked paths and makes its read-only paths read-only.
-pub fn protect_paths() -> Result<()> {
+/// `root` is `/` (the container's, after `pivot_root`); tests give a dir standing for it.
+pub fn protect_paths(sys: &dyn Syscall, root: &Path) -> Result<()> {
+    let under = |path: &str| root.join(path.trim_start_matches('/'));
     for path in MASKED_PATHS {
-        let Ok(meta) = fs::symlink_metadata(path) else { continue };
+        let path = under(path);
+        let Ok(meta) = fs::symlink_metadata(&path) else { continue };
         if meta.is_dir() {
-            mount(Some("tmpfs"), path, Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>)
-                .map_err(fail("mask", path))?;
+            sys.mount(Some(Path::new("tmpfs")), &path, Some("tmpfs"), MsFlags::MS_RDONLY, None)
+                .map_err(fail("mask", &path))?;
         } else {
-            bind(Path::new("/dev/null"), Path::new(path), false)?;
+            bind(sys, Path::new("/dev/null"), &path, false)?;
         }
     }
     for path in READONLY_PATHS {
-        if fs::symlink_metadata(path).is_err() {
+        let path = under(path);
+        if fs::symlink_metadata(&path).is_err() {
             continue;
         }
-        bind(Path::new(path), Path::new(path), true)?;
-        remount_ro(Path::new(path), MsFlags::MS_REC)?;
+        bind(sys, &path, &path, true)?;
+        remount_ro(sys, &path, MsFlags::MS_REC)?;
     }
     Ok(())
 }
 
 /// Makes `/` read-only (`read_only: true`); the mounts under it keep their own flags.
-pub fn make_root_readonly() -> Result<()> {
-    remount_ro(Path::new("/"), MsFlags::empty())
+pub fn make_root_readonly(sys: &dyn Syscall) -> Result<()> {
+    remount_ro(sys, Path::new("/"), MsFlags::empty())
 }
 
 /// Writes namespaced sysctls through `/proc/sys` (before it is made read-only).
-pub fn write_sysctls(sysctls: &std::collections::BTreeMap<String, String>) -> Result<()> {
+pub fn write_sysctls(sys: &dyn Syscall, sysctls: &std::collections::BTreeMap<String, String>) -> Result<()> {
     for (key, value) in sysctls {
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
-        fs::write(&path, value).map_err(fail_io("sysctl", &path))?;
+        sys.write(Path::new(&path), value).map_err(fail("sysctl", &path))?;
     }
     Ok(())
 }
@@ -407,7 +403,7 @@ pub fn write_sysctls(sysctls: &std::collections::BTreeMap<String, String>) -> Re
 pub fn ensure_workdir(cwd: &str, uid: u32, gid: u32) -> Result<()> {
     let path = Path::new(if cwd.is_empty() { "/" } else { cwd });
     if fs::metadata(path).is_err() {
-        fs::create_dir_all(path).map_err(fail_io("create working dir", path))?;
+        fs::create_dir_all(path).map_err(fail("create working dir", path))?;
         let _ = nix::unistd::chown(path, Some(uid.into()), Some(gid.into()));
     }
     Ok(())
@@ -416,6 +412,7 @@ pub fn ensure_workdir(cwd: &str, uid: u32, gid: u32) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::symlink;
 
     #[test]
     fn secure_join_stays_inside_root() {
@@ -442,5 +439,275 @@ mod tests {
             "lowerdir=/l1:/l0,upperdir=/u,workdir=/w"
         );
         assert_eq!(overlay_options(&dirs, &[]), "lowerdir=/e,upperdir=/u,workdir=/w");
+    }
+}
+
+#[cfg(test)]
+mod sequence_tests {
+    //! The mount sequence of a container, from the calls it makes (no root needed: the
+    //! recorder makes none; mount points are made in a temporary dir standing for the rootfs).
+    use super::*;
+    use crate::runtime::spec::{DeviceSpec, EtcFiles, MountKind, MountSpec};
+    use crate::runtime::syscall::Recorder;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        dirs: RootfsDirs,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+            let p = dir.path();
+            let dirs = RootfsDirs {
+                rootfs: p.join("rootfs"),
+                upper: p.join("upper"),
+                work: p.join("work"),
+                empty: p.join("empty"),
+            };
+            fs::create_dir_all(&dirs.rootfs).unwrap();
+            fs::create_dir_all(p.join("host/data")).unwrap();
+            fs::write(p.join("host/hosts"), "").unwrap();
+            fs::write(p.join("host/config.yml"), "").unwrap();
+            Fixture { dir, dirs }
+        }
+
+        fn host(&self, rel: &str) -> PathBuf {
+            self.dir.path().join("host").join(rel)
+        }
+
+        fn recorder(&self) -> Recorder {
+            Recorder::under(self.dir.path())
+        }
+
+        fn cgroup(&self) -> Cgroup {
+            Cgroup::v2(&self.dir.path().join("cgroup"), "c1")
+        }
+    }
+
+    fn spec(f: &Fixture) -> ContainerSpec {
+        let mut spec = ContainerSpec::default();
+        spec.rootfs.lower_dirs = vec!["/layers/0".into(), "/layers/1".into()];
+        spec.etc_files = EtcFiles { hosts: Some(f.host("hosts")), ..EtcFiles::default() };
+        spec.mounts = vec![
+            MountSpec {
+                target: "/data".into(),
+                kind: MountKind::Bind {
+                    source: f.host("data"),
+                    propagation: Some("rshared".into()),
+                    non_recursive: false,
+                },
+                read_only: false,
+                volume: Some("data".into()),
+            },
+            MountSpec {
+                target: "/etc/app/config.yml".into(),
+                kind: MountKind::Bind {
+                    source: f.host("config.yml"),
+                    propagation: None,
+                    non_recursive: true,
+                },
+                read_only: true,
+                volume: None,
+            },
+            MountSpec {
+                target: "/run".into(),
+                kind: MountKind::Tmpfs { size: Some(1 << 20), mode: Some(0o755) },
+                read_only: false,
+                volume: None,
+            },
+        ];
+        spec.devices = vec![DeviceSpec {
+            host_path: "/dev/fuse".into(),
+            container_path: "/dev/fuse".into(),
+            permissions: "rwm".into(),
+        }];
+        spec.shm_size = Some(128 << 20);
+        spec
+    }
+
+    #[test]
+    fn a_container_is_built_with_dockers_mounts_in_order() {
+        let f = Fixture::new();
+        let sys = f.recorder();
+        build(&sys, &spec(&f), &f.dirs, None, &f.cgroup()).unwrap();
+        let overlay = "lowerdir=/layers/1:/layers/0,upperdir=/upper,workdir=/work"
+            .replace("/upper", &f.dirs.upper.display().to_string());
+        let overlay = overlay.replace("/work", &f.dirs.work.display().to_string());
+        assert_eq!(
+            sys.calls(),
+            [
+                "mount - / - REC|PRIVATE".to_string(),
+                format!("mount overlay /rootfs overlay - {overlay},volatile"),
+                "mount proc /rootfs/proc proc NOSUID|NODEV|NOEXEC".into(),
+                "mount sysfs /rootfs/sys sysfs RDONLY|NOSUID|NODEV|NOEXEC".into(),
+                "mount cgroup2 /rootfs/sys/fs/cgroup cgroup2 RDONLY|NOSUID|NODEV|NOEXEC".into(),
+                "mount tmpfs /rootfs/dev tmpfs NOSUID|STRICTATIME mode=755,size=65536k".into(),
+                "mknod /rootfs/dev/null c 1:3 666".into(),
+                "mknod /rootfs/dev/zero c 1:5 666".into(),
+                "mknod /rootfs/dev/full c 1:7 666".into(),
+                "mknod /rootfs/dev/random c 1:8 666".into(),
+                "mknod /rootfs/dev/urandom c 1:9 666".into(),
+                "mknod /rootfs/dev/tty c 5:0 666".into(),
+                "symlink /rootfs/dev/fd -> /proc/self/fd".into(),
+                "symlink /rootfs/dev/stdin -> /proc/self/fd/0".into(),
+                "symlink /rootfs/dev/stdout -> /proc/self/fd/1".into(),
+                "symlink /rootfs/dev/stderr -> /proc/self/fd/2".into(),
+                "symlink /rootfs/dev/ptmx -> pts/ptmx".into(),
+                "symlink /rootfs/dev/core -> /proc/kcore".into(),
+                "mount devpts /rootfs/dev/pts devpts NOSUID|NOEXEC newinstance,ptmxmode=0666,mode=0620,gid=5"
+                    .into(),
+                "mount shm /rootfs/dev/shm tmpfs NOSUID|NODEV|NOEXEC mode=1777,size=134217728".into(),
+                "mount mqueue /rootfs/dev/mqueue mqueue NOSUID|NODEV|NOEXEC".into(),
+                "mount /dev/fuse /rootfs/dev/fuse - BIND".into(),
+                "mount /host/hosts /rootfs/etc/hosts - BIND".into(),
+                // A volume: recursive bind, then its propagation.
+                "mount /host/data /rootfs/data - BIND|REC".into(),
+                "mount - /rootfs/data - REC|SHARED".into(),
+                // A read-only file bind, non-recursive: rprivate, then the read-only remount.
+                "mount /host/config.yml /rootfs/etc/app/config.yml - BIND".into(),
+                "mount - /rootfs/etc/app/config.yml - REC|PRIVATE".into(),
+                "mount - /rootfs/etc/app/config.yml - RDONLY|REMOUNT|BIND".into(),
+                "mount tmpfs /rootfs/run tmpfs NOSUID|NODEV mode=755,size=1048576".into(),
+                "chdir /rootfs".into(),
+                "pivot_root . .".into(),
+                "umount . MntFlags(MNT_DETACH)".into(),
+                "chdir /".into(),
+            ]
+        );
+        // The mount points were made inside the rootfs, a file for a file.
+        assert!(f.dirs.rootfs.join("data").is_dir());
+        assert!(f.dirs.rootfs.join("etc/app/config.yml").is_file());
+        assert!(f.dirs.rootfs.join("dev/pts").is_dir());
+    }
+
+    #[test]
+    fn a_privileged_container_gets_writable_sys_and_cgroups() {
+        let f = Fixture::new();
+        let sys = f.recorder();
+        let mut spec = spec(&f);
+        spec.security.privileged = true;
+        build(&sys, &spec, &f.dirs, None, &f.cgroup()).unwrap();
+        let calls = sys.calls();
+        assert!(calls.contains(&"mount sysfs /rootfs/sys sysfs NOSUID|NODEV|NOEXEC".to_string()));
+        assert!(
+            calls.contains(&"mount cgroup2 /rootfs/sys/fs/cgroup cgroup2 NOSUID|NODEV|NOEXEC".to_string())
+        );
+    }
+
+    #[test]
+    fn sysfs_refused_binds_the_hosts_read_only_and_old_kernels_get_overlay_without_volatile() {
+        let f = Fixture::new();
+        let mut sys = f.recorder();
+        sys.fail_on = Some(("volatile".into(), libc::EINVAL));
+        let mut locked = std::collections::BTreeMap::new();
+        locked.insert(f.dirs.rootfs.join("sys"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC);
+        sys.locked = locked;
+        let spec = spec(&f);
+        build(&sys, &spec, &f.dirs, None, &f.cgroup()).unwrap();
+        let overlay = sys.calls_starting("mount overlay");
+        assert_eq!(overlay.len(), 1);
+        assert!(!overlay[0].contains("volatile"));
+
+        let f = Fixture::new();
+        let mut sys = f.recorder();
+        sys.fail_on = Some(("mount sysfs".into(), libc::EPERM));
+        sys.locked.insert(f.dirs.rootfs.join("sys"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC);
+        build(&sys, &spec, &f.dirs, None, &f.cgroup()).unwrap();
+        let calls = sys.calls();
+        let at = calls.iter().position(|c| c == "mount /sys /rootfs/sys - BIND|REC").unwrap();
+        // The remount repeats the flags the kernel locked on the bind.
+        assert_eq!(calls[at + 1], "mount - /rootfs/sys - RDONLY|NOSUID|NOEXEC|REMOUNT|BIND|REC");
+    }
+
+    #[test]
+    fn a_failed_call_stops_the_build_and_keeps_its_errno() {
+        let f = Fixture::new();
+        let mut sys = f.recorder();
+        sys.fail_on = Some(("mount overlay".into(), libc::EPERM));
+        let err = build(&sys, &spec(&f), &f.dirs, None, &f.cgroup()).unwrap_err();
+        assert_eq!(err.what, "mount overlay");
+        assert_eq!(err.errno(), Some(libc::EPERM));
+        assert_eq!(sys.calls(), ["mount - / - REC|PRIVATE"]);
+
+        let f = Fixture::new();
+        let mut sys = f.recorder();
+        sys.fail_on = Some(("/rootfs/data - BIND".into(), libc::ENOENT));
+        let err = build(&sys, &spec(&f), &f.dirs, None, &f.cgroup()).unwrap_err();
+        assert_eq!((err.what, err.errno()), ("bind", Some(libc::ENOENT)));
+        assert!(err.path.ends_with("rootfs/data"));
+        assert!(sys.calls_starting("pivot_root").is_empty());
+    }
+
+    #[test]
+    fn a_tty_gets_its_console_and_a_v1_host_a_tmpfs_of_binds() {
+        let f = Fixture::new();
+        let sys = f.recorder();
+        let root = f.dir.path().join("cgroup");
+        let cgroup =
+            Cgroup::v1(&root, "c1", &[("memory", "memory"), ("cpu", "cpu,cpuacct"), ("pids", "pids")]);
+        build(&sys, &spec(&f), &f.dirs, Some(Path::new("/dev/pts/3")), &cgroup).unwrap();
+        let calls = sys.calls();
+        assert!(calls.contains(&"mount /dev/pts/3 /rootfs/dev/console - BIND".to_string()));
+        let view: Vec<String> =
+            calls.iter().filter(|c| c.contains("/rootfs/sys/fs/cgroup")).cloned().collect();
+        assert_eq!(
+            view,
+            [
+                "mount tmpfs /rootfs/sys/fs/cgroup tmpfs NOSUID|NODEV|NOEXEC mode=755",
+                "mkdir /rootfs/sys/fs/cgroup/memory",
+                "mount /cgroup/memory/berth/c1 /rootfs/sys/fs/cgroup/memory - BIND",
+                "mount - /rootfs/sys/fs/cgroup/memory - RDONLY|NOSUID|NODEV|NOEXEC|REMOUNT|BIND",
+                "mkdir /rootfs/sys/fs/cgroup/cpu,cpuacct",
+                "mount /cgroup/cpu/berth/c1 /rootfs/sys/fs/cgroup/cpu,cpuacct - BIND",
+                "mount - /rootfs/sys/fs/cgroup/cpu,cpuacct - RDONLY|NOSUID|NODEV|NOEXEC|REMOUNT|BIND",
+                "symlink /rootfs/sys/fs/cgroup/cpu -> cpu,cpuacct",
+                "symlink /rootfs/sys/fs/cgroup/cpuacct -> cpu,cpuacct",
+                "mkdir /rootfs/sys/fs/cgroup/pids",
+                "mount /cgroup/pids/berth/c1 /rootfs/sys/fs/cgroup/pids - BIND",
+                "mount - /rootfs/sys/fs/cgroup/pids - RDONLY|NOSUID|NODEV|NOEXEC|REMOUNT|BIND",
+                "mount - /rootfs/sys/fs/cgroup - RDONLY|NOSUID|NODEV|NOEXEC|REMOUNT mode=755",
+            ]
+        );
+    }
+
+    #[test]
+    fn masked_paths_are_hidden_and_readonly_paths_remounted() {
+        let f = Fixture::new();
+        let root = f.dir.path().join("root");
+        for d in ["proc/acpi", "proc/sys", "proc/bus", "sys/firmware"] {
+            fs::create_dir_all(root.join(d)).unwrap();
+        }
+        fs::write(root.join("proc/kcore"), "").unwrap();
+        fs::write(root.join("proc/sysrq-trigger"), "").unwrap();
+        let mut sys = f.recorder();
+        sys.locked.insert(root.join("proc/sys"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
+        protect_paths(&sys, &root).unwrap();
+        assert_eq!(
+            sys.calls(),
+            [
+                "mount tmpfs /root/proc/acpi tmpfs RDONLY",
+                "mount /dev/null /root/proc/kcore - BIND",
+                "mount tmpfs /root/sys/firmware tmpfs RDONLY",
+                "mount /root/proc/bus /root/proc/bus - BIND|REC",
+                "mount - /root/proc/bus - RDONLY|REMOUNT|BIND|REC",
+                "mount /root/proc/sys /root/proc/sys - BIND|REC",
+                "mount - /root/proc/sys - RDONLY|NOSUID|NODEV|NOEXEC|REMOUNT|BIND|REC",
+                "mount /root/proc/sysrq-trigger /root/proc/sysrq-trigger - BIND|REC",
+                "mount - /root/proc/sysrq-trigger - RDONLY|REMOUNT|BIND|REC",
+            ]
+        );
+    }
+
+    #[test]
+    fn sysctls_and_a_read_only_root() {
+        let sys = Recorder::default();
+        let sysctls = [("net.core.somaxconn".to_string(), "1024".to_string())].into_iter().collect();
+        write_sysctls(&sys, &sysctls).unwrap();
+        make_root_readonly(&sys).unwrap();
+        assert_eq!(
+            sys.calls(),
+            ["write /proc/sys/net/core/somaxconn 1024", "mount - / - RDONLY|REMOUNT|BIND"]
+        );
     }
 }

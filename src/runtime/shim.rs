@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cgroups::Cgroup;
 use super::exec::{ExecSpec, join_and_exec};
+use super::handoff::{Failure, Ready};
 use super::init::{InitContext, container_main};
 use super::lifecycle::{Action, Event, Lifecycle, Rules};
 use super::log::LogWriter;
@@ -31,6 +32,7 @@ use super::process::SignalName;
 use super::rootfs::RootfsDirs;
 use super::spec::{ContainerSpec, IpcNamespace, NetNamespace};
 use super::status::{ContainerStatus, State};
+use super::syscall::Linux;
 use crate::state::{Dirs, write_json_unsynced};
 
 /// A request on the shim's socket (one JSON line).
@@ -70,6 +72,74 @@ pub struct Response {
     pub error: Option<String>,
     /// The status after the request.
     pub status: ContainerStatus,
+}
+
+/// Why the shim could not make or start the container. Rendered as before the types: the
+/// text is what `berth` shows and records; the errno is kept for the ready pipe. (No variant
+/// is `transparent`: the wrapped error must stay on the chain of sources, where
+/// [`errno_of`](super::syscall::errno_of) finds it.)
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ShimError {
+    /// The handoff with the launcher failed, or the launcher's step did.
+    #[error("{0}")]
+    Handoff(#[from] super::handoff::HandoffError),
+    /// The launcher's spec is not a spec.
+    #[error("the launcher's spec: {0}")]
+    Spec(#[source] serde_json::Error),
+    /// The launcher's filters are truncated.
+    #[error("the launcher's seccomp filters are cut short")]
+    SeccompCut,
+    /// Capabilities or seccomp cannot be applied.
+    #[error("{0}")]
+    Security(#[from] super::SecurityError),
+    /// A record could not be read.
+    #[error("{0}")]
+    State(#[from] crate::state::StateError),
+    /// The ulimits cannot be applied.
+    #[error("{0}")]
+    Limits(#[from] super::limits::LimitError),
+    /// A file or socket operation on `what` failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// The path or thing.
+        what: String,
+        /// The error.
+        source: io::Error,
+    },
+    /// A system call failed (its errno's text, as nix renders it).
+    #[error("{0}")]
+    Sys(#[from] nix::errno::Errno),
+    /// A file or socket call failed (its error's text alone).
+    #[error("{0}")]
+    Os(#[source] io::Error),
+    /// The pty for `tty: true`.
+    #[error("pty: {0}")]
+    Pty(#[source] nix::errno::Errno),
+    /// The clone of the container's first process.
+    #[error("clone: {0}")]
+    Clone(#[source] nix::errno::Errno),
+    /// The container to share the ipc namespace with has no record.
+    #[error("ipc of container {id}: {source}")]
+    IpcRecord {
+        /// That container.
+        id: String,
+        /// The error.
+        source: crate::state::StateError,
+    },
+    /// The container to share the ipc namespace with is not running.
+    #[error("ipc of container {0}: it is not running")]
+    IpcNotRunning(String),
+    /// The cgroup could not be made.
+    #[error("{0}")]
+    Cgroup(#[from] super::cgroups::CgroupError),
+    /// The container's first process failed before `execve` (or at it).
+    #[error("{0}")]
+    Init(#[from] super::init::InitError),
+}
+
+fn io_err(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> ShimError {
+    let what = what.to_string();
+    move |source| ShimError::Io { what, source }
 }
 
 /// What the shim needs to make the container; built once, reused by restarts.
@@ -154,26 +224,27 @@ pub fn main(dirs: &Dirs, id: &str, ready: Option<OwnedFd>) -> i32 {
         let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
     }
     let mut ready = ready.map(std::fs::File::from);
-    let report = |ready: &mut Option<std::fs::File>, text: &str| {
+    let report = |ready: &mut Option<std::fs::File>, answer: Ready| {
         if let Some(mut f) = ready.take() {
-            let _ = f.write_all(text.as_bytes());
+            let _ = f.write_all(answer.line().as_bytes());
         }
     };
+    let failed = |e: &ShimError| Ready::Failed { failure: Failure::of(e) };
     let mut shim = match Shim::prepare(dirs, id, go) {
         Ok(s) => s,
         Err(e) => {
-            record_failure(dirs, id, &e);
-            report(&mut ready, &format!("error: {e}\n"));
+            record_failure(dirs, id, &e.to_string());
+            report(&mut ready, failed(&e));
             return 1;
         }
     };
     if let Err(e) = shim.start() {
-        shim.life.status.error = Some(e.clone());
+        shim.life.status.error = Some(e.to_string());
         shim.finish();
-        report(&mut ready, &format!("error: {e}\n"));
+        report(&mut ready, failed(&e));
         return 1;
     }
-    report(&mut ready, "ok\n");
+    report(&mut ready, Ready::Started);
     drop(ready);
     // Let the launcher, woken by the report, have this CPU first.
     let _ = nix::sched::sched_yield();
@@ -219,7 +290,7 @@ pub(crate) fn record_failure(dirs: &Dirs, id: &str, error: &str) {
         ..ContainerStatus::default()
     };
     let _ = write_json_unsynced(&status_path(dirs, id), &status);
-    let _ = Cgroup::for_container(id).destroy();
+    let _ = Cgroup::for_container(id).destroy(&Linux);
     let _ = fs::remove_file(dirs.container_run(id).join("shim.sock"));
 }
 
@@ -228,26 +299,24 @@ impl Shim {
     /// (see `handoff`), which brings the spec and the filters, then says the cgroup is made
     /// and may bring a network namespace; without it (`berth shim ID` run by hand) the shim
     /// reads the records and makes the cgroup itself.
-    fn prepare(dirs: &Dirs, id: &str, go: Option<OwnedFd>) -> Result<Shim, String> {
+    fn prepare(dirs: &Dirs, id: &str, go: Option<OwnedFd>) -> Result<Shim, ShimError> {
         let mut launcher = go.map(super::handoff::Launcher::new);
         let (spec, caps, seccomp) = match &mut launcher {
             Some(launcher) => {
                 let setup = launcher.setup()?;
-                let spec: ContainerSpec = serde_json::from_slice(&setup.spec_json)
-                    .map_err(|e| format!("the launcher's spec: {e}"))?;
-                let seccomp = super::seccomp::decode(&setup.seccomp)
-                    .ok_or("the launcher's seccomp filters are cut short")?;
+                let spec: ContainerSpec =
+                    serde_json::from_slice(&setup.spec_json).map_err(ShimError::Spec)?;
+                let seccomp = super::seccomp::decode(&setup.seccomp).ok_or(ShimError::SeccompCut)?;
                 let caps = super::capabilities_for(&spec)?;
                 (spec, caps, seccomp)
             }
             None => {
-                let spec: ContainerSpec = crate::state::read_json(&dirs.container(id).join("spec.json"))
-                    .map_err(|e| e.to_string())?;
+                let spec: ContainerSpec = crate::state::read_json(&dirs.container(id).join("spec.json"))?;
                 let (caps, seccomp) = super::security_stored(dirs, &spec)?;
                 (spec, caps, seccomp)
             }
         };
-        super::limits::check(&spec.ulimits).map_err(|e| e.to_string())?;
+        super::limits::check(&spec.ulimits)?;
         let base = dirs.container(id);
         let run = dirs.container_run(id);
         let rootfs = RootfsDirs {
@@ -262,48 +331,50 @@ impl Shim {
             needed.push(&rootfs.empty);
         }
         for d in needed {
-            fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+            fs::create_dir_all(d).map_err(io_err(d.display()))?;
         }
         let netns = match &spec.namespaces.net {
             NetNamespace::Path(p) => Some(
                 fs::File::open(p)
                     .map(OwnedFd::from)
-                    .map_err(|e| format!("network namespace {}: {e}", p.display()))?,
+                    .map_err(io_err(format_args!("network namespace {}", p.display())))?,
             ),
             _ => None,
         };
         let ipcns = match &spec.namespaces.ipc {
             IpcNamespace::Container(other) => {
                 let st: ContainerStatus = crate::state::read_json(&status_path(dirs, other))
-                    .map_err(|e| format!("ipc of container {other}: {e}"))?;
+                    .map_err(|source| ShimError::IpcRecord { id: other.clone(), source })?;
                 if st.state != State::Running || st.pid == 0 {
-                    return Err(format!("ipc of container {other}: it is not running"));
+                    return Err(ShimError::IpcNotRunning(other.clone()));
                 }
                 let path = format!("/proc/{}/ns/ipc", st.pid);
-                Some(fs::File::open(&path).map(OwnedFd::from).map_err(|e| format!("{path}: {e}"))?)
+                Some(fs::File::open(&path).map(OwnedFd::from).map_err(io_err(&path))?)
             }
             _ => None,
         };
-        let log = LogWriter::open(&base.join("log"), spec.log.clone()).map_err(|e| format!("log: {e}"))?;
+        let log = LogWriter::open(&base.join("log"), spec.log.clone()).map_err(io_err("log"))?;
         let sock = run.join("shim.sock");
         let _ = fs::remove_file(&sock);
         let listener = super::with_short_path(&run, "shim.sock", |p| UnixListener::bind(p))
-            .map_err(|e| format!("{}: {e}", sock.display()))?;
-        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+            .map_err(io_err(sock.display()))?;
+        listener.set_nonblocking(true).map_err(ShimError::Os)?;
         let mut mask = SigSet::empty();
         for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
             mask.add(s);
         }
-        mask.thread_block().map_err(|e| e.to_string())?;
-        let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-            .map_err(|e| e.to_string())?;
+        mask.thread_block()?;
+        let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
         // Last, as the launcher makes them meanwhile: the cgroup and maybe a network namespace.
         let fresh_netns = match &mut launcher {
             Some(launcher) => launcher.resources()?,
             None => {
-                Cgroup::for_container(id)
-                    .create(&spec.resources, &spec.devices, spec.security.privileged)
-                    .map_err(|e| e.to_string())?;
+                Cgroup::for_container(id).create(
+                    &Linux,
+                    &spec.resources,
+                    &spec.devices,
+                    spec.security.privileged,
+                )?;
                 None
             }
         };
@@ -356,7 +427,7 @@ impl Shim {
         match action {
             Action::Restart => {
                 if let Err(error) = self.start() {
-                    self.on(Event::StartFailed { error });
+                    self.on(Event::StartFailed { error: error.to_string() });
                 }
             }
             Action::Signal(sig) => {
@@ -368,7 +439,7 @@ impl Shim {
                 if let Some(r) = &self.running {
                     let _ = kill(r.pid, Signal::SIGKILL);
                 }
-                for pid in self.prepared.cgroup.processes() {
+                for pid in self.prepared.cgroup.processes(&Linux) {
                     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                 }
             }
@@ -390,13 +461,13 @@ impl Shim {
     }
 
     /// Makes and starts the container process.
-    fn start(&mut self) -> Result<(), String> {
+    fn start(&mut self) -> Result<(), ShimError> {
         let fresh_netns = self.prepared.fresh_netns.take();
         let p = &self.prepared;
         let spec = &p.spec;
         let cloexec = OFlag::O_CLOEXEC;
-        let (err_r, err_w) = pipe2(cloexec).map_err(|e| e.to_string())?;
-        let (release_r, release_w) = pipe2(cloexec).map_err(|e| e.to_string())?;
+        let (err_r, err_w) = pipe2(cloexec)?;
+        let (release_r, release_w) = pipe2(cloexec)?;
         let mut parent_ends: Vec<RawFd> = vec![err_r.as_raw_fd(), release_w.as_raw_fd()];
         let mut outputs = Vec::new();
         let mut stdin_keep = None;
@@ -405,25 +476,25 @@ impl Shim {
         let stdio: [RawFd; 3];
         if spec.process.tty {
             let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
-                .map_err(|e| format!("pty: {e}"))?;
-            nix::pty::grantpt(&master).map_err(|e| format!("pty: {e}"))?;
-            nix::pty::unlockpt(&master).map_err(|e| format!("pty: {e}"))?;
-            let name = nix::pty::ptsname_r(&master).map_err(|e| format!("pty: {e}"))?;
+                .map_err(ShimError::Pty)?;
+            nix::pty::grantpt(&master).map_err(ShimError::Pty)?;
+            nix::pty::unlockpt(&master).map_err(ShimError::Pty)?;
+            let name = nix::pty::ptsname_r(&master).map_err(ShimError::Pty)?;
             console = Some(PathBuf::from(name));
             let fd: OwnedFd = master.into();
             parent_ends.push(fd.as_raw_fd());
             stdio = [-1, -1, -1];
             outputs.push((fd, 0));
         } else {
-            let (out_r, out_w) = pipe2(cloexec).map_err(|e| e.to_string())?;
-            let (errout_r, errout_w) = pipe2(cloexec).map_err(|e| e.to_string())?;
+            let (out_r, out_w) = pipe2(cloexec)?;
+            let (errout_r, errout_w) = pipe2(cloexec)?;
             let stdin: OwnedFd = if spec.process.stdin_open {
-                let (in_r, in_w) = pipe2(cloexec).map_err(|e| e.to_string())?;
+                let (in_r, in_w) = pipe2(cloexec)?;
                 parent_ends.push(in_w.as_raw_fd());
                 stdin_keep = Some(in_w);
                 in_r
             } else {
-                fs::File::open("/dev/null").map_err(|e| e.to_string())?.into()
+                fs::File::open("/dev/null").map_err(ShimError::Os)?.into()
             };
             parent_ends.extend([out_r.as_raw_fd(), errout_r.as_raw_fd()]);
             stdio = [stdin.as_raw_fd(), out_w.as_raw_fd(), errout_w.as_raw_fd()];
@@ -461,14 +532,14 @@ impl Shim {
             flags |= CloneFlags::CLONE_NEWNET;
         }
         let mut stack = vec![0u8; 256 * 1024];
-        let oom_before = p.cgroup.oom_kills();
+        let oom_before = p.cgroup.oom_kills(&Linux);
         // SAFETY: the shim is single-threaded, so the child (a copy of it, as after fork) may
         // allocate; the callback never returns into our frames (container_main ends in execve
         // or _exit).
         let pid = unsafe {
             nix::sched::clone(Box::new(|| container_main(&ctx)), &mut stack, flags, Some(libc::SIGCHLD))
         }
-        .map_err(|e| format!("clone: {e}"))?;
+        .map_err(ShimError::Clone)?;
         drop(child_ends);
         drop(err_w);
         drop(release_r);
@@ -480,14 +551,14 @@ impl Shim {
         {
             let _ = kill(pid, Signal::SIGKILL);
             let _ = waitpid(pid, None);
-            return Err(e);
+            return Err(e.into());
         }
         super::handoff::release(release_w);
-        let mut message = String::new();
-        let _ = fs::File::from(err_r).read_to_string(&mut message);
-        if !message.is_empty() {
+        let mut report = Vec::new();
+        let _ = fs::File::from(err_r).read_to_end(&mut report);
+        if !report.is_empty() {
             let _ = waitpid(pid, None);
-            return Err(message);
+            return Err(super::init::InitError::decode(&report).into());
         }
         for (fd, _) in &outputs {
             let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
@@ -633,7 +704,7 @@ impl Shim {
     fn container_exited(&mut self, code: i32) {
         self.drain_outputs();
         let Some(running) = self.running.take() else { return };
-        let oom = self.prepared.cgroup.oom_kills() > running.oom_before;
+        let oom = self.prepared.cgroup.oom_kills(&Linux) > running.oom_before;
         self.on(Event::Exited { code, oom, at: super::timefmt::now() });
         if self.life.restart_pending() {
             // The next start mounts the same upper dir, which overlayfs allows once only.
@@ -813,7 +884,7 @@ impl Shim {
         }
         let _ = nix::sched::sched_yield();
         self.held = None;
-        if let Err(e) = self.prepared.cgroup.destroy() {
+        if let Err(e) = self.prepared.cgroup.destroy(&Linux) {
             self.life.status.error.get_or_insert(e.to_string());
         }
         self.life.status.shim_pid = 0;
@@ -839,5 +910,39 @@ fn reply(stream: &mut UnixStream, response: &Response) {
     if let Ok(mut text) = serde_json::to_vec(response) {
         text.push(b'\n');
         let _ = stream.write_all(&text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::handoff::HandoffError;
+
+    #[test]
+    fn shim_errors_read_as_before_and_keep_the_errno_for_the_ready_pipe() {
+        let e = ShimError::from(nix::errno::Errno::EMFILE);
+        assert_eq!(e.to_string(), nix::errno::Errno::EMFILE.to_string());
+        assert_eq!(Failure::of(&e).errno, Some(libc::EMFILE));
+        let e = ShimError::Clone(nix::errno::Errno::ENOMEM);
+        assert_eq!(e.to_string(), format!("clone: {}", nix::errno::Errno::ENOMEM));
+        assert_eq!(Failure::of(&e).errno, Some(libc::ENOMEM));
+        let e = io_err("/run/x/shim.sock")(io::Error::from_raw_os_error(libc::EADDRINUSE));
+        assert_eq!(Failure::of(&e).errno, Some(libc::EADDRINUSE));
+        assert!(e.to_string().starts_with("/run/x/shim.sock: "));
+        let e = ShimError::from(HandoffError::Refused(Failure::message("disk full")));
+        assert_eq!(e.to_string(), "disk full");
+        let e = ShimError::from(crate::runtime::init::InitError::message("no command given"));
+        assert_eq!(Failure::of(&e), Failure::message("no command given"));
+        let init = crate::runtime::init::InitError::at("set hostname", &nix::errno::Errno::EPERM);
+        assert_eq!(Failure::of(&ShimError::from(init)).errno, Some(libc::EPERM));
+        let refused = Failure { message: "cgroup /x: no space".into(), errno: Some(libc::ENOSPC) };
+        assert_eq!(Failure::of(&ShimError::from(HandoffError::Refused(refused))).errno, Some(libc::ENOSPC));
+        let gone = ShimError::from(HandoffError::Read(nix::errno::Errno::EBADF));
+        assert_eq!(gone.to_string(), format!("reading from the launcher: {}", nix::errno::Errno::EBADF));
+        assert_eq!(Failure::of(&gone).errno, Some(libc::EBADF));
+        assert_eq!(
+            ShimError::IpcNotRunning("db".into()).to_string(),
+            "ipc of container db: it is not running"
+        );
     }
 }

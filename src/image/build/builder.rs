@@ -448,7 +448,7 @@ impl Drop for NetGuard<'_> {
 struct View {
     path: PathBuf,
     mounted: bool,
-    _dir: Option<tempfile::TempDir>,
+    _dir: Option<crate::image::Staging>,
 }
 
 impl View {
@@ -1185,6 +1185,24 @@ impl Build<'_, '_> {
         let line = ins.line;
         let verb = if add { "ADD" } else { "COPY" };
         // Sources and where they are read from.
+        // BuildKit's rules for `ADD --checksum`: one source, and a remote one (it verifies a
+        // download); a local source is refused rather than the flag ignored.
+        if add && c.checksum.is_some() {
+            if c.sources.len() != 1 {
+                return Err(
+                    self.err(line, "ADD --checksum: checksum can't be specified for multiple sources")
+                );
+            }
+            let s = self.expand(st, &c.sources[0], line)?.0;
+            if !(s.contains("://") || s.starts_with("git@")) {
+                return Err(self.err(
+                    line,
+                    format!(
+                        "ADD --checksum: checksum requires HTTP(S) or Git sources ({s:?} is a local source)"
+                    ),
+                ));
+            }
+        }
         let heredoc_dir = self.b.store.staging()?;
         let mut srcs = Vec::new();
         for s in &c.sources {

@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::io::{self, Read};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -317,7 +317,8 @@ fn copy_xattrs(from: &Path, to: &Path) {
     }
 }
 
-/// Copies `src` (file, symlink, device or dir with its contents, filtered) to `dest`, which
+/// Copies `src` (file, symlink, device, FIFO or dir with its contents, filtered; a socket
+/// becomes an empty file, as in BuildKit) to `dest`, which
 /// must not exist unless both are dirs (then the contents merge). Modes, owners, times and
 /// xattrs are kept unless `attrs` says otherwise. `rel` is `src` relative to its root (for the
 /// filter).
@@ -364,6 +365,10 @@ pub fn copy_tree(
         std::os::unix::fs::symlink(fs::read_link(src)?, dest)?;
     } else if ft.is_file() {
         fs::copy(src, dest)?;
+    } else if ft.is_socket() {
+        // BuildKit sends a socket of the context as a plain file without content (fsutil
+        // clears the socket bit): an empty file with its mode and owner.
+        fs::File::create(dest)?;
     } else {
         let kind = nix::sys::stat::SFlag::from_bits_truncate(meta.mode() & libc::S_IFMT);
         nix::sys::stat::mknod(

@@ -123,32 +123,78 @@ fn parse_challenge(header: &str) -> Challenge {
     }
 }
 
-/// The registry's own words for a failure: `errors[].message` of its JSON body, or the text.
-pub(crate) fn error_text(resp: Response<Body>) -> String {
-    let status = resp.status();
-    let mut body = resp.into_body();
-    let text = body.with_config().limit(64 * 1024).read_to_string().unwrap_or_default();
-    if let Ok(v) = serde_json::from_str::<Value>(&text)
+/// Longest registry message kept in an error (an error page can be megabytes of HTML).
+const MAX_MESSAGE: usize = 200;
+
+/// `text` cut to `MAX_MESSAGE` characters on one line.
+fn one_line(text: &str) -> String {
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= MAX_MESSAGE {
+        flat
+    } else {
+        format!("{}…", flat.chars().take(MAX_MESSAGE - 1).collect::<String>())
+    }
+}
+
+/// The gist of an error body: the distribution spec's `errors` (`message (CODE)`, at most
+/// three), an HTML page's `<title>`, else its first non-empty line; one line, bounded.
+pub(crate) fn summarize_body(text: &str) -> Option<String> {
+    if let Ok(v) = serde_json::from_str::<Value>(text)
         && let Some(errors) = v["errors"].as_array()
     {
         let msgs: Vec<String> = errors
             .iter()
+            .take(3)
             .map(|e| {
                 let code = e["code"].as_str().unwrap_or_default();
-                let msg = e["message"].as_str().unwrap_or_default();
-                if code.is_empty() { msg.to_string() } else { format!("{} ({code})", msg) }
+                let msg = one_line(e["message"].as_str().unwrap_or_default());
+                match (code.is_empty(), msg.is_empty()) {
+                    (true, _) => msg,
+                    (false, true) => code.to_string(),
+                    (false, false) => format!("{msg} ({code})"),
+                }
             })
+            .filter(|m| !m.is_empty())
             .collect();
         if !msgs.is_empty() {
-            return msgs.join("; ");
+            let more = errors.len().saturating_sub(3);
+            let tail = if more > 0 { format!(" (and {more} more)") } else { String::new() };
+            return Some(format!("{}{tail}", msgs.join("; ")));
         }
     }
-    let text = text.trim();
-    if text.is_empty() {
-        status.canonical_reason().unwrap_or("").to_string()
-    } else {
-        text.chars().take(300).collect()
+    let lower = text.to_ascii_lowercase();
+    if let (Some(start), Some(end)) = (lower.find("<title>"), lower.find("</title>"))
+        && start + 7 <= end
+    {
+        let title = one_line(&text[start + 7..end]);
+        if !title.is_empty() {
+            return Some(title);
+        }
     }
+    text.lines()
+        .map(|l| {
+            // Markup is dropped: what is left of a line of HTML is its words.
+            let mut out = String::new();
+            let mut in_tag = false;
+            for c in l.chars() {
+                match c {
+                    '<' => in_tag = true,
+                    '>' if in_tag => in_tag = false,
+                    c if !in_tag => out.push(c),
+                    _ => {}
+                }
+            }
+            one_line(&out)
+        })
+        .find(|l| !l.is_empty())
+}
+
+/// The registry's own words for a failure (see [`summarize_body`]), or the status's reason.
+pub(crate) fn error_text(resp: Response<Body>) -> String {
+    let status = resp.status();
+    let mut body = resp.into_body();
+    let text = body.with_config().limit(64 * 1024).read_to_string().unwrap_or_default();
+    summarize_body(&text).unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_string())
 }
 
 /// A failing response as a typed error about `what`.
@@ -164,19 +210,51 @@ pub(crate) fn status_error(what: &str, registry: &str, resp: Response<Body>) -> 
     }
 }
 
-/// Whether a transport error is worth another attempt.
+/// Whether a transport error is worth another attempt: a reset or refused connection is; a
+/// timeout is not (a registry that answered nothing for the whole bound would only make the
+/// user wait that long again, as often as there are attempts).
 pub(crate) fn transient(e: &ureq::Error) -> bool {
-    matches!(
-        e,
-        ureq::Error::Io(_)
-            | ureq::Error::Timeout(_)
-            | ureq::Error::ConnectionFailed
-            | ureq::Error::Protocol(_)
-    )
+    matches!(e, ureq::Error::Io(_) | ureq::Error::ConnectionFailed | ureq::Error::Protocol(_))
+        && !matches!(e, ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut)
 }
 
-fn unreachable(registry: &str, e: &ureq::Error) -> RegistryError {
-    RegistryError::Unreachable { registry: registry.to_string(), message: e.to_string() }
+/// A transport error as a typed error about `registry`; timeouts say which bound was hit.
+fn unreachable(opts: &RegistryOptions, registry: &str, e: &ureq::Error) -> RegistryError {
+    use ureq::Timeout as T;
+    let timeout = match e {
+        ureq::Error::Timeout(T::Connect | T::Resolve) => Some(("connect", opts.connect_timeout)),
+        ureq::Error::Timeout(T::Global | T::PerCall) => Some(("response", opts.ping_timeout)),
+        ureq::Error::Timeout(_) => Some(("read", opts.read_timeout)),
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => Some(("read", opts.read_timeout)),
+        _ => None,
+    };
+    match timeout {
+        Some((phase, d)) => RegistryError::Timeout {
+            registry: registry.to_string(),
+            seconds: d.as_secs_f64().ceil() as u64,
+            phase,
+        },
+        None => RegistryError::Unreachable { registry: registry.to_string(), message: e.to_string() },
+    }
+}
+
+/// A read error of a response body as a typed error (a stall past the read bound is a
+/// [`RegistryError::Timeout`]).
+pub(crate) fn body_error(
+    opts: &RegistryOptions,
+    registry: &str,
+    e: &std::io::Error,
+    what: &str,
+) -> RegistryError {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        RegistryError::Timeout {
+            registry: registry.to_string(),
+            seconds: opts.read_timeout.as_secs_f64().ceil() as u64,
+            phase: "read",
+        }
+    } else {
+        RegistryError::Unreachable { registry: registry.to_string(), message: format!("{what}: {e}") }
+    }
 }
 
 impl Client {
@@ -280,7 +358,15 @@ impl Client {
             let base = format!("{scheme}://{host}");
             let mut attempt = 0;
             let resp = loop {
-                match agent.get(format!("{base}/v2/")).call() {
+                // The whole ping is bounded (docker: 15 s), so a server that takes the
+                // connection and then says nothing fails in that time, not the read bound's.
+                let ping = agent
+                    .get(format!("{base}/v2/"))
+                    .config()
+                    .timeout_global(Some(self.opts.ping_timeout))
+                    .build()
+                    .call();
+                match ping {
                     Ok(r) if r.status().is_server_error() && attempt + 1 < self.opts.attempts => {}
                     Err(e) if transient(&e) && i + 1 == schemes.len() && attempt + 1 < self.opts.attempts => {
                     }
@@ -298,7 +384,7 @@ impl Client {
                         && tls_error.is_some() =>
                 {
                     if let Some(e) = tls_error.take() {
-                        return Err(unreachable(host, &e));
+                        return Err(unreachable(&self.opts, host, &e));
                     }
                 }
                 Ok(r) => {
@@ -339,7 +425,7 @@ impl Client {
             (_, l) => l,
         };
         Err(match last {
-            Some(e) => unreachable(host, &e),
+            Some(e) => unreachable(&self.opts, host, &e),
             None => {
                 RegistryError::Unreachable { registry: host.to_string(), message: "no scheme to try".into() }
             }
@@ -372,7 +458,7 @@ impl Client {
         }
         let creds = self.credentials(host)?;
         let what = format!("token for {} at {realm}", if scopes.is_empty() { host } else { &key.1 });
-        let send = |r: Result<Response<Body>, ureq::Error>| r.map_err(|e| unreachable(realm, &e));
+        let send = |r: Result<Response<Body>, ureq::Error>| r.map_err(|e| unreachable(&self.opts, realm, &e));
         let resp = match creds.as_ref().and_then(|c| c.identity_token.clone()) {
             // docker's refresh-token flow: POST the identity token to the OAuth endpoint.
             Some(refresh) => {
@@ -486,7 +572,7 @@ impl Client {
                 Err(e) => retry && transient(e) && attempt + 1 < self.opts.attempts,
             };
             if !again {
-                return result.map_err(|e| unreachable(host, &e));
+                return result.map_err(|e| unreachable(&self.opts, host, &e));
             }
             if !matches!(&result, Ok(r) if r.status() == StatusCode::UNAUTHORIZED) {
                 tracing::debug!(host, attempt, "request failed; retrying");
@@ -574,6 +660,23 @@ mod tests {
         for h in ["docker.io", "10.0.0.1:5000", "example.com:443", "[2001:db8::1]:5000"] {
             assert!(!is_local(h), "{h}");
         }
+    }
+
+    #[test]
+    fn error_bodies_are_one_bounded_line() {
+        let page = format!(
+            "<html>\n<head><title>501 Not Implemented</title></head><body>{}</body>",
+            "x".repeat(9000)
+        );
+        assert_eq!(summarize_body(&page).unwrap(), "501 Not Implemented");
+        let json = r#"{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown to registry","detail":"sha256:x"}]}"#;
+        assert_eq!(summarize_body(json).unwrap(), "blob unknown to registry (BLOB_UNKNOWN)");
+        let many = serde_json::json!({"errors": (0..5).map(|i| serde_json::json!({"code": format!("C{i}")})).collect::<Vec<_>>()});
+        assert_eq!(summarize_body(&many.to_string()).unwrap(), "C0; C1; C2 (and 2 more)");
+        let long = format!("\n\n  <p>{}</p>\nsecond line", "word ".repeat(100));
+        let got = summarize_body(&long).unwrap();
+        assert!(got.chars().count() == MAX_MESSAGE && got.ends_with('…') && !got.contains('<'), "{got}");
+        assert_eq!(summarize_body("  \n "), None);
     }
 
     #[test]

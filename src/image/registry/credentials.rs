@@ -334,7 +334,14 @@ fn run_helper(helper: &str, action: &str, server: &str, input: &str) -> Result<V
     if !out.status.success() {
         let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        return Err(helper_error(helper, action, server, if text.is_empty() { err } else { text }));
+        let said = if text.is_empty() { err } else { text };
+        // One bounded line: a helper can print a whole stack trace.
+        let first = said.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default();
+        let mut line: String = first.chars().take(200).collect();
+        if line.len() < first.len() {
+            line.push('…');
+        }
+        return Err(helper_error(helper, action, server, line));
     }
     Ok(out.stdout)
 }

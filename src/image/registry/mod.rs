@@ -35,6 +35,19 @@ pub fn clean_pull_staging(store: &ImageStore) -> u64 {
     pull::clean_pull_dir(store)
 }
 
+/// Removes the half-unpacked layers killed pulls left under `images/.pull` (not the downloads,
+/// which the next pull resumes); every store operation calls it. Returns how many went.
+pub(crate) fn clean_pull_unpacking(store: &ImageStore) -> usize {
+    pull::clean_pull_unpacking(store)
+}
+
+/// The repositories (`registry/path`) a blob is known to have been pulled from or pushed to.
+/// An image whose config is known in its own repository has a registry digest (docker's
+/// `RepoDigests`).
+pub fn known_repositories(store: &ImageStore, digest: &str) -> Vec<String> {
+    pull::sources_of(store, digest)
+}
+
 /// Failures of registry work. Each message names the image or registry concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -51,6 +64,17 @@ pub enum RegistryError {
         registry: String,
         /// What failed.
         message: String,
+    },
+    /// The registry accepted the connection but sent nothing back in time (a hung or silent
+    /// server): not retried, since waiting again would only multiply the wait.
+    #[error("registry {registry}: no answer within {seconds} s ({phase} timed out)")]
+    Timeout {
+        /// The registry host.
+        registry: String,
+        /// The bound that was hit, in seconds.
+        seconds: u64,
+        /// What was waited for: `connect`, `response`, `read`.
+        phase: &'static str,
     },
     /// 401: no or wrong credentials.
     #[error("{what}: unauthorized: {message} (run `berth login {registry}`?)")]
@@ -219,6 +243,8 @@ impl std::fmt::Display for Platform {
 pub struct RegistryOptions {
     /// Layers downloaded at once per image (docker's default: 3).
     pub max_concurrent_downloads: usize,
+    /// Blobs uploaded at once per image (docker's default: 5).
+    pub max_concurrent_uploads: usize,
     /// docker's `certs.d` (CAs and client certificates per registry host).
     pub certs_dir: PathBuf,
     /// The system's CA bundle.
@@ -233,16 +259,38 @@ pub struct RegistryOptions {
     pub backoff: Duration,
     /// Connecting (TCP and TLS) gives up after this.
     pub connect_timeout: Duration,
-    /// A read that gets nothing for this long fails (and is retried).
+    /// A read that gets nothing for this long fails. A download that made progress before
+    /// is resumed; a request that got no answer at all is not retried.
     pub read_timeout: Duration,
+    /// The first contact with a registry (`GET /v2/`) gives up after this in all.
+    pub ping_timeout: Duration,
     /// Bytes per `PATCH` of a chunked upload.
     pub upload_chunk: usize,
 }
 
 impl RegistryOptions {
     /// Defaults, with `BERTH_CERTS_D`, `BERTH_INSECURE_REGISTRIES`, `DOCKER_CONFIG`,
-    /// `REGISTRY_AUTH_FILE` and `XDG_RUNTIME_DIR` read from the environment.
+    /// `REGISTRY_AUTH_FILE`, `XDG_RUNTIME_DIR` and `BERTH_REGISTRY_TIMEOUT` read from the
+    /// environment.
+    ///
+    /// Timeouts follow docker's client: 10 s to connect (its TLS handshake bound), 15 s for
+    /// the first `/v2/` ping, and a read that gets nothing for 30 s fails.
+    /// `BERTH_REGISTRY_TIMEOUT=SECONDS` (a number, fractions allowed) sets the ping and read
+    /// bounds (and the connect bound when smaller), for slow links or tests.
     pub fn from_env() -> RegistryOptions {
+        let mut connect_timeout = Duration::from_secs(10);
+        let mut ping_timeout = Duration::from_secs(15);
+        let mut read_timeout = Duration::from_secs(30);
+        if let Some(t) = std::env::var("BERTH_REGISTRY_TIMEOUT")
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|t| t.is_finite() && *t > 0.0 && *t < 86_400.0)
+        {
+            let t = Duration::from_secs_f64(t);
+            connect_timeout = connect_timeout.min(t);
+            ping_timeout = t;
+            read_timeout = t;
+        }
         let certs_dir = std::env::var_os("BERTH_CERTS_D")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/etc/docker/certs.d"));
@@ -255,14 +303,16 @@ impl RegistryOptions {
             .collect();
         RegistryOptions {
             max_concurrent_downloads: 3,
+            max_concurrent_uploads: 5,
             certs_dir,
             system_roots: PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
             insecure_registries,
             credentials: CredentialStore::from_env(),
             attempts: 4,
             backoff: Duration::from_millis(500),
-            connect_timeout: Duration::from_secs(30),
-            read_timeout: Duration::from_secs(60),
+            connect_timeout,
+            read_timeout,
+            ping_timeout,
             upload_chunk: 8 << 20,
         }
     }
@@ -310,6 +360,12 @@ impl Registry {
         events: &dyn ImageEvents,
     ) -> Result<PulledImage, RegistryError> {
         pull::pull(self, store, reference, platform, events)
+    }
+
+    /// The tags of `reference`'s repository in its registry (its tag or digest is ignored).
+    pub fn tags(&self, reference: &str) -> Result<Vec<String>, RegistryError> {
+        let r = super::Reference::parse(reference)?;
+        pull::tags(&self.client, &r)
     }
 
     /// Pushes the store's image `reference` to its registry; returns the manifest digest.

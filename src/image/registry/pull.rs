@@ -15,7 +15,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use ureq::http::StatusCode;
 
-use super::client::{Client, status_error};
+use super::client::{Client, body_error, status_error};
 use super::{Platform, PulledImage, Registry, RegistryError};
 use crate::image::events::ImageEvents;
 use crate::image::{ImageStore, Reference, chain_ids, digest_of, unpack};
@@ -50,7 +50,7 @@ fn hex(digest: &str) -> &str {
 }
 
 fn valid_digest(d: &str) -> bool {
-    d.strip_prefix("sha256:").is_some_and(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()))
+    crate::image::Digest::parse(d).is_ok()
 }
 
 /// `12.3MB`, as docker prints sizes.
@@ -214,6 +214,7 @@ struct LayerJob {
 /// Throttled progress of one layer.
 struct Progress<'a> {
     events: &'a dyn ImageEvents,
+    opts: &'a super::RegistryOptions,
     registry: String,
     name: String,
     total: u64,
@@ -393,6 +394,7 @@ fn fetch_layer(
     file.seek(SeekFrom::Start(have)).map_err(io_at(&partial))?;
     let mut progress = Progress {
         events,
+        opts: client.opts(),
         registry: r.registry().to_string(),
         name: name.clone(),
         total: job.size,
@@ -445,8 +447,13 @@ fn fetch_layer(
             other => other,
         };
         if let Err(e) = outcome {
-            let retryable =
-                matches!(e, RegistryError::Unreachable { .. } | RegistryError::Status { status: 500.., .. });
+            // A stall after some bytes is resumed; a registry that sent nothing in the whole
+            // read bound is not asked again (that would multiply the wait).
+            let retryable = match e {
+                RegistryError::Unreachable { .. } | RegistryError::Status { status: 500.., .. } => true,
+                RegistryError::Timeout { .. } => have > from,
+                _ => false,
+            };
             failures += 1;
             if !retryable || failures >= attempts {
                 unpacker.abort();
@@ -533,9 +540,7 @@ fn copy_body(
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(RegistryError::Unreachable { registry, message: format!("download cut: {e}") });
-            }
+            Err(e) => return Err(body_error(progress.opts, &registry, &e, "download cut")),
         };
         if *have + n as u64 > progress.total {
             return Err(RegistryError::Invalid {
@@ -582,6 +587,27 @@ pub(crate) fn clean_pull_dir(store: &ImageStore) -> u64 {
     freed
 }
 
+/// Removes the half-unpacked layers (`<hex>.unpacking`) that killed pulls left in `images/.pull`
+/// (a pull always unpacks again from the start), except those a pull is working on now (it
+/// holds their lock). Downloads stay for the next pull to resume. Returns how many went.
+pub(crate) fn clean_pull_unpacking(store: &ImageStore) -> usize {
+    let dir = pull_dir(store);
+    let Ok(entries) = fs::read_dir(&dir) else { return 0 };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let Some(h) = e.file_name().to_str().and_then(|n| n.strip_suffix(".unpacking")).map(str::to_string)
+        else {
+            continue;
+        };
+        if !valid_digest(&format!("sha256:{h}")) {
+            continue;
+        }
+        let Ok(Some(_lock)) = Lock::try_acquire(&dir.join(format!("{h}.lock"))) else { continue };
+        removed += usize::from(fs::remove_dir_all(e.path()).is_ok());
+    }
+    removed
+}
+
 /// Records which repository each pulled or pushed blob came from (for cross-repository
 /// mounts on push): `images/sources.json`, `{digest: [repository, ...]}`. Call with the lock.
 pub(crate) fn record_sources(store: &ImageStore, repository: &str, digests: &[String]) {
@@ -605,6 +631,48 @@ pub(crate) fn sources_of(store: &ImageStore, digest: &str) -> Vec<String> {
     let map: BTreeMap<String, Vec<String>> =
         fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
     map.get(digest).cloned().unwrap_or_default()
+}
+
+/// The tags of `r`'s repository (`GET /v2/<name>/tags/list`, following `Link` pages), sorted.
+pub(crate) fn tags(client: &Client, r: &Reference) -> Result<Vec<String>, RegistryError> {
+    let scopes = vec![format!("repository:{}:pull", r.path())];
+    let name = r.repository.clone();
+    let mut url_path = format!("/v2/{}/tags/list?n=1000", r.path());
+    let mut tags = BTreeSet::new();
+    // A registry that keeps sending a next page is stopped after this many.
+    for _ in 0..1000 {
+        let at = url_path.clone();
+        let resp = client.request(r.api_host(), &scopes, true, &|agent, base, auth| {
+            let mut req = agent.get(format!("{base}{at}"));
+            if let Some(a) = auth {
+                req = req.header("Authorization", a);
+            }
+            req.call()
+        })?;
+        if !resp.status().is_success() {
+            return Err(status_error(&name, r.registry(), resp));
+        }
+        // `Link: </v2/x/tags/list?last=a&n=1000>; rel="next"`
+        let next = resp
+            .headers()
+            .get("link")
+            .and_then(|v| v.to_str().ok())
+            .filter(|l| l.contains("rel=\"next\"") || l.contains("rel=next"))
+            .and_then(|l| Some(l[l.find('<')? + 1..l.find('>')?].to_string()));
+        let bytes = resp.into_body().with_config().limit(MAX_DOC).read_to_vec().map_err(|e| {
+            RegistryError::Unreachable { registry: r.registry().to_string(), message: e.to_string() }
+        })?;
+        let doc: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| RegistryError::Invalid { what: format!("{name} tags"), message: e.to_string() })?;
+        for t in doc["tags"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+            tags.insert(t.to_string());
+        }
+        match next {
+            Some(n) if n.starts_with("/v2/") => url_path = n,
+            _ => break,
+        }
+    }
+    Ok(tags.into_iter().collect())
 }
 
 pub(crate) fn pull(

@@ -1,9 +1,11 @@
 //! `push`: each blob the registry lacks is mounted from another repository of the same
 //! registry when the store knows one holding it, else uploaded in chunks (`POST`, `PATCH`
-//! with `Content-Range`, `PUT ?digest=`); then the manifest is put by tag.
+//! with `Content-Range`, `PUT ?digest=`), several blobs at once; then the manifest is put by
+//! tag.
 
 use std::fs;
 use std::io::Read;
+use std::sync::Mutex;
 
 use serde_json::Value;
 use ureq::http::StatusCode;
@@ -222,10 +224,40 @@ fn push_inner(
         blobs.push((d, s, true));
     }
     let (config_digest, config_size) = desc(&manifest["config"])?;
-    for (d, s, show) in &blobs {
-        push_blob(client, store, r, d, *s, &scopes, events, *show)?;
+    let mut all = blobs.clone();
+    all.push((config_digest.clone(), config_size, false));
+    // Bounded parallel uploads (docker's max-concurrent-uploads, 5): workers take the next
+    // blob from a shared queue; the first failure stops the others from starting more.
+    let next = Mutex::new(0usize);
+    let first_error: Mutex<Option<RegistryError>> = Mutex::new(None);
+    let workers = client.opts().max_concurrent_uploads.clamp(1, all.len().max(1));
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                loop {
+                    let i = {
+                        let Ok(mut n) = next.lock() else { return };
+                        let i = *n;
+                        *n += 1;
+                        i
+                    };
+                    let Some((d, size, show)) = all.get(i) else { return };
+                    if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
+                        return;
+                    }
+                    if let Err(e) = push_blob(client, store, r, d, *size, &scopes, events, *show)
+                        && let Ok(mut slot) = first_error.lock()
+                        && slot.is_none()
+                    {
+                        *slot = Some(e);
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().ok().flatten() {
+        return Err(e);
     }
-    push_blob(client, store, r, &config_digest, config_size, &scopes, events, false)?;
     let url = format!("/v2/{}/manifests/{}", r.path(), r.tag);
     let resp = client.request(r.api_host(), &scopes, true, &|agent, base, auth| {
         with_auth(agent.put(format!("{base}{url}")), auth)
