@@ -15,27 +15,9 @@ use super::observe::{Scope, observe};
 use super::plan::{down_scope, plan_down, plan_start, plan_stop};
 use super::progress::Progress;
 
-/// Which images `down --rmi` removes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RemoveImages {
-    /// Images without a custom tag (those `build` names `<project>-<service>`).
-    Local,
-    /// Every image a service uses.
-    All,
-}
-
-/// What `down` was asked to do.
-#[derive(Debug, Clone, Default)]
-pub struct DownOptions {
-    /// Also remove containers of services no longer in the file.
-    pub remove_orphans: bool,
-    /// Also remove named volumes declared in the file and anonymous volumes.
-    pub volumes: bool,
-    /// Also remove images.
-    pub rmi: Option<RemoveImages>,
-    /// Stop timeout (each container's grace time when absent).
-    pub timeout: Option<Duration>,
-}
+// The options live with the planner that reads them (plan.rs), so that plan does not import
+// down and down plan; they are re-exported here, where callers look for them.
+pub use super::plan::{DownOptions, RemoveImages};
 
 /// `down`: stops and removes the project's containers (dependents first), then its
 /// networks, and with the options its volumes and images. `loaded` is `None` when only the

@@ -14,11 +14,32 @@ use crate::netns::{IpamPool, NetworkSpec};
 use crate::runtime::status::State;
 use crate::volume::{VolumeSpec, project_volume_specs};
 
-use super::down::DownOptions;
 use super::error::{EngineError, Result};
 use super::hash::config_hash;
 use super::observe::{Observed, ProjectContainer, Scope, is_running};
 use super::spec::{PeerRef, ServiceContext, attach_request, container_spec};
+
+/// Which images `down --rmi` removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoveImages {
+    /// Images without a custom tag (those `build` names `<project>-<service>`).
+    Local,
+    /// Every image a service uses.
+    All,
+}
+
+/// What `down` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct DownOptions {
+    /// Also remove containers of services no longer in the file.
+    pub remove_orphans: bool,
+    /// Also remove named volumes declared in the file and anonymous volumes.
+    pub volumes: bool,
+    /// Also remove images.
+    pub rmi: Option<RemoveImages>,
+    /// Stop timeout (each container's grace time when absent).
+    pub timeout: Option<Duration>,
+}
 
 /// What `up` was asked to do, beyond the project itself.
 #[derive(Debug, Clone, Default)]
@@ -579,7 +600,7 @@ pub fn plan_down(
         let mut refs: BTreeSet<String> = BTreeSet::new();
         for (name, svc) in &l.project.services {
             let custom = svc.image.is_some();
-            if (rmi == super::down::RemoveImages::All || !custom)
+            if (rmi == RemoveImages::All || !custom)
                 && let Some(r) = image_reference(l, name)
             {
                 refs.insert(r);
