@@ -48,6 +48,47 @@ pub fn known_repositories(store: &ImageStore, digest: &str) -> Vec<String> {
     pull::sources_of(store, digest)
 }
 
+/// Runs `work` on every item with at most `workers` threads taking the next item from a shared
+/// queue (pull's layers, push's blobs); after the first failure no new item starts, and that
+/// failure is returned.
+pub(crate) fn for_each_bounded<T: Sync>(
+    items: &[T],
+    workers: usize,
+    work: impl Fn(&T) -> Result<(), RegistryError> + Sync,
+) -> Result<(), RegistryError> {
+    use std::sync::Mutex;
+    let next = Mutex::new(0usize);
+    let first_error: Mutex<Option<RegistryError>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..workers.clamp(1, items.len().max(1)) {
+            s.spawn(|| {
+                loop {
+                    let i = {
+                        let Ok(mut n) = next.lock() else { return };
+                        let i = *n;
+                        *n += 1;
+                        i
+                    };
+                    let Some(item) = items.get(i) else { return };
+                    if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
+                        return;
+                    }
+                    if let Err(e) = work(item)
+                        && let Ok(mut slot) = first_error.lock()
+                        && slot.is_none()
+                    {
+                        *slot = Some(e);
+                    }
+                }
+            });
+        }
+    });
+    match first_error.into_inner().ok().flatten() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 /// Failures of registry work. Each message names the image or registry concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {

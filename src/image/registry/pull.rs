@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
@@ -797,36 +796,9 @@ fn pull_inner(
         events.event("Layer", hex12(&j.digest), "Waiting", false);
     }
     // Bounded parallel downloads: workers take the next layer from a shared queue.
-    let next = Mutex::new(0usize);
-    let first_error: Mutex<Option<RegistryError>> = Mutex::new(None);
-    let workers = reg.opts.max_concurrent_downloads.clamp(1, jobs.len().max(1));
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                loop {
-                    let i = {
-                        let Ok(mut n) = next.lock() else { return };
-                        let i = *n;
-                        *n += 1;
-                        i
-                    };
-                    let Some(job) = jobs.get(i) else { return };
-                    if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
-                        return;
-                    }
-                    if let Err(e) = fetch_layer(client, store, r, &scopes, job, events)
-                        && let Ok(mut slot) = first_error.lock()
-                        && slot.is_none()
-                    {
-                        *slot = Some(e);
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = first_error.into_inner().ok().flatten() {
-        return Err(e);
-    }
+    super::for_each_bounded(&jobs, reg.opts.max_concurrent_downloads, |job| {
+        fetch_layer(client, store, r, &scopes, job, events)
+    })?;
     commit(store, r, &jobs, &config_digest, &config_bytes, &bytes, &media_type, &manifest_digest)?;
     Ok(PulledImage {
         id: config_digest,

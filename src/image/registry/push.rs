@@ -5,7 +5,6 @@
 
 use std::fs;
 use std::io::Read;
-use std::sync::Mutex;
 
 use serde_json::Value;
 use ureq::http::StatusCode;
@@ -226,38 +225,10 @@ fn push_inner(
     let (config_digest, config_size) = desc(&manifest["config"])?;
     let mut all = blobs.clone();
     all.push((config_digest.clone(), config_size, false));
-    // Bounded parallel uploads (docker's max-concurrent-uploads, 5): workers take the next
-    // blob from a shared queue; the first failure stops the others from starting more.
-    let next = Mutex::new(0usize);
-    let first_error: Mutex<Option<RegistryError>> = Mutex::new(None);
-    let workers = client.opts().max_concurrent_uploads.clamp(1, all.len().max(1));
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                loop {
-                    let i = {
-                        let Ok(mut n) = next.lock() else { return };
-                        let i = *n;
-                        *n += 1;
-                        i
-                    };
-                    let Some((d, size, show)) = all.get(i) else { return };
-                    if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
-                        return;
-                    }
-                    if let Err(e) = push_blob(client, store, r, d, *size, &scopes, events, *show)
-                        && let Ok(mut slot) = first_error.lock()
-                        && slot.is_none()
-                    {
-                        *slot = Some(e);
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = first_error.into_inner().ok().flatten() {
-        return Err(e);
-    }
+    // Bounded parallel uploads (docker's max-concurrent-uploads, 5).
+    super::for_each_bounded(&all, client.opts().max_concurrent_uploads, |(d, size, show)| {
+        push_blob(client, store, r, d, *size, &scopes, events, *show)
+    })?;
     let url = format!("/v2/{}/manifests/{}", r.path(), r.tag);
     let resp = client.request(r.api_host(), &scopes, true, &|agent, base, auth| {
         with_auth(agent.put(format!("{base}{url}")), auth)
