@@ -27,6 +27,12 @@ impl Digest {
         Ok(Digest(text.to_string()))
     }
 
+    /// Parses every digest of a list (a manifest's layers, a config's diff ids); the first bad
+    /// one is the error.
+    pub fn parse_all<'a>(texts: impl IntoIterator<Item = &'a str>) -> Result<Vec<Digest>, BadDigest> {
+        texts.into_iter().map(Digest::parse).collect()
+    }
+
     /// The digest of `bytes`.
     pub fn of(bytes: &[u8]) -> Digest {
         Digest(format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes))))

@@ -191,12 +191,7 @@ fn digest_in_name(name: &str) -> Option<String> {
 fn parse_config(bytes: &[u8], source: &str, name: &str) -> Result<(ImageConfiguration, Vec<Digest>)> {
     let config: ImageConfiguration = serde_json::from_slice(bytes)
         .map_err(|e| invalid(source, format!("{name}: not an image config: {e}")))?;
-    let diff_ids = config
-        .rootfs()
-        .diff_ids()
-        .iter()
-        .map(|d| Digest::parse(d))
-        .collect::<std::result::Result<Vec<_>, _>>()
+    let diff_ids = Digest::parse_all(config.rootfs().diff_ids().iter().map(String::as_str))
         .map_err(|e| invalid(source, format!("{name}: diff id {e}")))?;
     Ok((config, diff_ids))
 }

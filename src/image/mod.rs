@@ -527,19 +527,10 @@ impl ImageStore {
             };
             let config_digest =
                 Digest::parse(manifest.config().digest().as_ref()).map_err(|e| corrupt(&manifest_path, e))?;
-            let layers = manifest
-                .layers()
-                .iter()
-                .map(|l| Digest::parse(l.digest().as_ref()))
-                .collect::<std::result::Result<Vec<_>, _>>()
+            let layers = Digest::parse_all(manifest.layers().iter().map(|l| l.digest().as_ref()))
                 .map_err(|e| corrupt(&manifest_path, e))?;
             let (config, config_path): (ImageConfiguration, _) = self.read_blob_record(&config_digest)?;
-            let diff_ids = config
-                .rootfs()
-                .diff_ids()
-                .iter()
-                .map(|d| Digest::parse(d))
-                .collect::<std::result::Result<Vec<_>, _>>()
+            let diff_ids = Digest::parse_all(config.rootfs().diff_ids().iter().map(String::as_str))
                 .map_err(|e| corrupt(&config_path, e))?;
             out.push(Entry {
                 names: by_digest.remove(&digest).unwrap_or_default(),
