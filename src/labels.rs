@@ -26,6 +26,9 @@ pub const CONFIG_FILES: &str = "com.docker.compose.project.config_files";
 pub const IMAGE: &str = "com.docker.compose.image";
 /// `com.docker.compose.depends_on`: `service:condition:restart`, comma-separated.
 pub const DEPENDS_ON: &str = "com.docker.compose.depends_on";
+/// `com.docker.compose.slug`: the random id of a one-off container (its name ends with the
+/// first 12 hex digits).
+pub const SLUG: &str = "com.docker.compose.slug";
 
 /// The value of [`VERSION`]: berth's own version.
 pub const VERSION_VALUE: &str = env!("CARGO_PKG_VERSION");

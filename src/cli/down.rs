@@ -32,6 +32,9 @@ pub struct DownArgs {
     /// Seconds to wait for containers to stop before killing them
     #[arg(short = 't', long, value_name = "SECONDS")]
     timeout: Option<u64>,
+    /// Only these services' containers (and their dependents'); networks and volumes that
+    /// other containers use stay
+    services: Vec<String>,
 }
 
 /// Runs `berth down`. Without a compose file, `-p NAME` still takes the project away: what
@@ -45,6 +48,7 @@ pub fn run_down(global: &GlobalOptions, args: &DownArgs) -> CliResult<()> {
             RmiArg::All => RemoveImages::All,
         }),
         timeout: args.timeout.map(Duration::from_secs),
+        services: args.services.clone(),
     };
     let ctx = match project::open(global) {
         Ok(ctx) => ctx,
@@ -57,6 +61,7 @@ pub fn run_down(global: &GlobalOptions, args: &DownArgs) -> CliResult<()> {
             return Ok(());
         }
     };
+    project::check_services(&ctx.loaded, &args.services)?;
     let name = ctx.loaded.project.name.clone();
     let _lock = ctx.engine.lock_project(&name, || {
         ctx.progress.warn(&format!("waiting for another berth command on project {name} to finish"))

@@ -8,6 +8,7 @@ mod error;
 mod exec;
 mod graph;
 mod image;
+mod lifecycle;
 mod login;
 mod logs;
 mod network;
@@ -15,6 +16,7 @@ mod output;
 mod port;
 mod project;
 mod ps;
+mod run;
 mod signals;
 mod template;
 mod up;
@@ -141,6 +143,25 @@ pub enum Command {
     /// The DNS process (started by berth itself)
     #[command(hide = true)]
     Dns(network::DnsArgs),
+    // Lifecycle commands (plans over the engine's operations).
+    /// Restart service containers
+    Restart(lifecycle::RestartArgs),
+    /// Remove stopped service containers
+    Rm(lifecycle::RmArgs),
+    /// Create containers for a service, without starting them
+    Create(lifecycle::CreateArgs),
+    /// Force stop service containers (send a signal)
+    Kill(lifecycle::KillArgs),
+    /// Pause services (freeze their processes)
+    Pause(lifecycle::PauseArgs),
+    /// Unpause services
+    Unpause(lifecycle::PauseArgs),
+    /// Scale services
+    Scale(lifecycle::ScaleArgs),
+    /// Block until containers of the given services stop, printing their exit codes
+    Wait(lifecycle::WaitArgs),
+    /// Run a one-off command on a service
+    Run(run::RunArgs),
 }
 
 /// Arguments of the hidden `berth join`.
@@ -280,6 +301,15 @@ pub fn run() -> ExitCode {
         Command::Network(args) => network::run(&cli.global, args),
         Command::Volume(args) => volume::run(&cli.global, args),
         Command::Dns(args) => network::run_dns(&cli.global, args),
+        Command::Restart(args) => lifecycle::run_restart(&cli.global, args),
+        Command::Rm(args) => lifecycle::run_rm(&cli.global, args),
+        Command::Create(args) => lifecycle::run_create(&cli.global, args),
+        Command::Kill(args) => lifecycle::run_kill(&cli.global, args),
+        Command::Pause(args) => lifecycle::run_pause(&cli.global, args, true),
+        Command::Unpause(args) => lifecycle::run_pause(&cli.global, args, false),
+        Command::Scale(args) => lifecycle::run_scale(&cli.global, args),
+        Command::Wait(args) => lifecycle::run_wait(&cli.global, args),
+        Command::Run(args) => run::run(&cli.global, args),
     };
     exit(result)
 }

@@ -90,7 +90,8 @@ fn status_text(st: &ContainerStatus) -> String {
                 Some(HealthState::Starting) => " (health: starting)",
                 _ => "",
             };
-            format!("Up {}{health}", ago(st.started_at.as_deref()))
+            let paused = if st.paused { " (Paused)" } else { "" };
+            format!("Up {}{paused}{health}", ago(st.started_at.as_deref()))
         }
         State::Restarting => {
             format!("Restarting ({}) {} ago", st.exit_code.unwrap_or(0), ago(st.finished_at.as_deref()))
@@ -135,7 +136,7 @@ fn row(ctx: &project::ProjectCtx, c: &ProjectContainer, st: &ContainerStatus) ->
         project: ctx.loaded.project.name.clone(),
         service: c.service.clone(),
         created: c.created.clone(),
-        state: st.state.as_str().to_string(),
+        state: st.state_word().to_string(),
         status: status_text(st),
         health: st.health.as_ref().map(|h| h.status.as_str().to_string()).unwrap_or_default(),
         exit_code: st.exit_code.unwrap_or(0),
@@ -166,7 +167,7 @@ pub fn run(global: &GlobalOptions, args: &PsArgs) -> CliResult<()> {
         let st = status_of(&ctx.engine.runtime, &c.id);
         let running = matches!(st.state, State::Running | State::Restarting);
         if !args.status.is_empty() {
-            if !args.status.iter().any(|s| s == st.state.as_str()) {
+            if !args.status.iter().any(|s| s == st.state_word()) {
                 continue;
             }
         } else if !args.all && !running {

@@ -1,7 +1,6 @@
 //! `berth up`: plan, apply, and then either return (`-d`, `--wait`) or stay attached to the
 //! logs until the containers exit or Ctrl-C stops the project.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use clap::Args;
@@ -11,10 +10,10 @@ use super::project::{self, ProjectCtx};
 use super::{CliError, CliResult, GlobalOptions, signals};
 use crate::engine::attach::{ExitPolicy, ExitWatch};
 use crate::engine::execute::{Executor, recover, wait_targets};
-use crate::engine::images::{ImageOptions, PullPolicy};
+use crate::engine::images::ImageOptions;
 use crate::engine::logs::{LogFollower, LogFormat, display_name};
 use crate::engine::observe::observe;
-use crate::engine::observe::{ProjectContainer, project_containers, status_of};
+use crate::engine::observe::{ProjectContainer, containers_of};
 use crate::engine::plan::{UpOptions, plan, selected_services, up_scope};
 
 /// `berth up` flags, as docker compose names them.
@@ -96,23 +95,22 @@ pub struct UpArgs {
     /// Pull without printing progress information
     #[arg(long)]
     quiet_pull: bool,
+    /// Suppress the build output
+    #[arg(long)]
+    quiet_build: bool,
+    /// Automatically attach to log output of dependent services
+    #[arg(long)]
+    attach_dependencies: bool,
+    /// Assume "yes" as answer to all prompts and run non-interactively
+    #[arg(short = 'y', long = "yes")]
+    yes: bool,
     /// Services (default: all)
     services: Vec<String>,
 }
 
-fn parse_scale(items: &[String]) -> CliResult<BTreeMap<String, u32>> {
-    let mut out = BTreeMap::new();
-    for item in items {
-        let bad = || CliError::msg(format!("--scale {item:?}: expected SERVICE=NUM"));
-        let (svc, n) = item.split_once('=').ok_or_else(bad)?;
-        out.insert(svc.to_string(), n.trim().parse::<u32>().map_err(|_| bad())?);
-    }
-    Ok(out)
-}
-
 /// Runs `berth up`.
 pub fn run(global: &GlobalOptions, args: &UpArgs) -> CliResult<()> {
-    let scale = parse_scale(&args.scale)?;
+    let scale = super::lifecycle::parse_replicas(&args.scale, "--scale")?;
     let ctx = project::open(global)?;
     project::check_services(&ctx.loaded, &args.services)?;
     project::check_services(&ctx.loaded, &args.attach)?;
@@ -150,18 +148,15 @@ pub fn run(global: &GlobalOptions, args: &UpArgs) -> CliResult<()> {
         ctx.progress.warn(&format!("waiting for another berth command on project {name} to finish"))
     })?;
     recover(&host, &name, &ctx.progress)?;
-    let pull = match args.pull.as_deref() {
-        None | Some("policy") => None,
-        Some(p) => Some(PullPolicy::parse(Some(p)).map_err(CliError::msg)?),
-    };
+    let pull = super::lifecycle::pull_policy(args.pull.as_deref())?;
     let image_opts = ImageOptions { pull, build: args.build, no_build: args.no_build, ..Default::default() };
     let needed = selected_services(&ctx.loaded, &ctx.graph, &opts)?;
-    if args.quiet_pull {
-        let quiet = crate::engine::progress::Progress::new(crate::engine::progress::ProgressMode::Quiet);
-        super::build::ensure_images_with(&ctx, &needed, &image_opts, &quiet)?;
-    } else {
-        super::build::ensure_images(&ctx, &needed, &image_opts)?;
-    }
+    let events = super::lifecycle::QuietImages {
+        inner: &ctx.progress,
+        pulls: args.quiet_pull,
+        builds: args.quiet_build,
+    };
+    super::build::ensure_images_with(&ctx, &needed, &image_opts, &events)?;
     let observed = observe(&host, &name, &up_scope(&ctx.loaded, &ctx.graph, &opts)?)?;
     let plan = plan(&ctx.loaded, &ctx.graph, &observed, &opts)?;
     let started = std::time::SystemTime::now();
@@ -177,8 +172,15 @@ pub fn run(global: &GlobalOptions, args: &UpArgs) -> CliResult<()> {
     if args.detach || args.wait || args.no_start {
         return Ok(());
     }
+    // docker compose follows the named services only, their dependencies too with
+    // --attach-dependencies (all services when none is named).
+    let followed: Vec<String> = if args.services.is_empty() || args.attach_dependencies {
+        selected
+    } else {
+        selected.into_iter().filter(|s| args.services.contains(s)).collect()
+    };
     let attach: Vec<String> = if args.attach.is_empty() {
-        selected.into_iter().filter(|s| !args.no_attach.contains(s)).collect()
+        followed.into_iter().filter(|s| !args.no_attach.contains(s)).collect()
     } else {
         args.attach.clone()
     };
@@ -194,8 +196,9 @@ fn attached(
     signals::install();
     let engine = &ctx.engine;
     let name = &ctx.loaded.project.name;
+    let host = engine.host();
     let all: Vec<ProjectContainer> =
-        project_containers(&engine.runtime, name)?.into_iter().filter(|c| !c.oneoff).collect();
+        containers_of(host.containers, name)?.into_iter().filter(|c| !c.oneoff).collect();
     let watched: Vec<ProjectContainer> =
         all.iter().filter(|c| attach.contains(&c.service)).cloned().collect();
     let format =
@@ -240,10 +243,10 @@ fn attached(
             if interrupts >= 2 && !killed {
                 killed = true;
                 for c in &all {
-                    let _ = engine.runtime.kill(&c.id, None);
+                    let _ = host.containers.kill(&c.id, "SIGKILL");
                 }
             }
-            let look = watch.look(|id| status_of(&engine.runtime, id));
+            let look = watch.look(|id| host.containers.status(id));
             if !look.exited.is_empty() {
                 // The exited containers' last lines come before the news of their exit.
                 follower.poll(&mut out).map_err(output::stream_error)?;
@@ -267,7 +270,7 @@ fn attached(
         follower.poll(&mut out).map_err(output::stream_error)?;
         Ok(())
     })?;
-    let code = watch.exit_code(&all, |id| status_of(&engine.runtime, id));
+    let code = watch.exit_code(&all, |id| host.containers.status(id));
     if code != 0 {
         return Err(CliError::exit(u8::try_from(code.clamp(0, 255)).unwrap_or(1)));
     }

@@ -32,6 +32,20 @@ use super::spec::{PeerRef, ServiceContext, attach_request, container_spec};
 /// How long polling for a container's condition sleeps between looks.
 const POLL: Duration = Duration::from_millis(50);
 
+/// How long a container without a healthcheck must have been running before `up --wait`
+/// counts it as up: a process that fails at once (`sh -c "exit 4"`) has exited by then, and
+/// fails the wait instead of passing it (docker compose looks first after its 500 ms tick).
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// Whether a container that runs started at least [`SETTLE`] before `now` (or when, is
+/// unknown).
+fn settled(st: &ContainerStatus, now: std::time::SystemTime) -> bool {
+    let Some(started) = st.started_at.as_deref().and_then(crate::runtime::timefmt::parse_rfc3339) else {
+        return true;
+    };
+    now.duration_since(started).is_ok_and(|d| d >= SETTLE)
+}
+
 /// What the executor works with: the host's edges, and the project when it is known
 /// (`down` without a compose file has only its name).
 #[derive(Clone, Copy)]
@@ -118,6 +132,7 @@ fn readiness(
     st: &ContainerStatus,
     target: Target,
     has_check: bool,
+    now: std::time::SystemTime,
 ) -> Option<std::result::Result<&'static str, String>> {
     let exited = matches!(st.state, State::Exited | State::Dead);
     let code = st.exit_code.unwrap_or(-1);
@@ -145,7 +160,7 @@ fn readiness(
             Some(Err(format!("container {} exited with code {code}", c.name)))
         }
         Target::Ready(WaitFor::Running) if !has_check => {
-            (st.state == State::Running).then_some(Ok("Running"))
+            (st.state == State::Running && settled(st, now)).then_some(Ok("Running"))
         }
         Target::Ready(WaitFor::Running) => match health {
             Some(HealthState::Healthy) => Some(Ok("Healthy")),
@@ -384,7 +399,7 @@ impl<'a> Executor<'a> {
         let has_check = self.host.containers.spec(&c.id).map(|s| s.healthcheck.is_some()).unwrap_or(false);
         loop {
             let st = self.host.containers.status(&c.id);
-            match readiness(c, &st, target, has_check) {
+            match readiness(c, &st, target, has_check, std::time::SystemTime::now()) {
                 Some(Ok(word)) => {
                     self.progress.event("Container", &c.name, word, true);
                     return Ok(());
@@ -421,10 +436,35 @@ impl<'a> Executor<'a> {
                     return stopped;
                 }
                 // Teardown removes (by force) what would not stop, and reports both.
-                let removed = self.remove(existing, false);
+                let removed = self.remove_with_volumes(existing, plan.remove_anonymous_volumes);
                 EngineError::collect(stopped.err().into_iter().chain(removed.err()).collect())
             }
             ContainerAction::Stop { existing } => self.stop(existing, timeout, OnHookFailure::Warn, false),
+            ContainerAction::Kill { existing, signal } => {
+                self.progress.event("Container", &existing.name, "Killing", false);
+                match self.host.containers.kill(&existing.id, signal) {
+                    Ok(()) => {
+                        self.progress.event("Container", &existing.name, "Killed", true);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        self.progress.failed("Container", &existing.name, "Error while Killing");
+                        Err(EngineError::runtime(format!("kill container {}", existing.name))(e))
+                    }
+                }
+            }
+            ContainerAction::Pause { existing } | ContainerAction::Unpause { existing } => {
+                let pause = matches!(action, ContainerAction::Pause { .. });
+                let (doing, done) = if pause { ("Pausing", "Paused") } else { ("Unpausing", "Unpaused") };
+                self.progress.event("Container", &existing.name, doing, false);
+                self.host.containers.pause(&existing.id, pause).map_err(|e| {
+                    self.progress.failed("Container", &existing.name, "Error");
+                    let what = if pause { "pause" } else { "unpause" };
+                    EngineError::runtime(format!("{what} container {}", existing.name))(e)
+                })?;
+                self.progress.event("Container", &existing.name, done, true);
+                Ok(())
+            }
             ContainerAction::Create { number, name } => self.create(plan, sp, *number, name, start),
             ContainerAction::Recreate { old } => {
                 self.progress.event("Container", &old.name, "Recreate", false);
@@ -444,6 +484,55 @@ impl<'a> Executor<'a> {
                 self.start_existing(plan, sp, existing, *reset)
             }
         }
+    }
+
+    /// Removes container `c` as [`remove`](Self::remove) does and then, with `anonymous`, the
+    /// anonymous volumes it mounted (`rm -v`, `run --rm`); one another container uses stays.
+    pub(crate) fn remove_with_volumes(&self, c: &ProjectContainer, anonymous: bool) -> Result<()> {
+        let volumes = if anonymous { self.anonymous_volumes(c) } else { Vec::new() };
+        self.remove(c, false)?;
+        let mut errors = Vec::new();
+        for name in volumes {
+            match self.host.volumes.remove(&name) {
+                Ok(()) => self.progress.event("Volume", &name, "Removed", true),
+                Err(e) => errors.push(EngineError::volume("volume")(e)),
+            }
+        }
+        EngineError::collect(errors)
+    }
+
+    /// Waits until `condition` (`service_healthy`, `service_completed_successfully`; any
+    /// other holds at once) holds for every container of `service`.
+    pub(crate) fn condition(
+        &self,
+        project: &str,
+        service: &str,
+        condition: &str,
+    ) -> std::result::Result<(), String> {
+        let target = match condition {
+            "service_healthy" => Target::Healthy,
+            "service_completed_successfully" => Target::Completed,
+            _ => return Ok(()),
+        };
+        self.condition_holds(project, service, target)
+    }
+
+    /// Starts container `id` of `service` and runs the service's `post_start` hooks.
+    pub(crate) fn start_container(&self, service: &str, id: &str, name: &str) -> Result<()> {
+        self.start(service, id, name)
+    }
+
+    /// The anonymous volumes container `c` mounts (`rm -v` removes them with it).
+    fn anonymous_volumes(&self, c: &ProjectContainer) -> Vec<String> {
+        let Ok(spec) = self.host.containers.spec(&c.id) else { return Vec::new() };
+        let Ok(all) = self.host.volumes.list() else { return Vec::new() };
+        spec.mounts
+            .iter()
+            .filter_map(|m| m.volume.clone())
+            .filter(|name| {
+                all.iter().any(|v| &v.name == name && v.labels.contains_key(crate::volume::LABEL_ANONYMOUS))
+            })
+            .collect()
     }
 
     fn hooks(
@@ -723,7 +812,54 @@ impl<'a> Executor<'a> {
                 Err(NotReady::TimedOut(reason)) => return Err(EngineError::Wait(reason)),
             }
         }
+        // One that was up may have exited while the wait went on to the others.
+        for c in &containers {
+            let st = self.host.containers.status(&c.id);
+            if targets[&c.service] == WaitFor::Running && matches!(st.state, State::Exited | State::Dead) {
+                let code = st.exit_code.unwrap_or(-1);
+                self.progress.failed("Container", &c.name, "Error");
+                return Err(EngineError::Wait(format!("container {} exited with code {code}", c.name)));
+            }
+        }
         Ok(())
+    }
+
+    /// `wait`: waits until each of `containers` has exited for good, in parallel, calling
+    /// `on_exit` with each one's exit code as it comes; the code of the last to exit.
+    pub fn wait_exits(
+        &self,
+        containers: &[ProjectContainer],
+        on_exit: &(dyn Fn(&ProjectContainer, i32) + Sync),
+    ) -> Result<i32> {
+        let last = Mutex::new(0);
+        let results: Vec<Result<()>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = containers
+                .iter()
+                .map(|c| {
+                    let last = &last;
+                    scope.spawn(move || -> Result<()> {
+                        loop {
+                            let st =
+                                self.host.containers.wait(&c.id, Duration::from_secs(3600)).map_err(
+                                    EngineError::runtime(format!("wait for container {}", c.name)),
+                                )?;
+                            if matches!(st.state, State::Exited | State::Dead) {
+                                let code = st.exit_code.unwrap_or(-1);
+                                *last.lock().unwrap_or_else(|p| p.into_inner()) = code;
+                                on_exit(c, code);
+                                return Ok(());
+                            }
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(EngineError::Msg("a wait thread panicked".into()))))
+                .collect()
+        });
+        EngineError::collect(results.into_iter().filter_map(Result::err).collect())?;
+        Ok(last.into_inner().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -1040,18 +1176,257 @@ services:
             labels: BTreeMap::new(),
         };
         let running = crate::engine::fake::running();
-        assert_eq!(readiness(&c, &running, Target::Healthy, true), None);
+        let now = std::time::SystemTime::now();
+        assert_eq!(readiness(&c, &running, Target::Healthy, true, now), None);
         assert!(
-            matches!(readiness(&c, &running, Target::Healthy, false), Some(Err(e)) if e.contains("no healthcheck"))
+            matches!(readiness(&c, &running, Target::Healthy, false, now), Some(Err(e)) if e.contains("no healthcheck"))
         );
-        assert_eq!(readiness(&c, &exited(0), Target::Completed, false), Some(Ok("Exited")));
-        assert_eq!(readiness(&c, &running, Target::Completed, false), None);
-        assert_eq!(readiness(&c, &running, Target::Ready(WaitFor::Running), false), Some(Ok("Running")));
-        assert_eq!(readiness(&c, &running, Target::Ready(WaitFor::Running), true), None);
+        assert_eq!(readiness(&c, &exited(0), Target::Completed, false, now), Some(Ok("Exited")));
+        assert_eq!(readiness(&c, &running, Target::Completed, false, now), None);
+        assert_eq!(readiness(&c, &running, Target::Ready(WaitFor::Running), false, now), Some(Ok("Running")));
+        assert_eq!(readiness(&c, &running, Target::Ready(WaitFor::Running), true, now), None);
         assert!(matches!(
-            readiness(&c, &exited(2), Target::Ready(WaitFor::Running), false),
+            readiness(&c, &exited(2), Target::Ready(WaitFor::Running), false, now),
             Some(Err(e)) if e == "container p-a-1 exited with code 2"
         ));
-        assert_eq!(readiness(&c, &exited(0), Target::Ready(WaitFor::Completion), false), Some(Ok("Exited")));
+        assert_eq!(
+            readiness(&c, &exited(0), Target::Ready(WaitFor::Completion), false, now),
+            Some(Ok("Exited"))
+        );
+    }
+
+    /// The lifecycle commands as plans over the same operations, against the fake host.
+    mod lifecycle {
+        use super::*;
+        use crate::engine::observe::Observed;
+        use crate::engine::plan::{plan_kill, plan_pause, plan_restart, plan_rm};
+
+        const APP: &str = r#"
+services:
+  db:
+    image: x
+    pre_stop: [{command: [echo, db-down]}]
+    post_start: [{command: [echo, db-up]}]
+  api:
+    image: x
+    depends_on:
+      db: {condition: service_started, restart: true}
+    volumes: ["/cache"]
+  web:
+    image: x
+    depends_on: [api]
+  solo:
+    image: x
+    networks: [back]
+networks:
+  back: {}
+"#;
+
+        fn setup() -> (tempfile::TempDir, crate::compose::LoadedProject, ServiceGraph, Fake) {
+            let (d, loaded, graph) = load(APP);
+            let fake = Fake::with_images(&["x"]);
+            fake.up(&loaded, &graph, &UpOptions::default()).unwrap();
+            fake.take_calls();
+            (d, loaded, graph, fake)
+        }
+
+        fn observed(fake: &Fake) -> Observed {
+            observe(&fake.host(), "p", &Scope::default()).unwrap()
+        }
+
+        fn run(
+            fake: &Fake,
+            loaded: &crate::compose::LoadedProject,
+            graph: &ServiceGraph,
+            plan: &Plan,
+        ) -> Result<()> {
+            let progress = quiet();
+            Executor { host: fake.host(), loaded: Some(loaded), graph: Some(graph), progress: &progress }
+                .execute(plan)
+        }
+
+        #[test]
+        fn restart_keeps_containers_runs_hooks_and_follows_restart_dependents() {
+            let (_d, loaded, graph, fake) = setup();
+            let before = fake.containers();
+            let plan = plan_restart(&loaded, &graph, &observed(&fake), &["db".into()], false, None).unwrap();
+            let names: Vec<&str> = plan.services.iter().map(|s| s.name.as_str()).collect();
+            // api depends on db with restart: true; web only with service_started.
+            assert_eq!(names, ["db", "api"]);
+            run(&fake, &loaded, &graph, &plan).unwrap();
+            let calls = fake.take_calls();
+            assert_eq!(
+                about(&calls, "p-db-1"),
+                ["exec p-db-1 echo db-down", "stop p-db-1", "start p-db-1", "exec p-db-1 echo db-up"]
+            );
+            assert!(
+                pos(&calls, "exec p-db-1 echo db-up") < pos(&calls, "stop p-api-1")
+                    || pos(&calls, "start p-db-1") < pos(&calls, "start p-api-1")
+            );
+            assert!(!calls.iter().any(|c| c.starts_with("create") || c.starts_with("remove")), "{calls:?}");
+            assert_eq!(fake.containers(), before);
+            // --no-deps: only the named service.
+            let plan = plan_restart(&loaded, &graph, &observed(&fake), &["db".into()], true, None).unwrap();
+            assert_eq!(plan.services.len(), 1);
+            // A stopped container is started.
+            fake.set_status("p-web-1", exited(0));
+            let plan = plan_restart(&loaded, &graph, &observed(&fake), &["web".into()], false, None).unwrap();
+            run(&fake, &loaded, &graph, &plan).unwrap();
+            assert_eq!(fake.take_calls(), ["start p-web-1"]);
+            assert!(plan_restart(&loaded, &graph, &observed(&fake), &["nope".into()], false, None).is_err());
+        }
+
+        #[test]
+        fn rm_takes_stopped_containers_only_unless_stop_and_their_anonymous_volumes_with_v() {
+            let (_d, loaded, graph, fake) = setup();
+            let rm = |services: &[String], stop: bool, v: bool| {
+                plan_rm("p", Some(&loaded), Some(&graph), &observed(&fake), services, stop, v).unwrap()
+            };
+            // Everything runs: nothing to remove.
+            assert!(rm(&[], false, false).services.is_empty());
+            fake.set_status("p-api-1", exited(0));
+            let plan = rm(&[], false, false);
+            assert_eq!(plan.describe(), ["api: remove container p-api-1 (scale down)"]);
+            let anon: Vec<String> = fake.volumes().into_iter().filter(|v| v.starts_with("anon-")).collect();
+            assert_eq!(anon.len(), 1);
+            // Without -v the anonymous volume stays; with it, it goes.
+            run(&fake, &loaded, &graph, &plan).unwrap();
+            assert!(fake.volumes().contains(&anon[0]));
+            let old = anon[0].clone();
+            fake.up(&loaded, &graph, &UpOptions::default()).unwrap();
+            let anon: Vec<String> =
+                fake.volumes().into_iter().filter(|v| v.starts_with("anon-") && *v != old).collect();
+            assert_eq!(anon.len(), 1);
+            fake.take_calls();
+            let plan = rm(&["api".into()], true, true);
+            run(&fake, &loaded, &graph, &plan).unwrap();
+            let calls = fake.take_calls();
+            assert_eq!(calls[..2], ["stop p-api-1", "remove p-api-1"], "{calls:?}");
+            // The new container's own anonymous volume goes; the one it did not mount stays.
+            assert!(calls.contains(&format!("volume remove {}", anon[0])), "{calls:?}");
+            assert!(fake.volumes().contains(&old));
+            assert!(!fake.containers().iter().any(|(n, _)| n == "p-api-1"));
+            // -s takes running ones, dependents first.
+            let plan = rm(&[], true, false);
+            let names: Vec<&str> = plan.services.iter().map(|s| s.name.as_str()).collect();
+            assert!(
+                names.iter().position(|n| *n == "web") < names.iter().position(|n| *n == "db"),
+                "{names:?}"
+            );
+        }
+
+        #[test]
+        fn kill_signals_running_containers_and_pause_freezes_them() {
+            let (_d, loaded, graph, fake) = setup();
+            fake.set_status("p-solo-1", exited(0));
+            let plan =
+                plan_kill("p", Some(&loaded), &observed(&fake), &["db".into(), "solo".into()], "KILL", false)
+                    .unwrap();
+            assert_eq!(plan.describe(), ["db: send KILL to container p-db-1"]);
+            run(&fake, &loaded, &graph, &plan).unwrap();
+            assert_eq!(fake.take_calls(), ["kill p-db-1 KILL"]);
+            let st = fake.host().containers.status(&observed(&fake).containers[1].id);
+            assert_eq!((st.state, st.exit_code), (State::Exited, Some(137)));
+            let e = plan_kill("p", Some(&loaded), &observed(&fake), &[], "SIGNOPE", false).unwrap_err();
+            assert!(e.to_string().contains("SIGNOPE"), "{e}");
+            // Nothing running of the service: an empty plan.
+            assert!(
+                plan_kill("p", None, &observed(&fake), &["db".into()], "9", false)
+                    .unwrap()
+                    .services
+                    .is_empty()
+            );
+
+            let plan = plan_pause("p", Some(&loaded), &observed(&fake), &[], true).unwrap();
+            run(&fake, &loaded, &graph, &plan).unwrap();
+            let calls = fake.take_calls();
+            assert!(
+                calls.contains(&"pause p-api-1".to_string()) && calls.contains(&"pause p-web-1".to_string())
+            );
+            assert!(!calls.iter().any(|c| c.contains("p-db-1")), "{calls:?}");
+            let o = observed(&fake);
+            assert!(o.containers.iter().filter(|c| c.service == "api").all(|c| o.status(&c.id).paused));
+            // Paused ones are not paused again; unpause takes exactly them.
+            assert!(plan_pause("p", Some(&loaded), &o, &[], true).unwrap().services.is_empty());
+            let plan = plan_pause("p", Some(&loaded), &o, &["web".into()], false).unwrap();
+            run(&fake, &loaded, &graph, &plan).unwrap();
+            assert_eq!(fake.take_calls(), ["unpause p-web-1"]);
+        }
+
+        #[test]
+        fn down_of_services_takes_their_dependents_and_keeps_networks_in_use() {
+            let (_d, loaded, graph, fake) = setup();
+            let opts = DownOptions { services: vec!["api".into()], ..DownOptions::default() };
+            fake.down(Some(&loaded), Some(&graph), &opts).unwrap();
+            let left: Vec<String> = fake.containers().into_iter().map(|c| c.0).collect();
+            assert_eq!(left, ["p-db-1", "p-solo-1"]);
+            // db still uses the default network; nobody uses back any more... but solo does.
+            assert_eq!(fake.networks(), ["p_back", "p_default"]);
+            let opts = DownOptions { services: vec!["solo".into()], ..DownOptions::default() };
+            fake.take_calls();
+            fake.down(Some(&loaded), Some(&graph), &opts).unwrap();
+            let calls = fake.take_calls();
+            assert!(calls.contains(&"network remove p_back".to_string()), "{calls:?}");
+            assert_eq!(fake.networks(), ["p_default"]);
+            // Without the file, networks stay while containers do.
+            let opts = DownOptions { services: vec!["db".into()], ..DownOptions::default() };
+            fake.up(&loaded, &graph, &UpOptions { services: vec!["solo".into()], ..UpOptions::default() })
+                .unwrap();
+            fake.down(None, None, &opts).unwrap();
+            assert_eq!(fake.containers().iter().map(|c| c.0.as_str()).collect::<Vec<_>>(), ["p-solo-1"]);
+            assert_eq!(fake.networks(), ["p_back", "p_default"]);
+        }
+
+        #[test]
+        fn up_wait_fails_on_a_container_that_exits_right_after_its_start() {
+            let (_d, loaded, graph) = load("services:\n  job: {image: x}\n  web: {image: x}\n");
+            let fake = Fake::with_images(&["x"]);
+            // Running when first seen, but only just started: not counted yet.
+            let just = ContainerStatus {
+                started_at: Some(crate::runtime::timefmt::now()),
+                ..crate::engine::fake::running()
+            };
+            fake.after_start("job", just);
+            fake.up(&loaded, &graph, &UpOptions::default()).unwrap();
+            let progress = quiet();
+            let x = Executor {
+                host: fake.host(),
+                loaded: Some(&loaded),
+                graph: Some(&graph),
+                progress: &progress,
+            };
+            let targets = wait_targets(&graph, &["job".to_string(), "web".to_string()]);
+            std::thread::scope(|s| {
+                let waiting = s.spawn(|| x.wait_ready("p", &targets, Some(Duration::from_secs(5))));
+                std::thread::sleep(Duration::from_millis(150));
+                fake.set_status("p-job-1", exited(4));
+                let e = waiting.join().unwrap().unwrap_err();
+                assert!(e.to_string().contains("container p-job-1 exited with code 4"), "{e}");
+            });
+            // Exit 0 of a service nobody waits for to complete fails too.
+            fake.set_status("p-job-1", exited(0));
+            assert!(x.wait_ready("p", &targets, Some(Duration::from_secs(1))).is_err());
+        }
+
+        #[test]
+        fn wait_exits_reports_each_exit_and_returns_the_last_code() {
+            let (_d, loaded, graph, fake) = setup();
+            fake.set_status("p-db-1", exited(3));
+            let o = observed(&fake);
+            let db: Vec<ProjectContainer> =
+                o.containers.iter().filter(|c| c.service == "db").cloned().collect();
+            let progress = quiet();
+            let x = Executor {
+                host: fake.host(),
+                loaded: Some(&loaded),
+                graph: Some(&graph),
+                progress: &progress,
+            };
+            let seen = Mutex::new(Vec::new());
+            let code =
+                x.wait_exits(&db, &|c, code| seen.lock().unwrap().push((c.name.clone(), code))).unwrap();
+            assert_eq!(code, 3);
+            assert_eq!(seen.into_inner().unwrap(), [("p-db-1".to_string(), 3)]);
+        }
     }
 }

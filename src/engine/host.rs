@@ -33,6 +33,13 @@ pub trait ContainerHost: Sync {
     fn remove(&self, id: &str, force: bool) -> Result<(), RuntimeError>;
     /// Runs a command in a running container: exit code, stdout, stderr.
     fn exec_output(&self, id: &str, exec: &ExecSpec) -> Result<(i32, Vec<u8>, Vec<u8>), RuntimeError>;
+    /// Sends `signal` (a name like `SIGKILL` or `KILL`, or a number) to a running container;
+    /// its restart policy no longer applies.
+    fn kill(&self, id: &str, signal: &str) -> Result<(), RuntimeError>;
+    /// Freezes (`true`) or thaws a running container's processes.
+    fn pause(&self, id: &str, paused: bool) -> Result<(), RuntimeError>;
+    /// Waits until a container has exited for good (or `timeout`); its status then.
+    fn wait(&self, id: &str, timeout: Duration) -> Result<ContainerStatus, RuntimeError>;
 }
 
 /// Networks, as the engine uses them.
@@ -126,6 +133,15 @@ impl ContainerHost for Runtime {
     }
     fn exec_output(&self, id: &str, exec: &ExecSpec) -> Result<(i32, Vec<u8>, Vec<u8>), RuntimeError> {
         Runtime::exec_output(self, id, exec)
+    }
+    fn kill(&self, id: &str, signal: &str) -> Result<(), RuntimeError> {
+        Runtime::kill(self, id, Some(signal)).map(drop)
+    }
+    fn pause(&self, id: &str, paused: bool) -> Result<(), RuntimeError> {
+        if paused { Runtime::pause(self, id) } else { Runtime::unpause(self, id) }.map(drop)
+    }
+    fn wait(&self, id: &str, timeout: Duration) -> Result<ContainerStatus, RuntimeError> {
+        Runtime::wait(self, id, timeout)
     }
 }
 

@@ -17,6 +17,7 @@ pub mod host;
 pub mod images;
 pub mod logs;
 pub mod observe;
+pub mod oneoff;
 pub mod plan;
 pub mod progress;
 pub mod provider;

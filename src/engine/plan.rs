@@ -39,6 +39,9 @@ pub struct DownOptions {
     pub rmi: Option<RemoveImages>,
     /// Stop timeout (each container's grace time when absent).
     pub timeout: Option<Duration>,
+    /// Only these services and their dependents (docker compose 2.x `down SERVICE...`):
+    /// networks and volumes other containers still use stay. All when empty.
+    pub services: Vec<String>,
 }
 
 /// What `up` was asked to do, beyond the project itself.
@@ -109,6 +112,23 @@ pub enum ContainerAction {
         /// The container.
         existing: ProjectContainer,
     },
+    /// Send a signal (`kill`).
+    Kill {
+        /// The container.
+        existing: ProjectContainer,
+        /// The signal's name or number.
+        signal: String,
+    },
+    /// Freeze its processes (`pause`).
+    Pause {
+        /// The container.
+        existing: ProjectContainer,
+    },
+    /// Thaw its processes (`unpause`).
+    Unpause {
+        /// The container.
+        existing: ProjectContainer,
+    },
 }
 
 impl ContainerAction {
@@ -121,7 +141,10 @@ impl ContainerAction {
             | ContainerAction::Restart { existing: c }
             | ContainerAction::Keep { existing: c }
             | ContainerAction::Remove { existing: c }
-            | ContainerAction::Stop { existing: c } => &c.name,
+            | ContainerAction::Stop { existing: c }
+            | ContainerAction::Kill { existing: c, .. }
+            | ContainerAction::Pause { existing: c }
+            | ContainerAction::Unpause { existing: c } => &c.name,
         }
     }
 
@@ -137,14 +160,17 @@ impl ContainerAction {
                 format!("recreate container {} (configuration changed)", old.name)
             }
             ContainerAction::Start { existing, .. } => format!("start container {}", existing.name),
-            ContainerAction::Restart { existing } => {
-                format!("restart container {} (a dependency is recreated)", existing.name)
-            }
+            ContainerAction::Restart { existing } => format!("restart container {}", existing.name),
             ContainerAction::Keep { existing } => format!("keep container {} (up to date)", existing.name),
             ContainerAction::Remove { existing } => {
                 format!("remove container {} (scale down)", existing.name)
             }
             ContainerAction::Stop { existing } => format!("stop container {}", existing.name),
+            ContainerAction::Kill { existing, signal } => {
+                format!("send {signal} to container {}", existing.name)
+            }
+            ContainerAction::Pause { existing } => format!("pause container {}", existing.name),
+            ContainerAction::Unpause { existing } => format!("unpause container {}", existing.name),
         }
     }
 }
@@ -223,6 +249,8 @@ pub struct Plan {
     pub remove_volumes: Vec<String>,
     /// Images to remove at the end (references).
     pub remove_images: Vec<String>,
+    /// Remove the anonymous volumes of the containers the plan removes (`rm -v`).
+    pub remove_anonymous_volumes: bool,
 }
 
 impl Plan {
@@ -499,6 +527,7 @@ pub fn plan(
         remove_networks: Vec::new(),
         remove_volumes: Vec::new(),
         remove_images: Vec::new(),
+        remove_anonymous_volumes: false,
     })
 }
 
@@ -524,6 +553,7 @@ fn empty_plan(project: &str, order: Order) -> Plan {
         remove_networks: Vec::new(),
         remove_volumes: Vec::new(),
         remove_images: Vec::new(),
+        remove_anonymous_volumes: false,
     }
 }
 
@@ -572,13 +602,63 @@ pub fn plan_down(
     let mut plan = empty_plan(project, Order::DependentsFirst);
     plan.options.timeout = opts.timeout;
     let known = |c: &ProjectContainer| loaded.is_none_or(|l| l.project.services.contains_key(&c.service));
+    // `down SERVICE...`: those services and what depends on them (as docker compose's
+    // WithRootNodesAndDown); names the file does not have are ignored here (the CLI refuses
+    // them when there is a file: without one, a service may just have no containers left).
+    let chosen: Option<BTreeSet<String>> = (!opts.services.is_empty()).then(|| {
+        let named: Vec<String> = opts
+            .services
+            .iter()
+            .filter(|s| loaded.is_none_or(|l| l.project.services.contains_key(*s)))
+            .cloned()
+            .collect();
+        match graph.and_then(|g| g.dependents_closure(&named).ok()) {
+            Some(all) => all.into_iter().collect(),
+            None => named.into_iter().collect(),
+        }
+    });
+    let in_scope = |c: &ProjectContainer| chosen.as_ref().is_none_or(|set| set.contains(&c.service));
     // Orphans removed are part of the services below; the rest are only warned about.
     if !opts.remove_orphans {
         plan.orphans = observed.containers.iter().filter(|c| !known(c)).cloned().collect();
     }
-    let targets: Vec<ProjectContainer> =
-        observed.containers.iter().filter(|c| known(c) || opts.remove_orphans).cloned().collect();
+    let targets: Vec<ProjectContainer> = observed
+        .containers
+        .iter()
+        .filter(|c| (known(c) && in_scope(c)) || (opts.remove_orphans && !known(c)))
+        .cloned()
+        .collect();
     plan.services = by_service(graph, &targets, |c| Some(ContainerAction::Remove { existing: c.clone() }));
+    if chosen.is_some() {
+        // Only what no container that stays needs.
+        let staying: Vec<&ProjectContainer> =
+            observed.containers.iter().filter(|c| !targets.iter().any(|t| t.id == c.id)).collect();
+        let (keep_networks, keep_volumes) = match loaded {
+            Some(l) => used_by(l, staying.iter().map(|c| c.service.as_str())),
+            // Without the file, what the others use is unknown: keep everything while any stays.
+            None if !staying.is_empty() => return plan,
+            None => (BTreeSet::new(), BTreeSet::new()),
+        };
+        let mut networks: BTreeSet<String> = BTreeSet::new();
+        if let Some(l) = loaded {
+            for key in l.project.networks.keys() {
+                if let Some(spec) = network_spec(l, key)
+                    && !spec.external
+                {
+                    networks.insert(spec.name);
+                }
+            }
+        }
+        networks.extend(observed.labelled_networks.iter().cloned());
+        plan.remove_networks = networks.into_iter().filter(|n| !keep_networks.contains(n)).collect();
+        if opts.volumes {
+            let mut volumes: BTreeSet<String> = observed.volumes.iter().cloned().collect();
+            volumes.extend(observed.labelled_volumes.iter().cloned());
+            plan.remove_volumes = volumes.into_iter().filter(|v| !keep_volumes.contains(v)).collect();
+            plan.remove_anonymous_volumes = true;
+        }
+        return plan;
+    }
     let mut networks: BTreeSet<String> = BTreeSet::new();
     if let Some(l) = loaded {
         for key in l.project.networks.keys() {
@@ -609,6 +689,184 @@ pub fn plan_down(
         plan.remove_images = refs.into_iter().collect();
     }
     plan
+}
+
+/// The networks (real names) and named volumes that containers of `services` use.
+fn used_by<'s>(
+    loaded: &LoadedProject,
+    services: impl Iterator<Item = &'s str>,
+) -> (BTreeSet<String>, BTreeSet<String>) {
+    let project = &loaded.project;
+    let (mut networks, mut volumes) = (BTreeSet::new(), BTreeSet::new());
+    for name in services {
+        let Some(svc) = project.services.get(name) else { continue };
+        let keys: Vec<String> = match (&svc.networks, &svc.network_mode) {
+            (Some(n), _) => n.keys().cloned().collect(),
+            (None, None) => vec!["default".to_string()],
+            (None, Some(_)) => Vec::new(),
+        };
+        networks.extend(keys.iter().filter_map(|k| network_spec(loaded, k)).map(|s| s.name));
+        for v in &svc.volumes {
+            if v.r#type == "volume"
+                && let Some(src) = &v.source
+                && let Some(real) = crate::volume::volume_name(project, src)
+            {
+                volumes.insert(real);
+            }
+        }
+    }
+    (networks, volumes)
+}
+
+/// `restart`'s plan: every container of `services` (all when empty) and, unless `no_deps`,
+/// of the services that depend on them with `restart: true`, stopped (with `pre_stop`
+/// hooks) and started again (with `post_start` hooks) in dependency order, each waiting for
+/// its dependencies' conditions, as docker compose's restart does. Stopped containers are
+/// started. Keeps every container.
+pub fn plan_restart(
+    loaded: &LoadedProject,
+    graph: &ServiceGraph,
+    observed: &Observed,
+    services: &[String],
+    no_deps: bool,
+    timeout: Option<Duration>,
+) -> Result<Plan> {
+    check_known(loaded, services)?;
+    let project = &loaded.project;
+    let mut chosen: BTreeSet<String> = if services.is_empty() {
+        project.services.keys().cloned().collect()
+    } else {
+        services.iter().cloned().collect()
+    };
+    if !no_deps && !services.is_empty() {
+        // Dependents through `restart: true` edges, to a fixed point.
+        loop {
+            let more: Vec<String> = project
+                .services
+                .keys()
+                .filter(|s| !chosen.contains(*s))
+                .filter(|s| {
+                    graph.direct_dependencies(s).into_iter().any(|(node, kind)| {
+                        matches!(node, GraphNode::Service(ref d) if chosen.contains(d))
+                            && matches!(kind, EdgeKind::DependsOn { restart: true, .. })
+                    })
+                })
+                .cloned()
+                .collect();
+            if more.is_empty() {
+                break;
+            }
+            chosen.extend(more);
+        }
+    }
+    let mut plan = empty_plan(&project.name, Order::DependenciesFirst);
+    plan.options.timeout = timeout;
+    plan.wait_conditions = true;
+    let targets: Vec<ProjectContainer> =
+        observed.containers.iter().filter(|c| !c.oneoff && chosen.contains(&c.service)).cloned().collect();
+    plan.services =
+        by_service(Some(graph), &targets, |c| Some(ContainerAction::Restart { existing: c.clone() }));
+    Ok(plan)
+}
+
+/// `rm`'s plan: the stopped containers of `services` (all when empty; one-offs are not
+/// included, as with docker compose), or with `stop` the running ones too (stopped first,
+/// dependents first); with `anonymous_volumes` their anonymous volumes go with them. An empty
+/// plan means there is nothing to remove.
+pub fn plan_rm(
+    project: &str,
+    loaded: Option<&LoadedProject>,
+    graph: Option<&ServiceGraph>,
+    observed: &Observed,
+    services: &[String],
+    stop: bool,
+    anonymous_volumes: bool,
+) -> Result<Plan> {
+    if let Some(l) = loaded {
+        check_known(l, services)?;
+    }
+    let mut plan = empty_plan(project, Order::DependentsFirst);
+    plan.keep_going = false;
+    plan.remove_anonymous_volumes = anonymous_volumes;
+    let targets: Vec<ProjectContainer> = observed
+        .containers
+        .iter()
+        .filter(|c| !c.oneoff && (services.is_empty() || services.contains(&c.service)))
+        .filter(|c| loaded.is_none_or(|l| l.project.services.contains_key(&c.service)))
+        .filter(|c| stop || !matches!(observed.status(&c.id).state, State::Running | State::Restarting))
+        .cloned()
+        .collect();
+    plan.services = by_service(graph, &targets, |c| Some(ContainerAction::Remove { existing: c.clone() }));
+    Ok(plan)
+}
+
+/// `kill`'s plan: `signal` to every running container of `services` (all when empty),
+/// one-offs included; containers of services that left the file only with
+/// `remove_orphans`, as docker compose does. An empty plan means nothing runs.
+pub fn plan_kill(
+    project: &str,
+    loaded: Option<&LoadedProject>,
+    observed: &Observed,
+    services: &[String],
+    signal: &str,
+    remove_orphans: bool,
+) -> Result<Plan> {
+    if let Some(l) = loaded {
+        check_known(l, services)?;
+    }
+    if signal.parse::<crate::runtime::process::SignalName>().is_err() {
+        return Err(EngineError::Msg(format!("invalid signal {signal:?}")));
+    }
+    let mut plan = empty_plan(project, Order::DependentsFirst);
+    plan.keep_going = true;
+    let targets: Vec<ProjectContainer> = observed
+        .containers
+        .iter()
+        .filter(|c| services.is_empty() || services.contains(&c.service))
+        .filter(|c| remove_orphans || loaded.is_none_or(|l| l.project.services.contains_key(&c.service)))
+        .filter(|c| observed.status(&c.id).state == State::Running)
+        .cloned()
+        .collect();
+    // No ordering between services: a kill is immediate, as docker compose sends them all at
+    // once.
+    plan.services = by_service(None, &targets, |c| {
+        Some(ContainerAction::Kill { existing: c.clone(), signal: signal.into() })
+    });
+    Ok(plan)
+}
+
+/// `pause`'s plan (`pause: true`) or `unpause`'s: every running container of `services` (all
+/// when empty) that is not paused yet, or every paused one. An empty plan means nothing to do.
+pub fn plan_pause(
+    project: &str,
+    loaded: Option<&LoadedProject>,
+    observed: &Observed,
+    services: &[String],
+    pause: bool,
+) -> Result<Plan> {
+    if let Some(l) = loaded {
+        check_known(l, services)?;
+    }
+    let mut plan = empty_plan(project, Order::DependentsFirst);
+    plan.keep_going = true;
+    let targets: Vec<ProjectContainer> = observed
+        .containers
+        .iter()
+        .filter(|c| services.is_empty() || services.contains(&c.service))
+        .filter(|c| {
+            let st = observed.status(&c.id);
+            st.state == State::Running && st.paused != pause
+        })
+        .cloned()
+        .collect();
+    plan.services = by_service(None, &targets, |c| {
+        Some(if pause {
+            ContainerAction::Pause { existing: c.clone() }
+        } else {
+            ContainerAction::Unpause { existing: c.clone() }
+        })
+    });
+    Ok(plan)
 }
 
 fn check_known(loaded: &LoadedProject, services: &[String]) -> Result<()> {
@@ -833,6 +1091,9 @@ volumes:
                         ContainerAction::Keep { .. } => "keep".into(),
                         ContainerAction::Remove { existing } => format!("remove{}", existing.number),
                         ContainerAction::Stop { .. } => "stop".into(),
+                        ContainerAction::Kill { signal, .. } => format!("kill-{signal}"),
+                        ContainerAction::Pause { .. } => "pause".into(),
+                        ContainerAction::Unpause { .. } => "unpause".into(),
                     };
                     out.push(format!("{}:{w}", s.name));
                 }

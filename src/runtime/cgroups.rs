@@ -259,9 +259,65 @@ impl Cgroup {
             .unwrap_or_default()
     }
 
+    /// The freezer's file and the values that freeze and thaw: v1 `freezer.state`
+    /// (`FROZEN`/`THAWED`), v2 `cgroup.freeze` (`1`/`0`). `None` when v1 has no freezer
+    /// hierarchy.
+    fn freezer(&self) -> Option<(PathBuf, &'static str, &'static str)> {
+        match &self.imp {
+            Imp::V1(c) => c.dir("freezer").map(|d| (d.join("freezer.state"), "FROZEN", "THAWED")),
+            Imp::V2(c) => Some((c.dirs[0].join("cgroup.freeze"), "1", "0")),
+        }
+    }
+
+    /// Freezes (`true`) or thaws every process of the cgroup, and waits until the kernel says
+    /// it is done (v1 passes through `FREEZING`; v2 reports `frozen 1` in `cgroup.events`).
+    pub fn set_frozen(&self, sys: &dyn Syscall, frozen: bool) -> Result<(), CgroupError> {
+        let Some((file, on, off)) = self.freezer() else {
+            return Err(CgroupError {
+                path: PathBuf::from(CGROUP_ROOT).join("freezer"),
+                source: io::Error::new(io::ErrorKind::Unsupported, "no freezer hierarchy is mounted"),
+            });
+        };
+        let dir = file.parent().unwrap_or(Path::new(CGROUP_ROOT));
+        let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        write(sys, dir, name, if frozen { on } else { off })?;
+        for _ in 0..1000 {
+            if self.is_frozen(sys) == frozen {
+                return Ok(());
+            }
+            // v1: writing FROZEN again retries tasks that were busy.
+            if frozen && self.version() == Version::V1 {
+                let _ = write(sys, dir, name, on);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Err(CgroupError {
+            path: file.clone(),
+            source: io::Error::new(io::ErrorKind::TimedOut, "the freezer did not settle"),
+        })
+    }
+
+    /// Whether the cgroup is frozen (or freezing).
+    pub fn is_frozen(&self, sys: &dyn Syscall) -> bool {
+        match &self.imp {
+            Imp::V1(c) => c
+                .dir("freezer")
+                .and_then(|d| sys.read(&d.join("freezer.state")).ok())
+                .is_some_and(|t| t.trim() != "THAWED"),
+            Imp::V2(c) => sys
+                .read(&c.dirs[0].join("cgroup.events"))
+                .ok()
+                .is_some_and(|t| t.lines().any(|l| l.trim() == "frozen 1")),
+        }
+    }
+
     /// SIGKILLs every process left and removes the dirs, retrying while the kernel still counts
     /// dying tasks. Keeps going on errors and returns the first.
     pub fn destroy(&self, sys: &dyn Syscall) -> Result<(), CgroupError> {
+        // Frozen tasks (paused container) cannot die until thawed.
+        if self.is_frozen(sys) {
+            let _ = self.set_frozen(sys, false);
+        }
         let mut first_error = None;
         for attempt in 0..200 {
             for pid in self.processes(sys) {

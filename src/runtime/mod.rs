@@ -70,6 +70,12 @@ pub enum RuntimeError {
     /// The operation needs a running container.
     #[error("container {0} is not running")]
     NotRunning(String),
+    /// The container is paused already.
+    #[error("container {0} is already paused")]
+    Paused(String),
+    /// The container is not paused.
+    #[error("container {0} is not paused")]
+    NotPaused(String),
     /// The operation refuses a running container.
     #[error("container {0} is running: stop it first or force the removal")]
     Running(String),
@@ -404,7 +410,8 @@ impl Runtime {
         };
         let (spawned, security, committed) = std::thread::scope(|scope| {
             let netns = fresh_netns.then(|| scope.spawn(make_netns));
-            let spawned = self.spawn_shim(id, &ready_w, &OwnedFd::from(go_shim));
+            let attach = spec.process.attach_stdio && !spec.process.tty;
+            let spawned = self.spawn_shim(id, &ready_w, &OwnedFd::from(go_shim), attach);
             drop(ready_w);
             let security = security();
             // A shim that failed has closed its end: it reports on the ready pipe, and what
@@ -476,7 +483,9 @@ impl Runtime {
     /// child until this process ends (then init's), and whoever watches it here reaps it once
     /// it has ended (see `shim_alive`). A fork in the shim would cost the start a process copy
     /// and a hand-over between processes.
-    fn spawn_shim(&self, id: &str, ready: &OwnedFd, go: &OwnedFd) -> std::io::Result<Pid> {
+    /// With `attach`, the shim keeps this process's stdio (for a container whose process
+    /// gets it, see `ProcessSpec::attach_stdio`).
+    fn spawn_shim(&self, id: &str, ready: &OwnedFd, go: &OwnedFd, attach: bool) -> std::io::Result<Pid> {
         use std::ffi::{CString, OsStr};
         use std::os::unix::ffi::OsStrExt;
         let cstr = |s: &OsStr| CString::new(s.as_bytes()).map_err(std::io::Error::other);
@@ -526,21 +535,23 @@ impl Runtime {
             check(libc::posix_spawn_file_actions_init(&mut actions))?;
             check(libc::posix_spawnattr_init(&mut attr))?;
             let result = (|| {
-                check(libc::posix_spawn_file_actions_addopen(
-                    &mut actions,
-                    0,
-                    c"/dev/null".as_ptr(),
-                    libc::O_RDONLY,
-                    0,
-                ))?;
-                check(libc::posix_spawn_file_actions_addopen(
-                    &mut actions,
-                    1,
-                    c"/dev/null".as_ptr(),
-                    libc::O_WRONLY,
-                    0,
-                ))?;
-                check(libc::posix_spawn_file_actions_adddup2(&mut actions, 1, 2))?;
+                if !attach {
+                    check(libc::posix_spawn_file_actions_addopen(
+                        &mut actions,
+                        0,
+                        c"/dev/null".as_ptr(),
+                        libc::O_RDONLY,
+                        0,
+                    ))?;
+                    check(libc::posix_spawn_file_actions_addopen(
+                        &mut actions,
+                        1,
+                        c"/dev/null".as_ptr(),
+                        libc::O_WRONLY,
+                        0,
+                    ))?;
+                    check(libc::posix_spawn_file_actions_adddup2(&mut actions, 1, 2))?;
+                }
                 check(libc::posix_spawn_file_actions_adddup2(&mut actions, ready_fd, 3))?;
                 check(libc::posix_spawn_file_actions_adddup2(&mut actions, go_fd, 4))?;
                 check(libc::posix_spawn_file_actions_addchdir_np(&mut actions, c"/".as_ptr()))?;
@@ -626,7 +637,45 @@ impl Runtime {
                 st.shim_pid = 0;
             }
         }
+        if st.state == State::Running && st.pid > 0 {
+            st.paused = cgroups::Cgroup::for_container(id).is_frozen(&Linux);
+        }
         Ok(st)
+    }
+
+    /// Freezes every process of a running container (cgroup freezer, v1 or v2).
+    pub fn pause(&self, id: &str) -> Result<ContainerStatus> {
+        self.freeze(id, true)
+    }
+
+    /// Thaws a paused container.
+    pub fn unpause(&self, id: &str) -> Result<ContainerStatus> {
+        self.freeze(id, false)
+    }
+
+    fn freeze(&self, id: &str, frozen: bool) -> Result<ContainerStatus> {
+        let st = self.status(id)?;
+        if st.state != State::Running || st.pid <= 0 {
+            return Err(RuntimeError::NotRunning(id.to_string()));
+        }
+        if st.paused == frozen {
+            return Err(if frozen {
+                RuntimeError::Paused(id.to_string())
+            } else {
+                RuntimeError::NotPaused(id.to_string())
+            });
+        }
+        cgroups::Cgroup::for_container(id).set_frozen(&Linux, frozen).map_err(RuntimeError::Cgroup)?;
+        self.status(id)
+    }
+
+    /// Thaws a paused container so that a signal sent to it can act (a frozen process does
+    /// not die, even of SIGKILL, on cgroup v1).
+    fn thaw_for_signal(&self, id: &str) {
+        let cgroup = cgroups::Cgroup::for_container(id);
+        if cgroup.is_frozen(&Linux) {
+            let _ = cgroup.set_frozen(&Linux, false);
+        }
     }
 
     fn request(&self, id: &str, request: &Request, timeout: Duration) -> Result<Response> {
@@ -656,6 +705,9 @@ impl Runtime {
         let st = self.status(id)?;
         match st.state {
             State::Running | State::Restarting if st.shim_pid > 0 => {
+                if st.paused {
+                    self.thaw_for_signal(id);
+                }
                 let grace = timeout.map(|t| t.as_millis() as u64);
                 // The shim answers once the process is gone: after the grace time at most, plus
                 // the SIGKILL and the cleanup.
@@ -710,7 +762,10 @@ impl Runtime {
     /// Sends a signal (SIGKILL when `None`); the restart policy no longer applies.
     pub fn kill(&self, id: &str, signal: Option<&str>) -> Result<ContainerStatus> {
         let request = Request::Kill { signal: signal.map(str::to_string) };
-        Ok(self.request(id, &request, Duration::from_secs(10))?.status)
+        let status = self.request(id, &request, Duration::from_secs(10))?.status;
+        // docker delivers the signal to a paused container and lets it act.
+        self.thaw_for_signal(id);
+        Ok(status)
     }
 
     /// Sends a signal and nothing more.

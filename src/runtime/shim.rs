@@ -485,6 +485,9 @@ impl Shim {
             parent_ends.push(fd.as_raw_fd());
             stdio = [-1, -1, -1];
             outputs.push((fd, 0));
+        } else if spec.process.attach_stdio {
+            // The launcher gave the shim the caller's stdio as its own (see `spawn_shim`).
+            stdio = [0, 1, 2];
         } else {
             let (out_r, out_w) = pipe2(cloexec)?;
             let (errout_r, errout_w) = pipe2(cloexec)?;

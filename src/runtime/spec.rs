@@ -86,6 +86,10 @@ pub struct ProcessSpec {
     pub tty: bool,
     /// Keep stdin open (the shim holds a pipe to it).
     pub stdin_open: bool,
+    /// The process gets the stdin, stdout and stderr of whoever starts the container (a
+    /// foreground `run`), not the shim's pipes: nothing is logged. Without `tty` only.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub attach_stdio: bool,
     /// Run berth's small init as pid 1, which reaps zombies and forwards signals.
     pub init: bool,
 }

@@ -109,6 +109,18 @@ pub struct ContainerStatus {
     pub stopped_by_user: bool,
     /// The kernel boot id when this was written; another boot id means the record is stale.
     pub boot_id: String,
+    /// Its processes are frozen (`pause`). Read from the cgroup's freezer by
+    /// `Runtime::status`, never recorded: the freezer is the truth.
+    #[serde(skip)]
+    pub paused: bool,
+}
+
+impl ContainerStatus {
+    /// docker's word for the state: `paused` for a running container whose processes are
+    /// frozen, else the state's own word.
+    pub fn state_word(&self) -> &'static str {
+        if self.paused && self.state == State::Running { "paused" } else { self.state.as_str() }
+    }
 }
 
 /// This boot's id, to tell records of an earlier boot.

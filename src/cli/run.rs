@@ -1,0 +1,273 @@
+//! `berth run SERVICE [COMMAND...]`: a one-off container of a service. Its dependencies are
+//! brought up first (unless `--no-deps`) and their `depends_on` conditions waited for; in
+//! the foreground the container's process gets berth's own stdin, stdout and stderr (a
+//! terminal stays one), signals berth receives go to it, and berth returns its exit code.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::lifecycle::{QuietImages, pull_policy};
+use super::output::outln;
+use super::project;
+use super::{CliError, CliResult, GlobalOptions, signals};
+use crate::engine::execute::{Executor, recover};
+use crate::engine::images::ImageOptions;
+use crate::engine::observe::{Scope, observe};
+use crate::engine::oneoff::RunOptions;
+use crate::engine::plan::{UpOptions, plan, up_scope};
+use crate::runtime::status::State;
+
+/// `berth run` flags, as docker compose names them.
+#[derive(Debug, Args)]
+#[command(trailing_var_arg = true)]
+pub struct RunArgs {
+    /// Run container in background and print container ID
+    #[arg(short = 'd', long)]
+    detach: bool,
+    /// Set environment variables (KEY=VALUE, or KEY to take it from the environment)
+    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
+    env: Vec<String>,
+    /// Add or override a label
+    #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Automatically remove the container when it exits
+    #[arg(long)]
+    rm: bool,
+    /// Disable pseudo-TTY allocation (default: auto-detected)
+    #[arg(short = 'T', long = "no-tty")]
+    no_tty: bool,
+    /// Keep STDIN open even if not attached (the default)
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Assign a name to the container
+    #[arg(long)]
+    name: Option<String>,
+    /// Run as specified username or uid
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// Working directory inside the container
+    #[arg(short = 'w', long)]
+    workdir: Option<String>,
+    /// Override the entrypoint of the image
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Add Linux capabilities
+    #[arg(long, value_name = "CAP")]
+    cap_add: Vec<String>,
+    /// Drop Linux capabilities
+    #[arg(long, value_name = "CAP")]
+    cap_drop: Vec<String>,
+    /// Don't start linked services
+    #[arg(long)]
+    no_deps: bool,
+    /// Bind mount a volume
+    #[arg(short = 'v', long = "volume", value_name = "VOLUME")]
+    volumes: Vec<String>,
+    /// Publish a container's port(s) to the host
+    #[arg(short = 'p', long = "publish", value_name = "PORT", conflicts_with = "service_ports")]
+    publish: Vec<String>,
+    /// Use the service's network aliases in the network(s) the container connects to
+    #[arg(long)]
+    use_aliases: bool,
+    /// Run command with all service's ports enabled and mapped to the host
+    #[arg(short = 'P', long)]
+    service_ports: bool,
+    /// Pull image before running ("always"|"missing"|"never")
+    #[arg(long, value_name = "POLICY", value_parser = ["always", "missing", "never", "build", "policy"])]
+    pull: Option<String>,
+    /// Don't print anything to STDOUT
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Suppress progress output from the build process
+    #[arg(long)]
+    quiet_build: bool,
+    /// Pull without printing progress information
+    #[arg(long)]
+    quiet_pull: bool,
+    /// Build image before starting container
+    #[arg(long)]
+    build: bool,
+    /// Remove containers for services not defined in the Compose file
+    #[arg(long)]
+    remove_orphans: bool,
+    /// Forward received signals to the container's process (the default)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    sig_proxy: bool,
+    /// The service
+    service: String,
+    /// The command and its arguments (the service's command when none)
+    #[arg(allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// Splits `KEY=VALUE` (a bare `KEY` has no value).
+fn env_item(item: &str) -> CliResult<(String, Option<String>)> {
+    match item.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), Some(v.to_string()))),
+        None if !item.is_empty() => Ok((item.to_string(), None)),
+        _ => Err(CliError::msg(format!("invalid environment variable {item:?}: expected KEY=VALUE"))),
+    }
+}
+
+/// The run options these flags ask for.
+fn run_options(args: &RunArgs, cwd: &std::path::Path) -> CliResult<RunOptions> {
+    let entrypoint = match &args.entrypoint {
+        Some(text) => {
+            Some(shell_words::split(text).map_err(|e| CliError::msg(format!("--entrypoint {text:?}: {e}")))?)
+        }
+        None => None,
+    };
+    let mut volumes = Vec::new();
+    for v in &args.volumes {
+        let mut mount =
+            crate::compose::parse_volume_flag(v).map_err(|e| CliError::msg(format!("-v {v:?}: {e}")))?;
+        // A relative bind source is relative to where berth runs.
+        if mount.r#type == "bind"
+            && let Some(src) = &mount.source
+            && !src.starts_with('/')
+        {
+            let home = std::env::var("HOME").ok();
+            mount.source = Some(crate::compose::paths::absolute(cwd, src, home.as_deref()));
+        }
+        volumes.push(mount);
+    }
+    let mut ports = Vec::new();
+    for p in &args.publish {
+        ports
+            .extend(crate::compose::parse_port_flag(p).map_err(|e| CliError::msg(format!("-p {p:?}: {e}")))?);
+    }
+    let stdin_tty = std::io::stdin().is_terminal();
+    Ok(RunOptions {
+        service: args.service.clone(),
+        command: args.command.clone(),
+        entrypoint,
+        user: args.user.clone(),
+        workdir: args.workdir.clone(),
+        environment: args.env.iter().map(|e| env_item(e)).collect::<CliResult<_>>()?,
+        labels: super::key_values(&args.labels, "label")?,
+        volumes,
+        ports,
+        service_ports: args.service_ports,
+        use_aliases: args.use_aliases,
+        name: args.name.clone(),
+        cap_add: args.cap_add.clone(),
+        cap_drop: args.cap_drop.clone(),
+        // docker compose: a tty unless -T, or unless stdin is not a terminal.
+        tty: !args.no_tty && stdin_tty,
+        interactive: true,
+        attach: !args.detach,
+    })
+}
+
+/// Runs `berth run`.
+pub fn run(global: &GlobalOptions, args: &RunArgs) -> CliResult<()> {
+    let mut ctx = project::open(global)?;
+    project::check_services(&ctx.loaded, std::slice::from_ref(&args.service))?;
+    if args.quiet {
+        ctx.progress = crate::engine::progress::Progress::new(crate::engine::progress::ProgressMode::Quiet);
+    }
+    let cwd = std::env::current_dir()
+        .map_err(|e| CliError::msg(format!("cannot read the working directory: {e}")))?;
+    let opts = run_options(args, &cwd)?;
+    let name = ctx.loaded.project.name.clone();
+    let service = args.service.clone();
+    let deps: Vec<String> = if args.no_deps {
+        Vec::new()
+    } else {
+        ctx.graph
+            .dependencies_closure(std::slice::from_ref(&service))?
+            .into_iter()
+            .filter(|s| *s != service)
+            .collect()
+    };
+    let image_opts =
+        ImageOptions { pull: pull_policy(args.pull.as_deref())?, build: args.build, ..Default::default() };
+    let host = ctx.engine.host();
+    let executor =
+        Executor { host, loaded: Some(&ctx.loaded), graph: Some(&ctx.graph), progress: &ctx.progress };
+    let oneoff = {
+        let _lock = ctx.engine.lock_project(&name, || {
+            ctx.progress.warn(&format!("waiting for another berth command on project {name} to finish"))
+        })?;
+        recover(&host, &name, &ctx.progress)?;
+        let mut needed = deps.clone();
+        needed.push(service.clone());
+        let events = QuietImages { inner: &ctx.progress, pulls: args.quiet_pull, builds: args.quiet_build };
+        super::build::ensure_images_with(&ctx, &needed, &image_opts, &events)?;
+        if !deps.is_empty() {
+            let up = UpOptions {
+                services: deps.clone(),
+                remove_orphans: args.remove_orphans,
+                ..UpOptions::default()
+            };
+            let observed = observe(&host, &name, &up_scope(&ctx.loaded, &ctx.graph, &up)?)?;
+            executor.execute(&plan(&ctx.loaded, &ctx.graph, &observed, &up)?)?;
+            executor.dependencies_ready(&name, &service)?;
+        }
+        let reference = crate::engine::plan::image_reference(&ctx.loaded, &service).ok_or_else(|| {
+            CliError::msg(format!("service {service} has neither an image nor a build section"))
+        })?;
+        let scope = Scope { images: vec![reference.clone()], ..Scope::default() };
+        let image = observe(&host, &name, &scope)?
+            .images
+            .remove(&reference)
+            .ok_or_else(|| CliError::msg(format!("service {service}: image {reference} is not present")))?;
+        executor.create_oneoff(&image, &opts)?
+    };
+    if args.detach {
+        if let Err(e) = executor.start_oneoff(&service, &oneoff) {
+            if args.rm {
+                let _ = executor.remove_oneoff(&oneoff, true);
+            }
+            return Err(e.into());
+        }
+        outln!("{}", oneoff.id)?;
+        return Ok(());
+    }
+    // Signals from now on go to the container (sig-proxy), not to berth.
+    signals::install();
+    let started = executor.start_oneoff(&service, &oneoff);
+    let result = started.map_err(CliError::from).and_then(|()| {
+        let mut forwarded = signals::interrupts();
+        loop {
+            let st = host
+                .containers
+                .wait(&oneoff.id, Duration::from_millis(200))
+                .map_err(|e| CliError::msg(format!("wait for container {}: {e}", oneoff.name)))?;
+            if matches!(st.state, State::Exited | State::Dead) {
+                return Ok(st.exit_code.unwrap_or(-1));
+            }
+            let now = signals::interrupts();
+            if now > forwarded {
+                forwarded = now;
+                if args.sig_proxy {
+                    let _ = host.containers.kill(&oneoff.id, "SIGINT");
+                }
+            }
+        }
+    });
+    if args.rm
+        && let Err(e) = executor.remove_oneoff(&oneoff, true)
+    {
+        ctx.progress.warn(&e.to_string());
+    }
+    let code = result?;
+    if code != 0 {
+        return Err(CliError::exit(u8::try_from(code.clamp(0, 255)).unwrap_or(1)));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_items_are_split_and_bad_ones_named() {
+        assert_eq!(env_item("A=1=2").unwrap(), ("A".to_string(), Some("1=2".to_string())));
+        assert_eq!(env_item("A").unwrap(), ("A".to_string(), None));
+        assert!(env_item("=x").unwrap_err().to_string().contains("\"=x\""));
+    }
+}
