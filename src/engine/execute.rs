@@ -1306,13 +1306,14 @@ networks:
             assert!(calls.contains(&format!("volume remove {}", anon[0])), "{calls:?}");
             assert!(fake.volumes().contains(&old));
             assert!(!fake.containers().iter().any(|(n, _)| n == "p-api-1"));
-            // -s takes running ones, dependents first.
+            // -s takes running ones, stopped dependents first.
+            fake.up(&loaded, &graph, &UpOptions::default()).unwrap();
+            fake.take_calls();
             let plan = rm(&[], true, false);
-            let names: Vec<&str> = plan.services.iter().map(|s| s.name.as_str()).collect();
-            assert!(
-                names.iter().position(|n| *n == "web") < names.iter().position(|n| *n == "db"),
-                "{names:?}"
-            );
+            run(&fake, &loaded, &graph, &plan).unwrap();
+            let calls = fake.take_calls();
+            assert!(pos(&calls, "remove p-web-1") < pos(&calls, "stop p-db-1"), "{calls:?}");
+            assert!(fake.containers().is_empty());
         }
 
         #[test]
