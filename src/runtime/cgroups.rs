@@ -719,6 +719,39 @@ mod tests {
     }
 
     #[test]
+    fn the_freezer_is_freezer_state_on_v1_and_cgroup_freeze_on_v2() {
+        let sys = Recorder::default();
+        let frozen_v1 = Cgroup::v1(Path::new("/cg"), "c1", &[("memory", "memory"), ("freezer", "freezer")]);
+        sys.file("/cg/freezer/berth/c1/freezer.state", "THAWED\n");
+        assert!(!frozen_v1.is_frozen(&sys));
+        frozen_v1.set_frozen(&sys, true).unwrap();
+        assert!(frozen_v1.is_frozen(&sys));
+        frozen_v1.set_frozen(&sys, false).unwrap();
+        assert_eq!(
+            sys.calls(),
+            [
+                "write /cg/freezer/berth/c1/freezer.state FROZEN",
+                "write /cg/freezer/berth/c1/freezer.state THAWED"
+            ]
+        );
+        // Without a freezer hierarchy, pausing is refused with a reason.
+        let e = v1().set_frozen(&sys, true).unwrap_err();
+        assert!(e.to_string().contains("no freezer"), "{e}");
+
+        // v2: the kernel says in cgroup.events when the freeze is done.
+        let sys = Recorder::default();
+        let v2 = Cgroup::v2(Path::new("/cg"), "c1");
+        sys.file("/cg/berth/c1/cgroup.events", "populated 1\nfrozen 1\n");
+        v2.set_frozen(&sys, true).unwrap();
+        assert!(v2.is_frozen(&sys));
+        assert_eq!(sys.calls(), ["write /cg/berth/c1/cgroup.freeze 1"]);
+        // A freeze the kernel never finishes is an error, not a hang.
+        sys.file("/cg/berth/c1/cgroup.events", "populated 1\nfrozen 1\n");
+        let e = v2.set_frozen(&sys, false).unwrap_err();
+        assert!(e.to_string().contains("did not settle"), "{e}");
+    }
+
+    #[test]
     fn v1_writes_the_files_runc_writes() {
         let sys = v1_host();
         v1().create(&sys, &resources(), &[null_device()], false).unwrap();
