@@ -168,6 +168,7 @@ fn scale_rm_create_start_and_down_service() {
     assert!(stack.container("lc3-web-1").is_none());
     assert_eq!(anon(&stack), before - 1);
     // Without -f, the question is asked on stdin (closed here: no).
+    stack.ok(&["up", "-d", "other"]);
     stack.ok(&["stop", "other"]);
     let r = stack.ok(&["rm", "other"]);
     assert!(r.stdout.contains("Are you sure? [y/N]"), "{}", r.stdout);
