@@ -5,6 +5,7 @@ mod build;
 mod config;
 mod down;
 mod error;
+mod events;
 mod exec;
 mod graph;
 mod image;
@@ -16,7 +17,9 @@ mod port;
 mod project;
 mod ps;
 mod signals;
+mod stats;
 mod template;
+mod top;
 mod up;
 mod volume;
 
@@ -141,6 +144,13 @@ pub enum Command {
     /// The DNS process (started by berth itself)
     #[command(hide = true)]
     Dns(network::DnsArgs),
+    // Observing a running project (top, stats, events).
+    /// Display the running processes
+    Top(top::TopArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(stats::StatsArgs),
+    /// Receive real time events from containers
+    Events(events::EventsArgs),
 }
 
 /// Arguments of the hidden `berth join`.
@@ -280,6 +290,9 @@ pub fn run() -> ExitCode {
         Command::Network(args) => network::run(&cli.global, args),
         Command::Volume(args) => volume::run(&cli.global, args),
         Command::Dns(args) => network::run_dns(&cli.global, args),
+        Command::Top(args) => top::run(&cli.global, args),
+        Command::Stats(args) => stats::run(&cli.global, args),
+        Command::Events(args) => events::run(&cli.global, args),
     };
     exit(result)
 }
