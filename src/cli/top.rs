@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use clap::Args;
 
@@ -32,8 +32,6 @@ pub(crate) struct PsContext {
     pub ticks: u64,
     /// Seconds since boot.
     pub uptime: f64,
-    /// Boot time (seconds since the epoch).
-    pub boot: u64,
     /// Now.
     pub now: SystemTime,
     /// User names by uid (the host's).
@@ -42,17 +40,9 @@ pub(crate) struct PsContext {
 
 impl PsContext {
     fn read(sys: &dyn Syscall) -> PsContext {
-        let boot = sys
-            .read(Path::new("/proc/stat"))
-            .ok()
-            .and_then(|t| {
-                t.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse().ok())
-            })
-            .unwrap_or(0);
         PsContext {
             ticks: HostInfo::read(sys).clock_ticks,
             uptime: uptime(sys),
-            boot,
             now: SystemTime::now(),
             users: sys.read(Path::new("/etc/passwd")).map(|t| passwd_names(&t)).unwrap_or_default(),
         }
@@ -85,7 +75,9 @@ pub(crate) fn ps_row(p: &ProcInfo, ctx: &PsContext) -> [String; 8] {
     // procps: tenths of a percent of the CPU time over the process's life, shown as a whole
     // percent, at most 99.
     let c = if age >= 1.0 { (p.cpu_ticks * 1000 / ticks) as f64 / age / 10.0 } else { 0.0 };
-    let start = UNIX_EPOCH + Duration::from_secs(ctx.boot + started);
+    // From the process's age rather than the boot time (`btime`), which a clock stepped
+    // since boot (NTP, a resumed VM) makes wrong.
+    let start = ctx.now.checked_sub(Duration::from_secs_f64(age.max(0.0))).unwrap_or(ctx.now);
     [
         user,
         p.pid.to_string(),
@@ -163,6 +155,7 @@ pub fn run(global: &GlobalOptions, args: &TopArgs) -> CliResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn rows_read_like_ps_ef() {
@@ -172,7 +165,6 @@ mod tests {
         let ctx = PsContext {
             ticks: 100,
             uptime: 1000.0,
-            boot: 1_704_110_400 - 1000,
             now,
             users: passwd_names(
                 "root:x:0:0:root:/root:/bin/sh\nsystemd-network:x:101:102::/:/bin/false\nbad\n",
