@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod compose;
 pub mod engine;
+pub mod events;
 pub mod graph;
 pub mod image;
 pub mod labels;

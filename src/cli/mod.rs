@@ -5,6 +5,7 @@ mod build;
 mod config;
 mod down;
 mod error;
+mod events;
 mod exec;
 mod graph;
 mod image;
@@ -18,7 +19,9 @@ mod project;
 mod ps;
 mod run;
 mod signals;
+mod stats;
 mod template;
+mod top;
 mod up;
 mod volume;
 
@@ -162,6 +165,13 @@ pub enum Command {
     Wait(lifecycle::WaitArgs),
     /// Run a one-off command on a service
     Run(run::RunArgs),
+    // Observing a running project (top, stats, events).
+    /// Display the running processes
+    Top(top::TopArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(stats::StatsArgs),
+    /// Receive real time events from containers
+    Events(events::EventsArgs),
 }
 
 /// Arguments of the hidden `berth join`.
@@ -310,6 +320,9 @@ pub fn run() -> ExitCode {
         Command::Scale(args) => lifecycle::run_scale(&cli.global, args),
         Command::Wait(args) => lifecycle::run_wait(&cli.global, args),
         Command::Run(args) => run::run(&cli.global, args),
+        Command::Top(args) => top::run(&cli.global, args),
+        Command::Stats(args) => stats::run(&cli.global, args),
+        Command::Events(args) => events::run(&cli.global, args),
     };
     exit(result)
 }

@@ -40,6 +40,7 @@ pub fn down(
     let _ = fs::remove_dir_all(engine.pending_dir(project));
     let _ = fs::remove_file(dir.join("lock"));
     let _ = fs::remove_dir(&dir);
+    crate::events::remove_project(engine.dirs(), project);
     Ok(())
 }
 

@@ -475,7 +475,9 @@ impl<'a> Executor<'a> {
             ContainerAction::Restart { existing } => {
                 self.progress.event("Container", &existing.name, "Restarting", false);
                 self.stop(existing, timeout, OnHookFailure::Warn, true)?;
-                self.start_existing(plan, sp, existing, false)
+                self.start_existing(plan, sp, existing, false)?;
+                self.emit(&existing.id, "restart");
+                Ok(())
             }
             ContainerAction::Start { existing, reset } => {
                 if !start {
@@ -575,10 +577,19 @@ impl<'a> Executor<'a> {
             .containers
             .stop(&c.id, timeout)
             .map_err(EngineError::runtime(format!("stop container {}", c.name)))?;
+        self.emit(&c.id, "stop");
         if !quiet {
             self.progress.event("Container", &c.name, "Stopped", true);
         }
         Ok(())
+    }
+
+    /// Records event `action` of container `id` in the project's event log (`events`);
+    /// nothing without a dirs to write in (the engine's tests).
+    fn emit(&self, id: &str, action: &str) {
+        if let (Some(dirs), Ok(spec)) = (self.host.projects, self.host.containers.spec(id)) {
+            crate::events::emit(dirs, &crate::events::Actor::of_spec(&spec), action, &[]);
+        }
     }
 
     /// Removes container `c` (by force) and detaches it from its networks; reports both
@@ -588,6 +599,8 @@ impl<'a> Executor<'a> {
             self.progress.event("Container", &c.name, "Removing", false);
         }
         let mut errors = Vec::new();
+        // Read before it goes: the event names its labels and image.
+        let spec = self.host.projects.and(self.host.containers.spec(&c.id).ok());
         if let Err(e) = self.host.containers.remove(&c.id, true) {
             errors.push(EngineError::runtime(format!("remove container {}", c.name))(e));
         }
@@ -595,6 +608,9 @@ impl<'a> Executor<'a> {
             errors.push(EngineError::net(format!("detach container {}", c.name))(e));
         }
         EngineError::collect(errors)?;
+        if let (Some(dirs), Some(spec)) = (self.host.projects, &spec) {
+            crate::events::emit(dirs, &crate::events::Actor::of_spec(spec), "destroy", &[]);
+        }
         if !quiet {
             self.progress.event("Container", &c.name, "Removed", true);
         }
@@ -666,6 +682,7 @@ impl<'a> Executor<'a> {
         if let Some(p) = &pending {
             let _ = fs::remove_file(p);
         }
+        self.emit(&id, "create");
         self.progress.event("Container", name, "Created", !start);
         if start {
             self.start(&sp.name, &id, name)?;

@@ -251,6 +251,19 @@ impl Cgroup {
             .unwrap_or(0)
     }
 
+    /// The container's dir that holds controller `ctrl`'s files (`memory`, `cpuacct`, `blkio`,
+    /// `pids`): on v1 the dir in the hierarchy carrying it (co-mounts too), on v2 the one dir.
+    pub fn controller_dir(&self, ctrl: &str) -> Option<&Path> {
+        match &self.imp {
+            Imp::V2(c) => Some(c.dirs[0].as_path()),
+            Imp::V1(c) => c
+                .hierarchies
+                .iter()
+                .find(|h| h.ctrl == ctrl || h.name.split(',').any(|n| n == ctrl))
+                .map(|h| h.dir.as_path()),
+        }
+    }
+
     /// Processes in the cgroup.
     pub fn processes(&self, sys: &dyn Syscall) -> Vec<i32> {
         let Some(dir) = self.controller().dirs().first() else { return Vec::new() };

@@ -19,6 +19,7 @@ pub mod rootfs;
 pub mod seccomp;
 pub mod shim;
 pub mod spec;
+pub mod stats;
 pub mod status;
 pub mod syscall;
 pub mod timefmt;

@@ -417,10 +417,25 @@ impl Shim {
 
     /// Tells the lifecycle what happened and does what it decides.
     fn on(&mut self, event: Event) {
+        let before = self.life.status.clone();
         let actions = self.life.handle(event, Instant::now());
+        for (action, attrs) in crate::events::status_changes(&before, &self.life.status) {
+            let attrs: Vec<(&str, &str)> = attrs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            self.emit(&action, &attrs);
+        }
         for action in actions {
             self.perform(action);
         }
+    }
+
+    /// Records an event of the container in its project's log (see `events`).
+    fn emit(&self, action: &str, attrs: &[(&str, &str)]) {
+        crate::events::emit_existing(
+            &self.dirs,
+            &crate::events::Actor::of_spec(&self.prepared.spec),
+            action,
+            attrs,
+        );
     }
 
     fn perform(&mut self, action: Action) {
@@ -433,11 +448,13 @@ impl Shim {
             Action::Signal(sig) => {
                 if let Some(r) = &self.running {
                     let _ = kill(r.pid, sig);
+                    self.emit("kill", &[("signal", &(sig as i32).to_string())]);
                 }
             }
             Action::KillAll => {
                 if let Some(r) = &self.running {
                     let _ = kill(r.pid, Signal::SIGKILL);
+                    self.emit("kill", &[("signal", &(Signal::SIGKILL as i32).to_string())]);
                 }
                 for pid in self.prepared.cgroup.processes(&Linux) {
                     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
@@ -850,6 +867,7 @@ impl Shim {
             self.on(Event::Killed);
         }
         let _ = kill(pid, sig);
+        self.emit("kill", &[("signal", &(sig as i32).to_string())]);
         Response { ok: true, error: None, status: self.life.status.clone() }
     }
 

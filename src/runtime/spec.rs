@@ -18,6 +18,8 @@ pub struct ContainerSpec {
     pub name: String,
     /// The image the rootfs comes from (`sha256:...`), so that the image store can tell it is used.
     pub image_id: Option<String>,
+    /// The image as the user named it (`busybox:latest`), which docker reports (events, `ps`).
+    pub image: Option<String>,
     /// The root filesystem.
     pub rootfs: RootfsSpec,
     /// The process to run.
