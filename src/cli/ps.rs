@@ -456,7 +456,7 @@ pub fn run(global: &GlobalOptions, args: &PsArgs) -> CliResult<()> {
     let declared =
         |s: &str| args.orphans || target.loaded.as_ref().is_none_or(|l| l.project.services.contains_key(s));
     let all = args.all || !statuses.is_empty();
-    let images = if target.loaded.is_none() { project::image_names(&target.engine) } else { BTreeMap::new() };
+    let images = project::image_names(&target.engine);
     let size = match &spec {
         FormatSpec::Json => true,
         FormatSpec::Template { text, .. } => text.contains(".Size"),
