@@ -82,12 +82,15 @@ pub struct StopArgs {
 
 /// Runs `berth stop`.
 pub fn run_stop(global: &GlobalOptions, args: &StopArgs) -> CliResult<()> {
-    let ctx = project::open(global)?;
-    project::check_services(&ctx.loaded, &args.services)?;
-    let name = ctx.loaded.project.name.clone();
-    let _lock = ctx.engine.lock_project(&name, || ctx.progress.warn("waiting for another berth command"))?;
+    // Without a compose file, `-p NAME` finds the project by its containers.
+    let target = project::open_or_name(global)?;
+    target.check_services(&args.services)?;
+    let (loaded, graph) = target.project()?;
+    let _lock = target
+        .engine
+        .lock_project(&target.name, || target.progress.warn("waiting for another berth command"))?;
     let timeout = args.timeout.map(Duration::from_secs);
-    stop(&ctx.engine, &ctx.loaded, &ctx.graph, &args.services, timeout, &ctx.progress)?;
+    stop(&target.engine, &loaded, &graph, &args.services, timeout, &target.progress)?;
     Ok(())
 }
 
@@ -100,10 +103,13 @@ pub struct StartArgs {
 
 /// Runs `berth start`.
 pub fn run_start(global: &GlobalOptions, args: &StartArgs) -> CliResult<()> {
-    let ctx = project::open(global)?;
-    project::check_services(&ctx.loaded, &args.services)?;
-    let name = ctx.loaded.project.name.clone();
-    let _lock = ctx.engine.lock_project(&name, || ctx.progress.warn("waiting for another berth command"))?;
-    start(&ctx.engine, &ctx.loaded, &ctx.graph, &args.services, &ctx.progress)?;
+    // Without a compose file, `-p NAME` finds the project by its containers.
+    let target = project::open_or_name(global)?;
+    target.check_services(&args.services)?;
+    let (loaded, graph) = target.project()?;
+    let _lock = target
+        .engine
+        .lock_project(&target.name, || target.progress.warn("waiting for another berth command"))?;
+    start(&target.engine, &loaded, &graph, &args.services, &target.progress)?;
     Ok(())
 }

@@ -12,7 +12,7 @@ use crate::image::import::{ImportSource, import};
 use crate::image::registry::{Platform, Registry, RegistryError, RegistryOptions};
 use crate::image::{ImageStore, Reference, load::load};
 
-mod list;
+pub(super) mod list;
 
 /// `berth image` subcommands.
 #[derive(Debug, Args)]

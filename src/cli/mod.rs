@@ -2,6 +2,7 @@
 //! and one readable error message (with its cause chain) per failure.
 
 mod build;
+mod completion;
 mod config;
 mod down;
 mod error;
@@ -12,6 +13,7 @@ mod image;
 mod lifecycle;
 mod login;
 mod logs;
+mod ls;
 mod network;
 mod output;
 mod port;
@@ -172,6 +174,16 @@ pub enum Command {
     Stats(stats::StatsArgs),
     /// Receive real time events from containers
     Events(events::EventsArgs),
+    // Queries and tooling (docker compose's `ls`, `version`; completions and man pages).
+    /// List running compose projects
+    Ls(ls::LsArgs),
+    /// Show the berth version information
+    Version(ls::VersionArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completion(completion::CompletionArgs),
+    /// Print berth's man page, or write every command's page into a folder
+    #[command(hide = true)]
+    Man(completion::ManArgs),
 }
 
 /// Arguments of the hidden `berth join`.
@@ -269,7 +281,12 @@ pub fn run() -> ExitCode {
     {
         return shim(&crate::state::Dirs::new(root_dir, run_dir), id);
     }
-    let cli = match Cli::try_parse() {
+    // Called as `docker-compose` (a symlink or a docker CLI plug-in), berth is docker compose.
+    let argv = match completion::entry(std::env::args_os().collect()) {
+        completion::Entry::Args(argv) => argv,
+        completion::Entry::Metadata => return exit(completion::print_metadata()),
+    };
+    let cli = match Cli::try_parse_from(argv) {
         Ok(cli) => cli,
         Err(e) => return usage(&e),
     };
@@ -284,6 +301,9 @@ pub fn run() -> ExitCode {
             | Command::Shim { .. }
             | Command::Join(_)
             | Command::Dns(_)
+            | Command::Version(_)
+            | Command::Completion(_)
+            | Command::Man(_)
     );
     if !stateless && let Err(e) = cli.global.dirs().secure() {
         return exit(Err(e.into()));
@@ -323,6 +343,10 @@ pub fn run() -> ExitCode {
         Command::Top(args) => top::run(&cli.global, args),
         Command::Stats(args) => stats::run(&cli.global, args),
         Command::Events(args) => events::run(&cli.global, args),
+        Command::Ls(args) => ls::run(&cli.global, args),
+        Command::Version(args) => ls::run_version(args),
+        Command::Completion(args) => completion::run_completion(args),
+        Command::Man(args) => completion::run_man(args),
     };
     exit(result)
 }

@@ -5,7 +5,6 @@ use clap::Args;
 use super::output::outln;
 use super::project;
 use super::{CliError, CliResult, GlobalOptions};
-use crate::engine::observe::project_containers;
 use crate::netns::record::read_endpoint;
 
 /// `berth port` flags.
@@ -14,8 +13,8 @@ pub struct PortArgs {
     /// tcp or udp
     #[arg(long, default_value = "tcp")]
     protocol: String,
-    /// Which replica of the service (1-based)
-    #[arg(long, default_value_t = 1)]
+    /// Index of the container if the service has multiple replicas (default: the first)
+    #[arg(long, default_value_t = 0)]
     index: u32,
     /// The service
     service: String,
@@ -23,17 +22,11 @@ pub struct PortArgs {
     private_port: u16,
 }
 
-/// Runs `berth port`.
+/// Runs `berth port`; without a compose file, `-p NAME` finds the project by its containers.
 pub fn run(global: &GlobalOptions, args: &PortArgs) -> CliResult<()> {
-    let ctx = project::open(global)?;
-    project::check_services(&ctx.loaded, std::slice::from_ref(&args.service))?;
-    let container = project_containers(&ctx.engine.runtime, &ctx.loaded.project.name)?
-        .into_iter()
-        .find(|c| c.service == args.service && c.number == args.index && !c.oneoff)
-        .ok_or_else(|| {
-            CliError::msg(format!("service {:?} has no container number {}", args.service, args.index))
-        })?;
-    let ports = read_endpoint(ctx.engine.dirs(), &container.id)?.map(|e| e.ports).unwrap_or_default();
+    let target = project::open_or_name(global)?;
+    let container = target.container(&args.service, args.index)?;
+    let ports = read_endpoint(target.engine.dirs(), &container.id)?.map(|e| e.ports).unwrap_or_default();
     let found = ports
         .iter()
         .find(|p| p.container_port == args.private_port && p.protocol.as_str() == args.protocol)

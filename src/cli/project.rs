@@ -1,8 +1,11 @@
 //! What the project commands share: loading the project with its graph, the engine on the
-//! chosen dirs, and the progress view.
+//! chosen dirs, and the progress view; and, for the commands that can work from the
+//! containers alone, the project found by name when no compose file loads ([`open_or_name`]).
 
 use crate::compose::LoadedProject;
 use crate::engine::Engine;
+use crate::engine::discover::project_from_containers;
+use crate::engine::observe::{ProjectContainer, project_containers};
 use crate::engine::progress::{Progress, ProgressMode};
 use crate::graph::ServiceGraph;
 
@@ -54,4 +57,100 @@ pub fn check_services(loaded: &LoadedProject, services: &[String]) -> CliResult<
         }
     }
     Ok(())
+}
+
+/// The project a command that can work from its containers alone acts on: loaded from its
+/// compose file when there is one, else known by name only.
+pub struct Target {
+    /// The project's name.
+    pub name: String,
+    /// The loaded project, when its file could be read.
+    pub loaded: Option<LoadedProject>,
+    /// The engine.
+    pub engine: Engine,
+    /// Progress output.
+    pub progress: Progress,
+}
+
+impl Target {
+    /// Checks that every name in `services` is a service of the project: of its file when
+    /// it has one, else of its containers (docker compose's "no such service").
+    pub fn check_services(&self, services: &[String]) -> CliResult<()> {
+        match &self.loaded {
+            Some(loaded) => check_services(loaded, services),
+            None => {
+                let have = project_containers(&self.engine.runtime, &self.name)?;
+                match services.iter().find(|s| !have.iter().any(|c| &&c.service == s)) {
+                    Some(s) => Err(CliError::msg(format!("no such service: {s}"))),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// The container `index` of `service` (1-based; 0: the first by number), as docker
+    /// compose picks the target of `exec` and `port`: one-off containers only when no other.
+    pub fn container(&self, service: &str, index: u32) -> CliResult<ProjectContainer> {
+        self.check_services(std::slice::from_ref(&service.to_string()))?;
+        let mut mine: Vec<ProjectContainer> = project_containers(&self.engine.runtime, &self.name)?
+            .into_iter()
+            .filter(|c| c.service == service)
+            .collect();
+        mine.sort_by_key(|c| (c.oneoff, c.number));
+        let found =
+            if index == 0 { mine.into_iter().next() } else { mine.into_iter().find(|c| c.number == index) };
+        found.ok_or_else(|| match index {
+            0 => CliError::msg(format!("service {service:?} is not running")),
+            n => CliError::msg(format!("service {service:?} is not running container #{n}")),
+        })
+    }
+
+    /// The loaded project, or the one its containers' labels describe (docker compose's
+    /// `projectFromName`), with its graph: for `start` and `stop`, which order by it.
+    pub fn project(&self) -> CliResult<(std::borrow::Cow<'_, LoadedProject>, ServiceGraph)> {
+        let loaded = match &self.loaded {
+            Some(l) => std::borrow::Cow::Borrowed(l),
+            None => {
+                let names = image_names(&self.engine);
+                let named = |id: &str| names.get(id).cloned();
+                std::borrow::Cow::Owned(project_from_containers(&self.engine.runtime, &self.name, &named)?)
+            }
+        };
+        let graph = ServiceGraph::from_project(&loaded.project)?;
+        Ok((loaded, graph))
+    }
+}
+
+/// Image ids to a name each has in the store (the first), to show what a container was made
+/// from when no compose file says it.
+pub fn image_names(engine: &Engine) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    if let Ok(list) = crate::image::ImageStore::open(engine.dirs()).and_then(|s| s.list()) {
+        for i in list.into_iter().filter(|i| i.repository != "<none>") {
+            out.entry(i.id).or_insert_with(|| format!("{}:{}", i.repository, i.tag));
+        }
+    }
+    out
+}
+
+/// docker compose's `projectOrName`: the project of the compose file; with `-p NAME` (or
+/// `COMPOSE_PROJECT_NAME`) and no file that loads, the project of that name as found by its
+/// containers' labels. `-p` with `-f` insists on the file.
+pub fn open_or_name(global: &GlobalOptions) -> CliResult<Target> {
+    let engine = engine(global)?;
+    let progress = progress(global);
+    let opts = global.project_options()?;
+    match super::load(&opts) {
+        Ok(loaded) => {
+            Ok(Target { name: loaded.project.name.clone(), loaded: Some(loaded), engine, progress })
+        }
+        Err(e) => {
+            let from_flag = global.project_name.clone().filter(|_| global.files.is_empty());
+            let from_env = || std::env::var("COMPOSE_PROJECT_NAME").ok().filter(|n| !n.is_empty());
+            match from_flag.or_else(from_env) {
+                Some(name) => Ok(Target { name, loaded: None, engine, progress }),
+                None => Err(e),
+            }
+        }
+    }
 }

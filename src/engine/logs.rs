@@ -5,10 +5,12 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 use console::{Color, Style};
 
 use crate::runtime::log::{LogEntry, read_all};
+use crate::runtime::timefmt::parse_rfc3339;
 use crate::state::Dirs;
 
 use super::observe::ProjectContainer;
@@ -50,12 +52,90 @@ pub struct LogFollower {
     sources: Vec<Source>,
     width: usize,
     services: Vec<String>,
+    since: Option<SystemTime>,
+    until: Option<SystemTime>,
 }
 
 impl LogFollower {
     /// A follower printing in `format`.
     pub fn new(dirs: &Dirs, format: LogFormat) -> LogFollower {
-        LogFollower { dirs: dirs.clone(), format, sources: Vec::new(), width: 0, services: Vec::new() }
+        LogFollower {
+            dirs: dirs.clone(),
+            format,
+            sources: Vec::new(),
+            width: 0,
+            services: Vec::new(),
+            since: None,
+            until: None,
+        }
+    }
+
+    /// Shows only lines written at or after `since` and before `until` (`logs --since`,
+    /// `--until`).
+    pub fn window(mut self, since: Option<SystemTime>, until: Option<SystemTime>) -> LogFollower {
+        self.since = since;
+        self.until = until;
+        self
+    }
+
+    /// Whether an entry's time is inside the window.
+    fn shown(&self, e: &LogEntry) -> bool {
+        if self.since.is_none() && self.until.is_none() {
+            return true;
+        }
+        let Some(t) = parse_rfc3339(&e.time) else { return true };
+        self.since.is_none_or(|s| t >= s) && self.until.is_none_or(|u| t < u)
+    }
+
+    /// Adds several containers and prints what their logs already hold, the lines of all of
+    /// them in time order (`tail`: each one's last lines only).
+    pub fn add_all(
+        &mut self,
+        cs: &[ProjectContainer],
+        tail: Option<usize>,
+        out: &mut dyn Write,
+    ) -> io::Result<()> {
+        let mut lines: Vec<(usize, LogEntry)> = Vec::new();
+        for c in cs {
+            if self.has(&c.id) {
+                continue;
+            }
+            let path = self.register(c);
+            let entries: Vec<LogEntry> =
+                read_all(&path).unwrap_or_default().into_iter().filter(|e| self.shown(e)).collect();
+            let skip = tail.map_or(0, |t| entries.len().saturating_sub(t));
+            let i = self.sources.len() - 1;
+            lines.extend(entries.into_iter().skip(skip).map(|e| (i, e)));
+        }
+        lines.sort_by(|a, b| a.1.time.cmp(&b.1.time));
+        for (i, e) in &lines {
+            self.print(&self.sources[*i], e, out)?;
+        }
+        out.flush()
+    }
+
+    /// Starts following container `c` from the end of its log; returns the log's path.
+    fn register(&mut self, c: &ProjectContainer) -> PathBuf {
+        let color_index = match self.services.iter().position(|s| *s == c.service) {
+            Some(i) => i,
+            None => {
+                self.services.push(c.service.clone());
+                self.services.len() - 1
+            }
+        };
+        let prefix = display_name(c);
+        self.width = self.width.max(prefix.len());
+        let path = self.dirs.container(&c.id).join("log");
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        self.sources.push(Source {
+            id: c.id.clone(),
+            prefix,
+            style: Style::new().fg(COLORS[color_index % COLORS.len()]),
+            path: path.clone(),
+            offset: size,
+            partial: Vec::new(),
+        });
+        path
     }
 
     /// Whether container `id` is followed.
@@ -80,33 +160,17 @@ impl LogFollower {
         if self.has(&c.id) {
             return Ok(());
         }
-        let color_index = match self.services.iter().position(|s| *s == c.service) {
-            Some(i) => i,
-            None => {
-                self.services.push(c.service.clone());
-                self.services.len() - 1
-            }
-        };
-        let prefix = display_name(c);
-        self.width = self.width.max(prefix.len());
-        let path = self.dirs.container(&c.id).join("log");
-        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        let source = Source {
-            id: c.id.clone(),
-            prefix,
-            style: Style::new().fg(COLORS[color_index % COLORS.len()]),
-            path: path.clone(),
-            offset: size,
-            partial: Vec::new(),
-        };
+        let path = self.register(c);
         if !from_end {
-            let entries = read_all(&path).unwrap_or_default();
+            let entries: Vec<LogEntry> =
+                read_all(&path).unwrap_or_default().into_iter().filter(|e| self.shown(e)).collect();
             let skip = tail.map_or(0, |t| entries.len().saturating_sub(t));
-            for e in &entries[skip..] {
-                self.print(&source, e, out)?;
+            if let Some(source) = self.sources.last() {
+                for e in &entries[skip..] {
+                    self.print(source, e, out)?;
+                }
             }
         }
-        self.sources.push(source);
         Ok(())
     }
 
@@ -138,6 +202,7 @@ impl LogFollower {
             }
         }
         // Lines of different containers in time order.
+        lines.retain(|(_, e)| self.shown(e));
         lines.sort_by(|a, b| a.1.time.cmp(&b.1.time));
         for (i, entry) in &lines {
             any = true;

@@ -6,6 +6,7 @@
 //! kernel itself.
 
 pub mod attach;
+pub mod discover;
 pub mod down;
 pub mod error;
 pub mod execute;

@@ -133,7 +133,7 @@ impl Stack {
 
     /// `ps -a --format json`, one value per container.
     pub fn ps(&self) -> Vec<serde_json::Value> {
-        let r = self.ok(&["ps", "-a", "--format", "json"]);
+        let r = self.ok(&["ps", "-a", "--no-trunc", "--format", "json"]);
         r.stdout.lines().map(|l| serde_json::from_str(l).expect("ps json")).collect()
     }
 

@@ -146,7 +146,7 @@ fn rows(store: &ImageStore) -> CliResult<Vec<Row>> {
 }
 
 /// Columns padded as docker's tabwriter does (at least 10 wide, 3 spaces apart).
-fn table(lines: &[Vec<String>]) -> String {
+pub(in crate::cli) fn table(lines: &[Vec<String>]) -> String {
     let cols = lines.iter().map(Vec::len).max().unwrap_or(0);
     let mut widths = vec![0usize; cols];
     for l in lines {
