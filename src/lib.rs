@@ -17,3 +17,4 @@ pub mod netns;
 pub mod runtime;
 pub mod state;
 pub mod volume;
+pub mod watch;
