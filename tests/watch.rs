@@ -184,3 +184,39 @@ fn rebuild_swaps_the_container_and_a_failed_build_keeps_it() {
     assert_eq!(id(&stack), second, "the old container stays");
     assert_eq!(stack.exec("app", &["cat", "/msg"]).stdout, "two");
 }
+
+#[test]
+fn up_watch_interleaves_logs_and_syncs_and_ctrl_c_stops_the_project() {
+    let yaml = format!(
+        "services:\n  app:\n    image: berth-test/busybox:latest\n    command: [\"sh\", \"-c\", \"echo hello from app; exec sleep 1000\"]\n    init: true\n    develop:\n      watch:\n        - action: sync\n          path: ./src\n          target: /app/src\n{}",
+        networks("10.245.5.0/24")
+    );
+    let stack = Stack::new("wawatch4", &yaml);
+    let src = stack.project_dir.join("src");
+    fs::create_dir_all(&src).unwrap();
+    let mut child = stack.spawn(&["up", "--watch"]);
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let out = child.stdout.take().unwrap();
+    let collected = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            collected.lock().unwrap().push(line);
+        }
+    });
+    let w = Watching { child, lines };
+    w.wait_for("hello from app", Duration::from_secs(60));
+    w.wait_for("Watch enabled", Duration::from_secs(30));
+    fs::write(src.join("x"), "x").unwrap();
+    until(&stack, &["cat", "/app/src/x"], Some("x"), Duration::from_secs(5));
+    w.wait_for("synced", Duration::from_secs(5));
+    let mut w = w;
+    let pid = nix::unistd::Pid::from_raw(w.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGINT).unwrap();
+    let end = Instant::now() + Duration::from_secs(30);
+    while w.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < end, "up --watch did not end on Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let c = stack.container("wawatch4-app-1").unwrap();
+    assert_ne!(c["State"], "running", "{c}");
+}
