@@ -18,3 +18,4 @@ pub mod netns;
 pub mod runtime;
 pub mod state;
 pub mod volume;
+pub mod watch;

@@ -4,6 +4,7 @@
 mod build;
 mod completion;
 mod config;
+mod cp;
 mod down;
 mod error;
 mod events;
@@ -26,6 +27,7 @@ mod template;
 mod top;
 mod up;
 mod volume;
+mod watch;
 
 pub use error::{CliError, CliResult};
 
@@ -184,6 +186,56 @@ pub enum Command {
     /// Print berth's man page, or write every command's page into a folder
     #[command(hide = true)]
     Man(completion::ManArgs),
+    /// Copy files/folders between a service container and the local filesystem
+    #[command(
+        override_usage = "berth cp [OPTIONS] SERVICE:SRC_PATH DEST_PATH|-\n       berth cp [OPTIONS] SRC_PATH|- SERVICE:DEST_PATH"
+    )]
+    Cp(cp::CpArgs),
+    /// Watch build context for service and rebuild/refresh containers when files are updated
+    Watch(watch::WatchArgs),
+    /// Enters a container's file system and copies (used by cp and watch)
+    #[command(hide = true)]
+    CopyHelper(CopyHelperArgs),
+}
+
+/// Arguments of the hidden `berth copy-helper ID OP`.
+#[derive(Debug, Args)]
+pub struct CopyHelperArgs {
+    /// The container's id.
+    id: String,
+    #[command(subcommand)]
+    op: CopyOp,
+}
+
+/// What the copy helper does once inside the container's file system.
+#[derive(Debug, Subcommand)]
+enum CopyOp {
+    /// Print what PATH is, as JSON.
+    Stat {
+        path: std::path::PathBuf,
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Write PATH as a tar stream to standard output.
+    Get {
+        path: std::path::PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        contents: bool,
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Unpack the tar stream on standard input into DIR.
+    Put {
+        dir: std::path::PathBuf,
+        #[arg(long)]
+        mkdir: bool,
+        #[arg(long)]
+        archive: bool,
+        #[arg(long)]
+        remove: Vec<std::path::PathBuf>,
+    },
 }
 
 /// Arguments of the hidden `berth join`.
@@ -271,6 +323,30 @@ fn join(global: &GlobalOptions, args: &JoinArgs) -> CliResult<()> {
     }
 }
 
+/// `berth copy-helper`: enters the container's file system, then does one copy operation.
+fn copy_helper(global: &GlobalOptions, args: &CopyHelperArgs) -> CliResult<()> {
+    use crate::runtime::copy;
+    let runtime = crate::runtime::Runtime::new(&global.dirs(), "/proc/self/exe");
+    runtime.enter_filesystem(&args.id)?;
+    match &args.op {
+        CopyOp::Stat { path, follow } => {
+            let st = copy::helper_stat(path, *follow)
+                .map_err(|e| CliError::msg(format!("{}: {e}", path.display())))?;
+            let text = serde_json::to_string(&st).map_err(|e| CliError::msg(e.to_string()))?;
+            output::outln!("{text}")
+        }
+        CopyOp::Get { path, name, contents, follow } => {
+            copy::helper_get(path, name, *contents, *follow, std::io::stdout().lock())?;
+            Ok(())
+        }
+        CopyOp::Put { dir, mkdir, archive, remove } => {
+            let options = copy::PutOptions { mkdir: *mkdir, archive: *archive, remove: remove.clone() };
+            copy::helper_put(dir, &options, std::io::stdin().lock())?;
+            Ok(())
+        }
+    }
+}
+
 /// Parses the command line, runs the command, prints one error line on failure.
 pub fn run() -> ExitCode {
     // Every container start runs the shim: the exact argv that `Runtime::start` builds skips
@@ -304,6 +380,7 @@ pub fn run() -> ExitCode {
             | Command::Version(_)
             | Command::Completion(_)
             | Command::Man(_)
+            | Command::CopyHelper(_)
     );
     if !stateless && let Err(e) = cli.global.dirs().secure() {
         return exit(Err(e.into()));
@@ -347,6 +424,9 @@ pub fn run() -> ExitCode {
         Command::Version(args) => ls::run_version(args),
         Command::Completion(args) => completion::run_completion(args),
         Command::Man(args) => completion::run_man(args),
+        Command::Cp(args) => cp::run(&cli.global, args),
+        Command::Watch(args) => watch::run(&cli.global, args),
+        Command::CopyHelper(args) => copy_helper(&cli.global, args),
     };
     exit(result)
 }

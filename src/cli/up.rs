@@ -104,6 +104,10 @@ pub struct UpArgs {
     /// Assume "yes" as answer to all prompts and run non-interactively
     #[arg(short = 'y', long = "yes")]
     yes: bool,
+    /// Watch source code and rebuild/refresh containers when files are updated (logs and
+    /// watch events interleaved)
+    #[arg(short = 'w', long, conflicts_with_all = ["detach", "wait"])]
+    watch: bool,
     /// Services (default: all)
     services: Vec<String>,
 }
@@ -184,6 +188,26 @@ pub fn run(global: &GlobalOptions, args: &UpArgs) -> CliResult<()> {
     } else {
         args.attach.clone()
     };
+    if args.watch {
+        // `up --watch`: the develop.watch rules act while the logs stream; the watcher ends
+        // when the attached part does (Ctrl-C stops the project as without --watch).
+        let watches = super::watch::watches_of(&ctx, &args.services)?;
+        if watches.is_empty() {
+            ctx.progress.warn("none of the services is configured for watch (no 'develop' section)");
+        }
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let stop = || done.load(std::sync::atomic::Ordering::SeqCst) || signals::interrupts() > 0;
+        return std::thread::scope(|scope| {
+            let watcher = (!watches.is_empty())
+                .then(|| scope.spawn(|| super::watch::watch(&ctx, &watches, Default::default(), &stop)));
+            let result = attached(&ctx, args, &attach, started);
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            match watcher.map(|w| w.join()) {
+                Some(Ok(Err(e))) if result.is_ok() => Err(e),
+                _ => result,
+            }
+        });
+    }
     attached(&ctx, args, &attach, started)
 }
 
@@ -233,6 +257,14 @@ fn attached(
             })
         };
         loop {
+            if args.watch {
+                // A rebuild replaces containers: follow the new ones' logs too.
+                for c in containers_of(host.containers, name)? {
+                    if !c.oneoff && attach.contains(&c.service) && !follower.has(&c.id) {
+                        follower.add(&c, None, false, &mut out).map_err(output::stream_error)?;
+                    }
+                }
+            }
             follower.poll(&mut out).map_err(output::stream_error)?;
             let interrupts = signals::interrupts();
             if interrupts >= 1 && stopper.is_none() {
@@ -259,7 +291,7 @@ fn attached(
                 stopper = Some(stop_all());
             }
             let stopping_done = stopper.as_ref().is_none_or(|h| h.is_finished());
-            if look.running == 0 && stopping_done {
+            if look.running == 0 && stopping_done && (!args.watch || stopper.is_some()) {
                 break;
             }
             std::thread::sleep(Duration::from_millis(100));

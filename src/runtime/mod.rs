@@ -6,6 +6,7 @@
 
 pub mod capabilities;
 pub mod cgroups;
+pub mod copy;
 pub mod devices_bpf;
 pub mod exec;
 pub mod exec_tty;

@@ -132,7 +132,7 @@ fn ensure(path: &Path, dir: bool) -> Result<()> {
     }
 }
 
-fn overlay_options(dirs: &RootfsDirs, lowers: &[PathBuf]) -> String {
+pub(crate) fn overlay_options(dirs: &RootfsDirs, lowers: &[PathBuf]) -> String {
     // overlayfs wants the topmost lower dir first; the spec lists the bottom layer first.
     let lower: Vec<String> = if lowers.is_empty() {
         vec![dirs.empty.display().to_string()]
