@@ -166,6 +166,18 @@ impl Out {
         {
             meta.insert("namespace".into(), Json::String(ns.clone()));
         }
+        // apiVersion, kind and metadata first, as people write manifests; the rest as the
+        // API documents them (alphabetically).
+        if let Json::Object(map) = &mut value {
+            let mut ordered = serde_json::Map::new();
+            for key in ["apiVersion", "kind", "metadata"] {
+                if let Some(v) = map.remove(key) {
+                    ordered.insert(key.to_string(), v);
+                }
+            }
+            ordered.append(map);
+            *map = ordered;
+        }
         let key = (kind_rank(T::KIND), T::KIND.to_string(), name.to_string());
         if self.objects.contains_key(&key) {
             return Err(ConvertError::Resource {
@@ -355,7 +367,7 @@ pub(crate) mod tests {
         assert_eq!(kinds, [("Service", "a"), ("Service", "web"), ("Deployment", "a"), ("Deployment", "web")]);
         assert_eq!(c.manifests[0].value["metadata"]["namespace"], "shop");
         let yaml = render(&c.manifests, Format::Yaml).expect("renders");
-        assert!(yaml.starts_with("---\napiVersion: v1\nkind: Service\n"), "{yaml}");
+        assert!(yaml.starts_with("---\napiVersion: v1\nkind: Service\nmetadata:\n"), "{yaml}");
         assert_eq!(yaml.matches("---\n").count(), 4);
         let list: Json =
             serde_json::from_str(&render(&c.manifests, Format::Json).expect("renders")).expect("json");

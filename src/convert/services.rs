@@ -136,11 +136,15 @@ pub(crate) fn services(
     let published: Vec<_> =
         s.ports.iter().filter(|p| p.published.as_deref().is_some_and(|x| !x.is_empty())).collect();
     if !published.is_empty() {
-        if s.ports.iter().any(|p| p.host_ip.as_deref().is_some_and(|ip| !ip.is_empty())) {
+        // Without an external Service, the ports stay inside the cluster: the closest there is
+        // to a host address such as 127.0.0.1. With one, the address cannot be chosen.
+        if ext.service_type.is_some()
+            && s.ports.iter().any(|p| p.host_ip.as_deref().is_some_and(|ip| !ip.is_empty()))
+        {
             out.report.dropped(
                 &scope,
                 "ports.host_ip",
-                "a Service cannot bind one host address; reach it through the Service instead",
+                "a NodePort or LoadBalancer Service cannot bind one host address",
             );
         }
         match ext.service_type.as_deref() {

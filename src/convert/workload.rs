@@ -79,16 +79,24 @@ fn probe_command(name: &str, test: &[String]) -> Result<Option<Vec<String>>, Con
     }
 }
 
+/// The probes of a container: readiness, liveness, startup.
+#[derive(Debug, Default)]
+struct Probes {
+    readiness: Option<Probe>,
+    liveness: Option<Probe>,
+    startup: Option<Probe>,
+}
+
 /// healthcheck → readinessProbe (and livenessProbe when asked), start_period → startupProbe.
 fn probes(
     name: &str,
     hc: &HealthCheckConfig,
     ext: &ServiceExt,
     out: &mut Out,
-) -> Result<(Option<Probe>, Option<Probe>, Option<Probe>), ConvertError> {
+) -> Result<Probes, ConvertError> {
     let scope = format!("service {name:?}");
     if hc.disable {
-        return Ok((None, None, None));
+        return Ok(Probes::default());
     }
     let Some(command) = probe_command(name, &hc.test)? else {
         if hc.test.is_empty() {
@@ -98,7 +106,7 @@ fn probes(
                 "without test, the image's HEALTHCHECK cannot be read from here",
             );
         }
-        return Ok((None, None, None));
+        return Ok(Probes::default());
     };
     let interval = hc.interval.unwrap_or(Duration(30_000_000_000));
     let timeout = hc.timeout.unwrap_or(Duration(30_000_000_000));
@@ -135,7 +143,7 @@ fn probes(
         }
     };
     let liveness = ext.liveness.then(|| probe.clone());
-    Ok((Some(probe), liveness, startup))
+    Ok(Probes { readiness: Some(probe), liveness, startup })
 }
 
 /// `cpus` as a Kubernetes quantity in millicores.
@@ -576,9 +584,9 @@ pub(crate) fn workload(
         );
     }
 
-    let (readiness, liveness, startup) = match &s.healthcheck {
+    let Probes { readiness, liveness, startup } = match &s.healthcheck {
         Some(hc) => probes(name, hc, ext, out)?,
-        None => (None, None, None),
+        None => Probes::default(),
     };
     if s.healthcheck.is_none() && ext.liveness {
         out.report.dropped(&scope, "x-berth-kubernetes.liveness", "the service has no healthcheck");
