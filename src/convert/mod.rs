@@ -283,10 +283,73 @@ pub enum Format {
     Json,
 }
 
+/// Whether a YAML 1.1 reader would take `s`, written plain, for something else than this
+/// string. kubectl reads YAML as 1.1 (`y`, `on`, `1_000`, `2024-01-01` are a bool, a number and
+/// a time there), while saphyr's emitter quotes only what YAML 1.2 would misread; so every
+/// string that starts like a number or is one of those words is written double-quoted.
+fn ambiguous_in_yaml_1_1(s: &str) -> bool {
+    s.starts_with(|c: char| c.is_ascii_digit() || matches!(c, '+' | '-' | '.'))
+        || matches!(
+            s.to_ascii_lowercase().as_str(),
+            "y" | "n" | "yes" | "no" | "on" | "off" | "true" | "false" | "null" | "~" | ""
+        )
+}
+
+/// One object as a YAML document (no `---`), with YAML-1.1-ambiguous strings double-quoted.
+fn yaml_document(value: &Json) -> String {
+    // Such strings are swapped for plain tokens that saphyr writes as they are, and the tokens
+    // then for the strings in JSON's double-quoted syntax (which is YAML's).
+    fn collect(v: &Json, all: &mut Vec<String>) {
+        match v {
+            Json::String(s) => all.push(s.clone()),
+            Json::Array(items) => items.iter().for_each(|i| collect(i, all)),
+            Json::Object(map) => map.iter().for_each(|(k, v)| {
+                all.push(k.clone());
+                collect(v, all);
+            }),
+            _ => {}
+        }
+    }
+    fn swap(v: &Json, prefix: &str, quoted: &mut Vec<String>) -> Json {
+        let token = |s: &str, quoted: &mut Vec<String>| {
+            quoted.push(serde_json::to_string(s).unwrap_or_default());
+            format!("{prefix}{}q", quoted.len() - 1)
+        };
+        match v {
+            Json::String(s) if ambiguous_in_yaml_1_1(s) => Json::String(token(s, quoted)),
+            Json::Array(items) => Json::Array(items.iter().map(|i| swap(i, prefix, quoted)).collect()),
+            Json::Object(map) => Json::Object(
+                map.iter()
+                    .map(|(k, v)| {
+                        let key = if ambiguous_in_yaml_1_1(k) { token(k, quoted) } else { k.clone() };
+                        (key, swap(v, prefix, quoted))
+                    })
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+    let mut all = Vec::new();
+    collect(value, &mut all);
+    let mut prefix = "zberthq".to_string();
+    while all.iter().any(|s| s.contains(&prefix)) {
+        prefix.insert(0, 'z');
+    }
+    let mut quoted = Vec::new();
+    let swapped = swap(value, &prefix, &mut quoted);
+    let mut text = crate::compose::render::yaml_text(&swapped);
+    // Highest first, so that token 1 never replaces the start of token 12 (they end in `q`
+    // anyway).
+    for (i, q) in quoted.iter().enumerate().rev() {
+        text = text.replace(&format!("{prefix}{i}q"), q);
+    }
+    text
+}
+
 /// One object as text in `format` (a file of its own).
 pub fn render_one(m: &Manifest, format: Format) -> Result<String, ConvertError> {
     match format {
-        Format::Yaml => Ok(crate::compose::render::yaml_text(&m.value)),
+        Format::Yaml => Ok(yaml_document(&m.value)),
         Format::Json => serde_json::to_string_pretty(&m.value)
             .map(|s| s + "\n")
             .map_err(|e| ConvertError::Render(e.to_string())),
@@ -300,7 +363,7 @@ pub fn render(manifests: &[Manifest], format: Format) -> Result<String, ConvertE
             let mut text = String::new();
             for m in manifests {
                 text.push_str("---\n");
-                text.push_str(&crate::compose::render::yaml_text(&m.value));
+                text.push_str(&yaml_document(&m.value));
             }
             Ok(text)
         }
@@ -374,6 +437,17 @@ pub(crate) mod tests {
         assert_eq!(list["kind"], "List");
         assert_eq!(list["items"].as_array().map(Vec::len), Some(4));
         assert_eq!(file_name(&c.manifests[3], Format::Yaml), "web-deployment.yaml");
+    }
+
+    #[test]
+    fn strings_yaml_1_1_would_misread_are_quoted() {
+        let v =
+            json!({"env": ["y", "on", "1_000", "2024-01-01", "-x", "plain", "zberthq0q", "a\nb"], "y": 1});
+        let text = yaml_document(&v);
+        assert_eq!(
+            text,
+            "env:\n  - \"y\"\n  - \"on\"\n  - \"1_000\"\n  - \"2024-01-01\"\n  - \"-x\"\n  - plain\n  - zberthq0q\n  - |-\n    a\n    b\n\"y\": 1\n"
+        );
     }
 
     #[test]

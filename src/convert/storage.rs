@@ -355,15 +355,22 @@ pub(crate) fn mounts(
                     };
                     mount(&mut m, volume, &v.target, Some(key), true);
                 } else if opts.host_path {
-                    out.report.note(&scope, &at, format!(
-                        "the folder {path} becomes a hostPath volume: it must exist on every node the pod may run on"
-                    ));
+                    out.report.note(
+                        &scope,
+                        &at,
+                        format!(
+                            "{path} becomes a hostPath volume: it must exist on every node the pod may run on"
+                        ),
+                    );
                     let create = v.bind.as_ref().is_none_or(|b| b.create_host_path);
+                    // A socket or device is mounted as it is; only folders are created.
+                    let special = meta.as_ref().is_ok_and(|md| !md.is_dir());
                     let volume = Volume {
                         name: format!("bind-{i}"),
                         host_path: Some(HostPathVolumeSource {
                             path: path.to_string(),
-                            type_: Some(if create { "DirectoryOrCreate" } else { "Directory" }.into()),
+                            type_: (!special)
+                                .then(|| if create { "DirectoryOrCreate" } else { "Directory" }.into()),
                         }),
                         ..Default::default()
                     };
@@ -372,8 +379,9 @@ pub(crate) fn mounts(
                     return Err(service_error(
                         name,
                         format!(
-                            "{at}: the bind-mounted folder {path} does not exist on a cluster's nodes; use a named \
-                         volume, or --host-path to mount the same path from each node"
+                            "{at}: the bind-mounted {} {path} does not exist on a cluster's nodes; use a named \
+                         volume, or --host-path to mount the same path from each node",
+                            if meta.as_ref().is_ok_and(|md| !md.is_dir()) { "path" } else { "folder" }
                         ),
                     ));
                 }
