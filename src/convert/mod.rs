@@ -479,6 +479,33 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn converts_what_the_loader_made() {
+        // Interpolation from .env, env_file, profiles, extends and configs.content all happen
+        // before conversion: the manifests see the loaded project.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).expect("write");
+        write(".env", "TAG=1.2\n");
+        write("app.env", "FROM_FILE=yes\n");
+        write(
+            "compose.yaml",
+            "name: loaded\nx-base: &base\n  image: app:${TAG}\nservices:\n  base:\n    <<: *base\n  web:\n    extends: base\n    env_file: app.env\n    configs: [site]\n  debug:\n    image: dbg\n    profiles: [debug]\nconfigs:\n  site:\n    content: hello ${TAG}\n",
+        );
+        let opts = crate::compose::ProjectOptions::new(dir.path().to_path_buf(), HashMap::new());
+        let loaded = crate::compose::load_project(&opts).expect("loads");
+        let c = convert(&loaded.project, &ConvertOptions::default()).expect("converts");
+        assert!(!c.manifests.iter().any(|m| m.name == "debug"), "the debug profile is not active");
+        assert_eq!(
+            get(&c, "Deployment", "base")["spec"]["template"]["spec"]["containers"][0]["image"],
+            "app:1.2"
+        );
+        let web = get(&c, "Deployment", "web");
+        let ctr = &web["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(ctr["image"], "app:1.2");
+        assert_eq!(ctr["env"], json!([{"name": "FROM_FILE", "value": "yes"}]));
+        assert_eq!(get(&c, "ConfigMap", "site")["data"]["site"], "hello 1.2");
+    }
+
+    #[test]
     fn extra_networks_are_reported() {
         let c = conv(
             json!({"services": {"a": {"image": "x", "networks": {"front": null}}}, "networks": {"front": {}}}),
