@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod compose;
+pub mod convert;
 pub mod engine;
 pub mod events;
 pub mod graph;

@@ -5,6 +5,7 @@ mod build;
 mod completion;
 mod config;
 mod cp;
+mod convert;
 mod down;
 mod error;
 mod events;
@@ -118,6 +119,8 @@ pub enum Command {
     Stop(down::StopArgs),
     /// Parse, resolve and render the compose file in canonical format
     Config(config::ConfigArgs),
+    /// Convert the project to Kubernetes manifests (report of what cannot be converted on stderr)
+    Convert(convert::ConvertArgs),
     /// Show the dependency graph of services, networks and volumes (start order by levels)
     Graph(graph::GraphArgs),
     /// Build or rebuild services
@@ -370,6 +373,7 @@ pub fn run() -> ExitCode {
     let stateless = matches!(
         cli.command,
         Command::Config(_)
+            | Command::Convert(_)
             | Command::Graph(_)
             | Command::Login(_)
             | Command::Logout(_)
@@ -395,6 +399,7 @@ pub fn run() -> ExitCode {
         Command::Start(args) => down::run_start(&cli.global, args),
         Command::Stop(args) => down::run_stop(&cli.global, args),
         Command::Config(args) => config::run(&cli.global, args),
+        Command::Convert(args) => convert::run(&cli.global, args),
         Command::Graph(args) => graph::run(&cli.global, args),
         Command::Image(args) => image::run(&cli.global, args),
         Command::Build(args) => build::run_build(&cli.global, args),

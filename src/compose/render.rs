@@ -24,7 +24,7 @@ fn to_yaml(value: &serde_json::Value) -> Yaml<'static> {
 }
 
 /// Renders a JSON value as a YAML document (no `---` header), ending with a newline.
-fn yaml_text(value: &serde_json::Value) -> String {
+pub(crate) fn yaml_text(value: &serde_json::Value) -> String {
     let mut out = String::new();
     let mut emitter = saphyr::YamlEmitter::new(&mut out);
     emitter.multiline(true);
