@@ -370,7 +370,7 @@ fn killed_shims_converge() {
         let mut child = s.spawn(&["up", "-d", "--wait"]);
         std::thread::sleep(delay);
         let mut victims = Vec::new();
-        for (name, pid) in shims(&s).into_iter().filter(|_| rng.next() % 2 == 0) {
+        for (name, pid) in shims(&s).into_iter().filter(|_| rng.next().is_multiple_of(2)) {
             let _ =
                 nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
             victims.push(name);

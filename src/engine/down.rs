@@ -82,6 +82,8 @@ pub fn start(
     progress: &Progress,
 ) -> Result<()> {
     let host = engine.host();
+    // Started containers resolve names through the DNS process: it runs again if it was killed.
+    host.networks.sync_dns().map_err(EngineError::net("DNS process"))?;
     let observed = observe(&host, &loaded.project.name, &Scope::default())?;
     let plan = plan_start(loaded, graph, &observed, services)?;
     Executor { host, loaded: Some(loaded), graph: Some(graph), progress }.execute(&plan)

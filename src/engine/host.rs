@@ -66,6 +66,10 @@ pub trait NetworkHost: Sync {
     fn endpoint_ids(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Endpoint records that cannot be read (named by their container's id).
+    fn damaged_endpoints(&self) -> Vec<DamagedRecord> {
+        Vec::new()
+    }
     /// Ids of the containers attached to network `name`.
     fn attached_ids(&self, _name: &str) -> Vec<String> {
         Vec::new()
@@ -196,6 +200,9 @@ impl NetworkHost for Networks {
     }
     fn endpoint_ids(&self) -> Vec<String> {
         Networks::endpoint_ids(self)
+    }
+    fn damaged_endpoints(&self) -> Vec<DamagedRecord> {
+        Networks::damaged_endpoints(self)
     }
     fn attached_ids(&self, name: &str) -> Vec<String> {
         Networks::attached_ids(self, name)

@@ -184,6 +184,7 @@ pub fn is_running(st: &ContainerStatus) -> bool {
 /// - a container whose record or spec cannot be read is reported once, by file, and removed
 ///   with what it made (its processes, its network attachment, its folders), so that the
 ///   plan makes it again; one that tells no project is removed by any project's command;
+/// - a container whose network attachment record cannot be read is removed likewise;
 /// - a network of the project whose record cannot be read is removed with the containers on
 ///   it (bridge by its name, firewall rules) and made again by the plan;
 /// - a volume of the project whose record cannot be read gets a new one around its data;
@@ -222,6 +223,26 @@ pub fn reconcile(host: &Host<'_>, project: &str, progress: &Progress) -> Result<
             d.reason
         ));
         remove_container(host, &d.id, &name, &mut errors);
+    }
+    // A container whose network record is damaged has lost its names and published ports
+    // (the DNS table and the firewall are made from these records): it is made again.
+    let endpoints = host.networks.damaged_endpoints();
+    if !endpoints.is_empty() {
+        let records = host.containers.records().map_err(EngineError::runtime("list containers"))?;
+        for d in endpoints {
+            let record = records.iter().find(|r| r.id == d.name);
+            let whose = record.and_then(|r| r.labels.get(labels::PROJECT));
+            if whose.is_some_and(|p| p != project) {
+                continue;
+            }
+            let name = record.map_or_else(|| d.name.clone(), |r| r.name.clone());
+            progress.warn(&format!(
+                "{}: damaged record ({}); removing container {name}, to be made again",
+                d.file.display(),
+                d.reason
+            ));
+            remove_container(host, &d.name, &name, &mut errors);
+        }
     }
     let prefix = format!("{project}_");
     for d in host.networks.damaged().into_iter().filter(|d| d.name.starts_with(&prefix)) {

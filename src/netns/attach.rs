@@ -228,6 +228,11 @@ impl Networks {
         record::damaged(&self.dirs.networks())
     }
 
+    /// Endpoint records that cannot be read (named by their container's id).
+    pub fn damaged_endpoints(&self) -> Vec<crate::state::DamagedRecord> {
+        record::damaged(&record::endpoints_dir(&self.dirs))
+    }
+
     /// Ids of the containers that have an endpoint record (readable or not).
     pub fn endpoint_ids(&self) -> Vec<String> {
         record::endpoint_ids(&self.dirs)
