@@ -882,6 +882,15 @@ impl Runtime {
         // An exited container's shim may still be tidying up; its dirs go only after it.
         if st.shim_pid > 0 {
             self.wait_shim_gone(id, Duration::from_secs(10))?;
+        } else if !matches!(st.state, State::Running | State::Restarting) {
+            // A shim that no status tells of (the command starting it was killed before the
+            // start was recorded) still answers on its socket: it is told to kill its
+            // container, and its folders go only once it has recorded the end.
+            if self.request(id, &Request::Kill { signal: None }, Duration::from_secs(5)).is_ok() {
+                let _ = self.request(id, &Request::Wait, Duration::from_secs(10));
+            }
+            // Whatever is left in its cgroup goes with it.
+            cgroups::Cgroup::for_container(id).destroy(&Linux).map_err(RuntimeError::Cgroup)?;
         }
         let run = self.dirs.container_run(id);
         let root = self.dirs.container(id);
