@@ -9,7 +9,7 @@ use crate::compose::LoadedProject;
 use crate::graph::ServiceGraph;
 
 use super::Engine;
-use super::error::Result;
+use super::error::{EngineError, Result};
 use super::execute::{Executor, recover};
 use super::observe::{Scope, observe};
 use super::plan::{down_scope, plan_down, plan_start, plan_stop};
@@ -34,7 +34,21 @@ pub fn down(
     recover(&host, project, progress)?;
     let observed = observe(&host, project, &down_scope(loaded, opts))?;
     let plan = plan_down(project, loaded, graph, &observed, opts);
-    Executor { host, loaded, graph, progress }.execute(&plan)?;
+    let done = Executor { host, loaded, graph, progress }.execute(&plan);
+    // What networks left without records (a command killed after removing a record but not
+    // its bridge), and the DNS process, which goes with the last network even when only its
+    // pid file or its process tells of it.
+    let mut errors = Vec::new();
+    for name in &plan.remove_networks {
+        if let Err(e) = host.networks.forget(name) {
+            errors.push(EngineError::net(format!("remove network {name}"))(e));
+        }
+    }
+    if let Err(e) = host.networks.sync_dns() {
+        errors.push(EngineError::net("DNS process")(e));
+    }
+    done?;
+    EngineError::collect(errors)?;
     // The project's records (lock, notes) go with it.
     let dir = engine.dirs().project(project);
     let _ = fs::remove_dir_all(engine.pending_dir(project));
@@ -69,6 +83,8 @@ pub fn start(
     progress: &Progress,
 ) -> Result<()> {
     let host = engine.host();
+    // Started containers resolve names through the DNS process: it runs again if it was killed.
+    host.networks.sync_dns().map_err(EngineError::net("DNS process"))?;
     let observed = observe(&host, &loaded.project.name, &Scope::default())?;
     let plan = plan_start(loaded, graph, &observed, services)?;
     Executor { host, loaded: Some(loaded), graph: Some(graph), progress }.execute(&plan)

@@ -170,27 +170,10 @@ fn readiness(
     }
 }
 
-/// Finishes or clears what an interrupted `up` left: containers noted as being made whose
-/// making did not complete are removed with their network attachment, so that the plan
-/// makes them again.
+/// Finishes or clears what an interrupted command or a damaged record left, before a plan is
+/// made: see [`super::observe::reconcile`].
 pub fn recover(host: &Host<'_>, project: &str, progress: &Progress) -> Result<()> {
-    let Some(dir) = host.pending_dir(project) else { return Ok(()) };
-    let Ok(entries) = fs::read_dir(&dir) else { return Ok(()) };
-    let mut errors = Vec::new();
-    for entry in entries.flatten() {
-        let id = entry.file_name().to_string_lossy().into_owned();
-        let name = fs::read_to_string(entry.path()).unwrap_or_else(|_| id.clone());
-        progress.warn(&format!("cleaning up container {name}, left half-made by an interrupted command"));
-        match host.containers.remove(&id, true) {
-            Ok(()) | Err(RuntimeError::NotFound(_)) => {}
-            Err(e) => errors.push(EngineError::runtime(format!("remove container {name}"))(e)),
-        }
-        if let Err(e) = host.networks.detach(&id) {
-            errors.push(EngineError::net(format!("detach container {name}"))(e));
-        }
-        let _ = fs::remove_file(entry.path());
-    }
-    EngineError::collect(errors)
+    super::observe::reconcile(host, project, progress)
 }
 
 impl<'a> Executor<'a> {
@@ -598,16 +581,16 @@ impl<'a> Executor<'a> {
         if !quiet {
             self.progress.event("Container", &c.name, "Removing", false);
         }
-        let mut errors = Vec::new();
         // Read before it goes: the event names its labels and image.
         let spec = self.host.projects.and(self.host.containers.spec(&c.id).ok());
-        if let Err(e) = self.host.containers.remove(&c.id, true) {
-            errors.push(EngineError::runtime(format!("remove container {}", c.name))(e));
+        // Detached only once removed: a container that cannot be removed keeps its network
+        // (a later `down` finds both); one removed but not yet detached (a killed command)
+        // leaves an attachment that the next command's reconciliation takes away.
+        match self.host.containers.remove(&c.id, true) {
+            Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+            Err(e) => return Err(EngineError::runtime(format!("remove container {}", c.name))(e)),
         }
-        if let Err(e) = self.host.networks.detach(&c.id) {
-            errors.push(EngineError::net(format!("detach container {}", c.name))(e));
-        }
-        EngineError::collect(errors)?;
+        self.host.networks.detach(&c.id).map_err(EngineError::net(format!("detach container {}", c.name)))?;
         if let (Some(dirs), Some(spec)) = (self.host.projects, &spec) {
             crate::events::emit(dirs, &crate::events::Actor::of_spec(spec), "destroy", &[]);
         }

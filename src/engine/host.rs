@@ -4,6 +4,7 @@
 //! (`engine::fake`) that record every call, so that planning and executing are tested
 //! without root.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,8 +12,8 @@ use crate::image::{ImageError, ImageStore, ResolvedImage};
 use crate::netns::{AttachRequest, Attachment, NetError, NetworkRecord, NetworkSpec, Networks};
 use crate::runtime::spec::{ContainerSpec, MountSpec};
 use crate::runtime::status::{ContainerStatus, State};
-use crate::runtime::{ContainerRecord, ExecSpec, Runtime, RuntimeError};
-use crate::state::{Dirs, read_json};
+use crate::runtime::{ContainerRecord, DamagedContainer, ExecSpec, Runtime, RuntimeError};
+use crate::state::{DamagedRecord, Dirs, read_json};
 use crate::volume::{MountRequest, VolumeError, VolumeRecord, VolumeSpec, Volumes, service_mounts};
 
 /// Containers, as the engine uses them.
@@ -40,6 +41,10 @@ pub trait ContainerHost: Sync {
     fn pause(&self, id: &str, paused: bool) -> Result<(), RuntimeError>;
     /// Waits until a container has exited for good (or `timeout`); its status then.
     fn wait(&self, id: &str, timeout: Duration) -> Result<ContainerStatus, RuntimeError>;
+    /// Containers whose records cannot be read (any project).
+    fn damaged(&self) -> Result<Vec<DamagedContainer>, RuntimeError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Networks, as the engine uses them.
@@ -56,6 +61,30 @@ pub trait NetworkHost: Sync {
     fn attach(&self, req: &AttachRequest) -> Result<Attachment, NetError>;
     /// Detaches a container from every network.
     fn detach(&self, id: &str) -> Result<(), NetError>;
+    /// Network records that cannot be read.
+    fn damaged(&self) -> Vec<DamagedRecord> {
+        Vec::new()
+    }
+    /// Takes away what a network without a readable record left (bridge, record file).
+    fn forget(&self, _name: &str) -> Result<(), NetError> {
+        Ok(())
+    }
+    /// Ids of the containers that have endpoint records (any network, any project).
+    fn endpoint_ids(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Endpoint records that cannot be read (named by their container's id).
+    fn damaged_endpoints(&self) -> Vec<DamagedRecord> {
+        Vec::new()
+    }
+    /// Ids of the containers attached to network `name`.
+    fn attached_ids(&self, _name: &str) -> Vec<String> {
+        Vec::new()
+    }
+    /// Starts the DNS process when networks exist and it does not run; stops it when none do.
+    fn sync_dns(&self) -> Result<(), NetError> {
+        Ok(())
+    }
 }
 
 /// Volumes, as the engine uses them.
@@ -70,6 +99,14 @@ pub trait VolumeHost: Sync {
     fn remove(&self, name: &str) -> Result<(), VolumeError>;
     /// The mounts of a container of a service (making the volumes it needs).
     fn mounts(&self, req: &MountRequest<'_>) -> Result<Vec<MountSpec>, VolumeError>;
+    /// Volume records that cannot be read.
+    fn damaged(&self) -> Vec<DamagedRecord> {
+        Vec::new()
+    }
+    /// Writes a volume's record anew around its data, with `labels`.
+    fn repair(&self, _name: &str, _labels: BTreeMap<String, String>) -> Result<(), VolumeError> {
+        Ok(())
+    }
 }
 
 /// Images, as the engine uses them (pulling and building go through `engine::images`).
@@ -143,6 +180,9 @@ impl ContainerHost for Runtime {
     fn wait(&self, id: &str, timeout: Duration) -> Result<ContainerStatus, RuntimeError> {
         Runtime::wait(self, id, timeout)
     }
+    fn damaged(&self) -> Result<Vec<DamagedContainer>, RuntimeError> {
+        Runtime::damaged(self)
+    }
 }
 
 impl NetworkHost for Networks {
@@ -168,6 +208,24 @@ impl NetworkHost for Networks {
     fn detach(&self, id: &str) -> Result<(), NetError> {
         Networks::detach(self, id)
     }
+    fn damaged(&self) -> Vec<DamagedRecord> {
+        Networks::damaged(self)
+    }
+    fn forget(&self, name: &str) -> Result<(), NetError> {
+        Networks::forget(self, name)
+    }
+    fn endpoint_ids(&self) -> Vec<String> {
+        Networks::endpoint_ids(self)
+    }
+    fn damaged_endpoints(&self) -> Vec<DamagedRecord> {
+        Networks::damaged_endpoints(self)
+    }
+    fn attached_ids(&self, name: &str) -> Vec<String> {
+        Networks::attached_ids(self, name)
+    }
+    fn sync_dns(&self) -> Result<(), NetError> {
+        Networks::sync_dns(self)
+    }
 }
 
 impl VolumeHost for Volumes {
@@ -185,6 +243,12 @@ impl VolumeHost for Volumes {
     }
     fn mounts(&self, req: &MountRequest<'_>) -> Result<Vec<MountSpec>, VolumeError> {
         service_mounts(self, req)
+    }
+    fn damaged(&self) -> Vec<DamagedRecord> {
+        Volumes::damaged(self)
+    }
+    fn repair(&self, name: &str, labels: BTreeMap<String, String>) -> Result<(), VolumeError> {
+        Volumes::repair(self, name, labels).map(drop)
     }
 }
 

@@ -185,6 +185,89 @@ impl Networks {
         NetError::collect(errors)
     }
 
+    /// Takes away what network `name` left without a readable record (damaged, or lost by a
+    /// command killed half-way): its bridge (found by its name, which the network's name
+    /// gives, unless it had a custom one), its record file, its firewall rules; the DNS
+    /// process stops with the last network. Containers still attached to it must be removed
+    /// first. A network with a readable record is left alone.
+    pub fn forget(&self, name: &str) -> Result<(), NetError> {
+        if !valid_name(name) {
+            return Err(NetError::Invalid(format!("invalid network name {name:?}")));
+        }
+        let _lock = self.lock()?;
+        let mut errors = Vec::new();
+        let path = record::network_path(&self.dirs, name);
+        match record::read_network(&self.dirs, name) {
+            // A network with a readable record is removed with `remove`, never forgotten.
+            Ok(Some(_)) => return Ok(()),
+            Ok(None) | Err(NetError::State(crate::state::StateError::Json { .. })) => {}
+            Err(e) => return Err(e),
+        }
+        let bridge = bridge::bridge_name(&super::scope(&self.dirs.root), name);
+        // Nothing left (the usual case, after a `down` that finished): nothing to change.
+        if !path.exists() && !std::path::Path::new("/sys/class/net").join(&bridge).exists() {
+            return Ok(());
+        }
+        if let Err(e) = Netlink::open().and_then(|mut nl| nl.delete_link(&bridge)) {
+            errors.push(e);
+        }
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            errors.push(NetError::sys(format!("remove {}", path.display()), e));
+        }
+        if let Err(e) = self.sync_firewall() {
+            errors.push(e);
+        }
+        NetError::collect(errors)?;
+        self.sync_dns_locked()
+    }
+
+    /// Network records that cannot be read, for the engine to report and take away.
+    pub fn damaged(&self) -> Vec<crate::state::DamagedRecord> {
+        record::damaged(&self.dirs.networks())
+    }
+
+    /// Endpoint records that cannot be read (named by their container's id).
+    pub fn damaged_endpoints(&self) -> Vec<crate::state::DamagedRecord> {
+        record::damaged(&record::endpoints_dir(&self.dirs))
+    }
+
+    /// Ids of the containers that have an endpoint record (readable or not).
+    pub fn endpoint_ids(&self) -> Vec<String> {
+        record::endpoint_ids(&self.dirs)
+    }
+
+    /// Ids of the containers attached to network `name`, by their endpoint records.
+    pub fn attached_ids(&self, name: &str) -> Vec<String> {
+        all_endpoints(&self.dirs)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.endpoints.iter().any(|e| e.network == name))
+            .map(|r| r.container_id)
+            .collect()
+    }
+
+    /// Makes the DNS process agree with the networks: started (again) when networks exist and
+    /// it does not run (killed, say), stopped when none is left (also when only its pid file
+    /// or its process tells it runs).
+    pub fn sync_dns(&self) -> Result<(), NetError> {
+        let _lock = self.lock()?;
+        self.sync_dns_locked()
+    }
+
+    fn sync_dns_locked(&self) -> Result<(), NetError> {
+        if all_networks(&self.dirs)?.is_empty() {
+            return dns::stop(&self.dirs);
+        }
+        if dns::running(&self.dirs).is_some() {
+            return Ok(());
+        }
+        // One whose pid file is lost or damaged would answer from a stale table: it goes.
+        dns::stop(&self.dirs)?;
+        dns::notify(&self.dirs, &self.exe)
+    }
+
     fn hup_dns(&self) -> Result<(), NetError> {
         match dns::running(&self.dirs) {
             Some(pid) => nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP)
@@ -531,14 +614,30 @@ impl Networks {
 
     fn detach_locked(&self, id: &str) -> Result<(), NetError> {
         let mut errors = Vec::new();
-        let rec = match record::read_endpoint(&self.dirs, id) {
-            Ok(r) => r,
+        let (rec, damaged) = match record::read_endpoint(&self.dirs, id) {
+            Ok(r) => (r, false),
+            // A damaged record: the veths are found by their names, which the container's id
+            // and each network's name give.
+            Err(NetError::State(crate::state::StateError::Json { .. })) => (None, true),
             Err(e) => {
                 errors.push(e);
-                None
+                (None, false)
             }
         };
-        let had_ports = rec.as_ref().is_some_and(|r| !r.ports.is_empty());
+        if damaged {
+            let nets = all_networks(&self.dirs).unwrap_or_default();
+            match Netlink::open() {
+                Ok(mut nl) => {
+                    for net in &nets {
+                        if let Err(e) = nl.delete_link(&bridge::veth_name(id, &net.name)) {
+                            errors.push(e);
+                        }
+                    }
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        let had_ports = damaged || rec.as_ref().is_some_and(|r| !r.ports.is_empty());
         if let Some(rec) = &rec
             && !rec.endpoints.is_empty()
         {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::NetError;
 use super::{NetworkSpec, PublishedPort};
-use crate::state::{Dirs, StateError, read_json, write_json};
+use crate::state::{DamagedRecord, Dirs, StateError, read_json, write_json};
 
 /// One subnet of a network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,11 +192,49 @@ fn read_all<T: serde::de::DeserializeOwned>(dir: &Path) -> Result<Vec<T>, NetErr
     paths.sort();
     let mut out = Vec::new();
     for p in paths {
-        if let Some(v) = read_opt(&p)? {
-            out.push(v);
+        match read_opt(&p) {
+            Ok(Some(v)) => out.push(v),
+            Ok(None) => {}
+            // A damaged record must not stop every command: it is listed by [`damaged`], and
+            // the engine reports it and removes what it described.
+            Err(NetError::State(StateError::Json { .. })) => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(out)
+}
+
+/// Records in `dir` (`<name>.json`) that cannot be read as JSON: name, path, what is wrong.
+/// Temp files of writes that a killed command left there go first.
+pub fn damaged(dir: &Path) -> Vec<DamagedRecord> {
+    crate::state::sweep_temp_files(dir);
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".json").filter(|_| !name.starts_with('.')) else { continue };
+        if let Err(StateError::Json { path, source }) = read_json::<serde::de::IgnoredAny>(&e.path()) {
+            out.push(DamagedRecord { name: stem.to_string(), file: path, reason: source.to_string() });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Container ids that have an endpoint record (readable or not).
+pub fn endpoint_ids(dirs: &Dirs) -> Vec<String> {
+    let dir = endpoints_dir(dirs);
+    crate::state::sweep_temp_files(&dir);
+    let Ok(entries) = std::fs::read_dir(&dir) else { return Vec::new() };
+    let mut ids: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (!name.starts_with('.')).then(|| name.strip_suffix(".json").map(str::to_string)).flatten()
+        })
+        .collect();
+    ids.sort();
+    ids
 }
 
 /// All network records, sorted by name.

@@ -35,7 +35,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use caps::Capability;
-use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
@@ -182,6 +181,22 @@ pub struct ContainerRecord {
     pub labels: BTreeMap<String, String>,
     /// When it was created (RFC 3339).
     pub created: String,
+}
+
+/// A container whose records cannot be read: it is removed with what it made (its shim and
+/// processes, its network attachment, its folders) and made again from the compose file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedContainer {
+    /// The id (its folder's name).
+    pub id: String,
+    /// Its name, when one of its records still tells it.
+    pub name: Option<String>,
+    /// Its labels, when one of its records still tells them (`None`: whose it is is unknown).
+    pub labels: Option<BTreeMap<String, String>>,
+    /// The damaged file.
+    pub file: PathBuf,
+    /// What is wrong with it.
+    pub reason: String,
 }
 
 /// The runtime, working in `dirs`, re-executing `exe` as the shim.
@@ -619,20 +634,31 @@ impl Runtime {
         let mut st: ContainerStatus = match read_json(&path) {
             Ok(st) => st,
             // Status updates are not fsynced (see `state::write_atomic_unsynced`): after a power
-            // loss the file may be cut short. The container cannot be running then.
-            Err(StateError::Json { source, .. }) => ContainerStatus {
-                state: State::Dead,
-                error: Some(format!("status record unreadable: {source}")),
-                ..ContainerStatus::default()
-            },
+            // loss (or by a hand) the file may be cut short. A shim that still runs knows the
+            // truth and the record is written again from its answer; without one the container
+            // cannot be running.
+            Err(StateError::Json { source, .. }) => {
+                match self.request(id, &Request::Status, Duration::from_secs(5)) {
+                    Ok(answer) => {
+                        let _ = write_json_unsynced(&path, &answer.status);
+                        answer.status
+                    }
+                    Err(_) => ContainerStatus {
+                        state: State::Dead,
+                        error: Some(format!("status record unreadable: {source}")),
+                        ..ContainerStatus::default()
+                    },
+                }
+            }
             Err(e) => return Err(e.into()),
         };
         let stale_boot = !st.boot_id.is_empty() && st.boot_id != status::boot_id();
         if matches!(st.state, State::Running | State::Restarting) && (stale_boot || !shim_alive(st.shim_pid))
         {
             if !stale_boot && st.pid > 0 && process_alive(st.pid) {
-                // Running, but nobody watches it any more.
+                // Running, but nobody watches it any more: nor checks its health.
                 st.shim_pid = 0;
+                st.health = None;
             } else {
                 st.state = State::Dead;
                 st.pid = 0;
@@ -713,7 +739,9 @@ impl Runtime {
                 let grace = timeout.map(|t| t.as_millis() as u64);
                 // The shim answers once the process is gone: after the grace time at most, plus
                 // the SIGKILL and the cleanup.
-                let spec_grace = self.spec(id)?.stop_grace_ms.unwrap_or(10_000);
+                // A damaged spec must not keep a container from being stopped (nor `down` from
+                // finishing): the default grace time then.
+                let spec_grace = self.spec(id).ok().and_then(|s| s.stop_grace_ms).unwrap_or(10_000);
                 let wait = Duration::from_millis(grace.unwrap_or(spec_grace)) + Duration::from_secs(30);
                 let request = Request::Stop { timeout_ms: grace, signal: None };
                 match self.request(id, &request, wait) {
@@ -738,7 +766,8 @@ impl Runtime {
         let cgroup = cgroups::Cgroup::for_container(id);
         cgroup.destroy(&Linux).map_err(RuntimeError::Cgroup)?;
         let path = self.dirs.container(id).join("status.json");
-        let mut st: ContainerStatus = read_json(&path)?;
+        // A damaged status record is written anew.
+        let mut st: ContainerStatus = read_json(&path).unwrap_or_default();
         st.state = State::Exited;
         st.pid = 0;
         st.shim_pid = 0;
@@ -910,6 +939,15 @@ impl Runtime {
         // An exited container's shim may still be tidying up; its dirs go only after it.
         if st.shim_pid > 0 {
             self.wait_shim_gone(id, Duration::from_secs(10))?;
+        } else if !matches!(st.state, State::Running | State::Restarting) {
+            // A shim that no status tells of (the command starting it was killed before the
+            // start was recorded) still answers on its socket: it is told to kill its
+            // container, and its folders go only once it has recorded the end.
+            if self.request(id, &Request::Kill { signal: None }, Duration::from_secs(5)).is_ok() {
+                let _ = self.request(id, &Request::Wait, Duration::from_secs(10));
+            }
+            // Whatever is left in its cgroup goes with it.
+            cgroups::Cgroup::for_container(id).destroy(&Linux).map_err(RuntimeError::Cgroup)?;
         }
         let run = self.dirs.container_run(id);
         let root = self.dirs.container(id);
@@ -922,6 +960,48 @@ impl Runtime {
             }
         }
         first.map_or(Ok(()), Err)
+    }
+
+    /// Containers whose records cannot be read (cut short, not JSON): each with what can be
+    /// told of it. Temp files of writes that a killed command left in their folders go.
+    pub fn damaged(&self) -> Result<Vec<DamagedContainer>> {
+        let mut out = Vec::new();
+        for id in self.list_dirs()? {
+            let dir = self.dirs.container(&id);
+            crate::state::sweep_temp_files(&dir);
+            let (spec_path, record_path) = (dir.join("spec.json"), dir.join("record.json"));
+            if !spec_path.exists() && !record_path.exists() {
+                continue;
+            }
+            let record = read_json::<ContainerRecord>(&record_path);
+            let spec = read_json::<spec::ContainerSpec>(&spec_path);
+            let (labels, name) = match (&record, &spec) {
+                (Ok(_), Ok(_)) => continue,
+                (Ok(r), Err(_)) => (Some(r.labels.clone()), Some(r.name.clone())),
+                (Err(_), Ok(s)) => (Some(s.labels.clone()), Some(s.name.clone())),
+                (Err(_), Err(_)) => (None, None),
+            };
+            let (file, reason) = match (record, spec) {
+                (_, Err(e)) => (spec_path, e.to_string()),
+                (Err(e), _) => (record_path, e.to_string()),
+                _ => continue,
+            };
+            out.push(DamagedContainer { id, name, labels, file, reason });
+        }
+        Ok(out)
+    }
+
+    /// Ids of every container folder that holds a record file (readable or not).
+    fn list_dirs(&self) -> Result<Vec<String>> {
+        let dir = self.dirs.containers();
+        let Ok(entries) = fs::read_dir(&dir) else { return Ok(Vec::new()) };
+        let mut ids: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("spec.json").exists() || e.path().join("record.json").exists())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        ids.sort();
+        Ok(ids)
     }
 
     /// Ids of all containers with a record.
@@ -960,8 +1040,10 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
     status.code().or(status.signal().map(|s| 128 + s)).unwrap_or(255)
 }
 
+/// Whether `pid` runs; a zombie (a container's process whose shim died, not yet reaped by
+/// init) does not, though `kill(pid, 0)` succeeds on it.
 fn process_alive(pid: i32) -> bool {
-    pid > 0 && nix::sys::signal::kill(Pid::from_raw(pid), None::<Signal>).is_ok()
+    crate::state::process_runs(pid)
 }
 
 /// A spec as its record holds it.

@@ -224,6 +224,64 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     result.map_err(|e| StateError::io(path, e))
 }
 
+/// A record file that cannot be read (cut short, not JSON), found so that it is reported
+/// once, by file, and repaired or removed with what it described.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedRecord {
+    /// The name of what it describes (a network's, a volume's).
+    pub name: String,
+    /// The damaged file.
+    pub file: PathBuf,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// Whether `name` is the temp file of an atomic write (`.<name>.tmp<pid>`): readers skip
+/// these, and [`sweep_temp_files`] removes those whose writer is gone.
+pub fn is_temp_name(name: &str) -> bool {
+    temp_writer(name).is_some()
+}
+
+/// The pid of the process writing temp file `name`, when it is one.
+fn temp_writer(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix('.')?;
+    let (_, pid) = rest.rsplit_once(".tmp")?;
+    (!pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())).then(|| pid.parse().ok()).flatten()
+}
+
+/// Removes the temp files of atomic writes in `dir` whose writer no longer runs (killed
+/// between writing and renaming); those of a live writer stay. Returns the paths removed.
+pub fn sweep_temp_files(dir: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else { return removed };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = temp_writer(&name) else { continue };
+        if pid as u32 == std::process::id() || process_runs(pid) {
+            continue;
+        }
+        if fs::remove_file(entry.path()).is_ok() {
+            removed.push(entry.path());
+        }
+    }
+    removed
+}
+
+/// Whether process `pid` runs: it exists and is not a zombie (`kill(pid, 0)` succeeds on a
+/// zombie, whose work is over).
+pub fn process_runs(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which may itself hold ") ".
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !matches!(rest.trim_start().chars().next(), Some('Z' | 'X'))),
+        Err(_) => false,
+    }
+}
+
 /// Writes several files atomically and durably with one sync of each: all temp files are
 /// written and fsynced, then renamed, then each dir is fsynced once. A record made of several
 /// files (a container's spec and record) costs two journal commits instead of two per file.
@@ -401,6 +459,23 @@ impl Lock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temp_files_of_dead_writers_are_swept() {
+        let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+        assert!(is_temp_name(".net.json.tmp12") && is_temp_name(".abc.tmp1"));
+        assert!(!is_temp_name("net.json") && !is_temp_name(".net.json.tmp") && !is_temp_name(".x.tmpa1"));
+        // pid_max is at most 4194304: this writer cannot run.
+        let dead = dir.path().join(".net.json.tmp4194305");
+        let live = dir.path().join(format!(".net.json.tmp{}", std::process::id()));
+        let record = dir.path().join("net.json");
+        for p in [&dead, &live, &record] {
+            fs::write(p, "{").unwrap();
+        }
+        assert_eq!(sweep_temp_files(dir.path()), vec![dead.clone()]);
+        assert!(!dead.exists() && live.exists() && record.exists());
+        assert!(process_runs(std::process::id() as i32) && !process_runs(0) && !process_runs(4194305));
+    }
 
     #[test]
     fn atomic_write_replaces_and_reads_back() {

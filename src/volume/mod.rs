@@ -251,12 +251,64 @@ impl Volumes {
         let mut out = Vec::new();
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(r) = self.get(&name)? {
-                out.push(r);
+            match self.get(&name) {
+                Ok(Some(r)) => out.push(r),
+                Ok(None) => {}
+                // Listed by `damaged`, for the engine to report and repair.
+                Err(VolumeError::State(StateError::Json { .. })) => {}
+                Err(e) => return Err(e),
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    /// Volumes whose record cannot be read (cut short, not JSON) or is missing (a command
+    /// killed between making the folder and writing the record, or between removing the
+    /// record and the folder). Temp files of writes that a killed command left go first.
+    pub fn damaged(&self) -> Vec<crate::state::DamagedRecord> {
+        let Ok(entries) = fs::read_dir(self.dirs.volumes()) else { return Vec::new() };
+        let mut out = Vec::new();
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !valid_name(&name) {
+                continue;
+            }
+            crate::state::sweep_temp_files(&e.path());
+            let path = self.record_path(&name);
+            match read_json::<serde::de::IgnoredAny>(&path) {
+                Err(StateError::Json { source, .. }) => {
+                    out.push(crate::state::DamagedRecord { name, file: path, reason: source.to_string() });
+                }
+                Err(StateError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                    out.push(crate::state::DamagedRecord { name, file: path, reason: "missing".into() });
+                }
+                _ => {}
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Writes the record of local volume `name` anew around the data it has (a damaged
+    /// record's driver options are lost: a plain local volume), with `labels`.
+    pub fn repair(&self, name: &str, labels: BTreeMap<String, String>) -> Result<VolumeRecord, VolumeError> {
+        if !valid_name(name) {
+            return Err(VolumeError::Invalid(format!("invalid volume name {name:?}")));
+        }
+        let data = self.dir(name).join("_data");
+        fs::create_dir_all(&data).map_err(io_err(&data))?;
+        let record = VolumeRecord {
+            name: name.to_string(),
+            driver: "local".into(),
+            driver_opts: BTreeMap::new(),
+            labels,
+            mountpoint: data,
+            created: crate::runtime::timefmt::now(),
+            scope: "local".into(),
+        };
+        write_json(&self.record_path(name), &record)?;
+        Ok(record)
     }
 
     /// Which containers use which volumes (by the sources of their mounts).
@@ -290,6 +342,10 @@ impl Volumes {
         if !force && let Some(users) = self.in_use()?.get(name) {
             return Err(VolumeError::InUse { name: name.to_string(), containers: users.join(", ") });
         }
+        // The record first: a folder left without one (a command killed half-way) is found
+        // by `damaged` and adopted again, while a record left without its data would not be.
+        let path = self.record_path(name);
+        fs::remove_file(&path).map_err(io_err(&path))?;
         let dir = self.dir(name);
         fs::remove_dir_all(&dir).map_err(io_err(&dir))
     }

@@ -85,34 +85,98 @@ pub fn notify(dirs: &Dirs, exe: &Path) -> Result<(), NetError> {
     Ok(())
 }
 
-/// Stops the DNS process of this run dir, if any, and waits for it to go.
+/// Stops the DNS process of this run dir, if any, and removes its folder (pid file, log).
+/// It is found by its pid file or, when that is lost or damaged (a command killed half-way),
+/// by its name and the run dir in its environment. It keeps nothing worth a graceful end:
+/// SIGKILL, and a wait on a pidfd until it has exited, which takes a moment, not a poll
+/// until its parent (init, once the command that started it has exited) has reaped it.
 pub fn stop(dirs: &Dirs) -> Result<(), NetError> {
-    if let Some(pid) = running(dirs) {
-        kill(pid, Signal::SIGTERM).map_err(|e| NetError::sys("stop the DNS process", e))?;
-        let start = Instant::now();
-        while running_pid(pid) {
-            if start.elapsed() > Duration::from_secs(2) {
-                let _ = kill(pid, Signal::SIGKILL);
-            }
-            if start.elapsed() > Duration::from_secs(5) {
-                return Err(NetError::Invalid(format!("the DNS process {pid} does not exit")));
-            }
-            std::thread::sleep(Duration::from_millis(2));
+    let dir = dirs.run.join("dns");
+    let pids: Vec<Pid> = match running(dirs) {
+        Some(pid) => vec![pid],
+        // Its folder goes only once it is gone (below): without the folder, there is none to
+        // look for.
+        None if dir.exists() => find(dirs),
+        None => Vec::new(),
+    };
+    for pid in pids {
+        let pidfd = pidfd_open(pid);
+        match kill(pid, Signal::SIGKILL) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+            Err(e) => return Err(NetError::sys("stop the DNS process", e)),
         }
-        // A dead process keeps its name until its parent reaps it; when that parent is init
-        // (the berth command that started it has exited), give init a moment, so that nothing
-        // named berth-dns is seen once stop returns.
-        let gone = Instant::now();
-        while std::path::Path::new(&format!("/proc/{pid}")).exists()
-            && gone.elapsed() < Duration::from_secs(2)
-        {
-            std::thread::sleep(Duration::from_millis(5));
+        match pidfd {
+            Some(fd) => {
+                if !wait_readable(&fd, Duration::from_secs(5)) {
+                    return Err(NetError::Invalid(format!("the DNS process {pid} does not exit")));
+                }
+            }
+            None => {
+                let start = Instant::now();
+                while running_pid(pid) {
+                    if start.elapsed() > Duration::from_secs(5) {
+                        return Err(NetError::Invalid(format!("the DNS process {pid} does not exit")));
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
         }
     }
-    match std::fs::remove_file(pid_path(dirs)) {
+    match std::fs::remove_dir_all(&dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(NetError::sys("remove the DNS pid file", e)),
+        Err(e) => Err(NetError::sys(format!("remove {}", dir.display()), e)),
+    }
+}
+
+/// DNS processes of this run dir found without their pid file: named `berth-dns`, not
+/// zombies, with this run dir in their environment (see [`notify`]).
+fn find(dirs: &Dirs) -> Vec<Pid> {
+    let mark = {
+        let mut m = b"BERTH_RUN=".to_vec();
+        m.extend_from_slice(dirs.run.as_os_str().as_encoded_bytes());
+        m
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() != PROCESS_NAME || !running_pid(Pid::from_raw(pid)) {
+            continue;
+        }
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        if environ.split(|b| *b == 0).any(|v| v == mark.as_slice()) {
+            out.push(Pid::from_raw(pid));
+        }
+    }
+    out
+}
+
+/// A pidfd of `pid`, when the kernel has them.
+fn pidfd_open(pid: Pid) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) } as i32;
+    // SAFETY: a new fd that nothing else owns.
+    (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Waits until a pidfd is readable (its process has exited), or `limit`.
+fn wait_readable(fd: &std::os::fd::OwnedFd, limit: Duration) -> bool {
+    use std::os::fd::AsRawFd;
+    let end = Instant::now() + limit;
+    loop {
+        let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let left = end.saturating_duration_since(Instant::now());
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis() as i32 + 1) };
+        if n > 0 {
+            return true;
+        }
+        if n == 0 && Instant::now() >= end {
+            return false;
+        }
     }
 }
 

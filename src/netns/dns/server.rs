@@ -32,6 +32,10 @@ struct Shared {
 /// Runs the DNS server for the run dir in `dirs` until SIGTERM, or until a reload finds no
 /// network left.
 pub fn serve(dirs: &Dirs) -> Result<(), NetError> {
+    // It outlives the command that started it: it must not keep that command's files open
+    // (a lock taken by whoever ran the command, say, held for as long as the DNS runs).
+    // SAFETY: close_range on fds this process never uses (stdio stays).
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     let _ = nix::sys::prctl::set_name(c"berth-dns");
     debug_assert_eq!(PROCESS_NAME, "berth-dns");
     // Signals are taken synchronously by this thread; block them before any thread exists so

@@ -1,0 +1,478 @@
+//! Crash safety, by fault injection (root, real busybox containers): `up`, `down` and shims
+//! are killed with SIGKILL at spread random moments, and every kind of record is truncated;
+//! after each trial `up -d --wait` must bring the project back to its file and `down -v` must
+//! leave nothing (no process, mount, link, netns file, nft table, record).
+//!
+//! A handful of trials per kind by default (about a minute or two); `BERTH_CRASH_TRIALS=20`
+//! runs that many of each kill. `BERTH_CRASH_SEED` repeats a run (the seed is printed).
+
+mod stack;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use stack::Stack;
+
+/// The published port (127.0.0.1 only).
+const PORT: u16 = 24180;
+
+/// A dozen services: a one-shot seeding job, a healthchecked db, a scaled worker, a web
+/// server with a published port, two networks, a named volume, chains of `depends_on`
+/// conditions.
+fn compose() -> String {
+    let mut y = String::from("services:\n");
+    let sleeper = "    image: berth-test/busybox:latest\n    stop_signal: SIGKILL\n    command: [\"sleep\", \"100000\"]\n";
+    y += "  init:\n    image: berth-test/busybox:latest\n    command: [\"sh\", \"-c\", \"echo seeded > /data/seed\"]\n    volumes: [\"data:/data\"]\n    networks: [back]\n";
+    y += "  db:\n    image: berth-test/busybox:latest\n    stop_signal: SIGKILL\n";
+    y += "    command: [\"sh\", \"-c\", \"touch /data/ready; exec sleep 100000\"]\n    volumes: [\"data:/data\"]\n    networks: [back]\n";
+    y += "    depends_on:\n      init: {condition: service_completed_successfully}\n";
+    y += "    healthcheck: {test: [\"CMD\", \"test\", \"-f\", \"/data/ready\"], interval: 200ms, retries: 50}\n";
+    y += &format!("  cache:\n{sleeper}    networks: [back]\n");
+    y += &format!(
+        "  api:\n{sleeper}    networks: [front, back]\n    depends_on:\n      db: {{condition: service_healthy}}\n      cache: {{condition: service_started}}\n"
+    );
+    y += "  web:\n    image: berth-test/busybox:latest\n    stop_signal: SIGKILL\n    command: [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/etc\"]\n";
+    y += &format!("    ports: [\"127.0.0.1:{PORT}:80\"]\n    networks: [front]\n    depends_on: [api]\n");
+    y += &format!(
+        "  worker:\n{sleeper}    scale: 2\n    networks: [back]\n    depends_on:\n      api: {{condition: service_started}}\n"
+    );
+    y += &format!("  client:\n{sleeper}    networks: [front, back]\n    depends_on: [web, worker]\n");
+    for i in 1..=5 {
+        let dep = if i == 1 { "db".to_string() } else { format!("s{}", i - 1) };
+        y += &format!("  s{i}:\n{sleeper}    depends_on: [{dep}]\n    networks: [back]\n");
+    }
+    y += "networks:\n";
+    y += "  front:\n    ipam:\n      config:\n        - subnet: 10.241.1.0/24\n";
+    y += "  back:\n    ipam:\n      config:\n        - subnet: 10.241.2.0/24\n";
+    y += "volumes:\n  data: {}\n";
+    y
+}
+
+/// The long-running containers the file asks for (the seeding job exits).
+fn expected_running(project: &str) -> Vec<String> {
+    let mut names: Vec<String> = ["db", "cache", "api", "web", "client", "s1", "s2", "s3", "s4", "s5"]
+        .iter()
+        .map(|s| format!("{project}-{s}-1"))
+        .collect();
+    names.push(format!("{project}-worker-1"));
+    names.push(format!("{project}-worker-2"));
+    names.sort();
+    names
+}
+
+/// A small deterministic generator (xorshift), seeded from the clock or `BERTH_CRASH_SEED`.
+struct Rng(u64);
+
+impl Rng {
+    fn new() -> Rng {
+        let seed = std::env::var("BERTH_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+        });
+        eprintln!("crash: BERTH_CRASH_SEED={seed}");
+        Rng(seed | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    /// A float in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn trials() -> usize {
+    std::env::var("BERTH_CRASH_TRIALS").ok().and_then(|s| s.parse().ok()).unwrap_or(3)
+}
+
+/// The moment of trial `i` of `n` within `span`: one random moment in each of `n` equal slices,
+/// so that the kills spread over the whole command.
+fn moment(rng: &mut Rng, i: usize, n: usize, span: Duration) -> Duration {
+    span.mul_f64((i as f64 + rng.unit()) / n as f64)
+}
+
+/// Runs `berth ARGS` and kills it with SIGKILL after `delay` (if it still runs).
+fn kill_after(s: &Stack, args: &[&str], delay: Duration) -> bool {
+    let mut child = s.spawn(args);
+    let end = Instant::now() + delay;
+    while Instant::now() < end {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let killed = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    killed
+}
+
+/// Brings the project up and insists that it matches its file.
+fn converge(s: &Stack, what: &str) {
+    let r = s.berth(&["up", "-d", "--wait", "--wait-timeout", "60"]);
+    assert!(r.ok, "{what}: up -d --wait failed ({}):\n{}\n{}", r.code, r.stdout, r.stderr);
+    check_converged(s, what);
+}
+
+/// The project is what its file says: every container once, running; db healthy; the port
+/// answers; names resolve on both networks.
+fn check_converged(s: &Stack, what: &str) {
+    let ps = s.ps();
+    let mut by_name: BTreeMap<String, usize> = BTreeMap::new();
+    for c in &ps {
+        *by_name.entry(c["Name"].as_str().unwrap_or_default().to_string()).or_default() += 1;
+    }
+    for (name, n) in &by_name {
+        assert_eq!(*n, 1, "{what}: container {name} is listed {n} times: {ps:#?}");
+    }
+    let running: Vec<String> = ps
+        .iter()
+        .filter(|c| c["State"] == "running")
+        .map(|c| c["Name"].as_str().unwrap_or_default().to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(running, expected_running(&s.name), "{what}: running containers: {ps:#?}");
+    let listed: Vec<&String> = by_name.keys().filter(|n| !n.ends_with("-init-1")).collect();
+    assert_eq!(listed.len(), expected_running(&s.name).len(), "{what}: extra containers: {ps:#?}");
+    let db = ps.iter().find(|c| c["Name"] == format!("{}-db-1", s.name)).unwrap();
+    assert_eq!(db["Health"], "healthy", "{what}: db: {db:#?}");
+    // The shims really run: each running container answers an exec.
+    let r = s.exec("client", &["nslookup", "db"]);
+    assert!(
+        r.ok && r.stdout.contains("10.241.2."),
+        "{what}: client cannot resolve db: {} {}",
+        r.stdout,
+        r.stderr
+    );
+    let r = s.exec("client", &["nslookup", "web"]);
+    assert!(
+        r.ok && r.stdout.contains("10.241.1."),
+        "{what}: client cannot resolve web: {} {}",
+        r.stdout,
+        r.stderr
+    );
+    let body = http_get(PORT, "/hostname").unwrap_or_else(|e| panic!("{what}: published port: {e}"));
+    assert!(
+        body.starts_with("HTTP/1.") && body.contains(" 200 "),
+        "{what}: published port answered {body:?}"
+    );
+}
+
+fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(3))?;
+    stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+/// Takes the project down (with its volumes) and insists that nothing of it is left.
+fn down_clean(s: &Stack, what: &str) {
+    let r = s.berth(&["down", "-v", "-t", "0"]);
+    assert!(r.ok, "{what}: down -v failed ({}):\n{}\n{}", r.code, r.stdout, r.stderr);
+    check_nothing_left(s, what);
+}
+
+/// Files in `dir` (recursively), as paths relative to it.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else { return out };
+    for e in entries.flatten() {
+        let p = e.path();
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            let inner = files_under(&p);
+            if inner.is_empty() {
+                out.push(p);
+            }
+            out.extend(inner);
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Processes named `berth-shim` or `berth-dns` (not zombies) whose command line or environment
+/// names this stack's folder.
+fn our_processes(s: &Stack) -> Vec<String> {
+    let mark = s.dir.path().to_string_lossy().into_owned();
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let p = e.path();
+        let Ok(comm) = fs::read_to_string(p.join("comm")) else { continue };
+        let comm = comm.trim().to_string();
+        if comm != "berth-shim" && comm != "berth-dns" {
+            continue;
+        }
+        let stat = fs::read_to_string(p.join("stat")).unwrap_or_default();
+        if stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')) {
+            continue;
+        }
+        let cmdline = fs::read(p.join("cmdline")).unwrap_or_default();
+        let environ = fs::read(p.join("environ")).unwrap_or_default();
+        let mine = |b: &[u8]| String::from_utf8_lossy(b).contains(&mark);
+        if mine(&cmdline) || mine(&environ) {
+            out.push(format!("{} ({comm})", e.file_name().to_string_lossy()));
+        }
+    }
+    out
+}
+
+/// Nothing of the stack is left: no record, process, mount, link, nft table.
+fn check_nothing_left(s: &Stack, what: &str) {
+    let root = s.root();
+    let run = s.run_dir();
+    let mut left = Vec::new();
+    for dir in [root.join("containers"), root.join("networks"), root.join("volumes"), root.join("projects")] {
+        left.extend(files_under(&dir).into_iter().map(|p| p.display().to_string()));
+    }
+    for dir in ["containers", "netns", "endpoints", "netns-files", "dns"] {
+        left.extend(files_under(&run.join(dir)).into_iter().map(|p| p.display().to_string()));
+    }
+    left.extend(our_processes(s).into_iter().map(|p| format!("process {p}")));
+    let mark = s.dir.path().to_string_lossy().into_owned();
+    let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
+    left.extend(mounts.lines().filter(|l| l.contains(&mark)).map(|l| format!("mount {l}")));
+    let table = berth::netns::firewall::table_name(&root);
+    let tables = Command::new("nft").args(["list", "tables"]).output().map(|o| o.stdout).unwrap_or_default();
+    if String::from_utf8_lossy(&tables).split_whitespace().any(|w| w == table) {
+        left.push(format!("nft table {table}"));
+    }
+    for bridge in bridges_seen(s) {
+        if Path::new("/sys/class/net").join(&bridge).exists() {
+            left.push(format!("link {bridge}"));
+        }
+    }
+    assert!(left.is_empty(), "{what}: left behind:\n{}", left.join("\n"));
+}
+
+/// Bridges of this stack's networks seen so far (remembered while the records exist).
+fn bridges_seen(s: &Stack) -> Vec<String> {
+    let file = s.dir.path().join("bridges-seen");
+    let mut seen: Vec<String> =
+        fs::read_to_string(&file).unwrap_or_default().lines().map(str::to_string).collect();
+    for rec in berth::netns::record::all_networks(&berth::state::Dirs::new(s.root(), s.run_dir()))
+        .unwrap_or_default()
+    {
+        if !seen.contains(&rec.bridge) {
+            seen.push(rec.bridge);
+        }
+    }
+    let _ = fs::write(&file, seen.join("\n"));
+    seen
+}
+
+/// Seconds a command took.
+fn timed(f: impl FnOnce()) -> Duration {
+    let t = Instant::now();
+    f();
+    t.elapsed()
+}
+
+fn stack(name: &str) -> Stack {
+    Stack::new(name, &compose())
+}
+
+#[test]
+fn killed_up_and_down_converge() {
+    let s = stack("crashkill");
+    let mut rng = Rng::new();
+    let n = trials();
+    // The spans the kills spread over: one clean up and down.
+    let up_span = timed(|| converge(&s, "first up"));
+    bridges_seen(&s);
+    let down_span = timed(|| down_clean(&s, "first down"));
+    eprintln!("crash: up {up_span:?}, down {down_span:?}");
+    for i in 0..n {
+        let delay = moment(&mut rng, i, n, up_span);
+        let killed = kill_after(&s, &["up", "-d", "--wait"], delay);
+        let what = format!("up killed at {delay:?} (killed: {killed})");
+        converge(&s, &what);
+        bridges_seen(&s);
+        let delay = moment(&mut rng, i, n, down_span);
+        let killed = kill_after(&s, &["down", "-v", "-t", "0"], delay);
+        let what = format!("{what}, then down killed at {delay:?} (killed: {killed})");
+        down_clean(&s, &what);
+    }
+    // A killed up, then straight to down.
+    for i in 0..n {
+        let delay = moment(&mut rng, i, n, up_span);
+        let killed = kill_after(&s, &["up", "-d", "--wait"], delay);
+        down_clean(&s, &format!("up killed at {delay:?} (killed: {killed}), then down"));
+    }
+    // A killed down, then up again.
+    converge(&s, "before killed downs");
+    for i in 0..n {
+        let delay = moment(&mut rng, i, n, down_span);
+        let killed = kill_after(&s, &["down", "-t", "0"], delay);
+        converge(&s, &format!("down killed at {delay:?} (killed: {killed}), then up"));
+    }
+    down_clean(&s, "last down");
+}
+
+/// Pids of the stack's running shims, by container name.
+fn shims(s: &Stack) -> Vec<(String, i32)> {
+    let dirs = berth::state::Dirs::new(s.root(), s.run_dir());
+    let mut out = Vec::new();
+    for e in fs::read_dir(dirs.containers()).into_iter().flatten().flatten() {
+        let st: serde_json::Value =
+            serde_json::from_slice(&fs::read(e.path().join("status.json")).unwrap_or_default())
+                .unwrap_or_default();
+        let rec: serde_json::Value =
+            serde_json::from_slice(&fs::read(e.path().join("record.json")).unwrap_or_default())
+                .unwrap_or_default();
+        if let Some(pid) = st["shim_pid"].as_i64().filter(|p| *p > 0) {
+            out.push((rec["name"].as_str().unwrap_or_default().to_string(), pid as i32));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn killed_shims_converge() {
+    let s = stack("crashshim");
+    let mut rng = Rng::new();
+    let n = trials();
+    let up_span = timed(|| converge(&s, "first up"));
+    for i in 0..n {
+        // Kill one or more shims of a running project…
+        let all = shims(&s);
+        assert!(!all.is_empty(), "no shims found");
+        let count = 1 + (rng.next() as usize) % 3;
+        let mut victims = Vec::new();
+        for _ in 0..count {
+            let (name, pid) = &all[(rng.next() as usize) % all.len()];
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
+            victims.push(name.clone());
+        }
+        // …`ps` never calls a container whose shim is dead running and healthy…
+        std::thread::sleep(Duration::from_millis(100));
+        for c in s.ps() {
+            if victims.iter().any(|v| c["Name"] == v.as_str()) {
+                assert_ne!(c["State"], "running", "trial {i}: {} runs without its shim: {c:#?}", c["Name"]);
+            }
+        }
+        converge(&s, &format!("shims of {victims:?} killed"));
+        // …and shims killed while `up` is starting the project.
+        down_clean(&s, "down after killed shims");
+        let delay = moment(&mut rng, i, n, up_span);
+        let mut child = s.spawn(&["up", "-d", "--wait"]);
+        std::thread::sleep(delay);
+        let mut victims = Vec::new();
+        for (name, pid) in shims(&s).into_iter().filter(|_| rng.next().is_multiple_of(2)) {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            victims.push(name);
+        }
+        let _ = child.wait();
+        converge(&s, &format!("shims of {victims:?} killed during up at {delay:?}"));
+    }
+    down_clean(&s, "last down");
+}
+
+/// Cuts a file to half its length.
+fn truncate(path: &Path) {
+    let len = fs::metadata(path).map(|m| m.len()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let f = fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.set_len(len / 2).unwrap();
+}
+
+/// One file of each kind of record of a running project.
+fn records(s: &Stack, rng: &mut Rng) -> Vec<(&'static str, PathBuf)> {
+    let root = s.root();
+    let run = s.run_dir();
+    let mut containers: Vec<PathBuf> =
+        fs::read_dir(root.join("containers")).unwrap().flatten().map(|e| e.path()).collect();
+    containers.sort();
+    let pick = |rng: &mut Rng, v: &[PathBuf]| v[(rng.next() as usize) % v.len()].clone();
+    let c = pick(rng, &containers);
+    let mut endpoints: Vec<PathBuf> =
+        fs::read_dir(run.join("endpoints")).unwrap().flatten().map(|e| e.path()).collect();
+    endpoints.sort();
+    let mut volumes: Vec<PathBuf> = files_under(&root.join("volumes"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    volumes.sort();
+    assert!(!volumes.is_empty(), "no volume record found under {}", root.join("volumes").display());
+    vec![
+        ("container record", c.join("record.json")),
+        ("container spec", c.join("spec.json")),
+        ("container status", c.join("status.json")),
+        ("network record", root.join("networks").join(format!("{}_back.json", s.name))),
+        ("endpoint record", pick(rng, &endpoints)),
+        ("volume record", volumes[0].clone()),
+        ("dns pid file", run.join("dns").join("pid")),
+    ]
+}
+
+#[test]
+fn damaged_records_converge() {
+    let s = stack("crashrec");
+    let mut rng = Rng::new();
+    converge(&s, "first up");
+    bridges_seen(&s);
+    let kinds = records(&s, &mut rng).len();
+    for k in 0..kinds {
+        // Damaged under a running project: up repairs, down cleans.
+        let (kind, path) = records(&s, &mut rng).swap_remove(k);
+        truncate(&path);
+        converge(&s, &format!("{kind} {} truncated", path.display()));
+        bridges_seen(&s);
+        let (kind, path) = records(&s, &mut rng).swap_remove(k);
+        truncate(&path);
+        down_clean(&s, &format!("{kind} {} truncated, then down", path.display()));
+        converge(&s, &format!("up after {kind} truncated and down"));
+    }
+    // Temp files of interrupted writes are neither read as records nor left behind.
+    let root = s.root();
+    let pending = root.join("projects").join(&s.name).join("pending");
+    fs::create_dir_all(&pending).unwrap();
+    fs::write(pending.join(".0123456789abcdef.tmp4194300"), "x").unwrap();
+    fs::write(root.join("networks").join(format!(".{}_back.json.tmp4194300", s.name)), "{").unwrap();
+    let c = fs::read_dir(root.join("containers")).unwrap().flatten().next().unwrap().path();
+    fs::write(c.join(".record.json.tmp4194300"), "{").unwrap();
+    converge(&s, "temp files of interrupted writes");
+    down_clean(&s, "down with temp files of interrupted writes");
+}
+
+#[test]
+fn killed_dns_is_restarted_by_up() {
+    let s = stack("crashdns");
+    converge(&s, "first up");
+    let dirs = berth::state::Dirs::new(s.root(), s.run_dir());
+    let pid = berth::netns::dns::running(&dirs).expect("berth-dns runs");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    // Until init reaps it, it is a zombie; either way it does not answer.
+    let end = Instant::now() + Duration::from_secs(5);
+    while berth::netns::dns::running(&dirs) == Some(pid) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(berth::netns::dns::running(&dirs).is_none(), "berth-dns still runs after SIGKILL");
+    // A no-op up starts it again, and names resolve.
+    let r = s.ok(&["up", "-d"]);
+    assert!(berth::netns::dns::running(&dirs).is_some(), "up did not restart berth-dns: {}", r.stderr);
+    check_converged(&s, "berth-dns killed, then up -d");
+    // `down` stops it even when the network records are gone (the pid file is enough).
+    let start = Instant::now();
+    down_clean(&s, "down");
+    eprintln!("crash: down -v -t 0 took {:?}", start.elapsed());
+    converge(&s, "up again");
+    for rec in berth::netns::record::all_networks(&dirs).unwrap() {
+        fs::remove_file(berth::netns::record::network_path(&dirs, &rec.name)).unwrap();
+    }
+    let r = s.berth(&["down", "-v", "-t", "0"]);
+    assert!(r.ok, "down without network records: {}", r.stderr);
+    assert!(berth::netns::dns::running(&dirs).is_none(), "berth-dns outlived down");
+}
