@@ -103,11 +103,21 @@ fn main() {
     };
     nets.create(&network).expect("create the network (run as root)");
 
-    let oci: Vec<(&str, String)> =
-        ["runc", "crun"].into_iter().filter_map(|n| which(n).map(|p| (n, p))).collect();
     let bundle = dir.path().join("bundle");
     std::fs::create_dir_all(&bundle).expect("bundle");
     std::fs::write(bundle.join("config.json"), oci_config(&layer).to_string()).expect("config.json");
+    // A runtime that cannot run the bundle here (crun refuses hybrid cgroups) is left out.
+    let oci: Vec<(&str, String)> = ["runc", "crun"]
+        .into_iter()
+        .filter_map(|n| which(n).map(|p| (n, p)))
+        .filter(|(n, p)| {
+            let ok = oci_try(p, &bundle, &dir.path().join(n), usize::MAX);
+            if !ok {
+                println!("{n}: cannot run the bundle on this machine, left out");
+            }
+            ok
+        })
+        .collect();
 
     let mut ways = vec![Way::Run, Way::CreateStart, Way::Network];
     ways.extend((0..oci.len()).map(Way::Oci));
@@ -247,6 +257,21 @@ fn start_to_exit(
         nets.detach(&spec.id).expect("detach");
     }
     (elapsed, (way == Way::Run).then_some(removed))
+}
+
+/// Whether `runc run` (or crun) of the bundle succeeds.
+fn oci_try(bin: &str, bundle: &Path, state: &Path, i: usize) -> bool {
+    Command::new(bin)
+        .arg("--root")
+        .arg(state)
+        .args(["run", "--bundle"])
+        .arg(bundle)
+        .arg(format!("berth-bench-{}-{i}", std::process::id()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|st| st.success())
 }
 
 /// `runc run` (or crun) of the bundle, from spawn to exit.
