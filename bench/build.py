@@ -13,23 +13,11 @@ Prints medians and min/max of each, the ratio cached/first, and checks the budge
 rebuild takes at most 5% of a first build (exit status 1 when it does not). Builds berth in
 release mode unless --berth is given. The first builds download packages from Debian's archive.
 """
-import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, shutil, statistics, subprocess, sys, tempfile
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from common import REPO, build_berth, quiet, stats_ms as stats, timed
+
 BUDGET = 0.05
-
-
-def build_berth():
-    subprocess.run(["cargo", "build", "--quiet", "--release"], cwd=REPO, check=True)
-    return os.path.join(REPO, "target/x86_64-unknown-linux-gnu/release/berth")
-
-
-def timed(cmd, cwd, env):
-    start = time.perf_counter()
-    r = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    if r.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stderr.decode(errors='replace')[-4000:]}")
-    return (time.perf_counter() - start) * 1000
 
 
 def one_run(berth, tmp, i):
@@ -46,15 +34,9 @@ def one_run(berth, tmp, i):
             f.write(f"\n# edited by bench/build.py, run {i}\n")
         edited = timed(cmd, project, env)
     finally:
-        subprocess.run([berth, "-p", "benchbuild", "down", "-v"], cwd=project, env=env,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        quiet([berth, "-p", "benchbuild", "down", "-v"], cwd=project, env=env)
         shutil.rmtree(run, ignore_errors=True)
     return first, cached, edited
-
-
-def stats(samples):
-    return {"median_ms": statistics.median(samples), "min_ms": min(samples), "max_ms": max(samples),
-            "samples_ms": samples}
 
 
 def main():

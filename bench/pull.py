@@ -16,67 +16,11 @@ berth/skopeo and berth/(skopeo + tar). Builds berth in release mode unless --ber
 installs docker-registry and skopeo when they are missing. Everything lives under a `berth-`
 temp dir, removed at the end.
 """
-import argparse, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from common import REPO, Registry, berth_env, build_berth, ensure_packages, stats_ms as stats
+
 BASE = "berth/debian:bookworm"
-
-
-def ensure_tools():
-    need = [pkg for cmd, pkg in [("docker-registry", "docker-registry"), ("skopeo", "skopeo")] if not shutil.which(cmd)]
-    if need:
-        subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", *need], check=True, stdout=subprocess.DEVNULL,
-                       env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
-
-
-def build_berth():
-    subprocess.run(["cargo", "build", "--quiet", "--release"], cwd=REPO, check=True)
-    return os.path.join(REPO, "target/x86_64-unknown-linux-gnu/release/berth")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_registry(tmp):
-    port = free_port()
-    storage = os.path.join(tmp, "registry")
-    os.makedirs(storage)
-    config = os.path.join(tmp, "registry.yml")
-    with open(config, "w") as f:
-        f.write(f"""version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: {storage}
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:{port}
-""")
-    log = open(os.path.join(tmp, "registry.log"), "w")
-    proc = subprocess.Popen(["docker-registry", "serve", config], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1).read()
-            return proc, port
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                sys.exit(f"docker-registry did not start: {open(log.name).read()}")
-            time.sleep(0.1)
-
-
-def berth_env(tmp, name, berth):
-    return dict(os.environ, BERTH_ROOT=os.path.join(tmp, name, "root"), BERTH_RUN=os.path.join(tmp, name, "run"),
-                BERTH=berth)
 
 
 def seed(berth, tmp, ref):
@@ -136,9 +80,22 @@ def pull_skopeo_unpack(tmp, ref, i):
     return (time.perf_counter() - start) * 1000
 
 
-def stats(samples):
-    return {"median_ms": statistics.median(samples), "min_ms": min(samples), "max_ms": max(samples),
-            "samples_ms": samples}
+def measure(berth, tmp, ref, runs):
+    """Seeds the registry, then alternates the timed pulls; returns the results and how the
+    image got into the registry."""
+    how = seed(berth, tmp, ref)
+    pull_berth(berth, tmp, ref, "warm")
+    pull_skopeo(tmp, ref, "warm")
+    b, s, x = [], [], []
+    for i in range(runs):
+        b.append(pull_berth(berth, tmp, ref, i))
+        s.append(pull_skopeo(tmp, ref, i))
+        x.append(pull_skopeo_unpack(tmp, ref, i))
+    result = {"image": ref, "seeded_with": how, "runs": runs, "berth": stats(b), "skopeo": stats(s),
+              "skopeo_unpack": stats(x),
+              "ratio_berth_over_skopeo": statistics.median(b) / statistics.median(s),
+              "ratio_berth_over_skopeo_unpack": statistics.median(b) / statistics.median(x)}
+    return result, how
 
 
 def main():
@@ -147,48 +104,28 @@ def main():
     ap.add_argument("--berth", help="berth binary (default: build the release binary)")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = ap.parse_args()
-    ensure_tools()
+    ensure_packages([("docker-registry", "docker-registry"), ("skopeo", "skopeo")])
     berth = os.path.abspath(args.berth) if args.berth else build_berth()
     tmp = tempfile.mkdtemp(prefix="berth-bench-pull-")
-    registry = None
     try:
-        registry, port = start_registry(tmp)
-        ref = f"127.0.0.1:{port}/debian:bookworm"
-        how = seed(berth, tmp, ref)
-        pull_berth(berth, tmp, ref, "warm")
-        pull_skopeo(tmp, ref, "warm")
-        b, s, x = [], [], []
-        for i in range(args.runs):
-            b.append(pull_berth(berth, tmp, ref, i))
-            s.append(pull_skopeo(tmp, ref, i))
-            x.append(pull_skopeo_unpack(tmp, ref, i))
-        result = {"image": ref, "seeded_with": how, "runs": args.runs, "berth": stats(b), "skopeo": stats(s),
-                  "skopeo_unpack": stats(x),
-                  "ratio_berth_over_skopeo": statistics.median(b) / statistics.median(s),
-                  "ratio_berth_over_skopeo_unpack": statistics.median(b) / statistics.median(x)}
-        print(f"pull of {BASE} ({how}) from docker-registry on 127.0.0.1, {args.runs} runs:")
-        print(f"  {'':<34} {'median':>9} {'min':>9} {'max':>9}")
-        for label, key in [("berth image pull (empty root)", "berth"), ("skopeo copy docker:// dir:", "skopeo"),
-                           ("skopeo copy + tar -x of the layers", "skopeo_unpack")]:
-            r = result[key]
-            print(f"  {label:<34} {r['median_ms']:7.0f}ms {r['min_ms']:7.0f}ms {r['max_ms']:7.0f}ms")
-        print(f"  ratio berth/skopeo (medians): {result['ratio_berth_over_skopeo']:.2f}"
-              " (berth also unpacks the layer; skopeo only stores blobs)")
-        print(f"  ratio berth/(skopeo + tar -x) (medians): {result['ratio_berth_over_skopeo_unpack']:.2f}")
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(result, f, indent=2)
+        with Registry(tmp) as registry:
+            result, how = measure(berth, tmp, f"127.0.0.1:{registry.port}/debian:bookworm", args.runs)
     except subprocess.CalledProcessError as e:
         sys.exit(f"{' '.join(map(str, e.cmd))} failed ({e.returncode}): {(e.stderr or b'').decode(errors='replace')}")
     finally:
-        if registry is not None:
-            registry.terminate()
-            try:
-                registry.wait(10)
-            except subprocess.TimeoutExpired:
-                registry.kill()
-                registry.wait()
         shutil.rmtree(tmp, ignore_errors=True)
+    print(f"pull of {BASE} ({how}) from docker-registry on 127.0.0.1, {args.runs} runs:")
+    print(f"  {'':<34} {'median':>9} {'min':>9} {'max':>9}")
+    for label, key in [("berth image pull (empty root)", "berth"), ("skopeo copy docker:// dir:", "skopeo"),
+                       ("skopeo copy + tar -x of the layers", "skopeo_unpack")]:
+        r = result[key]
+        print(f"  {label:<34} {r['median_ms']:7.0f}ms {r['min_ms']:7.0f}ms {r['max_ms']:7.0f}ms")
+    print(f"  ratio berth/skopeo (medians): {result['ratio_berth_over_skopeo']:.2f}"
+          " (berth also unpacks the layer; skopeo only stores blobs)")
+    print(f"  ratio berth/(skopeo + tar -x) (medians): {result['ratio_berth_over_skopeo_unpack']:.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
 
 
 if __name__ == "__main__":
