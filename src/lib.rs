@@ -15,5 +15,6 @@ pub mod image;
 pub mod labels;
 pub mod netns;
 pub mod runtime;
+pub mod stack;
 pub mod state;
 pub mod volume;
