@@ -57,7 +57,7 @@ fn a_web_server_answers_through_its_published_port() {
     let addr = web.host_port(8080).expect("published port");
     assert!(addr.ip().is_loopback(), "{addr}");
     let answer = get(addr, "/");
-    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    assert!(answer.lines().next().is_some_and(|l| l.contains(" 200 ")), "{answer}");
     assert!(answer.contains("hello-from-berth"), "{answer}");
 
     // The other container reaches web by its service name, through berth's DNS.
