@@ -17,6 +17,7 @@ mod project;
 mod ps;
 mod signals;
 mod template;
+mod timestamp;
 mod up;
 mod volume;
 
