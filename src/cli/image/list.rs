@@ -149,7 +149,7 @@ impl PruneFilters {
     /// Whether an image created at `created` with `labels` matches.
     fn matches(&self, created: Option<SystemTime>, labels: &serde_json::Map<String, Value>) -> bool {
         if let Some(until) = self.until
-            && !created.is_some_and(|c| c < until)
+            && created.is_none_or(|c| c >= until)
         {
             return false;
         }
