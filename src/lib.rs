@@ -17,6 +17,7 @@ pub mod image;
 pub mod labels;
 pub mod netns;
 pub mod runtime;
+pub mod stack;
 pub mod state;
 pub mod volume;
 pub mod watch;

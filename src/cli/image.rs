@@ -119,6 +119,10 @@ enum ImageCommand {
         /// Do not prompt for confirmation (berth never prompts)
         #[arg(short, long)]
         force: bool,
+        /// Only images that match: `until=TIMESTAMP|DURATION` (created before),
+        /// `label=KEY[=VALUE]`, `label!=KEY[=VALUE]`
+        #[arg(long, value_name = "FILTER")]
+        filter: Vec<String>,
     },
     /// Give an image another name (TARGET_IMAGE[:TAG])
     Tag {
@@ -386,8 +390,14 @@ pub fn run(global: &GlobalOptions, args: &ImageArgs) -> CliResult<()> {
                 }
             }
         }
-        ImageCommand::Prune { all, force: _ } => {
-            let (removed, freed) = store.prune(*all).map_err(err)?;
+        ImageCommand::Prune { all, force: _, filter } => {
+            let (removed, freed) = if filter.is_empty() {
+                store.prune(*all).map_err(err)?
+            } else {
+                let filters = list::PruneFilters::parse(filter, std::time::SystemTime::now())?;
+                let chosen = filters.select(&store)?;
+                store.prune_selected(*all, &|id| chosen.contains(id)).map_err(err)?
+            };
             // docker's report: the names untagged and the ids deleted, then the total.
             let mut seen = std::collections::BTreeSet::new();
             if !removed.is_empty() {

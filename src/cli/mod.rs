@@ -26,6 +26,7 @@ mod signals;
 mod stats;
 mod template;
 mod top;
+mod timestamp;
 mod up;
 mod volume;
 mod watch;

@@ -731,11 +731,21 @@ impl ImageStore {
     /// uses, then unreferenced content. Returns the removed ids with the names they had, and
     /// the bytes reclaimed.
     pub fn prune(&self, all: bool) -> Result<(Vec<PrunedImage>, u64)> {
+        self.prune_selected(all, &|_| true)
+    }
+
+    /// As [`ImageStore::prune`], removing only images whose id (`sha256:...`) `selected`
+    /// accepts (`image prune --filter`); unreferenced content goes all the same.
+    pub fn prune_selected(
+        &self,
+        all: bool,
+        selected: &dyn Fn(&str) -> bool,
+    ) -> Result<(Vec<PrunedImage>, u64)> {
         let _lock = self.lock()?;
         let entries = self.entries()?;
         let doomed: Vec<&Entry> = entries
             .iter()
-            .filter(|e| (all || e.names.is_empty()) && self.users(&e.id()).is_empty())
+            .filter(|e| (all || e.names.is_empty()) && selected(&e.id()) && self.users(&e.id()).is_empty())
             .collect();
         let mut index = self.read_index()?;
         index.manifests.retain(|d| !doomed.iter().any(|e| d.digest == e.manifest_digest));

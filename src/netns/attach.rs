@@ -105,6 +105,10 @@ impl Networks {
         if let Some(o) = others.iter().find(|o| o.bridge == bridge) {
             return Err(NetError::Invalid(format!("bridge {bridge} is already used by network {}", o.name)));
         }
+        // Another berth (another root or run dir: a test's own stack) may be choosing a subnet
+        // from the same host view right now; the host-wide lock lasts until the bridge has its
+        // address, which every later choice then sees.
+        let _host_lock = super::host_lock::SubnetLock::acquire()?;
         let host: Vec<ipnet::IpNet> = Netlink::open()?.host_prefixes()?.into_iter().map(|p| p.net).collect();
         let subnets: Vec<SubnetRecord> =
             ipam::plan_subnets(&spec.ipam, spec.enable_ipv6, &host, &ipam::berth_subnets(&others))?;

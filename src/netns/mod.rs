@@ -11,6 +11,7 @@ pub mod bridge;
 pub mod dns;
 mod error;
 pub mod firewall;
+mod host_lock;
 pub mod hosts;
 pub mod ipam;
 pub mod netlink;

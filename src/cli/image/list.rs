@@ -106,6 +106,73 @@ impl Filters {
     }
 }
 
+/// docker's `image prune` filters: `until` (created before; docker takes one), `label` and
+/// `label!` (each must hold).
+#[derive(Debug, Default)]
+pub(super) struct PruneFilters {
+    until: Option<SystemTime>,
+    labels: Vec<(String, Option<String>, bool)>,
+}
+
+impl PruneFilters {
+    /// Parses `--filter` values; relative times count back from `now`.
+    pub(super) fn parse(given: &[String], now: SystemTime) -> CliResult<PruneFilters> {
+        let mut f = PruneFilters::default();
+        for g in given {
+            let bad = |why: &str| CliError::msg(format!("invalid filter '{g}'{why}"));
+            let (key, value) = g.split_once('=').ok_or_else(|| bad(""))?;
+            match key.trim().to_ascii_lowercase().as_str() {
+                "until" => {
+                    if f.until.is_some() {
+                        return Err(bad(": until may be given once"));
+                    }
+                    let t = crate::cli::timestamp::parse(value, now)
+                        .ok_or_else(|| bad(": expected a timestamp or a duration such as 24h"))?;
+                    f.until = Some(t);
+                }
+                k @ ("label" | "label!") => {
+                    let (lk, lv) = match value.split_once('=') {
+                        Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                        None => (value.to_string(), None),
+                    };
+                    if lk.is_empty() {
+                        return Err(bad(": a label filter needs a key"));
+                    }
+                    f.labels.push((lk, lv, k == "label"));
+                }
+                _ => return Err(bad(": image prune takes until, label and label!")),
+            }
+        }
+        Ok(f)
+    }
+
+    /// Whether an image created at `created` with `labels` matches.
+    fn matches(&self, created: Option<SystemTime>, labels: &serde_json::Map<String, Value>) -> bool {
+        if let Some(until) = self.until
+            && created.is_none_or(|c| c >= until)
+        {
+            return false;
+        }
+        self.labels.iter().all(|(k, v, present)| {
+            let has = match (labels.get(k), v) {
+                (None, _) => false,
+                (Some(have), Some(want)) => have.as_str() == Some(want.as_str()),
+                (Some(_), None) => true,
+            };
+            has == *present
+        })
+    }
+
+    /// The ids of the store's images that match.
+    pub(super) fn select(&self, store: &ImageStore) -> CliResult<std::collections::BTreeSet<String>> {
+        Ok(rows(store)?
+            .into_iter()
+            .filter(|r| self.matches(parse_rfc3339(&r.created), &r.labels))
+            .map(|r| r.id)
+            .collect())
+    }
+}
+
 /// `2024-01-02 03:04:05 +0000 UTC`, as docker prints `CreatedAt`.
 fn docker_time(rfc3339: &str) -> String {
     match (rfc3339.get(..10), rfc3339.get(11..19)) {
@@ -287,5 +354,27 @@ mod tests {
         ]);
         assert_eq!(t, "REPOSITORY   TAG       SIZE\nbusybox      latest    4.26MB\n");
         assert_eq!(docker_time("2024-01-02T03:04:05.123Z"), "2024-01-02 03:04:05 +0000 UTC");
+    }
+
+    #[test]
+    fn prune_filters_match_as_docker() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let f = |g: &[&str]| PruneFilters::parse(&g.iter().map(|s| s.to_string()).collect::<Vec<_>>(), now);
+        let labels: serde_json::Map<String, Value> =
+            serde_json::from_str(r#"{"team":"db","keep":""}"#).unwrap();
+        let old = Some(now - Duration::from_secs(7200));
+        let new = Some(now - Duration::from_secs(60));
+        let until = f(&["until=1h"]).unwrap();
+        assert!(until.matches(old, &labels) && !until.matches(new, &labels) && !until.matches(None, &labels));
+        assert!(f(&["label=team"]).unwrap().matches(new, &labels));
+        assert!(f(&["label=team=db"]).unwrap().matches(new, &labels));
+        assert!(!f(&["label=team=web"]).unwrap().matches(new, &labels));
+        assert!(!f(&["label!=keep"]).unwrap().matches(new, &labels));
+        assert!(f(&["label!=team=web", "until=2023-11-14T21:00:00Z"]).unwrap().matches(old, &labels));
+        for bad in ["until=soon", "until", "dangling=true", "label=", "until=1h"] {
+            let given: &[&str] = if bad == "until=1h" { &["until=1h", "until=2h"] } else { &[bad] };
+            assert!(f(given).is_err(), "{given:?}");
+        }
     }
 }
