@@ -278,12 +278,20 @@ fn timed(f: impl FnOnce()) -> Duration {
     t.elapsed()
 }
 
+/// The tests share the file's subnets and published port: they run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn stack(name: &str) -> Stack {
     Stack::new(name, &compose())
 }
 
 #[test]
 fn killed_up_and_down_converge() {
+    let _serial = serial();
     let s = stack("crashkill");
     let mut rng = Rng::new();
     let n = trials();
@@ -340,6 +348,7 @@ fn shims(s: &Stack) -> Vec<(String, i32)> {
 
 #[test]
 fn killed_shims_converge() {
+    let _serial = serial();
     let s = stack("crashshim");
     let mut rng = Rng::new();
     let n = trials();
@@ -419,6 +428,7 @@ fn records(s: &Stack, rng: &mut Rng) -> Vec<(&'static str, PathBuf)> {
 
 #[test]
 fn damaged_records_converge() {
+    let _serial = serial();
     let s = stack("crashrec");
     let mut rng = Rng::new();
     converge(&s, "first up");
@@ -449,6 +459,7 @@ fn damaged_records_converge() {
 
 #[test]
 fn killed_dns_is_restarted_by_up() {
+    let _serial = serial();
     let s = stack("crashdns");
     converge(&s, "first up");
     let dirs = berth::state::Dirs::new(s.root(), s.run_dir());

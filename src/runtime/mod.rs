@@ -953,7 +953,16 @@ impl Runtime {
         let root = self.dirs.container(id);
         let mut first = None;
         for dir in [&run, &root] {
-            if let Err(e) = fs::remove_dir_all(dir)
+            // Renamed out of the way first: a command killed while deleting leaves a
+            // `.<id>.removing` folder, which no reader takes for a container and the next
+            // command sweeps, never a half-deleted container folder.
+            let trash = dir.with_file_name(format!(".{id}{REMOVING}"));
+            let doomed = match fs::rename(dir, &trash) {
+                Ok(()) => trash,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(_) => dir.clone(),
+            };
+            if let Err(e) = fs::remove_dir_all(&doomed)
                 && e.kind() != std::io::ErrorKind::NotFound
             {
                 first.get_or_insert(RuntimeError::Sys { what: dir.display().to_string(), source: e });
@@ -962,9 +971,24 @@ impl Runtime {
         first.map_or(Ok(()), Err)
     }
 
+    /// Deletes what removals that were killed halfway left (`.<id>.removing` folders).
+    fn sweep_removals(&self) {
+        for parent in [self.dirs.containers(), self.dirs.run.join("containers")] {
+            let Ok(entries) = fs::read_dir(&parent) else { continue };
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with('.') && name.ends_with(REMOVING) {
+                    let _ = fs::remove_dir_all(e.path());
+                }
+            }
+        }
+    }
+
     /// Containers whose records cannot be read (cut short, not JSON): each with what can be
     /// told of it. Temp files of writes that a killed command left in their folders go.
     pub fn damaged(&self) -> Result<Vec<DamagedContainer>> {
+        self.sweep_removals();
         let mut out = Vec::new();
         for id in self.list_dirs()? {
             let dir = self.dirs.container(&id);
@@ -997,6 +1021,7 @@ impl Runtime {
         let Ok(entries) = fs::read_dir(&dir) else { return Ok(Vec::new()) };
         let mut ids: Vec<String> = entries
             .filter_map(|e| e.ok())
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
             .filter(|e| e.path().join("spec.json").exists() || e.path().join("record.json").exists())
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
@@ -1010,6 +1035,7 @@ impl Runtime {
         let Ok(entries) = fs::read_dir(&dir) else { return Ok(Vec::new()) };
         let mut ids: Vec<String> = entries
             .filter_map(|e| e.ok())
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
             .filter(|e| e.path().join("spec.json").exists())
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
@@ -1017,6 +1043,9 @@ impl Runtime {
         Ok(ids)
     }
 }
+
+/// The suffix of a container folder being deleted (`.<id>.removing`).
+const REMOVING: &str = ".removing";
 
 /// Calls `f` with a short path to `dir/name`: socket paths are limited to 107 bytes, and a
 /// root in a deep temp dir plus a 64-digit id exceeds that. `/proc/self/fd/N/name` reaches
