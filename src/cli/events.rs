@@ -64,7 +64,7 @@ pub fn run(global: &GlobalOptions, args: &EventsArgs) -> CliResult<()> {
     let parse = |flag: &str, v: &Option<String>| -> CliResult<Option<SystemTime>> {
         v.as_deref()
             .map(|t| {
-                parse_timestamp(t, now).ok_or_else(|| {
+                super::timestamp::parse(t, now).ok_or_else(|| {
                     CliError::msg(format!(
                         "--{flag} {t:?}: expected a date and time (RFC 3339), a Unix timestamp or a duration (10m)"
                     ))
@@ -195,112 +195,6 @@ fn format_rfc3339(t: &LocalTime) -> String {
     )
 }
 
-/// A `--since`/`--until` value as docker reads it: a Go duration before `now` (`10m`,
-/// `1h30m`), a Unix timestamp with optional fraction, or a date with optional time
-/// (`2006-01-02`, `2006-01-02T15:04:05`, with fraction and `Z` or `±hh:mm`; local time
-/// without a zone).
-pub fn parse_timestamp(text: &str, now: SystemTime) -> Option<SystemTime> {
-    let text = text.trim();
-    if text.is_empty() {
-        return None;
-    }
-    if let Some(d) = parse_go_duration(text) {
-        return now.checked_sub(d);
-    }
-    if let Some((secs, frac)) = text.split_once('.').or(Some((text, "")))
-        && !secs.is_empty()
-        && secs.bytes().all(|b| b.is_ascii_digit())
-        && frac.bytes().all(|b| b.is_ascii_digit())
-        && frac.len() <= 9
-    {
-        let nanos: u32 = if frac.is_empty() { 0 } else { format!("{frac:0<9}").parse().ok()? };
-        return Some(UNIX_EPOCH + Duration::new(secs.parse().ok()?, nanos));
-    }
-    parse_date(text, now)
-}
-
-fn parse_date(text: &str, now: SystemTime) -> Option<SystemTime> {
-    let (date, time) = match text.split_once(['T', ' ']) {
-        Some((d, t)) => (d, t),
-        None => (text, ""),
-    };
-    let mut d = date.splitn(3, '-');
-    let (y, m, day): (i64, i64, i64) =
-        (d.next()?.parse().ok()?, d.next()?.parse().ok()?, d.next()?.parse().ok()?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
-        return None;
-    }
-    // The zone: `Z`, `±hh:mm` (or `±hhmm`), or none (local).
-    let (clock, offset) = if let Some(c) = time.strip_suffix('Z') {
-        (c, Some(0i64))
-    } else if let Some(pos) = time.rfind(['+', '-']) {
-        let (c, z) = time.split_at(pos);
-        let sign = if z.starts_with('-') { -1 } else { 1 };
-        let digits: String = z[1..].chars().filter(|c| *c != ':').collect();
-        if digits.len() != 4 {
-            return None;
-        }
-        let (h, mm): (i64, i64) = (digits[..2].parse().ok()?, digits[2..].parse().ok()?);
-        (c, Some(sign * (h * 3600 + mm * 60)))
-    } else {
-        (time, None)
-    };
-    let (hms, frac) = clock.split_once('.').unwrap_or((clock, ""));
-    let mut parts = hms.split(':').filter(|p| !p.is_empty());
-    let h: i64 = parts.next().map_or(Some(0), |p| p.parse().ok())?;
-    let min: i64 = parts.next().map_or(Some(0), |p| p.parse().ok())?;
-    let sec: i64 = parts.next().map_or(Some(0), |p| p.parse().ok())?;
-    if parts.next().is_some() || h > 23 || min > 59 || sec > 60 || frac.len() > 9 {
-        return None;
-    }
-    let nanos: u32 = if frac.is_empty() { 0 } else { format!("{frac:0<9}").parse().ok()? };
-    let days = days_from_civil(y, m, day);
-    let naive = days * 86_400 + h * 3600 + min * 60 + sec;
-    let offset = offset.unwrap_or_else(|| local(now).offset);
-    let secs = u64::try_from(naive - offset).ok()?;
-    Some(UNIX_EPOCH + Duration::new(secs, nanos))
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// A Go duration (`300ms`, `1.5h`, `1h30m`, `10s`); `None` for anything else.
-pub fn parse_go_duration(text: &str) -> Option<Duration> {
-    let mut rest = text;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-        if n == 0 {
-            return None;
-        }
-        let value: f64 = rest[..n].parse().ok()?;
-        rest = &rest[n..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += value * scale;
-    }
-    Duration::try_from_secs_f64(total).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,32 +245,5 @@ mod tests {
         };
         assert_eq!(format_rfc3339(&t), "2024-01-02T03:04:05.5-05:30");
         assert_eq!(format_rfc3339(&LocalTime { nanos: 0, offset: 3600, ..t }), "2024-01-02T03:04:05+01:00");
-    }
-
-    #[test]
-    fn timestamps_read_as_docker_reads_them() {
-        unsafe { std::env::set_var("TZ", "UTC") };
-        let now = UNIX_EPOCH + Duration::from_secs(1_704_110_400);
-        let at = |s: u64| Some(UNIX_EPOCH + Duration::from_secs(s));
-        assert_eq!(parse_timestamp("10m", now), at(1_704_110_400 - 600));
-        assert_eq!(parse_timestamp("1h30m", now), at(1_704_110_400 - 5400));
-        assert_eq!(parse_timestamp("1.5h", now), at(1_704_110_400 - 5400));
-        assert_eq!(parse_timestamp("1704110400", now), at(1_704_110_400));
-        assert_eq!(
-            parse_timestamp("1704110400.5", now),
-            Some(UNIX_EPOCH + Duration::new(1_704_110_400, 500_000_000))
-        );
-        assert_eq!(parse_timestamp("2024-01-01T12:00:00Z", now), at(1_704_110_400));
-        assert_eq!(parse_timestamp("2024-01-01T13:00:00+01:00", now), at(1_704_110_400));
-        assert_eq!(parse_timestamp("2024-01-01T12:00:00", now), at(1_704_110_400));
-        assert_eq!(parse_timestamp("2024-01-01", now), at(1_704_067_200));
-        assert_eq!(
-            parse_timestamp("2024-01-01T12:00:00.25Z", now),
-            Some(UNIX_EPOCH + Duration::new(1_704_110_400, 250_000_000))
-        );
-        for bad in ["", "yesterday", "10x", "2024-13-01", "2024-01-01T25:00:00Z", "m10", "1.2.3"] {
-            assert_eq!(parse_timestamp(bad, now), None, "{bad}");
-        }
-        assert_eq!(parse_go_duration("300ms"), Some(Duration::from_millis(300)));
     }
 }
