@@ -22,6 +22,12 @@ impl CliError {
         CliError { message: String::new(), code }
     }
 
+    /// Ends the command as a container's process ended: `Ok` for 0, else its exit code
+    /// (kept within 1..=255, as a shell sees it).
+    pub fn exit_status(code: i32) -> Result<(), CliError> {
+        if code == 0 { Ok(()) } else { Err(CliError::exit(u8::try_from(code.clamp(1, 255)).unwrap_or(1))) }
+    }
+
     /// Whether there is a message to print.
     pub fn is_silent(&self) -> bool {
         self.message.is_empty()

@@ -85,10 +85,7 @@ pub fn run(global: &GlobalOptions, args: &ExecArgs) -> CliResult<()> {
     } else {
         engine.runtime.exec(&container.id, &exec)?
     };
-    if code != 0 {
-        return Err(CliError::exit(u8::try_from(code.clamp(0, 255)).unwrap_or(1)));
-    }
-    Ok(())
+    CliError::exit_status(code)
 }
 
 /// `exec -d`: the same exec, run by another berth in a session of its own with no stdio, so

@@ -434,10 +434,7 @@ pub fn run_wait(global: &GlobalOptions, args: &WaitArgs) -> CliResult<()> {
         let opts = crate::engine::down::DownOptions { remove_orphans: true, ..Default::default() };
         crate::engine::down::down(&t.engine, &t.name, t.loaded(), t.graph(), &opts, &t.progress)?;
     }
-    if code != 0 {
-        return Err(CliError::exit(u8::try_from(code.clamp(0, 255)).unwrap_or(1)));
-    }
-    Ok(())
+    CliError::exit_status(code)
 }
 
 #[cfg(test)]

@@ -254,10 +254,7 @@ pub fn run(global: &GlobalOptions, args: &RunArgs) -> CliResult<()> {
         ctx.progress.warn(&e.to_string());
     }
     let code = result?;
-    if code != 0 {
-        return Err(CliError::exit(u8::try_from(code.clamp(0, 255)).unwrap_or(1)));
-    }
-    Ok(())
+    CliError::exit_status(code)
 }
 
 #[cfg(test)]

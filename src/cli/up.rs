@@ -303,8 +303,5 @@ fn attached(
         Ok(())
     })?;
     let code = watch.exit_code(&all, |id| host.containers.status(id));
-    if code != 0 {
-        return Err(CliError::exit(u8::try_from(code.clamp(0, 255)).unwrap_or(1)));
-    }
-    Ok(())
+    CliError::exit_status(code)
 }

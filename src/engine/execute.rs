@@ -15,8 +15,9 @@ use crate::compose::LoadedProject;
 use crate::compose::model::ServiceHook;
 use crate::graph::{EdgeKind, GraphNode, ServiceGraph};
 use crate::image::ImageError;
+use crate::netns::AttachRequest;
 use crate::netns::NetError;
-use crate::runtime::spec::{EtcFiles, NetNamespace};
+use crate::runtime::spec::{ContainerSpec, EtcFiles, NetNamespace};
 use crate::runtime::status::{ContainerStatus, HealthState, State};
 use crate::runtime::{RuntimeError, new_id};
 use crate::volume::MountRequest;
@@ -698,10 +699,21 @@ impl<'a> Executor<'a> {
         };
         spec.mounts = self.host.volumes.mounts(&request).map_err(EngineError::volume(&sp.name))?;
         let attach_req = attach_request(&ctx, &spec.hostname)?;
+        self.attach_and_create(&mut spec, &attach_req, &name)
+    }
+
+    /// Attaches a container to its networks, points its spec at the network namespace and
+    /// the `/etc` files that made, and creates it.
+    pub(super) fn attach_and_create(
+        &self,
+        spec: &mut ContainerSpec,
+        attach_req: &AttachRequest,
+        name: &str,
+    ) -> Result<()> {
         let attachment = self
             .host
             .networks
-            .attach(&attach_req)
+            .attach(attach_req)
             .map_err(EngineError::net(format!("container {name}: attach networks")))?;
         spec.namespaces.net = match attachment.netns_path {
             Some(p) => NetNamespace::Path(p),
@@ -712,7 +724,7 @@ impl<'a> Executor<'a> {
             resolv_conf: Some(attachment.resolv_conf),
             hostname: Some(attachment.hostname_file),
         };
-        self.host.containers.create(&spec).map_err(EngineError::runtime(format!("create container {name}")))
+        self.host.containers.create(spec).map_err(EngineError::runtime(format!("create container {name}")))
     }
 
     /// Starts an existing container: clears what a dead shim left first (`reset`), attaches

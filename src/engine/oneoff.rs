@@ -12,7 +12,6 @@ use crate::image::ResolvedImage;
 use crate::labels;
 use crate::netns::NetMode;
 use crate::runtime::new_id;
-use crate::runtime::spec::{EtcFiles, NetNamespace};
 use crate::volume::MountRequest;
 
 use super::error::{EngineError, Result};
@@ -224,26 +223,7 @@ impl Executor<'_> {
             }
         }
         self.progress.event("Container", &name, "Creating", false);
-        let made = (|| {
-            let attachment = self
-                .host
-                .networks
-                .attach(&attach_req)
-                .map_err(EngineError::net(format!("container {name}: attach networks")))?;
-            spec.namespaces.net = match attachment.netns_path {
-                Some(p) => NetNamespace::Path(p),
-                None => NetNamespace::Host,
-            };
-            spec.etc_files = EtcFiles {
-                hosts: Some(attachment.hosts_file),
-                resolv_conf: Some(attachment.resolv_conf),
-                hostname: Some(attachment.hostname_file),
-            };
-            self.host
-                .containers
-                .create(&spec)
-                .map_err(EngineError::runtime(format!("create container {name}")))
-        })();
+        let made = self.attach_and_create(&mut spec, &attach_req, &name);
         if let Err(e) = made {
             let _ = self.host.containers.remove(&id, true);
             let _ = self.host.networks.detach(&id);
