@@ -144,8 +144,3 @@ pub fn run(global: &GlobalOptions, args: &LogsArgs) -> CliResult<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-}

@@ -699,7 +699,7 @@ impl<'a> Executor<'a> {
         };
         spec.mounts = self.host.volumes.mounts(&request).map_err(EngineError::volume(&sp.name))?;
         let attach_req = attach_request(&ctx, &spec.hostname)?;
-        self.attach_and_create(&mut spec, &attach_req, &name)
+        self.attach_and_create(&mut spec, &attach_req, name)
     }
 
     /// Attaches a container to its networks, points its spec at the network namespace and
