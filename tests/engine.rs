@@ -512,10 +512,11 @@ fn a_killed_shim_is_seen_and_handled_by_the_next_up() {
     let shim = read()["shim_pid"].as_i64().unwrap() as i32;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim), nix::sys::signal::Signal::SIGKILL).unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    // The process still runs, unwatched; ps says what it is.
+    // The container's init dies with its shim (parent-death signal): ps says so at once, from
+    // /proc, not from a pid that a zombie still holds.
     let app = s.container("eng-shim-app-1").unwrap();
-    assert_eq!(app["State"], "running", "{app:#?}");
-    // The next up keeps the container but gives it a watching shim again.
+    assert_eq!(app["State"], "dead", "{app:#?}");
+    // The next up keeps the container and starts it again under a new shim.
     s.ok(&["up", "-d"]);
     let app = s.container("eng-shim-app-1").unwrap();
     assert_eq!((app["ID"].as_str().unwrap(), app["State"].as_str().unwrap()), (id.as_str(), "running"));

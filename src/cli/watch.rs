@@ -373,10 +373,14 @@ fn rebuild(ctx: &ProjectCtx, service: &str, opts: WatchOptions) -> CliResult<()>
         .with_cancel(signals::cancel_flag());
     let image_opts = ImageOptions { build: true, build_only: true, ..ImageOptions::default() };
     let images = service_images(&ctx.loaded, &services)?;
+    use crate::engine::images::ImageProvider;
+    // The image the service ran before: the only one `--prune` may take, once the rebuild has
+    // left it without a name (as docker compose prunes only the project's dangling images).
+    let previous: Vec<String> =
+        images.iter().filter_map(|i| provider.local(&i.reference)).map(|l| l.id).collect();
     let image_plan = plan_images(&images, &|r| provider.local(r), &image_opts, SystemTime::now());
     let quiet = Progress::new(ProgressMode::Quiet);
     let events = if opts.quiet { &quiet } else { &ctx.progress };
-    use crate::engine::images::ImageProvider;
     run_image_plan(&image_plan, &provider, events, false, provider.max_concurrent_pulls())?;
     let up = UpOptions { services: services.to_vec(), no_deps: true, ..UpOptions::default() };
     let observed = observe(&host, &name, &up_scope(&ctx.loaded, &ctx.graph, &up)?)?;
@@ -385,7 +389,9 @@ fn rebuild(ctx: &ProjectCtx, service: &str, opts: WatchOptions) -> CliResult<()>
     if opts.prune {
         let store =
             crate::image::ImageStore::open(ctx.engine.dirs()).map_err(|e| CliError::msg(e.to_string()))?;
-        let (pruned, _) = store.prune(false).map_err(|e| CliError::msg(e.to_string()))?;
+        let (pruned, _) = store
+            .prune_selected(false, &|id| previous.iter().any(|p| p == id))
+            .map_err(|e| CliError::msg(e.to_string()))?;
         if !pruned.is_empty() {
             statusln!("pruned {} dangling image{}", pruned.len(), if pruned.len() == 1 { "" } else { "s" });
         }
