@@ -84,12 +84,15 @@ fn run_returns_the_exit_code_starts_dependencies_and_rm_removes_the_container() 
     let names = container_names(&stack);
     let oneoff = names.iter().find(|n| n.starts_with("lc1-job-run-")).expect("one-off kept");
     assert_eq!(oneoff.len(), "lc1-job-run-".len() + 12, "{oneoff}");
-    // ps lists the service's containers, not one-offs.
-    assert!(stack.ps().iter().all(|c| c["Service"] != "job"));
+    // As docker compose: `ps -a` lists one-offs too...
+    assert!(stack.ps().iter().any(|c| c["Name"] == oneoff.as_str()));
     // Detached: prints the id and runs in the background.
     let r = stack.ok(&["run", "-d", "--name", "lc1-bg", "job", "sleep", "1000"]);
     assert_eq!(r.stdout.trim().len(), 64, "{}", r.stdout);
     assert!(container_names(&stack).contains(&"lc1-bg".to_string()));
+    // ...and plain `ps` leaves them out, running ones included.
+    let r = stack.ok(&["ps", "--format", "json"]);
+    assert!(!r.stdout.contains("lc1-bg"), "{}", r.stdout);
     let r = stack.berth(&["run", "nope"]);
     assert!(!r.ok && r.stderr.contains("nope"), "{}", r.stderr);
 }
