@@ -86,9 +86,7 @@ pub fn run_stop(global: &GlobalOptions, args: &StopArgs) -> CliResult<()> {
     let target = project::open_or_name(global)?;
     target.check_services(&args.services)?;
     let (loaded, graph) = target.project()?;
-    let _lock = target
-        .engine
-        .lock_project(&target.name, || target.progress.warn("waiting for another berth command"))?;
+    let _lock = target.lock()?;
     let timeout = args.timeout.map(Duration::from_secs);
     stop(&target.engine, &loaded, &graph, &args.services, timeout, &target.progress)?;
     Ok(())
@@ -107,9 +105,7 @@ pub fn run_start(global: &GlobalOptions, args: &StartArgs) -> CliResult<()> {
     let target = project::open_or_name(global)?;
     target.check_services(&args.services)?;
     let (loaded, graph) = target.project()?;
-    let _lock = target
-        .engine
-        .lock_project(&target.name, || target.progress.warn("waiting for another berth command"))?;
+    let _lock = target.lock()?;
     start(&target.engine, &loaded, &graph, &args.services, &target.progress)?;
     Ok(())
 }

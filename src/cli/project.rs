@@ -73,6 +73,14 @@ pub struct Target {
 }
 
 impl Target {
+    /// Takes the project's lock, saying so when another berth command holds it.
+    pub fn lock(&self) -> CliResult<crate::state::Lock> {
+        let name = &self.name;
+        Ok(self.engine.lock_project(name, || {
+            self.progress.warn(&format!("waiting for another berth command on project {name} to finish"))
+        })?)
+    }
+
     /// Checks that every name in `services` is a service of the project: of its file when
     /// it has one, else of its containers (docker compose's "no such service").
     pub fn check_services(&self, services: &[String]) -> CliResult<()> {

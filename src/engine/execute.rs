@@ -625,8 +625,9 @@ impl<'a> Executor<'a> {
         })
     }
 
-    /// The id of the container a `service:NAME` or `container:NAME` reference means, now.
-    fn peer(&self, project: &str, r: PeerRef<'_>) -> Option<String> {
+    /// The id of the container a `service:NAME` or `container:NAME` reference means, now
+    /// (for service containers and one-offs alike).
+    pub(super) fn peer(&self, project: &str, r: PeerRef<'_>) -> Option<String> {
         match r {
             PeerRef::Service(s) => {
                 // The running one with the lowest number, else the lowest number.

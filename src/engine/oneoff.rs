@@ -17,7 +17,6 @@ use crate::volume::MountRequest;
 use super::error::{EngineError, Result};
 use super::execute::Executor;
 use super::hash::config_hash;
-use super::observe::is_running;
 use super::spec::{PeerRef, ServiceContext, attach_request, container_spec};
 
 /// What `run` changes in the service, from its command line.
@@ -179,7 +178,7 @@ impl Executor<'_> {
         // Anonymous volumes are named by replica: a one-off's must be its own.
         let replica = u32::from_str_radix(&slug[..8], 16).unwrap_or(1) | 0x8000_0000;
         let hash = config_hash(project, &opts.service, &image.id);
-        let peer = |r: PeerRef<'_>| self.oneoff_peer(&project.name, r);
+        let peer = |r: PeerRef<'_>| self.peer(&project.name, r);
         let ctx = ServiceContext {
             project,
             service_name: &opts.service,
@@ -254,27 +253,6 @@ impl Executor<'_> {
             labels: BTreeMap::new(),
         };
         self.remove_with_volumes(&c, anonymous_volumes)
-    }
-
-    /// The container a `service:`/`container:` reference of a one-off means: as for the
-    /// service's own containers, the running one with the lowest number.
-    fn oneoff_peer(&self, project: &str, r: PeerRef<'_>) -> Option<String> {
-        match r {
-            PeerRef::Service(s) => {
-                let mut all: Vec<super::observe::ProjectContainer> =
-                    super::observe::containers_of(self.host.containers, project)
-                        .ok()?
-                        .into_iter()
-                        .filter(|c| c.service == s && !c.oneoff)
-                        .collect();
-                all.sort_by_key(|c| (!is_running(&self.host.containers.status(&c.id)), c.number));
-                all.into_iter().next().map(|c| c.id)
-            }
-            PeerRef::Container(n) => {
-                let records = self.host.containers.records().ok()?;
-                records.into_iter().find(|r| r.name == n || r.id == n).map(|r| r.id)
-            }
-        }
     }
 }
 

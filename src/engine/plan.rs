@@ -629,36 +629,19 @@ pub fn plan_down(
         .cloned()
         .collect();
     plan.services = by_service(graph, &targets, |c| Some(ContainerAction::Remove { existing: c.clone() }));
-    if chosen.is_some() {
-        // Only what no container that stays needs.
+    // With `down SERVICE...`, only what no container that stays needs.
+    let (keep_networks, keep_volumes) = if chosen.is_some() {
         let staying: Vec<&ProjectContainer> =
             observed.containers.iter().filter(|c| !targets.iter().any(|t| t.id == c.id)).collect();
-        let (keep_networks, keep_volumes) = match loaded {
+        match loaded {
             Some(l) => used_by(l, staying.iter().map(|c| c.service.as_str())),
             // Without the file, what the others use is unknown: keep everything while any stays.
             None if !staying.is_empty() => return plan,
             None => (BTreeSet::new(), BTreeSet::new()),
-        };
-        let mut networks: BTreeSet<String> = BTreeSet::new();
-        if let Some(l) = loaded {
-            for key in l.project.networks.keys() {
-                if let Some(spec) = network_spec(l, key)
-                    && !spec.external
-                {
-                    networks.insert(spec.name);
-                }
-            }
         }
-        networks.extend(observed.labelled_networks.iter().cloned());
-        plan.remove_networks = networks.into_iter().filter(|n| !keep_networks.contains(n)).collect();
-        if opts.volumes {
-            let mut volumes: BTreeSet<String> = observed.volumes.iter().cloned().collect();
-            volumes.extend(observed.labelled_volumes.iter().cloned());
-            plan.remove_volumes = volumes.into_iter().filter(|v| !keep_volumes.contains(v)).collect();
-            plan.remove_anonymous_volumes = true;
-        }
-        return plan;
-    }
+    } else {
+        (BTreeSet::new(), BTreeSet::new())
+    };
     let mut networks: BTreeSet<String> = BTreeSet::new();
     if let Some(l) = loaded {
         for key in l.project.networks.keys() {
@@ -670,11 +653,15 @@ pub fn plan_down(
         }
     }
     networks.extend(observed.labelled_networks.iter().cloned());
-    plan.remove_networks = networks.into_iter().collect();
+    plan.remove_networks = networks.into_iter().filter(|n| !keep_networks.contains(n)).collect();
     if opts.volumes {
         let mut volumes: BTreeSet<String> = observed.volumes.iter().cloned().collect();
         volumes.extend(observed.labelled_volumes.iter().cloned());
-        plan.remove_volumes = volumes.into_iter().collect();
+        plan.remove_volumes = volumes.into_iter().filter(|v| !keep_volumes.contains(v)).collect();
+        plan.remove_anonymous_volumes = chosen.is_some();
+    }
+    if chosen.is_some() {
+        return plan;
     }
     if let (Some(rmi), Some(l)) = (opts.rmi, loaded) {
         let mut refs: BTreeSet<String> = BTreeSet::new();
