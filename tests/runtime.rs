@@ -338,3 +338,27 @@ fn network_none_gets_a_fresh_namespace_with_only_lo_each_start() {
     assert_ne!(second, host_ns);
     env.runtime.stop(&spec.id, Some(Duration::from_secs(1))).unwrap();
 }
+
+/// A build step polls `wait` with a short timeout for minutes; each caller that gives up must
+/// not leave its connection with the shim, or the shim runs out of descriptors (1024) after a
+/// few minutes and can no longer record the end (a build hung for good this way in CI).
+#[test]
+fn callers_that_stop_waiting_leave_no_connection_in_the_shim() {
+    let env = TestEnv::new();
+    let spec = env.spec("waited", &["sleep", "100"]);
+    env.runtime.run(&spec).unwrap();
+    let shim = env.runtime.status(&spec.id).unwrap().shim_pid;
+    for _ in 0..1200 {
+        let st = env.runtime.wait(&spec.id, Duration::from_millis(1)).unwrap();
+        assert_eq!(st.state, State::Running);
+    }
+    // The shim drops a hung-up waiter on its next turn.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let open = || std::fs::read_dir(format!("/proc/{shim}/fd")).unwrap().count();
+    while open() > 64 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(open() <= 64, "the shim holds {} descriptors", open());
+    let st = env.runtime.stop(&spec.id, Some(Duration::from_secs(1))).unwrap();
+    assert_eq!(st.state, State::Exited);
+}

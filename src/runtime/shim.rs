@@ -602,6 +602,10 @@ impl Shim {
             for c in &self.clients {
                 push(c.stream.as_raw_fd());
             }
+            // A waiter has sent its one request; it becomes readable only when it hangs up.
+            for w in &self.stop_waiters {
+                push(w.as_raw_fd());
+            }
             if let Some(r) = &self.running {
                 for (fd, _) in &r.outputs {
                     push(fd.as_raw_fd());
@@ -639,6 +643,11 @@ impl Shim {
             {
                 self.read_probe();
             }
+            // A caller that gave up waiting (`Runtime::wait` with a short timeout, polled in a
+            // loop by a build step) has closed its end: keeping each would pile up descriptors
+            // until accept fails with EMFILE and the end of the container cannot be recorded.
+            // (Taken before `serve`, which adds waiters whose request made them ready.)
+            self.stop_waiters.retain(|w| !ready(w.as_raw_fd()));
             let client_fds: Vec<RawFd> =
                 self.clients.iter().map(|c| c.stream.as_raw_fd()).filter(|fd| ready(*fd)).collect();
             for fd in client_fds {

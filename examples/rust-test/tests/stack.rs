@@ -87,8 +87,6 @@ fn a_web_server_answers_through_its_published_port() {
 }
 
 #[test]
-#[ignore = "hung once after the session's merges: a shim held 1000+ sockets while three stacks came up \
-            from threads of one process (see the issue 17 note); run with --ignored to reproduce"]
 fn stacks_in_parallel_do_not_collide() {
     let stacks: Vec<Stack> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..3)
