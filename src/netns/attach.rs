@@ -612,6 +612,18 @@ impl Networks {
         if !valid_name(container_id) {
             return Err(NetError::Invalid(format!("invalid container id {container_id:?}")));
         }
+        // Deleting a veth waits for the kernel's RCU grace period (tens of milliseconds). Done
+        // before the run dir's network lock is taken, the deletions of containers that `down`
+        // removes in parallel overlap instead of queueing behind the lock one by one. The
+        // record is only read here (records are replaced atomically); under the lock the
+        // deletion is done again, which finds nothing left, and any failure is reported then.
+        if let Ok(Some(rec)) = record::read_endpoint(&self.dirs, container_id)
+            && let Ok(mut nl) = Netlink::open()
+        {
+            for ep in &rec.endpoints {
+                let _ = nl.delete_link(&ep.host_veth);
+            }
+        }
         let _lock = self.lock()?;
         self.detach_locked(container_id)
     }
