@@ -35,12 +35,10 @@ use std::time::Duration;
 
 use crate::compose::{LoadError, LoadedProject, ProjectOptions, load_project};
 use crate::engine::down::DownOptions;
-use crate::engine::execute::{Executor, recover, wait_targets};
 use crate::engine::images::{ImageOptions, PullPolicy};
-use crate::engine::observe::{ProjectContainer, containers_of, observe};
-use crate::engine::plan::{plan, up_scope};
+use crate::engine::observe::{ProjectContainer, containers_of};
 use crate::engine::progress::{Progress, ProgressMode};
-use crate::engine::provider::EngineImages;
+use crate::engine::up::{UpRequest, UpSink};
 use crate::engine::{Engine, EngineError, UpOptions};
 use crate::graph::{GraphError, ServiceGraph};
 use crate::runtime::exec::ExecSpec;
@@ -412,36 +410,18 @@ impl Stack {
     }
 
     fn bring_up(&self, b: &StackBuilder) -> Result<()> {
-        let name = self.name().to_string();
-        let progress = self.progress();
-        let _lock = self.engine.lock_project(&name, || {})?;
-        let host = self.engine.host();
-        recover(&host, &name, &progress)?;
-        let services: Vec<String> = self.services();
-        let image_opts = ImageOptions { pull: b.pull, build: b.build, ..Default::default() };
-        let provider = EngineImages::new(&self.engine, &self.loaded)
-            .map_err(|e| EngineError::Image { service: name.clone(), source: e })?;
-        let images = crate::engine::images::service_images(&self.loaded, &services)?;
-        let image_plan = crate::engine::images::plan_images(
-            &images,
-            &|r| crate::engine::images::ImageProvider::local(&provider, r),
-            &image_opts,
-            std::time::SystemTime::now(),
-        );
-        crate::engine::images::execute(
-            &image_plan,
-            &provider,
-            &progress,
-            false,
-            provider.max_concurrent_pulls(),
+        let request = UpRequest {
+            options: UpOptions { scale: b.scale.clone(), ..Default::default() },
+            images: ImageOptions { pull: b.pull, build: b.build, ..Default::default() },
+            wait: Some(Some(b.wait_timeout)),
+        };
+        crate::engine::up::bring_up(
+            &self.engine,
+            &self.loaded,
+            &self.graph,
+            &request,
+            &QuietUp(self.progress()),
         )?;
-        let opts = UpOptions { scale: b.scale.clone(), ..Default::default() };
-        let observed = observe(&host, &name, &up_scope(&self.loaded, &self.graph, &opts)?)?;
-        let plan = plan(&self.loaded, &self.graph, &observed, &opts)?;
-        let executor =
-            Executor { host, loaded: Some(&self.loaded), graph: Some(&self.graph), progress: &progress };
-        executor.execute(&plan)?;
-        executor.wait_ready(&name, &wait_targets(&self.graph, &services), Some(b.wait_timeout))?;
         Ok(())
     }
 
@@ -477,6 +457,17 @@ impl Drop for Stack {
             let _ = writeln!(std::io::stderr(), "berth: taking down stack {}: {e}", self.name());
         }
     }
+}
+
+/// How a stack comes up: quietly, and waiting without a word for another command on the
+/// same project (a test's own name is its own unless it gave one).
+struct QuietUp(Progress);
+
+impl UpSink for QuietUp {
+    fn progress(&self) -> &Progress {
+        &self.0
+    }
+    fn waiting_for_lock(&self, _project: &str) {}
 }
 
 /// What a command run in a container did.

@@ -12,13 +12,13 @@ use super::project::{self, ProjectCtx};
 use super::{CliError, CliResult, GlobalOptions};
 use crate::compose::LoadedProject;
 use crate::engine::Engine;
+use crate::engine::EngineError;
 use crate::engine::execute::{Executor, recover};
 use crate::engine::images::{ImageOptions, PullPolicy};
 use crate::engine::observe::{Scope, observe};
-use crate::engine::plan::{
-    Plan, UpOptions, plan, plan_kill, plan_pause, plan_restart, plan_rm, selected_services, up_scope,
-};
+use crate::engine::plan::{Plan, UpOptions, plan_kill, plan_pause, plan_restart, plan_rm};
 use crate::engine::progress::Progress;
+use crate::engine::up::{UpOutcome, UpRequest, UpSink};
 use crate::graph::ServiceGraph;
 use crate::image::events::ImageEvents;
 
@@ -307,20 +307,56 @@ fn converge(
     image_opts: &ImageOptions,
     quiet_pull: bool,
 ) -> CliResult<()> {
-    let name = ctx.loaded.project.name.clone();
-    let _lock = ctx.engine.lock_project(&name, || {
-        ctx.progress.warn(&format!("waiting for another berth command on project {name} to finish"))
-    })?;
-    let host = ctx.engine.host();
-    recover(&host, &name, &ctx.progress)?;
-    let needed = selected_services(&ctx.loaded, &ctx.graph, opts)?;
-    let events = QuietImages { inner: &ctx.progress, pulls: quiet_pull, builds: false };
-    super::build::ensure_images_with(ctx, &needed, image_opts, &events)?;
-    let observed = observe(&host, &name, &up_scope(&ctx.loaded, &ctx.graph, opts)?)?;
-    let plan = plan(&ctx.loaded, &ctx.graph, &observed, opts)?;
-    Executor { host, loaded: Some(&ctx.loaded), graph: Some(&ctx.graph), progress: &ctx.progress }
-        .execute(&plan)?;
+    let request = UpRequest { options: opts.clone(), images: image_opts.clone(), wait: None };
+    bring_up(ctx, &request, &CliSink::new(&ctx.progress, quiet_pull, false))?;
     Ok(())
+}
+
+/// The engine's `up` sequence for the CLI: an interrupted build ends the command as Ctrl-C
+/// does (exit code 130).
+pub(crate) fn bring_up(ctx: &ProjectCtx, request: &UpRequest, sink: &CliSink<'_>) -> CliResult<UpOutcome> {
+    crate::engine::up::bring_up(&ctx.engine, &ctx.loaded, &ctx.graph, request, sink).map_err(|e| match e {
+        EngineError::Interrupted => {
+            let mut e = CliError::msg("interrupted");
+            e.code = 130;
+            e
+        }
+        e => e.into(),
+    })
+}
+
+/// How `up`, `create` and `scale` show progress, and catch Ctrl-C while images build (the
+/// build then cleans up what its running step made instead of berth being killed).
+pub(crate) struct CliSink<'a> {
+    progress: &'a Progress,
+    images: QuietImages<'a>,
+}
+
+impl<'a> CliSink<'a> {
+    /// Progress on `progress`, pulls and/or builds left out of it as `--quiet-pull` and
+    /// `--quiet-build` ask.
+    pub fn new(progress: &'a Progress, quiet_pull: bool, quiet_build: bool) -> CliSink<'a> {
+        CliSink { progress, images: QuietImages { inner: progress, pulls: quiet_pull, builds: quiet_build } }
+    }
+}
+
+impl UpSink for CliSink<'_> {
+    fn progress(&self) -> &Progress {
+        self.progress
+    }
+    fn image_events(&self) -> &dyn ImageEvents {
+        &self.images
+    }
+    fn cancel(&self) -> Option<&'static std::sync::atomic::AtomicBool> {
+        Some(super::signals::cancel_flag())
+    }
+    fn building(&self, running: bool) {
+        if running {
+            super::signals::install();
+        } else {
+            super::signals::restore_default();
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

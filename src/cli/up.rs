@@ -9,12 +9,11 @@ use super::output::{self, outln, statusln};
 use super::project::{self, ProjectCtx};
 use super::{CliError, CliResult, GlobalOptions, signals};
 use crate::engine::attach::{ExitPolicy, ExitWatch};
-use crate::engine::execute::{Executor, recover, wait_targets};
 use crate::engine::images::ImageOptions;
 use crate::engine::logs::{LogFollower, LogFormat, display_name};
-use crate::engine::observe::observe;
 use crate::engine::observe::{ProjectContainer, containers_of};
-use crate::engine::plan::{UpOptions, plan, selected_services, up_scope};
+use crate::engine::plan::UpOptions;
+use crate::engine::up::{UpOutcome, UpRequest, plan_up};
 
 /// `berth up` flags, as docker compose names them.
 #[derive(Debug, Args)]
@@ -134,11 +133,8 @@ pub fn run(global: &GlobalOptions, args: &UpArgs) -> CliResult<()> {
         no_start: args.no_start,
         timeout: args.timeout.map(Duration::from_secs),
     };
-    let name = ctx.loaded.project.name.clone();
-    let host = ctx.engine.host();
     if args.dry_run {
-        let observed = observe(&host, &name, &up_scope(&ctx.loaded, &ctx.graph, &opts)?)?;
-        let plan = plan(&ctx.loaded, &ctx.graph, &observed, &opts)?;
+        let plan = plan_up(&ctx.engine.host(), &ctx.loaded, &ctx.graph, &opts)?;
         let lines = plan.describe();
         if lines.is_empty() {
             outln!("DRY-RUN: nothing to do")?;
@@ -148,31 +144,14 @@ pub fn run(global: &GlobalOptions, args: &UpArgs) -> CliResult<()> {
         }
         return Ok(());
     }
-    let lock = ctx.engine.lock_project(&name, || {
-        ctx.progress.warn(&format!("waiting for another berth command on project {name} to finish"))
-    })?;
-    recover(&host, &name, &ctx.progress)?;
     let pull = super::lifecycle::pull_policy(args.pull.as_deref())?;
-    let image_opts = ImageOptions { pull, build: args.build, no_build: args.no_build, ..Default::default() };
-    let needed = selected_services(&ctx.loaded, &ctx.graph, &opts)?;
-    let events = super::lifecycle::QuietImages {
-        inner: &ctx.progress,
-        pulls: args.quiet_pull,
-        builds: args.quiet_build,
+    let request = UpRequest {
+        options: opts,
+        images: ImageOptions { pull, build: args.build, no_build: args.no_build, ..Default::default() },
+        wait: args.wait.then(|| args.wait_timeout.map(Duration::from_secs)),
     };
-    super::build::ensure_images_with(&ctx, &needed, &image_opts, &events)?;
-    let observed = observe(&host, &name, &up_scope(&ctx.loaded, &ctx.graph, &opts)?)?;
-    let plan = plan(&ctx.loaded, &ctx.graph, &observed, &opts)?;
-    let started = std::time::SystemTime::now();
-    let executor =
-        Executor { host, loaded: Some(&ctx.loaded), graph: Some(&ctx.graph), progress: &ctx.progress };
-    executor.execute(&plan)?;
-    let selected = selected_services(&ctx.loaded, &ctx.graph, &opts)?;
-    if args.wait {
-        let targets = wait_targets(&ctx.graph, &selected);
-        executor.wait_ready(&name, &targets, args.wait_timeout.map(Duration::from_secs))?;
-    }
-    drop(lock);
+    let sink = super::lifecycle::CliSink::new(&ctx.progress, args.quiet_pull, args.quiet_build);
+    let UpOutcome { selected, started, .. } = super::lifecycle::bring_up(&ctx, &request, &sink)?;
     if args.detach || args.wait || args.no_start {
         return Ok(());
     }

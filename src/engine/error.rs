@@ -109,6 +109,12 @@ pub enum EngineError {
     /// Several independent steps failed (teardown keeps going and reports all).
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Many(Vec<EngineError>),
+    /// The image store could not be opened.
+    #[error(transparent)]
+    Store(ImageError),
+    /// The user interrupted the command (Ctrl-C during a build).
+    #[error("interrupted")]
+    Interrupted,
     /// Anything else, already worded for the user.
     #[error("{0}")]
     Msg(String),

@@ -23,6 +23,7 @@ pub mod plan;
 pub mod progress;
 pub mod provider;
 pub mod spec;
+pub mod up;
 
 use std::path::PathBuf;
 

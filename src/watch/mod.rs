@@ -1,7 +1,9 @@
 //! `develop.watch`: a service's watch rules, typed, and the pure decision of what a burst of
 //! file changes means for each service (which files to sync where, which to delete, whether to
-//! restart, run a hook or rebuild). The CLI's watcher feeds it file events and carries the
+//! restart, run a hook or rebuild). The watcher ([`run`]) feeds it file events and carries the
 //! decisions out with the runtime's copy and the engine's plans.
+
+pub mod run;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
