@@ -365,10 +365,15 @@ fn version_completions_man_pages_and_the_docker_compose_plugin_entry() {
         assert!(out.status.success(), "berth {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let version = env!("CARGO_PKG_VERSION");
-    assert_eq!(berth(&["version", "--short"]), format!("{version}\n"));
-    assert_eq!(berth(&["version"]), format!("berth version v{version}\n"));
-    assert_eq!(berth(&["version", "--format", "json"]), format!("{{\"version\":\"v{version}\"}}\n"));
+    // A docker compose 2 version where tools look for it, berth's own in the long form.
+    let version = berth(&["version", "--short"]).trim_end().to_string();
+    assert!(version.starts_with("2.") && version.split('.').count() == 3, "{version}");
+    let long = format!("Docker Compose version v{version} (berth v{})\n", env!("CARGO_PKG_VERSION"));
+    assert_eq!(berth(&["version"]), long);
+    assert_eq!(berth(&["--version"]), long);
+    assert_eq!(berth(&["-v"]), long);
+    let json: Value = serde_json::from_str(&berth(&["version", "--format", "json"])).unwrap();
+    assert_eq!(json["version"], format!("v{version}"));
     for shell in ["bash", "zsh", "fish"] {
         let script = berth(&["completion", shell]);
         assert!(script.contains("berth") && script.contains("no-log-prefix"), "{shell}");
@@ -386,6 +391,7 @@ fn version_completions_man_pages_and_the_docker_compose_plugin_entry() {
     let meta = Command::new(&plugin).arg("docker-cli-plugin-metadata").output().unwrap();
     let meta: Value = serde_json::from_slice(&meta.stdout).unwrap();
     assert_eq!((meta["SchemaVersion"].as_str(), meta["Vendor"].as_str()), (Some("0.1.0"), Some("berth")));
+    assert_eq!(meta["Version"], format!("v{version}"));
     let as_plugin = Command::new(&plugin).args(["compose", "version", "--short"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&as_plugin.stdout), format!("{version}\n"));
     let standalone = Command::new(&plugin).args(["version", "--short"]).output().unwrap();
@@ -396,6 +402,6 @@ fn version_completions_man_pages_and_the_docker_compose_plugin_entry() {
         .env("DOCKER_CONFIG", dir.path().join("docker"))
         .output()
     {
-        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("berth version v{version}\n"), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), long, "{out:?}");
     }
 }

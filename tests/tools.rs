@@ -204,3 +204,28 @@ fn events_json_sees_start_and_die_as_they_happen() {
     s.ok(&["down"]);
     assert!(!s.run_dir().join("projects").join("tl-events").exists());
 }
+
+#[test]
+fn events_see_pause_and_unpause() {
+    let s = Stack::new(
+        "tl-pause-ev",
+        "services:\n  web:\n    image: berth-test/busybox:latest\n    command: [\"sleep\", \"1000\"]\n\
+         networks:\n  default:\n    ipam:\n      config:\n        - subnet: 10.249.1.0/24\n",
+    );
+    s.ok(&["up", "-d"]);
+    s.ok(&["pause", "web"]);
+    s.ok(&["unpause", "web"]);
+    let out = s.ok(&["events", "--json", "--since", "10m", "--until", "0s"]).stdout;
+    let events: Vec<serde_json::Value> =
+        out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    let actions: Vec<&str> = events.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    let at = |a: &str| actions.iter().position(|x| *x == a).unwrap_or_else(|| panic!("no {a}: {actions:?}"));
+    assert!(at("start") < at("pause") && at("pause") < at("unpause"), "{actions:?}");
+    let pause = &events[at("pause")];
+    assert_eq!(pause["service"], "web");
+    assert_eq!(pause["attributes"]["name"], "tl-pause-ev-web-1");
+    // Nothing to pause: no event.
+    s.ok(&["unpause", "web"]);
+    let again = s.ok(&["events", "--json", "--since", "10m", "--until", "0s"]).stdout;
+    assert_eq!(again.lines().filter(|l| l.contains("\"unpause\"")).count(), 1, "{again}");
+}

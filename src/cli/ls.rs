@@ -135,31 +135,72 @@ pub struct VersionArgs {
     /// Format the output: pretty or json
     #[arg(short = 'f', long, default_value = "pretty")]
     format: String,
-    /// Shows only berth's version number
+    /// Shows only the Docker Compose version number berth stands in for
     #[arg(long)]
     short: bool,
 }
 
-/// berth's version as docker compose prints its own: `v` and the number.
+/// The docker compose release whose command line berth follows, which `version` reports.
+/// Tools that drive docker compose (python-on-whales, IDEs, Makefiles) check its version
+/// (`>= 2`, or a minimum per feature) before using it; berth's own `0.x` would be refused.
+/// 2.29 is the last release whose commands berth has in full (one-object-per-line `ps`
+/// JSON of 2.21, `watch`, `attach`, `scale`, `wait --down-project`); later ones add commands
+/// berth lacks (`volumes`, `export`, `commit`, `publish`), so a tool gating on those keeps
+/// away from them. Raise it when berth gains them.
+pub const COMPOSE_VERSION: &str = "2.29.0";
+
+/// The version berth reports where docker compose reports its own: `v` and the number.
 pub fn version() -> String {
-    format!("v{}", env!("CARGO_PKG_VERSION"))
+    format!("v{COMPOSE_VERSION}")
+}
+
+/// The long form (`version`, `--version`): docker compose's line, so that tools reading
+/// `Docker Compose version vX.Y.Z` find it, then berth's own version.
+pub fn long_version() -> String {
+    format!("Docker Compose version {} (berth v{})", version(), env!("CARGO_PKG_VERSION"))
+}
+
+/// `version`'s output for `args`.
+fn version_text(args: &VersionArgs) -> CliResult<String> {
+    if args.short {
+        return Ok(COMPOSE_VERSION.to_string());
+    }
+    match args.format.as_str() {
+        // docker compose's one field, plus berth's own (a reader ignores what it does not know).
+        "json" => Ok(serde_json::json!({
+            "version": version(),
+            "berth": format!("v{}", env!("CARGO_PKG_VERSION")),
+        })
+        .to_string()),
+        "pretty" | "" => Ok(long_version()),
+        other => Err(CliError::msg(format!("--format {other:?}: expected pretty or json"))),
+    }
 }
 
 /// Runs `berth version`.
 pub fn run_version(args: &VersionArgs) -> CliResult<()> {
-    if args.short {
-        return outln!("{}", env!("CARGO_PKG_VERSION"));
-    }
-    match args.format.as_str() {
-        "json" => outln!("{}", serde_json::json!({ "version": version() })),
-        "pretty" | "" => outln!("berth version {}", version()),
-        other => Err(CliError::msg(format!("--format {other:?}: expected pretty or json"))),
-    }
+    outln!("{}", version_text(args)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_reports_a_docker_compose_2_version_and_berths_own() {
+        let args = |format: &str, short: bool| VersionArgs { format: format.into(), short };
+        let short = version_text(&args("pretty", true)).unwrap();
+        let major: u32 = short.split('.').next().unwrap().parse().unwrap();
+        assert!(major >= 2 && short.split('.').count() == 3, "{short}");
+        let long = version_text(&args("pretty", false)).unwrap();
+        let berth = format!("(berth v{})", env!("CARGO_PKG_VERSION"));
+        assert_eq!(long, format!("Docker Compose version v{short} {berth}"));
+        let json: serde_json::Value =
+            serde_json::from_str(&version_text(&args("json", false)).unwrap()).unwrap();
+        assert_eq!(json["version"], format!("v{short}"));
+        assert_eq!(json["berth"], format!("v{}", env!("CARGO_PKG_VERSION")));
+        assert!(version_text(&args("yaml", false)).is_err());
+    }
 
     #[test]
     fn names_match_exactly_or_by_expression() {

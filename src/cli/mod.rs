@@ -43,8 +43,11 @@ use crate::compose::{LoadedProject, ProjectOptions};
 
 /// berth: a daemonless compose orchestrator.
 #[derive(Debug, Parser)]
-#[command(name = "berth", version, about, long_about = None)]
+#[command(name = "berth", version, disable_version_flag = true, about, long_about = None)]
 pub struct Cli {
+    /// Show the Docker Compose version information
+    #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
+    version: Option<bool>,
     #[command(flatten)]
     pub global: GlobalOptions,
     #[command(subcommand)]
@@ -455,6 +458,10 @@ fn exit(result: CliResult<()>) -> ExitCode {
 /// with status 0; a usage error is clap's text with its first line made a `berth: ...`
 /// sentence like every other error (clap's hints and usage follow), with clap's status 2.
 fn usage(e: &clap::Error) -> ExitCode {
+    // docker compose's `--version` prints its `version` line (scripts read it there too).
+    if e.kind() == clap::error::ErrorKind::DisplayVersion {
+        return exit(output::outln!("{}", ls::long_version()));
+    }
     if !e.use_stderr() {
         // clap's own printing, which colours help on a terminal, returns the write's failure.
         return exit(e.print().map_err(|err| output::stdout_error(&err)));

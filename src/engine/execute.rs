@@ -446,6 +446,7 @@ impl<'a> Executor<'a> {
                     let what = if pause { "pause" } else { "unpause" };
                     EngineError::runtime(format!("{what} container {}", existing.name))(e)
                 })?;
+                self.emit(&existing.id, if pause { "pause" } else { "unpause" });
                 self.progress.event("Container", &existing.name, done, true);
                 Ok(())
             }
