@@ -1460,8 +1460,17 @@ impl Build<'_, '_> {
         fs::create_dir_all(&run_dir).map_err(io_err(&run_dir))?;
         let secrets_dir =
             tempfile::Builder::new().prefix("secrets-").tempdir_in(&run_dir).map_err(io_err(&run_dir))?;
+        // `env=` secrets: given to the step's process only, never to the key or the image.
+        let mut secret_env = Vec::new();
         for m in &r.mounts {
-            self.mount(idx, st, m, line, &secrets_dir, &mut mounts, &mut mount_keys, &mut keep, &mut locks)?;
+            let out = MountOut {
+                mounts: &mut mounts,
+                keys: &mut mount_keys,
+                keep: &mut keep,
+                locks: &mut locks,
+                env: &mut secret_env,
+            };
+            self.mount(idx, st, m, line, &secrets_dir, out)?;
         }
         if let Some(h) = &script {
             let t = self.b.store.staging()?;
@@ -1492,6 +1501,10 @@ impl Build<'_, '_> {
         }
         let started = Instant::now();
         self.b.events.event("Step", label, "RUNNING", false);
+        let mut env = env;
+        // Later entries win in the step's environment: a secret overrides an ENV of its name.
+        env.retain(|e| !secret_env.iter().any(|s| e.split('=').next() == s.split('=').next()));
+        env.extend(secret_env);
         let step = RunStep {
             args: args.clone(),
             env,
@@ -1535,7 +1548,6 @@ impl Build<'_, '_> {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn mount(
         &self,
         idx: usize,
@@ -1543,11 +1555,9 @@ impl Build<'_, '_> {
         m: &RunMount,
         line: usize,
         secrets_dir: &tempfile::TempDir,
-        mounts: &mut Vec<MountSpec>,
-        keys: &mut Vec<Value>,
-        keep: &mut Vec<Box<dyn std::any::Any>>,
-        locks: &mut Vec<crate::state::Lock>,
+        out: MountOut<'_>,
     ) -> Result<()> {
+        let MountOut { mounts, keys, keep, locks, env } = out;
         let ex = |s: &Option<String>| -> Result<Option<String>> {
             s.as_ref().map(|w| self.expand(st, w, line).map(|x| x.0)).transpose()
         };
@@ -1620,7 +1630,9 @@ impl Build<'_, '_> {
                 });
             }
             "secret" => {
+                // The id: `id`, else `source`, else the target's last name (as BuildKit).
                 let id = ex(&m.id)?
+                    .or(ex(&m.source)?)
                     .or_else(|| {
                         target
                             .as_ref()
@@ -1642,12 +1654,35 @@ impl Build<'_, '_> {
                     }
                     None => None,
                 };
-                keys.push(json!({ "type": "secret", "id": id, "target": target, "env": m.env }));
-                let Some(value) = value else { return Ok(()) };
-                if m.env.is_some() {
-                    return Err(self.err(line, "secret mounts as environment variables are not supported"));
+                let env_name = ex(&m.env)?;
+                if let Some(n) = &env_name
+                    && !valid_env_name(n)
+                {
+                    return Err(
+                        self.err(line, format!("secret {id}: invalid environment variable name {n:?}"))
+                    );
                 }
-                let target = abs(&target.unwrap_or_else(|| format!("/run/secrets/{id}")));
+                // With `env=` and no target, the secret is only a variable; with both, both.
+                let target = match (target, &env_name) {
+                    (Some(t), _) => Some(abs(&t)),
+                    (None, None) => Some(format!("/run/secrets/{}", posix_base(&id))),
+                    (None, Some(_)) => None,
+                };
+                // Only names go into the key: a changed value does not rerun the step.
+                keys.push(json!({ "type": "secret", "id": id, "target": target, "env": env_name }));
+                let Some(value) = value else { return Ok(()) };
+                if let Some(n) = env_name {
+                    let text = String::from_utf8(value.clone()).map_err(|_| {
+                        self.err(line, format!("secret {id}: an environment variable must be UTF-8 text"))
+                    })?;
+                    if text.contains('\0') {
+                        return Err(
+                            self.err(line, format!("secret {id}: a NUL byte cannot be in a variable"))
+                        );
+                    }
+                    env.push(format!("{n}={text}"));
+                }
+                let Some(target) = target else { return Ok(()) };
                 let file = secrets_dir.path().join(format!("secret-{}", mounts.len()));
                 fs::write(&file, value).map_err(io_err(&file))?;
                 let (uid, gid, mode) =
@@ -1763,6 +1798,30 @@ fn is_step(k: &InstructionKind) -> bool {
             | InstructionKind::Run(_)
             | InstructionKind::Workdir(_)
     )
+}
+
+/// Where [`Build::mount`] puts what a `--mount` gives the step.
+struct MountOut<'a> {
+    mounts: &'a mut Vec<MountSpec>,
+    keys: &'a mut Vec<Value>,
+    keep: &'a mut Vec<Box<dyn std::any::Any>>,
+    locks: &'a mut Vec<crate::state::Lock>,
+    /// `NAME=value` of `env=` secrets.
+    env: &'a mut Vec<String>,
+}
+
+/// A name a process environment can carry as `NAME=value` (no `=`, no NUL, not empty).
+fn valid_env_name(n: &str) -> bool {
+    !n.is_empty() && !n.contains('=') && !n.contains('\0')
+}
+
+/// The last name of a slash path (`a/b/` → `b`), as Go's `path.Base`.
+fn posix_base(p: &str) -> String {
+    let t = p.trim_end_matches('/');
+    if t.is_empty() {
+        return if p.is_empty() { ".".into() } else { "/".into() };
+    }
+    t.rsplit('/').next().unwrap_or(t).to_string()
 }
 
 fn one_line(s: &str) -> String {
@@ -1956,6 +2015,10 @@ mod tests {
         assert_eq!(clean_posix("/a/./b/../c/"), "/a/c");
         assert_eq!(join_posix("/app", "x/"), "/app/x/");
         assert_eq!(parse_size("64m"), Some(64 << 20));
+        assert_eq!(posix_base("/run/secrets/tok"), "tok");
+        assert_eq!(posix_base("a/b/"), "b");
+        assert_eq!(posix_base("tok"), "tok");
+        assert!(valid_env_name("AWS_KEY") && !valid_env_name("") && !valid_env_name("A=B"));
     }
 
     #[test]

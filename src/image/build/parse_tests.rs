@@ -339,6 +339,33 @@ fn copy_and_add_flags() {
 }
 
 #[test]
+fn secret_mounts_as_environment_variables() {
+    let k = kinds(
+        "FROM a\nRUN --mount=type=secret,id=aws,env=AWS_KEY \\\n\
+         --mount=type=secret,id=tok,target=/t,env=TOKEN,required=true \\\n\
+         --mount=type=secret,source=s,env=S,required=false \\\n\
+         --mount=type=secret,id=e,env=$NAME make\n",
+    );
+    let InstructionKind::Run(r) = &k[0] else { panic!() };
+    let m = &r.mounts;
+    assert_eq!(
+        (m[0].id.as_deref(), m[0].env.as_deref(), m[0].target.as_deref()),
+        (Some("aws"), Some("AWS_KEY"), None)
+    );
+    assert!(!m[0].required, "secrets are optional unless required");
+    assert_eq!((m[1].target.as_deref(), m[1].env.as_deref()), (Some("/t"), Some("TOKEN")));
+    assert!(m[1].required);
+    assert_eq!((m[2].source.as_deref(), m[2].id.as_deref()), (Some("s"), None));
+    assert!(!m[2].required);
+    assert_eq!(m[3].env.as_deref(), Some("$NAME"), "expanded by the builder");
+    // env alone names no secret.
+    let e = perr("FROM a\nRUN --mount=type=secret,env=X ls\n");
+    assert!(e.message.contains("invalid secret mount"), "{e}");
+    let e = perr("FROM a\nRUN --mount=type=secret,id=x,required=maybe ls\n");
+    assert!(e.message.contains("invalid value for required: maybe"), "{e}");
+}
+
+#[test]
 fn run_flags_and_mounts() {
     let k = kinds(
         "FROM a\nRUN --mount=type=cache,target=/root/.cache,sharing=locked,id=c1 \\\n\

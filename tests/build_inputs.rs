@@ -1,0 +1,116 @@
+//! What a build takes from outside its context (root): compose `build.secrets` given to `RUN
+//! --mount=type=secret` as files and as environment variables, and never kept anywhere.
+
+mod stack;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use stack::Stack;
+
+/// Every file under `dir` (links not followed).
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir(dir) else { return out };
+    for e in rd.flatten() {
+        let p = e.path();
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => out.extend(files(&p)),
+            Ok(m) if m.is_file() => out.push(p),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Files under `dir` whose bytes contain `needle`.
+fn holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    files(dir)
+        .into_iter()
+        .filter(|f| fs::read(f).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes())))
+        .collect()
+}
+
+const FILE_SECRET: &str = "file-s3cret-4711";
+const ENV_SECRET: &str = "env-s3cret-0815";
+
+fn secrets_stack() -> Stack {
+    let stack = Stack::with_image("bsec1", "bsec1/base:1");
+    fs::create_dir_all(stack.project_dir.join("app")).unwrap();
+    stack.write("tok.txt", FILE_SECRET);
+    // filetok: only a variable. envid: a variable and a file. opt: optional and not given.
+    stack.write(
+        "app/Dockerfile",
+        "FROM bsec1/base:1\n\
+         RUN --mount=type=secret,id=filetok,env=FILETOK \\\n\
+         \x20   --mount=type=secret,id=envid,env=ENVTOK,target=/run/secrets/e,required \\\n\
+         \x20   --mount=type=secret,id=opt,env=OPT \\\n\
+         \x20   echo \"len-${#FILETOK}-${#ENVTOK}-${OPT-unset}\" > /lens && \\\n\
+         \x20   test \"$(cat /run/secrets/e)\" = \"$ENVTOK\" && test ! -e /run/secrets/filetok && \\\n\
+         \x20   echo ok > /checked\n\
+         CMD [\"cat\", \"/lens\"]\n",
+    );
+    stack.write(
+        "compose.yaml",
+        "services:\n  app:\n    image: bsec1/app:1\n    network_mode: none\n    build:\n      context: ./app\n      network: none\n      secrets:\n        - filetok\n        - source: envtok\n          target: envid\nsecrets:\n  filetok:\n    file: ./tok.txt\n  envtok:\n    environment: BSEC1_TOKEN\n",
+    );
+    stack
+}
+
+fn build(stack: &Stack, token: Option<&str>, args: &[&str]) -> stack::Ran {
+    let mut cmd = stack.command(&[&["build"], args].concat());
+    cmd.env_remove("BSEC1_TOKEN");
+    if let Some(t) = token {
+        cmd.env("BSEC1_TOKEN", t);
+    }
+    let out = cmd.output().unwrap();
+    stack::Ran {
+        ok: out.status.success(),
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn build_secrets_as_environment_variables_and_files() {
+    let stack = secrets_stack();
+    let r = build(&stack, Some(ENV_SECRET), &[]);
+    assert!(r.ok, "build: {}", r.stderr);
+    let out = stack.ok(&["run", "--rm", "--no-deps", "app"]).stdout;
+    assert_eq!(
+        out.trim(),
+        format!("len-{}-{}-unset", FILE_SECRET.len(), ENV_SECRET.len()),
+        "both secrets reached the step as variables; the optional one was left unset"
+    );
+    // Nothing berth keeps holds a value: not the layers, the config, the history, the cache.
+    for secret in [FILE_SECRET, ENV_SECRET] {
+        for dir in [stack.root(), stack.run_dir()] {
+            assert_eq!(holding(&dir, secret), Vec::<PathBuf>::new(), "{secret} kept under {}", dir.display());
+        }
+        let inspect = stack.ok(&["image", "inspect", "bsec1/app:1"]).stdout;
+        let history = stack.ok(&["image", "history", "--no-trunc", "bsec1/app:1"]).stdout;
+        assert!(!inspect.contains(secret) && !history.contains(secret));
+        assert!(!r.stderr.contains(secret) && !r.stdout.contains(secret));
+    }
+    // Another value is not another key: the step is served from the cache.
+    let r = build(&stack, Some("another-value"), &[]);
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stderr.contains("CACHED"), "{}", r.stderr);
+    assert!(!r.stderr.lines().any(|l| l.contains("RUN") && l.contains("DONE")), "{}", r.stderr);
+
+    // A required secret whose variable is not set: one clear error, nothing built.
+    let r = build(&stack, None, &["--no-cache"]);
+    assert!(!r.ok);
+    assert!(r.stderr.contains("BSEC1_TOKEN") && r.stderr.contains("Dockerfile:2"), "{}", r.stderr);
+
+    // A required secret the build was not given at all.
+    stack.write(
+        "app/Dockerfile",
+        "FROM bsec1/base:1\nRUN --mount=type=secret,id=absent,env=ABSENT,required=true true\n",
+    );
+    let r = build(&stack, Some(ENV_SECRET), &[]);
+    assert!(!r.ok);
+    assert!(r.stderr.contains("secret absent is required"), "{}", r.stderr);
+    assert_eq!(fs::read_dir(stack.root().join("containers")).map(|d| d.count()).unwrap_or(0), 0);
+}
