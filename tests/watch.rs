@@ -220,3 +220,74 @@ fn up_watch_interleaves_logs_and_syncs_and_ctrl_c_stops_the_project() {
     let c = stack.container("wawatch4-app-1").unwrap();
     assert_ne!(c["State"], "running", "{c}");
 }
+
+#[test]
+fn sync_exec_runs_the_command_after_the_sync_with_its_user_environment_and_folder() {
+    let yaml = format!(
+        "services:\n  app:\n    image: berth-test/busybox:latest\n    command: [\"sleep\", \"1000\"]\n    init: true\n    develop:\n      watch:\n        - action: sync+exec\n          path: ./src\n          target: /app/src\n          exec:\n            command: [\"sh\", \"-c\", \"echo \\\"$$GREETING $$(id -u) $$(pwd) $$(cat a.txt)\\\" >> /tmp/ran\"]\n            user: nobody\n            working_dir: /app/src\n            environment:\n              GREETING: hi\n{}",
+        networks("10.248.1.0/24")
+    );
+    let stack = Stack::new("wawatch5", &yaml);
+    let src = stack.project_dir.join("src");
+    fs::create_dir_all(&src).unwrap();
+    let w = Watching::start(&stack, &[]);
+    fs::write(src.join("a.txt"), "first").unwrap();
+    w.wait_for("ran \"sh", Duration::from_secs(10));
+    // The command saw the synced file: it ran after the sync, as nobody, in working_dir.
+    assert_eq!(stack.exec("app", &["cat", "/tmp/ran"]).stdout, "hi 65534 /app/src first\n");
+    fs::write(src.join("a.txt"), "second").unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    while stack.exec("app", &["cat", "/tmp/ran"]).stdout.lines().count() < 2 {
+        assert!(Instant::now() < end, "{:?}", w.lines.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        stack.exec("app", &["cat", "/tmp/ran"]).stdout,
+        "hi 65534 /app/src first\nhi 65534 /app/src second\n",
+        "once per change"
+    );
+}
+
+#[test]
+fn initial_sync_copies_what_is_there_before_watching_starts() {
+    let yaml = format!(
+        "services:\n  app:\n    image: berth-test/busybox:latest\n    command: [\"sleep\", \"1000\"]\n    init: true\n    develop:\n      watch:\n        - action: sync\n          path: ./src\n          target: /app/src\n          initial_sync: true\n          ignore: [\"*.tmp\"]\n{}",
+        networks("10.248.2.0/24")
+    );
+    let stack = Stack::new("wawatch6", &yaml);
+    let src = stack.project_dir.join("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("a.txt"), "early").unwrap();
+    fs::write(src.join("sub/b.txt"), "bee").unwrap();
+    fs::write(src.join("skip.tmp"), "no").unwrap();
+    let _w = Watching::start(&stack, &[]);
+    // Synced before "Watch enabled": no file event needed.
+    assert_eq!(stack.exec("app", &["cat", "/app/src/a.txt"]).stdout, "early");
+    assert_eq!(stack.exec("app", &["cat", "/app/src/sub/b.txt"]).stdout, "bee");
+    assert!(!stack.exec("app", &["test", "-e", "/app/src/skip.tmp"]).ok, "an ignored file was copied");
+}
+
+#[test]
+fn a_rename_on_the_host_moves_the_file_and_the_folder_in_the_container() {
+    let yaml = format!(
+        "services:\n  app:\n    image: berth-test/busybox:latest\n    command: [\"sleep\", \"1000\"]\n    init: true\n    develop:\n      watch:\n        - action: sync\n          path: ./src\n          target: /app/src\n{}",
+        networks("10.248.3.0/24")
+    );
+    let stack = Stack::new("wawatch7", &yaml);
+    let src = stack.project_dir.join("src");
+    fs::create_dir_all(&src).unwrap();
+    let _w = Watching::start(&stack, &[]);
+    fs::write(src.join("old.txt"), "content").unwrap();
+    fs::create_dir_all(src.join("dir")).unwrap();
+    fs::write(src.join("dir/in.txt"), "inside").unwrap();
+    until(&stack, &["cat", "/app/src/old.txt"], Some("content"), Duration::from_secs(5));
+    until(&stack, &["cat", "/app/src/dir/in.txt"], Some("inside"), Duration::from_secs(5));
+
+    fs::rename(src.join("old.txt"), src.join("new.txt")).unwrap();
+    until(&stack, &["cat", "/app/src/new.txt"], Some("content"), Duration::from_secs(5));
+    until(&stack, &["test", "-e", "/app/src/old.txt"], None, Duration::from_secs(5));
+
+    fs::rename(src.join("dir"), src.join("moved")).unwrap();
+    until(&stack, &["cat", "/app/src/moved/in.txt"], Some("inside"), Duration::from_secs(5));
+    until(&stack, &["test", "-e", "/app/src/dir"], None, Duration::from_secs(5));
+}
