@@ -67,6 +67,10 @@ pub struct BuildArgs {
     /// environment)
     #[arg(long = "build-arg", value_name = "KEY=VALUE")]
     build_args: Vec<String>,
+    /// Set SSH authentications used when building service images (`default` for your
+    /// SSH agent, or ID=SOCKET|KEY[,KEY])
+    #[arg(long, value_name = "default|ID=PATH")]
+    ssh: Vec<String>,
     /// Don't print anything to stdout
     #[arg(short, long)]
     quiet: bool,
@@ -232,6 +236,7 @@ pub fn run_build(global: &GlobalOptions, args: &BuildArgs) -> CliResult<()> {
         no_cache: args.no_cache,
         pull_base: args.pull,
         build_args,
+        ssh: args.ssh.clone(),
         ..Default::default()
     };
     ensure_images(&ctx, &services, &opts)?;

@@ -138,6 +138,8 @@ pub struct ImageOptions {
     pub pull_base: bool,
     /// `build --build-arg K=V` (override the file's args of every service built).
     pub build_args: BTreeMap<String, String>,
+    /// `build --ssh` (replaces the file's `build.ssh` of every service built).
+    pub ssh: Vec<String>,
 }
 
 /// A pull of one image name, for one or more services.
@@ -302,6 +304,9 @@ pub fn plan_images(
         let mut build = build;
         for (k, v) in &opts.build_args {
             build.args.insert(k.clone(), Some(v.clone()));
+        }
+        if !opts.ssh.is_empty() {
+            build.ssh = Some(serde_json::json!(opts.ssh));
         }
         let key = build_key(&build, &img.platform);
         match jobs.iter_mut().find(|(k, _, f)| *k == key && *f == fallback_of) {

@@ -131,6 +131,7 @@ impl<'a> EngineImages<'a> {
             };
             secrets.insert(id, source);
         }
+        let ssh = ssh_of(b.ssh.as_ref(), &self.loaded.project_dir)?;
         let extra_hosts = b
             .extra_hosts
             .iter()
@@ -146,6 +147,7 @@ impl<'a> EngineImages<'a> {
             tags: job.tags.clone(),
             additional_contexts,
             secrets,
+            ssh,
             network: b.network.clone(),
             no_cache: job.no_cache || b.no_cache,
             pull: job.pull || b.pull,
@@ -154,6 +156,54 @@ impl<'a> EngineImages<'a> {
             platform: job.platform.clone(),
         })
     }
+}
+
+/// Compose `build.ssh` (a list of `default` / `ID=PATH[,PATH]`, or a mapping of ID to path) as
+/// the builder's ssh agents; `~/` and relative paths resolved as buildx does them.
+fn ssh_of(
+    ssh: Option<&serde_json::Value>,
+    project_dir: &Path,
+) -> Result<BTreeMap<String, Vec<PathBuf>>, String> {
+    use serde_json::Value;
+    let mut specs: Vec<String> = Vec::new();
+    match ssh {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => specs.push(s.clone()),
+        Some(Value::Array(a)) => {
+            for v in a {
+                match v {
+                    Value::String(s) => specs.push(s.clone()),
+                    other => return Err(format!("build.ssh: invalid entry {other}")),
+                }
+            }
+        }
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                match v {
+                    Value::Null => specs.push(k.clone()),
+                    Value::String(p) if p.is_empty() => specs.push(k.clone()),
+                    Value::String(p) => specs.push(format!("{k}={p}")),
+                    other => return Err(format!("build.ssh.{k}: invalid value {other}")),
+                }
+            }
+        }
+        Some(other) => return Err(format!("build.ssh: invalid value {other}")),
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let mut out = BTreeMap::new();
+    for s in specs {
+        let (id, paths) = crate::image::build::ssh::parse_spec(&s)?;
+        let paths = paths
+            .into_iter()
+            .map(|p| match (p.strip_prefix("~"), &home) {
+                (Ok(rest), Some(h)) => h.join(rest),
+                _ if p.is_absolute() => p,
+                _ => project_dir.join(p),
+            })
+            .collect();
+        out.insert(id, paths);
+    }
+    Ok(out)
 }
 
 fn is_remote(s: &str) -> bool {

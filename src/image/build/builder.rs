@@ -54,6 +54,9 @@ pub struct BuildRequest {
     pub additional_contexts: BTreeMap<String, ContextSource>,
     /// Secrets by id.
     pub secrets: BTreeMap<String, SecretSource>,
+    /// ssh agents by id (`RUN --mount=type=ssh`): no paths = `$SSH_AUTH_SOCK`, else an agent
+    /// socket or key files (see [`super::ssh::parse_spec`]).
+    pub ssh: BTreeMap<String, Vec<PathBuf>>,
     /// Network of RUN steps: `default` (a bridge with NAT and DNS), `none` or `host`.
     pub network: Option<String>,
     /// Ignore the cache.
@@ -1462,6 +1465,7 @@ impl Build<'_, '_> {
             tempfile::Builder::new().prefix("secrets-").tempdir_in(&run_dir).map_err(io_err(&run_dir))?;
         // `env=` secrets: given to the step's process only, never to the key or the image.
         let mut secret_env = Vec::new();
+        let mut ssh_targets = Vec::new();
         for m in &r.mounts {
             let out = MountOut {
                 mounts: &mut mounts,
@@ -1469,6 +1473,7 @@ impl Build<'_, '_> {
                 keep: &mut keep,
                 locks: &mut locks,
                 env: &mut secret_env,
+                ssh_targets: &mut ssh_targets,
             };
             self.mount(idx, st, m, line, &secrets_dir, out)?;
         }
@@ -1505,6 +1510,12 @@ impl Build<'_, '_> {
         // Later entries win in the step's environment: a secret overrides an ENV of its name.
         env.retain(|e| !secret_env.iter().any(|s| e.split('=').next() == s.split('=').next()));
         env.extend(secret_env);
+        // As BuildKit: the first agent is the step's SSH_AUTH_SOCK unless the step sets one.
+        if let Some(t) = ssh_targets.first()
+            && !env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK="))
+        {
+            env.push(format!("SSH_AUTH_SOCK={t}"));
+        }
         let step = RunStep {
             args: args.clone(),
             env,
@@ -1557,7 +1568,7 @@ impl Build<'_, '_> {
         secrets_dir: &tempfile::TempDir,
         out: MountOut<'_>,
     ) -> Result<()> {
-        let MountOut { mounts, keys, keep, locks, env } = out;
+        let MountOut { mounts, keys, keep, locks, env, ssh_targets } = out;
         let ex = |s: &Option<String>| -> Result<Option<String>> {
             s.as_ref().map(|w| self.expand(st, w, line).map(|x| x.0)).transpose()
         };
@@ -1732,7 +1743,40 @@ impl Build<'_, '_> {
                 mounts.push(bind_mount(&target, src, !m.read_write));
                 keep.push(Box::new(view));
             }
-            "ssh" => return Err(self.err(line, "ssh mounts are not supported")),
+            "ssh" => {
+                let id = ex(&m.id)?.unwrap_or_else(|| "default".into());
+                let target = match target {
+                    Some(t) => abs(&t),
+                    None => format!("/run/buildkit/ssh_agent.{}", ssh_targets.len()),
+                };
+                let (uid, gid, mode) =
+                    (num(&m.uid, "uid", 10)?, num(&m.gid, "gid", 10)?, num(&m.mode, "mode", 8)?);
+                let (uid, gid, mode) = (uid.unwrap_or(0), gid.unwrap_or(0), mode.unwrap_or(0o600));
+                // The key names the mount, never where the agent is on this host.
+                keys.push(json!({ "type": "ssh", "id": id, "target": target, "uid": uid, "gid": gid,
+                                  "mode": mode, "required": m.required }));
+                let Some(paths) = self.req.ssh.get(&id) else {
+                    if m.required {
+                        return Err(self.err(
+                            line,
+                            format!("ssh agent {id} is required but was not given (--ssh {id}[=PATH])"),
+                        ));
+                    }
+                    return Ok(());
+                };
+                let (upstream, agent) = super::ssh::agent_for(&id, paths, secrets_dir.path())
+                    .map_err(|e| self.err(line, e.to_string()))?;
+                let sock = secrets_dir.path().join(format!("ssh-{}", ssh_targets.len()));
+                let relay = super::ssh::Relay::start(&id, &sock, upstream, uid, gid, mode)
+                    .map_err(|e| self.err(line, e.to_string()))?;
+                // Dropped after the step: the relay first, then the agent it talks to.
+                keep.push(Box::new(relay));
+                if let Some(a) = agent {
+                    keep.push(Box::new(a));
+                }
+                mounts.push(bind_mount(&target, sock, false));
+                ssh_targets.push(target);
+            }
             other => return Err(self.err(line, format!("unknown mount type {other:?}"))),
         }
         Ok(())
@@ -1808,6 +1852,8 @@ struct MountOut<'a> {
     locks: &'a mut Vec<crate::state::Lock>,
     /// `NAME=value` of `env=` secrets.
     env: &'a mut Vec<String>,
+    /// Where ssh agents are in the step, in mount order.
+    ssh_targets: &'a mut Vec<String>,
 }
 
 /// A name a process environment can carry as `NAME=value` (no `=`, no NUL, not empty).

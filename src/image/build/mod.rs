@@ -20,6 +20,7 @@ pub mod frontend;
 pub mod layer;
 pub mod parse;
 pub mod run;
+pub mod ssh;
 pub mod vars;
 
 pub use builder::{
