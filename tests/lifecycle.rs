@@ -200,3 +200,60 @@ fn up_wait_fails_on_a_container_that_exited() {
     let r = stack.berth(&["up", "-d", "--wait", "--wait-timeout", "30", "web"]);
     assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
 }
+
+/// The json-file log of the container named `name`, as (stream, text) pairs.
+fn container_log(stack: &Stack, name: &str) -> Vec<(String, String)> {
+    for e in fs::read_dir(stack.root().join("containers")).into_iter().flatten().flatten() {
+        let record = fs::read_to_string(e.path().join("record.json")).unwrap_or_default();
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&record) else { continue };
+        if v["name"] != name {
+            continue;
+        }
+        let text = fs::read_to_string(e.path().join("log")).unwrap_or_default();
+        return text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+                (
+                    v["stream"].as_str().unwrap_or_default().to_string(),
+                    v["log"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+    }
+    panic!("no container {name}: {:?}", container_names(stack))
+}
+
+#[test]
+fn a_foreground_run_writes_its_output_to_the_caller_and_to_its_log() {
+    let stack = Stack::new(
+        "cs-fg",
+        "services:\n  db:\n    image: berth-test/busybox:latest\n    command: [sleep, \"1000\"]\n    stop_grace_period: 1s\n  job:\n    image: berth-test/busybox:latest\n    depends_on: [db]\n\
+         networks:\n  default:\n    ipam:\n      config: [{subnet: 10.249.2.0/24}]\n",
+    );
+    // stdin is not a terminal here: no tty (as with -T), plain output on both streams.
+    let script = "echo out; echo err >&2; [ -t 1 ] && echo tty || echo plain; read l; echo got $l; exit 3";
+    let mut child = stack
+        .command(&["run", "--name", "cs-fg-one", "job", "sh", "-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"line\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
+    assert_eq!(stdout, "out\nplain\ngot line\n", "{stderr}");
+    assert!(stderr.contains("err\n"), "{stderr}");
+    let log = container_log(&stack, "cs-fg-one");
+    let has = |stream: &str, text: &str| log.iter().any(|(s, l)| s == stream && l == text);
+    assert!(has("stdout", "out\n") && has("stderr", "err\n") && has("stdout", "got line\n"), "{log:?}");
+
+    // -T as well, and --interactive=false gives the process no stdin; the log has it all.
+    let r =
+        stack.berth(&["run", "-T", "--interactive=false", "--name", "cs-fg-two", "job", "sh", "-c", script]);
+    assert_eq!((r.code, r.stdout.as_str()), (3, "out\nplain\ngot\n"), "{}", r.stderr);
+    assert!(container_log(&stack, "cs-fg-two").iter().any(|(s, l)| s == "stdout" && l == "got\n"));
+}

@@ -345,6 +345,15 @@ fn a_project_is_found_by_name_without_its_compose_file() {
     run(true, &["start"]);
     let states: Vec<Value> = json_lines(&run(false, &["ps", "--format", "json"]));
     assert!(states.iter().all(|c| c["State"] == "running") && states.len() == 2, "{states:#?}");
+    // restart too: the same containers, started a third time.
+    let ids = run(false, &["ps", "-q"]);
+    run(true, &["restart", "-t", "0", "web"]);
+    assert_eq!(run(false, &["ps", "-q"]), ids);
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while run(false, &["logs", "--no-log-prefix", "web"]).matches("web-ready").count() < 3 {
+        assert!(std::time::Instant::now() < end, "web not started again");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let missing = Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(["-p", "qy-byname", "start", "nosuch"])
         .current_dir(&elsewhere)

@@ -182,15 +182,17 @@ pub struct RestartArgs {
 /// Runs `berth restart`: every container of the services (and of those that depend on them
 /// with `restart: true`) stopped and started again, keeping the container.
 pub fn run_restart(global: &GlobalOptions, args: &RestartArgs) -> CliResult<()> {
-    let ctx = project::open(global)?;
-    project::check_services(&ctx.loaded, &args.services)?;
-    let name = ctx.loaded.project.name.clone();
-    let _lock = ctx.engine.lock_project(&name, || ctx.progress.warn("waiting for another berth command"))?;
-    let host = ctx.engine.host();
-    let observed = observe(&host, &name, &Scope::default())?;
+    // Without a compose file, `-p NAME` finds the project by its containers (docker compose's
+    // projectOrName), as `start` and `stop` do.
+    let target = project::open_or_name(global)?;
+    target.check_services(&args.services)?;
+    let (loaded, graph) = target.project()?;
+    let _lock = target.lock()?;
+    let host = target.engine.host();
+    let observed = observe(&host, &target.name, &Scope::default())?;
     let timeout = args.timeout.map(Duration::from_secs);
-    let plan = plan_restart(&ctx.loaded, &ctx.graph, &observed, &args.services, args.no_deps, timeout)?;
-    Executor { host, loaded: Some(&ctx.loaded), graph: Some(&ctx.graph), progress: &ctx.progress }
+    let plan = plan_restart(&loaded, &graph, &observed, &args.services, args.no_deps, timeout)?;
+    Executor { host, loaded: Some(&loaded), graph: Some(&graph), progress: &target.progress }
         .execute(&plan)?;
     Ok(())
 }

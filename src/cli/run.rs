@@ -1,7 +1,9 @@
 //! `berth run SERVICE [COMMAND...]`: a one-off container of a service. Its dependencies are
-//! brought up first (unless `--no-deps`) and their `depends_on` conditions waited for; in
-//! the foreground the container's process gets berth's own stdin, stdout and stderr (a
-//! terminal stays one), signals berth receives go to it, and berth returns its exit code.
+//! brought up first (unless `--no-deps`) and their `depends_on` conditions waited for. In
+//! the foreground the container's process reads berth's stdin and its output goes to berth's
+//! stdout and stderr and to the container's log (`logs` shows it), as docker compose's does;
+//! when stdin is a terminal (and no `-T`) the process gets that terminal itself instead.
+//! Signals berth receives go to it, and berth returns its exit code.
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -38,8 +40,10 @@ pub struct RunArgs {
     /// Disable pseudo-TTY allocation (default: auto-detected)
     #[arg(short = 'T', long = "no-tty")]
     no_tty: bool,
-    /// Keep STDIN open even if not attached (the default)
-    #[arg(short = 'i', long)]
+    /// Keep STDIN open even if not attached (default true; `--interactive=false` gives the
+    /// process /dev/null)
+    #[arg(short = 'i', long, default_value_t = true, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", action = clap::ArgAction::Set, value_name = "BOOL")]
     interactive: bool,
     /// Assign a name to the container
     #[arg(long)]
@@ -156,7 +160,7 @@ fn run_options(args: &RunArgs, cwd: &std::path::Path) -> CliResult<RunOptions> {
         cap_drop: args.cap_drop.clone(),
         // docker compose: a tty unless -T, or unless stdin is not a terminal.
         tty: !args.no_tty && stdin_tty,
-        interactive: true,
+        interactive: args.interactive,
         attach: !args.detach,
     })
 }
@@ -260,6 +264,35 @@ pub fn run(global: &GlobalOptions, args: &RunArgs) -> CliResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parsed(args: &[&str]) -> RunArgs {
+        use clap::Parser;
+        let argv = ["berth", "run"].iter().chain(args).copied();
+        match crate::cli::Cli::try_parse_from(argv).expect("parses").command {
+            crate::cli::Command::Run(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn stdin_is_kept_unless_interactive_is_false_and_t_turns_the_tty_off() {
+        let cwd = std::path::Path::new("/");
+        for (args, interactive) in [
+            (&["web"][..], true),
+            (&["-i", "web"][..], true),
+            (&["--interactive=false", "web"][..], false),
+            (&["-T", "web", "sh", "-i"][..], true),
+        ] {
+            let a = parsed(args);
+            assert_eq!(a.interactive, interactive, "{args:?}");
+            let opts = run_options(&a, cwd).unwrap();
+            assert_eq!((opts.interactive, opts.attach), (interactive, true), "{args:?}");
+        }
+        let a = parsed(&["-T", "web", "sh", "-i"]);
+        assert_eq!(a.command, ["sh", "-i"]);
+        assert!(!run_options(&a, cwd).unwrap().tty);
+        assert!(!run_options(&parsed(&["-d", "web"]), cwd).unwrap().attach);
+    }
 
     #[test]
     fn environment_items_are_split_and_bad_ones_named() {

@@ -50,11 +50,12 @@ pub struct RunOptions {
     pub cap_add: Vec<String>,
     /// `--cap-drop`.
     pub cap_drop: Vec<String>,
-    /// A pseudo-terminal (detached runs; an attached run hands over the caller's terminal).
+    /// A terminal: a pseudo-terminal for a detached run; an attached run gets the caller's.
     pub tty: bool,
-    /// Keep stdin open.
+    /// Keep stdin open (an attached run reads the caller's).
     pub interactive: bool,
-    /// The process gets the caller's stdin, stdout and stderr (a foreground run).
+    /// A foreground run: the process is attached to the caller's stdio (see
+    /// `ProcessSpec::attach_stdio`); without `tty` its output is logged as well.
     pub attach: bool,
 }
 
@@ -107,7 +108,7 @@ pub fn oneoff_service(
     }
     s.cap_add.extend(opts.cap_add.iter().cloned());
     s.cap_drop.extend(opts.cap_drop.iter().cloned());
-    s.tty = opts.tty && !opts.attach;
+    s.tty = opts.tty;
     s.stdin_open = opts.interactive;
     // A one-off runs once: no restart policy, no fixed name of the service's.
     s.restart = None;

@@ -427,7 +427,7 @@ impl Runtime {
         };
         let (spawned, security, committed) = std::thread::scope(|scope| {
             let netns = fresh_netns.then(|| scope.spawn(make_netns));
-            let attach = spec.process.attach_stdio && !spec.process.tty;
+            let attach = spec.process.attach_stdio;
             let spawned = self.spawn_shim(id, &ready_w, &OwnedFd::from(go_shim), attach);
             drop(ready_w);
             let security = security();

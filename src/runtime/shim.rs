@@ -163,6 +163,8 @@ struct Running {
     outputs: Vec<(OwnedFd, usize)>,
     /// Kept open so that a `stdin_open` process reads no EOF.
     _stdin: Option<OwnedFd>,
+    /// Its output is also written to the shim's own stdout and stderr (an attached run).
+    tee: bool,
     oom_before: u64,
 }
 
@@ -203,6 +205,43 @@ struct Shim {
     held: Option<HeldNamespaces>,
     /// The launcher's end of the handoff, until the first start has its commit message.
     launcher: Option<super::handoff::Launcher>,
+    /// The shim's stdio is still its launcher's (a foreground `run`, see
+    /// `ProcessSpec::attach_stdio`): the first start's process is attached to it. Cleared when
+    /// that process ends, so that a later start neither reads nor writes a stale terminal.
+    attached: bool,
+}
+
+/// Writes all of `data` to the shim's own `fd` (1 or 2: an attached run's caller), waiting
+/// while it is full; false when it cannot be written any more (the reader is gone).
+fn tee(fd: RawFd, mut data: &[u8]) -> bool {
+    // SAFETY: fds 1 and 2 stay open for the shim's life (`detach_stdio` replaces them).
+    let out = unsafe { BorrowedFd::borrow_raw(fd) };
+    while !data.is_empty() {
+        match nix::unistd::write(out, data) {
+            Ok(n) => data = &data[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::EAGAIN) => {
+                let mut p = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+                // SAFETY: one valid pollfd.
+                if unsafe { libc::poll(&mut p, 1, 5000) } <= 0 {
+                    return false;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// Points the shim's stdio at /dev/null: an attached run's caller is let go when its process
+/// ends (it may be a terminal, a pipe that a reader waits on to end, ...).
+fn detach_stdio() {
+    if let Ok(null) = fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors, which the shim owns.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
 }
 
 /// Exit status docker reports for a process ended by signal `n`.
@@ -394,6 +433,7 @@ impl Shim {
                 .map_or(Signal::SIGTERM, |s| s.0),
             stop_grace: spec.stop_grace_ms.map(Duration::from_millis),
         };
+        let spec_attached = spec.process.attach_stdio;
         Ok(Shim {
             dirs: dirs.clone(),
             id: id.to_string(),
@@ -408,6 +448,7 @@ impl Shim {
             probe: None,
             held: None,
             launcher,
+            attached: spec_attached,
         })
     }
 
@@ -491,7 +532,12 @@ impl Shim {
         let mut child_ends: Vec<OwnedFd> = Vec::new();
         let mut console = None;
         let stdio: [RawFd; 3];
-        if spec.process.tty {
+        let attached = self.attached && spec.process.attach_stdio;
+        if attached && spec.process.tty {
+            // The caller's terminal, as it is: the launcher gave it to the shim (see
+            // `spawn_shim`). A terminal's output is not logged.
+            stdio = [0, 1, 2];
+        } else if spec.process.tty {
             let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
                 .map_err(ShimError::Pty)?;
             nix::pty::grantpt(&master).map_err(ShimError::Pty)?;
@@ -502,13 +548,13 @@ impl Shim {
             parent_ends.push(fd.as_raw_fd());
             stdio = [-1, -1, -1];
             outputs.push((fd, 0));
-        } else if spec.process.attach_stdio {
-            // The launcher gave the shim the caller's stdio as its own (see `spawn_shim`).
-            stdio = [0, 1, 2];
         } else {
             let (out_r, out_w) = pipe2(cloexec)?;
             let (errout_r, errout_w) = pipe2(cloexec)?;
-            let stdin: OwnedFd = if spec.process.stdin_open {
+            let stdin: OwnedFd = if attached && spec.process.stdin_open {
+                // The caller's stdin, which the launcher gave the shim as its own.
+                nix::unistd::dup(io::stdin().as_fd()).map_err(|e| ShimError::Os(e.into()))?
+            } else if spec.process.stdin_open && !spec.process.attach_stdio {
                 let (in_r, in_w) = pipe2(cloexec)?;
                 parent_ends.push(in_w.as_raw_fd());
                 stdin_keep = Some(in_w);
@@ -583,7 +629,8 @@ impl Shim {
         for (fd, _) in &outputs {
             let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
         }
-        self.running = Some(Running { pid, outputs, _stdin: stdin_keep, oom_before });
+        let tee = attached && !spec.process.tty;
+        self.running = Some(Running { pid, outputs, _stdin: stdin_keep, tee, oom_before });
         self.on(Event::Started { pid: pid.as_raw(), at: super::timefmt::now() });
         Ok(())
     }
@@ -675,6 +722,10 @@ impl Shim {
                 }
                 Ok(n) => {
                     let _ = self.log.write(stream, &buf[..n]);
+                    if running.tee && !tee(if stream == 0 { 1 } else { 2 }, &buf[..n]) {
+                        // The caller is gone: the log alone goes on.
+                        running.tee = false;
+                    }
                 }
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(_) => return,
@@ -732,6 +783,12 @@ impl Shim {
 
     fn container_exited(&mut self, code: i32) {
         self.drain_outputs();
+        if self.attached {
+            // Written out before the end is recorded (the caller returns when it sees it);
+            // then the caller's stdio is let go.
+            self.attached = false;
+            detach_stdio();
+        }
         let Some(running) = self.running.take() else { return };
         let oom = self.prepared.cgroup.oom_kills(&Linux) > running.oom_before;
         self.on(Event::Exited { code, oom, at: super::timefmt::now() });

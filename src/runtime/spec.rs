@@ -88,8 +88,10 @@ pub struct ProcessSpec {
     pub tty: bool,
     /// Keep stdin open (the shim holds a pipe to it).
     pub stdin_open: bool,
-    /// The process gets the stdin, stdout and stderr of whoever starts the container (a
-    /// foreground `run`), not the shim's pipes: nothing is logged. Without `tty` only.
+    /// The process is attached to the stdio of whoever starts the container (a foreground
+    /// `run`): with `tty`, it gets that caller's terminal as it is (nothing is logged);
+    /// without, it reads the caller's stdin (with `stdin_open`; /dev/null otherwise) and its
+    /// output goes to the log and to the caller's stdout and stderr. Its first run only.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub attach_stdio: bool,
     /// Run berth's small init as pid 1, which reaps zombies and forwards signals.
