@@ -226,6 +226,17 @@ fn container_log(stack: &Stack, name: &str) -> Vec<(String, String)> {
 
 #[test]
 fn a_foreground_run_writes_its_output_to_the_caller_and_to_its_log() {
+    // A service without dependencies, run before anything else made the project's network:
+    // `run` makes it, as docker compose does.
+    let lone = Stack::new(
+        "cs-lone",
+        "services:\n  job:\n    image: berth-test/busybox:latest\n\
+         networks:\n  default:\n    ipam:\n      config: [{subnet: 10.249.3.0/24}]\n",
+    );
+    let r = lone.berth(&["run", "--rm", "-T", "job", "sh", "-c", "echo lone; exit 4"]);
+    assert_eq!((r.code, r.stdout.as_str()), (4, "lone\n"), "{}", r.stderr);
+    lone.ok(&["down"]);
+
     let stack = Stack::new(
         "cs-fg",
         "services:\n  db:\n    image: berth-test/busybox:latest\n    command: [sleep, \"1000\"]\n    stop_grace_period: 1s\n  job:\n    image: berth-test/busybox:latest\n    depends_on: [db]\n\

@@ -200,6 +200,15 @@ pub fn run(global: &GlobalOptions, args: &RunArgs) -> CliResult<()> {
         needed.push(service.clone());
         let events = QuietImages { inner: &ctx.progress, pulls: args.quiet_pull, builds: args.quiet_build };
         super::build::ensure_images_with(&ctx, &needed, &image_opts, &events)?;
+        // The one-off's own networks and volumes, made as `up` makes them (docker compose's
+        // `run` does so too, also for a service with no dependencies); its service gets no
+        // container of its own here.
+        let own = UpOptions { services: vec![service.clone()], no_deps: true, ..UpOptions::default() };
+        let observed = observe(&host, &name, &up_scope(&ctx.loaded, &ctx.graph, &own)?)?;
+        let mut resources = plan(&ctx.loaded, &ctx.graph, &observed, &own)?;
+        resources.services.clear();
+        resources.orphans.clear();
+        executor.execute(&resources)?;
         if !deps.is_empty() {
             let up = UpOptions {
                 services: deps.clone(),
