@@ -187,6 +187,9 @@ pub fn run_restart(global: &GlobalOptions, args: &RestartArgs) -> CliResult<()> 
     let name = ctx.loaded.project.name.clone();
     let _lock = ctx.engine.lock_project(&name, || ctx.progress.warn("waiting for another berth command"))?;
     let host = ctx.engine.host();
+    // The restarted containers resolve names: a killed DNS process runs again (and what an
+    // interrupted command left is cleared), as before `up`.
+    recover(&host, &name, &ctx.progress)?;
     let observed = observe(&host, &name, &Scope::default())?;
     let timeout = args.timeout.map(Duration::from_secs);
     let plan = plan_restart(&ctx.loaded, &ctx.graph, &observed, &args.services, args.no_deps, timeout)?;
