@@ -598,6 +598,7 @@ impl Service<'_> {
     /// Starts the service's stopped containers again (as `berth start SERVICE`).
     pub fn start(&self) -> Result<()> {
         let s = self.stack;
+        let _lock = s.engine.lock_project(s.name(), || {})?;
         crate::engine::down::start(
             &s.engine,
             &s.loaded,

@@ -177,9 +177,31 @@ fn http_get(port: u16, path: &str) -> std::io::Result<String> {
 
 /// Takes the project down (with its volumes) and insists that nothing of it is left.
 fn down_clean(s: &Stack, what: &str) {
+    let before = processes_of(s);
     let r = s.berth(&["down", "-v", "-t", "0"]);
     assert!(r.ok, "{what}: down -v failed ({}):\n{}\n{}", r.code, r.stdout, r.stderr);
+    // Gone as soon as `down` returns, not even left as zombies for init to reap: a check for
+    // leaks run right after must not see them.
+    let left: Vec<String> = before
+        .iter()
+        .filter(|(pid, name)| {
+            fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == name.as_str())
+        })
+        .map(|(pid, name)| format!("{pid} ({name})"))
+        .collect();
+    assert!(left.is_empty(), "{what}: processes still in the process table after down: {left:?}");
     check_nothing_left(s, what);
+}
+
+/// Pids of the stack's shims and of its DNS process, with their process names.
+fn processes_of(s: &Stack) -> Vec<(i32, String)> {
+    let dirs = berth::state::Dirs::new(s.root(), s.run_dir());
+    let mut out: Vec<(i32, String)> =
+        shims(s).into_iter().map(|(_, pid)| (pid, "berth-shim".to_string())).collect();
+    if let Some(pid) = berth::netns::dns::running(&dirs) {
+        out.push((pid.as_raw(), "berth-dns".to_string()));
+    }
+    out
 }
 
 /// Files in `dir` (recursively), as paths relative to it.
@@ -426,6 +448,16 @@ fn records(s: &Stack, rng: &mut Rng) -> Vec<(&'static str, PathBuf)> {
     ]
 }
 
+/// `ps` lists `others` containers and says, in one line on stderr, which file is damaged.
+fn check_ps_names_damaged(s: &Stack, path: &Path, others: usize) {
+    let r = s.ok(&["ps", "-a", "--no-trunc", "--format", "json"]);
+    assert_eq!(r.stdout.lines().count(), others, "ps after {} was damaged:\n{}", path.display(), r.stdout);
+    let file = path.display().to_string();
+    let lines: Vec<&str> = r.stderr.lines().filter(|l| l.contains(&file)).collect();
+    assert_eq!(lines.len(), 1, "ps does not name {file} once on stderr:\n{}", r.stderr);
+    assert!(lines[0].contains("damaged"), "{}", lines[0]);
+}
+
 #[test]
 fn damaged_records_converge() {
     let _serial = serial();
@@ -437,7 +469,15 @@ fn damaged_records_converge() {
     for k in 0..kinds {
         // Damaged under a running project: up repairs, down cleans.
         let (kind, path) = records(&s, &mut rng).swap_remove(k);
+        let listed = s.ps().len();
         truncate(&path);
+        // A damaged record hides its container from ps; one with only a damaged spec is still
+        // listed from its record. Either way ps names the file.
+        if kind == "container record" {
+            check_ps_names_damaged(&s, &path, listed - 1);
+        } else if kind == "container spec" {
+            check_ps_names_damaged(&s, &path, listed);
+        }
         converge(&s, &format!("{kind} {} truncated", path.display()));
         bridges_seen(&s);
         let (kind, path) = records(&s, &mut rng).swap_remove(k);
@@ -457,24 +497,37 @@ fn damaged_records_converge() {
     down_clean(&s, "down with temp files of interrupted writes");
 }
 
+/// Kills the stack's DNS process with SIGKILL and waits until it no longer runs.
+fn kill_dns(dirs: &berth::state::Dirs) {
+    let pid = berth::netns::dns::running(dirs).expect("berth-dns runs");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    // Until init reaps it, it is a zombie; either way it does not answer.
+    let end = Instant::now() + Duration::from_secs(5);
+    while berth::netns::dns::running(dirs) == Some(pid) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(berth::netns::dns::running(dirs).is_none(), "berth-dns still runs after SIGKILL");
+}
+
 #[test]
-fn killed_dns_is_restarted_by_up() {
+fn killed_dns_is_restarted_by_up_restart_and_exec() {
     let _serial = serial();
     let s = stack("crashdns");
     converge(&s, "first up");
     let dirs = berth::state::Dirs::new(s.root(), s.run_dir());
-    let pid = berth::netns::dns::running(&dirs).expect("berth-dns runs");
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
-    // Until init reaps it, it is a zombie; either way it does not answer.
-    let end = Instant::now() + Duration::from_secs(5);
-    while berth::netns::dns::running(&dirs) == Some(pid) && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(berth::netns::dns::running(&dirs).is_none(), "berth-dns still runs after SIGKILL");
     // A no-op up starts it again, and names resolve.
+    kill_dns(&dirs);
     let r = s.ok(&["up", "-d"]);
     assert!(berth::netns::dns::running(&dirs).is_some(), "up did not restart berth-dns: {}", r.stderr);
     check_converged(&s, "berth-dns killed, then up -d");
+    // So does every other command after which names must resolve: restart…
+    kill_dns(&dirs);
+    let r = s.ok(&["restart", "-t", "0", "client"]);
+    assert!(berth::netns::dns::running(&dirs).is_some(), "restart did not restart berth-dns: {}", r.stderr);
+    check_converged(&s, "berth-dns killed, then restart client");
+    // …and exec (check_converged resolves names through exec).
+    kill_dns(&dirs);
+    check_converged(&s, "berth-dns killed, then exec");
     // `down` stops it even when the network records are gone (the pid file is enough).
     let start = Instant::now();
     down_clean(&s, "down");
@@ -486,4 +539,62 @@ fn killed_dns_is_restarted_by_up() {
     let r = s.berth(&["down", "-v", "-t", "0"]);
     assert!(r.ok, "down without network records: {}", r.stderr);
     assert!(berth::netns::dns::running(&dirs).is_none(), "berth-dns outlived down");
+}
+
+/// A cgroup folder `berth/<id>` in a hierarchy this host has (v2, or v1's pids or memory).
+fn cgroup_dir(id: &str) -> PathBuf {
+    let root = Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.controllers").exists() {
+        return root.join("berth").join(id);
+    }
+    let ctrl = ["pids", "memory"].into_iter().find(|c| root.join(c).join("cgroup.procs").exists()).unwrap();
+    root.join(ctrl).join("berth").join(id)
+}
+
+#[test]
+fn resources_without_records_are_swept() {
+    let _serial = serial();
+    let s = stack("crashorphan");
+    converge(&s, "first up");
+    bridges_seen(&s);
+    let dirs = berth::state::Dirs::new(s.root(), s.run_dir());
+    // A container whose folders were deleted by hand: its shim, cgroup and netns are left
+    // with no record to find them by.
+    let (_, pid) = shims(&s).into_iter().find(|(n, _)| n.ends_with("-cache-1")).expect("cache shim");
+    let id = fs::read_dir(dirs.containers())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|id| {
+            fs::read_to_string(dirs.container(id).join("record.json")).is_ok_and(|r| r.contains("-cache-1\""))
+        })
+        .expect("cache record");
+    fs::remove_dir_all(dirs.container(&id)).unwrap();
+    fs::remove_dir_all(dirs.container_run(&id)).unwrap();
+    // An empty cgroup of no container, and one with a process inside, which is not ours.
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let (empty, busy) = (cgroup_dir(&format!("{:064x}", stamp)), cgroup_dir(&format!("{:064x}", stamp + 1)));
+    fs::create_dir_all(&empty).unwrap();
+    fs::create_dir_all(&busy).unwrap();
+    let mut sleeper = Command::new("sleep").arg("60").spawn().unwrap();
+    fs::write(busy.join("cgroup.procs"), sleeper.id().to_string()).unwrap();
+    // A netns file of no container.
+    let stray = dirs.netns().join(format!("{:064x}", stamp + 2));
+    fs::write(&stray, "").unwrap();
+    let r = s.ok(&["up", "-d", "--wait"]);
+    let still = fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "berth-shim");
+    let busy_kept = busy.exists();
+    let empty_gone = !empty.exists();
+    let cgroup_gone = !cgroup_dir(&id).exists();
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    let _ = fs::remove_dir(&busy);
+    let _ = fs::remove_dir(&empty);
+    assert!(!still, "the shim of the deleted container still runs: {}", r.stderr);
+    assert!(empty_gone, "the empty cgroup {} was left", empty.display());
+    assert!(busy_kept, "a cgroup with a process inside was removed");
+    assert!(!stray.exists(), "the netns file of no container was left");
+    assert!(cgroup_gone, "the deleted container's cgroup was left");
+    check_converged(&s, "after a container's folders were deleted");
+    down_clean(&s, "down");
 }

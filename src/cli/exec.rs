@@ -68,6 +68,9 @@ pub fn run(global: &GlobalOptions, args: &ExecArgs) -> CliResult<()> {
     if !is_running(&status_of(&engine.runtime, &container.id)) {
         return Err(CliError::msg(format!("container {} is not running", container.name)));
     }
+    // The process resolves names through the DNS process: one that was killed runs again.
+    // (Only this step of `reconcile`: exec changes no container, so takes no project lock.)
+    engine.host().networks.sync_dns().map_err(crate::engine::EngineError::net("DNS process"))?;
     let env = resolve_env(&args.env);
     if args.detach {
         return detach(global, &target.name, &container, args, &env);

@@ -189,6 +189,9 @@ pub fn run_restart(global: &GlobalOptions, args: &RestartArgs) -> CliResult<()> 
     let (loaded, graph) = target.project()?;
     let _lock = target.lock()?;
     let host = target.engine.host();
+    // The restarted containers resolve names: a killed DNS process runs again (and what an
+    // interrupted command left is cleared), as before `up`.
+    recover(&host, &target.name, &target.progress)?;
     let observed = observe(&host, &target.name, &Scope::default())?;
     let timeout = args.timeout.map(Duration::from_secs);
     let plan = plan_restart(&loaded, &graph, &observed, &args.services, args.no_deps, timeout)?;

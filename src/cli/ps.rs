@@ -486,6 +486,7 @@ pub fn run(global: &GlobalOptions, args: &PsArgs) -> CliResult<()> {
         rows.push(summary(&target, &images, &c, size));
     }
     rows.sort_by(|a, b| a.name.cmp(&b.name));
+    warn_damaged(global, &target);
     if args.quiet {
         for r in &rows {
             outln!("{}", r.id)?;
@@ -505,6 +506,26 @@ pub fn run(global: &GlobalOptions, args: &PsArgs) -> CliResult<()> {
         return Ok(());
     }
     print(&rows, spec, args.no_trunc)
+}
+
+/// One warning line on stderr for each container record of the project (or of no project
+/// that can be told) that cannot be read, naming the file: such a container is not listed,
+/// and the next `up` or `down` removes it (see `engine::observe::reconcile`).
+fn warn_damaged(global: &GlobalOptions, target: &Target) {
+    let Ok(damaged) = target.engine.runtime.find_damaged() else { return };
+    let progress = project::progress(global);
+    for d in damaged {
+        let whose = d.labels.as_ref().and_then(|l| l.get(crate::labels::PROJECT));
+        if whose.is_some_and(|p| *p != target.name) {
+            continue;
+        }
+        let name = d.name.unwrap_or(d.id);
+        progress.warn(&format!(
+            "{}: damaged record ({}); container {name} is not listed (the next up or down removes it)",
+            d.file.display(),
+            d.reason
+        ));
+    }
 }
 
 /// Prints `rows` as `spec` says.

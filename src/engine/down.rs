@@ -74,7 +74,7 @@ pub fn stop(
 }
 
 /// `start`: starts the project's existing containers (of `services`, or all) in dependency
-/// order; creates nothing.
+/// order; creates nothing. The caller holds the project's lock.
 pub fn start(
     engine: &Engine,
     loaded: &LoadedProject,
@@ -83,8 +83,9 @@ pub fn start(
     progress: &Progress,
 ) -> Result<()> {
     let host = engine.host();
-    // Started containers resolve names through the DNS process: it runs again if it was killed.
-    host.networks.sync_dns().map_err(EngineError::net("DNS process"))?;
+    // Started containers resolve names through the DNS process: the reconcile step starts it
+    // again if it was killed, and clears what an interrupted command left, as for `up`.
+    recover(&host, &loaded.project.name, progress)?;
     let observed = observe(&host, &loaded.project.name, &Scope::default())?;
     let plan = plan_start(loaded, graph, &observed, services)?;
     Executor { host, loaded: Some(loaded), graph: Some(graph), progress }.execute(&plan)

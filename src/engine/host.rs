@@ -45,6 +45,11 @@ pub trait ContainerHost: Sync {
     fn damaged(&self) -> Result<Vec<DamagedContainer>, RuntimeError> {
         Ok(Vec::new())
     }
+    /// Takes away processes and cgroups that belong to no container with a folder (see
+    /// `Runtime::sweep_unrecorded`); what went, to report.
+    fn sweep_unrecorded(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Networks, as the engine uses them.
@@ -69,7 +74,8 @@ pub trait NetworkHost: Sync {
     fn forget(&self, _name: &str) -> Result<(), NetError> {
         Ok(())
     }
-    /// Ids of the containers that have endpoint records (any network, any project).
+    /// Ids of the containers that have endpoint records or netns files (any network, any
+    /// project).
     fn endpoint_ids(&self) -> Vec<String> {
         Vec::new()
     }
@@ -182,6 +188,9 @@ impl ContainerHost for Runtime {
     }
     fn damaged(&self) -> Result<Vec<DamagedContainer>, RuntimeError> {
         Runtime::damaged(self)
+    }
+    fn sweep_unrecorded(&self) -> Vec<String> {
+        Runtime::sweep_unrecorded(self)
     }
 }
 

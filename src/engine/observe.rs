@@ -224,6 +224,10 @@ pub fn reconcile(host: &Host<'_>, project: &str, progress: &Progress) -> Result<
         ));
         remove_container(host, &d.id, &name, &mut errors);
     }
+    // Shims and cgroups of containers that have no folder at all (no record to find them by).
+    for what in host.containers.sweep_unrecorded() {
+        progress.warn(&format!("removed {what}, left without a container record"));
+    }
     // A container whose network record is damaged has lost its names and published ports
     // (the DNS table and the firewall are made from these records): it is made again.
     let endpoints = host.networks.damaged_endpoints();
@@ -245,7 +249,7 @@ pub fn reconcile(host: &Host<'_>, project: &str, progress: &Progress) -> Result<
         }
     }
     let prefix = format!("{project}_");
-    for d in host.networks.damaged().into_iter().filter(|d| d.name.starts_with(&prefix)) {
+    for d in host.networks.damaged().into_iter().filter(|d| belongs(d, project)) {
         progress.warn(&format!(
             "{}: damaged record ({}); removing network {} and its containers, to be made again",
             d.file.display(),
@@ -261,16 +265,19 @@ pub fn reconcile(host: &Host<'_>, project: &str, progress: &Progress) -> Result<
             errors.push(EngineError::net(format!("remove network {}", d.name))(e));
         }
     }
-    for d in host.volumes.damaged().into_iter().filter(|d| d.name.starts_with(&prefix)) {
+    for d in host.volumes.damaged().into_iter().filter(|d| belongs(d, project)) {
+        let how = if d.labels.is_some() { "from its copy" } else { "as a plain local volume" };
         progress.warn(&format!(
-            "{}: damaged record ({}); written anew for volume {} (its data is kept)",
+            "{}: damaged record ({}); written anew for volume {} {how} (its data is kept)",
             d.file.display(),
             d.reason,
             d.name
         ));
+        // Used only without a readable copy (which keeps the labels it was made with).
         let mut volume_labels = BTreeMap::new();
         volume_labels.insert(labels::PROJECT.to_string(), project.to_string());
-        volume_labels.insert(labels::VOLUME.to_string(), d.name[prefix.len()..].to_string());
+        let short = d.name.strip_prefix(&prefix).unwrap_or(&d.name);
+        volume_labels.insert(labels::VOLUME.to_string(), short.to_string());
         volume_labels.insert(labels::VERSION.to_string(), labels::VERSION_VALUE.to_string());
         if let Err(e) = host.volumes.repair(&d.name, volume_labels) {
             errors.push(EngineError::volume("volume")(e));
@@ -300,6 +307,16 @@ pub fn reconcile(host: &Host<'_>, project: &str, progress: &Progress) -> Result<
         errors.push(EngineError::net("DNS process")(e));
     }
     EngineError::collect(errors)
+}
+
+/// Whether a damaged network or volume record is `project`'s: by the project label that its
+/// copy keeps; by its name (`<project>_...`) only when no copy can be read (a record written
+/// before copies were kept, or both damaged), since a name can also be chosen by hand.
+fn belongs(d: &crate::state::DamagedRecord, project: &str) -> bool {
+    match &d.labels {
+        Some(l) => l.get(labels::PROJECT).is_some_and(|p| p == project),
+        None => d.name.starts_with(&format!("{project}_")),
+    }
 }
 
 /// Removes a container and then its network attachment; whether both went.
@@ -426,6 +443,23 @@ mod tests {
         fake.add_damaged_record(false, "other_data");
         reconcile(&fake.host(), "p", &quiet()).unwrap();
         assert_eq!(fake.take_calls(), ["volume repair p_data of p", "dns stopped"]);
+    }
+
+    #[test]
+    fn damaged_records_belong_by_the_project_their_copy_tells_before_their_name() {
+        let fake = Fake::with_images(&["img"]);
+        // Named like another project's, but its copy says it is p's (a custom name).
+        fake.add_damaged_record_of(false, "shared-data", Some(Some("p")));
+        // Named like p's, but its copy tells another project, or none (made by hand).
+        fake.add_damaged_record_of(false, "p_theirs", Some(Some("other")));
+        fake.add_damaged_record_of(true, "p_manual", Some(None));
+        // No copy to read: the name decides.
+        fake.add_damaged_record_of(true, "p_old", None);
+        reconcile(&fake.host(), "p", &quiet()).unwrap();
+        assert_eq!(
+            fake.take_calls(),
+            ["network forget p_old", "volume repair shared-data of p", "dns stopped"]
+        );
     }
 
     #[test]

@@ -172,6 +172,9 @@ impl Networks {
                 errors.push(e);
             }
             let path = record::network_path(&self.dirs, name);
+            // The copy first: a record left without its copy is whole, a copy left alone is
+            // litter that only `forget` would find.
+            let _ = std::fs::remove_file(crate::state::copy_path(&path));
             if let Err(e) = std::fs::remove_file(&path)
                 && e.kind() != std::io::ErrorKind::NotFound
             {
@@ -207,6 +210,8 @@ impl Networks {
             Ok(None) | Err(NetError::State(crate::state::StateError::Json { .. })) => {}
             Err(e) => return Err(e),
         }
+        // The copy of a record that is damaged or gone has served (see `damaged`).
+        let _ = std::fs::remove_file(crate::state::copy_path(&path));
         let bridge = bridge::bridge_name(&super::scope(&self.dirs.root), name);
         // Nothing left (the usual case, after a `down` that finished): nothing to change.
         if !path.exists() && !std::path::Path::new("/sys/class/net").join(&bridge).exists() {
@@ -237,7 +242,8 @@ impl Networks {
         record::damaged(&record::endpoints_dir(&self.dirs))
     }
 
-    /// Ids of the containers that have an endpoint record (readable or not).
+    /// Ids of the containers that have an endpoint record (readable or not), a netns file or a
+    /// files dir.
     pub fn endpoint_ids(&self) -> Vec<String> {
         record::endpoint_ids(&self.dirs)
     }

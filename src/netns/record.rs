@@ -155,7 +155,7 @@ pub fn read_network(dirs: &Dirs, name: &str) -> Result<Option<NetworkRecord>, Ne
 
 /// Writes a network record.
 pub fn write_network(dirs: &Dirs, rec: &NetworkRecord) -> Result<(), NetError> {
-    Ok(write_json(&network_path(dirs, &rec.name), rec)?)
+    Ok(crate::state::write_json_with_copy(&network_path(dirs, &rec.name), rec)?)
 }
 
 /// Reads an endpoint record; `None` when there is none.
@@ -214,7 +214,13 @@ pub fn damaged(dir: &Path) -> Vec<DamagedRecord> {
         let name = e.file_name().to_string_lossy().into_owned();
         let Some(stem) = name.strip_suffix(".json").filter(|_| !name.starts_with('.')) else { continue };
         if let Err(StateError::Json { path, source }) = read_json::<serde::de::IgnoredAny>(&e.path()) {
-            out.push(DamagedRecord { name: stem.to_string(), file: path, reason: source.to_string() });
+            let labels = crate::state::labels_of_copy(&path);
+            out.push(DamagedRecord {
+                name: stem.to_string(),
+                file: path,
+                reason: source.to_string(),
+                labels,
+            });
         }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -222,18 +228,25 @@ pub fn damaged(dir: &Path) -> Vec<DamagedRecord> {
 }
 
 /// Container ids that have an endpoint record (readable or not).
+/// Also those with only a netns file (`<run>/netns/<id>`) or files dir (`<run>/netns-files/<id>`):
+/// an attach killed before it wrote the record leaves these, and they are detached likewise.
 pub fn endpoint_ids(dirs: &Dirs) -> Vec<String> {
     let dir = endpoints_dir(dirs);
     crate::state::sweep_temp_files(&dir);
-    let Ok(entries) = std::fs::read_dir(&dir) else { return Vec::new() };
-    let mut ids: Vec<String> = entries
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            (!name.starts_with('.')).then(|| name.strip_suffix(".json").map(str::to_string)).flatten()
-        })
-        .collect();
+    let names = |dir: &Path| -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+        entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect()
+    };
+    let mut ids: Vec<String> =
+        names(&dir).into_iter().filter_map(|n| n.strip_suffix(".json").map(str::to_string)).collect();
+    ids.extend(names(&dirs.netns()));
+    ids.extend(names(&dirs.run.join("netns-files")));
     ids.sort();
+    ids.dedup();
     ids
 }
 
@@ -245,4 +258,43 @@ pub fn all_networks(dirs: &Dirs) -> Result<Vec<NetworkRecord>, NetError> {
 /// All endpoint records.
 pub fn all_endpoints(dirs: &Dirs) -> Result<Vec<EndpointRecord>, NetError> {
     read_all(&endpoints_dir(dirs))
+}
+
+#[cfg(test)]
+mod copy_tests {
+    use super::*;
+
+    #[test]
+    fn attachments_are_known_by_record_netns_file_or_files_dir() {
+        let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+        let dirs = Dirs::new(dir.path().join("root"), dir.path().join("run"));
+        for d in [endpoints_dir(&dirs), dirs.netns(), dirs.run.join("netns-files").join("c")] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(endpoint_path(&dirs, "a"), "{}").unwrap();
+        std::fs::write(dirs.netns().join("a"), "").unwrap();
+        std::fs::write(dirs.netns().join("b"), "").unwrap();
+        std::fs::write(endpoints_dir(&dirs).join(".a.json.tmp1"), "").unwrap();
+        assert_eq!(endpoint_ids(&dirs), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_damaged_record_tells_its_labels_from_its_copy() {
+        let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+        let rec = serde_json::json!({"name": "web", "labels": {"com.docker.compose.project": "p"}});
+        let path = dir.path().join("web.json");
+        crate::state::write_json_with_copy(&path, &rec).unwrap();
+        crate::state::write_json(&dir.path().join("old.json"), &rec).unwrap();
+        // The copy is no record: nothing else is listed, nothing is damaged yet.
+        assert!(damaged(dir.path()).is_empty());
+        for p in [&path, &dir.path().join("old.json")] {
+            std::fs::write(p, "{\"name\": \"we").unwrap();
+        }
+        let found = damaged(dir.path());
+        assert_eq!(found.len(), 2);
+        assert_eq!((found[0].name.as_str(), found[0].labels.as_ref()), ("old", None));
+        assert_eq!(found[1].name, "web");
+        let labels = found[1].labels.as_ref().unwrap();
+        assert_eq!(labels.get("com.docker.compose.project").map(String::as_str), Some("p"));
+    }
 }

@@ -57,6 +57,27 @@ pub fn host_version() -> Version {
     if Path::new(CGROUP_ROOT).join("cgroup.controllers").exists() { Version::V2 } else { Version::V1 }
 }
 
+/// Container ids that have a cgroup under berth's own (`berth/<id>`) in any hierarchy, read
+/// from the file system mounted at `root` (`/sys/fs/cgroup` on a host).
+pub fn container_ids(root: &Path) -> std::collections::BTreeSet<String> {
+    let mut parents = vec![root.join("berth")];
+    parents.extend(V1_CONTROLLERS.iter().map(|c| root.join(c).join("berth")));
+    let mut ids = std::collections::BTreeSet::new();
+    for parent in parents {
+        let Ok(entries) = fs::read_dir(&parent) else { continue };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.file_type().is_ok_and(|t| t.is_dir())
+                && name.len() == 64
+                && name.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                ids.insert(name);
+            }
+        }
+    }
+    ids
+}
+
 /// What a cgroup implementation does for one container; [`Cgroup`] picks the implementation.
 trait Controller {
     /// Creates the dirs and writes the limits.
@@ -322,6 +343,20 @@ impl Cgroup {
                 .ok()
                 .is_some_and(|t| t.lines().any(|l| l.trim() == "frozen 1")),
         }
+    }
+
+    /// Removes the dirs when no process is in them (the kernel refuses to remove a cgroup that
+    /// has one), killing nothing; whether none is left.
+    pub fn remove_if_empty(&self, sys: &dyn Syscall) -> bool {
+        let mut gone = true;
+        for dir in self.controller().dirs() {
+            match sys.rmdir(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(_) => gone = false,
+            }
+        }
+        gone
     }
 
     /// SIGKILLs every process left and removes the dirs, retrying while the kernel still counts

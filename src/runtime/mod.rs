@@ -744,7 +744,7 @@ impl Runtime {
                 let spec_grace = self.spec(id).ok().and_then(|s| s.stop_grace_ms).unwrap_or(10_000);
                 let wait = Duration::from_millis(grace.unwrap_or(spec_grace)) + Duration::from_secs(30);
                 let request = Request::Stop { timeout_ms: grace, signal: None };
-                match self.request(id, &request, wait) {
+                let stopped = match self.request(id, &request, wait) {
                     Ok(_) => self.wait_shim_gone(id, Duration::from_secs(10)),
                     // The shim may have ended between our look and our request.
                     Err(e) => {
@@ -754,7 +754,13 @@ impl Runtime {
                             Err(e)
                         }
                     }
+                };
+                // Gone means reaped too (see `remove`): the shim records its end (shim pid 0)
+                // before it exits, so a removal right after would no longer know whom to wait for.
+                if !shim_alive(st.shim_pid) {
+                    crate::state::wait_reaped(st.shim_pid, SHIM_NAME, Duration::from_secs(5));
                 }
+                stopped
             }
             State::Running | State::Dead => self.reap_orphan(id),
             _ => Ok(st),
@@ -936,9 +942,16 @@ impl Runtime {
             }
             self.stop(id, Some(Duration::ZERO))?;
         }
-        // An exited container's shim may still be tidying up; its dirs go only after it.
+        // An exited container's shim may still be tidying up; its dirs go only after it. Once
+        // it has exited, the removal ends only when it has been reaped too (by this process's
+        // reaper thread, or by init), so that nothing of the container shows in the process
+        // table once `down` returns (a zombie still carries the shim's name). Init may take
+        // seconds; past a few the zombie is left to it.
         if st.shim_pid > 0 {
             self.wait_shim_gone(id, Duration::from_secs(10))?;
+            if !shim_alive(st.shim_pid) {
+                crate::state::wait_reaped(st.shim_pid, SHIM_NAME, Duration::from_secs(5));
+            }
         } else if !matches!(st.state, State::Running | State::Restarting) {
             // A shim that no status tells of (the command starting it was killed before the
             // start was recorded) still answers on its socket: it is told to kill its
@@ -971,6 +984,46 @@ impl Runtime {
         first.map_or(Ok(()), Err)
     }
 
+    /// Takes away what belongs to a container of this root and run dir that has no folder
+    /// left (deleted by hand, or by a command killed half-way), and empty container cgroups
+    /// that no one uses; returns what went, to report. Nothing of another root is touched:
+    /// - a shim of this root and run dir (its command line names them) whose container has
+    ///   neither folder is killed (its container dies with it) and waited for until reaped;
+    /// - a cgroup `berth/<id>` (shared by every root) goes only when no live shim of any root
+    ///   has that id, no folder of ours does, and the kernel agrees it is empty (rmdir fails
+    ///   while a process is inside). Read in that order (cgroups, shims, folders): a shim is
+    ///   spawned before its cgroup is made and its folder before it, so one being made is seen.
+    pub fn sweep_unrecorded(&self) -> Vec<String> {
+        let mut swept = Vec::new();
+        let cgroup_ids = cgroups::container_ids(Path::new("/sys/fs/cgroup"));
+        let shims = live_shims();
+        let has_folder = |id: &str| self.dirs.container(id).exists() || self.dirs.container_run(id).exists();
+        for shim in &shims {
+            if !(shim.root == self.dirs.root && shim.run == self.dirs.run) || has_folder(&shim.id) {
+                continue;
+            }
+            let pidfd = crate::state::pidfd_open(shim.pid);
+            if nix::sys::signal::kill(Pid::from_raw(shim.pid), nix::sys::signal::Signal::SIGKILL).is_ok() {
+                match &pidfd {
+                    Some(fd) => crate::state::wait_fd_reaped(fd, shim.pid, SHIM_NAME, Duration::from_secs(5)),
+                    None => crate::state::wait_reaped(shim.pid, SHIM_NAME, Duration::from_secs(5)),
+                };
+                // Its cgroup is provably ours too (by the shim's command line).
+                let _ = cgroups::Cgroup::for_container(&shim.id).destroy(&Linux);
+                swept.push(format!("shim {} of container {}", shim.pid, shim.id));
+            }
+        }
+        for id in cgroup_ids {
+            if shims.iter().any(|s| s.id == id && process_alive(s.pid)) || has_folder(&id) {
+                continue;
+            }
+            if cgroups::Cgroup::for_container(&id).remove_if_empty(&Linux) {
+                swept.push(format!("empty cgroup berth/{id}"));
+            }
+        }
+        swept
+    }
+
     /// Deletes what removals that were killed halfway left (`.<id>.removing` folders).
     fn sweep_removals(&self) {
         for parent in [self.dirs.containers(), self.dirs.run.join("containers")] {
@@ -989,10 +1042,17 @@ impl Runtime {
     /// told of it. Temp files of writes that a killed command left in their folders go.
     pub fn damaged(&self) -> Result<Vec<DamagedContainer>> {
         self.sweep_removals();
+        for id in self.list_dirs()? {
+            crate::state::sweep_temp_files(&self.dirs.container(&id));
+        }
+        self.find_damaged()
+    }
+
+    /// As [`Runtime::damaged`], changing nothing (for commands that only read, such as `ps`).
+    pub fn find_damaged(&self) -> Result<Vec<DamagedContainer>> {
         let mut out = Vec::new();
         for id in self.list_dirs()? {
             let dir = self.dirs.container(&id);
-            crate::state::sweep_temp_files(&dir);
             let (spec_path, record_path) = (dir.join("spec.json"), dir.join("record.json"));
             if !spec_path.exists() && !record_path.exists() {
                 continue;
@@ -1044,6 +1104,9 @@ impl Runtime {
     }
 }
 
+/// The shim's process name (`/proc/PID/comm`).
+pub const SHIM_NAME: &str = "berth-shim";
+
 /// The suffix of a container folder being deleted (`.<id>.removing`).
 const REMOVING: &str = ".removing";
 
@@ -1084,7 +1147,7 @@ fn spec_json(spec: &ContainerSpec) -> Result<Vec<u8>> {
 /// Whether `pid` is a live berth shim (not a recycled pid). A shim that has ended and is this
 /// process's child (see `Runtime::spawn_shim`) is reaped here.
 fn shim_alive(pid: i32) -> bool {
-    if pid <= 0 || !fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "berth-shim") {
+    if pid <= 0 || !fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == SHIM_NAME) {
         return false;
     }
     if fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z ")) {
@@ -1093,6 +1156,44 @@ fn shim_alive(pid: i32) -> bool {
         return false;
     }
     true
+}
+
+/// A live shim, as its command line tells (`berth --root R --run D shim ID`).
+struct LiveShim {
+    pid: i32,
+    root: PathBuf,
+    run: PathBuf,
+    id: String,
+}
+
+/// Every live (not zombie) shim on this host, whatever its root.
+fn live_shims() -> Vec<LiveShim> {
+    let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        if !shim_alive(pid) {
+            continue;
+        }
+        let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        if let Some(shim) = parse_shim_cmdline(pid, &cmdline) {
+            out.push(shim);
+        }
+    }
+    out
+}
+
+/// The root, run dir and container id in a shim's command line (see `spawn_shim`).
+fn parse_shim_cmdline(pid: i32, cmdline: &[u8]) -> Option<LiveShim> {
+    use std::os::unix::ffi::OsStrExt;
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let path = |a: &[u8]| PathBuf::from(std::ffi::OsStr::from_bytes(a));
+    match args.as_slice() {
+        [_, b"--root", root, b"--run", run, b"shim", id, ..] => {
+            Some(LiveShim { pid, root: path(root), run: path(run), id: String::from_utf8(id.to_vec()).ok()? })
+        }
+        _ => None,
+    }
 }
 
 /// Reaps child `pid` on a small thread of its own once it ends. (`shim_alive` may reap it
@@ -1187,4 +1288,22 @@ fn fd_from_env(var: &str) -> Option<OwnedFd> {
     // SAFETY: the launcher dup'ed the pipe to this fd for us; nothing else owns it.
     (fd >= 3 && Path::new(&format!("/proc/self/fd/{fd}")).exists())
         .then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod sweep_tests {
+    use super::*;
+
+    #[test]
+    fn a_shim_command_line_tells_its_root_run_dir_and_container() {
+        let line = b"/usr/bin/berth\0--root\0/tmp/berth-a/root\0--run\0/tmp/berth-a/run\0shim\0abc\0";
+        let shim = parse_shim_cmdline(7, line).unwrap();
+        assert_eq!(
+            (shim.pid, shim.root.as_path(), shim.run.as_path(), shim.id.as_str()),
+            (7, Path::new("/tmp/berth-a/root"), Path::new("/tmp/berth-a/run"), "abc")
+        );
+        // Anything else is no shim of ours to judge.
+        assert!(parse_shim_cmdline(7, b"/usr/bin/berth\0shim\0abc\0").is_none());
+        assert!(parse_shim_cmdline(7, b"").is_none());
+    }
 }

@@ -234,6 +234,36 @@ pub struct DamagedRecord {
     pub file: PathBuf,
     /// What is wrong with it.
     pub reason: String,
+    /// Its labels, from the record's copy (see [`write_json_with_copy`]) when one can be read:
+    /// they tell whose it is where the name alone cannot.
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// Where the copy of record `path` is kept (`<path>.copy`, which no reader of `*.json`
+/// records takes for a record).
+pub fn copy_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".copy");
+    PathBuf::from(p)
+}
+
+/// Writes a record and a copy of it ([`copy_path`]), each atomically: the copy first, so that
+/// a record that a later accident damages (cut short, overwritten) can be written anew from
+/// it with everything it said (whose it is, its options), not only what its name tells.
+pub fn write_json_with_copy<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
+    write_json(&copy_path(path), value)?;
+    write_json(path, value)
+}
+
+/// The copy of record `path`, when it can be read as a `T`.
+pub fn read_copy<T: DeserializeOwned>(path: &Path) -> Option<T> {
+    read_json(&copy_path(path)).ok()
+}
+
+/// The labels in the copy of record `path` (its `labels` object), when it can be read.
+pub fn labels_of_copy(path: &Path) -> Option<std::collections::BTreeMap<String, String>> {
+    let v: serde_json::Value = read_copy(path)?;
+    serde_json::from_value(v.get("labels")?.clone()).ok()
 }
 
 /// Whether `name` is the temp file of an atomic write (`.<name>.tmp<pid>`): readers skip
@@ -280,6 +310,62 @@ pub fn process_runs(pid: i32) -> bool {
             .is_some_and(|(_, rest)| !matches!(rest.trim_start().chars().next(), Some('Z' | 'X'))),
         Err(_) => false,
     }
+}
+
+/// A pidfd of process `pid` (`pidfd_open`), when it exists and the kernel has them.
+pub fn pidfd_open(pid: i32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    if pid <= 0 {
+        return None;
+    }
+    // SAFETY: pidfd_open returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    // SAFETY: a new fd that nothing else owns.
+    (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Waits until process `pid` named `name` is gone from the process table: exited *and*
+/// reaped, or `limit`; whether it is gone. A process that has exited but that its parent has
+/// not reaped yet still shows in `/proc` under its name (a zombie). A shim or DNS process
+/// whose starter has exited is init's child, and an init may reap lazily (seconds later):
+/// a `down` that returned before then would leave its processes in the process table for
+/// whoever looks right after. A pid that now names another process (reused) counts as gone.
+pub fn wait_reaped(pid: i32, name: &str, limit: std::time::Duration) -> bool {
+    match pidfd_open(pid) {
+        Some(fd) => wait_fd_reaped(&fd, pid, name, limit),
+        None => !is_named(pid, name),
+    }
+}
+
+/// [`wait_reaped`] with a pidfd of `pid` opened earlier (before it was signalled, so that it
+/// cannot name a reused pid).
+pub fn wait_fd_reaped(fd: &std::os::fd::OwnedFd, pid: i32, name: &str, limit: std::time::Duration) -> bool {
+    use std::os::fd::AsRawFd;
+    let end = std::time::Instant::now() + limit;
+    loop {
+        if !is_named(pid, name) {
+            return true;
+        }
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        // No event asked: since Linux 6.9 a pidfd reports POLLHUP once its process is reaped
+        // (POLLIN, on exit, would wake at once on a zombie). Older kernels never report it:
+        // the 50 ms cap bounds the latency there, and the name check above ends the wait.
+        let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: 0, revents: 0 };
+        let ms = left.min(std::time::Duration::from_millis(50)).as_millis() as i32 + 1;
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n > 0 && pfd.revents & libc::POLLHUP != 0 {
+            return true;
+        }
+    }
+}
+
+/// Whether `/proc/PID` exists with command name `name` (a zombie too).
+fn is_named(pid: i32, name: &str) -> bool {
+    pid > 0 && fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == name)
 }
 
 /// Writes several files atomically and durably with one sync of each: all temp files are
@@ -582,5 +668,41 @@ mod tests {
         assert!(Lock::try_acquire(&path).unwrap().is_none(), "the waiter's lock is visible at the path");
         waiter.join().unwrap();
         assert!(Lock::try_acquire(&path).unwrap().is_some());
+    }
+}
+
+#[cfg(test)]
+mod reap_tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn wait_reaped_waits_past_exit_until_the_parent_reaps() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id() as i32;
+        child.kill().unwrap();
+        // Exited, not reaped: a zombie that still shows under its name.
+        let start = Instant::now();
+        while process_runs(pid) && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!wait_reaped(pid, "sleep", Duration::from_millis(100)), "a zombie is not gone");
+        assert!(Path::new(&format!("/proc/{pid}")).exists());
+        let reaper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(150));
+            child.wait().unwrap();
+        });
+        let start = Instant::now();
+        assert!(wait_reaped(pid, "sleep", Duration::from_secs(5)));
+        assert!(start.elapsed() >= Duration::from_millis(100), "returned before the reap");
+        assert!(!Path::new(&format!("/proc/{pid}")).exists());
+        reaper.join().unwrap();
+    }
+
+    #[test]
+    fn a_pid_under_another_name_counts_as_gone() {
+        let pid = std::process::id() as i32;
+        assert!(wait_reaped(pid, "no-such-name", Duration::from_secs(5)));
+        assert!(wait_reaped(0, "berth-shim", Duration::from_secs(5)));
     }
 }

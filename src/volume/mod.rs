@@ -229,7 +229,7 @@ impl Volumes {
             created: crate::runtime::timefmt::now(),
             scope: "local".into(),
         };
-        write_json(&self.record_path(&spec.name), &record)?;
+        crate::state::write_json_with_copy(&self.record_path(&spec.name), &record)?;
         Ok((record, true))
     }
 
@@ -278,10 +278,22 @@ impl Volumes {
             let path = self.record_path(&name);
             match read_json::<serde::de::IgnoredAny>(&path) {
                 Err(StateError::Json { source, .. }) => {
-                    out.push(crate::state::DamagedRecord { name, file: path, reason: source.to_string() });
+                    let labels = crate::state::labels_of_copy(&path);
+                    out.push(crate::state::DamagedRecord {
+                        name,
+                        file: path,
+                        reason: source.to_string(),
+                        labels,
+                    });
                 }
                 Err(StateError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                    out.push(crate::state::DamagedRecord { name, file: path, reason: "missing".into() });
+                    let labels = crate::state::labels_of_copy(&path);
+                    out.push(crate::state::DamagedRecord {
+                        name,
+                        file: path,
+                        reason: "missing".into(),
+                        labels,
+                    });
                 }
                 _ => {}
             }
@@ -290,14 +302,23 @@ impl Volumes {
         out
     }
 
-    /// Writes the record of local volume `name` anew around the data it has (a damaged
-    /// record's driver options are lost: a plain local volume), with `labels`.
+    /// Writes the record of local volume `name` anew around the data it has: from the copy
+    /// kept beside it (see `state::write_json_with_copy`) when that can be read, so that its
+    /// driver options, labels and creation time are kept; otherwise a plain local volume
+    /// with `labels` (a record written before copies were kept).
     pub fn repair(&self, name: &str, labels: BTreeMap<String, String>) -> Result<VolumeRecord, VolumeError> {
         if !valid_name(name) {
             return Err(VolumeError::Invalid(format!("invalid volume name {name:?}")));
         }
         let data = self.dir(name).join("_data");
         fs::create_dir_all(&data).map_err(io_err(&data))?;
+        if let Some(mut record) =
+            crate::state::read_copy::<VolumeRecord>(&self.record_path(name)).filter(|r| r.name == name)
+        {
+            record.mountpoint = data;
+            write_json(&self.record_path(name), &record)?;
+            return Ok(record);
+        }
         let record = VolumeRecord {
             name: name.to_string(),
             driver: "local".into(),
@@ -405,6 +426,38 @@ mod tests {
         let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
         let dirs = Dirs::new(dir.path().join("root"), dir.path().join("run"));
         (dir, Volumes::new(&dirs))
+    }
+
+    #[test]
+    fn a_damaged_record_is_written_anew_from_its_copy_with_options_and_labels() {
+        let (_d, vols) = store();
+        let spec = VolumeSpec {
+            name: "custom".into(),
+            driver_opts: BTreeMap::from([
+                ("type".to_string(), "tmpfs".to_string()),
+                ("o".to_string(), "size=1m".to_string()),
+            ]),
+            labels: BTreeMap::from([("com.docker.compose.project".to_string(), "p".to_string())]),
+            ..VolumeSpec::default()
+        };
+        let (made, _) = vols.create(&spec).unwrap();
+        fs::write(vols.record_path("custom"), "{\"name\":").unwrap();
+        assert!(vols.list().unwrap().is_empty());
+        let damaged = vols.damaged();
+        assert_eq!(damaged.len(), 1);
+        assert_eq!(damaged[0].labels.as_ref(), Some(&spec.labels));
+        let repaired = vols.repair("custom", BTreeMap::new()).unwrap();
+        assert_eq!(repaired, made);
+        assert_eq!(vols.get("custom").unwrap(), Some(made));
+        // Without a copy (a record from before copies were kept): a plain local volume.
+        fs::remove_file(crate::state::copy_path(&vols.record_path("custom"))).unwrap();
+        fs::write(vols.record_path("custom"), "").unwrap();
+        assert_eq!(vols.damaged()[0].labels, None);
+        let plain = vols.repair("custom", BTreeMap::new()).unwrap();
+        assert!(plain.driver_opts.is_empty() && plain.labels.is_empty());
+        // Removal takes the copy with the folder.
+        vols.remove("custom", false).unwrap();
+        assert!(!vols.dir("custom").exists());
     }
 
     #[test]

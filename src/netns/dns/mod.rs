@@ -100,26 +100,19 @@ pub fn stop(dirs: &Dirs) -> Result<(), NetError> {
         None => Vec::new(),
     };
     for pid in pids {
-        let pidfd = pidfd_open(pid);
+        let pidfd = crate::state::pidfd_open(pid.as_raw());
         match kill(pid, Signal::SIGKILL) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
             Err(e) => return Err(NetError::sys("stop the DNS process", e)),
         }
-        match pidfd {
-            Some(fd) => {
-                if !wait_readable(&fd, Duration::from_secs(5)) {
-                    return Err(NetError::Invalid(format!("the DNS process {pid} does not exit")));
-                }
-            }
-            None => {
-                let start = Instant::now();
-                while running_pid(pid) {
-                    if start.elapsed() > Duration::from_secs(5) {
-                        return Err(NetError::Invalid(format!("the DNS process {pid} does not exit")));
-                    }
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-            }
+        // Gone means reaped too: a zombie still shows as `berth-dns` (see `wait_reaped`).
+        let gone = match &pidfd {
+            Some(fd) => crate::state::wait_fd_reaped(fd, pid.as_raw(), PROCESS_NAME, Duration::from_secs(5)),
+            None => crate::state::wait_reaped(pid.as_raw(), PROCESS_NAME, Duration::from_secs(5)),
+        };
+        // Dead but not reaped in time is init's business; still running is a failure.
+        if !gone && running_pid(pid) {
+            return Err(NetError::Invalid(format!("the DNS process {pid} does not exit")));
         }
     }
     match std::fs::remove_dir_all(&dir) {
@@ -151,33 +144,6 @@ fn find(dirs: &Dirs) -> Vec<Pid> {
         }
     }
     out
-}
-
-/// A pidfd of `pid`, when the kernel has them.
-fn pidfd_open(pid: Pid) -> Option<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: pidfd_open returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) } as i32;
-    // SAFETY: a new fd that nothing else owns.
-    (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
-}
-
-/// Waits until a pidfd is readable (its process has exited), or `limit`.
-fn wait_readable(fd: &std::os::fd::OwnedFd, limit: Duration) -> bool {
-    use std::os::fd::AsRawFd;
-    let end = Instant::now() + limit;
-    loop {
-        let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        let left = end.saturating_duration_since(Instant::now());
-        // SAFETY: one valid pollfd.
-        let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis() as i32 + 1) };
-        if n > 0 {
-            return true;
-        }
-        if n == 0 && Instant::now() >= end {
-            return false;
-        }
-    }
 }
 
 /// Whether `pid` is a live (not zombie) berth-dns.
