@@ -991,13 +991,22 @@ impl Runtime {
     ///   neither folder is killed (its container dies with it) and waited for until reaped;
     /// - a cgroup `berth/<id>` (shared by every root) goes only when no live shim of any root
     ///   has that id, no folder of ours does, and the kernel agrees it is empty (rmdir fails
-    ///   while a process is inside). Read in that order (cgroups, shims, folders): a shim is
+    ///   while a process is inside). Cgroups are read before shims and folders: a shim is
     ///   spawned before its cgroup is made and its folder before it, so one being made is seen.
     pub fn sweep_unrecorded(&self) -> Vec<String> {
         let mut swept = Vec::new();
-        let cgroup_ids = cgroups::container_ids(Path::new("/sys/fs/cgroup"));
-        let shims = live_shims();
         let has_folder = |id: &str| self.dirs.container(id).exists() || self.dirs.container_run(id).exists();
+        let cgroup_ids: Vec<String> = cgroups::container_ids(Path::new("/sys/fs/cgroup"))
+            .into_iter()
+            .filter(|id| !has_folder(id))
+            .collect();
+        // Every shim past its launch has its container's cgroup (a finishing shim destroys it
+        // only as it exits), so with no cgroup lacking a folder of ours there is nothing to
+        // sweep, and every reconcile (each `up`) is spared reading the whole process table.
+        if cgroup_ids.is_empty() {
+            return swept;
+        }
+        let shims = live_shims();
         for shim in &shims {
             if !(shim.root == self.dirs.root && shim.run == self.dirs.run) || has_folder(&shim.id) {
                 continue;
