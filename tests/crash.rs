@@ -47,8 +47,8 @@ fn compose() -> String {
         y += &format!("  s{i}:\n{sleeper}    depends_on: [{dep}]\n    networks: [back]\n");
     }
     y += "networks:\n";
-    y += "  front:\n    ipam:\n      config:\n        - subnet: 10.241.1.0/24\n";
-    y += "  back:\n    ipam:\n      config:\n        - subnet: 10.241.2.0/24\n";
+    y += "  front:\n    ipam:\n      config:\n        - subnet: 10.242.11.0/24\n";
+    y += "  back:\n    ipam:\n      config:\n        - subnet: 10.242.12.0/24\n";
     y += "volumes:\n  data: {}\n";
     y
 }
@@ -147,14 +147,14 @@ fn check_converged(s: &Stack, what: &str) {
     // The shims really run: each running container answers an exec.
     let r = s.exec("client", &["nslookup", "db"]);
     assert!(
-        r.ok && r.stdout.contains("10.241.2."),
+        r.ok && r.stdout.contains("10.242.12."),
         "{what}: client cannot resolve db: {} {}",
         r.stdout,
         r.stderr
     );
     let r = s.exec("client", &["nslookup", "web"]);
     assert!(
-        r.ok && r.stdout.contains("10.241.1."),
+        r.ok && r.stdout.contains("10.242.11."),
         "{what}: client cannot resolve web: {} {}",
         r.stdout,
         r.stderr

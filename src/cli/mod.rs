@@ -283,6 +283,8 @@ impl GlobalOptions {
         opts.profiles = self.profiles.clone();
         opts.env_files = self.env_files.clone();
         opts.all_resources = self.all_resources;
+        // The run dir: verdicts need not outlive a reboot.
+        opts.schema_cache = Some(self.dirs().run.join("cache").join("compose-schema"));
         Ok(opts)
     }
 }

@@ -258,7 +258,7 @@ impl<'a> FileContext<'a> {
             let lookup = move |name: &str| env.get(name).cloned();
             interpolate::interpolate_tree(tree, &lookup)?;
         }
-        schema::validate(tree)?;
+        schema::validate_cached(tree, self.opts.schema_cache.as_deref())?;
         canonical::canonicalize(tree)?;
         if self.opts.resolve_paths {
             paths::resolve(tree, base, self.home);

@@ -28,9 +28,64 @@ fn validator() -> &'static Validator {
 
 /// Validates an interpolated compose file tree. The first error (in file order) is returned.
 pub fn validate(root: &Node) -> Result<(), LoadError> {
+    validate_instance(root, &root.to_json())
+}
+
+/// The schema's identity, worked out at compile time (FNV-1a): a cache of trees found valid
+/// is kept per schema, so a berth with another schema never trusts this one's verdicts.
+const SCHEMA_ID: u64 = {
+    let bytes = COMPOSE_SPEC_SCHEMA.as_bytes();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < bytes.len() {
+        hash ^= bytes[i] as u64;
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+        i += 1;
+    }
+    hash
+};
+
+/// Past this many entries the cache is emptied before a new one goes in (files change; old
+/// verdicts are only litter).
+const CACHE_ENTRIES: usize = 512;
+
+/// [`validate`], remembering trees found valid in `cache` (a folder; `None`: no cache).
+///
+/// Compiling the schema costs a few milliseconds of CPU at every command (it is most of the
+/// work of loading a small project), while the tree is the same from one command to the next
+/// in nearly every case. Validity is a function of the tree and the schema alone, so a tree
+/// already found valid is recognised by the SHA-256 of its JSON form, in a folder per schema
+/// ([`SCHEMA_ID`]): an empty file named by the digest. Only valid trees are remembered (an
+/// invalid one is validated again, for its message). A cache that cannot be read or written
+/// only costs the validation.
+pub fn validate_cached(root: &Node, cache: Option<&std::path::Path>) -> Result<(), LoadError> {
+    use sha2::Digest;
     let instance = root.to_json();
+    let Some(cache) = cache else { return validate_instance(root, &instance) };
+    let Ok(text) = serde_json::to_vec(&instance) else { return validate_instance(root, &instance) };
+    let dir = cache.join(format!("{SCHEMA_ID:016x}"));
+    let entry = dir.join(hex::encode(sha2::Sha256::digest(&text)));
+    if entry.exists() {
+        return Ok(());
+    }
+    validate_instance(root, &instance)?;
+    remember(&dir, &entry);
+    Ok(())
+}
+
+/// Notes a valid tree's digest; failures are ignored (the next command validates again).
+fn remember(dir: &std::path::Path, entry: &std::path::Path) {
+    if std::fs::read_dir(dir).is_ok_and(|d| d.count() >= CACHE_ENTRIES) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    if std::fs::create_dir_all(dir).is_ok() {
+        let _ = std::fs::File::create(entry);
+    }
+}
+
+fn validate_instance(root: &Node, instance: &serde_json::Value) -> Result<(), LoadError> {
     let mut errors: Vec<LoadError> = Vec::new();
-    for error in validator().iter_errors(&instance) {
+    for error in validator().iter_errors(instance) {
         errors.push(describe(root, &error));
     }
     // Report the error that comes first in the file, so fixing top to bottom works.
@@ -124,6 +179,31 @@ mod tests {
     fn wrong_type_names_path_and_line() {
         let e = check("services:\n  web:\n    image: nginx\n    privileged: [1]\n").unwrap_err().to_string();
         assert!(e.starts_with("compose.yaml:4:17: services.web.privileged: [1] is not of type"), "{e}");
+    }
+
+    #[test]
+    fn the_cache_remembers_valid_trees_only_and_what_it_remembers_is_the_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let parse = |t: &str| yaml::parse(t, &Arc::from("compose.yaml")).expect("yaml");
+        let valid = parse("services:\n  web:\n    image: nginx\n");
+        let invalid = parse("services:\n  web:\n    imagee: nginx\n");
+        let entries = || {
+            std::fs::read_dir(dir.path().join(format!("{SCHEMA_ID:016x}"))).map(|d| d.count()).unwrap_or(0)
+        };
+        validate_cached(&valid, Some(dir.path())).expect("valid");
+        assert_eq!(entries(), 1);
+        validate_cached(&valid, Some(dir.path())).expect("valid, from the cache");
+        assert_eq!(entries(), 1);
+        // An invalid tree is never remembered, and is reported every time.
+        for _ in 0..2 {
+            let e = validate_cached(&invalid, Some(dir.path())).unwrap_err().to_string();
+            assert!(e.contains("additional property \"imagee\""), "{e}");
+        }
+        assert_eq!(entries(), 1);
+        // What the cache knows is the tree's content: a changed value is validated again.
+        let changed = parse("services:\n  web:\n    image: nginx\n    privileged: [1]\n");
+        assert!(validate_cached(&changed, Some(dir.path())).is_err());
+        assert_eq!(entries(), 1);
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub fn down(
     progress: &Progress,
 ) -> Result<()> {
     let host = engine.host();
+    // The shims' and the DNS process's reaping is awaited once, when this returns (see
+    // `state::Reaps`): the containers, then the networks and the DNS process go without
+    // waiting for init to collect each.
+    let _reaps = engine.runtime.reaps().defer();
     recover(&host, project, progress)?;
     let observed = observe(&host, project, &down_scope(loaded, opts))?;
     let plan = plan_down(project, loaded, graph, &observed, opts);

@@ -180,6 +180,10 @@ pub fn recover(host: &Host<'_>, project: &str, progress: &Progress) -> Result<()
 impl<'a> Executor<'a> {
     /// Carries out `plan`.
     pub fn execute(&self, plan: &Plan) -> Result<()> {
+        // Stopped and removed containers' shims are awaited until reaped once, at the end,
+        // all together: a lazy init reaps only every second or so, and a wait per container
+        // (per dependency level, in a chain) would add that up.
+        let _reaps = self.host.containers.reaps().map(crate::state::Reaps::defer);
         let mut errors = Vec::new();
         self.orphans(plan)?;
         self.create_resources(plan)?;

@@ -50,6 +50,17 @@ pub trait ContainerHost: Sync {
     fn sweep_unrecorded(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Ids of every container there is, with readable records or damaged ones.
+    fn ids(&self) -> Result<Vec<String>, RuntimeError> {
+        let mut ids: Vec<String> = self.records()?.into_iter().map(|r| r.id).collect();
+        ids.extend(self.damaged()?.into_iter().map(|d| d.id));
+        Ok(ids)
+    }
+    /// Where waits for stopped containers' processes to be reaped go, for a plan to do them
+    /// all at its end ([`crate::state::Reaps::defer`]); `None`: nothing to wait for.
+    fn reaps(&self) -> Option<&crate::state::Reaps> {
+        None
+    }
 }
 
 /// Networks, as the engine uses them.
@@ -191,6 +202,12 @@ impl ContainerHost for Runtime {
     }
     fn sweep_unrecorded(&self) -> Vec<String> {
         Runtime::sweep_unrecorded(self)
+    }
+    fn reaps(&self) -> Option<&crate::state::Reaps> {
+        Some(Runtime::reaps(self))
+    }
+    fn ids(&self) -> Result<Vec<String>, RuntimeError> {
+        Runtime::ids(self)
     }
 }
 

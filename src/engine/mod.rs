@@ -55,9 +55,12 @@ impl Engine {
     /// `join` (the running executable for the CLI, the built binary for tests).
     pub fn new(dirs: &Dirs, exe: impl Into<PathBuf>) -> Engine {
         let exe = exe.into();
+        // One set of reap waits for both: a teardown's deferral covers the shims and the DNS
+        // process together.
+        let reaps = std::sync::Arc::new(crate::state::Reaps::default());
         Engine {
-            runtime: Runtime::new(dirs, exe.clone()),
-            networks: Networks::new(dirs).with_exe(exe),
+            runtime: Runtime::new(dirs, exe.clone()).with_reaps(reaps.clone()),
+            networks: Networks::new(dirs).with_exe(exe).with_reaps(reaps),
             volumes: Volumes::new(dirs),
             images: StoreImages::new(dirs),
             dirs: dirs.clone(),

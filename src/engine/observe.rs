@@ -289,14 +289,10 @@ pub fn reconcile(host: &Host<'_>, project: &str, progress: &Progress) -> Result<
     let attached = host.networks.endpoint_ids();
     if !attached.is_empty() {
         let pending = all_pending(host);
-        let mut known: BTreeSet<String> = host
-            .containers
-            .records()
-            .map_err(EngineError::runtime("list containers"))?
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
-        known.extend(host.containers.damaged().unwrap_or_default().into_iter().map(|d| d.id));
+        // Every container with a folder, whole or damaged (its folder is listed, no record
+        // read).
+        let known: BTreeSet<String> =
+            host.containers.ids().map_err(EngineError::runtime("list containers"))?.into_iter().collect();
         for id in attached.into_iter().filter(|id| !known.contains(id) && !pending.contains(id)) {
             if let Err(e) = host.networks.detach(&id) {
                 errors.push(EngineError::net(format!("detach removed container {id}"))(e));

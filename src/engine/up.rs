@@ -141,7 +141,11 @@ fn get_images(
     sink: &dyn UpSink,
 ) -> Result<()> {
     let images = service_images(loaded, services)?;
-    let plan = plan_images(&images, &|r| provider.local(r), opts, SystemTime::now());
+    // Once per reference: many services often share an image, and each lookup reads the
+    // store's index.
+    let seen = std::cell::RefCell::new(std::collections::HashMap::new());
+    let local = |r: &str| seen.borrow_mut().entry(r.to_string()).or_insert_with(|| provider.local(r)).clone();
+    let plan = plan_images(&images, &local, opts, SystemTime::now());
     let builds = !plan.builds.is_empty() || !plan.fallback_builds.is_empty();
     if builds {
         sink.building(true);

@@ -185,7 +185,7 @@ impl Networks {
             errors.push(e);
         }
         let remaining = all_networks(&self.dirs).map(|n| n.len()).unwrap_or(0);
-        let r = if remaining == 0 { dns::stop(&self.dirs) } else { self.hup_dns() };
+        let r = if remaining == 0 { dns::stop(&self.dirs, &self.reaps) } else { self.hup_dns() };
         if let Err(e) = r {
             errors.push(e);
         }
@@ -268,13 +268,13 @@ impl Networks {
 
     fn sync_dns_locked(&self) -> Result<(), NetError> {
         if all_networks(&self.dirs)?.is_empty() {
-            return dns::stop(&self.dirs);
+            return dns::stop(&self.dirs, &self.reaps);
         }
         if dns::running(&self.dirs).is_some() {
             return Ok(());
         }
         // One whose pid file is lost or damaged would answer from a stale table: it goes.
-        dns::stop(&self.dirs)?;
+        dns::stop(&self.dirs, &self.reaps)?;
         dns::notify(&self.dirs, &self.exe)
     }
 

@@ -177,13 +177,23 @@ pub struct Attachment {
 pub struct Networks {
     dirs: Dirs,
     exe: PathBuf,
+    /// Where the wait for a stopped DNS process to be reaped goes (see
+    /// [`crate::state::Reaps`]).
+    reaps: std::sync::Arc<crate::state::Reaps>,
 }
 
 impl Networks {
     /// Networks kept under `dirs`; the DNS process is this same executable (`berth dns`).
     pub fn new(dirs: &Dirs) -> Self {
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("berth"));
-        Networks { dirs: dirs.clone(), exe }
+        Networks { dirs: dirs.clone(), exe, reaps: Default::default() }
+    }
+
+    /// Sends the wait for a stopped DNS process to be reaped to `reaps`, shared with the
+    /// runtime, so that one deferral covers the shims and the DNS process of a teardown.
+    pub fn with_reaps(mut self, reaps: std::sync::Arc<crate::state::Reaps>) -> Self {
+        self.reaps = reaps;
+        self
     }
 
     /// Uses `exe` as the berth binary that runs `berth dns` (for library users and tests whose

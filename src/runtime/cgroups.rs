@@ -54,7 +54,43 @@ pub enum Version {
 
 /// The host's cgroup version: v2 when `/sys/fs/cgroup` itself is the unified hierarchy.
 pub fn host_version() -> Version {
-    if Path::new(CGROUP_ROOT).join("cgroup.controllers").exists() { Version::V2 } else { Version::V1 }
+    // Looked at once per process: the host's cgroup mounts do not change under a command,
+    // and every container status asks (about ten lstat calls for the v1 layout below).
+    static VERSION: std::sync::OnceLock<Version> = std::sync::OnceLock::new();
+    *VERSION.get_or_init(|| {
+        if Path::new(CGROUP_ROOT).join("cgroup.controllers").exists() { Version::V2 } else { Version::V1 }
+    })
+}
+
+/// The v1 hierarchies mounted under [`CGROUP_ROOT`], as (controller, real name), read once
+/// per process (see [`host_version`]).
+fn v1_layout() -> &'static [(&'static str, String)] {
+    static LAYOUT: std::sync::OnceLock<Vec<(&'static str, String)>> = std::sync::OnceLock::new();
+    LAYOUT.get_or_init(|| {
+        let root = Path::new(CGROUP_ROOT);
+        let mut seen = Vec::new();
+        let mut found: Vec<(&'static str, String)> = Vec::new();
+        for ctrl in V1_CONTROLLERS {
+            let hierarchy = root.join(ctrl);
+            // Co-mounted controllers (cpu,cpuacct) show as symlinks to one hierarchy; only
+            // those need resolving (one lstat for the others, not a readlink per path
+            // component).
+            let real = match fs::symlink_metadata(&hierarchy) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    let Ok(real) = fs::canonicalize(&hierarchy) else { continue };
+                    real
+                }
+                Ok(_) => hierarchy,
+                Err(_) => continue,
+            };
+            if !seen.contains(&real) {
+                let name = real.file_name().map_or(ctrl.to_string(), |n| n.to_string_lossy().into_owned());
+                seen.push(real);
+                found.push((ctrl, name));
+            }
+        }
+        found
+    })
 }
 
 /// Container ids that have a cgroup under berth's own (`berth/<id>`) in any hierarchy, read
@@ -149,29 +185,8 @@ impl Cgroup {
         match host_version() {
             Version::V2 => Cgroup::v2(root, id),
             Version::V1 => {
-                let mut seen = Vec::new();
-                let mut found = Vec::new();
-                for ctrl in V1_CONTROLLERS {
-                    let hierarchy = root.join(ctrl);
-                    // Co-mounted controllers (cpu,cpuacct) show as symlinks to one hierarchy;
-                    // only those need resolving (one lstat for the others, not a readlink per
-                    // path component).
-                    let real = match fs::symlink_metadata(&hierarchy) {
-                        Ok(meta) if meta.file_type().is_symlink() => {
-                            let Ok(real) = fs::canonicalize(&hierarchy) else { continue };
-                            real
-                        }
-                        Ok(_) => hierarchy,
-                        Err(_) => continue,
-                    };
-                    if !seen.contains(&real) {
-                        let name =
-                            real.file_name().map_or(ctrl.to_string(), |n| n.to_string_lossy().into_owned());
-                        seen.push(real);
-                        found.push((ctrl, name));
-                    }
-                }
-                let found: Vec<(&'static str, &str)> = found.iter().map(|(c, n)| (*c, n.as_str())).collect();
+                let found: Vec<(&'static str, &str)> =
+                    v1_layout().iter().map(|(c, n)| (*c, n.as_str())).collect();
                 Cgroup::v1(root, id, &found)
             }
         }

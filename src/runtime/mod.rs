@@ -204,6 +204,9 @@ pub struct DamagedContainer {
 pub struct Runtime {
     dirs: Dirs,
     exe: PathBuf,
+    /// Where waits for shims to be reaped go (deferred during a teardown, see
+    /// [`crate::state::Reaps`]).
+    reaps: std::sync::Arc<crate::state::Reaps>,
 }
 
 /// A container's security settings that cannot be applied.
@@ -277,7 +280,20 @@ pub(crate) fn security_stored(
 impl Runtime {
     /// A runtime on these dirs; `exe` is the berth binary to run as the shim.
     pub fn new(dirs: &Dirs, exe: impl Into<PathBuf>) -> Runtime {
-        Runtime { dirs: dirs.clone(), exe: exe.into() }
+        Runtime { dirs: dirs.clone(), exe: exe.into(), reaps: Default::default() }
+    }
+
+    /// Sends this runtime's waits for shims to be reaped to `reaps`, shared with others (the
+    /// networks' DNS process), so that one deferral covers them all.
+    pub fn with_reaps(mut self, reaps: std::sync::Arc<crate::state::Reaps>) -> Runtime {
+        self.reaps = reaps;
+        self
+    }
+
+    /// The waits for shims to be reaped: [`crate::state::Reaps::defer`] on it makes `stop`
+    /// and `remove` return once the shim has exited, and the deferral's end waits for all.
+    pub fn reaps(&self) -> &crate::state::Reaps {
+        &self.reaps
     }
 
     /// The dirs this runtime works in.
@@ -758,7 +774,7 @@ impl Runtime {
                 // Gone means reaped too (see `remove`): the shim records its end (shim pid 0)
                 // before it exits, so a removal right after would no longer know whom to wait for.
                 if !shim_alive(st.shim_pid) {
-                    crate::state::wait_reaped(st.shim_pid, SHIM_NAME, Duration::from_secs(5));
+                    self.reaps.wait(None, st.shim_pid, SHIM_NAME);
                 }
                 stopped
             }
@@ -946,11 +962,12 @@ impl Runtime {
         // it has exited, the removal ends only when it has been reaped too (by this process's
         // reaper thread, or by init), so that nothing of the container shows in the process
         // table once `down` returns (a zombie still carries the shim's name). Init may take
-        // seconds; past a few the zombie is left to it.
+        // seconds; past a few the zombie is left to it. During a teardown that wait is
+        // deferred (`reaps`) and done once for every container, at its end.
         if st.shim_pid > 0 {
             self.wait_shim_gone(id, Duration::from_secs(10))?;
             if !shim_alive(st.shim_pid) {
-                crate::state::wait_reaped(st.shim_pid, SHIM_NAME, Duration::from_secs(5));
+                self.reaps.wait(None, st.shim_pid, SHIM_NAME);
             }
         } else if !matches!(st.state, State::Running | State::Restarting) {
             // A shim that no status tells of (the command starting it was killed before the
@@ -1013,10 +1030,7 @@ impl Runtime {
             }
             let pidfd = crate::state::pidfd_open(shim.pid);
             if nix::sys::signal::kill(Pid::from_raw(shim.pid), nix::sys::signal::Signal::SIGKILL).is_ok() {
-                match &pidfd {
-                    Some(fd) => crate::state::wait_fd_reaped(fd, shim.pid, SHIM_NAME, Duration::from_secs(5)),
-                    None => crate::state::wait_reaped(shim.pid, SHIM_NAME, Duration::from_secs(5)),
-                };
+                self.reaps.wait(pidfd, shim.pid, SHIM_NAME);
                 // Its cgroup is provably ours too (by the shim's command line).
                 let _ = cgroups::Cgroup::for_container(&shim.id).destroy(&Linux);
                 swept.push(format!("shim {} of container {}", shim.pid, shim.id));
@@ -1082,6 +1096,12 @@ impl Runtime {
             out.push(DamagedContainer { id, name, labels, file, reason });
         }
         Ok(out)
+    }
+
+    /// Ids of every container folder that holds a record file (readable or not): the
+    /// containers that exist, whole or damaged, without reading their records.
+    pub fn ids(&self) -> Result<Vec<String>> {
+        self.list_dirs()
     }
 
     /// Ids of every container folder that holds a record file (readable or not).
@@ -1156,10 +1176,17 @@ fn spec_json(spec: &ContainerSpec) -> Result<Vec<u8>> {
 /// Whether `pid` is a live berth shim (not a recycled pid). A shim that has ended and is this
 /// process's child (see `Runtime::spawn_shim`) is reaped here.
 fn shim_alive(pid: i32) -> bool {
-    if pid <= 0 || !fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == SHIM_NAME) {
+    if pid <= 0 {
         return false;
     }
-    if fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z ")) {
+    // One read tells both the name and the state: `PID (NAME) STATE ...` (the name may hold
+    // ")", the state follows the last one).
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let Some((head, rest)) = stat.rsplit_once(')') else { return false };
+    if head.split_once('(').map(|(_, name)| name) != Some(SHIM_NAME) {
+        return false;
+    }
+    if rest.trim_start().starts_with('Z') {
         // Not our child: ECHILD, and its own parent reaps it.
         let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
         return false;

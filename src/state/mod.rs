@@ -363,6 +363,97 @@ pub fn wait_fd_reaped(fd: &std::os::fd::OwnedFd, pid: i32, name: &str, limit: st
     }
 }
 
+/// Waits for several processes at once until each is gone from the process table (as
+/// [`wait_reaped`]), or `limit`; how many are left. One poll over all their pidfds: the wait
+/// costs the slowest reap, not the sum of them.
+pub fn wait_all_reaped(
+    procs: &[(Option<std::os::fd::OwnedFd>, i32, &str)],
+    limit: std::time::Duration,
+) -> usize {
+    use std::os::fd::AsRawFd;
+    let end = std::time::Instant::now() + limit;
+    let mut left: Vec<usize> = (0..procs.len()).collect();
+    loop {
+        left.retain(|&i| is_named(procs[i].1, procs[i].2));
+        let time = end.saturating_duration_since(std::time::Instant::now());
+        if left.is_empty() || time.is_zero() {
+            return left.len();
+        }
+        // No event asked: since Linux 6.9 a pidfd reports POLLHUP once its process is reaped.
+        // Without a pidfd, or on older kernels, the 50 ms cap bounds the latency and the name
+        // check above ends the wait.
+        let mut fds: Vec<libc::pollfd> = left
+            .iter()
+            .filter_map(|&i| procs[i].0.as_ref())
+            .map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: 0, revents: 0 })
+            .collect();
+        let ms = time.min(std::time::Duration::from_millis(50)).as_millis() as i32 + 1;
+        // SAFETY: `fds` is a valid array of pollfds of its length.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+    }
+}
+
+/// Reap waits collected to be done together: while a [`Deferral`] is open, [`Reaps::wait`]
+/// only notes the process, and the end of the outermost deferral waits for all of them at
+/// once. A teardown of many containers then pays one reaping delay (an init that reaps
+/// lazily takes a second or more per round, see [`wait_reaped`]) instead of one per
+/// container, or per dependency level. Shared by the runtime and the networks of one engine
+/// (`Arc`), so the shims and the DNS process of one `down` are awaited together.
+#[derive(Debug, Default)]
+pub struct Reaps {
+    deferring: std::sync::atomic::AtomicUsize,
+    pending: std::sync::Mutex<Vec<(Option<std::os::fd::OwnedFd>, i32, &'static str)>>,
+}
+
+/// How long a process told to end is waited for until reaped; past it, the zombie is left to
+/// its parent (it holds nothing but its pid).
+pub const REAP_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Reaps {
+    /// Waits until process `pid` named `name` is reaped (see [`wait_reaped`]): now, or with the
+    /// others when the open deferral ends. `fd`: a pidfd of it opened earlier, if any (one is
+    /// opened here otherwise). Whether it is gone (always `true` when deferred).
+    pub fn wait(&self, fd: Option<std::os::fd::OwnedFd>, pid: i32, name: &'static str) -> bool {
+        use std::sync::atomic::Ordering;
+        let fd = fd.or_else(|| pidfd_open(pid));
+        if self.deferring.load(Ordering::SeqCst) > 0 {
+            self.pending.lock().unwrap_or_else(|e| e.into_inner()).push((fd, pid, name));
+            return true;
+        }
+        match &fd {
+            Some(fd) => wait_fd_reaped(fd, pid, name, REAP_LIMIT),
+            None => !is_named(pid, name),
+        }
+    }
+
+    /// Defers every [`Reaps::wait`] until the returned guard (the outermost one, when nested)
+    /// is dropped, which waits for them all at once.
+    pub fn defer(&self) -> Deferral<'_> {
+        self.deferring.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Deferral { reaps: self }
+    }
+
+    /// Waits for every process noted so far; how many are still listed after [`REAP_LIMIT`].
+    pub fn wait_pending(&self) -> usize {
+        let procs = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        wait_all_reaped(&procs, REAP_LIMIT)
+    }
+}
+
+/// An open deferral of [`Reaps`]; its drop does the waits.
+#[must_use = "the waits are deferred only while the guard lives"]
+pub struct Deferral<'a> {
+    reaps: &'a Reaps,
+}
+
+impl Drop for Deferral<'_> {
+    fn drop(&mut self) {
+        if self.reaps.deferring.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            self.reaps.wait_pending();
+        }
+    }
+}
+
 /// Whether `/proc/PID` exists with command name `name` (a zombie too).
 fn is_named(pid: i32, name: &str) -> bool {
     pid > 0 && fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == name)
@@ -696,6 +787,52 @@ mod reap_tests {
         assert!(wait_reaped(pid, "sleep", Duration::from_secs(5)));
         assert!(start.elapsed() >= Duration::from_millis(100), "returned before the reap");
         assert!(!Path::new(&format!("/proc/{pid}")).exists());
+        reaper.join().unwrap();
+    }
+
+    fn zombie(secs: &str) -> (std::process::Child, i32) {
+        let mut child = std::process::Command::new("sleep").arg(secs).spawn().unwrap();
+        let pid = child.id() as i32;
+        child.kill().unwrap();
+        let start = Instant::now();
+        while process_runs(pid) && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        (child, pid)
+    }
+
+    #[test]
+    fn deferred_waits_happen_together_when_the_outermost_deferral_ends() {
+        let reaps = Reaps::default();
+        let (mut a, pa) = zombie("30");
+        let (mut b, pb) = zombie("31");
+        let outer = reaps.defer();
+        {
+            let _inner = reaps.defer();
+            // Noted, not waited for: both zombies are still listed afterwards.
+            assert!(reaps.wait(None, pa, "sleep"));
+            assert!(reaps.wait(None, pb, "sleep"));
+        }
+        assert!(Path::new(&format!("/proc/{pa}")).exists() && Path::new(&format!("/proc/{pb}")).exists());
+        let reaper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(150));
+            a.wait().unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            b.wait().unwrap();
+        });
+        let start = Instant::now();
+        drop(outer);
+        assert!(start.elapsed() >= Duration::from_millis(200), "returned before both reaps");
+        assert!(!Path::new(&format!("/proc/{pa}")).exists() && !Path::new(&format!("/proc/{pb}")).exists());
+        reaper.join().unwrap();
+        // Without a deferral, a wait is done at once.
+        let (mut c, pc) = zombie("32");
+        let reaper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            c.wait().unwrap();
+        });
+        assert!(reaps.wait(None, pc, "sleep"));
+        assert!(!Path::new(&format!("/proc/{pc}")).exists());
         reaper.join().unwrap();
     }
 

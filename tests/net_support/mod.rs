@@ -93,7 +93,7 @@ impl Drop for Env {
         for n in self.nets.list().unwrap_or_default() {
             let _ = self.nets.remove(&n.name);
         }
-        let _ = berth::netns::dns::stop(&dirs);
+        let _ = berth::netns::dns::stop(&dirs, &berth::state::Reaps::default());
     }
 }
 

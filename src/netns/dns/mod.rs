@@ -88,9 +88,11 @@ pub fn notify(dirs: &Dirs, exe: &Path) -> Result<(), NetError> {
 /// Stops the DNS process of this run dir, if any, and removes its folder (pid file, log).
 /// It is found by its pid file or, when that is lost or damaged (a command killed half-way),
 /// by its name and the run dir in its environment. It keeps nothing worth a graceful end:
-/// SIGKILL, and a wait on a pidfd until it has exited, which takes a moment, not a poll
-/// until its parent (init, once the command that started it has exited) has reaped it.
-pub fn stop(dirs: &Dirs) -> Result<(), NetError> {
+/// SIGKILL, and a wait on a pidfd until it has exited (a moment; its sockets are free then,
+/// for one started right after). Its reaping by its parent (init, once the command that
+/// started it has exited, which may take a second or more) is awaited through `reaps`: at
+/// once, or with the shims at the end of a teardown (see [`crate::state::Reaps`]).
+pub fn stop(dirs: &Dirs, reaps: &crate::state::Reaps) -> Result<(), NetError> {
     let dir = dirs.run.join("dns");
     let pids: Vec<Pid> = match running(dirs) {
         Some(pid) => vec![pid],
@@ -105,20 +107,38 @@ pub fn stop(dirs: &Dirs) -> Result<(), NetError> {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
             Err(e) => return Err(NetError::sys("stop the DNS process", e)),
         }
-        // Gone means reaped too: a zombie still shows as `berth-dns` (see `wait_reaped`).
-        let gone = match &pidfd {
-            Some(fd) => crate::state::wait_fd_reaped(fd, pid.as_raw(), PROCESS_NAME, Duration::from_secs(5)),
-            None => crate::state::wait_reaped(pid.as_raw(), PROCESS_NAME, Duration::from_secs(5)),
-        };
-        // Dead but not reaped in time is init's business; still running is a failure.
-        if !gone && running_pid(pid) {
+        if let Some(fd) = &pidfd {
+            wait_exit(fd, Duration::from_secs(5));
+        }
+        if running_pid(pid) {
             return Err(NetError::Invalid(format!("the DNS process {pid} does not exit")));
         }
+        // Gone means reaped too: a zombie still shows as `berth-dns` (see `wait_reaped`).
+        // Not reaped in time is init's business.
+        reaps.wait(pidfd, pid.as_raw(), PROCESS_NAME);
     }
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(NetError::sys(format!("remove {}", dir.display()), e)),
+    }
+}
+
+/// Waits until the process of pidfd `fd` has exited (POLLIN; a zombie counts), or `limit`.
+fn wait_exit(fd: &std::os::fd::OwnedFd, limit: Duration) {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let end = Instant::now() + limit;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis() as i32 + 1) };
+        if n != 0 || left.is_zero() {
+            if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
     }
 }
 
