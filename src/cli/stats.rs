@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde::Serialize;
 
-use super::events::target;
 use super::output::out;
 use super::template::FormatSpec;
 use super::{CliError, CliResult, GlobalOptions, signals};
@@ -241,7 +240,8 @@ fn render(shape: &Shape, entries: &[Entry]) -> CliResult<String> {
 /// Runs `berth stats`.
 pub fn run(global: &GlobalOptions, args: &StatsArgs) -> CliResult<()> {
     let shape = shape(&args.format)?;
-    let target = target(global, &args.services)?;
+    let target = super::project::open_or_name(global)?;
+    target.check_services(&args.services)?;
     let runtime = &target.engine.runtime;
     let host = HostInfo::read(&Linux);
     let containers = || -> CliResult<Vec<(ProjectContainer, i32)>> {

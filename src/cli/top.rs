@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::Args;
 
-use super::events::{local, target};
+use super::events::local;
 use super::output::out;
 use super::stats::tabwrite;
 use super::{CliResult, GlobalOptions};
@@ -125,7 +125,8 @@ fn tty_name(tty: u64) -> String {
 
 /// Runs `berth top`.
 pub fn run(global: &GlobalOptions, args: &TopArgs) -> CliResult<()> {
-    let target = target(global, &args.services)?;
+    let target = super::project::open_or_name(global)?;
+    target.check_services(&args.services)?;
     let runtime = &target.engine.runtime;
     let mut containers: Vec<_> = project_containers(runtime, &target.name)?
         .into_iter()
