@@ -6,8 +6,9 @@ use crate::compose::LoadedProject;
 use crate::engine::Engine;
 use crate::engine::discover::project_from_containers;
 use crate::engine::execute::Executor;
-use crate::engine::observe::{Observed, ProjectContainer, Scope, containers_of, observe};
+use crate::engine::observe::{Observed, ProjectContainer, Scope, observe};
 use crate::engine::progress::{Progress, ProgressMode};
+use crate::engine::query;
 use crate::graph::ServiceGraph;
 
 use super::{CliError, CliResult, GlobalOptions};
@@ -107,8 +108,8 @@ impl Target {
         match &self.loaded {
             Some(loaded) => check_services(loaded, services),
             None => {
-                let have = containers_of(&self.engine.runtime, &self.name)?;
-                match services.iter().find(|s| !have.iter().any(|c| &&c.service == s)) {
+                let have = query::services(self.engine.host().containers, &self.name)?;
+                match services.iter().find(|s| !have.contains(*s)) {
                     Some(s) => Err(CliError::msg(format!("no such service: {s}"))),
                     None => Ok(()),
                 }
@@ -117,20 +118,10 @@ impl Target {
     }
 
     /// The container `index` of `service` (1-based; 0: the first by number), as docker
-    /// compose picks the target of `exec` and `port`: one-off containers only when no other.
+    /// compose picks the target of `exec` and `port` (`engine::query::pick`).
     pub fn container(&self, service: &str, index: u32) -> CliResult<ProjectContainer> {
         self.check_services(std::slice::from_ref(&service.to_string()))?;
-        let mut mine: Vec<ProjectContainer> = containers_of(&self.engine.runtime, &self.name)?
-            .into_iter()
-            .filter(|c| c.service == service)
-            .collect();
-        mine.sort_by_key(|c| (c.oneoff, c.number));
-        let found =
-            if index == 0 { mine.into_iter().next() } else { mine.into_iter().find(|c| c.number == index) };
-        found.ok_or_else(|| match index {
-            0 => CliError::msg(format!("service {service:?} is not running")),
-            n => CliError::msg(format!("service {service:?} is not running container #{n}")),
-        })
+        Ok(query::pick(self.engine.host().containers, &self.name, service, index)?)
     }
 
     /// The loaded project, or the one its containers' labels describe (docker compose's

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::image::{ImageError, ImageStore, ResolvedImage};
-use crate::netns::{AttachRequest, Attachment, NetError, NetworkRecord, NetworkSpec, Networks};
+use crate::netns::{
+    AttachRequest, Attachment, EndpointRecord, NetError, NetworkRecord, NetworkSpec, Networks,
+};
 use crate::runtime::spec::{ContainerSpec, MountSpec};
 use crate::runtime::status::{ContainerStatus, State};
 use crate::runtime::{ContainerRecord, DamagedContainer, ExecSpec, Runtime, RuntimeError};
@@ -34,6 +36,9 @@ pub trait ContainerHost: Sync {
     fn remove(&self, id: &str, force: bool) -> Result<(), RuntimeError>;
     /// Runs a command in a running container: exit code, stdout, stderr.
     fn exec_output(&self, id: &str, exec: &ExecSpec) -> Result<(i32, Vec<u8>, Vec<u8>), RuntimeError>;
+    /// Runs a command in a running container on this process's stdio (`tty`: on a new
+    /// pseudo-terminal relayed to this one, which must be a terminal); its exit code.
+    fn exec_attached(&self, id: &str, exec: &ExecSpec, tty: bool) -> Result<i32, RuntimeError>;
     /// Sends `signal` (a name like `SIGKILL` or `KILL`, or a number) to a running container;
     /// its restart policy no longer applies.
     fn kill(&self, id: &str, signal: &str) -> Result<(), RuntimeError>;
@@ -44,6 +49,11 @@ pub trait ContainerHost: Sync {
     /// Containers whose records cannot be read (any project).
     fn damaged(&self) -> Result<Vec<DamagedContainer>, RuntimeError> {
         Ok(Vec::new())
+    }
+    /// Containers whose records cannot be read (any project), without sweeping anything
+    /// first (for queries, which change nothing).
+    fn find_damaged(&self) -> Result<Vec<DamagedContainer>, RuntimeError> {
+        self.damaged()
     }
     /// Takes away processes and cgroups that belong to no container with a folder (see
     /// `Runtime::sweep_unrecorded`); what went, to report.
@@ -90,6 +100,10 @@ pub trait NetworkHost: Sync {
     /// Starts the DNS process when networks exist and it does not run; stops it when none do.
     fn sync_dns(&self) -> Result<(), NetError> {
         Ok(())
+    }
+    /// Container `id`'s network attachment (endpoints, published ports), if it has one.
+    fn endpoint(&self, _id: &str) -> Result<Option<EndpointRecord>, NetError> {
+        Ok(None)
     }
 }
 
@@ -186,8 +200,14 @@ impl ContainerHost for Runtime {
     fn wait(&self, id: &str, timeout: Duration) -> Result<ContainerStatus, RuntimeError> {
         Runtime::wait(self, id, timeout)
     }
+    fn exec_attached(&self, id: &str, exec: &ExecSpec, tty: bool) -> Result<i32, RuntimeError> {
+        if tty { Runtime::exec_tty(self, id, exec) } else { Runtime::exec(self, id, exec) }
+    }
     fn damaged(&self) -> Result<Vec<DamagedContainer>, RuntimeError> {
         Runtime::damaged(self)
+    }
+    fn find_damaged(&self) -> Result<Vec<DamagedContainer>, RuntimeError> {
+        Runtime::find_damaged(self)
     }
     fn sweep_unrecorded(&self) -> Vec<String> {
         Runtime::sweep_unrecorded(self)
@@ -234,6 +254,9 @@ impl NetworkHost for Networks {
     }
     fn sync_dns(&self) -> Result<(), NetError> {
         Networks::sync_dns(self)
+    }
+    fn endpoint(&self, id: &str) -> Result<Option<EndpointRecord>, NetError> {
+        crate::netns::record::read_endpoint(self.dirs(), id)
     }
 }
 

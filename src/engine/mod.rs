@@ -22,6 +22,7 @@ pub mod oneoff;
 pub mod plan;
 pub mod progress;
 pub mod provider;
+pub mod query;
 pub mod spec;
 pub mod up;
 
