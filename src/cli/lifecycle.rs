@@ -258,14 +258,20 @@ fn converge(
 /// The engine's `up` sequence for the CLI: an interrupted build ends the command as Ctrl-C
 /// does (exit code 130).
 pub(crate) fn bring_up(ctx: &ProjectCtx, request: &UpRequest, sink: &CliSink<'_>) -> CliResult<UpOutcome> {
-    crate::engine::up::bring_up(&ctx.engine, &ctx.loaded, &ctx.graph, request, sink).map_err(|e| match e {
+    crate::engine::up::bring_up(&ctx.engine, &ctx.loaded, &ctx.graph, request, sink).map_err(cli_error)
+}
+
+/// An error of `up`'s sequence for the command line: an interrupt ends the command as Ctrl-C
+/// does (exit code 130).
+pub(crate) fn cli_error(e: EngineError) -> CliError {
+    match e {
         EngineError::Interrupted => {
             let mut e = CliError::msg("interrupted");
             e.code = 130;
             e
         }
         e => e.into(),
-    })
+    }
 }
 
 /// How `up`, `create` and `scale` show progress, and catch Ctrl-C while images build (the

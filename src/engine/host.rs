@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::atomic::AtomicBool;
+
+use crate::compose::LoadedProject;
 use crate::image::{ImageError, ImageStore, ResolvedImage};
 use crate::netns::{
     AttachRequest, Attachment, EndpointRecord, NetError, NetworkRecord, NetworkSpec, Networks,
@@ -15,8 +18,12 @@ use crate::netns::{
 use crate::runtime::spec::{ContainerSpec, MountSpec};
 use crate::runtime::status::{ContainerStatus, State};
 use crate::runtime::{ContainerRecord, DamagedContainer, ExecSpec, Runtime, RuntimeError};
-use crate::state::{DamagedRecord, Dirs, read_json};
+use crate::state::{DamagedRecord, Dirs, Lock, read_json};
 use crate::volume::{MountRequest, VolumeError, VolumeRecord, VolumeSpec, Volumes, service_mounts};
+
+use super::Engine;
+use super::images::ImageProvider;
+use super::provider::EngineImages;
 
 /// Containers, as the engine uses them.
 pub trait ContainerHost: Sync {
@@ -129,12 +136,21 @@ pub trait VolumeHost: Sync {
     }
 }
 
-/// Images, as the engine uses them (pulling and building go through `engine::images`).
+/// Images, as the engine uses them: the store's images, and what pulls and builds the images
+/// of a project (planned by `engine::images`).
 pub trait ImageHost: Sync {
     /// The image `reference` names.
     fn resolve(&self, reference: &str) -> Result<ResolvedImage, ImageError>;
     /// Removes the image `reference` names.
     fn remove(&self, reference: &str) -> Result<(), ImageError>;
+    /// What pulls and builds the images of `loaded` (its builds read the project's files and
+    /// environment); a running build stops, everything it made cleaned up, once `cancel`
+    /// becomes true.
+    fn provider<'a>(
+        &'a self,
+        loaded: &'a LoadedProject,
+        cancel: Option<&'static AtomicBool>,
+    ) -> Result<Box<dyn ImageProvider + 'a>, ImageError>;
 }
 
 /// The four edges together, borrowed.
@@ -154,6 +170,12 @@ pub struct Host<'a> {
 }
 
 impl Host<'_> {
+    /// Takes project `project`'s lock (`on_wait` is called once if another command holds
+    /// it); none on a host without records (tests).
+    pub(crate) fn lock_project(&self, project: &str, on_wait: impl FnOnce()) -> super::Result<Option<Lock>> {
+        self.projects.map(|dirs| super::lock_project_at(dirs, project, on_wait)).transpose()
+    }
+
     /// Where `up` notes containers it is making, so that an interrupted `up` can be
     /// finished by the next command.
     pub(crate) fn pending_dir(&self, project: &str) -> Option<PathBuf> {
@@ -298,11 +320,35 @@ impl StoreImages {
     }
 }
 
-impl ImageHost for StoreImages {
-    fn resolve(&self, reference: &str) -> Result<ResolvedImage, ImageError> {
+impl StoreImages {
+    /// The image `reference` names.
+    pub fn resolve(&self, reference: &str) -> Result<ResolvedImage, ImageError> {
         ImageStore::open(&self.dirs)?.resolve(reference)
     }
-    fn remove(&self, reference: &str) -> Result<(), ImageError> {
+    /// Removes the image `reference` names.
+    pub fn remove(&self, reference: &str) -> Result<(), ImageError> {
         ImageStore::open(&self.dirs)?.remove(reference, false).map(drop)
+    }
+}
+
+/// The engine's images: its store, and the registry client and builder (which runs build
+/// steps in the engine's runtime and networks).
+impl ImageHost for Engine {
+    fn resolve(&self, reference: &str) -> Result<ResolvedImage, ImageError> {
+        self.images.resolve(reference)
+    }
+    fn remove(&self, reference: &str) -> Result<(), ImageError> {
+        self.images.remove(reference)
+    }
+    fn provider<'a>(
+        &'a self,
+        loaded: &'a LoadedProject,
+        cancel: Option<&'static AtomicBool>,
+    ) -> Result<Box<dyn ImageProvider + 'a>, ImageError> {
+        let provider = EngineImages::new(self, loaded)?;
+        Ok(Box::new(match cancel {
+            Some(flag) => provider.with_cancel(flag),
+            None => provider,
+        }))
     }
 }
