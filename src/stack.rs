@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::compose::{LoadError, LoadedProject, ProjectOptions, load_project};
+use crate::compose::{LoadError, LoadedProject, ProjectOptions};
 use crate::engine::down::DownOptions;
 use crate::engine::images::{ImageOptions, PullPolicy};
 use crate::engine::observe::{ProjectContainer, containers_of};
@@ -286,7 +286,7 @@ impl StackBuilder {
         opts.project_name = Some(self.project_name.clone().unwrap_or_else(unique_project_name));
         opts.profiles = self.profiles.clone();
         opts.env_files = self.env_files.clone();
-        let loaded = load_project(&opts)?;
+        let loaded = crate::graph::load_project(&opts)?;
         let graph = ServiceGraph::from_project(&loaded.project)?;
         let dirs = match (&self.dirs, self.private_dirs) {
             (Some(d), _) => d.clone(),

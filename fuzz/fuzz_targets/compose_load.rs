@@ -11,8 +11,9 @@ use std::io::Write;
 use std::os::fd::FromRawFd;
 use std::path::PathBuf;
 
+use berth::compose::ProjectOptions;
 use berth::compose::render::{Format, render};
-use berth::compose::{ProjectOptions, load_project};
+use berth::graph::load_project;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -145,7 +145,8 @@ fn run_images(
     if builds {
         super::signals::install();
     }
-    let result = execute(&plan, provider, events, opts.ignore_pull_failures, provider.max_concurrent_pulls());
+    let result =
+        execute(&plan, provider, events, opts.ignore_pull_failures, ImageProvider::parallel_pulls(provider));
     if builds {
         super::signals::restore_default();
         if super::signals::cancel_flag().load(std::sync::atomic::Ordering::SeqCst) {

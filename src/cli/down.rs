@@ -50,23 +50,18 @@ pub fn run_down(global: &GlobalOptions, args: &DownArgs) -> CliResult<()> {
         timeout: args.timeout.map(Duration::from_secs),
         services: args.services.clone(),
     };
-    let ctx = match project::open(global) {
-        Ok(ctx) => ctx,
-        Err(e) => {
-            let Some(name) = &global.project_name else { return Err(e) };
-            let engine = project::engine(global)?;
-            let progress = project::progress(global);
-            let _lock = engine.lock_project(name, || progress.warn("waiting for another berth command"))?;
-            down(&engine, name, None, None, &opts, &progress)?;
-            return Ok(());
-        }
-    };
-    project::check_services(&ctx.loaded, &args.services)?;
-    let name = ctx.loaded.project.name.clone();
-    let _lock = ctx.engine.lock_project(&name, || {
-        ctx.progress.warn(&format!("waiting for another berth command on project {name} to finish"))
-    })?;
-    down(&ctx.engine, &name, Some(&ctx.loaded), Some(&ctx.graph), &opts, &ctx.progress)?;
+    // Without a compose file, `-p NAME` still finds what the project made by its labels.
+    let target = project::open_or_name(global)?;
+    target.check_services(&args.services)?;
+    let _lock = target.lock()?;
+    down(
+        &target.engine,
+        &target.name,
+        target.loaded.as_ref(),
+        target.graph.as_ref(),
+        &opts,
+        &target.progress,
+    )?;
     Ok(())
 }
 

@@ -10,8 +10,6 @@ use serde_json::json;
 
 use super::output::outln;
 use super::{CliError, CliResult, GlobalOptions, project, signals};
-use crate::compose::LoadError;
-use crate::engine::Engine;
 use crate::events::{Event, Follower, log_path};
 
 /// `berth events` flags.
@@ -31,33 +29,6 @@ pub struct EventsArgs {
     services: Vec<String>,
 }
 
-/// The project a command that can work from the containers alone acts on: from the compose
-/// file when there is one, or from `-p NAME` alone (its containers found by their labels).
-pub(crate) struct Target {
-    /// The project's name.
-    pub name: String,
-    /// The engine.
-    pub engine: Engine,
-}
-
-/// Finds the project: loads the compose file, or with `-p NAME` and no file, takes the name.
-/// `services` must be the project's (checked when the file is known).
-pub(crate) fn target(global: &GlobalOptions, services: &[String]) -> CliResult<Target> {
-    let opts = global.project_options()?;
-    let engine = project::engine(global)?;
-    match crate::compose::load_project(&opts) {
-        Ok(loaded) => {
-            project::check_services(&loaded, services)?;
-            Ok(Target { name: loaded.project.name.clone(), engine })
-        }
-        Err(LoadError::NoComposeFile(_)) if global.project_name.is_some() => {
-            let name = global.project_name.clone().unwrap_or_default();
-            Ok(Target { name, engine })
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// Runs `berth events`.
 pub fn run(global: &GlobalOptions, args: &EventsArgs) -> CliResult<()> {
     let now = SystemTime::now();
@@ -74,7 +45,8 @@ pub fn run(global: &GlobalOptions, args: &EventsArgs) -> CliResult<()> {
     };
     let since = parse("since", &args.since)?;
     let until = parse("until", &args.until)?;
-    let target = target(global, &args.services)?;
+    let target = project::open_or_name(global)?;
+    target.check_services(&args.services)?;
     let path = log_path(target.engine.dirs(), &target.name);
     let mut follower = Follower::new(&path, since.is_some());
     let wanted = |e: &Event| {

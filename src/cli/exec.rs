@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::project;
 use super::{CliError, CliResult, GlobalOptions};
-use crate::engine::observe::{is_running, status_of};
+use crate::engine::query;
 use crate::runtime::ExecSpec;
 
 /// `berth exec` flags (docker compose's).
@@ -64,15 +64,10 @@ fn resolve_env(items: &[String]) -> Vec<String> {
 pub fn run(global: &GlobalOptions, args: &ExecArgs) -> CliResult<()> {
     let target = project::open_or_name(global)?;
     let container = target.container(&args.service, args.index)?;
-    let engine = &target.engine;
-    if !is_running(&status_of(&engine.runtime, &container.id)) {
-        return Err(CliError::msg(format!("container {} is not running", container.name)));
-    }
-    // The process resolves names through the DNS process: one that was killed runs again.
-    // (Only this step of `reconcile`: exec changes no container, so takes no project lock.)
-    engine.host().networks.sync_dns().map_err(crate::engine::EngineError::net("DNS process"))?;
     let env = resolve_env(&args.env);
     if args.detach {
+        // Said here, not by the detached berth, whose output goes nowhere.
+        query::ready_for_exec(&target.engine.host(), &container)?;
         return detach(global, &target.name, &container, args, &env);
     }
     let exec = ExecSpec {
@@ -83,11 +78,8 @@ pub fn run(global: &GlobalOptions, args: &ExecArgs) -> CliResult<()> {
         privileged: args.privileged,
     };
     use std::io::IsTerminal;
-    let code = if !args.no_tty && std::io::stdin().is_terminal() {
-        engine.runtime.exec_tty(&container.id, &exec)?
-    } else {
-        engine.runtime.exec(&container.id, &exec)?
-    };
+    let tty = !args.no_tty && std::io::stdin().is_terminal();
+    let code = query::exec(&target.engine.host(), &container, &exec, tty)?;
     CliError::exit_status(code)
 }
 

@@ -10,8 +10,6 @@ use clap::Args;
 use super::output::{self, out, outln, statusln};
 use super::project::{self, ProjectCtx};
 use super::{CliError, CliResult, GlobalOptions};
-use crate::compose::LoadedProject;
-use crate::engine::Engine;
 use crate::engine::EngineError;
 use crate::engine::execute::{Executor, recover};
 use crate::engine::images::{ImageOptions, PullPolicy};
@@ -19,76 +17,7 @@ use crate::engine::observe::{Scope, observe};
 use crate::engine::plan::{Plan, UpOptions, plan_kill, plan_pause, plan_restart, plan_rm};
 use crate::engine::progress::Progress;
 use crate::engine::up::{UpOutcome, UpRequest, UpSink};
-use crate::graph::ServiceGraph;
 use crate::image::events::ImageEvents;
-
-/// A project opened from its compose file, or known only by its name (`-p NAME` without a
-/// file: what it has is found by its containers' labels).
-pub(crate) struct Target {
-    /// The engine.
-    pub engine: Engine,
-    /// The project's name.
-    pub name: String,
-    /// The project and its graph, when there is a compose file.
-    pub project: Option<(LoadedProject, ServiceGraph)>,
-    /// Progress output.
-    pub progress: Progress,
-}
-
-impl Target {
-    /// Opens the project; without a compose file, `-p NAME` is enough.
-    pub fn open(global: &GlobalOptions, services: &[String]) -> CliResult<Target> {
-        match project::open(global) {
-            Ok(ctx) => {
-                project::check_services(&ctx.loaded, services)?;
-                let ProjectCtx { loaded, graph, engine, progress } = ctx;
-                Ok(Target {
-                    engine,
-                    name: loaded.project.name.clone(),
-                    project: Some((loaded, graph)),
-                    progress,
-                })
-            }
-            Err(e) => {
-                let Some(name) = &global.project_name else { return Err(e) };
-                Ok(Target {
-                    engine: project::engine(global)?,
-                    name: name.clone(),
-                    project: None,
-                    progress: project::progress(global),
-                })
-            }
-        }
-    }
-
-    fn loaded(&self) -> Option<&LoadedProject> {
-        self.project.as_ref().map(|p| &p.0)
-    }
-
-    fn graph(&self) -> Option<&ServiceGraph> {
-        self.project.as_ref().map(|p| &p.1)
-    }
-
-    fn lock(&self) -> CliResult<crate::state::Lock> {
-        let name = &self.name;
-        Ok(self.engine.lock_project(name, || {
-            self.progress.warn(&format!("waiting for another berth command on project {name} to finish"))
-        })?)
-    }
-
-    fn executor(&self) -> Executor<'_> {
-        Executor {
-            host: self.engine.host(),
-            loaded: self.loaded(),
-            graph: self.graph(),
-            progress: &self.progress,
-        }
-    }
-
-    fn observe(&self) -> CliResult<crate::engine::observe::Observed> {
-        Ok(observe(&self.engine.host(), &self.name, &Scope::default())?)
-    }
-}
 
 /// The names of the containers a plan acts on, in its order.
 fn container_names(plan: &Plan) -> Vec<String> {
@@ -225,11 +154,20 @@ pub struct RmArgs {
 /// Runs `berth rm`: removes the stopped containers of the services (with `-s`, stops them
 /// first), after asking unless `-f`.
 pub fn run_rm(global: &GlobalOptions, args: &RmArgs) -> CliResult<()> {
-    let t = Target::open(global, &args.services)?;
+    let t = project::open_or_name(global)?;
+    t.check_services(&args.services)?;
     let _lock = t.lock()?;
     recover(&t.engine.host(), &t.name, &t.progress)?;
     let observed = t.observe()?;
-    let plan = plan_rm(&t.name, t.loaded(), t.graph(), &observed, &args.services, args.stop, args.volumes)?;
+    let plan = plan_rm(
+        &t.name,
+        t.loaded.as_ref(),
+        t.graph.as_ref(),
+        &observed,
+        &args.services,
+        args.stop,
+        args.volumes,
+    )?;
     let names = container_names(&plan);
     if names.is_empty() {
         statusln!("No stopped containers");
@@ -320,14 +258,20 @@ fn converge(
 /// The engine's `up` sequence for the CLI: an interrupted build ends the command as Ctrl-C
 /// does (exit code 130).
 pub(crate) fn bring_up(ctx: &ProjectCtx, request: &UpRequest, sink: &CliSink<'_>) -> CliResult<UpOutcome> {
-    crate::engine::up::bring_up(&ctx.engine, &ctx.loaded, &ctx.graph, request, sink).map_err(|e| match e {
+    crate::engine::up::bring_up(&ctx.engine, &ctx.loaded, &ctx.graph, request, sink).map_err(cli_error)
+}
+
+/// An error of `up`'s sequence for the command line: an interrupt ends the command as Ctrl-C
+/// does (exit code 130).
+pub(crate) fn cli_error(e: EngineError) -> CliError {
+    match e {
         EngineError::Interrupted => {
             let mut e = CliError::msg("interrupted");
             e.code = 130;
             e
         }
         e => e.into(),
-    })
+    }
 }
 
 /// How `up`, `create` and `scale` show progress, and catch Ctrl-C while images build (the
@@ -407,10 +351,12 @@ pub struct KillArgs {
 
 /// Runs `berth kill`.
 pub fn run_kill(global: &GlobalOptions, args: &KillArgs) -> CliResult<()> {
-    let t = Target::open(global, &args.services)?;
+    let t = project::open_or_name(global)?;
+    t.check_services(&args.services)?;
     let _lock = t.lock()?;
     let observed = t.observe()?;
-    let plan = plan_kill(&t.name, t.loaded(), &observed, &args.services, &args.signal, args.remove_orphans)?;
+    let plan =
+        plan_kill(&t.name, t.loaded.as_ref(), &observed, &args.services, &args.signal, args.remove_orphans)?;
     if plan.services.is_empty() {
         statusln!("No container to kill");
         return Ok(());
@@ -428,10 +374,11 @@ pub struct PauseArgs {
 
 /// Runs `berth pause` (`pause: true`) or `berth unpause`.
 pub fn run_pause(global: &GlobalOptions, args: &PauseArgs, pause: bool) -> CliResult<()> {
-    let t = Target::open(global, &args.services)?;
+    let t = project::open_or_name(global)?;
+    t.check_services(&args.services)?;
     let _lock = t.lock()?;
     let observed = t.observe()?;
-    let plan = plan_pause(&t.name, t.loaded(), &observed, &args.services, pause)?;
+    let plan = plan_pause(&t.name, t.loaded.as_ref(), &observed, &args.services, pause)?;
     t.executor().execute(&plan)?;
     Ok(())
 }
@@ -454,7 +401,8 @@ pub struct WaitArgs {
 /// printing each one's exit code as it comes; the command's exit code is the last one's.
 /// With `--down-project`, the project is then taken down (orphans too).
 pub fn run_wait(global: &GlobalOptions, args: &WaitArgs) -> CliResult<()> {
-    let t = Target::open(global, &args.services)?;
+    let t = project::open_or_name(global)?;
+    t.check_services(&args.services)?;
     let observed = t.observe()?;
     let running: Vec<_> = observed
         .containers
@@ -473,7 +421,14 @@ pub fn run_wait(global: &GlobalOptions, args: &WaitArgs) -> CliResult<()> {
     if args.down_project {
         let _lock = t.lock()?;
         let opts = crate::engine::down::DownOptions { remove_orphans: true, ..Default::default() };
-        crate::engine::down::down(&t.engine, &t.name, t.loaded(), t.graph(), &opts, &t.progress)?;
+        crate::engine::down::down(
+            &t.engine,
+            &t.name,
+            t.loaded.as_ref(),
+            t.graph.as_ref(),
+            &opts,
+            &t.progress,
+        )?;
     }
     CliError::exit_status(code)
 }

@@ -10,7 +10,8 @@ use super::output;
 use super::project;
 use super::{CliError, CliResult, GlobalOptions, signals};
 use crate::engine::logs::{LogFollower, LogFormat};
-use crate::engine::observe::{ProjectContainer, project_containers, status_of};
+use crate::engine::observe::ProjectContainer;
+use crate::engine::query::{self, Selection};
 use crate::runtime::status::State;
 
 /// `berth logs` flags (docker compose's).
@@ -76,27 +77,33 @@ pub fn run(global: &GlobalOptions, args: &LogsArgs) -> CliResult<()> {
     let target = project::open_or_name(global)?;
     target.check_services(&args.services)?;
     // Services that ask not to be attached (`attach: false`) only when named.
-    let quiet_service = |s: &str| {
-        args.services.is_empty()
-            && target
-                .loaded
-                .as_ref()
-                .and_then(|l| l.project.services.get(s))
-                .is_some_and(|s| s.attach == Some(false))
-    };
-    let wanted = |c: &ProjectContainer| {
-        !c.oneoff
-            && (args.services.is_empty() || args.services.contains(&c.service))
-            && (args.index == 0 || c.number == args.index)
-            && !quiet_service(&c.service)
+    let quiet: Vec<String> = target
+        .loaded
+        .as_ref()
+        .map(|l| {
+            l.project
+                .services
+                .iter()
+                .filter(|(_, s)| s.attach == Some(false))
+                .map(|(n, _)| n.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let selection =
+        Selection { services: args.services.clone(), quiet, index: args.index, ..Selection::default() };
+    let host = target.engine.host();
+    let wanted = || -> CliResult<Vec<ProjectContainer>> {
+        Ok(query::select(host.containers, &target.name, &selection)?
+            .into_iter()
+            .map(|l| l.container)
+            .collect())
     };
     let engine = &target.engine;
     let format =
         LogFormat { timestamps: args.timestamps, no_color: args.no_color, no_prefix: args.no_log_prefix };
     let mut follower = LogFollower::new(engine.dirs(), format).window(since, until);
     let mut out = output::Stdout;
-    let first: Vec<ProjectContainer> =
-        project_containers(&engine.runtime, &target.name)?.into_iter().filter(|c| wanted(c)).collect();
+    let first = wanted()?;
     if args.index > 0 && first.is_empty() {
         return Err(CliError::msg(format!(
             "service {:?} has no container number {}",
@@ -109,9 +116,8 @@ pub fn run(global: &GlobalOptions, args: &LogsArgs) -> CliResult<()> {
         return Ok(());
     }
     signals::install();
-    let live = |id: &str| {
-        !matches!(status_of(&engine.runtime, id).state, State::Exited | State::Dead | State::Created)
-    };
+    let live =
+        |id: &str| !matches!(host.containers.status(id).state, State::Exited | State::Dead | State::Created);
     let mut stopped_since: Option<Instant> = None;
     loop {
         follower.poll(&mut out).map_err(output::stream_error)?;
@@ -122,8 +128,8 @@ pub fn run(global: &GlobalOptions, args: &LogsArgs) -> CliResult<()> {
             return Ok(());
         }
         // New containers (scaled up, recreated) join from their first line.
-        let containers = project_containers(&engine.runtime, &target.name)?;
-        for c in containers.iter().filter(|c| wanted(c)) {
+        let containers = wanted()?;
+        for c in &containers {
             if !follower.has(&c.id) {
                 follower.add(c, None, false, &mut out).map_err(output::stream_error)?;
             }

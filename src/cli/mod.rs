@@ -303,7 +303,7 @@ pub(crate) fn key_values(items: &[String], what: &str) -> CliResult<BTreeMap<Str
 
 /// Loads the project these options describe.
 pub(crate) fn load(opts: &ProjectOptions) -> CliResult<LoadedProject> {
-    Ok(crate::compose::load_project(opts)?)
+    Ok(crate::graph::load_project(opts)?)
 }
 
 /// `berth shim ID`: forks into the background (the launcher reaps the first process), leaves

@@ -4,8 +4,8 @@ use clap::Args;
 
 use super::output::outln;
 use super::project;
-use super::{CliError, CliResult, GlobalOptions};
-use crate::netns::record::read_endpoint;
+use super::{CliResult, GlobalOptions};
+use crate::engine::query;
 
 /// `berth port` flags.
 #[derive(Debug, Args)]
@@ -26,16 +26,7 @@ pub struct PortArgs {
 pub fn run(global: &GlobalOptions, args: &PortArgs) -> CliResult<()> {
     let target = project::open_or_name(global)?;
     let container = target.container(&args.service, args.index)?;
-    let ports = read_endpoint(target.engine.dirs(), &container.id)?.map(|e| e.ports).unwrap_or_default();
-    let found = ports
-        .iter()
-        .find(|p| p.container_port == args.private_port && p.protocol.as_str() == args.protocol)
-        .ok_or_else(|| {
-            CliError::msg(format!(
-                "no port {}/{} is published for container {}",
-                args.private_port, args.protocol, container.name
-            ))
-        })?;
+    let found = query::published(&target.engine.host(), &container, args.private_port, &args.protocol)?;
     let ip = found.host_ip.map(|ip| ip.to_string()).unwrap_or_else(|| "0.0.0.0".into());
     outln!("{ip}:{}", found.host_port)
 }

@@ -5,8 +5,10 @@
 use crate::compose::LoadedProject;
 use crate::engine::Engine;
 use crate::engine::discover::project_from_containers;
-use crate::engine::observe::{ProjectContainer, project_containers};
+use crate::engine::execute::Executor;
+use crate::engine::observe::{Observed, ProjectContainer, Scope, observe};
 use crate::engine::progress::{Progress, ProgressMode};
+use crate::engine::query;
 use crate::graph::ServiceGraph;
 
 use super::{CliError, CliResult, GlobalOptions};
@@ -60,12 +62,16 @@ pub fn check_services(loaded: &LoadedProject, services: &[String]) -> CliResult<
 }
 
 /// The project a command that can work from its containers alone acts on: loaded from its
-/// compose file when there is one, else known by name only.
+/// compose file when there is one, else known by name only (`-p NAME` or
+/// `COMPOSE_PROJECT_NAME`; what it has is found by its containers' labels). Every command that
+/// takes `-p NAME` without a file opens it with [`open_or_name`].
 pub struct Target {
     /// The project's name.
     pub name: String,
     /// The loaded project, when its file could be read.
     pub loaded: Option<LoadedProject>,
+    /// Its dependency graph, when its file could be read.
+    pub graph: Option<ServiceGraph>,
     /// The engine.
     pub engine: Engine,
     /// Progress output.
@@ -81,14 +87,29 @@ impl Target {
         })?)
     }
 
+    /// The executor on the real host, with the project and graph when the file was read.
+    pub fn executor(&self) -> Executor<'_> {
+        Executor {
+            host: self.engine.host(),
+            loaded: self.loaded.as_ref(),
+            graph: self.graph.as_ref(),
+            progress: &self.progress,
+        }
+    }
+
+    /// What the host has of the project's containers (no networks, volumes or images).
+    pub fn observe(&self) -> CliResult<Observed> {
+        Ok(observe(&self.engine.host(), &self.name, &Scope::default())?)
+    }
+
     /// Checks that every name in `services` is a service of the project: of its file when
     /// it has one, else of its containers (docker compose's "no such service").
     pub fn check_services(&self, services: &[String]) -> CliResult<()> {
         match &self.loaded {
             Some(loaded) => check_services(loaded, services),
             None => {
-                let have = project_containers(&self.engine.runtime, &self.name)?;
-                match services.iter().find(|s| !have.iter().any(|c| &&c.service == s)) {
+                let have = query::services(self.engine.host().containers, &self.name)?;
+                match services.iter().find(|s| !have.contains(*s)) {
                     Some(s) => Err(CliError::msg(format!("no such service: {s}"))),
                     None => Ok(()),
                 }
@@ -97,20 +118,10 @@ impl Target {
     }
 
     /// The container `index` of `service` (1-based; 0: the first by number), as docker
-    /// compose picks the target of `exec` and `port`: one-off containers only when no other.
+    /// compose picks the target of `exec` and `port` (`engine::query::pick`).
     pub fn container(&self, service: &str, index: u32) -> CliResult<ProjectContainer> {
         self.check_services(std::slice::from_ref(&service.to_string()))?;
-        let mut mine: Vec<ProjectContainer> = project_containers(&self.engine.runtime, &self.name)?
-            .into_iter()
-            .filter(|c| c.service == service)
-            .collect();
-        mine.sort_by_key(|c| (c.oneoff, c.number));
-        let found =
-            if index == 0 { mine.into_iter().next() } else { mine.into_iter().find(|c| c.number == index) };
-        found.ok_or_else(|| match index {
-            0 => CliError::msg(format!("service {service:?} is not running")),
-            n => CliError::msg(format!("service {service:?} is not running container #{n}")),
-        })
+        Ok(query::pick(self.engine.host().containers, &self.name, service, index)?)
     }
 
     /// The loaded project, or the one its containers' labels describe (docker compose's
@@ -150,13 +161,15 @@ pub fn open_or_name(global: &GlobalOptions) -> CliResult<Target> {
     let opts = global.project_options()?;
     match super::load(&opts) {
         Ok(loaded) => {
-            Ok(Target { name: loaded.project.name.clone(), loaded: Some(loaded), engine, progress })
+            let graph = ServiceGraph::from_project(&loaded.project)?;
+            let name = loaded.project.name.clone();
+            Ok(Target { name, loaded: Some(loaded), graph: Some(graph), engine, progress })
         }
         Err(e) => {
             let from_flag = global.project_name.clone().filter(|_| global.files.is_empty());
             let from_env = || std::env::var("COMPOSE_PROJECT_NAME").ok().filter(|n| !n.is_empty());
             match from_flag.or_else(from_env) {
-                Some(name) => Ok(Target { name, loaded: None, engine, progress }),
+                Some(name) => Ok(Target { name, loaded: None, graph: None, engine, progress }),
                 None => Err(e),
             }
         }

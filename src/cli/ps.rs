@@ -13,8 +13,9 @@ use super::output::{out, outln};
 use super::project::{self, Target};
 use super::template::FormatSpec;
 use super::{CliError, CliResult, GlobalOptions};
-use crate::engine::observe::{ProjectContainer, project_containers, status_of};
-use crate::netns::record::{ModeRecord, read_endpoint};
+use crate::engine::observe::ProjectContainer;
+use crate::engine::query::{self, Listed, Selection, States};
+use crate::netns::record::ModeRecord;
 use crate::runtime::spec::MountKind;
 use crate::runtime::status::{ContainerStatus, HealthState, State};
 use crate::runtime::timefmt::{human_since, parse_rfc3339};
@@ -149,10 +150,16 @@ fn dir_size(dir: &Path) -> u64 {
 }
 
 /// Reads what `ps` shows of container `c`; `size`: count its writable layer's bytes.
-fn summary(target: &Target, images: &BTreeMap<String, String>, c: &ProjectContainer, size: bool) -> Summary {
+fn summary(
+    target: &Target,
+    images: &BTreeMap<String, String>,
+    c: &ProjectContainer,
+    st: &ContainerStatus,
+    size: bool,
+) -> Summary {
     let engine = &target.engine;
-    let st = status_of(&engine.runtime, &c.id);
-    let spec = engine.runtime.spec(&c.id).ok();
+    let host = engine.host();
+    let spec = host.containers.spec(&c.id).ok();
     let image = target
         .loaded
         .as_ref()
@@ -160,7 +167,7 @@ fn summary(target: &Target, images: &BTreeMap<String, String>, c: &ProjectContai
         .or_else(|| c.image_id.as_ref().and_then(|id| images.get(id).cloned()))
         .or_else(|| c.image_id.clone())
         .unwrap_or_default();
-    let endpoint = read_endpoint(engine.dirs(), &c.id).ok().flatten();
+    let endpoint = host.networks.endpoint(&c.id).ok().flatten();
     let mut publishers: Vec<Publisher> = endpoint
         .as_ref()
         .map(|e| e.ports.clone())
@@ -204,7 +211,7 @@ fn summary(target: &Target, images: &BTreeMap<String, String>, c: &ProjectContai
         service: c.service.clone(),
         created: parse_rfc3339(&c.created),
         state: st.state_word().to_string(),
-        status: status_text(&st),
+        status: status_text(st),
         health: st
             .health
             .as_ref()
@@ -456,7 +463,14 @@ pub fn run(global: &GlobalOptions, args: &PsArgs) -> CliResult<()> {
     // With --orphans=false, only services the file declares.
     let declared =
         |s: &str| args.orphans || target.loaded.as_ref().is_none_or(|l| l.project.services.contains_key(s));
+    // docker compose: `--status` implies `-a`; one-offs only with either.
     let all = args.all || !statuses.is_empty();
+    let states = match (statuses.is_empty(), all) {
+        (false, _) => States::Words(statuses),
+        (true, true) => States::Any,
+        (true, false) => States::Up,
+    };
+    let selection = Selection { services: args.names.clone(), oneoffs: all, states, ..Selection::default() };
     let images = project::image_names(&target.engine);
     let size = match &spec {
         FormatSpec::Json => true,
@@ -464,11 +478,10 @@ pub fn run(global: &GlobalOptions, args: &PsArgs) -> CliResult<()> {
         FormatSpec::Table => false,
     };
     let mut rows = Vec::new();
-    for c in project_containers(&target.engine.runtime, &target.name)? {
-        if (c.oneoff && !all)
-            || (!args.names.is_empty() && !args.names.contains(&c.service))
-            || !declared(&c.service)
-        {
+    for Listed { container: c, status } in
+        query::select(target.engine.host().containers, &target.name, &selection)?
+    {
+        if !declared(&c.service) {
             continue;
         }
         if let Some(src) = &source
@@ -476,14 +489,7 @@ pub fn run(global: &GlobalOptions, args: &PsArgs) -> CliResult<()> {
         {
             continue;
         }
-        let st = status_of(&target.engine.runtime, &c.id);
-        if !all && !matches!(st.state, State::Running | State::Restarting) {
-            continue;
-        }
-        if !statuses.is_empty() && !statuses.iter().any(|s| s == st.state_word()) {
-            continue;
-        }
-        rows.push(summary(&target, &images, &c, size));
+        rows.push(summary(&target, &images, &c, &status, size));
     }
     rows.sort_by(|a, b| a.name.cmp(&b.name));
     warn_damaged(global, &target);
@@ -512,7 +518,7 @@ pub fn run(global: &GlobalOptions, args: &PsArgs) -> CliResult<()> {
 /// that can be told) that cannot be read, naming the file: such a container is not listed,
 /// and the next `up` or `down` removes it (see `engine::observe::reconcile`).
 fn warn_damaged(global: &GlobalOptions, target: &Target) {
-    let Ok(damaged) = target.engine.runtime.find_damaged() else { return };
+    let Ok(damaged) = target.engine.host().containers.find_damaged() else { return };
     let progress = project::progress(global);
     for d in damaged {
         let whose = d.labels.as_ref().and_then(|l| l.get(crate::labels::PROJECT));

@@ -10,15 +10,16 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::lifecycle::{QuietImages, pull_policy};
+use super::lifecycle::{CliSink, pull_policy};
 use super::output::outln;
 use super::project;
 use super::{CliError, CliResult, GlobalOptions, signals};
-use crate::engine::execute::{Executor, recover};
+use crate::engine::EngineError;
+use crate::engine::execute::Executor;
 use crate::engine::images::ImageOptions;
-use crate::engine::observe::{Scope, observe};
 use crate::engine::oneoff::RunOptions;
-use crate::engine::plan::{UpOptions, plan, up_scope};
+use crate::engine::plan::UpOptions;
+use crate::engine::up::{UpRequest, bring_up_then};
 use crate::runtime::status::State;
 
 /// `berth run` flags, as docker compose names them.
@@ -177,58 +178,47 @@ pub fn run(global: &GlobalOptions, args: &RunArgs) -> CliResult<()> {
     let opts = run_options(args, &cwd)?;
     let name = ctx.loaded.project.name.clone();
     let service = args.service.clone();
-    let deps: Vec<String> = if args.no_deps {
-        Vec::new()
-    } else {
-        ctx.graph
-            .dependencies_closure(std::slice::from_ref(&service))?
-            .into_iter()
-            .filter(|s| *s != service)
-            .collect()
-    };
     let image_opts =
         ImageOptions { pull: pull_policy(args.pull.as_deref())?, build: args.build, ..Default::default() };
-    let host = ctx.engine.host();
-    let executor =
-        Executor { host, loaded: Some(&ctx.loaded), graph: Some(&ctx.graph), progress: &ctx.progress };
-    let oneoff = {
-        let _lock = ctx.engine.lock_project(&name, || {
-            ctx.progress.warn(&format!("waiting for another berth command on project {name} to finish"))
-        })?;
-        recover(&host, &name, &ctx.progress)?;
-        let mut needed = deps.clone();
-        needed.push(service.clone());
-        let events = QuietImages { inner: &ctx.progress, pulls: args.quiet_pull, builds: args.quiet_build };
-        super::build::ensure_images_with(&ctx, &needed, &image_opts, &events)?;
-        // The one-off's own networks and volumes, made as `up` makes them (docker compose's
-        // `run` does so too, also for a service with no dependencies); its service gets no
-        // container of its own here.
-        let own = UpOptions { services: vec![service.clone()], no_deps: true, ..UpOptions::default() };
-        let observed = observe(&host, &name, &up_scope(&ctx.loaded, &ctx.graph, &own)?)?;
-        let mut resources = plan(&ctx.loaded, &ctx.graph, &observed, &own)?;
-        resources.services.clear();
-        resources.orphans.clear();
-        executor.execute(&resources)?;
-        if !deps.is_empty() {
-            let up = UpOptions {
-                services: deps.clone(),
-                remove_orphans: args.remove_orphans,
-                ..UpOptions::default()
-            };
-            let observed = observe(&host, &name, &up_scope(&ctx.loaded, &ctx.graph, &up)?)?;
-            executor.execute(&plan(&ctx.loaded, &ctx.graph, &observed, &up)?)?;
+    // `up`'s sequence for the service and (unless --no-deps) its dependencies, leaving the
+    // service itself without a container of its own: its networks and volumes are made as
+    // `up` makes them (docker compose's `run` does so too). Then, still under the project's
+    // lock, the dependencies' conditions are waited for and the one-off container is made.
+    let request = UpRequest {
+        options: UpOptions {
+            services: vec![service.clone()],
+            no_deps: args.no_deps,
+            remove_orphans: args.remove_orphans,
+            ..UpOptions::default()
+        },
+        images: image_opts,
+        wait: None,
+    };
+    let sink = CliSink::new(&ctx.progress, args.quiet_pull, args.quiet_build);
+    let leave = [service.clone()];
+    let with_deps =
+        !args.no_deps && ctx.graph.dependencies_closure(std::slice::from_ref(&service))?.len() > 1;
+    let make_oneoff = |executor: &Executor<'_>| {
+        if with_deps {
             executor.dependencies_ready(&name, &service)?;
         }
         let reference = crate::engine::plan::image_reference(&ctx.loaded, &service).ok_or_else(|| {
-            CliError::msg(format!("service {service} has neither an image nor a build section"))
+            EngineError::Msg(format!("service {service} has neither an image nor a build section"))
         })?;
-        let scope = Scope { images: vec![reference.clone()], ..Scope::default() };
-        let image = observe(&host, &name, &scope)?
-            .images
-            .remove(&reference)
-            .ok_or_else(|| CliError::msg(format!("service {service}: image {reference} is not present")))?;
-        executor.create_oneoff(&image, &opts)?
+        let image = executor.host.images.resolve(&reference).map_err(|e| match e {
+            crate::image::ImageError::NotFound(_) => {
+                EngineError::Msg(format!("service {service}: image {reference} is not present"))
+            }
+            source => EngineError::Image { service: service.clone(), source },
+        })?;
+        executor.create_oneoff(&image, &opts)
     };
+    let (_, oneoff) =
+        bring_up_then(&ctx.engine, &ctx.loaded, &ctx.graph, &request, &sink, &leave, make_oneoff)
+            .map_err(super::lifecycle::cli_error)?;
+    let host = ctx.engine.host();
+    let executor =
+        Executor { host, loaded: Some(&ctx.loaded), graph: Some(&ctx.graph), progress: &ctx.progress };
     if args.detach {
         if let Err(e) = executor.start_oneoff(&service, &oneoff) {
             if args.rm {

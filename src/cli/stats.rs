@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde::Serialize;
 
-use super::events::target;
 use super::output::out;
 use super::template::FormatSpec;
 use super::{CliError, CliResult, GlobalOptions, signals};
-use crate::engine::observe::{ProjectContainer, is_running, project_containers, status_of};
+use crate::engine::observe::{ProjectContainer, is_running};
+use crate::engine::query::{self, Selection, States};
 use crate::runtime::cgroups::Cgroup;
 use crate::runtime::stats::{HostInfo, Sample, sample};
 use crate::runtime::syscall::Linux;
@@ -241,17 +241,18 @@ fn render(shape: &Shape, entries: &[Entry]) -> CliResult<String> {
 /// Runs `berth stats`.
 pub fn run(global: &GlobalOptions, args: &StatsArgs) -> CliResult<()> {
     let shape = shape(&args.format)?;
-    let target = target(global, &args.services)?;
-    let runtime = &target.engine.runtime;
+    let target = super::project::open_or_name(global)?;
+    target.check_services(&args.services)?;
     let host = HostInfo::read(&Linux);
+    let states = if args.all { States::Any } else { States::Watched };
+    let selection =
+        Selection { services: args.services.clone(), oneoffs: true, states, ..Selection::default() };
     let containers = || -> CliResult<Vec<(ProjectContainer, i32)>> {
-        Ok(project_containers(runtime, &target.name)?
+        Ok(query::select(target.engine.host().containers, &target.name, &selection)?
             .into_iter()
-            .filter(|c| args.services.is_empty() || args.services.contains(&c.service))
-            .filter_map(|c| {
-                let st = status_of(runtime, &c.id);
-                let pid = if is_running(&st) { st.pid } else { 0 };
-                (args.all || pid > 0).then_some((c, pid))
+            .map(|l| {
+                let pid = if is_running(&l.status) { l.status.pid } else { 0 };
+                (l.container, pid)
             })
             .collect())
     };

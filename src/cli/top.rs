@@ -9,11 +9,11 @@ use std::time::{Duration, SystemTime};
 
 use clap::Args;
 
-use super::events::{local, target};
+use super::events::local;
 use super::output::out;
 use super::stats::tabwrite;
 use super::{CliResult, GlobalOptions};
-use crate::engine::observe::{is_running, project_containers, status_of};
+use crate::engine::query::{self, Selection, States};
 use crate::runtime::cgroups::Cgroup;
 use crate::runtime::stats::{HostInfo, ProcInfo, read_proc, uptime};
 use crate::runtime::syscall::{Linux, Syscall};
@@ -125,12 +125,17 @@ fn tty_name(tty: u64) -> String {
 
 /// Runs `berth top`.
 pub fn run(global: &GlobalOptions, args: &TopArgs) -> CliResult<()> {
-    let target = target(global, &args.services)?;
-    let runtime = &target.engine.runtime;
-    let mut containers: Vec<_> = project_containers(runtime, &target.name)?
+    let target = super::project::open_or_name(global)?;
+    target.check_services(&args.services)?;
+    let selection = Selection {
+        services: args.services.clone(),
+        oneoffs: true,
+        states: States::Watched,
+        ..Selection::default()
+    };
+    let mut containers: Vec<_> = query::select(target.engine.host().containers, &target.name, &selection)?
         .into_iter()
-        .filter(|c| args.services.is_empty() || args.services.contains(&c.service))
-        .filter(|c| is_running(&status_of(runtime, &c.id)))
+        .map(|l| l.container)
         .collect();
     containers.sort_by(|a, b| a.name.cmp(&b.name));
     let ctx = PsContext::read(&Linux);

@@ -54,11 +54,6 @@ pub struct LoadedProject {
     pub disabled_services: Vec<String>,
 }
 
-/// Loads a project as `docker compose` would, and returns the typed model.
-pub fn load(opts: &ProjectOptions) -> Result<Project, LoadError> {
-    load_project(opts).map(|l| l.project)
-}
-
 /// One compose file's text and how it is named in messages.
 struct Source {
     path: PathBuf,
@@ -134,9 +129,6 @@ pub fn load_project(opts: &ProjectOptions) -> Result<LoadedProject, LoadError> {
         super::consistency::check(&tree)?;
     }
     let mut project = decode(&tree)?;
-    if opts.consistency {
-        check_graph(&project, &tree)?;
-    }
     if !opts.all_resources {
         project.without_unnecessary_resources();
     }
@@ -170,26 +162,6 @@ fn decode(tree: &Node) -> Result<Project, LoadError> {
             .collect();
         let node = tree.locate(&pointer);
         LoadError::invalid(&node.mark, pointer_to_path(tree, &pointer), e.to_string())
-    })
-}
-
-/// Builds the dependency graph to find cycles (and references the tree checks do not cover);
-/// the error points at the first service of the cycle.
-fn check_graph(project: &Project, tree: &Node) -> Result<(), LoadError> {
-    crate::graph::ServiceGraph::from_project(project).map(|_| ()).map_err(|e| {
-        let first = match &e {
-            crate::graph::GraphError::Cycle(names) => names.first().cloned(),
-            crate::graph::GraphError::UndefinedService { service, .. } => Some(service.clone()),
-            crate::graph::GraphError::UnknownService(_) => None,
-        };
-        match first {
-            Some(service) => {
-                let pointer = format!("/services/{service}/depends_on");
-                let node = tree.locate(&pointer);
-                LoadError::invalid(&node.mark, pointer_to_path(tree, &pointer), e.to_string())
-            }
-            None => LoadError::Project(e.to_string()),
-        }
     })
 }
 
@@ -752,6 +724,10 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+
+    fn load(opts: &ProjectOptions) -> Result<Project, LoadError> {
+        load_project(opts).map(|l| l.project)
+    }
 
     fn project_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
         let dir = tempfile::Builder::new().prefix("berth-load-").tempdir().expect("temp dir");

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-/// Inputs of [`crate::compose::load`].
+/// Inputs of [`crate::compose::load_project`].
 #[derive(Debug, Clone, Default)]
 pub struct ProjectOptions {
     /// `-f` files in order (`-` reads standard input). Empty: `COMPOSE_FILE`, then discovery.

@@ -70,6 +70,14 @@ pub enum EngineError {
     /// Reading or writing a record failed.
     #[error(transparent)]
     State(#[from] StateError),
+    /// No container of the service to act on (with `index`: not that replica).
+    #[error("service {service:?} is not running{}", if *index == 0 { String::new() } else { format!(" container #{index}") })]
+    NotRunning {
+        /// The service.
+        service: String,
+        /// The replica asked for (0: any).
+        index: u32,
+    },
     /// A named service does not exist in the project.
     #[error("no such service: {0}")]
     NoSuchService(String),

@@ -8,13 +8,22 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::atomic::AtomicBool;
+
+use crate::compose::LoadedProject;
 use crate::image::{ImageError, ImageStore, ResolvedImage};
-use crate::netns::{AttachRequest, Attachment, NetError, NetworkRecord, NetworkSpec, Networks};
+use crate::netns::{
+    AttachRequest, Attachment, EndpointRecord, NetError, NetworkRecord, NetworkSpec, Networks,
+};
 use crate::runtime::spec::{ContainerSpec, MountSpec};
 use crate::runtime::status::{ContainerStatus, State};
 use crate::runtime::{ContainerRecord, DamagedContainer, ExecSpec, Runtime, RuntimeError};
-use crate::state::{DamagedRecord, Dirs, read_json};
+use crate::state::{DamagedRecord, Dirs, Lock, read_json};
 use crate::volume::{MountRequest, VolumeError, VolumeRecord, VolumeSpec, Volumes, service_mounts};
+
+use super::Engine;
+use super::images::ImageProvider;
+use super::provider::EngineImages;
 
 /// Containers, as the engine uses them.
 pub trait ContainerHost: Sync {
@@ -34,6 +43,9 @@ pub trait ContainerHost: Sync {
     fn remove(&self, id: &str, force: bool) -> Result<(), RuntimeError>;
     /// Runs a command in a running container: exit code, stdout, stderr.
     fn exec_output(&self, id: &str, exec: &ExecSpec) -> Result<(i32, Vec<u8>, Vec<u8>), RuntimeError>;
+    /// Runs a command in a running container on this process's stdio (`tty`: on a new
+    /// pseudo-terminal relayed to this one, which must be a terminal); its exit code.
+    fn exec_attached(&self, id: &str, exec: &ExecSpec, tty: bool) -> Result<i32, RuntimeError>;
     /// Sends `signal` (a name like `SIGKILL` or `KILL`, or a number) to a running container;
     /// its restart policy no longer applies.
     fn kill(&self, id: &str, signal: &str) -> Result<(), RuntimeError>;
@@ -44,6 +56,11 @@ pub trait ContainerHost: Sync {
     /// Containers whose records cannot be read (any project).
     fn damaged(&self) -> Result<Vec<DamagedContainer>, RuntimeError> {
         Ok(Vec::new())
+    }
+    /// Containers whose records cannot be read (any project), without sweeping anything
+    /// first (for queries, which change nothing).
+    fn find_damaged(&self) -> Result<Vec<DamagedContainer>, RuntimeError> {
+        self.damaged()
     }
     /// Takes away processes and cgroups that belong to no container with a folder (see
     /// `Runtime::sweep_unrecorded`); what went, to report.
@@ -102,6 +119,10 @@ pub trait NetworkHost: Sync {
     fn sync_dns(&self) -> Result<(), NetError> {
         Ok(())
     }
+    /// Container `id`'s network attachment (endpoints, published ports), if it has one.
+    fn endpoint(&self, _id: &str) -> Result<Option<EndpointRecord>, NetError> {
+        Ok(None)
+    }
 }
 
 /// Volumes, as the engine uses them.
@@ -126,12 +147,21 @@ pub trait VolumeHost: Sync {
     }
 }
 
-/// Images, as the engine uses them (pulling and building go through `engine::images`).
+/// Images, as the engine uses them: the store's images, and what pulls and builds the images
+/// of a project (planned by `engine::images`).
 pub trait ImageHost: Sync {
     /// The image `reference` names.
     fn resolve(&self, reference: &str) -> Result<ResolvedImage, ImageError>;
     /// Removes the image `reference` names.
     fn remove(&self, reference: &str) -> Result<(), ImageError>;
+    /// What pulls and builds the images of `loaded` (its builds read the project's files and
+    /// environment); a running build stops, everything it made cleaned up, once `cancel`
+    /// becomes true.
+    fn provider<'a>(
+        &'a self,
+        loaded: &'a LoadedProject,
+        cancel: Option<&'static AtomicBool>,
+    ) -> Result<Box<dyn ImageProvider + 'a>, ImageError>;
 }
 
 /// The four edges together, borrowed.
@@ -151,6 +181,12 @@ pub struct Host<'a> {
 }
 
 impl Host<'_> {
+    /// Takes project `project`'s lock (`on_wait` is called once if another command holds
+    /// it); none on a host without records (tests).
+    pub(crate) fn lock_project(&self, project: &str, on_wait: impl FnOnce()) -> super::Result<Option<Lock>> {
+        self.projects.map(|dirs| super::lock_project_at(dirs, project, on_wait)).transpose()
+    }
+
     /// Where `up` notes containers it is making, so that an interrupted `up` can be
     /// finished by the next command.
     pub(crate) fn pending_dir(&self, project: &str) -> Option<PathBuf> {
@@ -197,8 +233,14 @@ impl ContainerHost for Runtime {
     fn wait(&self, id: &str, timeout: Duration) -> Result<ContainerStatus, RuntimeError> {
         Runtime::wait(self, id, timeout)
     }
+    fn exec_attached(&self, id: &str, exec: &ExecSpec, tty: bool) -> Result<i32, RuntimeError> {
+        if tty { Runtime::exec_tty(self, id, exec) } else { Runtime::exec(self, id, exec) }
+    }
     fn damaged(&self) -> Result<Vec<DamagedContainer>, RuntimeError> {
         Runtime::damaged(self)
+    }
+    fn find_damaged(&self) -> Result<Vec<DamagedContainer>, RuntimeError> {
+        Runtime::find_damaged(self)
     }
     fn sweep_unrecorded(&self) -> Vec<String> {
         Runtime::sweep_unrecorded(self)
@@ -252,6 +294,9 @@ impl NetworkHost for Networks {
     fn sync_dns(&self) -> Result<(), NetError> {
         Networks::sync_dns(self)
     }
+    fn endpoint(&self, id: &str) -> Result<Option<EndpointRecord>, NetError> {
+        crate::netns::record::read_endpoint(self.dirs(), id)
+    }
 }
 
 impl VolumeHost for Volumes {
@@ -292,11 +337,35 @@ impl StoreImages {
     }
 }
 
-impl ImageHost for StoreImages {
-    fn resolve(&self, reference: &str) -> Result<ResolvedImage, ImageError> {
+impl StoreImages {
+    /// The image `reference` names.
+    pub fn resolve(&self, reference: &str) -> Result<ResolvedImage, ImageError> {
         ImageStore::open(&self.dirs)?.resolve(reference)
     }
-    fn remove(&self, reference: &str) -> Result<(), ImageError> {
+    /// Removes the image `reference` names.
+    pub fn remove(&self, reference: &str) -> Result<(), ImageError> {
         ImageStore::open(&self.dirs)?.remove(reference, false).map(drop)
+    }
+}
+
+/// The engine's images: its store, and the registry client and builder (which runs build
+/// steps in the engine's runtime and networks).
+impl ImageHost for Engine {
+    fn resolve(&self, reference: &str) -> Result<ResolvedImage, ImageError> {
+        self.images.resolve(reference)
+    }
+    fn remove(&self, reference: &str) -> Result<(), ImageError> {
+        self.images.remove(reference)
+    }
+    fn provider<'a>(
+        &'a self,
+        loaded: &'a LoadedProject,
+        cancel: Option<&'static AtomicBool>,
+    ) -> Result<Box<dyn ImageProvider + 'a>, ImageError> {
+        let provider = EngineImages::new(self, loaded)?;
+        Ok(Box::new(match cancel {
+            Some(flag) => provider.with_cancel(flag),
+            None => provider,
+        }))
     }
 }

@@ -404,6 +404,10 @@ pub trait ImageProvider: Sync {
     fn build(&self, job: &BuildJob, events: &dyn ImageEvents) -> std::result::Result<String, String>;
     /// The images a job's Dockerfile reads (`FROM`, `COPY --from=image`), for ordering.
     fn bases(&self, job: &BuildJob) -> Vec<String>;
+    /// How many pulls run at once (docker: 3 layer downloads per image; images in parallel).
+    fn parallel_pulls(&self) -> usize {
+        3
+    }
 }
 
 /// What [`execute`] did.

@@ -22,6 +22,7 @@ pub mod oneoff;
 pub mod plan;
 pub mod progress;
 pub mod provider;
+pub mod query;
 pub mod spec;
 pub mod up;
 
@@ -35,6 +36,17 @@ use host::{Host, StoreImages};
 
 pub use error::{EngineError, Result};
 pub use plan::{Plan, UpOptions};
+
+/// Takes the lock of `project` under `dirs`, waiting for another command of the same project
+/// to finish; `on_wait` is called once if it has to wait.
+fn lock_project_at(dirs: &Dirs, project: &str, on_wait: impl FnOnce()) -> Result<Lock> {
+    let path = dirs.project(project).join("lock");
+    if let Some(lock) = Lock::try_acquire(&path)? {
+        return Ok(lock);
+    }
+    on_wait();
+    Ok(Lock::acquire(&path)?)
+}
 
 /// The modules the engine drives, on one root and run dir.
 #[derive(Debug)]
@@ -74,7 +86,7 @@ impl Engine {
             containers: &self.runtime,
             networks: &self.networks,
             volumes: &self.volumes,
-            images: &self.images,
+            images: self,
             projects: Some(&self.dirs),
         }
     }
@@ -87,12 +99,7 @@ impl Engine {
     /// Takes the project's lock, waiting for another command of the same project to finish;
     /// `on_wait` is called once if it has to wait.
     pub fn lock_project(&self, project: &str, on_wait: impl FnOnce()) -> Result<Lock> {
-        let path = self.dirs.project(project).join("lock");
-        if let Some(lock) = Lock::try_acquire(&path)? {
-            return Ok(lock);
-        }
-        on_wait();
-        Ok(Lock::acquire(&path)?)
+        lock_project_at(&self.dirs, project, on_wait)
     }
 
     /// Where `up` notes containers it is making, so that an interrupted `up` can be

@@ -49,11 +49,6 @@ impl<'a> EngineImages<'a> {
         self
     }
 
-    /// How many pulls run at once (docker: 3 layer downloads per image; images in parallel).
-    pub fn max_concurrent_pulls(&self) -> usize {
-        3
-    }
-
     /// Pushes the store's image `reference` to its registry.
     pub fn push(&self, reference: &str, events: &dyn ImageEvents) -> Result<String, String> {
         self.registry.push(&self.store, reference, events).map_err(|e| e.to_string())

@@ -21,7 +21,6 @@ use super::images::{ImageOptions, ImageProvider, plan_images, service_images};
 use super::observe::observe;
 use super::plan::{Plan, UpOptions, plan, selected_services, up_scope};
 use super::progress::Progress;
-use super::provider::EngineImages;
 
 /// What `up` is asked to do.
 #[derive(Debug, Clone, Default)]
@@ -94,18 +93,53 @@ pub fn bring_up(
     request: &UpRequest,
     sink: &dyn UpSink,
 ) -> Result<UpOutcome> {
+    up_on(&engine.host(), loaded, graph, request, sink, &[], |_| Ok(())).map(|(outcome, ())| outcome)
+}
+
+/// `up`'s sequence with one more step, still under the project's lock once the plan ran (and
+/// waited, with `wait`): `run` makes its one-off container there, after its dependencies and
+/// its service's networks and volumes. The services in `leave` get no containers of their
+/// own (the plan leaves their containers alone) but everything else `up` makes for them.
+pub fn bring_up_then<T>(
+    engine: &Engine,
+    loaded: &LoadedProject,
+    graph: &ServiceGraph,
+    request: &UpRequest,
+    sink: &dyn UpSink,
+    leave: &[String],
+    then: impl FnOnce(&Executor<'_>) -> Result<T>,
+) -> Result<(UpOutcome, T)> {
+    up_on(&engine.host(), loaded, graph, request, sink, leave, then)
+}
+
+/// [`bring_up_then`] on any host (the fake in tests): the lock (when the host keeps
+/// records), the image provider the host's images give, then [`converge_then`].
+fn up_on<T>(
+    host: &Host<'_>,
+    loaded: &LoadedProject,
+    graph: &ServiceGraph,
+    request: &UpRequest,
+    sink: &dyn UpSink,
+    leave: &[String],
+    then: impl FnOnce(&Executor<'_>) -> Result<T>,
+) -> Result<(UpOutcome, T)> {
     let name = &loaded.project.name;
     // A service that does not exist changes nothing, not even the lock's folder.
     selected_services(loaded, graph, &request.options)?;
-    let _lock = engine.lock_project(name, || sink.waiting_for_lock(name))?;
-    let mut provider = EngineImages::new(engine, loaded).map_err(EngineError::Store)?;
-    if let Some(flag) = sink.cancel() {
-        provider = provider.with_cancel(flag);
-    }
-    converge(&engine.host(), &provider, provider.max_concurrent_pulls(), loaded, graph, request, sink)
+    let _lock = host.lock_project(name, || sink.waiting_for_lock(name))?;
+    let provider = host.images.provider(loaded, sink.cancel()).map_err(EngineError::Store)?;
+    let step = Step { leave, then };
+    converge_then(host, provider.as_ref(), provider.parallel_pulls(), loaded, graph, request, sink, step)
+}
+
+/// The last step of `up`'s sequence and the services it leaves alone.
+struct Step<'l, F> {
+    leave: &'l [String],
+    then: F,
 }
 
 /// The sequence after the lock, on any host and image provider (fakes in tests).
+#[cfg(test)]
 fn converge(
     host: &Host<'_>,
     provider: &dyn ImageProvider,
@@ -115,12 +149,29 @@ fn converge(
     request: &UpRequest,
     sink: &dyn UpSink,
 ) -> Result<UpOutcome> {
+    let step = Step { leave: &[], then: |_: &Executor<'_>| Ok(()) };
+    converge_then(host, provider, parallel_pulls, loaded, graph, request, sink, step).map(|(o, ())| o)
+}
+
+/// The sequence after the lock, then `step`.
+#[allow(clippy::too_many_arguments)] // the sequence's inputs, each needed once
+fn converge_then<T>(
+    host: &Host<'_>,
+    provider: &dyn ImageProvider,
+    parallel_pulls: usize,
+    loaded: &LoadedProject,
+    graph: &ServiceGraph,
+    request: &UpRequest,
+    sink: &dyn UpSink,
+    step: Step<'_, impl FnOnce(&Executor<'_>) -> Result<T>>,
+) -> Result<(UpOutcome, T)> {
     let name = &loaded.project.name;
     let progress = sink.progress();
     let selected = selected_services(loaded, graph, &request.options)?;
     recover(host, name, progress)?;
     get_images(provider, parallel_pulls, loaded, &selected, &request.images, sink)?;
-    let plan = plan_up(host, loaded, graph, &request.options)?;
+    let mut plan = plan_up(host, loaded, graph, &request.options)?;
+    plan.services.retain(|s| !step.leave.contains(&s.name));
     let started = SystemTime::now();
     let executor = Executor { host: *host, loaded: Some(loaded), graph: Some(graph), progress };
     executor.execute(&plan)?;
@@ -128,7 +179,8 @@ fn converge(
         let targets: BTreeMap<_, _> = wait_targets(graph, &selected);
         executor.wait_ready(name, &targets, timeout)?;
     }
-    Ok(UpOutcome { plan, selected, started })
+    let extra = (step.then)(&executor)?;
+    Ok((UpOutcome { plan, selected, started }, extra))
 }
 
 /// Pulls or builds what `services` need and the store lacks.
@@ -318,5 +370,62 @@ mod tests {
         assert!(matches!(err, EngineError::NoSuchService(_)), "{err}");
         assert!(fake.take_calls().is_empty());
         assert!(images.calls().is_empty());
+    }
+
+    /// `up` on the fake through the whole sequence (lock, images, plan, execute).
+    fn up(fake: &Fake, loaded: &LoadedProject, graph: &ServiceGraph, req: &UpRequest) -> Result<UpOutcome> {
+        up_on(&fake.host(), loaded, graph, req, &sink(None), &[], |_| Ok(())).map(|(o, ())| o)
+    }
+
+    #[test]
+    fn a_last_step_runs_after_the_dependencies_and_a_left_service_gets_only_its_resources() {
+        let (_d, loaded, graph) = load(STACK);
+        let fake = Fake::with_images(&["x", "app"]);
+        let leave = ["web".to_string()];
+        let (out, made) =
+            up_on(&fake.host(), &loaded, &graph, &request(&["web"]), &sink(None), &leave, |ex| {
+                // What `run` sees when it makes its one-off: the dependency runs, the network exists.
+                assert!(ex.host.networks.exists("p_default").unwrap());
+                Ok(fake.containers())
+            })
+            .unwrap();
+        assert_eq!(out.selected, ["db", "web"]);
+        assert_eq!(made, [("p-db-1".to_string(), State::Running)]);
+        assert!(out.plan.services.iter().all(|s| s.name != "web"));
+        // A failing last step fails the sequence (after what it made).
+        let err = up_on(&fake.host(), &loaded, &graph, &request(&["web"]), &sink(None), &leave, |_| {
+            Err::<(), _>(EngineError::Msg("no image".into()))
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "no image");
+    }
+
+    #[test]
+    fn the_image_step_goes_through_the_hosts_images() {
+        let (_d, loaded, graph) = load(STACK);
+        let fake = Fake::with_images(&["x"]);
+        fake.pullable("app");
+        up(&fake, &loaded, &graph, &request(&[])).unwrap();
+        let calls = fake.take_calls();
+        // `app` is missing: pulled (its build is the fallback, not needed), then made.
+        let pull = calls.iter().position(|c| c == "pull docker.io/library/app:latest");
+        let create = calls.iter().position(|c| c == "create p-app-1");
+        assert!(pull.is_some() && create.is_some() && pull < create, "{calls:#?}");
+        assert!(!calls.iter().any(|c| c.starts_with("build")), "{calls:#?}");
+        // Now present: a second `up` neither pulls nor builds.
+        up(&fake, &loaded, &graph, &request(&[])).unwrap();
+        assert!(!fake.take_calls().iter().any(|c| c.starts_with("pull") || c.starts_with("build")));
+    }
+
+    #[test]
+    fn a_failed_pull_falls_back_to_the_build_and_a_failed_build_makes_nothing() {
+        let (_d, loaded, graph) = load(STACK);
+        let fake = Fake::with_images(&["x"]);
+        fake.fail_build();
+        let err = up(&fake, &loaded, &graph, &request(&[])).unwrap_err();
+        assert!(err.to_string().contains("step 2 failed"), "{err}");
+        // (After recover's DNS check:) the pull, its fallback build, and nothing more.
+        assert_eq!(fake.take_calls(), ["dns stopped", "pull docker.io/library/app:latest", "build app"]);
+        assert!(fake.containers().is_empty() && fake.networks().is_empty());
     }
 }

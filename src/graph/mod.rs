@@ -14,6 +14,8 @@ use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::compose::model::Project;
+use crate::compose::node::pointer_to_path;
+use crate::compose::{LoadError, LoadedProject, ProjectOptions};
 
 /// A vertex: something that must exist before what depends on it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -115,6 +117,38 @@ pub enum GraphError {
     /// A name given by the caller is no service of the project.
     #[error("no such service: {0}")]
     UnknownService(String),
+}
+
+/// Loads a project as docker compose does (`compose::load_project`), then, unless
+/// consistency checks are off, builds its dependency graph to find cycles and references the
+/// loader's tree checks do not cover: the error points at the `depends_on` of the first
+/// service concerned, in its file. The loader itself knows nothing of the graph; this is the
+/// entry the commands and the library load through.
+pub fn load_project(opts: &ProjectOptions) -> Result<LoadedProject, LoadError> {
+    let loaded = crate::compose::load_project(opts)?;
+    if opts.consistency {
+        check(&loaded)?;
+    }
+    Ok(loaded)
+}
+
+/// The graph's verdict on a loaded project, located in its files.
+fn check(loaded: &LoadedProject) -> Result<(), LoadError> {
+    ServiceGraph::from_project(&loaded.project).map(drop).map_err(|e| {
+        let first = match &e {
+            GraphError::Cycle(names) => names.first().cloned(),
+            GraphError::UndefinedService { service, .. } => Some(service.clone()),
+            GraphError::UnknownService(_) => None,
+        };
+        match first {
+            Some(service) => {
+                let pointer = format!("/services/{service}/depends_on");
+                let node = loaded.tree.locate(&pointer);
+                LoadError::invalid(&node.mark, pointer_to_path(&loaded.tree, &pointer), e.to_string())
+            }
+            None => LoadError::Project(e.to_string()),
+        }
+    })
 }
 
 /// The project's dependency graph.
@@ -438,6 +472,23 @@ mod tests {
 
     fn graph(v: serde_json::Value) -> Result<ServiceGraph, GraphError> {
         ServiceGraph::from_project(&Project::from_json(v).expect("project"))
+    }
+
+    #[test]
+    fn loading_names_the_file_line_of_a_cycle_unless_consistency_checks_are_off() {
+        let dir = tempfile::Builder::new().prefix("berth-").tempdir().expect("temp dir");
+        let yaml =
+            "services:\n  a:\n    image: x\n    depends_on: [b]\n  b:\n    image: x\n    depends_on: [a]\n";
+        std::fs::write(dir.path().join("compose.yaml"), yaml).expect("write");
+        let mut opts = ProjectOptions::new(dir.path().to_path_buf(), std::collections::HashMap::new());
+        opts.project_name = Some("p".into());
+        let e = load_project(&opts).unwrap_err().to_string();
+        assert!(e.contains("compose.yaml:4:") && e.contains("services.a.depends_on"), "{e}");
+        assert!(e.contains("dependency cycle detected: a -> b -> a"), "{e}");
+        // The loader alone does not build the graph.
+        assert!(crate::compose::load_project(&opts).is_ok());
+        opts.consistency = false;
+        assert!(load_project(&opts).is_ok());
     }
 
     fn dep(cond: &str) -> serde_json::Value {

@@ -4,12 +4,12 @@
 
 use std::collections::HashSet;
 use std::ffi::CString;
-use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, RawFd};
+use std::path::Path;
 
 use caps::Capability;
-use nix::sched::{CloneFlags, setns};
+use nix::sched::CloneFlags;
 use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, dup2_stderr, dup2_stdin, dup2_stdout, execve, fork};
@@ -17,7 +17,7 @@ use nix::unistd::{ForkResult, dup2_stderr, dup2_stdin, dup2_stdout, execve, fork
 use super::cgroups::Cgroup;
 use super::process::{find_program, process_env, resolve_user};
 use super::spec::ContainerSpec;
-use super::syscall::Linux;
+use super::syscall::{Linux, Syscall};
 
 /// A process to run in a running container.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,6 +53,37 @@ fn fail(message: &str) -> ! {
     unsafe { libc::_exit(126) }
 }
 
+/// The namespaces a process joining a container enters, in this order: the cgroup namespace
+/// right after the cgroup (so that it is rooted there), the mount namespace last (its `/proc`
+/// is the container's).
+const JOINED: [(&str, CloneFlags); 6] = [
+    ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+    ("ipc", CloneFlags::CLONE_NEWIPC),
+    ("uts", CloneFlags::CLONE_NEWUTS),
+    ("net", CloneFlags::CLONE_NEWNET),
+    ("pid", CloneFlags::CLONE_NEWPID),
+    ("mnt", CloneFlags::CLONE_NEWNS),
+];
+
+/// Joins container `id`, whose first process is `pid`: opens all its namespace files first
+/// (once in its mount namespace, the host's `/proc/PID` is out of sight), joins its cgroup,
+/// then enters each namespace of [`JOINED`]. The pid namespace applies to children only: the
+/// caller forks next. An error says which step failed.
+pub(crate) fn join_container(sys: &dyn Syscall, id: &str, pid: i32) -> Result<(), String> {
+    let mut namespaces = Vec::new();
+    for (name, flag) in JOINED {
+        match sys.open_namespace(Path::new(&format!("/proc/{pid}/ns/{name}"))) {
+            Ok(fd) => namespaces.push((name, flag, fd)),
+            Err(e) => return Err(format!("container process {pid} is gone: {e}")),
+        }
+    }
+    Cgroup::for_container(id).join_self(sys).map_err(|e| e.to_string())?;
+    for (name, flag, fd) in &namespaces {
+        sys.setns(fd.as_fd(), *flag).map_err(|e| format!("join {name} namespace: {e}"))?;
+    }
+    Ok(())
+}
+
 /// In a freshly forked, single-threaded child: joins container `pid` (cgroup, then ipc, uts,
 /// net, pid, mount) and runs `exec` there, with `stdio` as its fds 0-2 when given. Exits with
 /// the process's status (128+n for signal n). Never returns.
@@ -74,29 +105,9 @@ pub(crate) fn join_and_exec(
             unsafe { (BorrowedFd::borrow_raw(i), BorrowedFd::borrow_raw(o), BorrowedFd::borrow_raw(e)) };
         let _ = (dup2_stdin(i), dup2_stdout(o), dup2_stderr(e));
     }
-    let mut namespaces = Vec::new();
-    for (name, flag) in [
-        ("cgroup", CloneFlags::CLONE_NEWCGROUP),
-        ("ipc", CloneFlags::CLONE_NEWIPC),
-        ("uts", CloneFlags::CLONE_NEWUTS),
-        ("net", CloneFlags::CLONE_NEWNET),
-        ("pid", CloneFlags::CLONE_NEWPID),
-        ("mnt", CloneFlags::CLONE_NEWNS),
-    ] {
-        match File::open(format!("/proc/{pid}/ns/{name}")) {
-            Ok(f) => namespaces.push((name, flag, f)),
-            Err(e) => fail(&format!("container process {pid} is gone: {e}")),
-        }
+    if let Err(e) = join_container(&Linux, &spec.id, pid) {
+        fail(&e);
     }
-    if let Err(e) = Cgroup::for_container(&spec.id).join_self(&Linux) {
-        fail(&e.to_string());
-    }
-    for (name, flag, file) in &namespaces {
-        if let Err(e) = setns(file.as_fd(), *flag) {
-            fail(&format!("join {name} namespace: {e}"));
-        }
-    }
-    drop(namespaces);
     // SAFETY: single-threaded.
     match unsafe { fork() } {
         Ok(ForkResult::Parent { child }) => loop {
@@ -180,6 +191,40 @@ pub(crate) fn set_user_and_caps(
     caps: &HashSet<Capability>,
     user: &super::process::ResolvedUser,
 ) -> Result<(), super::syscall::CredError> {
-    use super::syscall::Syscall;
     Linux.set_user_and_caps(caps, user)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::syscall::Recorder;
+
+    #[test]
+    fn join_opens_every_namespace_then_joins_the_cgroup_then_each_in_order() {
+        let sys = Recorder::default();
+        join_container(&sys, "c1", 42).unwrap();
+        let calls = sys.calls();
+        let opens: Vec<&String> = calls.iter().filter(|c| c.starts_with("open ")).collect();
+        assert_eq!(opens.len(), 6, "{calls:#?}");
+        let first_write = calls.iter().position(|c| !c.starts_with("open ")).unwrap();
+        assert!(calls[..first_write].iter().all(|c| c.starts_with("open ")), "{calls:#?}");
+        assert!(calls[first_write].contains("c1"), "the cgroup is joined before any namespace: {calls:#?}");
+        let joins: Vec<String> = sys.calls_starting("setns");
+        let expected: Vec<String> =
+            JOINED.iter().map(|(name, flag)| format!("setns /proc/42/ns/{name} {flag:?}")).collect();
+        assert_eq!(joins, expected);
+    }
+
+    #[test]
+    fn a_gone_process_or_a_refused_namespace_is_named() {
+        let sys =
+            Recorder { fail_on: Some(("open /proc/42/ns/net".into(), libc::ENOENT)), ..Recorder::default() };
+        let e = join_container(&sys, "c1", 42).unwrap_err();
+        assert!(e.starts_with("container process 42 is gone"), "{e}");
+        assert!(sys.calls_starting("setns").is_empty());
+        let sys = Recorder { fail_on: Some(("CLONE_NEWPID".into(), libc::EPERM)), ..Recorder::default() };
+        let e = join_container(&sys, "c1", 42).unwrap_err();
+        assert!(e.starts_with("join pid namespace"), "{e}");
+        assert_eq!(sys.calls_starting("setns").len(), 4);
+    }
 }

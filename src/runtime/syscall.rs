@@ -16,7 +16,7 @@
 use std::collections::HashSet;
 use std::fs;
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -103,6 +103,8 @@ pub trait Syscall {
     fn symlink(&self, dest: &Path, link: &Path) -> io::Result<()>;
     /// setns(2).
     fn setns(&self, fd: BorrowedFd<'_>, nstype: CloneFlags) -> io::Result<()>;
+    /// Opens a namespace file (`/proc/PID/ns/NAME`) to join it later, close-on-exec.
+    fn open_namespace(&self, path: &Path) -> io::Result<OwnedFd>;
     /// unshare(2).
     fn unshare(&self, flags: CloneFlags) -> io::Result<()>;
     /// sethostname(2).
@@ -185,6 +187,11 @@ impl Syscall for Linux {
 
     fn setns(&self, fd: BorrowedFd<'_>, nstype: CloneFlags) -> io::Result<()> {
         Ok(nix::sched::setns(fd, nstype)?)
+    }
+
+    fn open_namespace(&self, path: &Path) -> io::Result<OwnedFd> {
+        // std opens with O_CLOEXEC.
+        Ok(fs::File::open(path)?.into())
     }
 
     fn unshare(&self, flags: CloneFlags) -> io::Result<()> {
@@ -292,6 +299,8 @@ mod recorder {
         /// The root whose prefix is cut from recorded paths.
         pub strip: Option<PathBuf>,
         pub fail_on: Option<(String, i32)>,
+        /// Paths of the namespace files opened, by the fd that stands for each.
+        pub opened: RefCell<BTreeMap<i32, String>>,
     }
 
     /// `NOSUID|NODEV`: the flags' names without `MS_`, in bit order; `-` when none.
@@ -390,7 +399,18 @@ mod recorder {
 
         fn setns(&self, fd: BorrowedFd<'_>, nstype: CloneFlags) -> io::Result<()> {
             use std::os::fd::AsRawFd;
-            self.record(format!("setns {} {:?}", fd.as_raw_fd(), nstype))
+            let raw = fd.as_raw_fd();
+            let shown = self.opened.borrow().get(&raw).cloned().unwrap_or_else(|| raw.to_string());
+            self.record(format!("setns {shown} {nstype:?}"))
+        }
+
+        fn open_namespace(&self, path: &Path) -> io::Result<OwnedFd> {
+            use std::os::fd::AsRawFd;
+            self.record(format!("open {}", path.display()))?;
+            // A real fd (of /dev/null) stands for the namespace, so that setns shows its path.
+            let fd: OwnedFd = std::fs::File::open("/dev/null")?.into();
+            self.opened.borrow_mut().insert(fd.as_raw_fd(), path.display().to_string());
+            Ok(fd)
         }
 
         fn unshare(&self, flags: CloneFlags) -> io::Result<()> {
