@@ -185,6 +185,9 @@ fn tar_gz() -> Vec<u8> {
     let mut h = tar::Header::new_gnu();
     h.set_size(3);
     h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1000);
     h.set_cksum();
     b.append_data(&mut h, "inside.txt", &b"abc"[..]).unwrap();
     let tar = b.into_inner().unwrap();
@@ -206,7 +209,8 @@ fn add_from_http_urls() {
          ADD {hello} /dl/\n\
          ADD --chmod=0755 --chown=7:8 {hello} /bin/tool\n\
          ADD {tgz} /arch/\n\
-         ADD --checksum=sha256:{pinned} {pin} /pinned\n",
+         ADD --checksum=sha256:{pinned} {pin} /pinned\n\
+         ADD --unpack=true {tgz} /unpacked/\n",
         hello = srv.url("/files/hello.txt"),
         tgz = srv.url("/data.tar.gz"),
         pin = srv.url("/pinned.txt"),
@@ -230,6 +234,8 @@ fn add_from_http_urls() {
     assert!(arch.mtime() <= 1, "{}", arch.mtime());
     assert!(!env.has("remote/http:1", "/arch/inside.txt"));
     assert_eq!(fs::read(env.file("remote/http:1", "/pinned")).unwrap(), b"pinned\n");
+    // ... unless --unpack=true asks for it.
+    assert_eq!(fs::read(env.file("remote/http:1", "/unpacked/inside.txt")).unwrap(), b"abc");
     assert_eq!(srv.hits("/pinned.txt"), 1);
 
     // Unchanged: all from the cache, and the pinned file is not even downloaded.
