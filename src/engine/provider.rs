@@ -286,7 +286,8 @@ impl ImageProvider for EngineImages<'_> {
         let events = &ServiceEvents { inner: events, services: job.services.join(",") };
         let base = PullingBase { provider: self, events };
         let mut builder =
-            Builder::new(&self.store, &self.engine.runtime, &self.engine.networks, &base, events);
+            Builder::new(&self.store, &self.engine.runtime, &self.engine.networks, &base, events)
+                .with_http(self.registry.options().clone());
         if let Some(flag) = self.cancel {
             builder = builder.with_cancel(flag);
         }

@@ -3,9 +3,13 @@
 //! `.wh.NAME` becomes a 0:0 character device (overlayfs's whiteout) and `.wh..wh..opq` the
 //! opaque xattr on its dir. Entries that would land outside the layer are refused.
 
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
+use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
 
 use sha2::{Digest, Sha256};
 
@@ -203,10 +207,11 @@ fn clean_relative(entry: &str, path: &Path) -> Result<PathBuf, UnpackError> {
 /// call per entry, and entries of one dir cost O(1) each. Every step down is opened with
 /// `O_NOFOLLOW`, so no symlink of the layer (or a concurrent swap) can lead out of it.
 struct DirCursor {
-    root: std::os::fd::OwnedFd,
-    /// The dir's path relative to the root, and the open dir (None: the root).
+    root: Arc<OwnedFd>,
+    /// The dir's path relative to the root, and the open dir (None: the root). Shared, so
+    /// that file writers of other threads keep the dir they were given while this moves on.
     rel: PathBuf,
-    fd: Option<std::os::fd::OwnedFd>,
+    fd: Option<Arc<OwnedFd>>,
     /// Whether `/proc/self/fd` can be used; without it, plain paths from `dest`.
     proc_fd: bool,
     dest: PathBuf,
@@ -224,7 +229,7 @@ impl DirCursor {
     }
 
     fn new(dest: &Path) -> io::Result<DirCursor> {
-        let root = Self::open_dir(nix::fcntl::AT_FDCWD, dest)?;
+        let root = Arc::new(Self::open_dir(nix::fcntl::AT_FDCWD, dest)?);
         Ok(DirCursor {
             root,
             rel: PathBuf::new(),
@@ -288,9 +293,14 @@ impl DirCursor {
                 }
             };
             self.rel.push(name);
-            self.fd = Some(fd);
+            self.fd = Some(Arc::new(fd));
         }
         Ok(())
+    }
+
+    /// The current dir, to be kept by another thread.
+    fn shared(&self) -> Arc<OwnedFd> {
+        self.fd.as_ref().unwrap_or(&self.root).clone()
     }
 
     /// A path to the current dir that resolves in O(1).
@@ -350,100 +360,287 @@ fn overlay_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Vec<Stri
     Ok(keys)
 }
 
+/// Regular files up to this size are written by [`FileWriters`]; bigger ones in line, so
+/// that the queue holds at most `QUEUE * PARALLEL_MAX` bytes.
+const PARALLEL_MAX: u64 = 1 << 20;
+/// Files read ahead of the writers.
+const QUEUE: usize = 64;
+
+/// A regular file to create: its dir, name, content and metadata from the tar header.
+struct FileJob {
+    dir: Arc<OwnedFd>,
+    name: OsString,
+    entry: String,
+    data: Vec<u8>,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: u64,
+}
+
+/// Creates a file as the tar crate's unpack does (a new inode, never written through an
+/// existing one; owner, then mode, so set-id bits stay; mtime 0 read as 1), relative to the
+/// job's open dir (`O_NOFOLLOW`: the name itself cannot be a symlink leading out).
+fn write_file(j: &FileJob) -> io::Result<()> {
+    use nix::fcntl::{OFlag, openat};
+    use nix::sys::stat::Mode;
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mode = Mode::from_bits_truncate(0o600);
+    let fd = match openat(&*j.dir, j.name.as_os_str(), flags, mode) {
+        Err(nix::errno::Errno::EEXIST) => {
+            nix::unistd::unlinkat(&*j.dir, j.name.as_os_str(), nix::unistd::UnlinkatFlags::NoRemoveDir)?;
+            openat(&*j.dir, j.name.as_os_str(), flags, mode)?
+        }
+        other => other?,
+    };
+    let mut f = fs::File::from(fd);
+    f.write_all(&j.data)?;
+    std::os::unix::fs::fchown(&f, Some(j.uid as u32), Some(j.gid as u32))?;
+    f.set_permissions(fs::Permissions::from_mode(j.mode))?;
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(j.mtime.max(1));
+    f.set_times(fs::FileTimes::new().set_accessed(t).set_modified(t))
+}
+
+/// Files written (or failed) so far and the first failure, with a condvar for each change.
+type Progress = (Mutex<(usize, Option<UnpackError>)>, Condvar);
+
+/// Threads creating the small regular files of a layer while the tar stream is read on: file
+/// creation (a few system calls each, thousands per layer) is what an unpack waits for. Order
+/// matters only between entries of one path (a later entry replaces an earlier one, a hard
+/// link needs its target, a whiteout removes its file): the reader [`FileWriters::settle`]s
+/// before such an entry, waiting for every file sent so far.
+struct FileWriters {
+    tx: Option<std::sync::mpsc::SyncSender<FileJob>>,
+    /// Files written (or failed), and the first failure.
+    state: Arc<Progress>,
+    sent: usize,
+    /// Paths sent since the last settle.
+    pending: HashSet<PathBuf>,
+}
+
+impl FileWriters {
+    fn start<'s>(scope: &'s std::thread::Scope<'s, '_>, threads: usize) -> FileWriters {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<FileJob>(QUEUE);
+        let rx = Arc::new(Mutex::new(rx));
+        let state: Arc<Progress> = Arc::default();
+        for _ in 0..threads {
+            let (rx, state) = (rx.clone(), state.clone());
+            scope.spawn(move || {
+                loop {
+                    let job = match rx.lock() {
+                        Ok(r) => r.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(job) = job else { return };
+                    let result = write_file(&job);
+                    let (m, cv) = &*state;
+                    if let Ok(mut st) = m.lock() {
+                        st.0 += 1;
+                        if let Err(source) = result
+                            && st.1.is_none()
+                        {
+                            st.1 = Some(UnpackError::Io { entry: job.entry, source });
+                        }
+                        cv.notify_all();
+                    }
+                }
+            });
+        }
+        FileWriters { tx: Some(tx), state, sent: 0, pending: HashSet::new() }
+    }
+
+    /// The first failure of a writer, taken.
+    fn failure(&self) -> Option<UnpackError> {
+        self.state.0.lock().ok().and_then(|mut st| st.1.take())
+    }
+
+    fn send(&mut self, rel: PathBuf, job: FileJob) -> Result<(), UnpackError> {
+        if let Some(e) = self.failure() {
+            return Err(e);
+        }
+        let entry = job.entry.clone();
+        let tx = self.tx.as_ref().ok_or_else(|| io_err(&entry)(io::Error::other("writers stopped")))?;
+        tx.send(job).map_err(|_| io_err(&entry)(io::Error::other("writers stopped")))?;
+        self.sent += 1;
+        self.pending.insert(rel);
+        Ok(())
+    }
+
+    /// Whether a file at `rel` may still be being written.
+    fn pending(&self, rel: &Path) -> bool {
+        self.pending.contains(rel)
+    }
+
+    /// Waits until every file sent is written; the first failure, if any.
+    fn settle(&mut self) -> Result<(), UnpackError> {
+        let (m, cv) = &*self.state;
+        let mut st = m.lock().map_err(|_| io_err(".")(io::Error::other("a file writer panicked")))?;
+        while st.0 < self.sent && st.1.is_none() {
+            st = cv.wait(st).map_err(|_| io_err(".")(io::Error::other("a file writer panicked")))?;
+        }
+        self.pending.clear();
+        match st.1.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Settles and stops the threads.
+    fn finish(mut self) -> Result<(), UnpackError> {
+        let r = self.settle();
+        self.tx = None;
+        r
+    }
+}
+
+/// Whether the entry's PAX headers carry xattrs (such files are written in line, by the tar
+/// crate, which sets them).
+fn has_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<bool> {
+    let Some(extensions) = entry.pax_extensions()? else { return Ok(false) };
+    for extension in extensions {
+        if extension?.key().is_ok_and(|k| k.starts_with("SCHILY.xattr.")) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Unpacks the (decompressed) layer tar `reader` into `dest`, which must exist and be empty.
 /// Returns the layer's diff id (`sha256:` of the tar stream).
 pub fn unpack(reader: impl Read, dest: &Path) -> Result<String, UnpackError> {
     let mut hashing = HashingReader::new(reader);
-    {
-        let mut archive = tar::Archive::new(&mut hashing);
-        archive.set_preserve_permissions(true);
-        archive.set_preserve_ownerships(true);
-        archive.set_unpack_xattrs(true);
-        archive.set_preserve_mtime(true);
-        archive.set_overwrite(true);
-        let mut cursor = DirCursor::new(dest).map_err(io_err("."))?;
-        // The parents of hard link targets, walked apart so as not to move `cursor`.
-        let mut link_cursor = DirCursor::new(dest).map_err(io_err("."))?;
-        for entry in archive.entries().map_err(UnpackError::Tar)? {
-            let mut entry = entry.map_err(UnpackError::Tar)?;
-            let raw_path = entry.path().map_err(UnpackError::Tar)?.into_owned();
-            let name = raw_path.display().to_string();
-            let rel = clean_relative(&name, &raw_path)?;
-            let Some(file_name) = rel.file_name().map(|n| n.to_os_string()) else { continue };
-            let parent_rel = rel.parent().unwrap_or(Path::new(""));
-            let kind = entry.header().entry_type();
-            cursor.enter(&name, parent_rel, true)?;
-            if !kind.is_dir() {
-                link_cursor.invalidate(&rel);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 4) * 2;
+    std::thread::scope(|scope| {
+        let mut writers = FileWriters::start(scope, threads);
+        let r = unpack_entries(&mut hashing, dest, &mut writers);
+        // Every file sent is written (or failed) before the layer counts as unpacked.
+        let done = writers.finish();
+        r.and(done)
+    })?;
+    hashing.finish().map_err(UnpackError::Tar)
+}
+
+fn unpack_entries<R: Read>(
+    reader: &mut R,
+    dest: &Path,
+    writers: &mut FileWriters,
+) -> Result<(), UnpackError> {
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_unpack_xattrs(true);
+    archive.set_preserve_mtime(true);
+    archive.set_overwrite(true);
+    let mut cursor = DirCursor::new(dest).map_err(io_err("."))?;
+    // The parents of hard link targets, walked apart so as not to move `cursor`.
+    let mut link_cursor = DirCursor::new(dest).map_err(io_err("."))?;
+    for entry in archive.entries().map_err(UnpackError::Tar)? {
+        let mut entry = entry.map_err(UnpackError::Tar)?;
+        let raw_path = entry.path().map_err(UnpackError::Tar)?.into_owned();
+        let name = raw_path.display().to_string();
+        let rel = clean_relative(&name, &raw_path)?;
+        let Some(file_name) = rel.file_name().map(|n| n.to_os_string()) else { continue };
+        let parent_rel = rel.parent().unwrap_or(Path::new(""));
+        let kind = entry.header().entry_type();
+        // An entry of a path a writer may still be creating waits for it.
+        if writers.pending(&rel) {
+            writers.settle()?;
+        }
+        cursor.enter(&name, parent_rel, true)?;
+        if !kind.is_dir() {
+            link_cursor.invalidate(&rel);
+        }
+        let file_str = file_name.to_string_lossy();
+        if file_str == ".wh..wh..opq" {
+            cursor.set_dir_xattr("trusted.overlay.opaque", b"y").map_err(io_err(&name))?;
+            continue;
+        }
+        if let Some(hidden) = file_str.strip_prefix(".wh.") {
+            if hidden.is_empty() || hidden == "." || hidden == ".." {
+                return Err(UnpackError::Escape {
+                    entry: name,
+                    why: "a whiteout must name a file in its dir".into(),
+                });
             }
-            let file_str = file_name.to_string_lossy();
-            if file_str == ".wh..wh..opq" {
-                cursor.set_dir_xattr("trusted.overlay.opaque", b"y").map_err(io_err(&name))?;
-                continue;
+            let hidden_rel = rel.with_file_name(hidden);
+            if writers.pending(&hidden_rel) {
+                writers.settle()?;
             }
-            if let Some(hidden) = file_str.strip_prefix(".wh.") {
-                if hidden.is_empty() || hidden == "." || hidden == ".." {
-                    return Err(UnpackError::Escape {
-                        entry: name,
-                        why: "a whiteout must name a file in its dir".into(),
-                    });
-                }
-                link_cursor.invalidate(&rel.with_file_name(hidden));
-                let target = cursor.path(std::ffi::OsStr::new(hidden));
-                let _ = fs::remove_file(&target);
-                nix::sys::stat::mknod(
-                    &target,
-                    nix::sys::stat::SFlag::S_IFCHR,
-                    nix::sys::stat::Mode::empty(),
-                    nix::sys::stat::makedev(0, 0),
-                )
-                .map_err(|e| io_err(&name)(e.into()))?;
-                continue;
+            link_cursor.invalidate(&hidden_rel);
+            let target = cursor.path(std::ffi::OsStr::new(hidden));
+            let _ = fs::remove_file(&target);
+            nix::sys::stat::mknod(
+                &target,
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::empty(),
+                nix::sys::stat::makedev(0, 0),
+            )
+            .map_err(|e| io_err(&name)(e.into()))?;
+            continue;
+        }
+        let path = cursor.path(&file_name);
+        if kind == tar::EntryType::Link {
+            // Hard links are made here, relative to the layer (tar's own code would read the
+            // target relative to the working directory); a hard link to a symlink is legal
+            // in tar and links the symlink itself.
+            let link = entry.link_name().map_err(UnpackError::Tar)?.unwrap_or_default().into_owned();
+            let link_rel = clean_relative(&name, &link)?;
+            let Some(target_name) = link_rel.file_name() else {
+                return Err(UnpackError::Escape { entry: name, why: "it links to the layer's root".into() });
+            };
+            if writers.pending(&link_rel) {
+                writers.settle()?;
             }
-            let path = cursor.path(&file_name);
-            if kind == tar::EntryType::Link {
-                // Hard links are made here, relative to the layer (tar's own code would read the
-                // target relative to the working directory); a hard link to a symlink is legal
-                // in tar and links the symlink itself.
-                let link = entry.link_name().map_err(UnpackError::Tar)?.unwrap_or_default().into_owned();
-                let link_rel = clean_relative(&name, &link)?;
-                let Some(target_name) = link_rel.file_name() else {
-                    return Err(UnpackError::Escape {
-                        entry: name,
-                        why: "it links to the layer's root".into(),
-                    });
-                };
-                link_cursor.enter(&name, link_rel.parent().unwrap_or(Path::new("")), false)?;
-                let target = link_cursor.path(target_name);
-                if fs::symlink_metadata(&path).is_ok_and(|m| !m.is_dir()) {
-                    let _ = fs::remove_file(&path);
-                }
-                fs::hard_link(&target, &path).map_err(io_err(&name))?;
-                continue;
+            link_cursor.enter(&name, link_rel.parent().unwrap_or(Path::new("")), false)?;
+            let target = link_cursor.path(target_name);
+            if fs::symlink_metadata(&path).is_ok_and(|m| !m.is_dir()) {
+                let _ = fs::remove_file(&path);
             }
-            if kind.is_dir() && fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
-                // tar would take the symlink's target as the folder and change its mode.
-                return Err(UnpackError::Escape { entry: name, why: "it is a symlink in the layer".into() });
-            }
-            if matches!(kind, tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo) {
-                // The tar crate writes these as empty regular files: made here as what they are.
-                make_special(&entry, kind, &path)
-                    .map_err(|e| UnpackError::Io { entry: name.clone(), source: e })?;
-                continue;
-            }
-            let overlay_xattrs = overlay_xattrs(&mut entry).map_err(UnpackError::Tar)?;
-            // `unpack` (not `unpack_in`): the parent is open already (`cursor`), and `unpack_in`
-            // would resolve every parent with readlink again for each entry (a hundred thousand
-            // system calls for a Debian base layer).
-            entry.unpack(&path).map_err(|e| UnpackError::Io { entry: name.clone(), source: e })?;
-            // overlayfs reads `trusted.overlay.*` on its layers (opaque dirs, redirects,
-            // metacopy); only this unpacker may set them, never the layer's content.
-            for key in overlay_xattrs {
-                let _ = xattr::remove(&path, key);
-            }
+            fs::hard_link(&target, &path).map_err(io_err(&name))?;
+            continue;
+        }
+        if kind.is_dir() && fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            // tar would take the symlink's target as the folder and change its mode.
+            return Err(UnpackError::Escape { entry: name, why: "it is a symlink in the layer".into() });
+        }
+        if matches!(kind, tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo) {
+            // The tar crate writes these as empty regular files: made here as what they are.
+            make_special(&entry, kind, &path)
+                .map_err(|e| UnpackError::Io { entry: name.clone(), source: e })?;
+            continue;
+        }
+        if matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous)
+            && entry.size() <= PARALLEL_MAX
+            && !has_xattrs(&mut entry).map_err(UnpackError::Tar)?
+        {
+            let h = entry.header();
+            let (mode, uid, gid, mtime) = (
+                h.mode().map_err(UnpackError::Tar)?,
+                h.uid().map_err(UnpackError::Tar)?,
+                h.gid().map_err(UnpackError::Tar)?,
+                h.mtime().map_err(UnpackError::Tar)?,
+            );
+            let mut data = Vec::with_capacity(entry.size() as usize);
+            entry.read_to_end(&mut data).map_err(UnpackError::Tar)?;
+            let job =
+                FileJob { dir: cursor.shared(), name: file_name, entry: name, data, mode, uid, gid, mtime };
+            writers.send(rel, job)?;
+            continue;
+        }
+        let overlay_xattrs = overlay_xattrs(&mut entry).map_err(UnpackError::Tar)?;
+        // `unpack` (not `unpack_in`): the parent is open already (`cursor`), and `unpack_in`
+        // would resolve every parent with readlink again for each entry (a hundred thousand
+        // system calls for a Debian base layer).
+        entry.unpack(&path).map_err(|e| UnpackError::Io { entry: name.clone(), source: e })?;
+        // overlayfs reads `trusted.overlay.*` on its layers (opaque dirs, redirects,
+        // metacopy); only this unpacker may set them, never the layer's content.
+        for key in overlay_xattrs {
+            let _ = xattr::remove(&path, key);
         }
     }
-    hashing.finish().map_err(UnpackError::Tar)
+    Ok(())
 }
 
 /// A device node or FIFO entry at `path`, with its mode, owner and mtime.
@@ -595,6 +792,45 @@ mod tests {
         if xattr::set(dir.path(), "user.probe", b"1").is_ok() {
             assert_eq!(xattr::get(&f, "user.kept").unwrap(), Some(b"yes".to_vec()));
         }
+    }
+
+    #[test]
+    fn files_written_by_threads_keep_the_stream_order() {
+        use std::os::unix::fs::MetadataExt;
+        use tar::EntryType::*;
+        let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+        let big = vec![7u8; (PARALLEL_MAX + 1) as usize];
+        let mut entries: Vec<(String, tar::EntryType, Vec<u8>, Option<&str>)> = Vec::new();
+        // Many files in several dirs, so that writers run at once.
+        for d in 0..8 {
+            entries.push((format!("d{d}"), Directory, Vec::new(), None));
+            for f in 0..50 {
+                entries.push((format!("d{d}/f{f}"), Regular, format!("{d}-{f}").into_bytes(), None));
+            }
+        }
+        // A later entry of a path replaces the earlier one (file by file, file by symlink);
+        // a hard link and a whiteout of files just sent; a big file written in line.
+        entries.push(("d0/f1".into(), Regular, b"second".to_vec(), None));
+        entries.push(("d0/f2".into(), Symlink, Vec::new(), Some("f3")));
+        entries.push(("d1/link".into(), Link, Vec::new(), Some("d1/f49")));
+        entries.push(("d2/.wh.f49".into(), Regular, Vec::new(), None));
+        entries.push(("d3/big".into(), Regular, big.clone(), None));
+        let refs: Vec<(&str, tar::EntryType, &[u8], Option<&str>)> =
+            entries.iter().map(|(p, k, d, l)| (p.as_str(), *k, d.as_slice(), *l)).collect();
+        let t = tar_with(&refs);
+        let diff_id = unpack(&t[..], dir.path()).unwrap();
+        assert_eq!(diff_id, format!("sha256:{}", hex::encode(Sha256::digest(&t))));
+        let p = |s: &str| dir.path().join(s);
+        assert_eq!(fs::read(p("d7/f42")).unwrap(), b"7-42");
+        assert_eq!(fs::read(p("d0/f1")).unwrap(), b"second");
+        assert_eq!(fs::read_link(p("d0/f2")).unwrap(), Path::new("f3"));
+        assert_eq!(fs::metadata(p("d1/link")).unwrap().ino(), fs::metadata(p("d1/f49")).unwrap().ino());
+        let wh = fs::symlink_metadata(p("d2/f49")).unwrap();
+        assert!(std::os::unix::fs::FileTypeExt::is_char_device(&wh.file_type()) && wh.rdev() == 0);
+        assert_eq!(fs::read(p("d3/big")).unwrap(), big);
+        // As the tar crate writes them: the header's mode, time 0 read as 1.
+        let m = fs::metadata(p("d5/f5")).unwrap();
+        assert_eq!((m.mode() & 0o7777, m.mtime(), m.uid()), (0o644, 1, 0));
     }
 
     #[test]

@@ -27,7 +27,9 @@ use super::dockerfile::{
 use super::layer;
 use super::run::{self, RunFailure, RunNet, RunStep};
 use super::vars;
+use super::{git, remote};
 use crate::image::events::ImageEvents;
+use crate::image::registry::RegistryOptions;
 use crate::image::{ImageError, ImageStore, Reference, ResolvedImage};
 use crate::netns::{NetworkSpec, Networks};
 use crate::runtime::Runtime;
@@ -497,6 +499,7 @@ pub struct Builder<'a> {
     base: &'a dyn BaseImages,
     events: &'a dyn ImageEvents,
     cancel: Option<&'a AtomicBool>,
+    http: Option<RegistryOptions>,
 }
 
 /// One build's shared state.
@@ -513,6 +516,8 @@ struct Build<'a, 'b> {
     context_filter: Box<dyn Filter + Send + Sync>,
     /// Images got for FROM / --from, by reference.
     images: Mutex<BTreeMap<String, State>>,
+    /// How `ADD <url>` downloads: the registry client's transport settings.
+    http: RegistryOptions,
 }
 
 impl<'a> Builder<'a> {
@@ -525,13 +530,20 @@ impl<'a> Builder<'a> {
         base: &'a dyn BaseImages,
         events: &'a dyn ImageEvents,
     ) -> Builder<'a> {
-        Builder { store, runtime, networks, base, events, cancel: None }
+        Builder { store, runtime, networks, base, events, cancel: None, http: None }
     }
 
     /// Stops the build (the running step is killed, everything is cleaned up) when `flag`
     /// becomes true: the CLI sets it on Ctrl-C.
     pub fn with_cancel(mut self, flag: &'a AtomicBool) -> Self {
         self.cancel = Some(flag);
+        self
+    }
+
+    /// Downloads of `ADD <url>` use `opts` (CA roots, `certs.d`, timeouts) rather than
+    /// [`RegistryOptions::from_env`]: the engine passes its registry client's.
+    pub fn with_http(mut self, opts: RegistryOptions) -> Self {
+        self.http = Some(opts);
         self
     }
 
@@ -603,6 +615,7 @@ impl<'a> Builder<'a> {
             global,
             context_filter,
             images: Mutex::new(BTreeMap::new()),
+            http: self.http.clone().unwrap_or_else(RegistryOptions::from_env),
         };
         let target = build.target_index()?;
         let needed = build.needed(target)?;
@@ -636,6 +649,46 @@ impl<'a> Builder<'a> {
         self.events.event("Build", file, &format!("DONE {:.1}s", started.elapsed().as_secs_f64()), true);
         Ok(BuiltImage { id, tags: tags.iter().map(Reference::short).collect() })
     }
+}
+
+/// A source word of COPY/ADD, expanded.
+enum Src {
+    /// A heredoc's body (its name).
+    Heredoc(String),
+    /// A path (pattern) in the context or the `--from` root.
+    Local(String),
+    /// A file to download (ADD).
+    Http(String),
+    /// A git repository (ADD), with the word as written.
+    Git(Box<remote::GitRef>, String),
+}
+
+impl Src {
+    /// The word as the cache key holds it.
+    fn word(&self) -> &str {
+        match self {
+            Src::Heredoc(s) | Src::Local(s) | Src::Http(s) | Src::Git(_, s) => s,
+        }
+    }
+}
+
+/// Where a file to copy comes from, for filtering and unpacking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SrcKind {
+    Context,
+    Heredoc,
+    Remote,
+    Git,
+}
+
+/// A source of a COPY/ADD step, resolved as far as its cache key needs.
+enum Item {
+    /// A file or dir at hand.
+    Path { root: PathBuf, rel: PathBuf, kind: SrcKind },
+    /// A download whose checksum was given: fetched only when the step runs.
+    Http { url: String, name: String, dir: PathBuf, expected: String },
+    /// A git commit to check out when the step runs.
+    Git { g: Box<remote::GitRef>, r: git::Resolved, dir: PathBuf, word: String },
 }
 
 /// How `--from` / `from=` resolved.
@@ -1176,6 +1229,34 @@ impl Build<'_, '_> {
         }
     }
 
+    /// Downloads `url` (ADD) into `dest`; errors name the Dockerfile line and the URL.
+    fn download(
+        &self,
+        url: &str,
+        dest: &Path,
+        expected: Option<&str>,
+        line: usize,
+    ) -> Result<remote::Downloaded> {
+        remote::download(&self.http, url, dest, expected).map_err(|e| match e {
+            remote::RemoteError::Io { .. }
+            | remote::RemoteError::Invalid(_)
+            | remote::RemoteError::Git(_) => self.err(line, format!("ADD {}: {e}", remote::redact(url))),
+            // These name the URL themselves.
+            _ => self.err(line, format!("ADD {e}")),
+        })
+    }
+
+    /// The agent socket git gets for ssh remotes: the build's `--ssh default` when it is the
+    /// host's agent or a socket (BuildKit forwards that one to git too).
+    fn git_ssh_socket(&self) -> Option<PathBuf> {
+        use std::os::unix::fs::FileTypeExt;
+        match self.req.ssh.get("default")?.as_slice() {
+            [] => std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from),
+            [p] if fs::metadata(p).is_ok_and(|m| m.file_type().is_socket()) => Some(p.clone()),
+            _ => None,
+        }
+    }
+
     fn copy_step(
         &self,
         idx: usize,
@@ -1187,27 +1268,9 @@ impl Build<'_, '_> {
     ) -> Result<()> {
         let line = ins.line;
         let verb = if add { "ADD" } else { "COPY" };
-        // Sources and where they are read from.
-        // BuildKit's rules for `ADD --checksum`: one source, and a remote one (it verifies a
-        // download); a local source is refused rather than the flag ignored.
-        if add && c.checksum.is_some() {
-            if c.sources.len() != 1 {
-                return Err(
-                    self.err(line, "ADD --checksum: checksum can't be specified for multiple sources")
-                );
-            }
-            let s = self.expand(st, &c.sources[0], line)?.0;
-            if !(s.contains("://") || s.starts_with("git@")) {
-                return Err(self.err(
-                    line,
-                    format!(
-                        "ADD --checksum: checksum requires HTTP(S) or Git sources ({s:?} is a local source)"
-                    ),
-                ));
-            }
-        }
+        // Sources and where they are read from; remote ones only for ADD, as BuildKit.
+        let mut srcs: Vec<Src> = Vec::new();
         let heredoc_dir = self.b.store.staging()?;
-        let mut srcs = Vec::new();
         for s in &c.sources {
             if let Some(h) = s.strip_prefix("<<").and_then(|n| {
                 let n = n.trim_start_matches('-').trim_matches(['"', '\'']);
@@ -1218,15 +1281,71 @@ impl Build<'_, '_> {
                 fs::write(&p, content).map_err(io_err(&p))?;
                 use std::os::unix::fs::PermissionsExt;
                 fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).map_err(io_err(&p))?;
-                srcs.push((true, h.name.clone()));
+                srcs.push(Src::Heredoc(h.name.clone()));
                 continue;
             }
             let s = self.expand(st, s, line)?.0;
-            if add && (s.contains("://") || s.starts_with("git@")) {
-                return Err(self.err(line, format!("ADD {s}: remote sources (URLs, git) are not supported")));
-            }
-            srcs.push((false, s));
+            let kind = if add {
+                remote::classify(&s).map_err(|e| self.err(line, format!("ADD {s}: {e}")))?
+            } else {
+                remote::Source::Local
+            };
+            srcs.push(match kind {
+                remote::Source::Local => Src::Local(s),
+                remote::Source::Http(u) => Src::Http(u),
+                remote::Source::Git(mut g) => {
+                    // `--keep-git-dir` and the URL's `?keep-git-dir=` must agree (BuildKit).
+                    if c.keep_git_dir {
+                        if g.keep_git_dir == Some(false) {
+                            return Err(
+                                self.err(line, format!("ADD {s}: inconsistent keep-git-dir configuration"))
+                            );
+                        }
+                        g.keep_git_dir = Some(true);
+                    }
+                    Src::Git(Box::new(g), s)
+                }
+            });
         }
+        // BuildKit's rules for `ADD --checksum`: one source, and a remote one (it verifies a
+        // download, or the commit a git ref resolves to); a local source is refused rather
+        // than the flag ignored.
+        let mut http_checksum = None;
+        if add && let Some(sum) = &c.checksum {
+            let sum = self.expand(st, sum, line)?.0;
+            if srcs.len() != 1 {
+                return Err(
+                    self.err(line, "ADD --checksum: checksum can't be specified for multiple sources")
+                );
+            }
+            match &mut srcs[0] {
+                Src::Http(_) => {
+                    http_checksum = Some(
+                        remote::parse_http_checksum(&sum).map_err(|e| self.err(line, format!("ADD {e}")))?,
+                    )
+                }
+                Src::Git(g, _) => {
+                    if let Some(q) = &g.checksum
+                        && *q != sum
+                    {
+                        return Err(
+                            self.err(line, format!("ADD --checksum: checksum mismatch {sum:?} != {q:?}"))
+                        );
+                    }
+                    g.checksum = Some(sum);
+                }
+                Src::Local(s) | Src::Heredoc(s) => {
+                    return Err(self.err(
+                        line,
+                        format!(
+                            "ADD --checksum: checksum requires HTTP(S) or Git sources ({s:?} is a local source)"
+                        ),
+                    ));
+                }
+            }
+        }
+        // Where remote sources are fetched (removed with it, whatever happens).
+        let fetch_dir = self.b.store.staging()?;
         let dest = self.expand(st, &c.dest, line)?.0;
         let chmod = match &c.chmod {
             Some(m) => {
@@ -1258,32 +1377,74 @@ impl Build<'_, '_> {
             ),
         };
         let filter = context::Both(base_filter, &exclude_filter);
-        let mut resolved: Vec<(PathBuf, PathBuf)> = Vec::new(); // (root, rel)
+        let mut items: Vec<Item> = Vec::new();
         let mut h = Sha256::new();
-        for (heredoc, s) in &srcs {
-            if *heredoc {
-                resolved.push((heredoc_dir.path().to_path_buf(), PathBuf::from(s)));
-                context::hash_source(heredoc_dir.path(), Path::new(s), &NoFilter, &mut h)
-                    .map_err(|e| self.err(line, e.to_string()))?;
-                continue;
-            }
-            let found = context::resolve_sources(&root_view.path, s, &filter)
-                .map_err(|e| self.err(line, format!("{verb} {s}: {e}")))?;
-            for rel in found {
-                if c.from.is_none() {
-                    context::hash_source(&root_view.path, &rel, &filter, &mut h)
+        for (i, src) in srcs.iter().enumerate() {
+            match src {
+                Src::Heredoc(name) => {
+                    context::hash_source(heredoc_dir.path(), Path::new(name), &NoFilter, &mut h)
                         .map_err(|e| self.err(line, e.to_string()))?;
-                } else {
-                    h.update(rel.as_os_str().as_encoded_bytes());
+                    items.push(Item::Path {
+                        root: heredoc_dir.path().to_path_buf(),
+                        rel: PathBuf::from(name),
+                        kind: SrcKind::Heredoc,
+                    });
                 }
-                resolved.push((root_view.path.clone(), rel));
+                Src::Local(s) => {
+                    let found = context::resolve_sources(&root_view.path, s, &filter)
+                        .map_err(|e| self.err(line, format!("{verb} {s}: {e}")))?;
+                    for rel in found {
+                        if c.from.is_none() {
+                            context::hash_source(&root_view.path, &rel, &filter, &mut h)
+                                .map_err(|e| self.err(line, e.to_string()))?;
+                        } else {
+                            h.update(rel.as_os_str().as_encoded_bytes());
+                        }
+                        items.push(Item::Path { root: root_view.path.clone(), rel, kind: SrcKind::Context });
+                    }
+                }
+                Src::Http(url) => {
+                    let name = remote::url_file_name(url);
+                    let dir = fetch_dir.path().join(i.to_string());
+                    fs::create_dir(&dir).map_err(io_err(&dir))?;
+                    match &http_checksum {
+                        // A pinned checksum is the content's identity: nothing is downloaded
+                        // unless the step runs (BuildKit does the same).
+                        Some(hex) => {
+                            h.update(json!({ "http": name, "sha256": hex }).to_string());
+                            items.push(Item::Http { url: url.clone(), name, dir, expected: hex.clone() });
+                        }
+                        None => {
+                            let got = self.download(url, &dir.join(&name), None, line)?;
+                            h.update(
+                                json!({ "http": name, "sha256": got.sha256, "modified": got.modified })
+                                    .to_string(),
+                            );
+                            items.push(Item::Path {
+                                root: dir,
+                                rel: PathBuf::from(name),
+                                kind: SrcKind::Remote,
+                            });
+                        }
+                    }
+                }
+                Src::Git(g, word) => {
+                    let dir = fetch_dir.path().join(i.to_string());
+                    let git = git::Git::new(&dir, self.git_ssh_socket())
+                        .map_err(|e| self.err(line, format!("ADD {word}: {e}")))?;
+                    let r = git
+                        .resolve(g)
+                        .map_err(|e| self.err(line, format!("ADD {}: {e}", remote::redact(word))))?;
+                    h.update(r.cache_identity(g).to_string());
+                    items.push(Item::Git { g: g.clone(), r, dir, word: word.clone() });
+                }
             }
         }
         let key = step_key(
             &st.key,
             &json!({
                 "op": verb, "from": root_id, "content": hex::encode(h.finalize()),
-                "sources": srcs.iter().map(|s| &s.1).collect::<Vec<_>>(), "dest": dest, "workdir": st.workdir,
+                "sources": srcs.iter().map(Src::word).collect::<Vec<_>>(), "dest": dest, "workdir": st.workdir,
                 "chown": chown, "chmod": chmod, "parents": c.parents, "exclude": excludes,
             }),
         );
@@ -1305,7 +1466,7 @@ impl Build<'_, '_> {
             join_posix(&workdir_or_root(&st.workdir), &dest)
         };
         let dest_is_dir_syntax =
-            dest.ends_with('/') || dest.ends_with("/.") || dest == "." || resolved.len() > 1;
+            dest.ends_with('/') || dest.ends_with("/.") || dest == "." || items.len() > 1;
         let resolved_dest = crate::runtime::rootfs::secure_join(&view.path, &dest_abs)
             .map_err(|e| self.err(line, e.to_string()))?;
         let dest_rel = resolved_dest.strip_prefix(&view.path).unwrap_or(Path::new("")).to_path_buf();
@@ -1314,12 +1475,41 @@ impl Build<'_, '_> {
         let tree = staging.path().join("tree");
         fs::create_dir(&tree).map_err(io_err(&tree))?;
         let io = |e: std::io::Error| self.err(line, format!("{verb}: {e}"));
-        for (root, rel) in &resolved {
-            let src = root.join(rel);
+        // Remote sources not fetched yet (their key did not need it) are fetched now.
+        let mut resolved: Vec<(PathBuf, PathBuf, SrcKind)> = Vec::new();
+        for item in items {
+            match item {
+                Item::Path { root, rel, kind } => resolved.push((root, rel, kind)),
+                Item::Http { url, name, dir, expected } => {
+                    self.download(&url, &dir.join(&name), Some(&expected), line)?;
+                    resolved.push((dir, PathBuf::from(name), SrcKind::Remote));
+                }
+                Item::Git { g, r, dir, word } => {
+                    let fail = |e: remote::RemoteError| {
+                        self.err(line, format!("ADD {}: {e}", remote::redact(&word)))
+                    };
+                    let git = git::Git::new(&dir, self.git_ssh_socket()).map_err(fail)?;
+                    let root = git.checkout(&g, &r, &dir.join("repo")).map_err(fail)?;
+                    resolved.push((root, PathBuf::new(), SrcKind::Git));
+                }
+            }
+        }
+        for (root, rel, kind) in &resolved {
+            let src = if rel.as_os_str().is_empty() { root.clone() } else { root.join(rel) };
             let meta = fs::symlink_metadata(&src).map_err(io)?;
-            let is_heredoc = root == heredoc_dir.path();
-            let src_filter: &dyn Filter = if is_heredoc { &NoFilter } else { &filter };
-            if add && c.unpack != Some(false) && meta.is_file() && !is_heredoc && is_archive(&src) {
+            let src_filter: &dyn Filter = match kind {
+                SrcKind::Context => &filter,
+                SrcKind::Git => &exclude_filter,
+                SrcKind::Heredoc | SrcKind::Remote => &NoFilter,
+            };
+            // Archives from the context are unpacked unless `--unpack=false`; downloads only
+            // with `--unpack=true` (BuildKit).
+            let unpack = match kind {
+                SrcKind::Context => c.unpack != Some(false),
+                SrcKind::Remote => c.unpack == Some(true),
+                SrcKind::Heredoc | SrcKind::Git => false,
+            };
+            if add && unpack && meta.is_file() && is_archive(&src) {
                 context::mkdir_tree(&tree, &view.path, &dest_rel, owner).map_err(io)?;
                 extract_archive(&src, &tree.join(&dest_rel))
                     .map_err(|m| self.err(line, format!("ADD {}: {m}", rel.display())))?;

@@ -91,7 +91,7 @@ pub struct CopyInstruction {
     pub exclude: Vec<String>,
     /// `--parents`.
     pub parents: bool,
-    /// `ADD --keep-git-dir` (git sources are refused; kept so that the flag parses).
+    /// `ADD --keep-git-dir`: a git source keeps its `.git` dir.
     pub keep_git_dir: bool,
     /// `ADD --checksum=` as written.
     pub checksum: Option<String>,

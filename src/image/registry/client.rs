@@ -257,6 +257,68 @@ pub(crate) fn body_error(
     }
 }
 
+fn tls_config(opts: &RegistryOptions, host: &str) -> Result<TlsConfig, RegistryError> {
+    let io = |p: &std::path::Path| {
+        let path = p.display().to_string();
+        move |source| RegistryError::Io { path, source }
+    };
+    let mut roots: Vec<Certificate<'static>> = Vec::new();
+    let mut add_pem = |bytes: &[u8]| {
+        for item in ureq::tls::parse_pem(bytes).flatten() {
+            if let ureq::tls::PemItem::Certificate(c) = item {
+                roots.push(c);
+            }
+        }
+    };
+    if let Ok(bytes) = fs::read(&opts.system_roots) {
+        add_pem(&bytes);
+    }
+    let mut client_cert = None;
+    let dir = opts.certs_dir.join(host);
+    if let Ok(entries) = fs::read_dir(&dir) {
+        let mut files: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+        files.sort();
+        for f in &files {
+            match f.extension().and_then(|e| e.to_str()) {
+                Some("crt") => add_pem(&fs::read(f).map_err(io(f))?),
+                Some("cert") => {
+                    let key_path = f.with_extension("key");
+                    let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&fs::read(f).map_err(io(f))?)
+                        .flatten()
+                        .filter_map(|i| match i {
+                            ureq::tls::PemItem::Certificate(c) => Some(c),
+                            _ => None,
+                        })
+                        .collect();
+                    let key_bytes = fs::read(&key_path).map_err(io(&key_path))?;
+                    let key = PrivateKey::from_pem(&key_bytes).map_err(|e| RegistryError::Invalid {
+                        what: key_path.display().to_string(),
+                        message: format!("not a PEM private key: {e}"),
+                    })?;
+                    client_cert = Some(ClientCert::new_with_certs(&certs, key));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(TlsConfig::builder().root_certs(RootCerts::new_with_certs(&roots)).client_cert(client_cert).build())
+}
+
+/// An HTTP agent for `host` (`host[:port]`) as registries get one: the system roots plus the
+/// CAs and client certificate of `<certs dir>/HOST/`, the timeouts of `opts`, proxies from the
+/// environment (ureq's default), statuses returned rather than raised. `ADD <url>` downloads
+/// through it too, so a build trusts what a pull trusts.
+pub(crate) fn agent(opts: &RegistryOptions, host: &str) -> Result<Agent, RegistryError> {
+    let config = Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(opts.connect_timeout))
+        .timeout_per_read(Some(opts.read_timeout))
+        .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+        .tls_config(tls_config(opts, host)?)
+        .build();
+    Ok(Agent::new_with_config(config))
+}
+
 impl Client {
     pub(crate) fn new(opts: RegistryOptions) -> Client {
         Client {
@@ -276,66 +338,8 @@ impl Client {
         is_local(host) || self.opts.insecure_registries.iter().any(|h| h == host)
     }
 
-    fn tls_config(&self, host: &str) -> Result<TlsConfig, RegistryError> {
-        let io = |p: &std::path::Path| {
-            let path = p.display().to_string();
-            move |source| RegistryError::Io { path, source }
-        };
-        let mut roots: Vec<Certificate<'static>> = Vec::new();
-        let mut add_pem = |bytes: &[u8]| {
-            for item in ureq::tls::parse_pem(bytes).flatten() {
-                if let ureq::tls::PemItem::Certificate(c) = item {
-                    roots.push(c);
-                }
-            }
-        };
-        if let Ok(bytes) = fs::read(&self.opts.system_roots) {
-            add_pem(&bytes);
-        }
-        let mut client_cert = None;
-        let dir = self.opts.certs_dir.join(host);
-        if let Ok(entries) = fs::read_dir(&dir) {
-            let mut files: Vec<_> = entries.flatten().map(|e| e.path()).collect();
-            files.sort();
-            for f in &files {
-                match f.extension().and_then(|e| e.to_str()) {
-                    Some("crt") => add_pem(&fs::read(f).map_err(io(f))?),
-                    Some("cert") => {
-                        let key_path = f.with_extension("key");
-                        let certs: Vec<Certificate<'static>> =
-                            ureq::tls::parse_pem(&fs::read(f).map_err(io(f))?)
-                                .flatten()
-                                .filter_map(|i| match i {
-                                    ureq::tls::PemItem::Certificate(c) => Some(c),
-                                    _ => None,
-                                })
-                                .collect();
-                        let key_bytes = fs::read(&key_path).map_err(io(&key_path))?;
-                        let key = PrivateKey::from_pem(&key_bytes).map_err(|e| RegistryError::Invalid {
-                            what: key_path.display().to_string(),
-                            message: format!("not a PEM private key: {e}"),
-                        })?;
-                        client_cert = Some(ClientCert::new_with_certs(&certs, key));
-                    }
-                    _ => {}
-                }
-            }
-        }
-        Ok(TlsConfig::builder()
-            .root_certs(RootCerts::new_with_certs(&roots))
-            .client_cert(client_cert)
-            .build())
-    }
-
     fn agent(&self, host: &str) -> Result<Agent, RegistryError> {
-        let config = Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(self.opts.connect_timeout))
-            .timeout_per_read(Some(self.opts.read_timeout))
-            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
-            .tls_config(self.tls_config(host)?)
-            .build();
-        Ok(Agent::new_with_config(config))
+        agent(&self.opts, host)
     }
 
     /// The host's state, pinging `/v2/` on first contact to learn its scheme and challenge.

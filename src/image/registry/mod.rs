@@ -26,6 +26,8 @@ use std::time::Duration;
 
 pub use credentials::{CredentialStore, Credentials, CredentialsError};
 
+pub(crate) use client::agent as http_agent;
+
 use super::events::ImageEvents;
 use super::{ImageError, ImageStore};
 
@@ -389,6 +391,11 @@ impl Registry {
     /// A client working as `opts` say.
     pub fn new(opts: RegistryOptions) -> Registry {
         Registry { client: client::Client::new(opts.clone()), opts }
+    }
+
+    /// The options it works with (a build's `ADD <url>` downloads with the same).
+    pub fn options(&self) -> &RegistryOptions {
+        &self.opts
     }
 
     /// Pulls `reference` (for `platform`, or this host's) into `store`; the name is recorded

@@ -1,0 +1,353 @@
+//! `ADD` of a git repository, as BuildKit's `source/git` does it, with the host's `git`:
+//! the ref is resolved to a commit with `git ls-remote` (that commit, not the ref, is what the
+//! step's cache key holds), and only on a cache miss is the commit fetched (shallow) and
+//! checked out.
+//!
+//! git runs with nothing of the host's configuration: no system or global config
+//! (`GIT_CONFIG_NOSYSTEM`, `GIT_CONFIG_GLOBAL=/dev/null`), `HOME` a private empty dir, no
+//! terminal prompts (`GIT_TERMINAL_PROMPT=0`, ssh in batch mode with `-F /dev/null`), local
+//! repositories refused as submodules (`protocol.file.allow=user`), and only `PATH`, the proxy
+//! variables and (for ssh remotes, when the build was given `--ssh default`) `SSH_AUTH_SOCK`
+//! from the environment.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+use super::remote::{GitRef, RemoteError};
+
+/// What a ref resolved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The commit whose tree is taken (an annotated tag peeled).
+    pub commit: String,
+    /// What is fetched: the full ref (`refs/heads/main`, `refs/tags/v1`) or the commit itself.
+    pub fetch: String,
+}
+
+impl Resolved {
+    /// What a step's cache key holds of this source: the commit and everything that changes
+    /// the files taken from it (BuildKit's `shaToCacheKey`).
+    pub fn cache_identity(&self, g: &GitRef) -> Value {
+        let keep = g.keep_git_dir.unwrap_or(false);
+        json!({
+            "commit": self.commit,
+            "keep_git_dir": keep,
+            // A kept .git names the ref it was fetched by.
+            "ref": if keep { self.fetch.as_str() } else { "" },
+            "subdir": g.subdir,
+            "submodules": g.submodules.unwrap_or(true),
+            "mtime": if g.mtime_commit { "commit" } else { "checkout" },
+        })
+    }
+}
+
+/// Whether `s` is a full commit id (sha1 or sha256).
+pub fn is_commit_sha(s: &str) -> bool {
+    (s.len() == 40 || s.len() == 64) && s.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+}
+
+/// BuildKit's choice among `git ls-remote REMOTE REF REF^{}` lines: the exact ref, else the
+/// branch, else the tag (an annotated tag peeled to its commit). `None` when nothing matches.
+pub fn pick_ref(ls_remote: &str, reference: &str) -> Option<Resolved> {
+    let bare = reference.strip_prefix("refs/").unwrap_or(reference);
+    let partial = format!("refs/{bare}");
+    let head = format!("refs/heads/{}", reference.strip_prefix("refs/heads/").unwrap_or(reference));
+    let tag = format!("refs/tags/{}", reference.strip_prefix("refs/tags/").unwrap_or(reference));
+    let peeled = format!("{tag}^{{}}");
+    let (mut exact, mut branch, mut tagged, mut annotated) = (None, None, None, None);
+    for line in ls_remote.lines() {
+        let Some((sha, name)) = line.split_once('\t') else { continue };
+        let sha = sha.trim().to_string();
+        if name == partial {
+            exact = Some((sha, name.to_string()));
+        } else if name == head {
+            branch = Some((sha, name.to_string()));
+        } else if name == tag {
+            tagged = Some((sha, name.to_string()));
+        } else if name == peeled {
+            annotated = Some(sha);
+        }
+    }
+    if let Some((sha, name)) = exact.or(branch) {
+        // An exact or branch match wins; a peeled tag of the same name does not apply then,
+        // unless the exact match is that tag.
+        let commit = if name == tag { annotated.unwrap_or_else(|| sha.clone()) } else { sha };
+        return Some(Resolved { commit, fetch: name });
+    }
+    let (sha, name) = tagged?;
+    Some(Resolved { commit: annotated.unwrap_or(sha), fetch: name })
+}
+
+/// The default branch from `git ls-remote --symref REMOTE HEAD` (`ref: refs/heads/main\tHEAD`).
+pub fn default_branch(ls_remote: &str) -> Option<String> {
+    ls_remote.lines().find_map(|l| {
+        let (target, name) = l.strip_prefix("ref:")?.split_once('\t')?;
+        (name.trim() == "HEAD").then(|| target.trim().to_string())
+    })
+}
+
+/// `remote` without a password, for messages and a kept `.git`'s `origin`.
+fn redact(remote: &str) -> String {
+    super::remote::redact(remote)
+}
+
+/// Runs git with a private, empty configuration (see the module's rules).
+pub struct Git {
+    home: PathBuf,
+    ssh_auth_sock: Option<PathBuf>,
+}
+
+impl Git {
+    /// A runner whose `HOME` is a new empty dir under `work`; `ssh_auth_sock` is given to ssh
+    /// remotes.
+    pub fn new(work: &Path, ssh_auth_sock: Option<PathBuf>) -> Result<Git, RemoteError> {
+        let home = work.join("home");
+        fs::create_dir_all(&home)
+            .map_err(|source| RemoteError::Io { path: home.display().to_string(), source })?;
+        Ok(Git { home, ssh_auth_sock })
+    }
+
+    fn run(&self, dir: Option<&Path>, args: &[&str]) -> Result<String, RemoteError> {
+        let mut cmd = Command::new("git");
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()))
+            .env("HOME", &self.home)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_SSH_COMMAND", "ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=no")
+            .env("LC_ALL", "C");
+        for v in [
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "NO_PROXY",
+            "ALL_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "no_proxy",
+            "all_proxy",
+        ] {
+            if let Some(val) = std::env::var_os(v) {
+                cmd.env(v, val);
+            }
+        }
+        if let Some(s) = &self.ssh_auth_sock {
+            cmd.env("SSH_AUTH_SOCK", s);
+        }
+        cmd.args(["-c", "protocol.file.allow=user", "-c", "advice.detachedHead=false"]);
+        if let Some(d) = dir {
+            cmd.arg("-C").arg(d);
+        }
+        cmd.args(args).stdin(Stdio::null());
+        let out = cmd.output().map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                RemoteError::Git("git is not installed (ADD of a git source runs the host's git)".into())
+            } else {
+                RemoteError::Git(format!("git: {e}"))
+            }
+        })?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let lines: Vec<&str> = err.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            let tail = lines[lines.len().saturating_sub(3)..].join("; ");
+            let what = args.iter().find(|a| !a.starts_with('-')).copied().unwrap_or("git");
+            return Err(RemoteError::Git(format!("git {what} failed: {tail}")));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The commit `g` names now (one `ls-remote`; nothing is fetched), checked against its
+    /// checksum.
+    pub fn resolve(&self, g: &GitRef) -> Result<Resolved, RemoteError> {
+        let reference = if g.reference.is_empty() {
+            let out = self.run(None, &["ls-remote", "--symref", "--", &g.remote, "HEAD"])?;
+            default_branch(&out)
+                .ok_or_else(|| RemoteError::Git("the repository has no default branch".into()))?
+        } else {
+            g.reference.clone()
+        };
+        let r = if is_commit_sha(&reference) {
+            Resolved { commit: reference.clone(), fetch: reference.clone() }
+        } else {
+            let peeled = format!("{reference}^{{}}");
+            let out = self.run(None, &["ls-remote", "--", &g.remote, &reference, &peeled])?;
+            pick_ref(&out, &reference)
+                .ok_or_else(|| RemoteError::Git(format!("the repository does not contain ref {reference}")))?
+        };
+        if !is_commit_sha(&r.commit) {
+            return Err(RemoteError::Git(format!("invalid commit {:?} for {reference}", r.commit)));
+        }
+        if let Some(c) = &g.checksum
+            && !r.commit.starts_with(&c.to_ascii_lowercase())
+        {
+            return Err(RemoteError::Git(format!(
+                "{reference}: expected checksum to match {c}, got {}",
+                r.commit
+            )));
+        }
+        Ok(r)
+    }
+
+    /// Fetches `r` of `g` into the new repository `dest` and checks it out; returns the dir
+    /// whose contents the step takes (`dest` or its subdir). Without `keep_git_dir` the
+    /// `.git` dir is gone afterwards.
+    pub fn checkout(&self, g: &GitRef, r: &Resolved, dest: &Path) -> Result<PathBuf, RemoteError> {
+        let d = Some(dest);
+        let dest_str = dest.to_string_lossy();
+        self.run(None, &["-c", "init.defaultBranch=master", "init", "-q", &dest_str])?;
+        let spec = if is_commit_sha(&r.fetch) { r.fetch.clone() } else { format!("+{0}:{0}", r.fetch) };
+        let fetched = self.run(d, &["fetch", "-q", "--depth=1", "--no-tags", "--", &g.remote, &spec]);
+        if fetched.is_err() && is_commit_sha(&r.fetch) {
+            // A server that does not give commits by id: everything, then the commit.
+            self.run(d, &["fetch", "-q", "--tags", "--", &g.remote, "+refs/heads/*:refs/remotes/origin/*"])?;
+        } else {
+            fetched?;
+        }
+        let got = self.run(d, &["rev-parse", "--verify", "-q", &format!("{}^{{commit}}", r.commit)]);
+        if got.map(|s| s.trim().to_string()).ok().as_deref() != Some(r.commit.as_str()) {
+            return Err(RemoteError::Git(format!(
+                "{} no longer points to {} (it changed during the build; build again)",
+                r.fetch, r.commit
+            )));
+        }
+        self.run(d, &["checkout", "-q", "--detach", &r.commit])?;
+        if g.submodules != Some(false) && dest.join(".gitmodules").exists() {
+            self.run(d, &["submodule", "update", "--init", "--recursive", "--depth=1"])?;
+        }
+        if g.mtime_commit {
+            let t = self.run(d, &["log", "-1", "--format=%ct", &r.commit])?;
+            let secs: u64 = t.trim().parse().map_err(|_| RemoteError::Git(format!("commit time {t:?}")))?;
+            set_mtimes(dest, std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+        }
+        let keep = g.keep_git_dir.unwrap_or(false);
+        if keep && g.subdir.is_empty() {
+            self.run(d, &["remote", "add", "origin", &redact(&g.remote)])?;
+            self.run(d, &["reflog", "expire", "--all", "--expire=now"])?;
+            let _ = fs::remove_file(dest.join(".git/FETCH_HEAD"));
+        } else {
+            let git_dir = dest.join(".git");
+            fs::remove_dir_all(&git_dir)
+                .map_err(|source| RemoteError::Io { path: git_dir.display().to_string(), source })?;
+        }
+        normalize_modes(dest)
+            .map_err(|source| RemoteError::Io { path: dest.display().to_string(), source })?;
+        let mut root = dest.to_path_buf();
+        for c in Path::new(&g.subdir).components() {
+            let Component::Normal(n) = c else { continue };
+            root.push(n);
+            // Only real dirs: a symlink could lead out of the checkout.
+            match fs::symlink_metadata(&root) {
+                Ok(m) if m.is_dir() => {}
+                _ => {
+                    return Err(RemoteError::Git(format!(
+                        "subdir {:?} is not a directory of the repository at {}",
+                        g.subdir, r.fetch
+                    )));
+                }
+            }
+        }
+        Ok(root)
+    }
+}
+
+/// Modes as git means them whatever the umask: 0755 for dirs and executables, 0644 else.
+fn normalize_modes(dir: &Path) -> std::io::Result<()> {
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        let m = fs::symlink_metadata(e.path())?;
+        if m.file_type().is_symlink() {
+            continue;
+        }
+        let mode = if m.is_dir() || m.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 };
+        fs::set_permissions(e.path(), fs::Permissions::from_mode(mode))?;
+        if m.is_dir() {
+            normalize_modes(&e.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Every entry under `dir` (links themselves) gets time `t` (`?mtime=commit`).
+fn set_mtimes(dir: &Path, t: std::time::SystemTime) {
+    let Ok(d) = t.duration_since(std::time::UNIX_EPOCH) else { return };
+    let ts = nix::sys::time::TimeSpec::new(d.as_secs() as i64, 0);
+    fn walk(p: &Path, ts: &nix::sys::time::TimeSpec) {
+        if let Ok(rd) = fs::read_dir(p) {
+            for e in rd.flatten() {
+                let path = e.path();
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    walk(&path, ts);
+                }
+                let _ = nix::sys::stat::utimensat(
+                    nix::fcntl::AT_FDCWD,
+                    &path,
+                    ts,
+                    ts,
+                    nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+                );
+            }
+        }
+    }
+    walk(dir, &ts);
+    let _ = nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        dir,
+        &ts,
+        &ts,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const C1: &str = "1111111111111111111111111111111111111111";
+    const C2: &str = "2222222222222222222222222222222222222222";
+    const T1: &str = "3333333333333333333333333333333333333333";
+
+    #[test]
+    fn refs_resolve_as_buildkit_picks_them() {
+        let ls = format!("{C1}\trefs/heads/main\n{T1}\trefs/tags/v1\n{C2}\trefs/tags/v1^{{}}\n");
+        assert_eq!(
+            pick_ref(&ls, "main"),
+            Some(Resolved { commit: C1.into(), fetch: "refs/heads/main".into() })
+        );
+        // An annotated tag: the commit it points to, fetched by the tag.
+        assert_eq!(pick_ref(&ls, "v1"), Some(Resolved { commit: C2.into(), fetch: "refs/tags/v1".into() }));
+        assert_eq!(
+            pick_ref(&ls, "refs/tags/v1"),
+            Some(Resolved { commit: C2.into(), fetch: "refs/tags/v1".into() })
+        );
+        assert_eq!(pick_ref(&ls, "nope"), None);
+        // A branch and a tag of one name: the branch, as git checkout prefers.
+        let both = format!("{C2}\trefs/tags/x\n{C1}\trefs/heads/x\n");
+        assert_eq!(pick_ref(&both, "x").unwrap().commit, C1);
+        assert_eq!(
+            default_branch(&format!("ref: refs/heads/trunk\tHEAD\n{C1}\tHEAD\n")).as_deref(),
+            Some("refs/heads/trunk")
+        );
+        assert_eq!(default_branch(""), None);
+        assert!(is_commit_sha(C1) && is_commit_sha(&"ab".repeat(32)) && !is_commit_sha("main"));
+        assert!(!is_commit_sha(&"AB".repeat(20)) && !is_commit_sha(&C1[1..]));
+    }
+
+    #[test]
+    fn cache_identity_follows_what_changes_the_files() {
+        let r = Resolved { commit: C1.into(), fetch: "refs/heads/main".into() };
+        let g = GitRef { remote: "git://h/r.git".into(), ..GitRef::default() };
+        let base = r.cache_identity(&g);
+        assert_eq!(base["ref"], "", "without .git the ref does not matter, only the commit");
+        let sub = r.cache_identity(&GitRef { subdir: "docs".into(), ..g.clone() });
+        let keep = r.cache_identity(&GitRef { keep_git_dir: Some(true), ..g.clone() });
+        assert_ne!(base, sub);
+        assert_ne!(base, keep);
+        assert_eq!(keep["ref"], "refs/heads/main");
+        let other = Resolved { commit: C2.into(), ..r.clone() }.cache_identity(&g);
+        assert_ne!(base, other);
+    }
+}

@@ -1,0 +1,585 @@
+//! Remote sources of `ADD`, told apart and named as BuildKit's Dockerfile frontend does
+//! (`dockerfile2llb/convert_copy.go`, `dfgitutil.ParseGitRef`), and files fetched from HTTP(S)
+//! URLs as its `source/http` does. Git repositories are checked out by [`super::git`].
+//!
+//! - A word is a git source when it is `git://…`, `ssh://…`, `user@host:path` (scp style), or
+//!   `http(s)://…` whose path ends in `.git`; `#ref:subdir` and BuildKit's query keys (`ref`,
+//!   `tag`, `branch`, `subdir`, `checksum`/`commit`, `keep-git-dir`, `submodules`, `mtime`)
+//!   say what of it. Any other `http://` or `https://` word is a file to download; everything
+//!   else is a path in the context.
+//! - A download is named after the last element of the URL's path (`__unnamed__` when there
+//!   is none; BuildKit's frontend fixes the name, so `Content-Disposition` plays no part), is
+//!   mode 0600, owned by root, and has the `Last-Modified` time (the epoch without one). It is
+//!   never unpacked unless `--unpack=true` says so.
+//! - Downloads go through the registry client's HTTP stack ([`crate::image::registry`]): the
+//!   same CA roots and `certs.d` client certificates, timeouts and proxies.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+use crate::image::registry::{RegistryOptions, http_agent};
+
+/// What an `ADD` source word is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A path in the context (or the `--from` root).
+    Local,
+    /// A file to download.
+    Http(String),
+    /// A git repository.
+    Git(GitRef),
+}
+
+/// A git source as BuildKit parses it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GitRef {
+    /// The repository, without the fragment and query.
+    pub remote: String,
+    /// Branch, tag, full ref or commit; empty for the remote's default branch.
+    pub reference: String,
+    /// A directory of the repository whose contents are taken (clean, relative; empty for all).
+    pub subdir: String,
+    /// `?checksum=` / `?commit=`: the commit (a prefix of it) the ref must resolve to.
+    pub checksum: Option<String>,
+    /// `?keep-git-dir=`.
+    pub keep_git_dir: Option<bool>,
+    /// `?submodules=` (default: submodules are checked out).
+    pub submodules: Option<bool>,
+    /// `?mtime=commit`: files get the commit's time rather than the checkout's.
+    pub mtime_commit: bool,
+}
+
+/// Why a remote source could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// The source word is a remote source, but a wrong one.
+    #[error("{0}")]
+    Invalid(String),
+    /// The server answered with a failure status.
+    #[error("{url}: HTTP status {status}{}", if .reason.is_empty() { String::new() } else { format!(" ({})", .reason) })]
+    Status {
+        /// The URL, without credentials.
+        url: String,
+        /// The status code.
+        status: u16,
+        /// Its reason phrase.
+        reason: String,
+    },
+    /// No answer: connection refused, DNS, TLS, a timeout, a connection cut mid-body.
+    #[error("{url}: {message}")]
+    Transport {
+        /// The URL, without credentials.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The content is not what `--checksum` says.
+    #[error("{url}: digest mismatch: got sha256:{got}, expected {expected}")]
+    Checksum {
+        /// The URL, without credentials.
+        url: String,
+        /// The checksum given.
+        expected: String,
+        /// The content's sha256 (hex).
+        got: String,
+    },
+    /// A local file could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A git command failed.
+    #[error("{0}")]
+    Git(String),
+}
+
+/// What `src` is (see the module's rules); an error for a malformed git source.
+pub fn classify(src: &str) -> Result<Source, RemoteError> {
+    if let Some(g) = parse_git_ref(src)? {
+        return Ok(Source::Git(g));
+    }
+    if src.starts_with("http://") || src.starts_with("https://") {
+        return Ok(Source::Http(src.to_string()));
+    }
+    Ok(Source::Local)
+}
+
+/// `s` with `%XX` escapes decoded (invalid ones kept as they are), as Go's URL parser gives a
+/// path or fragment.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = ((b[i + 1] as char).to_digit(16), (b[i + 2] as char).to_digit(16))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The scp-style git address BuildKit recognises (`user@host:path[?query][#fragment]`).
+fn scp_style(src: &str) -> Option<regex::Captures<'_>> {
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    RE.get_or_init(|| {
+        regex::Regex::new(r"^([a-zA-Z0-9\-_]+)@([a-zA-Z0-9\-.]+):(.*?)(?:\?(.*?))?(?:#(.*))?$")
+            .unwrap_or_else(|_| unreachable!("the pattern is a constant"))
+    })
+    .captures(src)
+}
+
+/// A git source (see the module's rules), `None` for anything else.
+pub fn parse_git_ref(src: &str) -> Result<Option<GitRef>, RemoteError> {
+    if src.starts_with("./") || src.starts_with("../") || src.starts_with("github.com/") {
+        // `github.com/org/repo` is a git source only as a build context, never for ADD.
+        return Ok(None);
+    }
+    let (remote, fragment, query): (String, String, String);
+    let scheme_end =
+        src.find("://").filter(|i| *i > 0 && src[..*i].bytes().all(|c| c.is_ascii_alphanumeric()));
+    if let Some(i) = scheme_end {
+        let scheme = src[..i].to_ascii_lowercase();
+        if !matches!(scheme.as_str(), "http" | "https" | "ssh" | "git") {
+            return Ok(None);
+        }
+        let Ok(mut u) = url::Url::parse(src) else { return Ok(None) };
+        if matches!(scheme.as_str(), "http" | "https") && !u.path().ends_with(".git") {
+            return Ok(None);
+        }
+        fragment = percent_decode(u.fragment().unwrap_or_default());
+        query = u.query().unwrap_or_default().to_string();
+        u.set_fragment(None);
+        u.set_query(None);
+        remote = u.to_string();
+    } else if let Some(c) = scp_style(src) {
+        fragment = c.get(5).map_or("", |m| m.as_str()).to_string();
+        query = c.get(4).map_or("", |m| m.as_str()).to_string();
+        remote = format!("{}@{}:{}", &c[1], &c[2], &c[3]);
+    } else {
+        return Ok(None);
+    }
+    let mut g = GitRef { remote, ..GitRef::default() };
+    if !fragment.is_empty() {
+        let (r, sub) = fragment.split_once(':').unwrap_or((&fragment, ""));
+        g.reference = r.to_string();
+        g.subdir = clean_subdir(sub);
+    }
+    load_query(&mut g, &query).map_err(|m| RemoteError::Invalid(format!("{src}: {m}")))?;
+    Ok(Some(g))
+}
+
+/// `path.Join("/", s)` without the leading slash.
+fn clean_subdir(s: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for p in s.split('/') {
+        match p {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    parts.join("/")
+}
+
+/// Go's `strconv.ParseBool`.
+fn parse_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// BuildKit's query keys of a git source.
+fn load_query(g: &mut GitRef, query: &str) -> Result<(), String> {
+    if query.is_empty() {
+        return Ok(());
+    }
+    let mut seen: Vec<String> = Vec::new();
+    let (mut tag, mut branch) = (String::new(), String::new());
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        let (k, v) = (k.into_owned(), v.into_owned());
+        if seen.contains(&k) {
+            return Err(format!("query {k:?} has multiple values"));
+        }
+        seen.push(k.clone());
+        let flag = |name: &str| -> Result<bool, String> {
+            if v.is_empty() {
+                Ok(true)
+            } else {
+                parse_bool(&v).ok_or_else(|| format!("invalid {name} value: {v:?}"))
+            }
+        };
+        if v.is_empty() && !matches!(k.as_str(), "submodules" | "keep-git-dir") {
+            return Err(format!("query {k:?} has no value"));
+        }
+        match k.as_str() {
+            "ref" => {
+                if !g.reference.is_empty() && g.reference != v {
+                    return Err(format!("ref conflicts: {:?} vs {v:?}", g.reference));
+                }
+                g.reference = v;
+            }
+            "tag" => tag = v,
+            "branch" => branch = v,
+            "subdir" => {
+                let v = clean_subdir(&v);
+                if !g.subdir.is_empty() && g.subdir != v {
+                    return Err(format!("subdir conflicts: {:?} vs {v:?}", g.subdir));
+                }
+                g.subdir = v;
+            }
+            "checksum" | "commit" => g.checksum = Some(v),
+            "keep-git-dir" => g.keep_git_dir = Some(flag("keep-git-dir")?),
+            "submodules" => g.submodules = Some(flag("submodules")?),
+            "mtime" => match v.as_str() {
+                "checkout" => g.mtime_commit = false,
+                "commit" => g.mtime_commit = true,
+                _ => return Err(format!("invalid mtime value: {v:?} (must be \"checkout\" or \"commit\")")),
+            },
+            other => return Err(format!("unexpected query {other:?}")),
+        }
+    }
+    let mut pin = |prefix: &str, name: &str| -> Result<(), String> {
+        let full = if name.starts_with(prefix) { name.to_string() } else { format!("{prefix}{name}") };
+        if !g.reference.is_empty() && g.reference != full {
+            return Err(format!("ref conflicts: {:?} vs {full:?}", g.reference));
+        }
+        g.reference = full;
+        Ok(())
+    };
+    if !tag.is_empty() {
+        if !branch.is_empty() {
+            return Err("branch conflicts with tag".into());
+        }
+        pin("refs/tags/", &tag)?;
+    }
+    if !branch.is_empty() {
+        pin("refs/heads/", &branch)?;
+    }
+    Ok(())
+}
+
+/// The name BuildKit's frontend gives a download: the last element of the URL's path
+/// (`__unnamed__` when it has none), made safe (`download` for `..` or control characters).
+pub fn url_file_name(url: &str) -> String {
+    // The path as Go's URL parser gives it (decoded, dot segments kept as they are): after
+    // `scheme://authority`, up to the query or fragment.
+    let rest = url.split_once("://").map_or("", |(_, r)| r);
+    let rest = &rest[..rest.find(['?', '#']).unwrap_or(rest.len())];
+    let path = percent_decode(rest.find('/').map_or("", |i| &rest[i..]));
+    let trimmed = path.trim_end_matches('/');
+    let name = match trimmed.rsplit('/').next() {
+        Some(base) if !trimmed.is_empty() && base != "." => base,
+        _ => "__unnamed__",
+    };
+    let name = name.trim();
+    if name.is_empty() || name == "." || name == ".." || name.chars().any(char::is_control) {
+        "download".to_string()
+    } else {
+        name.to_string()
+    }
+}
+
+/// `url` with any password replaced, for messages.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("xxxxx"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// `sha256:<64 hex>` of `--checksum` for a download, as the hex digest.
+pub fn parse_http_checksum(text: &str) -> Result<String, RemoteError> {
+    match text.split_once(':') {
+        Some(("sha256", hex)) if hex.len() == 64 && hex.bytes().all(|c| c.is_ascii_hexdigit()) => {
+            Ok(hex.to_ascii_lowercase())
+        }
+        Some((algo, _)) if algo != "sha256" => Err(RemoteError::Invalid(format!(
+            "--checksum={text}: unsupported digest algorithm {algo:?} (sha256:<hex> is)"
+        ))),
+        _ => Err(RemoteError::Invalid(format!("--checksum={text}: invalid digest (sha256:<64 hex digits>)"))),
+    }
+}
+
+/// An HTTP date (`Last-Modified`) in any of the three forms HTTP/1.1 allows (IMF-fixdate,
+/// RFC 850, asctime), as Go's `http.ParseTime` reads them.
+pub fn parse_http_date(text: &str) -> Option<SystemTime> {
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let month = |m: &str| MONTHS.iter().position(|x| *x == m).map(|i| i as i64 + 1);
+    let p: Vec<&str> = text.split_whitespace().collect();
+    let (y, mo, d, hms) = match p.as_slice() {
+        // Sun, 06 Nov 1994 08:49:37 GMT
+        [wd, d, m, y, t, "GMT"] if wd.ends_with(',') && y.len() == 4 => {
+            (y.parse().ok()?, month(m)?, d.parse().ok()?, *t)
+        }
+        // Sunday, 06-Nov-94 08:49:37 GMT
+        [wd, dmy, t, "GMT"] if wd.ends_with(',') => {
+            let mut it = dmy.split('-');
+            let (d, m, yy) = (it.next()?, it.next()?, it.next()?);
+            let yy: i64 = yy.parse().ok()?;
+            (if yy >= 69 { 1900 + yy } else { 2000 + yy }, month(m)?, d.parse().ok()?, *t)
+        }
+        // Sun Nov  6 08:49:37 1994
+        [_, m, d, t, y] => (y.parse().ok()?, month(m)?, d.parse().ok()?, *t),
+        _ => return None,
+    };
+    let mut t = hms.split(':').map(|x| x.parse::<i64>().ok());
+    let (h, mi, s) = (t.next()??, t.next()??, t.next()??);
+    if t.next().is_some() || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let secs = crate::runtime::timefmt::days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + s;
+    Some(UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
+}
+
+/// What a download gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Downloaded {
+    /// sha256 of the content, hex.
+    pub sha256: String,
+    /// Bytes.
+    pub size: u64,
+    /// `Last-Modified`, when the server sent one that parses (seconds since the epoch).
+    pub modified: Option<u64>,
+}
+
+fn transport(url: &str, message: impl std::fmt::Display) -> RemoteError {
+    RemoteError::Transport { url: redact(url), message: message.to_string() }
+}
+
+/// Downloads `url` into the new file `dest` (mode 0600, mtime from `Last-Modified` or the
+/// epoch) with the registry client's HTTP stack, streaming (never the whole file in memory),
+/// and checks it against `expected` (hex sha256) when given. On failure `dest` is removed.
+pub fn download(
+    opts: &RegistryOptions,
+    url: &str,
+    dest: &Path,
+    expected: Option<&str>,
+) -> Result<Downloaded, RemoteError> {
+    let result = download_inner(opts, url, dest, expected);
+    if result.is_err() {
+        let _ = fs::remove_file(dest);
+    }
+    result
+}
+
+fn download_inner(
+    opts: &RegistryOptions,
+    url: &str,
+    dest: &Path,
+    expected: Option<&str>,
+) -> Result<Downloaded, RemoteError> {
+    let parsed = url::Url::parse(url).map_err(|e| transport(url, format!("invalid URL: {e}")))?;
+    let host = match (parsed.host_str(), parsed.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        (None, _) => return Err(transport(url, "invalid URL: no host")),
+    };
+    let agent = http_agent(opts, &host).map_err(|e| transport(url, e))?;
+    let resp = agent.get(url).call().map_err(|e| transport(url, e))?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(RemoteError::Status {
+            url: redact(url),
+            status: status.as_u16(),
+            reason: status.canonical_reason().unwrap_or_default().to_string(),
+        });
+    }
+    let modified = resp
+        .headers()
+        .get("last-modified")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_http_date)
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs());
+    let io = |source| RemoteError::Io { path: dest.display().to_string(), source };
+    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(dest).map_err(io)?;
+    let mut reader = resp.into_body().into_reader();
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(transport(url, format!("reading the response: {e}"))),
+        };
+        file.write_all(&buf[..n]).map_err(io)?;
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    let sha256 = hex::encode(hasher.finalize());
+    if let Some(want) = expected
+        && want != sha256
+    {
+        return Err(RemoteError::Checksum {
+            url: redact(url),
+            expected: format!("sha256:{want}"),
+            got: sha256,
+        });
+    }
+    // The umask could have taken bits away; BuildKit's file is 0600 exactly.
+    file.set_permissions(fs::Permissions::from_mode(0o600)).map_err(io)?;
+    let t = UNIX_EPOCH + Duration::from_secs(modified.unwrap_or(0));
+    file.set_times(fs::FileTimes::new().set_accessed(t).set_modified(t)).map_err(io)?;
+    Ok(Downloaded { sha256, size, modified })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_are_told_apart_as_buildkit_does() {
+        assert_eq!(classify("foo.txt").unwrap(), Source::Local);
+        assert_eq!(classify("./a:b").unwrap(), Source::Local);
+        assert_eq!(classify("ftp://host/x").unwrap(), Source::Local);
+        assert_eq!(classify("github.com/moby/buildkit").unwrap(), Source::Local);
+        assert_eq!(
+            classify("https://example.com/a/b.tar.gz?x=1").unwrap(),
+            Source::Http("https://example.com/a/b.tar.gz?x=1".into())
+        );
+        // An HTTP URL is a repository only when its path ends in .git.
+        let Source::Git(g) = classify("https://example.com/org/repo.git#v1.2:docs/../src/").unwrap() else {
+            panic!("git")
+        };
+        assert_eq!(g.remote, "https://example.com/org/repo.git");
+        assert_eq!((g.reference.as_str(), g.subdir.as_str()), ("v1.2", "src"));
+        let Source::Git(g) = classify("git@github.com:org/repo.git#main").unwrap() else { panic!("git") };
+        assert_eq!((g.remote.as_str(), g.reference.as_str()), ("git@github.com:org/repo.git", "main"));
+        let Source::Git(g) = classify("git://127.0.0.1:9418/repo.git").unwrap() else { panic!("git") };
+        assert_eq!(g, GitRef { remote: "git://127.0.0.1:9418/repo.git".into(), ..GitRef::default() });
+        assert!(matches!(classify("ssh://git@host/repo").unwrap(), Source::Git(_)));
+    }
+
+    #[test]
+    fn git_queries() {
+        let g =
+            parse_git_ref("https://h/r.git?tag=v1&subdir=a/b&keep-git-dir&checksum=abc").unwrap().unwrap();
+        assert_eq!(g.reference, "refs/tags/v1");
+        assert_eq!(g.subdir, "a/b");
+        assert_eq!(g.keep_git_dir, Some(true));
+        assert_eq!(g.checksum.as_deref(), Some("abc"));
+        let g = parse_git_ref("git@h:r.git?branch=dev&submodules=false&mtime=commit").unwrap().unwrap();
+        assert_eq!(g.remote, "git@h:r.git");
+        assert_eq!(
+            (g.reference.as_str(), g.submodules, g.mtime_commit),
+            ("refs/heads/dev", Some(false), true)
+        );
+        // The query of `#x?ref=y` is part of the fragment, as in Go's URL parser.
+        assert_eq!(parse_git_ref("https://h/r.git#x?ref=y").unwrap().unwrap().reference, "x?ref=y");
+        for bad in [
+            "https://h/r.git?tag=a&branch=b",
+            "https://h/r.git?nope=1",
+            "https://h/r.git?ref=",
+            "https://h/r.git?keep-git-dir=maybe",
+            "https://h/r.git?mtime=now",
+        ] {
+            assert!(matches!(parse_git_ref(bad), Err(RemoteError::Invalid(_))), "{bad}");
+        }
+        assert!(parse_git_ref("https://h/r.git?ref=a&ref=a").is_err(), "multiple values");
+    }
+
+    #[test]
+    fn download_names() {
+        assert_eq!(url_file_name("https://example.com/dir/file.tar.gz"), "file.tar.gz");
+        assert_eq!(url_file_name("https://example.com/dir/sub/"), "sub");
+        assert_eq!(url_file_name("https://example.com/a%20b?x=/y#z"), "a b");
+        assert_eq!(url_file_name("https://example.com/a%2Fb"), "b");
+        assert_eq!(url_file_name("https://example.com"), "__unnamed__");
+        assert_eq!(url_file_name("https://example.com/"), "__unnamed__");
+        assert_eq!(url_file_name("https://example.com/x/%2e%2e"), "download");
+        assert_eq!(url_file_name("https://example.com/%01"), "download");
+    }
+
+    #[test]
+    fn checksums_and_dates() {
+        let hex = "a".repeat(64);
+        assert_eq!(parse_http_checksum(&format!("sha256:{hex}")).unwrap(), hex);
+        assert!(parse_http_checksum("sha256:abc").is_err());
+        assert!(parse_http_checksum(&format!("sha512:{hex}")).is_err());
+        assert!(parse_http_checksum(&hex).is_err());
+        let t = |s| parse_http_date(s).map(|t| t.duration_since(UNIX_EPOCH).unwrap().as_secs());
+        assert_eq!(t("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777));
+        assert_eq!(t("Sunday, 06-Nov-94 08:49:37 GMT"), Some(784_111_777));
+        assert_eq!(t("Sun Nov  6 08:49:37 1994"), Some(784_111_777));
+        assert_eq!(t("Sun, 06 Nov 1994 08:49:37 CET"), None);
+        assert_eq!(t("yesterday"), None);
+        assert_eq!(redact("https://u:secret@h/x"), "https://u:xxxxx@h/x");
+    }
+
+    /// A server answering each connection with `response` (raw HTTP), on 127.0.0.1.
+    fn serve(response: Vec<u8>) -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                let mut s = s;
+                let mut req = [0u8; 4096];
+                let _ = s.read(&mut req);
+                let _ = s.write_all(&response);
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn opts() -> RegistryOptions {
+        let mut o = RegistryOptions::from_env();
+        o.read_timeout = Duration::from_secs(5);
+        o
+    }
+
+    #[test]
+    fn downloads_are_hashed_timed_and_removed_on_failure() {
+        let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+        let base = serve(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nLast-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\nConnection: close\r\n\r\nhello"
+                .to_vec(),
+        );
+        let dest = dir.path().join("f");
+        let d = download(&opts(), &format!("{base}/f"), &dest, None).unwrap();
+        assert_eq!(d.sha256, hex::encode(Sha256::digest(b"hello")));
+        assert_eq!((d.size, d.modified), (5, Some(784_111_777)));
+        let m = fs::metadata(&dest).unwrap();
+        assert_eq!(m.permissions().mode() & 0o7777, 0o600);
+        assert_eq!(m.modified().unwrap(), UNIX_EPOCH + Duration::from_secs(784_111_777));
+        // A wrong checksum: an error naming both digests, and no file.
+        let dest2 = dir.path().join("g");
+        let e = download(&opts(), &format!("{base}/g"), &dest2, Some(&"0".repeat(64))).unwrap_err();
+        assert!(e.to_string().contains("digest mismatch"), "{e}");
+        assert!(!dest2.exists());
+        // A cut body (Content-Length larger than what comes).
+        let cut = serve(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\nConnection: close\r\n\r\nhello".to_vec());
+        let e = download(&opts(), &format!("{cut}/h"), &dest2, None).unwrap_err();
+        assert!(matches!(e, RemoteError::Transport { .. }), "{e}");
+        assert!(!dest2.exists());
+        let missing =
+            serve(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec());
+        let e = download(&opts(), &format!("{missing}/x"), &dest2, None).unwrap_err();
+        assert_eq!(e.to_string(), format!("{missing}/x: HTTP status 404 (Not Found)"));
+        assert!(!dest2.exists());
+    }
+}
