@@ -89,3 +89,28 @@ fn cp_both_ways_and_into_a_stopped_container() {
     let r = stack.berth(&["cp", "nosuch:/x", "b"]);
     assert!(!r.ok && r.stderr.contains("no such service"), "{}", r.stderr);
 }
+
+#[test]
+fn cp_into_a_stopped_container_writes_into_its_volumes() {
+    let yaml = "services:\n  app:\n    image: berth-test/busybox:latest\n    command: [\"sleep\", \"1000\"]\n    init: true\n    volumes: [\"data:/data\", \"./bound:/bound\"]\nvolumes:\n  data: {}\nnetworks:\n  default:\n    ipam:\n      config:\n        - subnet: 10.243.9.0/24\n";
+    let stack = Stack::new("cmcp2", yaml);
+    let host = &stack.project_dir;
+    fs::create_dir_all(host.join("bound")).unwrap();
+    fs::write(host.join("in.txt"), "into the volume").unwrap();
+    stack.ok(&["up", "-d"]);
+    stack.exec("app", &["sh", "-c", "echo kept > /data/old.txt"]);
+    stack.ok(&["stop", "-t", "0"]);
+
+    // Into the named volume and the bind of a stopped container, and out of the volume.
+    stack.ok(&["cp", "in.txt", "app:/data/new.txt"]);
+    stack.ok(&["cp", "in.txt", "app:/bound/b.txt"]);
+    stack.ok(&["cp", "app:/data/old.txt", "old.txt"]);
+    assert_eq!(fs::read_to_string(host.join("old.txt")).unwrap(), "kept\n");
+    assert_eq!(fs::read_to_string(host.join("bound/b.txt")).unwrap(), "into the volume");
+    let volume = stack.root().join("volumes/cmcp2_data/_data/new.txt");
+    assert_eq!(fs::read_to_string(&volume).unwrap(), "into the volume");
+
+    stack.ok(&["start"]);
+    assert_eq!(stack.exec("app", &["cat", "/data/new.txt"]).stdout, "into the volume");
+    stack.ok(&["down", "-v"]);
+}

@@ -1,6 +1,7 @@
 //! The `berth` command line: clap definitions, global options shaped like `docker compose`,
 //! and one readable error message (with its cause chain) per failure.
 
+mod attach;
 mod build;
 mod completion;
 mod config;
@@ -115,6 +116,8 @@ pub enum Command {
     Logs(logs::LogsArgs),
     /// Run a command in a running container
     Exec(exec::ExecArgs),
+    /// Attach local standard input, output, and error streams to a service's running container
+    Attach(attach::AttachArgs),
     /// Print the host address a container port is published on
     Port(port::PortArgs),
     /// Start existing containers
@@ -401,6 +404,7 @@ pub fn run() -> ExitCode {
         Command::Ps(args) => ps::run(&cli.global, args),
         Command::Logs(args) => logs::run(&cli.global, args),
         Command::Exec(args) => exec::run(&cli.global, args),
+        Command::Attach(args) => attach::run(&cli.global, args),
         Command::Port(args) => port::run(&cli.global, args),
         Command::Start(args) => down::run_start(&cli.global, args),
         Command::Stop(args) => down::run_stop(&cli.global, args),

@@ -2,7 +2,8 @@
 //! brought up first (unless `--no-deps`) and their `depends_on` conditions waited for. In
 //! the foreground the container's process reads berth's stdin and its output goes to berth's
 //! stdout and stderr and to the container's log (`logs` shows it), as docker compose's does;
-//! when stdin is a terminal (and no `-T`) the process gets that terminal itself instead.
+//! when stdin is a terminal (and no `-T`) the process gets a terminal of its own, which the
+//! shim relays to and from berth's (raw meanwhile, its size passed on) and logs.
 //! Signals berth receives go to it, and berth returns its exit code.
 
 use std::io::IsTerminal;
@@ -231,10 +232,22 @@ pub fn run(global: &GlobalOptions, args: &RunArgs) -> CliResult<()> {
     }
     // Signals from now on go to the container (sig-proxy), not to berth.
     signals::install();
+    // On a terminal, the shim relays it to the container's own terminal: keys go there as
+    // they are typed (raw mode; Ctrl-C is a key then), and a new size is passed on.
+    let raw = if opts.tty { crate::runtime::exec_tty::RawMode::enter() } else { None };
+    if opts.tty {
+        signals::install_winch();
+    }
     let started = executor.start_oneoff(&service, &oneoff);
     let result = started.map_err(CliError::from).and_then(|()| {
         let mut forwarded = signals::interrupts();
         loop {
+            if opts.tty
+                && signals::window_changed()
+                && let Some(ws) = crate::runtime::exec_tty::stdin_window_size()
+            {
+                let _ = ctx.engine.runtime.resize(&oneoff.id, ws.ws_row, ws.ws_col);
+            }
             let st = host
                 .containers
                 .wait(&oneoff.id, Duration::from_millis(200))
@@ -251,6 +264,7 @@ pub fn run(global: &GlobalOptions, args: &RunArgs) -> CliResult<()> {
             }
         }
     });
+    drop(raw);
     if args.rm
         && let Err(e) = executor.remove_oneoff(&oneoff, true)
     {

@@ -38,6 +38,24 @@ pub fn install() {
     }
 }
 
+static WINCH: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn winch(_: libc::c_int) {
+    WINCH.store(true, Ordering::SeqCst);
+}
+
+/// From now on SIGWINCH (the terminal's size changed) is noted, for [`window_changed`].
+pub fn install_winch() {
+    let action = SigAction::new(SigHandler::Handler(winch), SaFlags::SA_RESTART, SigSet::empty());
+    // SAFETY: the handler only touches an atomic.
+    let _ = unsafe { sigaction(Signal::SIGWINCH, &action) };
+}
+
+/// Whether the terminal's size changed since the last call.
+pub fn window_changed() -> bool {
+    WINCH.swap(false, Ordering::SeqCst)
+}
+
 /// How many interrupts arrived.
 pub fn interrupts() -> usize {
     INTERRUPTS.load(Ordering::SeqCst)

@@ -50,12 +50,12 @@ pub struct RunOptions {
     pub cap_add: Vec<String>,
     /// `--cap-drop`.
     pub cap_drop: Vec<String>,
-    /// A terminal: a pseudo-terminal for a detached run; an attached run gets the caller's.
+    /// A pseudo-terminal of the shim's (an attached run's is relayed to the caller's).
     pub tty: bool,
     /// Keep stdin open (an attached run reads the caller's).
     pub interactive: bool,
     /// A foreground run: the process is attached to the caller's stdio (see
-    /// `ProcessSpec::attach_stdio`); without `tty` its output is logged as well.
+    /// `ProcessSpec::attach_stdio`); its output is logged as well.
     pub attach: bool,
 }
 

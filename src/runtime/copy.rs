@@ -6,7 +6,7 @@
 //! the helper joins the container's mount namespace (`setns` on `/proc/PID/ns/mnt`), which
 //! also makes the container's root its root and shows its volumes; for a stopped one it makes
 //! a private mount namespace, mounts the container's overlay (image layers under its upper
-//! dir) there and `chroot`s into it, and the mount ends with the helper. Either way every path,
+//! dir) there with its volumes and binds on it, and `chroot`s into it, and the mount ends with the helper. Either way every path,
 //! and every symlink met on the way, resolves inside the container's root, as docker's
 //! `FollowSymlinkInScope` does: a link to `/etc` is the container's `/etc`.
 //!
@@ -170,7 +170,7 @@ impl Runtime {
             std::env::set_current_dir("/")?;
             return Ok(());
         }
-        mount_stopped(&self.dirs, id, &spec.rootfs.lower_dirs)
+        mount_stopped(&self.dirs, id, &spec.rootfs.lower_dirs, &spec.mounts)
             .map_err(|e| CopyError::Helper(format!("mount the file system of {}: {e}", spec.name)))
     }
 }
@@ -181,9 +181,16 @@ fn helper_error(stderr: &[u8]) -> CopyError {
     CopyError::Helper(line.strip_prefix("berth: ").unwrap_or(line).to_string())
 }
 
-/// Mounts a stopped container's overlay in a mount namespace of this process's own and makes it
-/// the root.
-fn mount_stopped(dirs: &Dirs, id: &str, lowers: &[PathBuf]) -> io::Result<()> {
+/// Mounts a stopped container's overlay in a mount namespace of this process's own, with its
+/// volumes and binds on it as the container has them (so that a copy under a volume's mount
+/// point lands in the volume, as docker's does), and makes it the root. A tmpfs is left out:
+/// the container's would be a new, empty one at its next start.
+fn mount_stopped(
+    dirs: &Dirs,
+    id: &str,
+    lowers: &[PathBuf],
+    mounts: &[super::spec::MountSpec],
+) -> io::Result<()> {
     let base = dirs.container(id);
     let rootfs = super::rootfs::RootfsDirs {
         rootfs: dirs.run.clone(),
@@ -211,6 +218,10 @@ fn mount_stopped(dirs: &Dirs, id: &str, lowers: &[PathBuf]) -> io::Result<()> {
         MsFlags::empty(),
         Some(options.as_str()),
     )?;
+    for m in mounts.iter().filter(|m| matches!(m.kind, super::spec::MountKind::Bind { .. })) {
+        super::rootfs::mount_one(&super::syscall::Linux, &rootfs.rootfs, m)
+            .map_err(|e| io::Error::other(format!("volume at {}: {e}", m.target)))?;
+    }
     nix::unistd::chroot(&rootfs.rootfs)?;
     std::env::set_current_dir("/")?;
     Ok(())

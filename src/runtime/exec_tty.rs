@@ -10,14 +10,15 @@ use std::process::{Command, Stdio};
 
 use nix::sys::termios::{self, SetArg, Termios};
 
-/// Puts a terminal in raw mode and restores it when dropped.
-struct RawMode {
+/// Puts the terminal on stdin in raw mode and restores it when dropped.
+pub struct RawMode {
     fd: std::io::Stdin,
     saved: Termios,
 }
 
 impl RawMode {
-    fn enter() -> Option<RawMode> {
+    /// Raw mode on stdin; `None` when stdin is not a terminal.
+    pub fn enter() -> Option<RawMode> {
         let stdin = std::io::stdin();
         let saved = termios::tcgetattr(stdin.as_fd()).ok()?;
         let mut raw = saved.clone();
@@ -33,15 +34,17 @@ impl Drop for RawMode {
     }
 }
 
+/// The size of the terminal on stdin, if it is one.
+pub fn stdin_window_size() -> Option<libc::winsize> {
+    let mut ws = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCGWINSZ fills a winsize.
+    (unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0).then_some(ws)
+}
+
 /// Runs `cmd` (a `berth join`) on a new pseudo-terminal and relays this process's stdio to it
 /// until the command ends; returns its exit status.
 pub fn run_on_pty(mut cmd: Command) -> io::Result<std::process::ExitStatus> {
-    let winsize = {
-        let mut ws = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
-        // SAFETY: TIOCGWINSZ fills a winsize; a failure leaves the zeroes.
-        let ok = unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
-        ok.then_some(ws)
-    };
+    let winsize = stdin_window_size();
     let pty = nix::pty::openpty(winsize.as_ref(), None).map_err(io::Error::from)?;
     let (master, slave): (OwnedFd, OwnedFd) = (pty.master, pty.slave);
     cmd.stdin(Stdio::from(slave.try_clone()?))

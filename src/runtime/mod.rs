@@ -743,6 +743,46 @@ impl Runtime {
         Ok(response)
     }
 
+    /// Attaches to the running container's live output (and, with `stdin`, its input): the
+    /// shim's stream, past its answer, carrying frames ([`shim::read_frame`]) until the
+    /// process exits; what is written to it goes to the process's stdin.
+    pub fn attach(&self, id: &str, stdin: bool) -> Result<UnixStream> {
+        let sock = self.dirs.container_run(id).join("shim.sock");
+        let io_err = |source| RuntimeError::ShimIo { id: id.to_string(), source };
+        let mut stream =
+            with_short_path(&self.dirs.container_run(id), "shim.sock", |p| UnixStream::connect(p))
+                .map_err(|source| RuntimeError::ShimConnect { id: id.to_string(), sock, source })?;
+        let mut text = serde_json::to_vec(&Request::Attach { stdin }).map_err(|e| io_err(e.into()))?;
+        text.push(b'\n');
+        stream.write_all(&text).map_err(io_err)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(io_err)?;
+        // The answer line byte by byte: frames follow it on the same stream.
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        loop {
+            match std::io::Read::read(&mut stream, &mut byte).map_err(io_err)? {
+                0 => return Err(io_err(std::io::ErrorKind::UnexpectedEof.into())),
+                _ if byte[0] == b'\n' => break,
+                _ => line.push(byte[0]),
+            }
+        }
+        stream.set_read_timeout(None).map_err(io_err)?;
+        let response: Response = serde_json::from_slice(&line)
+            .map_err(|source| RuntimeError::ShimAnswer { id: id.to_string(), source })?;
+        if !response.ok {
+            return Err(RuntimeError::Shim {
+                id: id.to_string(),
+                message: response.error.unwrap_or_default(),
+            });
+        }
+        Ok(stream)
+    }
+
+    /// Sets the size of the container's terminal (`tty: true`).
+    pub fn resize(&self, id: &str, rows: u16, cols: u16) -> Result<()> {
+        self.request(id, &Request::Resize { rows, cols }, Duration::from_secs(5)).map(|_| ())
+    }
+
     /// Stops the container (its stop signal, then SIGKILL after `timeout` or its grace time)
     /// and waits until it has exited.
     pub fn stop(&self, id: &str, timeout: Option<Duration>) -> Result<ContainerStatus> {

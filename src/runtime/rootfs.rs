@@ -320,7 +320,8 @@ fn propagation_flags(name: Option<&str>) -> MsFlags {
     }
 }
 
-fn mount_one(sys: &dyn Syscall, root: &Path, m: &MountSpec) -> Result<()> {
+/// Mounts `m` under `root` (resolved inside it), as the container's start does.
+pub(crate) fn mount_one(sys: &dyn Syscall, root: &Path, m: &MountSpec) -> Result<()> {
     let target = secure_join(root, &m.target)?;
     match &m.kind {
         MountKind::Bind { source, propagation, non_recursive } => {

@@ -1,13 +1,19 @@
 //! The shim (`berth shim ID`, process name `berth-shim`): one per container, outliving the CLI
 //! that started it. It makes the container (clone from this single-threaded process), owns its
 //! output and writes the log, reaps it, records exit code, OOM and times, applies the restart
-//! policy with docker's doubling back-off, runs the healthcheck, and answers status, stop, kill
-//! and signal on `<run>/containers/<id>/shim.sock`. No threads, no async runtime: one poll loop.
+//! policy with docker's doubling back-off, runs the healthcheck, and answers status, stop, kill,
+//! signal, attach and resize on `<run>/containers/<id>/shim.sock`. No threads, no async
+//! runtime: one poll loop.
+//!
+//! Readers of the live output (an `attach`, a foreground `run`'s caller) each get a bounded
+//! queue written without waiting: one that falls too far behind is let go, so that no reader
+//! ever stalls the container or the loop (the log has everything anyway).
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -61,7 +67,88 @@ pub enum Request {
     /// Answered once the container has exited for good (no restart pending), right after the
     /// shim has recorded it.
     Wait,
+    /// Subscribes to the live output: after the answer line, the connection carries frames
+    /// (see [`read_frame`]) until the process exits (an exit frame) or either side hangs up.
+    /// With `stdin`, what the client sends after its request line goes to the process's
+    /// stdin (when it was created with `stdin_open`); the client ending its side ends only
+    /// that.
+    Attach {
+        /// Forward the client's bytes to the process.
+        stdin: bool,
+    },
+    /// Sets the size of the container's terminal (`tty: true` only).
+    Resize {
+        /// Rows.
+        rows: u16,
+        /// Columns.
+        cols: u16,
+    },
 }
+
+/// Frame kind: output of the process's stdout (or of its terminal).
+pub const FRAME_STDOUT: u8 = 1;
+/// Frame kind: output of the process's stderr.
+pub const FRAME_STDERR: u8 = 2;
+/// Frame kind: the process exited; the payload is its exit code as decimal text.
+pub const FRAME_EXIT: u8 = 3;
+
+/// One frame of an attach stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// Output of stream 0 (stdout) or 1 (stderr).
+    Output {
+        /// 0 or 1.
+        stream: usize,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// The process exited with this code.
+    Exit(i32),
+}
+
+/// Header of a frame: the kind, three zero bytes, the payload's length (big-endian u32), as
+/// docker's multiplexed attach stream has it.
+fn frame_header(kind: u8, len: usize) -> [u8; 8] {
+    let n = (len as u32).to_be_bytes();
+    [kind, 0, 0, 0, n[0], n[1], n[2], n[3]]
+}
+
+/// Reads the next frame of an attach stream; `None` at its end (the shim hung up).
+pub fn read_frame(r: &mut impl Read) -> io::Result<Option<Frame>> {
+    let mut header = [0u8; 8];
+    match r.read_exact(&mut header) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("attach frame of {len} bytes")));
+    }
+    let mut data = vec![0u8; len];
+    r.read_exact(&mut data)?;
+    match header[0] {
+        FRAME_STDOUT => Ok(Some(Frame::Output { stream: 0, data })),
+        FRAME_STDERR => Ok(Some(Frame::Output { stream: 1, data })),
+        FRAME_EXIT => {
+            let code = std::str::from_utf8(&data).ok().and_then(|t| t.parse().ok());
+            code.map(|c| Some(Frame::Exit(c)))
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "attach exit frame without a code"))
+        }
+        k => Err(io::Error::new(io::ErrorKind::InvalidData, format!("attach frame of kind {k}"))),
+    }
+}
+
+/// Largest frame the shim writes (one read of the output).
+const MAX_FRAME: usize = 16384;
+/// Most output queued for one attached client; past it the client is let go.
+const ATTACH_LIMIT: usize = 1 << 20;
+/// Most output a foreground `run`'s caller may fall behind by before it is let go.
+const CALLER_LIMIT: usize = 4 << 20;
+/// Most input queued for the process's stdin; readers are not read from while it is full.
+const INPUT_LIMIT: usize = 64 * 1024;
+/// How long the output still queued when the process exits may take to be written.
+const FLUSH_AT_EXIT: Duration = Duration::from_secs(5);
 
 /// The shim's answer.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,11 +248,84 @@ struct Running {
     pid: Pid,
     /// (fd, stream index) of the output we read.
     outputs: Vec<(OwnedFd, usize)>,
-    /// Kept open so that a `stdin_open` process reads no EOF.
-    _stdin: Option<OwnedFd>,
-    /// Its output is also written to the shim's own stdout and stderr (an attached run).
-    tee: bool,
+    /// The process's input, non-blocking: the write end of its stdin pipe (`stdin_open`), or
+    /// the terminal's master side (`tty`). Kept open so that a `stdin_open` process reads no
+    /// EOF.
+    input: Option<OwnedFd>,
+    /// Input from readers (attached clients, a foreground caller's terminal) not yet taken.
+    to_input: Vec<u8>,
     oom_before: u64,
+}
+
+/// A reader of the live output: an attached client or a foreground `run`'s caller. Written
+/// without waiting; what it cannot take yet waits in a bounded queue.
+struct Sink {
+    /// Ties it to its [`Source`] (the same client).
+    id: u64,
+    fd: OwnedFd,
+    /// A socket: written with `MSG_DONTWAIT` (its description may be shared with the caller,
+    /// whose blocking mode must not change).
+    socket: bool,
+    /// Frames (an attach stream) rather than the bytes alone.
+    framed: bool,
+    /// The one output stream it takes (a caller's stdout or stderr); both when `None`.
+    only: Option<usize>,
+    queue: VecDeque<u8>,
+    limit: usize,
+}
+
+impl Sink {
+    /// Queues `data` of `kind` and writes what can be written; false when the reader is gone
+    /// or too far behind.
+    fn push(&mut self, kind: u8, data: &[u8]) -> bool {
+        let extra = data.len() + if self.framed { 8 } else { 0 };
+        if self.queue.len() + extra > self.limit {
+            return false;
+        }
+        if self.framed {
+            self.queue.extend(frame_header(kind, data.len()));
+        }
+        self.queue.extend(data);
+        self.flush()
+    }
+
+    /// Writes what the reader takes now; false when it is gone.
+    fn flush(&mut self) -> bool {
+        while !self.queue.is_empty() {
+            let (chunk, _) = self.queue.as_slices();
+            let fd = self.fd.as_raw_fd();
+            // SAFETY: a valid buffer of its length, written to our own fd.
+            let n = unsafe {
+                if self.socket {
+                    libc::send(
+                        fd,
+                        chunk.as_ptr().cast(),
+                        chunk.len(),
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    )
+                } else {
+                    libc::write(fd, chunk.as_ptr().cast(), chunk.len())
+                }
+            };
+            if n > 0 {
+                self.queue.drain(..n as usize);
+                continue;
+            }
+            match nix::errno::Errno::last() {
+                nix::errno::Errno::EINTR => {}
+                nix::errno::Errno::EAGAIN => return true,
+                _ => return false,
+            }
+        }
+        true
+    }
+}
+
+/// Where input for the process comes from: an attached client's socket or a foreground
+/// caller's terminal.
+struct Source {
+    id: u64,
+    fd: OwnedFd,
 }
 
 /// Namespaces of an exited container, kept until its end is reported (see `hold_namespaces`).
@@ -209,28 +369,44 @@ struct Shim {
     /// `ProcessSpec::attach_stdio`): the first start's process is attached to it. Cleared when
     /// that process ends, so that a later start neither reads nor writes a stale terminal.
     attached: bool,
+    /// Readers of the live output, until the process exits.
+    sinks: Vec<Sink>,
+    /// Sources of the process's input, until the process exits.
+    sources: Vec<Source>,
+    /// The id of the next reader.
+    next_reader: u64,
 }
 
-/// Writes all of `data` to the shim's own `fd` (1 or 2: an attached run's caller), waiting
-/// while it is full; false when it cannot be written any more (the reader is gone).
-fn tee(fd: RawFd, mut data: &[u8]) -> bool {
-    // SAFETY: fds 1 and 2 stay open for the shim's life (`detach_stdio` replaces them).
-    let out = unsafe { BorrowedFd::borrow_raw(fd) };
-    while !data.is_empty() {
-        match nix::unistd::write(out, data) {
-            Ok(n) => data = &data[n..],
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(nix::errno::Errno::EAGAIN) => {
-                let mut p = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
-                // SAFETY: one valid pollfd.
-                if unsafe { libc::poll(&mut p, 1, 5000) } <= 0 {
-                    return false;
-                }
-            }
-            Err(_) => return false,
-        }
+/// A description of the shim's own `fd` (0, 1 or 2: a foreground caller's stdio) of its own,
+/// non-blocking, so that the caller's blocking mode stays as it is: pipes, FIFOs and terminals
+/// are opened again through `/proc/self/fd`; a regular file (never blocks) and a socket
+/// (written with `MSG_DONTWAIT`) are duplicated. The bool says it is a socket.
+fn reopen_caller_fd(fd: RawFd, write: bool) -> Option<(OwnedFd, bool)> {
+    // SAFETY: fds 0 to 2 are open for the shim's life (`detach_stdio` replaces them).
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let st = nix::sys::stat::fstat(borrowed).ok()?;
+    let kind = st.st_mode & libc::S_IFMT;
+    if kind == libc::S_IFIFO || kind == libc::S_IFCHR {
+        let flags = if write { libc::O_WRONLY } else { libc::O_RDONLY };
+        let file = fs::OpenOptions::new()
+            .read(!write)
+            .write(write)
+            .custom_flags(flags | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+            .open(format!("/proc/self/fd/{fd}"))
+            .ok()?;
+        return Some((file.into(), false));
     }
-    true
+    let copy = nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3)).ok()?;
+    // SAFETY: a new fd that nothing else owns.
+    let copy = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(copy) };
+    Some((copy, kind == libc::S_IFSOCK))
+}
+
+/// The terminal size of `fd`, if it is a terminal.
+fn window_size(fd: RawFd) -> Option<libc::winsize> {
+    let mut ws = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCGWINSZ fills a winsize.
+    (unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0).then_some(ws)
 }
 
 /// Points the shim's stdio at /dev/null: an attached run's caller is let go when its process
@@ -449,6 +625,9 @@ impl Shim {
             held: None,
             launcher,
             attached: spec_attached,
+            sinks: Vec::new(),
+            sources: Vec::new(),
+            next_reader: 0,
         })
     }
 
@@ -528,16 +707,14 @@ impl Shim {
         let (release_r, release_w) = pipe2(cloexec)?;
         let mut parent_ends: Vec<RawFd> = vec![err_r.as_raw_fd(), release_w.as_raw_fd()];
         let mut outputs = Vec::new();
-        let mut stdin_keep = None;
         let mut child_ends: Vec<OwnedFd> = Vec::new();
         let mut console = None;
         let stdio: [RawFd; 3];
         let attached = self.attached && spec.process.attach_stdio;
-        if attached && spec.process.tty {
-            // The caller's terminal, as it is: the launcher gave it to the shim (see
-            // `spawn_shim`). A terminal's output is not logged.
-            stdio = [0, 1, 2];
-        } else if spec.process.tty {
+        let mut input = None;
+        if spec.process.tty {
+            // A terminal of the shim's own, also for a foreground `run` on the caller's
+            // terminal: the shim relays between the two and logs what the process writes.
             let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
                 .map_err(ShimError::Pty)?;
             nix::pty::grantpt(&master).map_err(ShimError::Pty)?;
@@ -545,6 +722,11 @@ impl Shim {
             let name = nix::pty::ptsname_r(&master).map_err(ShimError::Pty)?;
             console = Some(PathBuf::from(name));
             let fd: OwnedFd = master.into();
+            if attached && let Some(ws) = window_size(0) {
+                // SAFETY: TIOCSWINSZ reads a winsize.
+                unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+            }
+            input = Some(fd.try_clone().map_err(ShimError::Os)?);
             parent_ends.push(fd.as_raw_fd());
             stdio = [-1, -1, -1];
             outputs.push((fd, 0));
@@ -557,7 +739,7 @@ impl Shim {
             } else if spec.process.stdin_open && !spec.process.attach_stdio {
                 let (in_r, in_w) = pipe2(cloexec)?;
                 parent_ends.push(in_w.as_raw_fd());
-                stdin_keep = Some(in_w);
+                input = Some(in_w);
                 in_r
             } else {
                 fs::File::open("/dev/null").map_err(ShimError::Os)?.into()
@@ -629,8 +811,14 @@ impl Shim {
         for (fd, _) in &outputs {
             let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
         }
-        let tee = attached && !spec.process.tty;
-        self.running = Some(Running { pid, outputs, _stdin: stdin_keep, tee, oom_before });
+        if let Some(fd) = &input {
+            let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+        }
+        let (tty, stdin_open) = (spec.process.tty, spec.process.stdin_open);
+        self.running = Some(Running { pid, outputs, input, to_input: Vec::new(), oom_before });
+        if attached {
+            self.attach_caller(tty, stdin_open);
+        }
         self.on(Event::Started { pid: pid.as_raw(), at: super::timefmt::now() });
         Ok(())
     }
@@ -660,6 +848,22 @@ impl Shim {
             }
             if let Some(p) = &self.probe {
                 push(p.output.as_raw_fd());
+            }
+            // Readers: writable is asked for only with output queued; a hang-up shows anyway.
+            for k in &self.sinks {
+                let events = if k.queue.is_empty() { 0 } else { libc::POLLOUT };
+                fds.push(libc::pollfd { fd: k.fd.as_raw_fd(), events, revents: 0 });
+            }
+            let input_room = self.running.as_ref().is_some_and(|r| r.to_input.len() < INPUT_LIMIT);
+            for src in &self.sources {
+                let events = if input_room { libc::POLLIN } else { 0 };
+                fds.push(libc::pollfd { fd: src.fd.as_raw_fd(), events, revents: 0 });
+            }
+            if let Some(r) = &self.running
+                && let Some(input) = &r.input
+                && !r.to_input.is_empty()
+            {
+                fds.push(libc::pollfd { fd: input.as_raw_fd(), events: libc::POLLOUT, revents: 0 });
             }
             let timeout = self.life.next_deadline().map_or(-1, |d| {
                 let ms = d.saturating_duration_since(Instant::now()).as_millis();
@@ -700,6 +904,22 @@ impl Shim {
             for fd in client_fds {
                 self.serve(fd);
             }
+            let revents = |fd: RawFd| fds.iter().find(|p| p.fd == fd).map_or(0, |p| p.revents);
+            let sink_events: Vec<(u64, i16)> = self
+                .sinks
+                .iter()
+                .map(|k| (k.id, revents(k.fd.as_raw_fd())))
+                .filter(|(_, r)| *r != 0)
+                .collect();
+            for (id, r) in sink_events {
+                self.sink_ready(id, r);
+            }
+            let source_ids: Vec<u64> =
+                self.sources.iter().filter(|src| ready(src.fd.as_raw_fd())).map(|src| src.id).collect();
+            for id in source_ids {
+                self.read_source(id);
+            }
+            self.feed_input();
             if ready(self.sigfd.as_fd().as_raw_fd()) {
                 self.handle_signals();
             }
@@ -708,11 +928,11 @@ impl Shim {
     }
 
     fn read_output(&mut self, fd: RawFd) {
-        let Some(running) = &mut self.running else { return };
-        let Some(idx) = running.outputs.iter().position(|(f, _)| f.as_raw_fd() == fd) else { return };
-        let stream = running.outputs[idx].1;
-        let mut buf = [0u8; 16384];
+        let mut buf = [0u8; MAX_FRAME];
         loop {
+            let Some(running) = &mut self.running else { return };
+            let Some(idx) = running.outputs.iter().position(|(f, _)| f.as_raw_fd() == fd) else { return };
+            let stream = running.outputs[idx].1;
             // SAFETY: fd is owned by running.outputs and open.
             let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
             match nix::unistd::read(borrowed, &mut buf) {
@@ -722,15 +942,155 @@ impl Shim {
                 }
                 Ok(n) => {
                     let _ = self.log.write(stream, &buf[..n]);
-                    if running.tee && !tee(if stream == 0 { 1 } else { 2 }, &buf[..n]) {
-                        // The caller is gone: the log alone goes on.
-                        running.tee = false;
-                    }
+                    self.give_readers(stream, &buf[..n]);
                 }
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(_) => return,
             }
         }
+    }
+
+    /// Hands output of `stream` to every reader that takes it; a reader that is gone or too
+    /// far behind is let go (with its input).
+    fn give_readers(&mut self, stream: usize, data: &[u8]) {
+        let kind = if stream == 0 { FRAME_STDOUT } else { FRAME_STDERR };
+        let mut gone = Vec::new();
+        for k in &mut self.sinks {
+            if k.only.is_none_or(|o| o == stream) && !k.push(kind, data) {
+                gone.push(k.id);
+            }
+        }
+        for id in gone {
+            self.drop_reader(id);
+        }
+    }
+
+    fn drop_reader(&mut self, id: u64) {
+        self.sinks.retain(|k| k.id != id);
+        self.sources.retain(|src| src.id != id);
+    }
+
+    /// A reader's poll result: room for more, or a hang-up.
+    fn sink_ready(&mut self, id: u64, revents: i16) {
+        let Some(k) = self.sinks.iter_mut().find(|k| k.id == id) else { return };
+        let ok =
+            if revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 { false } else { k.flush() };
+        if !ok {
+            self.drop_reader(id);
+        }
+    }
+
+    /// Reads what a source has for the process's input; at its end (an attached client that
+    /// ended its side, a caller's stdin at EOF) it gives no more, and its output goes on.
+    fn read_source(&mut self, id: u64) {
+        let Some(idx) = self.sources.iter().position(|src| src.id == id) else { return };
+        let Some(running) = &mut self.running else { return };
+        let mut buf = [0u8; 4096];
+        while running.to_input.len() < INPUT_LIMIT {
+            match nix::unistd::read(&self.sources[idx].fd, &mut buf) {
+                Ok(0) | Err(nix::errno::Errno::EIO) => {
+                    self.sources.remove(idx);
+                    return;
+                }
+                Ok(n) => {
+                    // A process without stdin (no `stdin_open`, no terminal) drops it.
+                    if running.input.is_some() {
+                        running.to_input.extend_from_slice(&buf[..n]);
+                    }
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(nix::errno::Errno::EAGAIN) => return,
+                Err(_) => {
+                    self.sources.remove(idx);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes queued input to the process, as much as it takes now.
+    fn feed_input(&mut self) {
+        let Some(running) = &mut self.running else { return };
+        let Some(input) = &running.input else { return };
+        while !running.to_input.is_empty() {
+            match nix::unistd::write(input, &running.to_input) {
+                Ok(n) => {
+                    running.to_input.drain(..n);
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(nix::errno::Errno::EAGAIN) => return,
+                // The process closed its stdin: what comes is dropped.
+                Err(_) => {
+                    running.to_input.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Makes a foreground `run`'s caller a reader: its stdout (and stderr) takes the output,
+    /// and with a terminal its stdin is relayed to the container's terminal.
+    fn attach_caller(&mut self, tty: bool, stdin_open: bool) {
+        let id = self.next_reader;
+        self.next_reader += 1;
+        let outs: &[(RawFd, Option<usize>)] = if tty { &[(1, None)] } else { &[(1, Some(0)), (2, Some(1))] };
+        for &(fd, only) in outs {
+            if let Some((fd, socket)) = reopen_caller_fd(fd, true) {
+                self.sinks.push(Sink {
+                    id,
+                    fd,
+                    socket,
+                    framed: false,
+                    only,
+                    queue: VecDeque::new(),
+                    limit: CALLER_LIMIT,
+                });
+            }
+        }
+        // Without a terminal the process reads the caller's stdin itself (see `start`).
+        if tty
+            && stdin_open
+            && let Some((fd, _)) = reopen_caller_fd(0, false)
+        {
+            self.sources.push(Source { id, fd });
+        }
+    }
+
+    /// Ends every reader at the process's exit: an exit frame to attached clients, then what
+    /// is queued is written (for `FLUSH_AT_EXIT` at most, the container being gone already),
+    /// and they are let go.
+    fn end_readers(&mut self, code: i32) {
+        let text = code.to_string();
+        for k in &mut self.sinks {
+            if k.framed {
+                k.queue.extend(frame_header(FRAME_EXIT, text.len()));
+                k.queue.extend(text.as_bytes());
+            }
+        }
+        let end = Instant::now() + FLUSH_AT_EXIT;
+        loop {
+            let mut gone = Vec::new();
+            for k in &mut self.sinks {
+                if !k.flush() {
+                    gone.push(k.id);
+                }
+            }
+            self.sinks.retain(|k| !gone.contains(&k.id) && !k.queue.is_empty());
+            let now = Instant::now();
+            if self.sinks.is_empty() || now >= end {
+                break;
+            }
+            let mut fds: Vec<libc::pollfd> = self
+                .sinks
+                .iter()
+                .map(|k| libc::pollfd { fd: k.fd.as_raw_fd(), events: libc::POLLOUT, revents: 0 })
+                .collect();
+            let ms = end.saturating_duration_since(now).as_millis() as i32 + 1;
+            // SAFETY: fds is a valid array of pollfd for its length.
+            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        }
+        self.sinks.clear();
+        self.sources.clear();
     }
 
     fn drain_outputs(&mut self) {
@@ -783,6 +1143,7 @@ impl Shim {
 
     fn container_exited(&mut self, code: i32) {
         self.drain_outputs();
+        self.end_readers(code);
         if self.attached {
             // Written out before the end is recorded (the caller returns when it sees it);
             // then the caller's stdio is let go.
@@ -908,10 +1269,53 @@ impl Shim {
                 self.stop_waiters.push(stream);
                 return;
             }
+            Ok(Request::Attach { stdin }) => {
+                let Some(running) = &mut self.running else {
+                    let status = self.life.status.clone();
+                    let error = Some("container is not running".to_string());
+                    reply(&mut stream, &Response { ok: false, error, status });
+                    return;
+                };
+                // Bytes sent right after the request line are input already.
+                if stdin && running.input.is_some() {
+                    running.to_input.extend_from_slice(&client.buf[end + 1..]);
+                }
+                let response = Response { ok: true, error: None, status: self.life.status.clone() };
+                reply(&mut stream, &response);
+                let _ = stream.set_nonblocking(true);
+                let id = self.next_reader;
+                self.next_reader += 1;
+                let fd = OwnedFd::from(stream);
+                if stdin && let Ok(copy) = fd.try_clone() {
+                    self.sources.push(Source { id, fd: copy });
+                }
+                let queue = VecDeque::new();
+                let limit = ATTACH_LIMIT;
+                self.sinks.push(Sink { id, fd, socket: true, framed: true, only: None, queue, limit });
+                self.feed_input();
+                return;
+            }
+            Ok(Request::Resize { rows, cols }) => self.resize(rows, cols),
             Ok(Request::Kill { signal }) => self.deliver(signal.as_deref().unwrap_or("SIGKILL"), true),
             Ok(Request::Signal { signal }) => self.deliver(&signal, false),
         };
         reply(&mut stream, &response);
+    }
+
+    /// Sets the size of the container's terminal; the kernel tells its process (SIGWINCH).
+    fn resize(&mut self, rows: u16, cols: u16) -> Response {
+        let status = self.life.status.clone();
+        let input = self.running.as_ref().and_then(|r| r.input.as_ref());
+        let (true, Some(master)) = (self.prepared.spec.process.tty, input) else {
+            return Response { ok: false, error: Some("container has no terminal".into()), status };
+        };
+        let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        // SAFETY: TIOCSWINSZ reads a winsize.
+        if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) } < 0 {
+            let error = Some(format!("resize: {}", io::Error::last_os_error()));
+            return Response { ok: false, error, status };
+        }
+        Response { ok: true, error: None, status }
     }
 
     fn deliver(&mut self, signal: &str, kill_request: bool) -> Response {

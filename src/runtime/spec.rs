@@ -89,8 +89,8 @@ pub struct ProcessSpec {
     /// Keep stdin open (the shim holds a pipe to it).
     pub stdin_open: bool,
     /// The process is attached to the stdio of whoever starts the container (a foreground
-    /// `run`): with `tty`, it gets that caller's terminal as it is (nothing is logged);
-    /// without, it reads the caller's stdin (with `stdin_open`; /dev/null otherwise) and its
+    /// `run`): with `tty`, the shim relays between the caller's terminal and the process's
+    /// own (and logs its output); without, it reads the caller's stdin (with `stdin_open`; /dev/null otherwise) and its
     /// output goes to the log and to the caller's stdout and stderr. Its first run only.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub attach_stdio: bool,
