@@ -253,8 +253,9 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             let p = e.path();
-            // The image store's own files are not the project's.
-            if p.ends_with("images") {
+            // The image store and berth's caches (the compose schema cache) are not the
+            // project's: a dry run may remember that a file validated.
+            if p.ends_with("images") || p.ends_with("cache") {
                 continue;
             }
             out.push(p.display().to_string());
