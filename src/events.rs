@@ -315,7 +315,8 @@ pub fn status_changes(
     out
 }
 
-/// Reads every event of a log file (tests, `--since` without following).
+/// Reads every event of a log file (the unit tests; commands follow the log instead).
+#[cfg(test)]
 pub fn read_all(path: &Path) -> Vec<Event> {
     let Ok(text) = fs::read(path) else { return Vec::new() };
     text.split(|b| *b == b'\n').filter_map(|l| serde_json::from_slice(l).ok()).collect()

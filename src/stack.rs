@@ -33,33 +33,36 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::compose::{LoadError, LoadedProject, ProjectOptions};
+use crate::compose::{LoadedProject, ProjectOptions};
 use crate::engine::down::DownOptions;
-use crate::engine::images::{ImageOptions, PullPolicy};
+use crate::engine::images::ImageOptions;
 use crate::engine::observe::{ProjectContainer, containers_of};
 use crate::engine::progress::{Progress, ProgressMode};
 use crate::engine::up::{UpRequest, UpSink};
-use crate::engine::{Engine, EngineError, UpOptions};
-use crate::graph::{GraphError, ServiceGraph};
+use crate::engine::{Engine, UpOptions};
+use crate::graph::ServiceGraph;
 use crate::runtime::exec::ExecSpec;
-use crate::runtime::{ContainerStatus, RuntimeError, status::State};
 use crate::state::Dirs;
+
+// The types the API's signatures use, so that they are named (and documented) here.
+pub use crate::engine::images::PullPolicy;
+pub use crate::runtime::status::{ContainerStatus, Health, HealthResult, HealthState, State};
 
 /// Everything that can go wrong with a stack, each naming what it was about.
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {
     /// The compose file could not be loaded (the message names the file and line).
     #[error(transparent)]
-    Load(#[from] LoadError),
+    Load(LoadError),
     /// The services' dependencies are inconsistent.
     #[error(transparent)]
-    Graph(#[from] GraphError),
+    Graph(GraphError),
     /// Bringing the stack up or down failed.
     #[error(transparent)]
-    Engine(#[from] EngineError),
+    Engine(EngineError),
     /// A container operation failed.
     #[error(transparent)]
-    Runtime(#[from] RuntimeError),
+    Runtime(RuntimeError),
     /// The berth executable (for shims and the DNS server) was not found.
     #[error("cannot find the berth executable: set BERTH_EXE, or put berth on PATH")]
     NoExecutable,
@@ -95,6 +98,52 @@ pub enum StackError {
     #[error("service {0} has no network address")]
     NoAddress(String),
 }
+
+/// Declares a public error that wraps an internal one: its message and `source()` chain are
+/// the internal error's, its type is not, so berth's internals can change without changing
+/// this API.
+macro_rules! opaque_error {
+    ($(#[$doc:meta])* $name:ident($inner:path) => $variant:ident) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name($inner);
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl std::error::Error for $name {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.0.source()
+            }
+        }
+
+        impl From<$inner> for StackError {
+            fn from(e: $inner) -> Self {
+                StackError::$variant($name(e))
+            }
+        }
+    };
+}
+
+opaque_error!(
+    /// Why a compose file could not be loaded: the message names the file and line.
+    LoadError(crate::compose::LoadError) => Load
+);
+opaque_error!(
+    /// Why the services' dependencies are inconsistent (a cycle, an unknown service).
+    GraphError(crate::graph::GraphError) => Graph
+);
+opaque_error!(
+    /// Why bringing a stack up or down, or an operation on its services, failed.
+    EngineError(crate::engine::EngineError) => Engine
+);
+opaque_error!(
+    /// Why an operation on a container (exec, logs, status) failed.
+    RuntimeError(crate::runtime::RuntimeError) => Runtime
+);
 
 /// What a stack result is.
 pub type Result<T, E = StackError> = std::result::Result<T, E>;
@@ -524,8 +573,9 @@ impl Service<'_> {
     /// published on every address (`0.0.0.0`), so that a test can connect to it.
     pub fn host_port(&self, port: u16) -> Result<SocketAddr> {
         let c = self.container()?;
-        let endpoint = crate::netns::record::read_endpoint(self.stack.engine.dirs(), &c.id)
-            .map_err(|e| EngineError::Net { what: format!("container {}", c.name), source: e })?;
+        let endpoint = crate::netns::record::read_endpoint(self.stack.engine.dirs(), &c.id).map_err(|e| {
+            crate::engine::EngineError::Net { what: format!("container {}", c.name), source: e }
+        })?;
         let published = endpoint
             .map(|e| e.ports)
             .unwrap_or_default()
@@ -543,8 +593,9 @@ impl Service<'_> {
     /// The container's address on its first network.
     pub fn ip(&self) -> Result<IpAddr> {
         let c = self.container()?;
-        let endpoint = crate::netns::record::read_endpoint(self.stack.engine.dirs(), &c.id)
-            .map_err(|e| EngineError::Net { what: format!("container {}", c.name), source: e })?;
+        let endpoint = crate::netns::record::read_endpoint(self.stack.engine.dirs(), &c.id).map_err(|e| {
+            crate::engine::EngineError::Net { what: format!("container {}", c.name), source: e }
+        })?;
         endpoint
             .and_then(|e| {
                 e.endpoints.into_iter().find_map(|ep| ep.ipv4.map(IpAddr::V4).or(ep.ipv6.map(IpAddr::V6)))

@@ -22,13 +22,6 @@ pub struct MergeTags {
     pub replace: Vec<Vec<String>>,
 }
 
-impl MergeTags {
-    /// Whether nothing was tagged.
-    pub fn is_empty(&self) -> bool {
-        self.reset.is_empty() && self.replace.is_empty()
-    }
-}
-
 /// Removes every `!reset` node from the tree and clears every `!override` tag, recording their
 /// paths. A `!reset` value is ignored by the spec ("a valid value must be provided, but will be
 /// ignored"), so it must not be validated or canonicalised either.

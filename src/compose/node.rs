@@ -138,6 +138,7 @@ impl Map {
     }
 
     /// Whether it has no entries.
+    #[allow(dead_code, reason = "a type with len() has is_empty() (clippy::len_without_is_empty)")]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

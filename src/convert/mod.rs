@@ -23,7 +23,7 @@ use serde_json::Value as Json;
 use crate::compose::model::{Project, ServiceConfig};
 
 pub use names::dns_label;
-pub use report::{Finding, Level, Report};
+pub use report::{Level, Report};
 
 /// The extension field that carries Kubernetes-only settings, on a service or a volume.
 pub const EXTENSION: &str = "x-berth-kubernetes";

@@ -72,6 +72,7 @@ impl Report {
     }
 
     /// Whether a finding about `key` in `scope` exists (tests).
+    #[cfg(test)]
     pub fn has(&self, scope: &str, key: &str, level: Level) -> bool {
         self.findings.iter().any(|f| f.scope == scope && f.key == key && f.level == level)
     }

@@ -66,11 +66,6 @@ impl ExitWatch {
         ExitWatch { policy, watched, reported: BTreeSet::new(), ending: None }
     }
 
-    /// The containers watched.
-    pub fn watched(&self) -> &[ProjectContainer] {
-        &self.watched
-    }
-
     /// Looks at every watched container's status (`status` of an id).
     pub fn look(&mut self, status: impl Fn(&str) -> ContainerStatus) -> Look {
         let mut look = Look::default();

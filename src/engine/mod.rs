@@ -35,7 +35,7 @@ use crate::volume::Volumes;
 use host::{Host, StoreImages};
 
 pub use error::{EngineError, Result};
-pub use plan::{Plan, UpOptions};
+pub use plan::UpOptions;
 
 /// Takes the lock of `project` under `dirs`, waiting for another command of the same project
 /// to finish; `on_wait` is called once if it has to wait.

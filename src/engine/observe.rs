@@ -74,8 +74,6 @@ pub struct Scope {
 /// What the host has of a project, read once.
 #[derive(Debug, Clone, Default)]
 pub struct Observed {
-    /// The project's name.
-    pub project: String,
     /// Its containers (one-offs too), sorted by service then number.
     pub containers: Vec<ProjectContainer>,
     /// Each container's status, by id.
@@ -107,7 +105,7 @@ impl Observed {
 pub fn observe(host: &Host<'_>, project: &str, scope: &Scope) -> Result<Observed> {
     let containers = containers_of(host.containers, project)?;
     let status = containers.iter().map(|c| (c.id.clone(), host.containers.status(&c.id))).collect();
-    let mut out = Observed { project: project.to_string(), containers, status, ..Observed::default() };
+    let mut out = Observed { containers, status, ..Observed::default() };
     for name in &scope.networks {
         if host.networks.exists(name).map_err(EngineError::net(format!("network {name}")))? {
             out.networks.insert(name.clone());
@@ -154,16 +152,6 @@ pub fn containers_of(host: &dyn ContainerHost, project: &str) -> Result<Vec<Proj
 /// Every container whose project label is `project`, sorted by service then number.
 pub fn project_containers(runtime: &Runtime, project: &str) -> Result<Vec<ProjectContainer>> {
     containers_of(runtime, project)
-}
-
-/// Names of every project that has containers on this host.
-pub fn all_projects(runtime: &Runtime) -> Result<Vec<String>> {
-    let records = ContainerHost::records(runtime).map_err(EngineError::runtime("list containers"))?;
-    let mut names: Vec<String> =
-        records.into_iter().filter_map(|r| r.labels.get(labels::PROJECT).cloned()).collect();
-    names.sort();
-    names.dedup();
-    Ok(names)
 }
 
 /// The container's status; a container whose records went away in between reads as dead.

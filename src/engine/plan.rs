@@ -178,8 +178,6 @@ impl ContainerAction {
 /// One network of the project.
 #[derive(Debug, Clone)]
 pub struct NetworkPlan {
-    /// Key in the file.
-    pub key: String,
     /// What to create (its `name` is the real name).
     pub spec: NetworkSpec,
     /// Already on the host.
@@ -288,11 +286,6 @@ impl Plan {
             }
         }
         out
-    }
-
-    /// The plan of one service.
-    pub fn service(&self, name: &str) -> Option<&ServicePlan> {
-        self.services.iter().find(|s| s.name == name)
     }
 }
 
@@ -421,7 +414,7 @@ pub fn plan(
         if spec.external && !exists {
             return Err(EngineError::ExternalMissing { kind: "network", name: spec.name });
         }
-        networks.push(NetworkPlan { key: key.clone(), spec, exists });
+        networks.push(NetworkPlan { spec, exists });
     }
     for (key, vol) in &project.volumes {
         if vol.external {

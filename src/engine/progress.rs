@@ -47,11 +47,6 @@ impl Progress {
         Progress { mode, lines: Mutex::new((Vec::new(), 0)) }
     }
 
-    /// The mode.
-    pub fn mode(&self) -> ProgressMode {
-        self.mode
-    }
-
     /// Resource `kind` (`Network`, `Volume`, `Container`) named `name` is now in `status`
     /// (`Creating`, `Created`, `Started`, ...); `done` when it reached its end state.
     pub fn event(&self, kind: &str, name: &str, status: &str, done: bool) {

@@ -658,7 +658,6 @@ mod tests {
             .expect("config");
         ResolvedImage {
             id: "sha256:abc".into(),
-            names: vec!["img:latest".into()],
             config: ImageConfigurationBuilder::default().config(config).build().expect("image config"),
             layer_dirs: vec![PathBuf::from("/layers/1")],
         }

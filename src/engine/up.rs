@@ -37,7 +37,9 @@ pub struct UpRequest {
 /// What `up` did.
 #[derive(Debug)]
 pub struct UpOutcome {
-    /// The plan that was carried out.
+    /// The plan that was carried out (the unit tests check it; berth's callers need only
+    /// what was selected and when).
+    #[allow(dead_code, reason = "read by the unit tests")]
     pub plan: Plan,
     /// The services `up` worked on (those named and, unless `--no-deps`, their dependencies;
     /// all when none is named).

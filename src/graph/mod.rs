@@ -355,12 +355,6 @@ impl ServiceGraph {
             .collect()
     }
 
-    /// Services in stop order (dependents first).
-    pub fn stop_order(&self) -> Vec<String> {
-        let mut order = self.start_order();
-        order.reverse();
-        order
-    }
 
     fn closure(&self, names: &[String], direction: Direction) -> Result<Vec<String>, GraphError> {
         let mut seen: BTreeSet<NodeIndex> = BTreeSet::new();
@@ -507,7 +501,6 @@ mod tests {
         }))
         .expect("builds");
         assert_eq!(g.start_order(), ["db", "api", "web"]);
-        assert_eq!(g.stop_order(), ["web", "api", "db"]);
         assert_eq!(
             g.to_text(),
             "level 0: network default, volume data\nlevel 1: db\nlevel 2: api (after db: service_healthy)\nlevel 3: web (after api: service_started)\n"

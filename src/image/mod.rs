@@ -96,8 +96,6 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> ImageError + '_ {
 pub struct ResolvedImage {
     /// `sha256:<config digest>` (docker's image id).
     pub id: String,
-    /// Short names (`busybox:latest`).
-    pub names: Vec<String>,
     /// The image configuration.
     pub config: ImageConfiguration,
     /// Unpacked layers, bottom first.
@@ -595,7 +593,6 @@ impl ImageStore {
         }
         Ok(ResolvedImage {
             id: e.id(),
-            names: e.names.iter().map(Reference::short).collect(),
             config: e.config.clone(),
             layer_dirs,
         })

@@ -150,11 +150,6 @@ impl Reference {
     pub fn short(&self) -> String {
         format!("{}{}", self.short_repository(), self.suffix())
     }
-
-    /// The same repository with another tag and no digest.
-    pub fn with_tag(&self, tag: &str) -> Reference {
-        Reference { repository: self.repository.clone(), tag: tag.to_string(), digest: None }
-    }
 }
 
 impl std::fmt::Display for Reference {

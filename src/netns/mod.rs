@@ -21,7 +21,7 @@ pub mod record;
 
 pub use error::NetError;
 pub use ports::{PortRequest, Protocol, PublishedPort};
-pub use record::{EndpointRecord, NetworkRecord, SubnetRecord};
+pub use record::{EndpointRecord, NetworkRecord};
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};

@@ -114,7 +114,8 @@ impl Netlink {
         }
     }
 
-    /// Names of all links in this namespace.
+    /// Names of all links in this namespace (berth's integration tests look for leftovers).
+    #[cfg(feature = "internals")]
     pub fn link_names(&mut self) -> Result<Vec<String>, NetError> {
         let replies =
             self.request("dump links", RouteNetlinkMessage::GetLink(LinkMessage::default()), NLM_F_DUMP)?;
@@ -194,20 +195,6 @@ impl Netlink {
         msg.header.change_mask = LinkFlags::Up;
         self.request(&format!("set link {index} up"), RouteNetlinkMessage::SetLink(msg), NLM_F_ACK)?;
         Ok(())
-    }
-
-    /// The MAC address of a link.
-    pub fn link_mac(&mut self, index: u32) -> Result<Option<[u8; 6]>, NetError> {
-        let mut msg = LinkMessage::default();
-        msg.header.index = index;
-        let replies = self.request("get link", RouteNetlinkMessage::GetLink(msg), 0)?;
-        Ok(replies.into_iter().find_map(|r| match r {
-            RouteNetlinkMessage::NewLink(l) => l.attributes.into_iter().find_map(|a| match a {
-                LinkAttribute::Address(a) if a.len() == 6 => a.try_into().ok(),
-                _ => None,
-            }),
-            _ => None,
-        }))
     }
 
     /// Deletes a link by name; a link that is already gone is not an error.

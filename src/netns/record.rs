@@ -68,11 +68,6 @@ impl NetworkRecord {
             _ => None,
         })
     }
-
-    /// Whether `ip` is in one of this network's subnets.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        self.subnets.iter().any(|s| s.subnet.contains(&ip))
-    }
 }
 
 /// How a container is networked, as recorded.

@@ -72,7 +72,9 @@ pub fn effective_set(
     Ok(set)
 }
 
-/// The set as the kernel prints it in `/proc/PID/status` (`CapEff`).
+/// The set as the kernel prints it in `/proc/PID/status` (`CapEff`), for the tests to compare
+/// with docker's.
+#[cfg(test)]
 pub fn mask(set: &HashSet<Capability>) -> u64 {
     set.iter().fold(0u64, |m, c| m | c.bitmask())
 }

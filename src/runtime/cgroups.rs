@@ -240,14 +240,6 @@ impl Cgroup {
         self.controller().create(sys, res, devices, all_devices)
     }
 
-    /// Moves process `pid` into the cgroup.
-    pub fn add_process(&self, sys: &dyn Syscall, pid: i32) -> Result<(), CgroupError> {
-        for dir in self.controller().dirs() {
-            write(sys, dir, "cgroup.procs", &pid.to_string())?;
-        }
-        Ok(())
-    }
-
     /// Moves the calling process, which must be single-threaded, into the cgroup. On v1 it
     /// writes `0` (the caller) to each hierarchy's `tasks`: the kernel migrates one thread
     /// without taking the global threadgroup lock, whose writer waits for an RCU grace period

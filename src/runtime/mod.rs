@@ -40,7 +40,10 @@ use serde::{Deserialize, Serialize};
 
 pub use exec::ExecSpec;
 pub use spec::ContainerSpec;
-pub use status::{ContainerStatus, HealthState, State};
+pub use status::{ContainerStatus, State};
+// berth's integration tests name it here.
+#[cfg(feature = "internals")]
+pub use status::HealthState;
 
 use crate::state::{
     Dirs, StateError, read_json, write_atomic_all, write_atomic_unsynced, write_json_unsynced,

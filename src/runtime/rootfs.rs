@@ -34,7 +34,8 @@ fn fail(what: &'static str, path: impl AsRef<Path>) -> impl FnOnce(io::Error) ->
 }
 
 impl RootfsError {
-    /// The errno, when the kernel gave one.
+    /// The errno, when the kernel gave one (the tests check it; messages show the source).
+    #[cfg(test)]
     pub fn errno(&self) -> Option<i32> {
         self.source.raw_os_error()
     }

@@ -324,12 +324,8 @@ pub fn pidfd_open(pid: i32) -> Option<std::os::fd::OwnedFd> {
     (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
-/// Waits until process `pid` named `name` is gone from the process table: exited *and*
-/// reaped, or `limit`; whether it is gone. A process that has exited but that its parent has
-/// not reaped yet still shows in `/proc` under its name (a zombie). A shim or DNS process
-/// whose starter has exited is init's child, and an init may reap lazily (seconds later):
-/// a `down` that returned before then would leave its processes in the process table for
-/// whoever looks right after. A pid that now names another process (reused) counts as gone.
+/// [`wait_fd_reaped`] for a pid whose pidfd is opened only now (the tests).
+#[cfg(test)]
 pub fn wait_reaped(pid: i32, name: &str, limit: std::time::Duration) -> bool {
     match pidfd_open(pid) {
         Some(fd) => wait_fd_reaped(&fd, pid, name, limit),
@@ -337,8 +333,14 @@ pub fn wait_reaped(pid: i32, name: &str, limit: std::time::Duration) -> bool {
     }
 }
 
-/// [`wait_reaped`] with a pidfd of `pid` opened earlier (before it was signalled, so that it
-/// cannot name a reused pid).
+/// Waits until process `pid` named `name` is gone from the process table: exited *and*
+/// reaped, or `limit`; whether it is gone. A process that has exited but that its parent has
+/// not reaped yet still shows in `/proc` under its name (a zombie). A shim or DNS process
+/// whose starter has exited is init's child, and an init may reap lazily (seconds later):
+/// a `down` that returned before then would leave its processes in the process table for
+/// whoever looks right after. A pid that now names another process (reused) counts as gone.
+/// `fd` is a pidfd of `pid` opened earlier (before it was signalled, so that it cannot name
+/// a reused pid).
 pub fn wait_fd_reaped(fd: &std::os::fd::OwnedFd, pid: i32, name: &str, limit: std::time::Duration) -> bool {
     use std::os::fd::AsRawFd;
     let end = std::time::Instant::now() + limit;
@@ -364,7 +366,7 @@ pub fn wait_fd_reaped(fd: &std::os::fd::OwnedFd, pid: i32, name: &str, limit: st
 }
 
 /// Waits for several processes at once until each is gone from the process table (as
-/// [`wait_reaped`]), or `limit`; how many are left. One poll over all their pidfds: the wait
+/// [`wait_fd_reaped`]), or `limit`; how many are left. One poll over all their pidfds: the wait
 /// costs the slowest reap, not the sum of them.
 pub fn wait_all_reaped(
     procs: &[(Option<std::os::fd::OwnedFd>, i32, &str)],
@@ -396,7 +398,7 @@ pub fn wait_all_reaped(
 /// Reap waits collected to be done together: while a [`Deferral`] is open, [`Reaps::wait`]
 /// only notes the process, and the end of the outermost deferral waits for all of them at
 /// once. A teardown of many containers then pays one reaping delay (an init that reaps
-/// lazily takes a second or more per round, see [`wait_reaped`]) instead of one per
+/// lazily takes a second or more per round, see [`wait_fd_reaped`]) instead of one per
 /// container, or per dependency level. Shared by the runtime and the networks of one engine
 /// (`Arc`), so the shims and the DNS process of one `down` are awaited together.
 #[derive(Debug, Default)]
@@ -410,7 +412,7 @@ pub struct Reaps {
 pub const REAP_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Reaps {
-    /// Waits until process `pid` named `name` is reaped (see [`wait_reaped`]): now, or with the
+    /// Waits until process `pid` named `name` is reaped (see [`wait_fd_reaped`]): now, or with the
     /// others when the open deferral ends. `fd`: a pidfd of it opened earlier, if any (one is
     /// opened here otherwise). Whether it is gone (always `true` when deferred).
     pub fn wait(&self, fd: Option<std::os::fd::OwnedFd>, pid: i32, name: &'static str) -> bool {
@@ -621,12 +623,6 @@ impl Lock {
         }
     }
 
-    /// Removes the lock file while still holding it, so that a process waiting on it retries
-    /// on a new file instead of sharing the lock with the next taker.
-    pub fn remove(self) {
-        let _ = fs::remove_file(&self.path);
-    }
-
     /// The lock file's path.
     pub fn path(&self) -> &Path {
         &self.path
@@ -751,9 +747,11 @@ mod tests {
                 drop(lock);
             })
         };
-        // The waiter is blocked on the old file; its holder removes it and lets go.
+        // The waiter is blocked on the old file; its holder removes it and lets go (as `down`
+        // does with the project's lock).
         std::thread::sleep(std::time::Duration::from_millis(100));
-        first.remove();
+        fs::remove_file(&path).unwrap();
+        drop(first);
         std::thread::sleep(std::time::Duration::from_millis(50));
         // The waiter now holds the lock on the new file: a third taker must be refused.
         assert!(Lock::try_acquire(&path).unwrap().is_none(), "the waiter's lock is visible at the path");

@@ -16,7 +16,6 @@ use crate::compose::model::Project;
 use crate::runtime::spec::{ContainerSpec, MountKind};
 use crate::state::{Dirs, StateError, read_json, write_json};
 
-pub use copyup::copy_up;
 pub use mounts::{MountRequest, PeerRef, service_mounts};
 
 /// `com.docker.volume.anonymous`: marks volumes made for a mount without a source.

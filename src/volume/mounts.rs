@@ -370,7 +370,6 @@ mod tests {
         vols.create(&super::super::project_volume_specs(&project)[0]).unwrap();
         let image = ResolvedImage {
             id: "sha256:x".into(),
-            names: vec![],
             config: oci_spec::image::ImageConfiguration::default(),
             layer_dirs: vec![],
         };

@@ -112,12 +112,15 @@ pub trait BaseImages: Sync {
     ) -> std::result::Result<ResolvedImage, BuildError>;
 }
 
-/// [`BaseImages`] from the local store only.
+/// [`BaseImages`] from the local store only, for berth's integration tests (berth itself
+/// gives the engine's provider, which also pulls).
+#[cfg(feature = "internals")]
 pub struct StoreBaseImages<'a> {
     /// The store.
     pub store: &'a ImageStore,
 }
 
+#[cfg(feature = "internals")]
 impl BaseImages for StoreBaseImages<'_> {
     fn get(
         &self,

@@ -10,8 +10,8 @@
 //! `/`, `?` one character but `/`, `[...]` a character class (`[^...]` negated, ranges, `\`
 //! escapes), `\x` the character `x`, `**` any number of directories (`**/x`, `a/**/b`, `a/**`).
 //! The last pattern that matches decides; a pattern that matches a directory matches everything
-//! under it, so `!dir/keep` after `dir` re-includes `dir/keep` (the walker must then descend into
-//! `dir`: see [`Ignore::may_include_under`]).
+//! under it, so `!dir/keep` after `dir` re-includes `dir/keep` (so the context's walker
+//! descends into every directory and asks about each file).
 //!
 //! Where berth differs from moby's patternmatcher, which turns patterns into Go regular
 //! expressions: `\x` is always the literal `x` (Go would read `\d` as a digit class), and `*` or
@@ -50,7 +50,6 @@ pub enum IgnoreError {
 #[derive(Debug, Clone, Default)]
 pub struct Ignore {
     patterns: Vec<Pattern>,
-    has_exclusions: bool,
 }
 
 /// What [`Ignore::matches_with_parent`] learnt about a directory, handed to its children.
@@ -61,12 +60,11 @@ pub struct MatchInfo {
 
 #[derive(Debug, Clone)]
 struct Pattern {
-    /// Cleaned, without `!`.
+    /// Cleaned, without `!` (the tests read the patterns back).
+    #[cfg(test)]
     cleaned: String,
     exclusion: bool,
     kind: Kind,
-    /// `/`-separated segments of `cleaned`, for [`Ignore::may_include_under`].
-    segments: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -95,7 +93,9 @@ enum Tok {
 }
 
 impl Ignore {
-    /// Reads `.dockerignore` text (patterns as BuildKit's `ignorefile.ReadAll` cleans them).
+    /// Reads `.dockerignore` text (patterns as BuildKit's `ignorefile.ReadAll` cleans them);
+    /// berth reads the file with [`load_for`].
+    #[cfg(test)]
     pub fn parse(text: &str) -> Result<Ignore, IgnoreError> {
         Self::parse_file(text, None)
     }
@@ -153,7 +153,6 @@ impl Ignore {
                     });
                 }
                 exclusion = true;
-                out.has_exclusions = true;
                 p = rest.to_string();
             }
             let kind = compile(&p).map_err(|reason| IgnoreError::Pattern {
@@ -161,13 +160,18 @@ impl Ignore {
                 pattern: p.clone(),
                 reason,
             })?;
-            let segments = p.split('/').map(str::to_string).collect();
-            out.patterns.push(Pattern { cleaned: p, exclusion, kind, segments });
+            out.patterns.push(Pattern {
+                #[cfg(test)]
+                cleaned: p,
+                exclusion,
+                kind,
+            });
         }
         Ok(out)
     }
 
-    /// The cleaned patterns, exceptions with their `!`.
+    /// The cleaned patterns, exceptions with their `!` (the tests).
+    #[cfg(test)]
     pub fn patterns(&self) -> Vec<String> {
         self.patterns
             .iter()
@@ -175,14 +179,10 @@ impl Ignore {
             .collect()
     }
 
-    /// Whether there are no patterns at all.
+    /// Whether there are no patterns at all (the tests).
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.patterns.is_empty()
-    }
-
-    /// Whether any pattern is an exception (`!`).
-    pub fn has_exclusions(&self) -> bool {
-        self.has_exclusions
     }
 
     /// Whether `rel_path` (relative to the context, `/`-separated) is ignored. Its parent
@@ -245,21 +245,6 @@ impl Ignore {
         }
         (matched, info)
     }
-
-    /// Whether a walk must descend into the directory `dir_rel_path`: false only when the
-    /// directory is ignored and no exception could re-include anything under it, so the whole
-    /// directory can be skipped. Conservative: true whenever an exception might apply.
-    pub fn may_include_under(&self, dir_rel_path: &str) -> bool {
-        let dir = normalize(dir_rel_path);
-        if !self.matches(&dir) {
-            return true;
-        }
-        if !self.has_exclusions {
-            return false;
-        }
-        let dir_segs: Vec<&str> = dir.split('/').collect();
-        self.patterns.iter().filter(|p| p.exclusion).any(|p| p.could_match_under(&dir_segs))
-    }
 }
 
 impl Pattern {
@@ -270,25 +255,6 @@ impl Pattern {
             }
             Kind::Tokens(toks) => match_tokens(toks, path),
         }
-    }
-
-    /// Whether this pattern could match a path strictly under the directory `dir`.
-    fn could_match_under(&self, dir: &[&str]) -> bool {
-        if matches!(self.kind, Kind::Suffix(_)) {
-            return true;
-        }
-        for (i, d) in dir.iter().enumerate() {
-            let Some(seg) = self.segments.get(i) else { return false };
-            // `**` spans directories and a class may match `/`: give up, descend.
-            if seg.contains("**") || seg.contains('[') {
-                return true;
-            }
-            let Ok(Kind::Tokens(toks)) = compile(seg) else { return true };
-            if !match_tokens(&toks, d) {
-                return false;
-            }
-        }
-        self.segments.len() > dir.len()
     }
 }
 

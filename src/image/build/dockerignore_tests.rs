@@ -21,7 +21,6 @@ fn reading_the_file() {
         "\u{feff}# comment\n  # not a comment\n\n  *.o  \n!  keep.o\n/abs/path\n./a/../b/./c/\n//x//y//\r\n",
     );
     assert_eq!(i.patterns(), ["# not a comment", "*.o", "!keep.o", "abs/path", "b/c", "x/y"]);
-    assert!(i.has_exclusions());
     assert!(ig("").is_empty());
     assert!(ig("# only\n\n").is_empty());
     assert!(Ignore::parse("!\n").is_err());
@@ -99,28 +98,6 @@ fn walk_semantics() {
 }
 
 #[test]
-fn may_include_under() {
-    let i = ig("node_modules\n");
-    assert!(!i.may_include_under("node_modules"));
-    assert!(i.may_include_under("src"));
-    let i = ig("docs\n!docs/keep/this.txt\n");
-    assert!(i.may_include_under("docs"));
-    assert!(i.may_include_under("docs/keep"));
-    assert!(!i.may_include_under("docs/other"));
-    let i = ig("*\n!src/*/keep\n");
-    assert!(i.may_include_under("src"));
-    assert!(i.may_include_under("src/a"));
-    assert!(!i.may_include_under("lib"));
-    let i = ig("*\n!**/*.go\n");
-    assert!(i.may_include_under("anything/deep"));
-    let i = ig("*\n![a-c]x/y\n");
-    assert!(i.may_include_under("zz"));
-    // A directory whose exception only names itself: nothing under it comes back.
-    let i = ig("a/b\n!a\n");
-    assert!(!i.may_include_under("a/b"));
-}
-
-#[test]
 fn from_patterns_like_copy_exclude() {
     let i = Ignore::from_patterns(["*.txt", "!keep.txt", "/abs"]).unwrap();
     assert!(i.matches("a.txt"));
@@ -178,7 +155,6 @@ fn random_input_never_panics() {
             if let Ok(i) = Ignore::parse(&t) {
                 for p in ["a", "a/b", "ab/ba/a", ".", "", "[", "a/*"] {
                     let _ = i.matches(p);
-                    let _ = i.may_include_under(p);
                 }
                 let _ = i.matches(&text);
             }

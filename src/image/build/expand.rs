@@ -150,7 +150,9 @@ impl Expander {
 }
 
 /// Expands one word (BuildKit's `ProcessWord`): the result with quotes removed and variables
-/// replaced; whitespace is kept.
+/// replaced; whitespace is kept. The builder tracks references ([`expand_word_tracked`]); the
+/// tests check BuildKit's rules here.
+#[cfg(test)]
 pub fn expand_word(
     word: &str,
     vars: &dyn Fn(&str) -> Option<String>,
@@ -178,7 +180,9 @@ pub fn expand_word_tracked(
     Expander::new(escape).expand(word, vars)
 }
 
-/// The variables `word` references, whatever their values (expansion with nothing set).
+/// The variables `word` references, whatever their values (expansion with nothing set; the
+/// tests).
+#[cfg(test)]
 pub fn referenced_vars(word: &str, escape: char) -> Result<BTreeSet<String>, ExpandError> {
     let mut opts = Expander::new(escape);
     opts.skip_unset = true;

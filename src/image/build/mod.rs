@@ -6,9 +6,9 @@
 //! whose words are as written; the builder expands each one when it runs the instruction, with
 //! [`expand::expand_word_tracked`] (the referenced variables are what a cache key must include)
 //! or [`expand::expand_words`] (`EXPOSE`). The build context is filtered with
-//! [`dockerignore::load_for`]: walk it with [`dockerignore::Ignore::matches_with_parent`],
-//! skip a directory only when [`dockerignore::Ignore::may_include_under`] says so, and always
-//! send the Dockerfile and the ignore file themselves.
+//! [`dockerignore::load_for`], asking about every file under every directory (an exception
+//! can bring back a file under an ignored directory), and always sending the Dockerfile and
+//! the ignore file themselves.
 
 pub mod builder;
 pub mod cache;
@@ -25,6 +25,7 @@ pub mod run;
 pub mod ssh;
 pub mod vars;
 
-pub use builder::{
-    BaseImages, BuildError, BuildRequest, Builder, BuiltImage, ContextSource, SecretSource, StoreBaseImages,
-};
+pub use builder::{BaseImages, BuildError, BuildRequest, Builder, ContextSource, SecretSource};
+// berth's integration tests build from the store with these.
+#[cfg(feature = "internals")]
+pub use builder::{BuiltImage, StoreBaseImages};

@@ -633,7 +633,9 @@ fn parse_name_val(rest: &str, key: &str, escape: char) -> Result<Vec<String>, St
     Ok(out)
 }
 
-/// A word that introduces a heredoc (`<<EOF`, `<<-EOF`, `<<"EOF"`, `3<<EOF`).
+/// A word that introduces a heredoc (`<<EOF`, `<<-EOF`, `<<"EOF"`, `3<<EOF`): the tests'
+/// view of what the parser decides.
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeredocWord {
     /// The delimiter, quotes removed.
@@ -645,8 +647,9 @@ pub struct HeredocWord {
 }
 
 /// Whether `word` is exactly one heredoc word, as BuildKit's `ParseHeredoc` decides (a word that
-/// does not lex is not one). The builder uses it on a `RUN` command: `RUN <<EOF` alone runs the
-/// body as the script, `RUN cmd <<EOF` runs `cmd` with the body on its input.
+/// does not lex is not one). The tests check BuildKit's rules here; the parser uses the same
+/// decision on each instruction.
+#[cfg(test)]
 pub fn heredoc_word(word: &str) -> Option<HeredocWord> {
     parse_heredoc_word(word).ok().flatten().map(|(name, chomp, expand)| HeredocWord { name, chomp, expand })
 }

@@ -1,5 +1,4 @@
 use super::*;
-use crate::image::build::dockerfile::*;
 
 fn p(text: &str) -> Dockerfile {
     match parse(text, "Dockerfile") {

@@ -6,7 +6,6 @@ mod server;
 mod table;
 
 pub use server::serve;
-pub use table::{Answer, Table};
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -113,7 +112,7 @@ pub fn stop(dirs: &Dirs, reaps: &crate::state::Reaps) -> Result<(), NetError> {
         if running_pid(pid) {
             return Err(NetError::Invalid(format!("the DNS process {pid} does not exit")));
         }
-        // Gone means reaped too: a zombie still shows as `berth-dns` (see `wait_reaped`).
+        // Gone means reaped too: a zombie still shows as `berth-dns` (see `state::wait_fd_reaped`).
         // Not reaped in time is init's business.
         reaps.wait(pidfd, pid.as_raw(), PROCESS_NAME);
     }
