@@ -414,3 +414,82 @@ fn version_completions_man_pages_and_the_docker_compose_plugin_entry() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), long, "{out:?}");
     }
 }
+
+#[test]
+fn logs_leave_out_one_off_containers_and_orphans_as_docker_compose_does() {
+    let s = Stack::new(
+        "qy-oneoff",
+        &yaml(
+            22,
+            r#"  app:
+    image: berth-test/busybox:latest
+    command: ["sh", "-c", "echo from-app; exec sleep 1000"]
+  gone:
+    image: berth-test/busybox:latest
+    command: ["sh", "-c", "echo from-gone; exec sleep 1000"]"#,
+        ),
+    );
+    s.ok(&["up", "-d"]);
+    // A one-off of the same service, kept (no --rm), and one running detached.
+    s.ok(&["run", "-T", "--name", "qy-oneoff-once", "app", "echo", "from-oneoff"]);
+    s.ok(&["run", "-d", "--name", "qy-oneoff-bg", "app", "sh", "-c", "echo from-bg; exec sleep 1000"]);
+    // `gone` leaves the compose file: its container is an orphan.
+    s.write(
+        "compose.yaml",
+        &yaml(
+            22,
+            r#"  app:
+    image: berth-test/busybox:latest
+    command: ["sh", "-c", "echo from-app; exec sleep 1000"]"#,
+        ),
+    );
+    let end = Instant::now() + Duration::from_secs(10);
+    while !s.ok(&["logs", "--no-log-prefix", "app"]).stdout.contains("from-app") {
+        assert!(Instant::now() < end, "no output from app");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for args in [&["logs"][..], &["logs", "app"]] {
+        let out = s.ok(args).stdout;
+        assert!(out.contains("from-app"), "{args:?}: {out}");
+        assert!(!out.contains("from-oneoff") && !out.contains("from-bg"), "{args:?}: {out}");
+        assert!(!out.contains("from-gone"), "{args:?}: {out}");
+    }
+    // By name alone (no compose file): every container of the project but the one-offs.
+    let elsewhere = s.dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["-p", "qy-oneoff", "logs"])
+        .current_dir(&elsewhere)
+        .env("BERTH_ROOT", s.root())
+        .env("BERTH_RUN", s.run_dir())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.contains("from-app") && out.contains("from-gone"), "{out}");
+    assert!(!out.contains("from-oneoff") && !out.contains("from-bg"), "{out}");
+    // Following: a one-off started meanwhile is not joined; a service's container is.
+    let mut follow = s.command(&["logs", "-f"]).stdout(Stdio::piped()).spawn().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    s.ok(&["run", "-T", "--rm", "app", "echo", "from-later-oneoff"]);
+    s.ok(&["restart", "-t", "0", "app"]);
+    let mut seen = Vec::new();
+    let end = Instant::now() + Duration::from_secs(15);
+    while seen.iter().filter(|l: &&String| l.contains("from-app")).count() < 2 {
+        assert!(Instant::now() < end, "{seen:?}");
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            seen.push(l);
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(!seen.iter().any(|l| l.contains("oneoff") || l.contains("from-bg")), "{seen:?}");
+    s.ok(&["down", "-t", "0", "--remove-orphans"]);
+}
