@@ -493,3 +493,57 @@ fn logs_leave_out_one_off_containers_and_orphans_as_docker_compose_does() {
     assert!(!seen.iter().any(|l| l.contains("oneoff") || l.contains("from-bg")), "{seen:?}");
     s.ok(&["down", "-t", "0", "--remove-orphans"]);
 }
+
+#[test]
+fn docker_compose_v1_command_lines_work_as_docker_compose_v2_takes_them() {
+    let s = Stack::new(
+        "qy-v1",
+        &yaml(
+            24,
+            "  app:\n    image: berth-test/busybox:latest\n    command: [\"sh\", \"-c\", \"echo v1-ready; exec sleep 1000\"]",
+        ),
+    );
+    // berth as the standalone `docker-compose`.
+    let bin = s.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_berth"), bin.join("docker-compose")).unwrap();
+    let compose = |args: &[&str]| {
+        let out = Command::new(bin.join("docker-compose"))
+            .args(args)
+            .current_dir(&s.project_dir)
+            .env("BERTH_ROOT", s.root())
+            .env("BERTH_RUN", s.run_dir())
+            .env_remove("COMPOSE_ANSI")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+    };
+    // What v1-era scripts send: the docker CLI's flags first, --no-ansi, --compatibility.
+    let (code, _, err) = compose(&[
+        "--no-ansi",
+        "-H",
+        "unix:///var/run/docker.sock",
+        "--compatibility",
+        "-p",
+        "qy-v1",
+        "up",
+        "--build",
+        "-d",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("option '--no-ansi' is DEPRECATED"), "{err}");
+    // Compatibility mode: v1's names.
+    let (code, names, err) = compose(&["-p", "qy-v1", "ps", "-a", "--format", "{{.Name}}"]);
+    assert_eq!((code, names.as_str()), (0, "qy-v1_app_1\n"), "{err}");
+    let (_, logs, _) = compose(&["--verbose", "-p", "qy-v1", "logs", "--no-color"]);
+    assert!(logs.contains("app_1") && logs.contains("| v1-ready"), "{logs}");
+    // A Docker daemon elsewhere is refused with the reason; --no-ansi with --ansi too.
+    let (code, _, err) = compose(&["-H", "tcp://127.0.0.1:2375", "-p", "qy-v1", "ps"]);
+    assert!(code == 1 && err.contains("without a Docker daemon"), "{code} {err}");
+    let (code, _, err) = compose(&["--no-ansi", "--ansi", "always", "-p", "qy-v1", "ps"]);
+    assert!(code == 1 && err.contains("--no-ansi"), "{code} {err}");
+    let (code, _, err) = compose(&["-p", "qy-v1", "down", "-t", "0"]);
+    assert_eq!(code, 0, "{err}");
+}
