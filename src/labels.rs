@@ -39,16 +39,23 @@ pub fn resource_name(project: &str, key: &str) -> String {
     format!("{project}_{key}")
 }
 
+/// docker compose's separator in the names it makes: `-`, or `_` in its compatibility mode
+/// with docker-compose v1 (`--compatibility`, `COMPOSE_COMPATIBILITY`).
+pub fn separator(compatibility: bool) -> char {
+    if compatibility { '_' } else { '-' }
+}
+
 /// The name of replica `number` of `service` without a `container_name`:
-/// `<project>-<service>-<number>`.
-pub fn container_name(project: &str, service: &str, number: u32) -> String {
-    format!("{project}-{service}-{number}")
+/// `<project>-<service>-<number>` (`_` in compatibility mode).
+pub fn container_name(project: &str, service: &str, number: u32, compatibility: bool) -> String {
+    let s = separator(compatibility);
+    format!("{project}{s}{service}{s}{number}")
 }
 
 /// The name `build` gives a service's image when the service names none:
-/// `<project>-<service>`.
-pub fn image_name(project: &str, service: &str) -> String {
-    format!("{project}-{service}")
+/// `<project>-<service>` (`_` in compatibility mode).
+pub fn image_name(project: &str, service: &str, compatibility: bool) -> String {
+    format!("{project}{}{service}", separator(compatibility))
 }
 
 #[cfg(test)]
@@ -58,7 +65,10 @@ mod tests {
     #[test]
     fn names_follow_docker_compose() {
         assert_eq!(resource_name("p", "default"), "p_default");
-        assert_eq!(container_name("p", "web", 2), "p-web-2");
-        assert_eq!(image_name("p", "web"), "p-web");
+        assert_eq!(container_name("p", "web", 2, false), "p-web-2");
+        assert_eq!(image_name("p", "web", false), "p-web");
+        // docker compose --compatibility (v1's names).
+        assert_eq!(container_name("p", "web", 2, true), "p_web_2");
+        assert_eq!(image_name("p", "web", true), "p_web");
     }
 }

@@ -154,7 +154,7 @@ fn attach_streams_output_forwards_stdin_detaches_and_returns_the_exit_code() {
     assert!(text(&out).contains("got again\ngot quit\n"), "{}", text(&out));
     assert_eq!(state(&stack, "cmat1-echo-1"), "exited");
     let r = stack.berth(&["attach", "echo"]);
-    assert!(!r.ok && r.stderr.contains("not running"), "{}", r.stderr);
+    assert!(!r.ok && r.stderr.contains("stopped, start it first"), "{}", r.stderr);
 
     // Live output without stdin; Ctrl-C is passed on (sig-proxy) and ends the process.
     let mut child = stack.command(&["attach", "--no-stdin", "talk"]).stdout(Stdio::piped()).spawn().unwrap();
@@ -267,4 +267,105 @@ fn readers_that_do_not_read_never_stall_the_container() {
     let _ = run.kill();
     let _ = run.wait();
     stack.ok(&["down"]);
+}
+
+/// How many times the container named `name` has started its process (its log's lines).
+fn starts(stack: &Stack, name: &str) -> usize {
+    container_log(stack, name).matches("started").count()
+}
+
+/// Waits until the container named `name` runs again, after `before` starts.
+fn wait_restarted(stack: &Stack, name: &str, before: usize) {
+    let end = Instant::now() + Duration::from_secs(20);
+    while !(state(stack, name) == "running" && starts(stack, name) > before) {
+        assert!(Instant::now() < end, "{name} not restarted: {:?}", stack.container(name));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn attach_ends_at_each_end_of_the_process_forwards_signals_and_reads_docker_s_detach_keys() {
+    // A process that reports the signals it gets and exits 5 once /tmp/quit appears.
+    let script = "trap 'echo got USR1' USR1; trap 'echo got HUP' HUP; trap 'echo got WINCH' WINCH; \
+                  echo started; while [ ! -e /tmp/quit ]; do sleep 0.1; done; rm /tmp/quit; exit 5";
+    let yaml = compose(
+        23,
+        &format!(
+            "  again:\n    image: {IMAGE}\n    restart: always\n    command: [sh, -c, \"{script}\"]\n\
+             \x20 echo:\n    image: {IMAGE}\n    stdin_open: true\n    command: [sh, -c, 'while read l; do echo \"got $$l\"; done']\n"
+        ),
+    );
+    let stack = Stack::new("cmat23", &yaml);
+    stack.ok(&["up", "-d"]);
+    let name = "cmat23-again-1";
+    let attach = || {
+        let mut child = stack.command(&["attach", "again"]).stdout(Stdio::piped()).spawn().unwrap();
+        (collect(child.stdout.take().unwrap()), child)
+    };
+
+    // The process exits and the restart policy starts it again: as docker's attach, berth's
+    // ends there, with the exit code; the container goes on.
+    let (out, mut child) = attach();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = starts(&stack, name);
+    stack.ok(&["exec", "again", "touch", "/tmp/quit"]);
+    assert_eq!(exit_code(&mut child), 5, "{}", text(&out));
+    wait_restarted(&stack, name, before);
+
+    // `restart` while attached: the attach ends with the stopped process's code (sh as pid 1
+    // ignores SIGTERM, so SIGKILL after the grace time); the container runs again.
+    let (out, mut child) = attach();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = starts(&stack, name);
+    stack.ok(&["restart", "-t", "1", "again"]);
+    assert_eq!(exit_code(&mut child), 137, "{}", text(&out));
+    wait_restarted(&stack, name, before);
+
+    // Every signal docker's CLI forwards reaches the process, not only SIGINT.
+    let (out, mut child) = attach();
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    use nix::sys::signal::{Signal, kill};
+    for (sig, seen) in
+        [(Signal::SIGUSR1, "got USR1"), (Signal::SIGHUP, "got HUP"), (Signal::SIGWINCH, "got WINCH")]
+    {
+        kill(pid, sig).unwrap();
+        wait_for(&out, seen);
+    }
+    assert!(child.try_wait().unwrap().is_none(), "berth attach ended on a forwarded signal");
+    // Forwarded as docker forwards them, as kills: for a container without its own
+    // stop_signal any kill turns the restart policy off (moby's killWithSignal), so this end
+    // is the last one.
+    stack.ok(&["exec", "again", "touch", "/tmp/quit"]);
+    assert_eq!(exit_code(&mut child), 5, "{}", text(&out));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(state(&stack, name), "exited");
+    let r = stack.berth(&["attach", "again"]);
+    assert!(!r.ok && r.stderr.contains("stopped, start it first"), "{}", r.stderr);
+
+    // detachKeys from docker's config.json ($DOCKER_CONFIG) when --detach-keys is not given;
+    // the flag still wins.
+    let config = stack.dir.path().join("docker-config");
+    fs::create_dir_all(&config).unwrap();
+    fs::write(config.join("config.json"), r#"{"detachKeys": "ctrl-x"}"#).unwrap();
+    for (args, keys) in [
+        (&["attach", "echo"][..], &b"\x18"[..]),
+        (&["attach", "--detach-keys", "ctrl-y", "echo"], b"\x18\n\x19"),
+    ] {
+        let mut child = stack
+            .command(args)
+            .env("DOCKER_CONFIG", &config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = collect(child.stdout.take().unwrap());
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(b"hi\n").unwrap();
+        wait_for(&out, "got hi\n");
+        input.write_all(keys).unwrap();
+        assert_eq!(exit_code(&mut child), 0, "{}", text(&out));
+        assert_eq!(state(&stack, "cmat23-echo-1"), "running");
+    }
+    stack.ok(&["down", "-t", "0"]);
 }

@@ -92,7 +92,7 @@ fn cp_both_ways_and_into_a_stopped_container() {
 
 #[test]
 fn cp_into_a_stopped_container_writes_into_its_volumes() {
-    let yaml = "services:\n  app:\n    image: berth-test/busybox:latest\n    command: [\"sleep\", \"1000\"]\n    init: true\n    volumes: [\"data:/data\", \"./bound:/bound\"]\nvolumes:\n  data: {}\nnetworks:\n  default:\n    ipam:\n      config:\n        - subnet: 10.243.9.0/24\n";
+    let yaml = "services:\n  app:\n    image: berth-test/busybox:latest\n    command: [\"sleep\", \"1000\"]\n    init: true\n    tmpfs: [/scratch]\n    volumes: [\"data:/data\", \"./bound:/bound\"]\nvolumes:\n  data: {}\nnetworks:\n  default:\n    ipam:\n      config:\n        - subnet: 10.243.9.0/24\n";
     let stack = Stack::new("cmcp2", yaml);
     let host = &stack.project_dir;
     fs::create_dir_all(host.join("bound")).unwrap();
@@ -110,7 +110,27 @@ fn cp_into_a_stopped_container_writes_into_its_volumes() {
     let volume = stack.root().join("volumes/cmcp2_data/_data/new.txt");
     assert_eq!(fs::read_to_string(&volume).unwrap(), "into the volume");
 
+    // Under a tmpfs mount point of a stopped container: as docker's cp (whose view of a
+    // container never mounts its tmpfs), the file lands in the container's own layer beneath
+    // the mount point; it stays there, hidden while the container runs by its new, empty tmpfs.
+    stack.ok(&["cp", "in.txt", "app:/scratch/t.txt"]);
+    stack.ok(&["cp", "app:/scratch/t.txt", "t.txt"]);
+    assert_eq!(fs::read_to_string(host.join("t.txt")).unwrap(), "into the volume");
+
     stack.ok(&["start"]);
     assert_eq!(stack.exec("app", &["cat", "/data/new.txt"]).stdout, "into the volume");
+    let r = stack.exec("app", &["ls", "-A", "/scratch"]);
+    assert_eq!((r.stdout.as_str(), r.ok), ("", true), "{}", r.stderr);
+    // Into the running container's tmpfs: berth copies in the container's own mount namespace,
+    // so the file is in the tmpfs the process sees (docker's cp would put it in the layer
+    // beneath, where the process cannot see it).
+    stack.ok(&["cp", "in.txt", "app:/scratch/live.txt"]);
+    assert_eq!(stack.exec("app", &["cat", "/scratch/live.txt"]).stdout, "into the volume");
+    stack.ok(&["stop", "-t", "0"]);
+    fs::remove_file(host.join("t.txt")).unwrap();
+    stack.ok(&["cp", "app:/scratch/t.txt", "t.txt"]);
+    assert_eq!(fs::read_to_string(host.join("t.txt")).unwrap(), "into the volume");
+    let r = stack.berth(&["cp", "app:/scratch/live.txt", "live.txt"]);
+    assert!(!r.ok, "the tmpfs went with the stop: {}", r.stdout);
     stack.ok(&["down", "-v"]);
 }

@@ -414,3 +414,136 @@ fn version_completions_man_pages_and_the_docker_compose_plugin_entry() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), long, "{out:?}");
     }
 }
+
+#[test]
+fn logs_leave_out_one_off_containers_and_orphans_as_docker_compose_does() {
+    let s = Stack::new(
+        "qy-oneoff",
+        &yaml(
+            22,
+            r#"  app:
+    image: berth-test/busybox:latest
+    command: ["sh", "-c", "echo from-app; exec sleep 1000"]
+  gone:
+    image: berth-test/busybox:latest
+    command: ["sh", "-c", "echo from-gone; exec sleep 1000"]"#,
+        ),
+    );
+    s.ok(&["up", "-d"]);
+    // A one-off of the same service, kept (no --rm), and one running detached.
+    s.ok(&["run", "-T", "--name", "qy-oneoff-once", "app", "echo", "from-oneoff"]);
+    s.ok(&["run", "-d", "--name", "qy-oneoff-bg", "app", "sh", "-c", "echo from-bg; exec sleep 1000"]);
+    // `gone` leaves the compose file: its container is an orphan.
+    s.write(
+        "compose.yaml",
+        &yaml(
+            22,
+            r#"  app:
+    image: berth-test/busybox:latest
+    command: ["sh", "-c", "echo from-app; exec sleep 1000"]"#,
+        ),
+    );
+    let end = Instant::now() + Duration::from_secs(10);
+    while !s.ok(&["logs", "--no-log-prefix", "app"]).stdout.contains("from-app") {
+        assert!(Instant::now() < end, "no output from app");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for args in [&["logs"][..], &["logs", "app"]] {
+        let out = s.ok(args).stdout;
+        assert!(out.contains("from-app"), "{args:?}: {out}");
+        assert!(!out.contains("from-oneoff") && !out.contains("from-bg"), "{args:?}: {out}");
+        assert!(!out.contains("from-gone"), "{args:?}: {out}");
+    }
+    // By name alone (no compose file): every container of the project but the one-offs.
+    let elsewhere = s.dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["-p", "qy-oneoff", "logs"])
+        .current_dir(&elsewhere)
+        .env("BERTH_ROOT", s.root())
+        .env("BERTH_RUN", s.run_dir())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.contains("from-app") && out.contains("from-gone"), "{out}");
+    assert!(!out.contains("from-oneoff") && !out.contains("from-bg"), "{out}");
+    // Following: a one-off started meanwhile is not joined; a service's container is.
+    let mut follow = s.command(&["logs", "-f"]).stdout(Stdio::piped()).spawn().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    s.ok(&["run", "-T", "--rm", "app", "echo", "from-later-oneoff"]);
+    s.ok(&["restart", "-t", "0", "app"]);
+    let mut seen = Vec::new();
+    let end = Instant::now() + Duration::from_secs(15);
+    while seen.iter().filter(|l: &&String| l.contains("from-app")).count() < 2 {
+        assert!(Instant::now() < end, "{seen:?}");
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            seen.push(l);
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(!seen.iter().any(|l| l.contains("oneoff") || l.contains("from-bg")), "{seen:?}");
+    s.ok(&["down", "-t", "0", "--remove-orphans"]);
+}
+
+#[test]
+fn docker_compose_v1_command_lines_work_as_docker_compose_v2_takes_them() {
+    let s = Stack::new(
+        "qy-v1",
+        &yaml(
+            24,
+            "  app:\n    image: berth-test/busybox:latest\n    command: [\"sh\", \"-c\", \"echo v1-ready; exec sleep 1000\"]",
+        ),
+    );
+    // berth as the standalone `docker-compose`.
+    let bin = s.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_berth"), bin.join("docker-compose")).unwrap();
+    let compose = |args: &[&str]| {
+        let out = Command::new(bin.join("docker-compose"))
+            .args(args)
+            .current_dir(&s.project_dir)
+            .env("BERTH_ROOT", s.root())
+            .env("BERTH_RUN", s.run_dir())
+            .env_remove("COMPOSE_ANSI")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+    };
+    // What v1-era scripts send: the docker CLI's flags first, --no-ansi, --compatibility.
+    let (code, _, err) = compose(&[
+        "--no-ansi",
+        "-H",
+        "unix:///var/run/docker.sock",
+        "--compatibility",
+        "-p",
+        "qy-v1",
+        "up",
+        "--build",
+        "-d",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("option '--no-ansi' is DEPRECATED"), "{err}");
+    // Compatibility mode: v1's names.
+    let (code, names, err) = compose(&["-p", "qy-v1", "ps", "-a", "--format", "{{.Name}}"]);
+    assert_eq!((code, names.as_str()), (0, "qy-v1_app_1\n"), "{err}");
+    let (_, logs, _) = compose(&["--verbose", "-p", "qy-v1", "logs", "--no-color"]);
+    assert!(logs.contains("app_1") && logs.contains("| v1-ready"), "{logs}");
+    // A Docker daemon elsewhere is refused with the reason; --no-ansi with --ansi too.
+    let (code, _, err) = compose(&["-H", "tcp://127.0.0.1:2375", "-p", "qy-v1", "ps"]);
+    assert!(code == 1 && err.contains("without a Docker daemon"), "{code} {err}");
+    let (code, _, err) = compose(&["--no-ansi", "--ansi", "always", "-p", "qy-v1", "ps"]);
+    assert!(code == 1 && err.contains("--no-ansi"), "{code} {err}");
+    let (code, _, err) = compose(&["-p", "qy-v1", "down", "-t", "0"]);
+    assert_eq!(code, 0, "{err}");
+}

@@ -3,13 +3,17 @@
 //! shim (an attach request); with stdin attached (unless `--no-stdin`, and only for a
 //! container created with `stdin_open`) what is typed goes to the process, on its terminal
 //! (`tty: true`) with this terminal in raw mode and its size passed on. The detach keys
-//! (ctrl-p,ctrl-q unless `--detach-keys`) leave the container running; without a terminal,
-//! Ctrl-C is passed on as SIGINT (`--sig-proxy`, the default). When the process exits while
-//! attached, berth exits with its code.
+//! (`--detach-keys`, else `detachKeys` of docker's `config.json`, else ctrl-p,ctrl-q) leave
+//! the container running; without a terminal, every signal docker's CLI forwards is passed
+//! on (`--sig-proxy`, the default). When the process exits while attached, berth exits with
+//! its code, also when the restart policy starts it again or `restart` stops it: as docker's
+//! attach (and so docker compose's), an attach ends at the process's end and does not follow
+//! the next start (attach again for that; `up` and `logs -f` follow restarts).
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -19,6 +23,7 @@ use super::project;
 use super::{CliError, CliResult, GlobalOptions, signals};
 use crate::engine::observe::{is_running, status_of};
 use crate::runtime::shim::{Frame, read_frame};
+use crate::runtime::status::{ContainerStatus, State};
 
 /// `berth attach` flags (docker compose's).
 #[derive(Debug, Args)]
@@ -122,18 +127,13 @@ enum Event {
 
 /// Runs `berth attach`.
 pub fn run(global: &GlobalOptions, args: &AttachArgs) -> CliResult<()> {
-    let keys = match args.detach_keys.as_deref() {
-        Some(text) if !text.is_empty() => parse_detach_keys(text)?,
-        _ => DEFAULT_DETACH_KEYS.to_vec(),
-    };
+    let config = crate::image::registry::CredentialStore::from_env().config_path();
+    let keys = detach_keys(args.detach_keys.as_deref(), &config)?;
     let target = project::open_or_name(global)?;
     let container = target.container(&args.service, args.index)?;
     let runtime = &target.engine.runtime;
-    if !is_running(&status_of(runtime, &container.id)) {
-        return Err(CliError::msg(format!(
-            "cannot attach to container {}: it is not running, start it first",
-            container.name
-        )));
+    if let Some(why) = refusal(&status_of(runtime, &container.id)) {
+        return Err(CliError::msg(format!("cannot attach to container {}: {why}", container.name)));
     }
     let spec = runtime.spec(&container.id)?;
     let tty = spec.process.tty;
@@ -178,9 +178,8 @@ pub fn run(global: &GlobalOptions, args: &AttachArgs) -> CliResult<()> {
     // docker passes signals on only without a terminal (on one, Ctrl-C is a key).
     let proxy = args.sig_proxy && !tty;
     if proxy {
-        signals::install();
+        signals::install_proxy(true);
     }
-    let mut forwarded = signals::interrupts();
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
     let end = loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
@@ -208,10 +207,10 @@ pub fn run(global: &GlobalOptions, args: &AttachArgs) -> CliResult<()> {
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
         if proxy {
-            let now = signals::interrupts();
-            if now > forwarded {
-                forwarded = now;
-                let _ = runtime.signal(&container.id, "SIGINT");
+            // As kills, as docker's `ForwardAllSignals` sends them (ContainerKill): for a
+            // container without its own stop signal, the restart policy no longer applies.
+            for sig in signals::take_proxied() {
+                let _ = runtime.kill(&container.id, Some(sig.as_str()));
             }
         }
         if tty && signals::window_changed() {
@@ -220,6 +219,60 @@ pub fn run(global: &GlobalOptions, args: &AttachArgs) -> CliResult<()> {
     };
     drop(raw);
     CliError::exit_status(end?)
+}
+
+/// Why a container in state `st` cannot be attached to (docker's reasons), if it cannot.
+fn refusal(st: &ContainerStatus) -> Option<&'static str> {
+    if !is_running(st) {
+        Some("it is stopped, start it first")
+    } else if st.paused {
+        Some("it is paused, unpause it first")
+    } else if st.state == State::Restarting {
+        Some("it is restarting, wait until it is running")
+    } else {
+        None
+    }
+}
+
+/// The detach sequence: `--detach-keys` when given (and not empty), else `detachKeys` of
+/// docker's config file `config` (as docker's CLI and docker compose read it), else
+/// ctrl-p,ctrl-q. A config file that cannot be read is warned about and passed over, as
+/// docker does; a bad sequence in it is an error naming the file.
+fn detach_keys(flag: Option<&str>, config: &Path) -> CliResult<Vec<u8>> {
+    if let Some(text) = flag.filter(|t| !t.is_empty()) {
+        return parse_detach_keys(text);
+    }
+    let configured = match std::fs::read(config) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            warn_config(config, &e.to_string());
+            None
+        }
+        Ok(bytes) => match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Err(e) => {
+                warn_config(config, &e.to_string());
+                None
+            }
+            Ok(v) => match v.get("detachKeys") {
+                None | Some(serde_json::Value::Null) => None,
+                Some(serde_json::Value::String(text)) => Some(text.clone()),
+                Some(other) => {
+                    warn_config(config, &format!("detachKeys is {other}, not a string"));
+                    None
+                }
+            },
+        },
+    };
+    match configured.filter(|t| !t.is_empty()) {
+        Some(text) => parse_detach_keys(&text)
+            .map_err(|e| CliError::msg(format!("{e} (detachKeys in {})", config.display()))),
+        None => Ok(DEFAULT_DETACH_KEYS.to_vec()),
+    }
+}
+
+fn warn_config(config: &Path, why: &str) {
+    // Standard error's failures have nowhere to go (see cli::output).
+    let _ = writeln!(std::io::stderr(), "WARNING: Error loading config file: {}: {why}", config.display());
 }
 
 /// Passes this terminal's size to the container's.
@@ -284,6 +337,42 @@ mod tests {
         assert_eq!(k.feed(b"\x11"), (Vec::new(), true));
         let mut one = DetachKeys { keys: vec![b'q'], matched: 0 };
         assert_eq!(one.feed(b"abq"), (b"ab".to_vec(), true));
+    }
+
+    #[test]
+    fn detach_keys_come_from_the_flag_then_docker_s_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.json");
+        // No file: the default.
+        assert_eq!(detach_keys(None, &config).unwrap(), DEFAULT_DETACH_KEYS);
+        std::fs::write(&config, r#"{"auths": {}, "detachKeys": "ctrl-x,y"}"#).unwrap();
+        assert_eq!(detach_keys(None, &config).unwrap(), [24, b'y']);
+        // An empty flag is no flag (docker's check is `!= ""`).
+        assert_eq!(detach_keys(Some(""), &config).unwrap(), [24, b'y']);
+        assert_eq!(detach_keys(Some("ctrl-a"), &config).unwrap(), [1]);
+        // Without the key, or with a file docker cannot load (it warns): the default.
+        std::fs::write(&config, r#"{"auths": {}}"#).unwrap();
+        assert_eq!(detach_keys(None, &config).unwrap(), DEFAULT_DETACH_KEYS);
+        std::fs::write(&config, "{not json").unwrap();
+        assert_eq!(detach_keys(None, &config).unwrap(), DEFAULT_DETACH_KEYS);
+        // A bad sequence in the file is an error that names it.
+        std::fs::write(&config, r#"{"detachKeys": "ctrl-1"}"#).unwrap();
+        let e = detach_keys(None, &config).unwrap_err().to_string();
+        assert!(e.contains("ctrl-1") && e.contains("config.json"), "{e}");
+    }
+
+    #[test]
+    fn only_a_running_container_is_attached_to() {
+        let st = |state, paused| ContainerStatus { state, paused, shim_pid: 7, ..Default::default() };
+        assert_eq!(refusal(&st(State::Running, false)), None);
+        assert!(refusal(&st(State::Running, true)).unwrap().contains("unpause"));
+        assert!(refusal(&st(State::Restarting, false)).unwrap().contains("restarting"));
+        assert!(refusal(&st(State::Exited, false)).unwrap().contains("stopped"));
+        assert!(
+            refusal(&ContainerStatus { shim_pid: 0, ..st(State::Running, false) })
+                .unwrap()
+                .contains("stopped")
+        );
     }
 
     #[test]

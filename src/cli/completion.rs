@@ -61,6 +61,8 @@ pub enum Entry {
     Args(Vec<OsString>),
     /// The docker CLI asks for the plug-in's metadata.
     Metadata,
+    /// A command line berth cannot honour (a remote Docker daemon): why.
+    Refused(String),
 }
 
 /// berth's arguments from the process's: called as `docker-compose` (a plug-in or a standalone
@@ -76,10 +78,73 @@ pub fn entry(mut argv: Vec<OsString>) -> Entry {
         Some("compose") => {
             argv.remove(1);
         }
-        _ => {}
+        // Standalone, the v1 name: docker compose v2 converts the command line first.
+        _ => match convert_standalone(argv.split_off(1)) {
+            Ok(rest) => argv.extend(rest),
+            Err(why) => return Entry::Refused(why),
+        },
     }
     argv[0] = "berth".into();
     Entry::Args(argv)
+}
+
+/// What docker compose v2 does to its arguments when it runs standalone as `docker-compose`
+/// (its `compatibility.Convert`): among the flags before the first other argument, the docker
+/// CLI's own are taken out and given to the docker CLI, and `--verbose` becomes docker's
+/// `--debug`; the rest is compose's. berth has no Docker daemon: `-D`/`--debug`/`--verbose`
+/// and `--log-level` set how much it says on standard error; `-H`/`--host` is accepted for a
+/// local socket (`unix://`; berth's containers are this host's) and `--context` for `default`,
+/// and a remote daemon (another host or context, TLS) is refused with the reason.
+fn convert_standalone(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
+    let no_daemon = |flag: &str, value: &str| {
+        format!(
+            "{flag} {value}: berth runs containers on this host without a Docker daemon; a remote or \
+             other daemon is not supported"
+        )
+    };
+    let mut out = Vec::with_capacity(args.len());
+    let mut rest = args.into_iter();
+    while let Some(arg) = rest.next() {
+        // The command, or a value of a compose flag (`-f FILE`): the rest goes as it is.
+        let Some(text) = arg.to_str().filter(|t| t.starts_with('-')).map(str::to_string) else {
+            out.push(arg);
+            break;
+        };
+        match text.as_str() {
+            "--verbose" | "--debug" | "-D" => {
+                out.push("--verbose".into());
+                continue;
+            }
+            "--tls" | "--tlsverify" => return Err(no_daemon(&text, "(TLS to a daemon)")),
+            _ => {}
+        }
+        let valued = ["--tlscacert", "--tlscert", "--tlskey", "--host", "-H", "--context", "--log-level"];
+        let Some((flag, inline)) = valued.iter().find_map(|f| {
+            if text == *f {
+                Some((*f, None))
+            } else {
+                text.strip_prefix(f).and_then(|t| t.strip_prefix('=')).map(|v| (*f, Some(v.to_string())))
+            }
+        }) else {
+            out.push(arg);
+            continue;
+        };
+        let value = match inline {
+            Some(v) => v,
+            None => match rest.next() {
+                Some(v) => v.to_string_lossy().into_owned(),
+                None => return Err(format!("flag needs an argument: '{flag}'")),
+            },
+        };
+        match flag {
+            "--host" | "-H" if value.starts_with("unix://") => {}
+            "--context" if value == "default" => {}
+            "--log-level" => out.extend(["--log-level".into(), value.into()]),
+            _ => return Err(no_daemon(flag, &value)),
+        }
+    }
+    out.extend(rest);
+    Ok(out)
 }
 
 /// The plug-in metadata the docker CLI reads (its `SchemaVersion` 0.1.0 format).
@@ -105,7 +170,70 @@ mod tests {
         match entry(args(v)) {
             Entry::Args(a) => a.iter().map(|s| s.to_string_lossy().into_owned()).collect(),
             Entry::Metadata => vec!["<metadata>".into()],
+            Entry::Refused(why) => vec![format!("<refused: {why}>")],
         }
+    }
+
+    #[test]
+    fn standalone_docker_compose_takes_v1_command_lines_as_docker_compose_v2_does() {
+        // The docker CLI's flags before the command: debug output, a local daemon.
+        assert_eq!(
+            parsed(&[
+                "docker-compose",
+                "--verbose",
+                "-H",
+                "unix:///var/run/docker.sock",
+                "up",
+                "--build",
+                "-d"
+            ]),
+            ["berth", "--verbose", "up", "--build", "-d"]
+        );
+        assert_eq!(
+            parsed(&[
+                "docker-compose",
+                "-D",
+                "--log-level=warn",
+                "--context",
+                "default",
+                "-f",
+                "a.yml",
+                "ps"
+            ]),
+            ["berth", "--verbose", "--log-level", "warn", "-f", "a.yml", "ps"]
+        );
+        assert_eq!(parsed(&["docker-compose", "--host=unix:///run/d.sock", "ps"]), ["berth", "ps"]);
+        // compose's own flags stay (--no-ansi, --compatibility, --workdir are berth's too).
+        assert_eq!(
+            parsed(&["docker-compose", "--no-ansi", "-p", "x", "logs"]),
+            ["berth", "--no-ansi", "-p", "x", "logs"]
+        );
+        // Only before the first other argument, as docker compose converts: after `-f FILE`
+        // the rest is compose's as it is.
+        assert_eq!(
+            parsed(&["docker-compose", "-f", "a.yml", "-D", "ps"]),
+            ["berth", "-f", "a.yml", "-D", "ps"]
+        );
+        assert_eq!(
+            parsed(&["docker-compose", "exec", "web", "-H", "x"]),
+            ["berth", "exec", "web", "-H", "x"]
+        );
+        // A daemon elsewhere is refused, named.
+        for argv in [
+            &["docker-compose", "-H", "tcp://10.0.0.1:2376", "ps"][..],
+            &["docker-compose", "--context", "remote", "ps"],
+            &["docker-compose", "--tlsverify", "ps"],
+            &["docker-compose", "--tlscert=/c.pem", "ps"],
+        ] {
+            let out = parsed(argv);
+            assert!(
+                out[0].starts_with("<refused: ") && out[0].contains("without a Docker daemon"),
+                "{out:?}"
+            );
+        }
+        assert!(parsed(&["docker-compose", "-H"])[0].contains("flag needs an argument: '-H'"));
+        // As a plug-in, the docker CLI has taken its own flags already.
+        assert_eq!(parsed(&["docker-compose", "compose", "--verbose", "ps"]), ["berth", "--verbose", "ps"]);
     }
 
     #[test]

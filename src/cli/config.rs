@@ -113,7 +113,9 @@ pub fn run(global: &GlobalOptions, args: &ConfigArgs) -> CliResult<()> {
                 .services
                 .iter()
                 .map(|(name, s)| {
-                    s.image.clone().unwrap_or_else(|| crate::labels::image_name(&project.name, name))
+                    s.image.clone().unwrap_or_else(|| {
+                        crate::labels::image_name(&project.name, name, project.compatibility)
+                    })
                 })
                 .collect(),
         )

@@ -1,6 +1,8 @@
 //! `berth logs`: the project's containers' output, prefixed by container, the lines of all of
 //! them in time order, optionally followed (across restarts). Without a compose file, `-p NAME`
-//! finds the project by its containers.
+//! finds the project by its containers. As docker compose's (`selectLogsContainers`, its
+//! monitor), one-off containers (`run`'s) are never shown nor joined while following, and with
+//! a compose file neither are orphans unless named.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -89,8 +91,17 @@ pub fn run(global: &GlobalOptions, args: &LogsArgs) -> CliResult<()> {
                 .collect()
         })
         .unwrap_or_default();
-    let selection =
-        Selection { services: args.services.clone(), quiet, index: args.index, ..Selection::default() };
+    // As docker compose's: one-off containers (`run`'s) never, and with a compose file only
+    // its services' containers unless others are named (orphans left out).
+    let defined = target.loaded.as_ref().map(|l| l.project.services.keys().cloned().collect());
+    let selection = Selection {
+        services: args.services.clone(),
+        quiet,
+        defined,
+        index: args.index,
+        oneoffs: false,
+        ..Selection::default()
+    };
     let host = target.engine.host();
     let wanted = || -> CliResult<Vec<ProjectContainer>> {
         Ok(query::select(host.containers, &target.name, &selection)?

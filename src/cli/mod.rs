@@ -66,7 +66,7 @@ pub struct GlobalOptions {
     #[arg(short = 'p', long = "project-name", global = true, value_name = "NAME")]
     pub project_name: Option<String>,
     /// Alternate working directory (default: the folder of the first compose file)
-    #[arg(long = "project-directory", global = true, value_name = "DIR")]
+    #[arg(long = "project-directory", alias = "workdir", global = true, value_name = "DIR")]
     pub project_directory: Option<PathBuf>,
     /// Profile to enable (repeatable)
     #[arg(long = "profile", global = true, value_name = "PROFILE")]
@@ -77,9 +77,24 @@ pub struct GlobalOptions {
     /// Include all resources, even those not used by services
     #[arg(long = "all-resources", global = true)]
     pub all_resources: bool,
+    /// Run compose in backward compatibility mode (names made with `_`, as docker-compose v1)
+    #[arg(long, global = true)]
+    pub compatibility: bool,
     /// Progress output type
     #[arg(long, global = true, value_enum, default_value_t = Progress::Auto)]
     pub progress: Progress,
+    /// Control when to print ANSI control characters
+    #[arg(long, global = true, value_enum, env = "COMPOSE_ANSI", default_value_t = Ansi::Auto)]
+    pub ansi: Ansi,
+    /// Do not print ANSI control characters (DEPRECATED: --ansi never)
+    #[arg(long, global = true, hide = true)]
+    pub no_ansi: bool,
+    /// Show more output (debug messages on standard error)
+    #[arg(long, global = true, hide = true)]
+    pub verbose: bool,
+    /// Which messages to show on standard error (`docker-compose --log-level`)
+    #[arg(long, global = true, hide = true, value_enum, value_name = "LEVEL")]
+    pub log_level: Option<LogLevel>,
     /// Where berth keeps its state
     #[arg(long, global = true, env = "BERTH_ROOT", value_name = "DIR", default_value = "/var/lib/berth")]
     pub root: PathBuf,
@@ -101,6 +116,86 @@ pub enum Progress {
     Quiet,
     /// JSON lines.
     Json,
+}
+
+/// When ANSI control characters (colours, the live view) are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Ansi {
+    /// On a terminal only.
+    Auto,
+    /// Never.
+    Never,
+    /// Always.
+    Always,
+}
+
+/// How much berth says on standard error besides its output (docker's `--log-level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    /// Everything.
+    Debug,
+    /// Information and above.
+    Info,
+    /// Warnings and errors.
+    Warn,
+    /// Errors only.
+    Error,
+    /// As docker's `fatal`: errors only.
+    Fatal,
+}
+
+impl GlobalOptions {
+    /// Reconciles `--ansi`, the deprecated `--no-ansi` and `--progress` as docker compose
+    /// does: `--no-ansi` is `--ansi never` (with a warning; an error beside another `--ansi`),
+    /// `--progress auto` without ANSI is plain lines, and `--progress tty` without ANSI or
+    /// `--progress plain` with forced ANSI are errors. Sets the colours accordingly.
+    fn resolve_ansi(&mut self) -> CliResult<()> {
+        if self.no_ansi {
+            if self.ansi != Ansi::Auto {
+                return Err(CliError::msg(
+                    "cannot specify DEPRECATED \"--no-ansi\" and \"--ansi\". Please use only \"--ansi\"",
+                ));
+            }
+            self.ansi = Ansi::Never;
+            output::warn(format_args!("option '--no-ansi' is DEPRECATED ! Please use '--ansi' instead."));
+        }
+        match (self.ansi, self.progress) {
+            (Ansi::Never, Progress::Auto) => self.progress = Progress::Plain,
+            (Ansi::Never, Progress::Tty) => {
+                return Err(CliError::msg("can't use --progress tty while ANSI support is disabled"));
+            }
+            (Ansi::Always, Progress::Plain) => {
+                return Err(CliError::msg("can't use --progress plain while ANSI support is forced"));
+            }
+            _ => {}
+        }
+        match self.ansi {
+            Ansi::Auto => {}
+            forced => {
+                console::set_colors_enabled(forced == Ansi::Always);
+                console::set_colors_enabled_stderr(forced == Ansi::Always);
+            }
+        }
+        Ok(())
+    }
+
+    /// With `--verbose` or `--log-level`, berth's diagnostic messages (tracing) go to standard
+    /// error; without, there are none.
+    fn init_logging(&self) {
+        use tracing::Level;
+        let level = match (self.log_level, self.verbose) {
+            (_, true) | (Some(LogLevel::Debug), _) => Level::DEBUG,
+            (Some(LogLevel::Info), _) => Level::INFO,
+            (Some(LogLevel::Warn), _) => Level::WARN,
+            (Some(LogLevel::Error | LogLevel::Fatal), _) => Level::ERROR,
+            (None, false) => return,
+        };
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_writer(std::io::stderr)
+            .with_ansi(console::colors_enabled_stderr())
+            .try_init();
+    }
 }
 
 /// The subcommands. Only commands that work are listed.
@@ -286,6 +381,7 @@ impl GlobalOptions {
         opts.profiles = self.profiles.clone();
         opts.env_files = self.env_files.clone();
         opts.all_resources = self.all_resources;
+        opts.compatibility = self.compatibility;
         // The run dir: verdicts need not outlive a reboot.
         opts.schema_cache = Some(self.dirs().run.join("cache").join("compose-schema"));
         Ok(opts)
@@ -373,11 +469,16 @@ pub fn run() -> ExitCode {
     let argv = match completion::entry(std::env::args_os().collect()) {
         completion::Entry::Args(argv) => argv,
         completion::Entry::Metadata => return exit(completion::print_metadata()),
+        completion::Entry::Refused(why) => return exit(Err(CliError::msg(why))),
     };
-    let cli = match Cli::try_parse_from(argv) {
+    let mut cli = match Cli::try_parse_from(argv) {
         Ok(cli) => cli,
         Err(e) => return usage(&e),
     };
+    if let Err(e) = cli.global.resolve_ansi() {
+        return exit(Err(e));
+    }
+    cli.global.init_logging();
     // Every command that reads or changes the store makes (or closes) berth's folders first.
     let stateless = matches!(
         cli.command,

@@ -230,8 +230,14 @@ pub fn run(global: &GlobalOptions, args: &RunArgs) -> CliResult<()> {
         outln!("{}", oneoff.id)?;
         return Ok(());
     }
-    // Signals from now on go to the container (sig-proxy), not to berth.
-    signals::install();
+    // Signals from now on go to the container (sig-proxy), not to berth: all that docker
+    // compose's `run` forwards (SIGWINCH on a terminal is a resize instead). Without the
+    // proxy they are only counted, so that the container is still waited for.
+    if args.sig_proxy {
+        signals::install_proxy(!opts.tty);
+    } else {
+        signals::install();
+    }
     // On a terminal, the shim relays it to the container's own terminal: keys go there as
     // they are typed (raw mode; Ctrl-C is a key then), and a new size is passed on.
     let raw = if opts.tty { crate::runtime::exec_tty::RawMode::enter() } else { None };
@@ -240,7 +246,6 @@ pub fn run(global: &GlobalOptions, args: &RunArgs) -> CliResult<()> {
     }
     let started = executor.start_oneoff(&service, &oneoff);
     let result = started.map_err(CliError::from).and_then(|()| {
-        let mut forwarded = signals::interrupts();
         loop {
             if opts.tty
                 && signals::window_changed()
@@ -255,12 +260,8 @@ pub fn run(global: &GlobalOptions, args: &RunArgs) -> CliResult<()> {
             if matches!(st.state, State::Exited | State::Dead) {
                 return Ok(st.exit_code.unwrap_or(-1));
             }
-            let now = signals::interrupts();
-            if now > forwarded {
-                forwarded = now;
-                if args.sig_proxy {
-                    let _ = host.containers.kill(&oneoff.id, "SIGINT");
-                }
+            for sig in signals::take_proxied() {
+                let _ = host.containers.kill(&oneoff.id, sig.as_str());
             }
         }
     });

@@ -132,6 +132,9 @@ pub fn load_project(opts: &ProjectOptions) -> Result<LoadedProject, LoadError> {
     if !opts.all_resources {
         project.without_unnecessary_resources();
     }
+    // docker compose reads the variable as its `StringToBool`: y, or what Go's ParseBool takes.
+    let truthy = |v: &str| matches!(v.trim().to_ascii_lowercase().as_str(), "y" | "1" | "t" | "true");
+    project.compatibility = opts.compatibility || env.get("COMPOSE_COMPATIBILITY").is_some_and(|v| truthy(v));
     Ok(LoadedProject {
         project,
         tree,
@@ -772,6 +775,27 @@ mod tests {
         let loaded = load_project(&opts).expect("loads");
         assert_eq!(loaded.project.services["s"].image.as_deref(), Some("b"));
         assert_eq!(loaded.project_dir, dir.path());
+    }
+
+    #[test]
+    fn compatibility_mode_comes_from_the_flag_or_compose_compatibility() {
+        let dir = project_dir(&[("compose.yaml", "services: {s: {image: x}}\n")]);
+        assert!(!load(&options(dir.path(), &[])).expect("loads").compatibility);
+        let mut opts = options(dir.path(), &[]);
+        opts.compatibility = true;
+        assert!(load(&opts).expect("loads").compatibility);
+        for (value, on) in
+            [("true", true), ("1", true), ("y", true), ("TRUE", true), ("false", false), ("no", false)]
+        {
+            let p = load(&options(dir.path(), &[("COMPOSE_COMPATIBILITY", value)])).expect("loads");
+            assert_eq!(p.compatibility, on, "{value}");
+        }
+        // From `.env` too, as docker compose reads it from the project's environment.
+        let dotenv = project_dir(&[
+            ("compose.yaml", "services: {s: {image: x}}\n"),
+            (".env", "COMPOSE_COMPATIBILITY=true\n"),
+        ]);
+        assert!(load(&options(dotenv.path(), &[])).expect("loads").compatibility);
     }
 
     #[test]

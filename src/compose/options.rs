@@ -31,6 +31,9 @@ pub struct ProjectOptions {
     pub resolve_paths: bool,
     /// Keep networks, volumes, secrets and configs no service uses (`--all-resources`).
     pub all_resources: bool,
+    /// docker compose's `--compatibility`: names made with `_` (as `COMPOSE_COMPATIBILITY`,
+    /// from the environment or `.env`, also asks).
+    pub compatibility: bool,
     /// A folder where digests of file trees found valid against the schema are kept, so that
     /// an unchanged file is not validated (the schema compiled) at every command; `None`: no
     /// cache (see `schema::validate_cached`).

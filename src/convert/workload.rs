@@ -502,7 +502,9 @@ pub(crate) fn workload(
     let image = match (&s.image, &s.build) {
         (Some(i), None) => i.clone(),
         (image, Some(_)) => {
-            let i = image.clone().unwrap_or_else(|| crate::labels::image_name(&project.name, name));
+            let i = image
+                .clone()
+                .unwrap_or_else(|| crate::labels::image_name(&project.name, name, project.compatibility));
             out.report.note(&scope, "build", format!(
                 "the cluster pulls {i:?}: run `berth push {name}` first (to a registry the cluster can reach)"
             ));

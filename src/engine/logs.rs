@@ -30,10 +30,16 @@ const COLORS: [Color; 6] =
     [Color::Cyan, Color::Yellow, Color::Green, Color::Magenta, Color::Blue, Color::Red];
 
 /// The prefix name of a container: its name without the `<project>-` part, as docker
-/// compose prints it.
+/// compose prints it (`<project>_` for a name made in compatibility mode).
 pub fn display_name(c: &ProjectContainer) -> String {
     let project = c.labels.get(crate::labels::PROJECT).map(String::as_str).unwrap_or("");
-    c.name.strip_prefix(&format!("{project}-")).unwrap_or(&c.name).to_string()
+    if let Some(rest) = c.name.strip_prefix(&format!("{project}-")) {
+        return rest.to_string();
+    }
+    if c.name == crate::labels::container_name(project, &c.service, c.number, true) {
+        return c.name[project.len() + 1..].to_string();
+    }
+    c.name.clone()
 }
 
 struct Source {

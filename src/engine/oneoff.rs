@@ -119,10 +119,11 @@ pub fn oneoff_service(
     s
 }
 
-/// `<project>-<service>-run-<first 12 hex of slug>`.
-pub fn oneoff_name(project: &str, service: &str, slug: &str) -> String {
+/// `<project>-<service>-run-<first 12 hex of slug>` (`_` in compatibility mode).
+pub fn oneoff_name(project: &str, service: &str, slug: &str, compatibility: bool) -> String {
     let short: String = slug.chars().take(12).collect();
-    format!("{project}-{service}-run-{short}")
+    let s = crate::labels::separator(compatibility);
+    format!("{project}{s}{service}{s}run{s}{short}")
 }
 
 impl Executor<'_> {
@@ -165,7 +166,10 @@ impl Executor<'_> {
         let service = oneoff_service(svc, opts, &env);
         let id = new_id().map_err(EngineError::runtime("create a one-off container"))?;
         let slug = new_id().map_err(EngineError::runtime("create a one-off container"))?;
-        let name = opts.name.clone().unwrap_or_else(|| oneoff_name(&project.name, &opts.service, &slug));
+        let name = opts
+            .name
+            .clone()
+            .unwrap_or_else(|| oneoff_name(&project.name, &opts.service, &slug, project.compatibility));
         if self
             .host
             .containers
@@ -313,7 +317,8 @@ services:
         // Without a command, the service's stays.
         let s = oneoff_service(svc, &RunOptions::default(), &env);
         assert_eq!(s.command, Some(vec!["serve".to_string()]));
-        assert_eq!(oneoff_name("p", "web", "0123456789abcdef"), "p-web-run-0123456789ab");
+        assert_eq!(oneoff_name("p", "web", "0123456789abcdef", false), "p-web-run-0123456789ab");
+        assert_eq!(oneoff_name("p", "web", "0123456789abcdef", true), "p_web_run_0123456789ab");
     }
 
     #[test]

@@ -293,7 +293,7 @@ impl Plan {
 pub fn container_name(loaded: &LoadedProject, service: &str, number: u32) -> String {
     match loaded.project.services.get(service).and_then(|s| s.container_name.clone()) {
         Some(name) => name,
-        None => labels::container_name(&loaded.project.name, service, number),
+        None => labels::container_name(&loaded.project.name, service, number, loaded.project.compatibility),
     }
 }
 
@@ -338,7 +338,9 @@ pub fn image_reference(loaded: &LoadedProject, service: &str) -> Option<String> 
     let svc = loaded.project.services.get(service)?;
     match &svc.image {
         Some(i) => Some(i.clone()),
-        None if svc.build.is_some() => Some(labels::image_name(&loaded.project.name, service)),
+        None if svc.build.is_some() => {
+            Some(labels::image_name(&loaded.project.name, service, loaded.project.compatibility))
+        }
         None => None,
     }
 }
@@ -998,6 +1000,11 @@ networks:
         let (_d, loaded, _g) = load(YAML);
         assert_eq!(container_name(&loaded, "web", 2), "p-web-2");
         assert_eq!(container_name(&loaded, "fixed", 1), "the-one");
+        // docker compose --compatibility: v1's names; a fixed name stays.
+        let mut compat = loaded.clone();
+        compat.project.compatibility = true;
+        assert_eq!(container_name(&compat, "web", 2), "p_web_2");
+        assert_eq!(container_name(&compat, "fixed", 1), "the-one");
         let spec = network_spec(&loaded, "default").unwrap();
         assert_eq!(spec.name, "p_default");
         assert_eq!(spec.driver, "bridge");

@@ -45,6 +45,9 @@ pub struct Selection {
     pub services: Vec<String>,
     /// Services left out unless named in `services` (`logs` leaves out `attach: false`).
     pub quiet: Vec<String>,
+    /// The compose file's services, when a listing keeps only theirs unless `services` names
+    /// others (`logs` with a compose file leaves out orphans, as docker compose's does).
+    pub defined: Option<Vec<String>>,
     /// One-off containers (`run`'s) too.
     pub oneoffs: bool,
     /// Only replica number `index` (every one when 0).
@@ -67,11 +70,13 @@ pub struct Listed {
 pub fn select(host: &dyn ContainerHost, project: &str, sel: &Selection) -> Result<Vec<Listed>> {
     let named = |s: &String| sel.services.is_empty() || sel.services.contains(s);
     let quiet = |s: &String| sel.services.is_empty() && sel.quiet.contains(s);
+    let orphan = |s: &String| sel.services.is_empty() && sel.defined.as_ref().is_some_and(|d| !d.contains(s));
     let mut out = Vec::new();
     for c in containers_of(host, project)? {
         if (c.oneoff && !sel.oneoffs)
             || !named(&c.service)
             || quiet(&c.service)
+            || orphan(&c.service)
             || (sel.index != 0 && c.number != sel.index)
         {
             continue;
@@ -173,6 +178,11 @@ mod tests {
         let named =
             Selection { quiet: vec!["web".into()], services: vec!["web".into()], ..Selection::default() };
         assert_eq!(names(&select(host.containers, "p", &named).unwrap()).len(), 2);
+        // Containers of services the compose file no longer has (orphans) only when asked for.
+        let defined = Selection { defined: Some(vec!["db".into()]), ..Selection::default() };
+        assert_eq!(names(&select(host.containers, "p", &defined).unwrap()), ["p-db-1"]);
+        let asked = Selection { services: vec!["web".into()], ..defined };
+        assert_eq!(names(&select(host.containers, "p", &asked).unwrap()).len(), 2);
         assert!(select(host.containers, "other", &Selection::default()).unwrap().is_empty());
         assert_eq!(services(host.containers, "p").unwrap(), BTreeSet::from(["db".into(), "web".into()]));
     }

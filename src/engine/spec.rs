@@ -104,11 +104,9 @@ pub fn container_spec(ctx: &ServiceContext<'_>) -> Result<BuiltSpec, SpecError> 
         id: ctx.container_id.to_string(),
         name: ctx.container_name.to_string(),
         image_id: Some(ctx.image.id.clone()),
-        image: Some(
-            svc.image
-                .clone()
-                .unwrap_or_else(|| crate::labels::image_name(&ctx.project.name, ctx.service_name)),
-        ),
+        image: Some(svc.image.clone().unwrap_or_else(|| {
+            crate::labels::image_name(&ctx.project.name, ctx.service_name, ctx.project.compatibility)
+        })),
         ..ContainerSpec::default()
     };
     spec.rootfs.lower_dirs = ctx.image.layer_dirs.clone();

@@ -183,8 +183,11 @@ fn helper_error(stderr: &[u8]) -> CopyError {
 
 /// Mounts a stopped container's overlay in a mount namespace of this process's own, with its
 /// volumes and binds on it as the container has them (so that a copy under a volume's mount
-/// point lands in the volume, as docker's does), and makes it the root. A tmpfs is left out:
-/// the container's would be a new, empty one at its next start.
+/// point lands in the volume, as docker's does), and makes it the root. A tmpfs is left out
+/// on purpose, as docker's view of a container for `cp` leaves it out (moby's `setupMounts`
+/// skips tmpfs mount points): the container's would be a new, empty one at its next start, so
+/// a copy to a path under a tmpfs mount point lands in the container's own layer beneath it,
+/// where it lasts, hidden by the tmpfs while the container runs (tests/cp.rs).
 fn mount_stopped(
     dirs: &Dirs,
     id: &str,
