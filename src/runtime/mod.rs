@@ -864,7 +864,9 @@ impl Runtime {
         Ok(status)
     }
 
-    /// Sends a signal and nothing more.
+    /// Sends a signal and nothing more (the restart policy still applies). berth's commands
+    /// send kills, as docker's do; the runtime's integration tests use this.
+    #[cfg(feature = "internals")]
     pub fn signal(&self, id: &str, signal: &str) -> Result<ContainerStatus> {
         let request = Request::Signal { signal: signal.to_string() };
         Ok(self.request(id, &request, Duration::from_secs(10))?.status)
