@@ -297,19 +297,44 @@ pub fn sweep_temp_files(dir: &Path) -> Vec<PathBuf> {
     removed
 }
 
-/// Whether process `pid` runs: it exists and is not a zombie (`kill(pid, 0)` succeeds on a
-/// zombie, whose work is over).
+/// Whether process `pid` runs: it exists, is not a zombie (`kill(pid, 0)` succeeds on a
+/// zombie, whose work is over) and is not dying (see [`process_name_if_runs`]).
 pub fn process_runs(pid: i32) -> bool {
+    process_name_if_runs(pid).is_some()
+}
+
+/// The name (`comm`) of process `pid` when it runs, from one read of `/proc/PID/stat`. A
+/// process that has been sent SIGKILL, or has begun to exit, does not run: it keeps its name
+/// and a state other than zombie until the kernel has scheduled it and torn it down, which on
+/// a busy host takes milliseconds or more, and a command that took it for live in that time
+/// would keep a container whose shim is already gone.
+pub fn process_name_if_runs(pid: i32) -> Option<String> {
     if pid <= 0 {
-        return false;
+        return None;
     }
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name, which may itself hold ") ".
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !matches!(rest.trim_start().chars().next(), Some('Z' | 'X'))),
-        Err(_) => false,
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_running_stat(&stat)
+}
+
+/// The name in a `/proc/PID/stat` line of a process that runs (see [`process_name_if_runs`]).
+fn parse_running_stat(stat: &str) -> Option<String> {
+    // `PID (NAME) STATE PPID ...`: the name may hold ") ", the state follows the last one.
+    let (head, rest) = stat.rsplit_once(')')?;
+    let name = head.split_once('(')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if matches!(fields.first().and_then(|s| s.chars().next()), Some('Z' | 'X') | None) {
+        return None;
     }
+    // Field 9 (flags) and field 31 (the thread's pending signals), counted from the state,
+    // which is field 3. The kernel puts a fatal SIGKILL in the pending set of every thread
+    // as `kill` returns, and sets PF_EXITING once the thread takes it.
+    const PF_EXITING: u64 = 0x4;
+    const SIGKILL_BIT: u64 = 1 << (libc::SIGKILL - 1);
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    if field(9) & PF_EXITING != 0 || field(31) & SIGKILL_BIT != 0 {
+        return None;
+    }
+    Some(name.to_string())
 }
 
 /// A pidfd of process `pid` (`pidfd_open`), when it exists and the kernel has them.
@@ -774,7 +799,7 @@ mod reap_tests {
         child.kill().unwrap();
         // Exited, not reaped: a zombie that still shows under its name.
         let start = Instant::now();
-        while process_runs(pid) && start.elapsed() < Duration::from_secs(5) {
+        while !is_zombie(pid) && start.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert!(!wait_reaped(pid, "sleep", Duration::from_millis(100)), "a zombie is not gone");
@@ -795,10 +820,52 @@ mod reap_tests {
         let pid = child.id() as i32;
         child.kill().unwrap();
         let start = Instant::now();
-        while process_runs(pid) && start.elapsed() < Duration::from_secs(5) {
+        while !is_zombie(pid) && start.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(1));
         }
         (child, pid)
+    }
+
+    fn is_zombie(pid: i32) -> bool {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    }
+
+    #[test]
+    fn a_process_sent_sigkill_no_longer_runs_though_not_yet_a_zombie() {
+        // Read right after `kill` returns, the process is almost always still there under
+        // its name in state S or R (the kernel has not scheduled it yet), but doomed.
+        for _ in 0..20 {
+            let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+            let pid = child.id() as i32;
+            assert_eq!(process_name_if_runs(pid).as_deref(), Some("sleep"));
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
+                .unwrap();
+            assert_eq!(process_name_if_runs(pid), None, "pid {pid} runs after SIGKILL");
+            child.wait().unwrap();
+        }
+    }
+
+    #[test]
+    fn stat_lines_tell_zombies_dying_and_running_processes() {
+        // Fields from the state on: state ppid pgrp session tty tpgid flags(9) ... signal(31).
+        let line = |state: &str, flags: u64, pending: u64| {
+            let mut f: Vec<String> = vec![state.to_string()];
+            f.extend((4..=52).map(|n| match n {
+                9 => flags.to_string(),
+                31 => pending.to_string(),
+                _ => "0".to_string(),
+            }));
+            format!("42 (berth) shim) {}\n", f.join(" "))
+        };
+        assert_eq!(parse_running_stat(&line("S", 0x400100, 0)).as_deref(), Some("berth) shim"));
+        // SIGHUP pending is no matter; SIGKILL (bit 8) is.
+        assert_eq!(parse_running_stat(&line("R", 0, 1)).as_deref(), Some("berth) shim"));
+        assert_eq!(parse_running_stat(&line("S", 0, 1 << 8)), None);
+        assert_eq!(parse_running_stat(&line("D", 0x4, 0)), None);
+        assert_eq!(parse_running_stat(&line("Z", 0, 0)), None);
+        assert_eq!(parse_running_stat(&line("X", 0, 0)), None);
+        assert_eq!(parse_running_stat("42 (x"), None);
     }
 
     #[test]
