@@ -258,7 +258,7 @@ fn check_nothing_left(s: &Stack, what: &str) {
     for dir in [root.join("containers"), root.join("networks"), root.join("volumes"), root.join("projects")] {
         left.extend(files_under(&dir).into_iter().map(|p| p.display().to_string()));
     }
-    for dir in ["containers", "netns", "endpoints", "netns-files", "dns"] {
+    for dir in ["containers", "netns", "endpoints", "netns-files", "dns", "projects"] {
         left.extend(files_under(&run.join(dir)).into_iter().map(|p| p.display().to_string()));
     }
     left.extend(our_processes(s).into_iter().map(|p| format!("process {p}")));
