@@ -303,38 +303,42 @@ pub fn process_runs(pid: i32) -> bool {
     process_name_if_runs(pid).is_some()
 }
 
-/// The name (`comm`) of process `pid` when it runs, from one read of `/proc/PID/stat`. A
-/// process that has been sent SIGKILL, or has begun to exit, does not run: it keeps its name
-/// and a state other than zombie until the kernel has scheduled it and torn it down, which on
-/// a busy host takes milliseconds or more, and a command that took it for live in that time
-/// would keep a container whose shim is already gone.
+/// The name (`comm`) of process `pid` when it runs, from one read of `/proc/PID/status`. A
+/// process that has been sent SIGKILL does not run: it keeps its name and a state other than
+/// zombie until the kernel has scheduled it and torn it down, which on a busy host takes
+/// milliseconds or more, and a command that took it for live in that time would keep a
+/// container whose shim is already gone.
 pub fn process_name_if_runs(pid: i32) -> Option<String> {
     if pid <= 0 {
         return None;
     }
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_running_stat(&stat)
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_running_status(&status)
 }
 
-/// The name in a `/proc/PID/stat` line of a process that runs (see [`process_name_if_runs`]).
-fn parse_running_stat(stat: &str) -> Option<String> {
-    // `PID (NAME) STATE PPID ...`: the name may hold ") ", the state follows the last one.
-    let (head, rest) = stat.rsplit_once(')')?;
-    let name = head.split_once('(')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    if matches!(fields.first().and_then(|s| s.chars().next()), Some('Z' | 'X') | None) {
-        return None;
+/// The name in a `/proc/PID/status` text of a process that runs (see
+/// [`process_name_if_runs`]).
+fn parse_running_status(status: &str) -> Option<String> {
+    let mut name = None;
+    for line in status.lines() {
+        let Some((key, value)) = line.split_once(':') else { continue };
+        let value = value.trim();
+        match key {
+            "Name" => name = Some(value.to_string()),
+            "State" if value.starts_with(['Z', 'X']) => return None,
+            // SIGKILL sent to the process (kill, pidfd_send_signal) stays in the shared
+            // pending set until it is reaped; sent to the thread (tgkill), in its own. The
+            // per-thread bit and PF_EXITING come and go as the kernel takes the signal.
+            "SigPnd" | "ShdPnd" => {
+                const SIGKILL_BIT: u64 = 1 << (libc::SIGKILL - 1);
+                if u64::from_str_radix(value, 16).is_ok_and(|set| set & SIGKILL_BIT != 0) {
+                    return None;
+                }
+            }
+            _ => {}
+        }
     }
-    // Field 9 (flags) and field 31 (the thread's pending signals), counted from the state,
-    // which is field 3. The kernel puts a fatal SIGKILL in the pending set of every thread
-    // as `kill` returns, and sets PF_EXITING once the thread takes it.
-    const PF_EXITING: u64 = 0x4;
-    const SIGKILL_BIT: u64 = 1 << (libc::SIGKILL - 1);
-    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    if field(9) & PF_EXITING != 0 || field(31) & SIGKILL_BIT != 0 {
-        return None;
-    }
-    Some(name.to_string())
+    name
 }
 
 /// A pidfd of process `pid` (`pidfd_open`), when it exists and the kernel has them.
@@ -838,6 +842,13 @@ mod reap_tests {
         for _ in 0..20 {
             let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
             let pid = child.id() as i32;
+            // spawn returns once the child has begun its exec, maybe before it has its name.
+            let start = Instant::now();
+            while process_name_if_runs(pid).as_deref() != Some("sleep")
+                && start.elapsed() < Duration::from_secs(5)
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
             assert_eq!(process_name_if_runs(pid).as_deref(), Some("sleep"));
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
                 .unwrap();
@@ -847,25 +858,24 @@ mod reap_tests {
     }
 
     #[test]
-    fn stat_lines_tell_zombies_dying_and_running_processes() {
-        // Fields from the state on: state ppid pgrp session tty tpgid flags(9) ... signal(31).
-        let line = |state: &str, flags: u64, pending: u64| {
-            let mut f: Vec<String> = vec![state.to_string()];
-            f.extend((4..=52).map(|n| match n {
-                9 => flags.to_string(),
-                31 => pending.to_string(),
-                _ => "0".to_string(),
-            }));
-            format!("42 (berth) shim) {}\n", f.join(" "))
+    fn status_texts_tell_zombies_killed_and_running_processes() {
+        let text = |state: &str, sig: &str, shd: &str| {
+            format!(
+                "Name:\tberth-shim\nUmask:\t0022\nState:\t{state}\nPid:\t42\nSigQ:\t1/63\n\
+                 SigPnd:\t{sig}\nShdPnd:\t{shd}\nSigBlk:\t0000000000000000\n"
+            )
         };
-        assert_eq!(parse_running_stat(&line("S", 0x400100, 0)).as_deref(), Some("berth) shim"));
-        // SIGHUP pending is no matter; SIGKILL (bit 8) is.
-        assert_eq!(parse_running_stat(&line("R", 0, 1)).as_deref(), Some("berth) shim"));
-        assert_eq!(parse_running_stat(&line("S", 0, 1 << 8)), None);
-        assert_eq!(parse_running_stat(&line("D", 0x4, 0)), None);
-        assert_eq!(parse_running_stat(&line("Z", 0, 0)), None);
-        assert_eq!(parse_running_stat(&line("X", 0, 0)), None);
-        assert_eq!(parse_running_stat("42 (x"), None);
+        let none = "0000000000000000";
+        let kill = "0000000000000100";
+        assert_eq!(parse_running_status(&text("S (sleeping)", none, none)).as_deref(), Some("berth-shim"));
+        // SIGHUP pending is no matter; SIGKILL, for the process or the thread, is.
+        let hup = "0000000000000001";
+        assert_eq!(parse_running_status(&text("R (running)", hup, hup)).as_deref(), Some("berth-shim"));
+        assert_eq!(parse_running_status(&text("R (running)", none, kill)), None);
+        assert_eq!(parse_running_status(&text("S (sleeping)", kill, none)), None);
+        assert_eq!(parse_running_status(&text("Z (zombie)", none, none)), None);
+        assert_eq!(parse_running_status(&text("X (dead)", none, none)), None);
+        assert_eq!(parse_running_status("State:\tS (sleeping)\n"), None);
     }
 
     #[test]
