@@ -119,6 +119,7 @@ fn converge(s: &Stack, what: &str) {
     let r = s.berth(&["up", "-d", "--wait", "--wait-timeout", "60"]);
     assert!(r.ok, "{what}: up -d --wait failed ({}):\n{}\n{}", r.code, r.stdout, r.stderr);
     check_converged(s, what);
+    remember(s);
 }
 
 /// The project is what its file says: every container once, running; db healthy; the port
@@ -257,7 +258,7 @@ fn check_nothing_left(s: &Stack, what: &str) {
     for dir in [root.join("containers"), root.join("networks"), root.join("volumes"), root.join("projects")] {
         left.extend(files_under(&dir).into_iter().map(|p| p.display().to_string()));
     }
-    for dir in ["containers", "netns", "endpoints", "netns-files", "dns"] {
+    for dir in ["containers", "netns", "endpoints", "netns-files", "dns", "projects"] {
         left.extend(files_under(&run.join(dir)).into_iter().map(|p| p.display().to_string()));
     }
     left.extend(our_processes(s).into_iter().map(|p| format!("process {p}")));
@@ -269,24 +270,44 @@ fn check_nothing_left(s: &Stack, what: &str) {
     if String::from_utf8_lossy(&tables).split_whitespace().any(|w| w == table) {
         left.push(format!("nft table {table}"));
     }
-    for bridge in bridges_seen(s) {
-        if Path::new("/sys/class/net").join(&bridge).exists() {
-            left.push(format!("link {bridge}"));
+    for line in remember(s) {
+        match line.split_once(' ') {
+            Some(("link", link)) if Path::new("/sys/class/net").join(link).exists() => {
+                left.push(format!("link {link}"));
+            }
+            Some(("container", id)) if cgroup_dir(id).exists() => {
+                left.push(format!("cgroup {}", cgroup_dir(id).display()));
+            }
+            _ => {}
         }
     }
     assert!(left.is_empty(), "{what}: left behind:\n{}", left.join("\n"));
 }
 
-/// Bridges of this stack's networks seen so far (remembered while the records exist).
-fn bridges_seen(s: &Stack) -> Vec<String> {
-    let file = s.dir.path().join("bridges-seen");
+/// What this stack has had on the host so far, remembered while its records exist, so that a
+/// check after `down` knows what to look for: `link NAME` for its bridges and host-side veths,
+/// `container ID` for its containers (their cgroups).
+fn remember(s: &Stack) -> Vec<String> {
+    let file = s.dir.path().join("seen");
     let mut seen: Vec<String> =
         fs::read_to_string(&file).unwrap_or_default().lines().map(str::to_string).collect();
-    for rec in berth::netns::record::all_networks(&berth::state::Dirs::new(s.root(), s.run_dir()))
-        .unwrap_or_default()
-    {
-        if !seen.contains(&rec.bridge) {
-            seen.push(rec.bridge);
+    let dirs = berth::state::Dirs::new(s.root(), s.run_dir());
+    let mut now: Vec<String> = Vec::new();
+    for rec in berth::netns::record::all_networks(&dirs).unwrap_or_default() {
+        now.push(format!("link {}", rec.bridge));
+    }
+    for rec in berth::netns::record::all_endpoints(&dirs).unwrap_or_default() {
+        now.extend(rec.endpoints.iter().map(|e| format!("link {}", e.host_veth)));
+    }
+    for e in fs::read_dir(dirs.containers()).into_iter().flatten().flatten() {
+        let id = e.file_name().to_string_lossy().into_owned();
+        if !id.starts_with('.') {
+            now.push(format!("container {id}"));
+        }
+    }
+    for line in now {
+        if !seen.contains(&line) {
+            seen.push(line);
         }
     }
     let _ = fs::write(&file, seen.join("\n"));
@@ -319,7 +340,6 @@ fn killed_up_and_down_converge() {
     let n = trials();
     // The spans the kills spread over: one clean up and down.
     let up_span = timed(|| converge(&s, "first up"));
-    bridges_seen(&s);
     let down_span = timed(|| down_clean(&s, "first down"));
     eprintln!("crash: up {up_span:?}, down {down_span:?}");
     for i in 0..n {
@@ -327,7 +347,6 @@ fn killed_up_and_down_converge() {
         let killed = kill_after(&s, &["up", "-d", "--wait"], delay);
         let what = format!("up killed at {delay:?} (killed: {killed})");
         converge(&s, &what);
-        bridges_seen(&s);
         let delay = moment(&mut rng, i, n, down_span);
         let killed = kill_after(&s, &["down", "-v", "-t", "0"], delay);
         let what = format!("{what}, then down killed at {delay:?} (killed: {killed})");
@@ -464,7 +483,6 @@ fn damaged_records_converge() {
     let s = stack("crashrec");
     let mut rng = Rng::new();
     converge(&s, "first up");
-    bridges_seen(&s);
     let kinds = records(&s, &mut rng).len();
     for k in 0..kinds {
         // Damaged under a running project: up repairs, down cleans.
@@ -479,7 +497,6 @@ fn damaged_records_converge() {
             check_ps_names_damaged(&s, &path, listed);
         }
         converge(&s, &format!("{kind} {} truncated", path.display()));
-        bridges_seen(&s);
         let (kind, path) = records(&s, &mut rng).swap_remove(k);
         truncate(&path);
         down_clean(&s, &format!("{kind} {} truncated, then down", path.display()));
@@ -556,7 +573,6 @@ fn resources_without_records_are_swept() {
     let _serial = serial();
     let s = stack("crashorphan");
     converge(&s, "first up");
-    bridges_seen(&s);
     let dirs = berth::state::Dirs::new(s.root(), s.run_dir());
     // A container whose folders were deleted by hand: its shim, cgroup and netns are left
     // with no record to find them by.

@@ -333,11 +333,15 @@ fn notes(dir: &std::path::Path) -> Vec<(String, std::path::PathBuf)> {
     out
 }
 
-/// Ids of the containers that any project's command notes as being made.
+/// Ids of the containers that any project's command, or any running build (its step
+/// containers), notes as being made.
 fn all_pending(host: &Host<'_>) -> BTreeSet<String> {
     let Some(dirs) = host.projects else { return BTreeSet::new() };
-    let Ok(projects) = fs::read_dir(dirs.root.join("projects")) else { return BTreeSet::new() };
-    projects.flatten().flat_map(|p| notes(&p.path().join("pending"))).map(|(id, _)| id).collect()
+    let mut out = crate::image::build::run::steps_being_made(dirs).into_iter().collect::<BTreeSet<_>>();
+    if let Ok(projects) = fs::read_dir(dirs.root.join("projects")) {
+        out.extend(projects.flatten().flat_map(|p| notes(&p.path().join("pending"))).map(|(id, _)| id));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -396,6 +400,35 @@ mod tests {
         reconcile(&fake.host(), "p", &quiet()).unwrap();
         assert_eq!(fake.take_calls(), ["detach gone", "dns runs"]);
         assert_eq!(fake.endpoints(), kept);
+    }
+
+    #[test]
+    fn attachments_of_steps_that_a_running_build_is_making_are_left_alone() {
+        use crate::image::build::run::{BuildOwner, StepNote};
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = crate::state::Dirs::new(tmp.path().join("root"), tmp.path().join("run"));
+        let fake = Fake::with_images(&["img"]);
+        let host =
+            Host { containers: &fake, networks: &fake, volumes: &fake, images: &fake, projects: Some(&dirs) };
+        // A running build has attached its step and not yet written the step's records.
+        let owner = BuildOwner::claim_in(&dirs).unwrap();
+        let note = StepNote::write(&dirs, &owner.token, "step1").unwrap();
+        fake.add_endpoint("step1", &[owner.network().as_str()]);
+        // A step that the build has finished with (no note) is a leftover as before.
+        fake.add_endpoint("step0", &[owner.network().as_str()]);
+        reconcile(&host, "p", &quiet()).unwrap();
+        assert_eq!(fake.take_calls(), ["detach step0", "dns stopped"]);
+        assert_eq!(fake.endpoints(), ["step1"]);
+        drop(note);
+        drop(owner);
+        assert_eq!(std::fs::read_dir(dirs.run.join("builds")).unwrap().count(), 0);
+
+        // A build killed (its lock free) with a step noted: the attachment is a leftover.
+        let token = "0123456789";
+        std::fs::write(dirs.run.join("builds").join(format!("{token}.lock")), "").unwrap();
+        std::mem::forget(StepNote::write(&dirs, token, "step1").unwrap());
+        reconcile(&host, "p", &quiet()).unwrap();
+        assert_eq!(fake.take_calls(), ["detach step1", "dns stopped"]);
     }
 
     #[test]

@@ -1224,19 +1224,18 @@ fn shim_alive(pid: i32) -> bool {
     if pid <= 0 {
         return false;
     }
-    // One read tells both the name and the state: `PID (NAME) STATE ...` (the name may hold
-    // ")", the state follows the last one).
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    let Some((head, rest)) = stat.rsplit_once(')') else { return false };
-    if head.split_once('(').map(|(_, name)| name) != Some(SHIM_NAME) {
-        return false;
+    // One read tells both the name and whether it runs; a shim that was sent SIGKILL is gone
+    // already, though the kernel may not have torn it down yet: a plan that kept its
+    // container would find it dead a moment later.
+    match crate::state::process_name_if_runs(pid) {
+        Some(name) => name == SHIM_NAME,
+        None => {
+            // A zombie that is our child is reaped here (not our child: ECHILD, and its own
+            // parent reaps it; one still exiting: nothing yet).
+            let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+            false
+        }
     }
-    if rest.trim_start().starts_with('Z') {
-        // Not our child: ECHILD, and its own parent reaps it.
-        let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
-        return false;
-    }
-    true
 }
 
 /// A live shim, as its command line tells (`berth --root R --run D shim ID`).

@@ -297,19 +297,48 @@ pub fn sweep_temp_files(dir: &Path) -> Vec<PathBuf> {
     removed
 }
 
-/// Whether process `pid` runs: it exists and is not a zombie (`kill(pid, 0)` succeeds on a
-/// zombie, whose work is over).
+/// Whether process `pid` runs: it exists, is not a zombie (`kill(pid, 0)` succeeds on a
+/// zombie, whose work is over) and is not dying (see [`process_name_if_runs`]).
 pub fn process_runs(pid: i32) -> bool {
+    process_name_if_runs(pid).is_some()
+}
+
+/// The name (`comm`) of process `pid` when it runs, from one read of `/proc/PID/status`. A
+/// process that has been sent SIGKILL does not run: it keeps its name and a state other than
+/// zombie until the kernel has scheduled it and torn it down, which on a busy host takes
+/// milliseconds or more, and a command that took it for live in that time would keep a
+/// container whose shim is already gone.
+pub fn process_name_if_runs(pid: i32) -> Option<String> {
     if pid <= 0 {
-        return false;
+        return None;
     }
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name, which may itself hold ") ".
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !matches!(rest.trim_start().chars().next(), Some('Z' | 'X'))),
-        Err(_) => false,
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_running_status(&status)
+}
+
+/// The name in a `/proc/PID/status` text of a process that runs (see
+/// [`process_name_if_runs`]).
+fn parse_running_status(status: &str) -> Option<String> {
+    let mut name = None;
+    for line in status.lines() {
+        let Some((key, value)) = line.split_once(':') else { continue };
+        let value = value.trim();
+        match key {
+            "Name" => name = Some(value.to_string()),
+            "State" if value.starts_with(['Z', 'X']) => return None,
+            // SIGKILL sent to the process (kill, pidfd_send_signal) stays in the shared
+            // pending set until it is reaped; sent to the thread (tgkill), in its own. The
+            // per-thread bit and PF_EXITING come and go as the kernel takes the signal.
+            "SigPnd" | "ShdPnd" => {
+                const SIGKILL_BIT: u64 = 1 << (libc::SIGKILL - 1);
+                if u64::from_str_radix(value, 16).is_ok_and(|set| set & SIGKILL_BIT != 0) {
+                    return None;
+                }
+            }
+            _ => {}
+        }
     }
+    name
 }
 
 /// A pidfd of process `pid` (`pidfd_open`), when it exists and the kernel has them.
@@ -772,7 +801,7 @@ mod reap_tests {
         child.kill().unwrap();
         // Exited, not reaped: a zombie that still shows under its name.
         let start = Instant::now();
-        while process_runs(pid) && start.elapsed() < Duration::from_secs(5) {
+        while !is_zombie(pid) && start.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert!(!wait_reaped(pid, "sleep", Duration::from_millis(100)), "a zombie is not gone");
@@ -793,10 +822,58 @@ mod reap_tests {
         let pid = child.id() as i32;
         child.kill().unwrap();
         let start = Instant::now();
-        while process_runs(pid) && start.elapsed() < Duration::from_secs(5) {
+        while !is_zombie(pid) && start.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(1));
         }
         (child, pid)
+    }
+
+    fn is_zombie(pid: i32) -> bool {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    }
+
+    #[test]
+    fn a_process_sent_sigkill_no_longer_runs_though_not_yet_a_zombie() {
+        // Read right after `kill` returns, the process is almost always still there under
+        // its name in state S or R (the kernel has not scheduled it yet), but doomed.
+        for _ in 0..20 {
+            let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+            let pid = child.id() as i32;
+            // spawn returns once the child has begun its exec, maybe before it has its name.
+            let start = Instant::now();
+            while process_name_if_runs(pid).as_deref() != Some("sleep")
+                && start.elapsed() < Duration::from_secs(5)
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert_eq!(process_name_if_runs(pid).as_deref(), Some("sleep"));
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
+                .unwrap();
+            assert_eq!(process_name_if_runs(pid), None, "pid {pid} runs after SIGKILL");
+            child.wait().unwrap();
+        }
+    }
+
+    #[test]
+    fn status_texts_tell_zombies_killed_and_running_processes() {
+        let text = |state: &str, sig: &str, shd: &str| {
+            format!(
+                "Name:\tberth-shim\nUmask:\t0022\nState:\t{state}\nPid:\t42\nSigQ:\t1/63\n\
+                 SigPnd:\t{sig}\nShdPnd:\t{shd}\nSigBlk:\t0000000000000000\n"
+            )
+        };
+        let none = "0000000000000000";
+        let kill = "0000000000000100";
+        assert_eq!(parse_running_status(&text("S (sleeping)", none, none)).as_deref(), Some("berth-shim"));
+        // SIGHUP pending is no matter; SIGKILL, for the process or the thread, is.
+        let hup = "0000000000000001";
+        assert_eq!(parse_running_status(&text("R (running)", hup, hup)).as_deref(), Some("berth-shim"));
+        assert_eq!(parse_running_status(&text("R (running)", none, kill)), None);
+        assert_eq!(parse_running_status(&text("S (sleeping)", kill, none)), None);
+        assert_eq!(parse_running_status(&text("Z (zombie)", none, none)), None);
+        assert_eq!(parse_running_status(&text("X (dead)", none, none)), None);
+        assert_eq!(parse_running_status("State:\tS (sleeping)\n"), None);
     }
 
     #[test]

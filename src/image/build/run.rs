@@ -15,6 +15,7 @@ use crate::image::events::ImageEvents;
 use crate::netns::{AttachRequest, EndpointRequest, NetMode, Networks};
 use crate::runtime::spec::{ContainerSpec, EtcFiles, MountSpec, NetNamespace};
 use crate::runtime::{Runtime, State};
+use crate::state::Dirs;
 
 /// Lines of output kept for the error of a failed step.
 pub const TAIL_LINES: usize = 20;
@@ -76,8 +77,13 @@ pub struct BuildOwner {
 impl BuildOwner {
     /// Claims a new token.
     pub fn claim(runtime: &Runtime) -> Result<BuildOwner, String> {
+        Self::claim_in(runtime.dirs())
+    }
+
+    /// Claims a new token in the run dir of `dirs`.
+    pub(crate) fn claim_in(dirs: &Dirs) -> Result<BuildOwner, String> {
         let token = crate::runtime::new_id().map_err(|e| e.to_string())?[..10].to_string();
-        let path = owners_dir(runtime).join(format!("{token}.lock"));
+        let path = owners_dir(dirs).join(format!("{token}.lock"));
         let lock = crate::state::Lock::acquire(&path).map_err(|e| e.to_string())?;
         Ok(BuildOwner { token, _lock: lock })
     }
@@ -90,45 +96,136 @@ impl BuildOwner {
 
 impl Drop for BuildOwner {
     fn drop(&mut self) {
+        // Every step has removed its note by now; the folder goes before the lock, so that a
+        // reader never finds notes of a build whose lock is gone.
+        if let Some(dir) = self._lock.path().parent() {
+            let _ = fs::remove_dir_all(dir.join(&self.token));
+        }
         // Removed while still held: nobody can take a lock on it after this.
         let _ = fs::remove_file(self._lock.path());
     }
 }
 
-fn owners_dir(runtime: &Runtime) -> PathBuf {
-    runtime.dirs().run.join("builds")
+fn owners_dir(dirs: &Dirs) -> PathBuf {
+    dirs.run.join("builds")
+}
+
+/// Where build `token` notes the step containers it is making.
+fn notes_dir(dirs: &Dirs, token: &str) -> PathBuf {
+    owners_dir(dirs).join(token)
+}
+
+/// A build's note of a step container it is making (`<run>/builds/<token>/<id>`), written
+/// before the step is attached to its network and removed only after it is detached, as the
+/// executor notes a service container in `pending/`: between the attach and the container's
+/// records (and while its spec is written but its record not yet), a reconcile of any
+/// project in this root would otherwise take the attachment (or the container) for a
+/// leftover. Reconcile honours the notes of builds whose owner lock is held
+/// ([`steps_being_made`]).
+#[derive(Debug)]
+pub(crate) struct StepNote(PathBuf);
+
+impl StepNote {
+    /// Notes step container `id` of build `token`.
+    pub(crate) fn write(dirs: &Dirs, token: &str, id: &str) -> std::io::Result<StepNote> {
+        let dir = notes_dir(dirs, token);
+        fs::create_dir_all(&dir)?;
+        let path = dir.join(id);
+        // Its existence is the note; the run dir does not outlive a reboot, so no fsync.
+        fs::File::create(&path)?;
+        Ok(StepNote(path))
+    }
+}
+
+impl Drop for StepNote {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// A build token, if `name` is a lock file of one (`<10 hex>.lock`).
+fn lock_token(name: &str) -> Option<&str> {
+    name.strip_suffix(".lock").filter(|t| t.len() == 10 && t.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// Whether the owner lock at `path` is held by a running build. It is only probed: a missing
+/// file (the build ended) is not made again, and a free lock is let go at once.
+fn lock_held(path: &Path) -> bool {
+    use nix::errno::Errno;
+    use nix::fcntl::{Flock, FlockArg};
+    let Ok(mut file) = fs::File::open(path) else { return false };
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            // Taken, so free; let go as the guard drops.
+            Ok(_free) => return false,
+            Err((_, Errno::EWOULDBLOCK)) => return true,
+            Err((f, Errno::EINTR)) => file = f,
+            // Cannot tell: the build's own teardown (or the next build's) still takes it.
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Ids of the step containers that running builds (their owner lock held) note as being
+/// made in the run dir of `dirs`: their attachments, and their containers while records are
+/// being written, are not leftovers.
+pub fn steps_being_made(dirs: &Dirs) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(owners_dir(dirs)) else { return Vec::new() };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(token) = name.to_str().and_then(lock_token) else { continue };
+        // Notes first, then the lock: a note read from a build that has ended since belongs
+        // to a step that detached itself, so honouring it leaves nothing behind.
+        let noted = step_notes(dirs, token);
+        if !noted.is_empty() && lock_held(&entry.path()) {
+            out.extend(noted);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The step containers build `token` notes.
+fn step_notes(dirs: &Dirs, token: &str) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(notes_dir(dirs, token)) else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|n| !n.starts_with('.'))
+        .collect()
 }
 
 /// Removes what builds that are no longer running left (their process was killed): step
 /// containers, their network attachments, the build network, the lock file. Builds that run
 /// hold their lock and are left alone.
 pub fn reap_stale(runtime: &Runtime, networks: &Networks) {
-    let dir = owners_dir(runtime);
-    let Ok(entries) = fs::read_dir(&dir) else { return };
+    let dirs = runtime.dirs();
+    let Ok(entries) = fs::read_dir(owners_dir(dirs)) else { return };
     for entry in entries.flatten() {
         let path = entry.path();
-        let Some(token) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".lock"))
-            .filter(|t| t.len() == 10 && t.chars().all(|c| c.is_ascii_hexdigit()))
-            .map(str::to_string)
+        let Some(token) = path.file_name().and_then(|n| n.to_str()).and_then(lock_token).map(str::to_string)
         else {
             continue;
         };
         let Ok(Some(_held)) = crate::state::Lock::try_acquire(&path) else { continue };
+        // Steps killed between their attach and their records have only the note and the
+        // attachment.
+        for id in step_notes(dirs, &token) {
+            let _ = networks.detach(&id);
+        }
         for id in runtime.list().unwrap_or_default() {
             let Ok(spec) = runtime.spec(&id) else { continue };
             if spec.labels.get(OWNER_LABEL) != Some(&token) {
                 continue;
             }
             let _ = runtime.remove(&id, true);
-            let dirs = runtime.dirs();
             let _ = fs::remove_dir_all(dirs.container_run(&id));
             let _ = fs::remove_dir_all(dirs.container(&id));
             let _ = networks.detach(&id);
         }
         let _ = networks.remove(&format!("berth-build-{token}"));
+        let _ = fs::remove_dir_all(notes_dir(dirs, &token));
         let _ = fs::remove_file(&path);
     }
 }
@@ -155,6 +252,8 @@ struct ContainerGuard<'a> {
     networks: &'a Networks,
     id: String,
     attached: bool,
+    /// Dropped after the body of `drop`, so the note outlives the attachment.
+    _note: StepNote,
 }
 
 impl Drop for ContainerGuard<'_> {
@@ -231,7 +330,9 @@ pub fn run_step<T>(
 ) -> Result<T, RunFailure> {
     let id = crate::runtime::new_id().map_err(|e| RunFailure::Setup(e.to_string()))?;
     let name = format!("berth-build-{}", &id[..12]);
-    let mut guard = ContainerGuard { runtime, networks, id: id.clone(), attached: false };
+    let note = StepNote::write(runtime.dirs(), &step.owner, &id)
+        .map_err(|e| RunFailure::Setup(format!("note of step container: {e}")))?;
+    let mut guard = ContainerGuard { runtime, networks, id: id.clone(), attached: false, _note: note };
     let mode = match &step.net {
         RunNet::None => NetMode::None,
         RunNet::Host => NetMode::Host,

@@ -30,11 +30,8 @@ pub fn pid_path(dirs: &Dirs) -> PathBuf {
 pub fn running(dirs: &Dirs) -> Option<Pid> {
     let text = std::fs::read_to_string(pid_path(dirs)).ok()?;
     let pid: i32 = text.trim().parse().ok()?;
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // A zombie still has its name; it is not running.
-    let zombie = stat.rsplit(')').next().is_some_and(|s| s.trim_start().starts_with('Z'));
-    (comm.trim() == PROCESS_NAME && !zombie).then_some(Pid::from_raw(pid))
+    // A zombie, or one killed and not yet torn down, still has its name; it does not run.
+    (crate::state::process_name_if_runs(pid)? == PROCESS_NAME).then_some(Pid::from_raw(pid))
 }
 
 /// Tells the DNS process to reload, starting it when none runs. `exe` is the berth binary.
@@ -165,9 +162,7 @@ fn find(dirs: &Dirs) -> Vec<Pid> {
     out
 }
 
-/// Whether `pid` is a live (not zombie) berth-dns.
+/// Whether `pid` runs (not a zombie, not killed; see `state::process_name_if_runs`).
 fn running_pid(pid: Pid) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let zombie = stat.rsplit(')').next().is_none_or(|s| s.trim_start().starts_with('Z'));
-    !stat.is_empty() && !zombie
+    crate::state::process_runs(pid.as_raw())
 }
