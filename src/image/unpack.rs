@@ -73,7 +73,8 @@ pub fn detect(reader: &mut impl BufRead) -> io::Result<Compression> {
 
 /// `reader` decompressed as its magic bytes say.
 pub fn decompressed<'a, R: Read + 'a>(reader: R) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
-    let mut buffered = BufReader::new(reader);
+    // Big reads of the compressed stream: fewer decoder calls per byte.
+    let mut buffered = BufReader::with_capacity(128 * 1024, reader);
     let kind = detect(&mut buffered)?;
     let out: Box<dyn Read> = match kind {
         Compression::None => Box::new(buffered),
@@ -215,6 +216,10 @@ struct DirCursor {
     /// Whether `/proc/self/fd` can be used; without it, plain paths from `dest`.
     proc_fd: bool,
     dest: PathBuf,
+    /// Whether the current dir (and the root) has the set-group-id bit: inodes made in it
+    /// take its group, so their owner must be set even when it is the process's own.
+    setgid: bool,
+    root_setgid: bool,
 }
 
 impl DirCursor {
@@ -230,13 +235,29 @@ impl DirCursor {
 
     fn new(dest: &Path) -> io::Result<DirCursor> {
         let root = Arc::new(Self::open_dir(nix::fcntl::AT_FDCWD, dest)?);
+        let root_setgid = Self::is_setgid(std::os::fd::AsFd::as_fd(&*root));
         Ok(DirCursor {
             root,
             rel: PathBuf::new(),
             fd: None,
             proc_fd: Path::new("/proc/self/fd").is_dir(),
             dest: dest.to_path_buf(),
+            setgid: root_setgid,
+            root_setgid,
         })
+    }
+
+    /// Whether the dir has the set-group-id bit (true when it cannot be told: owners are then
+    /// always set).
+    fn is_setgid(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+        nix::sys::stat::fstat(fd).map_or(true, |st| st.st_mode & libc::S_ISGID != 0)
+    }
+
+    /// Back at the root.
+    fn reset(&mut self) {
+        self.rel = PathBuf::new();
+        self.fd = None;
+        self.setgid = self.root_setgid;
     }
 
     fn current(&self) -> std::os::fd::BorrowedFd<'_> {
@@ -252,8 +273,7 @@ impl DirCursor {
         let rest = match rel.strip_prefix(&self.rel) {
             Ok(rest) => rest.to_path_buf(),
             Err(_) => {
-                self.rel = PathBuf::new();
-                self.fd = None;
+                self.reset();
                 rel.to_path_buf()
             }
         };
@@ -276,8 +296,7 @@ impl DirCursor {
                     let link = nix::sys::stat::fstatat(at, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
                         .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK);
                     let prefix = self.rel.join(name);
-                    self.rel = PathBuf::new();
-                    self.fd = None;
+                    self.reset();
                     if link {
                         return Err(UnpackError::Escape {
                             entry: entry.to_string(),
@@ -287,14 +306,14 @@ impl DirCursor {
                     return Err(io_err(entry)(e.into()));
                 }
                 Err(e) => {
-                    self.rel = PathBuf::new();
-                    self.fd = None;
+                    self.reset();
                     return Err(io_err(entry)(e.into()));
                 }
             };
             self.rel.push(name);
             self.fd = Some(Arc::new(fd));
         }
+        self.setgid = Self::is_setgid(self.current());
         Ok(())
     }
 
@@ -334,8 +353,7 @@ impl DirCursor {
     /// Forgets the open dir when `rel` (being replaced or whited out) is it or above it.
     fn invalidate(&mut self, rel: &Path) {
         if self.rel.starts_with(rel) {
-            self.rel = PathBuf::new();
-            self.fd = None;
+            self.reset();
         }
     }
 }
@@ -361,10 +379,52 @@ fn overlay_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Vec<Stri
 }
 
 /// Regular files up to this size are written by [`FileWriters`]; bigger ones in line, so
-/// that the queue holds at most `QUEUE * PARALLEL_MAX` bytes.
+/// that the queue holds at most `QUEUE` batches of about `BATCH_BYTES` (plus one file) each.
 const PARALLEL_MAX: u64 = 1 << 20;
-/// Files read ahead of the writers.
-const QUEUE: usize = 64;
+/// Batches read ahead of the writers.
+const QUEUE: usize = 8;
+/// A batch is sent once it holds this many files or bytes: one channel message and one
+/// progress update per batch, not per file (per-file wake-ups cost more than small files).
+const BATCH_FILES: usize = 32;
+const BATCH_BYTES: usize = 1 << 20;
+
+/// What a new inode gets without asking: the owner of the unpacking process and the mode
+/// less its umask. An entry's `fchown`/`fchmod` is made only when it would change something.
+#[derive(Clone, Copy)]
+struct Defaults {
+    uid: u32,
+    gid: u32,
+    /// The process's umask; all bits when it cannot be read, so that every mode is set.
+    umask: u32,
+}
+
+impl Defaults {
+    fn of_process() -> Defaults {
+        // /proc/self/status tells the umask without changing it (umask(2) would, for every
+        // thread of the process, for a moment).
+        let umask = fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Umask:"))
+                    .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+            })
+            .unwrap_or(0o7777);
+        Defaults { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw(), umask }
+    }
+
+    /// Whether an inode created in a dir (`setgid`: the dir has the set-group-id bit, so its
+    /// new inodes take its group) needs a chown to get `uid:gid`.
+    fn needs_chown(&self, uid: u64, gid: u64, setgid_dir: bool) -> bool {
+        setgid_dir || uid != u64::from(self.uid) || gid != u64::from(self.gid)
+    }
+
+    /// Whether an inode created with `mode & 0o777` (less the umask) needs a chmod to get
+    /// `mode`: set-id and sticky bits are set only by chmod (after the chown, which clears them).
+    fn needs_chmod(&self, mode: u32) -> bool {
+        mode & 0o7000 != 0 || mode & 0o777 & self.umask != 0
+    }
+}
 
 /// A regular file to create: its dir, name, content and metadata from the tar header.
 struct FileJob {
@@ -376,18 +436,21 @@ struct FileJob {
     uid: u64,
     gid: u64,
     mtime: u64,
+    chown: bool,
+    chmod: bool,
 }
 
 /// Creates a file as the tar crate's unpack does (a new inode, never written through an
 /// existing one; owner, then mode, so set-id bits stay; mtime 0 read as 1), relative to the
-/// job's open dir (`O_NOFOLLOW`: the name itself cannot be a symlink leading out).
+/// job's open dir (`O_NOFOLLOW`: the name itself cannot be a symlink leading out). The owner
+/// and mode are set only when the new inode does not have them already.
 fn write_file(j: &FileJob) -> io::Result<()> {
     use nix::fcntl::{OFlag, openat};
     use nix::sys::stat::Mode;
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
     let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let mode = Mode::from_bits_truncate(0o600);
+    let mode = Mode::from_bits_truncate(j.mode & 0o777);
     let fd = match openat(&*j.dir, j.name.as_os_str(), flags, mode) {
         Err(nix::errno::Errno::EEXIST) => {
             nix::unistd::unlinkat(&*j.dir, j.name.as_os_str(), nix::unistd::UnlinkatFlags::NoRemoveDir)?;
@@ -397,8 +460,12 @@ fn write_file(j: &FileJob) -> io::Result<()> {
     };
     let mut f = fs::File::from(fd);
     f.write_all(&j.data)?;
-    std::os::unix::fs::fchown(&f, Some(j.uid as u32), Some(j.gid as u32))?;
-    f.set_permissions(fs::Permissions::from_mode(j.mode))?;
+    if j.chown {
+        std::os::unix::fs::fchown(&f, Some(j.uid as u32), Some(j.gid as u32))?;
+    }
+    if j.chmod || j.chown {
+        f.set_permissions(fs::Permissions::from_mode(j.mode))?;
+    }
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(j.mtime.max(1));
     f.set_times(fs::FileTimes::new().set_accessed(t).set_modified(t))
 }
@@ -410,45 +477,62 @@ type Progress = (Mutex<(usize, Option<UnpackError>)>, Condvar);
 /// creation (a few system calls each, thousands per layer) is what an unpack waits for. Order
 /// matters only between entries of one path (a later entry replaces an earlier one, a hard
 /// link needs its target, a whiteout removes its file): the reader [`FileWriters::settle`]s
-/// before such an entry, waiting for every file sent so far.
+/// before such an entry, waiting for every file sent so far. Files go in batches.
 struct FileWriters {
-    tx: Option<std::sync::mpsc::SyncSender<FileJob>>,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<FileJob>>>,
     /// Files written (or failed), and the first failure.
     state: Arc<Progress>,
     sent: usize,
-    /// Paths sent since the last settle.
+    /// Files not sent yet, and their bytes.
+    batch: Vec<FileJob>,
+    batch_bytes: usize,
+    /// Paths sent (or batched) since the last settle.
     pending: HashSet<PathBuf>,
 }
 
 impl FileWriters {
     fn start<'s>(scope: &'s std::thread::Scope<'s, '_>, threads: usize) -> FileWriters {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<FileJob>(QUEUE);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<FileJob>>(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         let state: Arc<Progress> = Arc::default();
         for _ in 0..threads {
             let (rx, state) = (rx.clone(), state.clone());
             scope.spawn(move || {
                 loop {
-                    let job = match rx.lock() {
+                    let batch = match rx.lock() {
                         Ok(r) => r.recv(),
                         Err(_) => return,
                     };
-                    let Ok(job) = job else { return };
-                    let result = write_file(&job);
+                    let Ok(batch) = batch else { return };
+                    let n = batch.len();
+                    let mut failed = None;
+                    for job in batch {
+                        if let Err(source) = write_file(&job) {
+                            failed = Some(UnpackError::Io { entry: job.entry, source });
+                            break;
+                        }
+                    }
                     let (m, cv) = &*state;
                     if let Ok(mut st) = m.lock() {
-                        st.0 += 1;
-                        if let Err(source) = result
+                        st.0 += n;
+                        if let Some(e) = failed
                             && st.1.is_none()
                         {
-                            st.1 = Some(UnpackError::Io { entry: job.entry, source });
+                            st.1 = Some(e);
                         }
                         cv.notify_all();
                     }
                 }
             });
         }
-        FileWriters { tx: Some(tx), state, sent: 0, pending: HashSet::new() }
+        FileWriters {
+            tx: Some(tx),
+            state,
+            sent: 0,
+            batch: Vec::with_capacity(BATCH_FILES),
+            batch_bytes: 0,
+            pending: HashSet::new(),
+        }
     }
 
     /// The first failure of a writer, taken.
@@ -457,14 +541,30 @@ impl FileWriters {
     }
 
     fn send(&mut self, rel: PathBuf, job: FileJob) -> Result<(), UnpackError> {
+        self.batch_bytes += job.data.len();
+        self.batch.push(job);
+        self.pending.insert(rel);
+        if self.batch.len() >= BATCH_FILES || self.batch_bytes >= BATCH_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Sends the files batched so far.
+    fn flush(&mut self) -> Result<(), UnpackError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
         if let Some(e) = self.failure() {
             return Err(e);
         }
-        let entry = job.entry.clone();
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_FILES));
+        self.batch_bytes = 0;
+        let n = batch.len();
+        let entry = batch[0].entry.clone();
         let tx = self.tx.as_ref().ok_or_else(|| io_err(&entry)(io::Error::other("writers stopped")))?;
-        tx.send(job).map_err(|_| io_err(&entry)(io::Error::other("writers stopped")))?;
-        self.sent += 1;
-        self.pending.insert(rel);
+        tx.send(batch).map_err(|_| io_err(&entry)(io::Error::other("writers stopped")))?;
+        self.sent += n;
         Ok(())
     }
 
@@ -475,6 +575,7 @@ impl FileWriters {
 
     /// Waits until every file sent is written; the first failure, if any.
     fn settle(&mut self) -> Result<(), UnpackError> {
+        self.flush()?;
         let (m, cv) = &*self.state;
         let mut st = m.lock().map_err(|_| io_err(".")(io::Error::other("a file writer panicked")))?;
         while st.0 < self.sent && st.1.is_none() {
@@ -507,19 +608,107 @@ fn has_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<bool> {
     Ok(false)
 }
 
+/// Bytes of the tar stream handed from the reading thread to the unpacking one at a time.
+const CHUNK: usize = 256 * 1024;
+/// Chunks read ahead of the unpacking thread.
+const CHUNKS: usize = 8;
+
+/// The tar stream as the reading thread hands it on, in chunks.
+struct ChunkReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(chunk) => {
+                    self.buf = chunk;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Reads into `buf` until it is full or the stream ends; how much was read.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match reader.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// Unpacks the (decompressed) layer tar `reader` into `dest`, which must exist and be empty.
 /// Returns the layer's diff id (`sha256:` of the tar stream).
-pub fn unpack(reader: impl Read, dest: &Path) -> Result<String, UnpackError> {
-    let mut hashing = HashingReader::new(reader);
+///
+/// Three stages overlap: this thread reads `reader` (for a registry layer: decompression)
+/// and hashes it, a second thread reads the tar entries and makes dirs, links and big files,
+/// and [`FileWriters`] create the small files.
+pub fn unpack(mut reader: impl Read, dest: &Path) -> Result<String, UnpackError> {
+    use std::sync::atomic::{AtomicBool, Ordering};
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 4) * 2;
-    std::thread::scope(|scope| {
-        let mut writers = FileWriters::start(scope, threads);
-        let r = unpack_entries(&mut hashing, dest, &mut writers);
-        // Every file sent is written (or failed) before the layer counts as unpacked.
-        let done = writers.finish();
-        r.and(done)
-    })?;
-    hashing.finish().map_err(UnpackError::Tar)
+    let mut hasher = Sha256::new();
+    let failed = AtomicBool::new(false);
+    let (tar, read) = std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(CHUNKS);
+        let failed = &failed;
+        let tar_side = scope.spawn(move || {
+            let mut chunks = ChunkReader { rx, buf: Vec::new(), pos: 0 };
+            let r = std::thread::scope(|writer_scope| {
+                let mut writers = FileWriters::start(writer_scope, threads);
+                let r = unpack_entries(&mut chunks, dest, &mut writers);
+                // Every file sent is written (or failed) before the layer counts as unpacked.
+                let done = writers.finish();
+                r.and(done)
+            });
+            if r.is_err() {
+                failed.store(true, Ordering::SeqCst);
+            }
+            r
+        });
+        let mut sending = true;
+        let read = loop {
+            let mut buf = vec![0u8; CHUNK];
+            let n = match read_full(&mut reader, &mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => n,
+                Err(e) => break Err(e),
+            };
+            buf.truncate(n);
+            hasher.update(&buf);
+            // Past the tar's end the rest of the stream still counts for the diff id; after
+            // a failed unpack nothing more is worth reading.
+            if sending && tx.send(buf).is_err() {
+                sending = false;
+            }
+            if !sending && failed.load(Ordering::SeqCst) {
+                break Ok(());
+            }
+        };
+        drop(tx);
+        let tar = tar_side
+            .join()
+            .unwrap_or_else(|_| Err(io_err(".")(io::Error::other("the unpacking thread panicked"))));
+        (tar, read)
+    });
+    // A stream that breaks off shows as its own error, not as the tar's early end.
+    read.map_err(UnpackError::Tar)?;
+    tar?;
+    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
 }
 
 fn unpack_entries<R: Read>(
@@ -533,6 +722,7 @@ fn unpack_entries<R: Read>(
     archive.set_unpack_xattrs(true);
     archive.set_preserve_mtime(true);
     archive.set_overwrite(true);
+    let defaults = Defaults::of_process();
     let mut cursor = DirCursor::new(dest).map_err(io_err("."))?;
     // The parents of hard link targets, walked apart so as not to move `cursor`.
     let mut link_cursor = DirCursor::new(dest).map_err(io_err("."))?;
@@ -569,10 +759,11 @@ fn unpack_entries<R: Read>(
                 writers.settle()?;
             }
             link_cursor.invalidate(&hidden_rel);
-            let target = cursor.path(std::ffi::OsStr::new(hidden));
-            let _ = fs::remove_file(&target);
-            nix::sys::stat::mknod(
-                &target,
+            let hidden = std::ffi::OsStr::new(hidden);
+            let _ = nix::unistd::unlinkat(cursor.current(), hidden, nix::unistd::UnlinkatFlags::NoRemoveDir);
+            nix::sys::stat::mknodat(
+                cursor.current(),
+                hidden,
                 nix::sys::stat::SFlag::S_IFCHR,
                 nix::sys::stat::Mode::empty(),
                 nix::sys::stat::makedev(0, 0),
@@ -580,11 +771,10 @@ fn unpack_entries<R: Read>(
             .map_err(|e| io_err(&name)(e.into()))?;
             continue;
         }
-        let path = cursor.path(&file_name);
         if kind == tar::EntryType::Link {
             // Hard links are made here, relative to the layer (tar's own code would read the
             // target relative to the working directory); a hard link to a symlink is legal
-            // in tar and links the symlink itself.
+            // in tar and links the symlink itself (linkat without AT_SYMLINK_FOLLOW).
             let link = entry.link_name().map_err(UnpackError::Tar)?.unwrap_or_default().into_owned();
             let link_rel = clean_relative(&name, &link)?;
             let Some(target_name) = link_rel.file_name() else {
@@ -594,17 +784,33 @@ fn unpack_entries<R: Read>(
                 writers.settle()?;
             }
             link_cursor.enter(&name, link_rel.parent().unwrap_or(Path::new("")), false)?;
-            let target = link_cursor.path(target_name);
-            if fs::symlink_metadata(&path).is_ok_and(|m| !m.is_dir()) {
-                let _ = fs::remove_file(&path);
+            let flags = nix::fcntl::AtFlags::empty();
+            let linked = |c: &DirCursor, l: &DirCursor| {
+                nix::unistd::linkat(l.current(), target_name, c.current(), file_name.as_os_str(), flags)
+            };
+            match linked(&cursor, &link_cursor) {
+                Err(nix::errno::Errno::EEXIST) => {
+                    let _ = nix::unistd::unlinkat(
+                        cursor.current(),
+                        file_name.as_os_str(),
+                        nix::unistd::UnlinkatFlags::NoRemoveDir,
+                    );
+                    linked(&cursor, &link_cursor)
+                }
+                other => other,
             }
-            fs::hard_link(&target, &path).map_err(io_err(&name))?;
+            .map_err(|e| io_err(&name)(e.into()))?;
             continue;
         }
-        if kind.is_dir() && fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
-            // tar would take the symlink's target as the folder and change its mode.
-            return Err(UnpackError::Escape { entry: name, why: "it is a symlink in the layer".into() });
+        if kind == tar::EntryType::Directory {
+            make_dir(&cursor, &file_name, entry.header(), &defaults, &name, &rel)?;
+            continue;
         }
+        if kind == tar::EntryType::Symlink {
+            make_symlink(&cursor, &file_name, &entry, &defaults).map_err(io_err(&name))?;
+            continue;
+        }
+        let path = cursor.path(&file_name);
         if matches!(kind, tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo) {
             // The tar crate writes these as empty regular files: made here as what they are.
             make_special(&entry, kind, &path)
@@ -624,8 +830,19 @@ fn unpack_entries<R: Read>(
             );
             let mut data = Vec::with_capacity(entry.size() as usize);
             entry.read_to_end(&mut data).map_err(UnpackError::Tar)?;
-            let job =
-                FileJob { dir: cursor.shared(), name: file_name, entry: name, data, mode, uid, gid, mtime };
+            let (chown, chmod) = (defaults.needs_chown(uid, gid, cursor.setgid), defaults.needs_chmod(mode));
+            let job = FileJob {
+                dir: cursor.shared(),
+                name: file_name,
+                entry: name,
+                data,
+                mode,
+                uid,
+                gid,
+                mtime,
+                chown,
+                chmod,
+            };
             writers.send(rel, job)?;
             continue;
         }
@@ -640,6 +857,104 @@ fn unpack_entries<R: Read>(
             let _ = xattr::remove(&path, key);
         }
     }
+    Ok(())
+}
+
+/// A dir entry, relative to the cursor's dir: made with its mode, or kept when it exists
+/// (made for an earlier entry below it); its owner and mode set only when they differ. As
+/// the tar crate's entry unpack, the dir's mtime is left to the entries made in it.
+fn make_dir(
+    cursor: &DirCursor,
+    file_name: &std::ffi::OsStr,
+    h: &tar::Header,
+    defaults: &Defaults,
+    name: &str,
+    rel: &Path,
+) -> Result<(), UnpackError> {
+    use nix::fcntl::AtFlags;
+    use nix::sys::stat::{FchmodatFlags, Mode, fchmodat, fstatat, mkdirat};
+    let at = cursor.current();
+    let fail = |e: nix::errno::Errno| io_err(name)(e.into());
+    let mode = h.mode().map_err(UnpackError::Tar)?;
+    let (uid, gid) = (h.uid().map_err(UnpackError::Tar)?, h.gid().map_err(UnpackError::Tar)?);
+    let (chown, chmod) = match mkdirat(at, file_name, Mode::from_bits_truncate(mode & 0o777)) {
+        Ok(()) => (defaults.needs_chown(uid, gid, cursor.setgid), defaults.needs_chmod(mode)),
+        Err(nix::errno::Errno::EEXIST) => {
+            let st = fstatat(at, file_name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(fail)?;
+            match st.st_mode & libc::S_IFMT {
+                libc::S_IFDIR => {}
+                libc::S_IFLNK => {
+                    // tar would take the symlink's target as the folder and change its mode.
+                    return Err(UnpackError::Escape {
+                        entry: name.to_string(),
+                        why: format!("{} is a symlink in the layer", rel.display()),
+                    });
+                }
+                _ => return Err(fail(nix::errno::Errno::EEXIST)),
+            }
+            let chown = u64::from(st.st_uid) != uid || u64::from(st.st_gid) != gid;
+            (chown, st.st_mode & 0o7777 != mode & 0o7777)
+        }
+        Err(e) => return Err(fail(e)),
+    };
+    if chown {
+        nix::unistd::fchownat(
+            at,
+            file_name,
+            Some(nix::unistd::Uid::from_raw(uid as u32)),
+            Some(nix::unistd::Gid::from_raw(gid as u32)),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(fail)?;
+    }
+    // After the chown, which may clear set-id bits.
+    if chmod || chown {
+        fchmodat(at, file_name, Mode::from_bits_retain(mode & 0o7777), FchmodatFlags::FollowSymlink)
+            .map_err(fail)?;
+    }
+    Ok(())
+}
+
+/// A symlink entry, relative to the cursor's dir (replacing what is there, unless a dir), with
+/// its owner (when it differs from the new link's) and mtime.
+fn make_symlink<R: Read>(
+    cursor: &DirCursor,
+    file_name: &std::ffi::OsStr,
+    entry: &tar::Entry<'_, R>,
+    defaults: &Defaults,
+) -> io::Result<()> {
+    use nix::fcntl::AtFlags;
+    let at = cursor.current();
+    let target = entry.link_name()?.unwrap_or_default();
+    if target.as_os_str().is_empty() {
+        return Err(io::Error::other("its symlink target is empty"));
+    }
+    match nix::unistd::symlinkat(target.as_ref(), at, file_name) {
+        Err(nix::errno::Errno::EEXIST) => {
+            nix::unistd::unlinkat(at, file_name, nix::unistd::UnlinkatFlags::NoRemoveDir)?;
+            nix::unistd::symlinkat(target.as_ref(), at, file_name)?;
+        }
+        other => other?,
+    }
+    let h = entry.header();
+    let (uid, gid) = (h.uid()?, h.gid()?);
+    if defaults.needs_chown(uid, gid, cursor.setgid) {
+        nix::unistd::fchownat(
+            at,
+            file_name,
+            Some(nix::unistd::Uid::from_raw(uid as u32)),
+            Some(nix::unistd::Gid::from_raw(gid as u32)),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )?;
+    }
+    let mtime = nix::sys::time::TimeSpec::new(h.mtime()?.max(1) as i64, 0);
+    nix::sys::stat::utimensat(
+        at,
+        file_name,
+        &mtime,
+        &mtime,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )?;
     Ok(())
 }
 
@@ -831,6 +1146,63 @@ mod tests {
         // As the tar crate writes them: the header's mode, time 0 read as 1.
         let m = fs::metadata(p("d5/f5")).unwrap();
         assert_eq!((m.mode() & 0o7777, m.mtime(), m.uid()), (0o644, 1, 0));
+    }
+
+    /// Owners and modes are right whether or not the new inode had them already: modes the
+    /// umask would cut, set-id and sticky bits, other owners, and the group of a set-group-id
+    /// dir (which its new inodes would take) for files, dirs and symlinks.
+    #[test]
+    fn owners_and_modes_are_set_only_where_needed_and_always_right() {
+        use std::os::unix::fs::MetadataExt;
+        use tar::EntryType::*;
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        // Path, type, mode, owner, group, link target.
+        type Entry = (&'static str, tar::EntryType, u32, u64, u64, Option<&'static str>);
+        let entries: &[Entry] = &[
+            ("open", Regular, 0o666, 0, 0, None),
+            ("suid", Regular, 0o4755, 0, 0, None),
+            ("user", Regular, 0o640, 1000, 1001, None),
+            ("tmp", Directory, 0o1777, 0, 0, None),
+            ("home", Directory, 0o750, 1000, 1000, None),
+            ("link", Symlink, 0o777, 1000, 1000, Some("open")),
+            ("sg", Directory, 0o2775, 0, 50, None),
+            ("sg/file", Regular, 0o644, 0, 0, None),
+            ("sg/sub", Directory, 0o755, 0, 0, None),
+            ("sg/link", Symlink, 0o777, 0, 0, Some("file")),
+            // An entry for a dir made before (as a parent) sets its mode and owner.
+            ("implied/f", Regular, 0o644, 0, 0, None),
+            ("implied", Directory, 0o700, 7, 7, None),
+        ];
+        for (path, kind, mode, uid, gid, link) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_mode(*mode);
+            h.set_uid(*uid);
+            h.set_gid(*gid);
+            h.set_mtime(1_000_000);
+            h.set_size(if *kind == Regular { 1 } else { 0 });
+            if let Some(l) = link {
+                h.set_link_name(l).unwrap();
+            }
+            let data: &[u8] = if *kind == Regular { b"x" } else { b"" };
+            b.append_data(&mut h, path, data).unwrap();
+        }
+        let t = b.into_inner().unwrap();
+        unpack(&t[..], dir.path()).unwrap();
+        for (path, kind, mode, uid, gid, _) in entries {
+            let m = fs::symlink_metadata(dir.path().join(path)).unwrap();
+            assert_eq!((m.uid(), m.gid()), (*uid as u32, *gid as u32), "{path}");
+            if *kind != Symlink {
+                assert_eq!(m.mode() & 0o7777, *mode, "{path}");
+            }
+            if *kind != Directory {
+                assert_eq!(m.mtime(), 1_000_000, "{path}");
+            }
+        }
     }
 
     #[test]

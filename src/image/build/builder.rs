@@ -1434,10 +1434,12 @@ impl Build<'_, '_> {
                 Src::Git(g, word) => {
                     let dir = fetch_dir.path().join(i.to_string());
                     let git = git::Git::new(&dir, self.git_ssh_socket())
-                        .map_err(|e| self.err(line, format!("ADD {word}: {e}")))?;
-                    let r = git
-                        .resolve(g)
-                        .map_err(|e| self.err(line, format!("ADD {}: {e}", remote::redact(word))))?;
+                        .map_err(|e| self.err(line, format!("ADD {word}: {e}")))?
+                        .with_cancel(self.b.cancel);
+                    let r = git.resolve(g).map_err(|e| match e {
+                        remote::RemoteError::Cancelled => BuildError::Cancelled,
+                        e => self.err(line, format!("ADD {}: {e}", remote::redact(word))),
+                    })?;
                     h.update(r.cache_identity(g).to_string());
                     items.push(Item::Git { g: g.clone(), r, dir, word: word.clone() });
                 }
@@ -1488,10 +1490,12 @@ impl Build<'_, '_> {
                     resolved.push((dir, PathBuf::from(name), SrcKind::Remote));
                 }
                 Item::Git { g, r, dir, word } => {
-                    let fail = |e: remote::RemoteError| {
-                        self.err(line, format!("ADD {}: {e}", remote::redact(&word)))
+                    let fail = |e: remote::RemoteError| match e {
+                        remote::RemoteError::Cancelled => BuildError::Cancelled,
+                        e => self.err(line, format!("ADD {}: {e}", remote::redact(&word))),
                     };
-                    let git = git::Git::new(&dir, self.git_ssh_socket()).map_err(fail)?;
+                    let git =
+                        git::Git::new(&dir, self.git_ssh_socket()).map_err(fail)?.with_cancel(self.b.cancel);
                     let root = git.checkout(&g, &r, &dir.join("repo")).map_err(fail)?;
                     resolved.push((root, PathBuf::new(), SrcKind::Git));
                 }

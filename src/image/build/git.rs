@@ -9,11 +9,18 @@
 //! repositories refused as submodules (`protocol.file.allow=user`), and only `PATH`, the proxy
 //! variables and (for ssh remotes, when the build was given `--ssh default`) `SSH_AUTH_SOCK`
 //! from the environment.
+//!
+//! Every git command runs in a process group of its own, under a time limit
+//! ([`DEFAULT_TIMEOUT`], or `BERTH_GIT_TIMEOUT` seconds) and the build's cancel flag: past the
+//! limit, or once the build is cancelled (Ctrl-C, SIGTERM), the whole group (git and the ssh or
+//! `git-remote-https` it started) is killed, as a cancelled `RUN` step's container is.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -95,20 +102,54 @@ fn redact(remote: &str) -> String {
     super::remote::redact(remote)
 }
 
-/// Runs git with a private, empty configuration (see the module's rules).
-pub struct Git {
-    home: PathBuf,
-    ssh_auth_sock: Option<PathBuf>,
+/// How long one git command may run when `BERTH_GIT_TIMEOUT` does not say: a shallow fetch of
+/// a big repository over a slow link fits, a server that stopped answering does not hang the
+/// build for ever.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The time limit of one git command: `BERTH_GIT_TIMEOUT` (whole seconds, more than 0) or
+/// [`DEFAULT_TIMEOUT`].
+pub fn timeout_from_env() -> Duration {
+    std::env::var("BERTH_GIT_TIMEOUT")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .map_or(DEFAULT_TIMEOUT, Duration::from_secs)
 }
 
-impl Git {
+/// Runs git with a private, empty configuration (see the module's rules), under a time limit
+/// and the build's cancel flag.
+pub struct Git<'a> {
+    home: PathBuf,
+    ssh_auth_sock: Option<PathBuf>,
+    timeout: Duration,
+    cancel: Option<&'a AtomicBool>,
+}
+
+impl<'a> Git<'a> {
     /// A runner whose `HOME` is a new empty dir under `work`; `ssh_auth_sock` is given to ssh
-    /// remotes.
-    pub fn new(work: &Path, ssh_auth_sock: Option<PathBuf>) -> Result<Git, RemoteError> {
+    /// remotes. Its time limit is [`timeout_from_env`]'s; nothing cancels it.
+    pub fn new(work: &Path, ssh_auth_sock: Option<PathBuf>) -> Result<Git<'a>, RemoteError> {
         let home = work.join("home");
         fs::create_dir_all(&home)
             .map_err(|source| RemoteError::Io { path: home.display().to_string(), source })?;
-        Ok(Git { home, ssh_auth_sock })
+        Ok(Git { home, ssh_auth_sock, timeout: timeout_from_env(), cancel: None })
+    }
+
+    /// Stops each git command after `timeout`.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Stops git (and fails with [`RemoteError::Cancelled`]) once `flag` is set.
+    pub fn with_cancel(mut self, flag: Option<&'a AtomicBool>) -> Self {
+        self.cancel = flag;
+        self
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.is_some_and(|c| c.load(Ordering::SeqCst))
     }
 
     fn run(&self, dir: Option<&Path>, args: &[&str]) -> Result<String, RemoteError> {
@@ -142,22 +183,71 @@ impl Git {
         if let Some(d) = dir {
             cmd.arg("-C").arg(d);
         }
-        cmd.args(args).stdin(Stdio::null());
-        let out = cmd.output().map_err(|e| {
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        // A group of its own, so that a stop reaches the helpers git starts (ssh,
+        // git-remote-https), and a terminal's Ctrl-C reaches berth, which stops them.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let what = args.iter().find(|a| !a.starts_with('-')).copied().unwrap_or("git");
+        if self.cancelled() {
+            return Err(RemoteError::Cancelled);
+        }
+        let mut child = cmd.spawn().map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 RemoteError::Git("git is not installed (ADD of a git source runs the host's git)".into())
             } else {
                 RemoteError::Git(format!("git: {e}"))
             }
         })?;
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
+        let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                if let Some(mut p) = pipe {
+                    let _ = p.read_to_end(&mut out);
+                }
+                out
+            })
+        };
+        let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>));
+        let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>));
+        let deadline = Instant::now() + self.timeout;
+        let mut pause = Duration::from_millis(5);
+        let stopped = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Ok(status),
+                Ok(None) => {}
+                Err(e) => break Err(RemoteError::Git(format!("git {what}: {e}"))),
+            }
+            let why = if self.cancelled() {
+                Some(RemoteError::Cancelled)
+            } else if Instant::now() >= deadline {
+                Some(RemoteError::GitTimeout { command: what.to_string(), seconds: self.timeout.as_secs() })
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                // The group's id is git's pid (process_group(0)).
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(child.id() as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                let _ = child.wait();
+                break Err(why);
+            }
+            // Short pauses first: most git commands here end in milliseconds.
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(100));
+        };
+        // The pipes close once the group is gone (or done).
+        let out = stdout.join().unwrap_or_default();
+        let err = stderr.join().unwrap_or_default();
+        let status = stopped?;
+        if !status.success() {
+            let err = String::from_utf8_lossy(&err);
             let lines: Vec<&str> = err.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
             let tail = lines[lines.len().saturating_sub(3)..].join("; ");
-            let what = args.iter().find(|a| !a.starts_with('-')).copied().unwrap_or("git");
             return Err(RemoteError::Git(format!("git {what} failed: {tail}")));
         }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
     /// The commit `g` names now (one `ls-remote`; nothing is fetched), checked against its
@@ -201,7 +291,8 @@ impl Git {
         self.run(None, &["-c", "init.defaultBranch=master", "init", "-q", &dest_str])?;
         let spec = if is_commit_sha(&r.fetch) { r.fetch.clone() } else { format!("+{0}:{0}", r.fetch) };
         let fetched = self.run(d, &["fetch", "-q", "--depth=1", "--no-tags", "--", &g.remote, &spec]);
-        if fetched.is_err() && is_commit_sha(&r.fetch) {
+        // Only a refusal is worth the fallback: not a stop (cancel, time limit).
+        if matches!(fetched, Err(RemoteError::Git(_))) && is_commit_sha(&r.fetch) {
             // A server that does not give commits by id: everything, then the commit.
             self.run(d, &["fetch", "-q", "--tags", "--", &g.remote, "+refs/heads/*:refs/remotes/origin/*"])?;
         } else {
@@ -309,6 +400,68 @@ mod tests {
     const C1: &str = "1111111111111111111111111111111111111111";
     const C2: &str = "2222222222222222222222222222222222222222";
     const T1: &str = "3333333333333333333333333333333333333333";
+
+    /// A git daemon on 127.0.0.1 that takes connections and never answers; its port.
+    fn silent_server() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in listener.incoming() {
+                held.push(conn);
+            }
+        });
+        port
+    }
+
+    fn silent_ref(port: u16) -> GitRef {
+        let src = format!("git://127.0.0.1:{port}/repo.git#main");
+        match super::super::remote::classify(&src).unwrap() {
+            super::super::remote::Source::Git(g) => g,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A server that stops answering fails the command at the time limit, not never.
+    #[test]
+    fn git_commands_stop_at_the_time_limit() {
+        if Command::new("git").arg("--version").output().is_err() {
+            return;
+        }
+        let work = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+        let git = Git::new(work.path(), None).unwrap().with_timeout(Duration::from_millis(700));
+        let started = Instant::now();
+        let err = git.resolve(&silent_ref(silent_server())).unwrap_err();
+        assert!(
+            matches!(err, RemoteError::GitTimeout { ref command, .. } if command == "ls-remote"),
+            "{err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    }
+
+    /// Setting the build's cancel flag stops a running git command at once.
+    #[test]
+    fn git_commands_stop_when_the_build_is_cancelled() {
+        if Command::new("git").arg("--version").output().is_err() {
+            return;
+        }
+        let work = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+        let flag = AtomicBool::new(false);
+        let git = Git::new(work.path(), None).unwrap().with_cancel(Some(&flag));
+        let started = Instant::now();
+        let err = std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(300));
+                flag.store(true, Ordering::SeqCst);
+            });
+            git.resolve(&silent_ref(silent_server())).unwrap_err()
+        });
+        assert!(matches!(err, RemoteError::Cancelled), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        // Cancelled before it starts: git is not run at all.
+        let err = git.resolve(&silent_ref(silent_server())).unwrap_err();
+        assert!(matches!(err, RemoteError::Cancelled), "{err}");
+    }
 
     #[test]
     fn refs_resolve_as_buildkit_picks_them() {

@@ -99,6 +99,17 @@ pub enum RemoteError {
     /// A git command failed.
     #[error("{0}")]
     Git(String),
+    /// A git command ran longer than it may, and was stopped.
+    #[error("git {command} did not finish within {seconds} s (BERTH_GIT_TIMEOUT sets the limit, in seconds)")]
+    GitTimeout {
+        /// The git subcommand (`fetch`, `ls-remote`, ...).
+        command: String,
+        /// The limit.
+        seconds: u64,
+    },
+    /// The build was cancelled (Ctrl-C, SIGTERM) while git ran; git was stopped.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// What `src` is (see the module's rules); an error for a malformed git source.
