@@ -136,7 +136,9 @@ impl<'a> Git<'a> {
         Ok(Git { home, ssh_auth_sock, timeout: timeout_from_env(), cancel: None })
     }
 
-    /// Stops each git command after `timeout`.
+    /// Stops each git command after `timeout` (the unit tests' short limit; berth itself
+    /// takes [`timeout_from_env`]'s).
+    #[cfg(test)]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
