@@ -613,11 +613,19 @@ const CHUNK: usize = 256 * 1024;
 /// Chunks read ahead of the unpacking thread.
 const CHUNKS: usize = 8;
 
-/// The tar stream as the reading thread hands it on, in chunks.
-struct ChunkReader {
+/// A byte stream that another thread hands on in chunks over a channel (the tar stream to the
+/// unpacking thread; a layer's download to its unpacker); the sender hanging up ends it.
+pub(crate) struct ChunkReader {
     rx: std::sync::mpsc::Receiver<Vec<u8>>,
     buf: Vec<u8>,
     pos: usize,
+}
+
+impl ChunkReader {
+    /// Reads what arrives on `rx`, in order.
+    pub(crate) fn new(rx: std::sync::mpsc::Receiver<Vec<u8>>) -> ChunkReader {
+        ChunkReader { rx, buf: Vec::new(), pos: 0 }
+    }
 }
 
 impl Read for ChunkReader {
@@ -667,7 +675,7 @@ pub fn unpack(mut reader: impl Read, dest: &Path) -> Result<String, UnpackError>
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(CHUNKS);
         let failed = &failed;
         let tar_side = scope.spawn(move || {
-            let mut chunks = ChunkReader { rx, buf: Vec::new(), pos: 0 };
+            let mut chunks = ChunkReader::new(rx);
             let r = std::thread::scope(|writer_scope| {
                 let mut writers = FileWriters::start(writer_scope, threads);
                 let r = unpack_entries(&mut chunks, dest, &mut writers);
@@ -898,14 +906,7 @@ fn make_dir(
         Err(e) => return Err(fail(e)),
     };
     if chown {
-        nix::unistd::fchownat(
-            at,
-            file_name,
-            Some(nix::unistd::Uid::from_raw(uid as u32)),
-            Some(nix::unistd::Gid::from_raw(gid as u32)),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .map_err(fail)?;
+        lchown_at(at, file_name, uid, gid).map_err(fail)?;
     }
     // After the chown, which may clear set-id bits.
     if chmod || chown {
@@ -913,6 +914,17 @@ fn make_dir(
             .map_err(fail)?;
     }
     Ok(())
+}
+
+/// Sets the owner of `file_name` in `at` from a tar header's ids, not following a symlink.
+fn lchown_at<Fd: std::os::fd::AsFd>(at: Fd, file_name: &std::ffi::OsStr, uid: u64, gid: u64) -> nix::Result<()> {
+    nix::unistd::fchownat(
+        at,
+        file_name,
+        Some(nix::unistd::Uid::from_raw(uid as u32)),
+        Some(nix::unistd::Gid::from_raw(gid as u32)),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
 }
 
 /// A symlink entry, relative to the cursor's dir (replacing what is there, unless a dir), with
@@ -923,7 +935,6 @@ fn make_symlink<R: Read>(
     entry: &tar::Entry<'_, R>,
     defaults: &Defaults,
 ) -> io::Result<()> {
-    use nix::fcntl::AtFlags;
     let at = cursor.current();
     let target = entry.link_name()?.unwrap_or_default();
     if target.as_os_str().is_empty() {
@@ -939,13 +950,7 @@ fn make_symlink<R: Read>(
     let h = entry.header();
     let (uid, gid) = (h.uid()?, h.gid()?);
     if defaults.needs_chown(uid, gid, cursor.setgid) {
-        nix::unistd::fchownat(
-            at,
-            file_name,
-            Some(nix::unistd::Uid::from_raw(uid as u32)),
-            Some(nix::unistd::Gid::from_raw(gid as u32)),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        )?;
+        lchown_at(at, file_name, uid, gid)?;
     }
     let mtime = nix::sys::time::TimeSpec::new(h.mtime()?.max(1) as i64, 0);
     nix::sys::stat::utimensat(

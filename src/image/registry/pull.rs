@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
 use oci_spec::image::ImageConfiguration;
@@ -254,30 +254,6 @@ struct Unpacker {
     dir: PathBuf,
 }
 
-struct ChannelReader {
-    rx: Receiver<Vec<u8>>,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.buf.len() {
-            match self.rx.recv() {
-                Ok(chunk) => {
-                    self.buf = chunk;
-                    self.pos = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
 impl Unpacker {
     fn start(dir: PathBuf) -> Result<Unpacker, RegistryError> {
         if dir.exists() {
@@ -287,7 +263,7 @@ impl Unpacker {
         let (tx, rx) = sync_channel::<Vec<u8>>(16);
         let target = dir.clone();
         let handle = std::thread::spawn(move || {
-            let reader = ChannelReader { rx, buf: Vec::new(), pos: 0 };
+            let reader = unpack::ChunkReader::new(rx);
             let (_, plain) = unpack::decompressed(reader).map_err(|e| e.to_string())?;
             unpack::unpack(plain, &target).map_err(|e| e.to_string())
         });
