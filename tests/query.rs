@@ -8,6 +8,7 @@
 mod stack;
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -315,20 +316,13 @@ fn a_project_is_found_by_name_without_its_compose_file() {
     let elsewhere = s.dir.path().join("elsewhere");
     std::fs::create_dir_all(&elsewhere).unwrap();
     let run = |env_name: bool, args: &[&str]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+        let mut cmd = s.bare_command(Path::new(env!("CARGO_BIN_EXE_berth")), &elsewhere);
         if env_name {
             cmd.env("COMPOSE_PROJECT_NAME", "qy-byname");
         } else {
             cmd.args(["-p", "qy-byname"]);
         }
-        let out = cmd
-            .args(args)
-            .current_dir(&elsewhere)
-            .env("BERTH_ROOT", s.root())
-            .env("BERTH_RUN", s.run_dir())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let out = cmd.args(args).output().unwrap();
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         assert!(out.status.success(), "berth {args:?}: {}", text(&out.stderr));
         text(&out.stdout)
@@ -354,11 +348,9 @@ fn a_project_is_found_by_name_without_its_compose_file() {
         assert!(std::time::Instant::now() < end, "web not started again");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let missing = Command::new(env!("CARGO_BIN_EXE_berth"))
+    let missing = s
+        .bare_command(Path::new(env!("CARGO_BIN_EXE_berth")), &elsewhere)
         .args(["-p", "qy-byname", "start", "nosuch"])
-        .current_dir(&elsewhere)
-        .env("BERTH_ROOT", s.root())
-        .env("BERTH_RUN", s.run_dir())
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no such service: nosuch"));
@@ -458,12 +450,9 @@ fn logs_leave_out_one_off_containers_and_orphans_as_docker_compose_does() {
     // By name alone (no compose file): every container of the project but the one-offs.
     let elsewhere = s.dir.path().join("elsewhere");
     std::fs::create_dir_all(&elsewhere).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+    let out = s
+        .bare_command(Path::new(env!("CARGO_BIN_EXE_berth")), &elsewhere)
         .args(["-p", "qy-oneoff", "logs"])
-        .current_dir(&elsewhere)
-        .env("BERTH_ROOT", s.root())
-        .env("BERTH_RUN", s.run_dir())
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -508,13 +497,10 @@ fn docker_compose_v1_command_lines_work_as_docker_compose_v2_takes_them() {
     std::fs::create_dir_all(&bin).unwrap();
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_berth"), bin.join("docker-compose")).unwrap();
     let compose = |args: &[&str]| {
-        let out = Command::new(bin.join("docker-compose"))
+        let out = s
+            .bare_command(&bin.join("docker-compose"), &s.project_dir)
             .args(args)
-            .current_dir(&s.project_dir)
-            .env("BERTH_ROOT", s.root())
-            .env("BERTH_RUN", s.run_dir())
             .env_remove("COMPOSE_ANSI")
-            .stdin(Stdio::null())
             .output()
             .unwrap();
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();

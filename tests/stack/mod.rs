@@ -108,6 +108,17 @@ impl Stack {
         cmd
     }
 
+    /// `program` (berth, or a link to it) in `dir` with this stack's dirs only: no project
+    /// name, no flags, so a test chooses how the project is found.
+    pub fn bare_command(&self, program: &Path, dir: &Path) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.current_dir(dir)
+            .env("BERTH_ROOT", self.root())
+            .env("BERTH_RUN", self.run_dir())
+            .stdin(Stdio::null());
+        cmd
+    }
+
     /// Runs `berth ARGS` to the end.
     pub fn berth(&self, args: &[&str]) -> Ran {
         let out: Output = self.command(args).output().expect("run berth");
