@@ -461,7 +461,8 @@ fn write_file(j: &FileJob) -> io::Result<()> {
     let mut f = fs::File::from(fd);
     f.write_all(&j.data)?;
     if j.chown {
-        std::os::unix::fs::fchown(&f, Some(j.uid as u32), Some(j.gid as u32))?;
+        let (uid, gid) = owner_ids(j.uid, j.gid)?;
+        std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
     }
     if j.chmod || j.chown {
         f.set_permissions(fs::Permissions::from_mode(j.mode))?;
@@ -916,13 +917,23 @@ fn make_dir(
     Ok(())
 }
 
+/// A tar header's owner ids as the kernel takes them. An id past 32 bits names no user: taking
+/// its low bits would give the file to another one, so it is an error.
+fn owner_ids(uid: u64, gid: u64) -> io::Result<(u32, u32)> {
+    match (u32::try_from(uid), u32::try_from(gid)) {
+        (Ok(uid), Ok(gid)) => Ok((uid, gid)),
+        _ => Err(io::Error::new(io::ErrorKind::InvalidData, format!("owner {uid}:{gid} is past 32 bits"))),
+    }
+}
+
 /// Sets the owner of `file_name` in `at` from a tar header's ids, not following a symlink.
 fn lchown_at<Fd: std::os::fd::AsFd>(at: Fd, file_name: &std::ffi::OsStr, uid: u64, gid: u64) -> nix::Result<()> {
+    let (uid, gid) = owner_ids(uid, gid).map_err(|_| nix::errno::Errno::EINVAL)?;
     nix::unistd::fchownat(
         at,
         file_name,
-        Some(nix::unistd::Uid::from_raw(uid as u32)),
-        Some(nix::unistd::Gid::from_raw(gid as u32)),
+        Some(nix::unistd::Uid::from_raw(uid)),
+        Some(nix::unistd::Gid::from_raw(gid)),
         nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
     )
 }
@@ -982,7 +993,8 @@ fn make_special<R: Read>(entry: &tar::Entry<'_, R>, kind: tar::EntryType, path: 
     let mode = h.mode()? & 0o7777;
     mknod(path, flag, Mode::from_bits_truncate(mode), dev).map_err(io::Error::from)?;
     // An empty owner field is 0, as GNU tar reads it.
-    std::os::unix::fs::lchown(path, Some(h.uid().unwrap_or(0) as u32), Some(h.gid().unwrap_or(0) as u32))?;
+    let (uid, gid) = owner_ids(h.uid().unwrap_or(0), h.gid().unwrap_or(0))?;
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
     // mknod applies the umask; the layer's mode is what counts.
     fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
     let mtime = nix::sys::time::TimeSpec::new(h.mtime().unwrap_or(0) as i64, 0);
@@ -999,6 +1011,16 @@ fn make_special<R: Read>(entry: &tar::Entry<'_, R>, kind: tar::EntryType, path: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owner_ids_past_32_bits_are_refused_not_cut() {
+        assert_eq!(owner_ids(0, 0).unwrap(), (0, 0));
+        assert_eq!(owner_ids(u64::from(u32::MAX), 100).unwrap(), (u32::MAX, 100));
+        let e = owner_ids(1 << 32, 0).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("4294967296:0"), "{e}");
+        assert!(owner_ids(0, 1 << 33).is_err());
+    }
 
     fn tar_with(entries: &[(&str, tar::EntryType, &[u8], Option<&str>)]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
