@@ -208,9 +208,10 @@ pub fn run(global: &GlobalOptions, args: &AttachArgs) -> CliResult<()> {
         }
         if proxy {
             // As kills, as docker's `ForwardAllSignals` sends them (ContainerKill): for a
-            // container without its own stop signal, the restart policy no longer applies.
+            // container without its own stop signal, the restart policy no longer applies. By
+            // number, which carries the realtime signals too.
             for sig in signals::take_proxied() {
-                let _ = runtime.kill(&container.id, Some(sig.as_str()));
+                let _ = runtime.kill(&container.id, Some(&sig.to_string()));
             }
         }
         if tty && signals::window_changed() {

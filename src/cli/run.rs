@@ -261,7 +261,7 @@ pub fn run(global: &GlobalOptions, args: &RunArgs) -> CliResult<()> {
                 return Ok(st.exit_code.unwrap_or(-1));
             }
             for sig in signals::take_proxied() {
-                let _ = host.containers.kill(&oneoff.id, sig.as_str());
+                let _ = host.containers.kill(&oneoff.id, &sig.to_string());
             }
         }
     });

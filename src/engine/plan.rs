@@ -796,8 +796,8 @@ pub fn plan_kill(
     if let Some(l) = loaded {
         check_known(l, services)?;
     }
-    if signal.parse::<crate::runtime::process::SignalName>().is_err() {
-        return Err(EngineError::Msg(format!("invalid signal {signal:?}")));
+    if let Err(e) = signal.parse::<crate::runtime::signal::SignalName>() {
+        return Err(EngineError::Msg(e.to_string()));
     }
     let mut plan = empty_plan(project, Order::DependentsFirst);
     plan.keep_going = true;

@@ -242,6 +242,10 @@ pub fn container_spec(ctx: &ServiceContext<'_>) -> Result<BuiltSpec, SpecError> 
     }
     spec.shm_size = svc.shm_size.map(|b| b.0.max(0) as u64);
     spec.stop_signal = svc.stop_signal.clone().or_else(|| image_cfg.stop_signal().clone());
+    // As docker refuses it at create, not when the container is stopped.
+    if let Some(Err(e)) = spec.stop_signal.as_deref().map(str::parse::<crate::runtime::signal::SignalName>) {
+        return Err(ctx.error("stop_signal", e.to_string()));
+    }
     spec.stop_grace_ms = svc.stop_grace_period.map(|d| d.to_std().as_millis() as u64);
     spec.restart = restart_policy(ctx)?;
     spec.healthcheck = healthcheck(ctx, svc.healthcheck.as_ref())?;
@@ -724,6 +728,15 @@ mod tests {
         assert_eq!(b.process.user.as_deref(), Some("0:0"));
         assert_eq!(b.process.cwd, "/w");
         assert_eq!(b.stop_signal.as_deref(), Some("SIGINT"));
+    }
+
+    #[test]
+    fn a_stop_signal_is_checked_at_create_realtime_ones_included() {
+        let img = image(&[], &["sh"], &[], "");
+        let p = project(json!({"a": {"stop_signal": "SIGRTMIN+3"}, "b": {"stop_signal": "SIGRTMIN+99"}}));
+        assert_eq!(build(&p, &img, "a").unwrap().spec.stop_signal.as_deref(), Some("SIGRTMIN+3"));
+        let err = build(&p, &img, "b").unwrap_err().to_string();
+        assert!(err.starts_with("service b: stop_signal: invalid signal \"SIGRTMIN+99\""), "{err}");
     }
 
     #[test]

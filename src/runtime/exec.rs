@@ -10,8 +10,7 @@ use std::path::Path;
 
 use caps::Capability;
 use nix::sched::CloneFlags;
-use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, sigprocmask};
-use nix::sys::wait::{WaitStatus, waitpid};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::unistd::{ForkResult, dup2_stderr, dup2_stdin, dup2_stdout, execve, fork};
 
 use super::cgroups::Cgroup;
@@ -37,11 +36,10 @@ pub struct ExecSpec {
 /// Puts every signal back to its default and unblocks all: a Rust program ignores SIGPIPE and
 /// the shim blocks what it reads from a signalfd, and both would pass through execve.
 pub(crate) fn reset_signals() {
-    for sig in Signal::iterator() {
-        if sig != Signal::SIGKILL && sig != Signal::SIGSTOP {
-            // SAFETY: installing the default disposition has no handler to be unsafe about.
-            let _ = unsafe { nix::sys::signal::signal(sig, SigHandler::SigDfl) };
-        }
+    // Realtime signals too (nix's `Signal` has none); libc refuses its own 32 and 33.
+    for sig in (1..=super::signal::SIGRTMAX).filter(|s| *s != libc::SIGKILL && *s != libc::SIGSTOP) {
+        // SAFETY: installing the default disposition has no handler to be unsafe about.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
     }
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
@@ -110,13 +108,12 @@ pub(crate) fn join_and_exec(
     }
     // SAFETY: single-threaded.
     match unsafe { fork() } {
+        // Decoded by hand: nix refuses the status of a realtime signal.
         Ok(ForkResult::Parent { child }) => loop {
-            match waitpid(child, None) {
-                Ok(WaitStatus::Exited(_, code)) => std::process::exit(code),
-                Ok(WaitStatus::Signaled(_, sig, _)) => std::process::exit(128 + sig as i32),
-                Ok(_) => continue,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => fail(&format!("wait: {e}")),
+            match super::signal::wait_child(child.as_raw(), false) {
+                Some(super::signal::Reaped { code: Some(code), .. }) => std::process::exit(code),
+                Some(_) => continue,
+                None => fail(&format!("wait: {}", std::io::Error::last_os_error())),
             }
         },
         Ok(ForkResult::Child) => {}

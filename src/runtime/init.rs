@@ -12,9 +12,8 @@ use std::path::PathBuf;
 
 use caps::Capability;
 use nix::sched::CloneFlags;
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Pid, close, dup2_stderr, dup2_stdin, dup2_stdout, execve, fork, pipe2, read};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+use nix::unistd::{ForkResult, close, dup2_stderr, dup2_stdin, dup2_stdout, execve, fork, pipe2, read};
 use seccompiler::BpfProgram;
 use serde::{Deserialize, Serialize};
 
@@ -277,18 +276,23 @@ fn run_init(error_write: RawFd, path: &CString, argv: &[CString], envp: &[CStrin
     let _ = close(error_write);
     // SAFETY: closes our own fds from 3 up; nothing below uses them.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    // Signals and waits by number: nix's `SigSet::wait` panics on a realtime signal and its
+    // waitpid refuses a status of one, and both must reach the command or end it.
     loop {
-        let Ok(sig) = all.wait() else { continue };
-        if sig != Signal::SIGCHLD {
-            let _ = kill(child, sig);
+        let mut sig: libc::c_int = 0;
+        // SAFETY: sigwait reads the set and writes the signal's number into `sig`.
+        if unsafe { libc::sigwait(all.as_ref(), &mut sig) } != 0 {
             continue;
         }
-        loop {
-            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) if pid == child => std::process::exit(code),
-                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => std::process::exit(128 + sig as i32),
-                Ok(WaitStatus::StillAlive) | Err(_) => break,
-                Ok(_) => continue,
+        if sig != libc::SIGCHLD {
+            let _ = super::signal::send(child.as_raw(), sig);
+            continue;
+        }
+        while let Some(reaped) = super::signal::wait_child(-1, true) {
+            if reaped.pid == child.as_raw()
+                && let Some(code) = reaped.code
+            {
+                std::process::exit(code);
             }
         }
     }

@@ -8,8 +8,6 @@
 
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
-
 use super::spec::{HealthcheckSpec, RestartPolicy};
 use super::status::{ContainerStatus, Health, HealthResult, HealthState, State};
 
@@ -33,8 +31,9 @@ pub(crate) struct Rules {
     pub restart: RestartPolicy,
     /// Its healthcheck.
     pub healthcheck: Option<HealthcheckSpec>,
-    /// The signal a stop sends first.
-    pub stop_signal: Signal,
+    /// The container's own stop signal (the service's `stop_signal`, else the image's
+    /// `StopSignal`), a number; a stop sends SIGTERM without one.
+    pub stop_signal: Option<i32>,
     /// How long a stop waits before SIGKILL, when the request gives no time.
     pub stop_grace: Option<Duration>,
 }
@@ -68,10 +67,14 @@ pub(crate) enum Event {
         /// Grace time before SIGKILL; the spec's, or docker's 10 s, when absent.
         grace: Option<Duration>,
         /// The signal; the spec's `stop_signal`, when absent.
-        signal: Option<Signal>,
+        signal: Option<i32>,
     },
-    /// A user killed it (`kill`): the restart policy no longer applies.
-    Killed,
+    /// A user killed it (`kill`) with this signal: the restart policy no longer applies when
+    /// [`kill_ends_restarts`] says so.
+    Killed {
+        /// The signal's number.
+        signal: i32,
+    },
     /// A probe could not be started (fork failed).
     ProbeNotStarted,
     /// A probe ended with this exit status.
@@ -94,8 +97,8 @@ pub(crate) enum Event {
 pub(crate) enum Action {
     /// Start the container's process again.
     Restart,
-    /// Send a signal to the container's first process.
-    Signal(Signal),
+    /// Send a signal (its number) to the container's first process.
+    Signal(i32),
     /// SIGKILL the container's first process and everything else in its cgroup.
     KillAll,
     /// Run the healthcheck command in the container.
@@ -128,6 +131,16 @@ pub(crate) struct Lifecycle {
     health_next: Option<Instant>,
     start_period_end: Option<Instant>,
     probe: Option<ProbeClock>,
+}
+
+/// Whether a kill with `signal` ends the restart policy of a container whose own stop signal
+/// is `stop_signal`, as docker's `killWithSignal` decides (it marks the container
+/// `ExitOnNext`): always for SIGKILL or a container without a stop signal of its own;
+/// otherwise only when the signal is that stop signal. Any other signal is only a message to
+/// the process (SIGHUP to reload, SIGUSR1 to rotate logs, ...): should it end the process,
+/// the restart policy starts it again.
+pub(crate) fn kill_ends_restarts(stop_signal: Option<i32>, signal: i32) -> bool {
+    signal == libc::SIGKILL || stop_signal.is_none_or(|own| own == signal)
 }
 
 impl Lifecycle {
@@ -174,8 +187,10 @@ impl Lifecycle {
             }
             Event::Exited { code, oom, at } => self.exited(code, oom, at, now),
             Event::StopRequested { grace, signal } => self.stop(grace, signal, now),
-            Event::Killed => {
-                self.status.stopped_by_user = true;
+            Event::Killed { signal } => {
+                if kill_ends_restarts(self.rules.stop_signal, signal) {
+                    self.status.stopped_by_user = true;
+                }
                 Vec::new()
             }
             Event::ProbeNotStarted => {
@@ -243,7 +258,7 @@ impl Lifecycle {
         actions
     }
 
-    fn stop(&mut self, grace: Option<Duration>, signal: Option<Signal>, now: Instant) -> Vec<Action> {
+    fn stop(&mut self, grace: Option<Duration>, signal: Option<i32>, now: Instant) -> Vec<Action> {
         self.status.stopped_by_user = true;
         if self.restart_at.take().is_some() {
             self.status.state = State::Exited;
@@ -256,7 +271,8 @@ impl Lifecycle {
         let deadline = now + grace;
         // A second stop may shorten the wait, never lengthen it.
         self.stop_deadline = Some(self.stop_deadline.map_or(deadline, |d| d.min(deadline)));
-        vec![Action::Signal(signal.unwrap_or(self.rules.stop_signal)), Action::Save]
+        let signal = signal.or(self.rules.stop_signal).unwrap_or(libc::SIGTERM);
+        vec![Action::Signal(signal), Action::Save]
     }
 
     fn tick(&mut self, now: Instant) -> Vec<Action> {
@@ -348,7 +364,7 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     fn rules(restart: RestartPolicy) -> Rules {
-        Rules { restart, healthcheck: None, stop_signal: Signal::SIGTERM, stop_grace: None }
+        Rules { restart, healthcheck: None, stop_signal: None, stop_grace: None }
     }
 
     fn health(
@@ -491,7 +507,7 @@ mod tests {
             let mut c = Clock::new(rules(policy));
             c.start();
             let acts = c.on(Event::StopRequested { grace: Some(Duration::from_secs(2)), signal: None });
-            assert_eq!(acts, vec![Action::Signal(Signal::SIGTERM), Action::Save]);
+            assert_eq!(acts, vec![Action::Signal(libc::SIGTERM), Action::Save]);
             c.at(MS).exit(143);
             assert!(c.life.is_over());
             assert_eq!(c.life.status.state, State::Exited);
@@ -514,15 +530,52 @@ mod tests {
     fn a_kill_by_a_user_is_not_restarted() {
         let mut c = Clock::new(rules(RestartPolicy::Always));
         c.start();
-        assert_eq!(c.on(Event::Killed), vec![]);
+        assert_eq!(c.on(Event::Killed { signal: libc::SIGKILL }), vec![]);
         c.at(MS).exit(137);
         assert!(c.life.is_over());
     }
 
     #[test]
+    fn a_kill_ends_restarts_as_docker_decides() {
+        const RT3: i32 = 37;
+        // No stop signal of its own: any kill.
+        for sig in [libc::SIGKILL, libc::SIGTERM, libc::SIGHUP, RT3] {
+            assert!(kill_ends_restarts(None, sig), "{sig}");
+        }
+        // Its own stop signal, or SIGKILL; nothing else.
+        assert!(kill_ends_restarts(Some(RT3), RT3));
+        assert!(kill_ends_restarts(Some(RT3), libc::SIGKILL));
+        assert!(kill_ends_restarts(Some(libc::SIGTERM), libc::SIGTERM));
+        for sig in [libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1, RT3 + 1] {
+            assert!(!kill_ends_restarts(Some(RT3), sig), "{sig}");
+        }
+        assert!(!kill_ends_restarts(Some(libc::SIGQUIT), libc::SIGTERM));
+    }
+
+    #[test]
+    fn a_kill_with_another_signal_than_the_own_stop_signal_keeps_the_policy() {
+        let own = Rules { stop_signal: Some(libc::SIGQUIT), ..rules(RestartPolicy::Always) };
+        let mut c = Clock::new(own.clone());
+        c.start();
+        c.on(Event::Killed { signal: libc::SIGTERM });
+        assert!(!c.life.status.stopped_by_user);
+        c.at(MS).exit(143);
+        assert!(c.life.restart_pending(), "restarted as the policy says");
+        assert_eq!(c.life.status.state, State::Restarting);
+
+        let mut c = Clock::new(own);
+        c.start();
+        c.on(Event::Killed { signal: libc::SIGQUIT });
+        assert!(c.life.status.stopped_by_user);
+        c.at(MS).exit(131);
+        assert!(c.life.is_over(), "its own stop signal ends it for good");
+        assert_eq!(c.life.status.state, State::Exited);
+    }
+
+    #[test]
     fn stop_kills_after_the_grace_time_and_a_second_stop_only_shortens_it() {
         let mut c = Clock::new(Rules {
-            stop_signal: Signal::SIGQUIT,
+            stop_signal: Some(libc::SIGQUIT),
             stop_grace: Some(Duration::from_secs(5)),
             ..rules(RestartPolicy::No)
         });
@@ -530,10 +583,10 @@ mod tests {
         let start = c.now;
         assert_eq!(
             c.on(Event::StopRequested { grace: None, signal: None })[0],
-            Action::Signal(Signal::SIGQUIT)
+            Action::Signal(libc::SIGQUIT)
         );
         assert_eq!(c.life.next_deadline(), Some(start + Duration::from_secs(5)));
-        c.on(Event::StopRequested { grace: Some(Duration::from_secs(30)), signal: Some(Signal::SIGINT) });
+        c.on(Event::StopRequested { grace: Some(Duration::from_secs(30)), signal: Some(libc::SIGINT) });
         assert_eq!(c.life.next_deadline(), Some(start + Duration::from_secs(5)), "not lengthened");
         c.on(Event::StopRequested { grace: Some(Duration::from_secs(1)), signal: None });
         assert_eq!(c.life.next_deadline(), Some(start + Duration::from_secs(1)));

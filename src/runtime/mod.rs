@@ -18,6 +18,7 @@ pub mod log;
 pub mod process;
 pub mod rootfs;
 pub mod seccomp;
+pub mod signal;
 pub mod shim;
 pub mod spec;
 pub mod stats;
@@ -855,12 +856,17 @@ impl Runtime {
         }
     }
 
-    /// Sends a signal (SIGKILL when `None`); the restart policy no longer applies.
+    /// Sends a signal (SIGKILL when `None`) as docker's kill does: the restart policy no longer
+    /// applies unless the container has a stop signal of its own and this is another one
+    /// (`lifecycle::kill_ends_restarts`).
     pub fn kill(&self, id: &str, signal: Option<&str>) -> Result<ContainerStatus> {
         let request = Request::Kill { signal: signal.map(str::to_string) };
         let status = self.request(id, &request, Duration::from_secs(10))?.status;
-        // docker delivers the signal to a paused container and lets it act.
-        self.thaw_for_signal(id);
+        // docker thaws a paused container for a kill that ends it for good (the shim has
+        // recorded that), so that the signal acts; any other signal waits for `unpause`.
+        if status.stopped_by_user {
+            self.thaw_for_signal(id);
+        }
         Ok(status)
     }
 

@@ -1,7 +1,6 @@
 //! The process a container runs: its argv from image and service, its user from the
 //! container's own `/etc/passwd` and `/etc/group`, and the environment docker adds.
 
-use std::fmt;
 
 /// The PATH docker sets when the image sets none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -193,34 +192,7 @@ pub fn find_program(program: &str, env: &[String]) -> Option<String> {
     })
 }
 
-/// A signal given by name (`SIGTERM`, `TERM`, `term`) or number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SignalName(pub nix::sys::signal::Signal);
-
-/// A signal name that is not known.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid signal {0:?}")]
-pub struct BadSignal(pub String);
-
-impl std::str::FromStr for SignalName {
-    type Err = BadSignal;
-    fn from_str(s: &str) -> Result<Self, BadSignal> {
-        use nix::sys::signal::Signal;
-        let t = s.trim();
-        if let Ok(n) = t.parse::<i32>() {
-            return Signal::try_from(n).map(SignalName).map_err(|_| BadSignal(s.into()));
-        }
-        let upper = t.to_ascii_uppercase();
-        let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
-        name.parse::<Signal>().map(SignalName).map_err(|_| BadSignal(s.into()))
-    }
-}
-
-impl fmt::Display for SignalName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0.as_str())
-    }
-}
+pub use super::signal::SignalName;
 
 #[cfg(test)]
 mod tests {
@@ -277,14 +249,5 @@ mod tests {
         );
         let env = process_env(&v(&["PATH=/x", "HOME=/h"]), "h1", "/root", false);
         assert_eq!(env, v(&["HOSTNAME=h1", "PATH=/x", "HOME=/h"]));
-    }
-
-    #[test]
-    fn signals_parse_by_name_and_number() {
-        use nix::sys::signal::Signal;
-        assert_eq!("SIGTERM".parse::<SignalName>().unwrap().0, Signal::SIGTERM);
-        assert_eq!("int".parse::<SignalName>().unwrap().0, Signal::SIGINT);
-        assert_eq!("9".parse::<SignalName>().unwrap().0, Signal::SIGKILL);
-        assert!("SIGNOPE".parse::<SignalName>().is_err());
     }
 }

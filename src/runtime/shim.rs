@@ -23,7 +23,7 @@ use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid, fork, pipe2};
 use seccompiler::BpfProgram;
 use serde::{Deserialize, Serialize};
@@ -34,7 +34,7 @@ use super::handoff::{Failure, Ready};
 use super::init::{InitContext, container_main};
 use super::lifecycle::{Action, Event, Lifecycle, Rules};
 use super::log::LogWriter;
-use super::process::SignalName;
+use super::signal::{self as signals, SignalName};
 use super::rootfs::RootfsDirs;
 use super::spec::{ContainerSpec, IpcNamespace, NetNamespace};
 use super::status::{ContainerStatus, State};
@@ -54,7 +54,8 @@ pub enum Request {
         /// Signal (the spec's `stop_signal` when absent).
         signal: Option<String>,
     },
-    /// Kill with a signal (SIGKILL when absent); the restart policy no longer applies.
+    /// Kill with a signal (SIGKILL when absent); the restart policy no longer applies, unless
+    /// the container has a stop signal of its own and this is another (docker's rule).
     Kill {
         /// The signal.
         signal: Option<String>,
@@ -420,11 +421,6 @@ fn detach_stdio() {
     }
 }
 
-/// Exit status docker reports for a process ended by signal `n`.
-fn signal_status(sig: Signal) -> i32 {
-    128 + sig as i32
-}
-
 fn status_path(dirs: &Dirs, id: &str) -> PathBuf {
     dirs.container(id).join("status.json")
 }
@@ -602,11 +598,9 @@ impl Shim {
         let rules = Rules {
             restart: spec.restart.clone(),
             healthcheck: spec.healthcheck.clone(),
-            stop_signal: spec
-                .stop_signal
-                .as_deref()
-                .and_then(|s| s.parse::<SignalName>().ok())
-                .map_or(Signal::SIGTERM, |s| s.0),
+            // Refused before it gets here (the spec is made from a checked service); an
+            // unreadable one counts as none.
+            stop_signal: spec.stop_signal.as_deref().and_then(|s| s.parse::<SignalName>().ok()).map(|s| s.0),
             stop_grace: spec.stop_grace_ms.map(Duration::from_millis),
         };
         let spec_attached = spec.process.attach_stdio;
@@ -667,8 +661,8 @@ impl Shim {
             }
             Action::Signal(sig) => {
                 if let Some(r) = &self.running {
-                    let _ = kill(r.pid, sig);
-                    self.emit("kill", &[("signal", &(sig as i32).to_string())]);
+                    let _ = signals::send(r.pid.as_raw(), sig);
+                    self.emit("kill", &[("signal", &sig.to_string())]);
                 }
             }
             Action::KillAll => {
@@ -1108,12 +1102,10 @@ impl Shim {
     fn handle_signals(&mut self) {
         let mut reap = false;
         while let Ok(Some(info)) = self.sigfd.read_signal() {
-            match Signal::try_from(info.ssi_signo as i32) {
-                Ok(Signal::SIGCHLD) => reap = true,
+            match info.ssi_signo as i32 {
+                libc::SIGCHLD => reap = true,
                 // Someone asked the shim itself to end: stop the container as `stop` would.
-                Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => {
-                    self.on(Event::StopRequested { grace: None, signal: None })
-                }
+                libc::SIGTERM | libc::SIGINT => self.on(Event::StopRequested { grace: None, signal: None }),
                 _ => {}
             }
         }
@@ -1123,16 +1115,10 @@ impl Shim {
     }
 
     fn reap(&mut self) {
-        loop {
-            let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(_) => return,
-                Ok(s) => s,
-            };
-            let (pid, code) = match status {
-                WaitStatus::Exited(pid, code) => (pid, code),
-                WaitStatus::Signaled(pid, sig, _) => (pid, signal_status(sig)),
-                _ => continue,
-            };
+        // Decoded by hand: nix refuses the status of a realtime signal (after reaping it).
+        while let Some(reaped) = signals::wait_child(-1, true) {
+            let Some(code) = reaped.code else { continue };
+            let pid = Pid::from_raw(reaped.pid);
             if self.running.as_ref().is_some_and(|r| r.pid == pid) {
                 self.container_exited(code);
             } else if self.probe.as_ref().is_some_and(|p| p.pid == pid) {
@@ -1334,10 +1320,10 @@ impl Shim {
         };
         let pid = r.pid;
         if kill_request {
-            self.on(Event::Killed);
+            self.on(Event::Killed { signal: sig });
         }
-        let _ = kill(pid, sig);
-        self.emit("kill", &[("signal", &(sig as i32).to_string())]);
+        let _ = signals::send(pid.as_raw(), sig);
+        self.emit("kill", &[("signal", &sig.to_string())]);
         Response { ok: true, error: None, status: self.life.status.clone() }
     }
 
