@@ -395,3 +395,49 @@ fn large_projects_load_in_linear_time() {
     assert_eq!(v["services"]["e"]["environment"].as_object().map(|m| m.len()), Some(n));
     assert!(took.as_secs() < 20, "took {took:?}");
 }
+
+#[test]
+fn compatibility_and_no_normalize_print_the_model_as_written() {
+    // docker compose's `config` turns normalization off with `--compatibility` (or
+    // COMPOSE_COMPATIBILITY) and `--no-normalize`: no implicit `default` network, no names
+    // from keys, no build defaults, `pull_policy` as written, no dependencies from `links`.
+    // Environment and paths are still resolved.
+    let dir = project(&[(
+        "compose.yaml",
+        "services:\n  web:\n    image: nginx\n    pull_policy: if_not_present\n    links: [db]\n    volumes: [data:/data]\n    environment: [A=1]\n  db:\n    image: postgres\n    networks: [back]\n    build: {context: .}\nnetworks:\n  back: {}\nvolumes:\n  data: {}\n",
+    )]);
+    let plain = ["-p", "demo", "config", "--format", "json"];
+    let as_written = [
+        berth(dir.path(), &["-p", "demo", "--compatibility", "config", "--format", "json"]),
+        berth(dir.path(), &["-p", "demo", "config", "--compatibility", "--format", "json"]),
+        berth(dir.path(), &["-p", "demo", "config", "--no-normalize", "--format", "json"]),
+        berth_env(dir.path(), &plain, &[("COMPOSE_COMPATIBILITY", "true")]),
+    ];
+    for out in &as_written {
+        let v = json(out);
+        let web = &v["services"]["web"];
+        assert!(web.get("networks").is_none(), "{v}");
+        assert!(web.get("depends_on").is_none(), "{v}");
+        assert_eq!(web["pull_policy"], "if_not_present");
+        assert_eq!(web["environment"], serde_json::json!({"A": "1"}));
+        let db = &v["services"]["db"];
+        assert_eq!(db["networks"], serde_json::json!({"back": null}));
+        assert!(db["build"].get("dockerfile").is_none(), "{v}");
+        assert_eq!(db["build"]["context"], dir.path().canonicalize().unwrap().to_str().unwrap());
+        assert_eq!(v["networks"], serde_json::json!({"back": {}}));
+        assert_eq!(v["volumes"], serde_json::json!({"data": {}}));
+        assert_eq!(v["name"], "demo");
+    }
+    // Normalized otherwise.
+    let v = json(&berth(dir.path(), &plain));
+    assert_eq!(v["services"]["web"]["networks"], serde_json::json!({"default": null}));
+    assert_eq!(v["services"]["web"]["depends_on"]["db"]["condition"], "service_started");
+    assert_eq!(v["services"]["web"]["pull_policy"], "missing");
+    assert_eq!(v["services"]["db"]["build"]["dockerfile"], "Dockerfile");
+    assert_eq!(v["networks"]["default"]["name"], "demo_default");
+    assert_eq!(v["networks"]["back"]["name"], "demo_back");
+    assert_eq!(v["volumes"]["data"]["name"], "demo_data");
+    // The other outputs of `config` work on the model as written too.
+    let out = berth(dir.path(), &["-p", "demo", "--compatibility", "config", "--services"]);
+    assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), ["db", "web"]);
+}

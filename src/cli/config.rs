@@ -6,6 +6,7 @@ use clap::{Args, ValueEnum};
 
 use super::output::out;
 use super::{CliError, CliResult, GlobalOptions};
+use crate::compose::Normalization;
 use crate::compose::hash::service_hash;
 use crate::compose::render::{Format, render};
 
@@ -36,6 +37,9 @@ pub struct ConfigArgs {
     /// Don't resolve file paths
     #[arg(long)]
     no_path_resolution: bool,
+    /// Don't normalize compose model (also with `--compatibility`, as docker compose)
+    #[arg(long)]
+    no_normalize: bool,
     /// Print the service names, one per line
     #[arg(long)]
     services: bool,
@@ -68,6 +72,8 @@ pub fn run(global: &GlobalOptions, args: &ConfigArgs) -> CliResult<()> {
     opts.consistency = !args.no_consistency;
     opts.interpolate = !args.no_interpolate;
     opts.resolve_paths = !args.no_path_resolution;
+    // docker compose's `config` normalizes only outside compatibility mode (its PreRunE).
+    opts.normalize = if args.no_normalize { Normalization::No } else { Normalization::UnlessCompatibility };
     opts.services = args.service_names.clone();
     if args.list_profiles {
         // Every profile the files define, whether active or not.

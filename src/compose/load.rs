@@ -17,7 +17,7 @@ use super::interpolate;
 use super::merge::{self, MergeTags};
 use super::model::Project;
 use super::node::{Key, Mark, Node, Value, pointer_to_path};
-use super::options::ProjectOptions;
+use super::options::{Normalization, ProjectOptions};
 use super::{canonical, input, paths, schema, yaml};
 
 /// How many services an `extends` chain may go through. Resolving it recurses, so the length
@@ -124,7 +124,15 @@ pub fn load_project(opts: &ProjectOptions) -> Result<LoadedProject, LoadError> {
     }
 
     let disabled = apply_profiles(&mut tree, opts, &env)?;
-    super::normalize::normalize(&mut tree, &name, &env)?;
+    // docker compose reads the variable as its `StringToBool`: y, or what Go's ParseBool takes.
+    let truthy = |v: &str| matches!(v.trim().to_ascii_lowercase().as_str(), "y" | "1" | "t" | "true");
+    let compatibility = opts.compatibility || env.get("COMPOSE_COMPATIBILITY").is_some_and(|v| truthy(v));
+    let full = match opts.normalize {
+        Normalization::Yes => true,
+        Normalization::No => false,
+        Normalization::UnlessCompatibility => !compatibility,
+    };
+    super::normalize::normalize(&mut tree, &name, &env, full)?;
     if opts.consistency {
         super::consistency::check(&tree)?;
     }
@@ -132,9 +140,7 @@ pub fn load_project(opts: &ProjectOptions) -> Result<LoadedProject, LoadError> {
     if !opts.all_resources {
         project.without_unnecessary_resources();
     }
-    // docker compose reads the variable as its `StringToBool`: y, or what Go's ParseBool takes.
-    let truthy = |v: &str| matches!(v.trim().to_ascii_lowercase().as_str(), "y" | "1" | "t" | "true");
-    project.compatibility = opts.compatibility || env.get("COMPOSE_COMPATIBILITY").is_some_and(|v| truthy(v));
+    project.compatibility = compatibility;
     Ok(LoadedProject {
         project,
         tree,

@@ -24,4 +24,4 @@ pub mod yaml;
 pub use canonical::{parse_port_flag, parse_volume_flag};
 pub use error::LoadError;
 pub use load::{LoadedProject, load_project};
-pub use options::ProjectOptions;
+pub use options::{Normalization, ProjectOptions};

@@ -12,15 +12,26 @@ use super::input;
 use super::node::{Key, Map, MapBuilder, Mark, Node, Value};
 
 /// Normalizes a merged canonical tree for project `name`; `env` resolves bare `environment`
-/// keys and interpolates env files.
-pub fn normalize(tree: &mut Node, name: &str, env: &Environment) -> Result<(), LoadError> {
+/// keys and interpolates env files. Without `full` (compose-go's normalization turned off:
+/// `config --no-normalize` or `--compatibility`), only what docker compose's `config` does
+/// apart from it: env and label files folded in, bare `environment` keys resolved, secrets'
+/// default targets; no `default` network, resource names, build defaults, `pull_policy`
+/// spelling or implicit dependencies.
+pub fn normalize(tree: &mut Node, name: &str, env: &Environment, full: bool) -> Result<(), LoadError> {
     let root_mark = tree.mark.clone();
     let Some(root) = tree.as_map_mut() else { return Ok(()) };
     let mut uses_default = false;
     if let Some(services) = root.get_mut("services").and_then(Node::as_map_mut) {
         for (key, service) in services.entries.iter_mut() {
-            uses_default |= normalize_service(&key.name, service, env)?;
+            if full {
+                uses_default |= normalize_service(&key.name, service, env)?;
+            } else {
+                resolve_service(&key.name, service, env)?;
+            }
         }
+    }
+    if !full {
+        return Ok(());
     }
     if uses_default {
         ensure_section(root, "networks", &root_mark);
@@ -100,16 +111,27 @@ fn normalize_service(name: &str, service: &mut Node, env: &Environment) -> Resul
     if let Some(args) = svc.get_mut("build").and_then(Node::as_map_mut).and_then(|b| b.get_mut("args")) {
         resolve_build_args(args, env);
     }
+    add_implicit_dependencies(svc, &mark);
+    resolve_service(name, service, env)?;
+    Ok(uses_default)
+}
+
+/// What docker compose's `config` does to a service whether or not it normalizes: secrets'
+/// default targets, env and label files folded into `environment` and `labels`.
+fn resolve_service(name: &str, service: &mut Node, env: &Environment) -> Result<(), LoadError> {
+    let mark = service.mark.clone();
+    if service.is_null() {
+        *service = Node::map(&mark);
+    }
+    let Some(svc) = service.as_map_mut() else { return Ok(()) };
     if let Some(secrets) = svc.get_mut("secrets").and_then(Node::as_seq_mut) {
         for secret in secrets.iter_mut() {
             default_secret_target(secret);
         }
     }
-    add_implicit_dependencies(svc, &mark);
-
     fold_env_files(name, svc, env, &mark)?;
     fold_label_files(name, svc, env, &mark)?;
-    Ok(uses_default)
+    Ok(())
 }
 
 /// A build arg without a value takes it from `env`, and is dropped when `env` has none
@@ -292,10 +314,55 @@ mod tests {
     use crate::compose::yaml;
 
     fn normalized(text: &str, env: &[(&str, &str)]) -> serde_json::Value {
+        processed(text, env, true)
+    }
+
+    fn processed(text: &str, env: &[(&str, &str)], full: bool) -> serde_json::Value {
         let mut tree = yaml::parse(text, &Arc::from("c.yaml")).expect("yaml");
         let env: Environment = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        normalize(&mut tree, "proj", &env).expect("normalizes");
+        normalize(&mut tree, "proj", &env, full).expect("normalizes");
         tree.to_json()
+    }
+
+    #[test]
+    fn without_normalization_only_environment_labels_and_secret_targets_are_resolved() {
+        let text = "services:
+  a:
+    image: x
+    pull_policy: if_not_present
+    build: {context: ., args: {FROM_ENV: }}
+    links: [b]
+    environment: {BARE: , SET: '1'}
+    secrets: [{source: s}]
+  b: {image: x, network_mode: 'service:a'}
+networks: {front: }
+volumes: {data: }
+secrets: {s: {file: ./s}}
+";
+        let v = processed(text, &[("BARE", "b"), ("FROM_ENV", "e")], false);
+        let a = &v["services"]["a"];
+        assert!(a.get("networks").is_none(), "no default network: {a}");
+        assert!(v["networks"].get("default").is_none());
+        assert!(v["networks"]["front"].get("name").is_none(), "no names from keys: {v}");
+        assert!(v["volumes"]["data"].get("name").is_none());
+        assert!(v["secrets"]["s"].get("name").is_none());
+        assert_eq!(a["pull_policy"], "if_not_present");
+        assert!(a["build"].get("dockerfile").is_none());
+        assert_eq!(a["build"]["args"], serde_json::json!({"FROM_ENV": null}));
+        assert!(a.get("depends_on").is_none(), "no implicit dependencies: {a}");
+        assert!(v["services"]["b"].get("depends_on").is_none());
+        // What docker compose's `config` resolves apart from normalization.
+        assert_eq!(a["environment"], serde_json::json!({"BARE": "b", "SET": "1"}));
+        assert_eq!(a["secrets"][0]["target"], "/run/secrets/s");
+
+        let v = processed(text, &[("BARE", "b"), ("FROM_ENV", "e")], true);
+        let a = &v["services"]["a"];
+        assert_eq!(a["networks"], serde_json::json!({"default": null}));
+        assert_eq!(v["networks"]["front"]["name"], "proj_front");
+        assert_eq!(a["pull_policy"], "missing");
+        assert_eq!(a["build"]["dockerfile"], "Dockerfile");
+        assert_eq!(a["build"]["args"], serde_json::json!({"FROM_ENV": "e"}));
+        assert_eq!(a["depends_on"]["b"]["condition"], "service_started");
     }
 
     #[test]

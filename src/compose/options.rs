@@ -34,10 +34,27 @@ pub struct ProjectOptions {
     /// docker compose's `--compatibility`: names made with `_` (as `COMPOSE_COMPATIBILITY`,
     /// from the environment or `.env`, also asks).
     pub compatibility: bool,
+    /// Normalize the model (compose-go's `WithNormalization`): the implicit `default` network,
+    /// resource names, build defaults, implicit dependencies. Off only for `config`'s output.
+    pub normalize: Normalization,
     /// A folder where digests of file trees found valid against the schema are kept, so that
     /// an unchanged file is not validated (the schema compiled) at every command; `None`: no
     /// cache (see `schema::validate_cached`).
     pub schema_cache: Option<PathBuf>,
+}
+
+/// Whether a project is normalized when loaded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Normalization {
+    /// Always (every command that acts on the project needs the normalized model).
+    #[default]
+    Yes,
+    /// Never (`config --no-normalize`).
+    No,
+    /// Unless in compatibility mode (`--compatibility` or `COMPOSE_COMPATIBILITY`): docker
+    /// compose's `config` turns normalization off there, so that it prints the model as v1
+    /// did.
+    UnlessCompatibility,
 }
 
 impl ProjectOptions {
@@ -50,6 +67,7 @@ impl ProjectOptions {
             consistency: true,
             interpolate: true,
             resolve_paths: true,
+            normalize: Normalization::Yes,
             ..ProjectOptions::default()
         }
     }
