@@ -2,7 +2,7 @@
 //! included: `kill -s` by name (`SIGRTMIN+3`, `rtmax-2`) and number, a realtime
 //! `stop_signal`, attach's signal proxy, berth's init passing them on, and a kill against the
 //! restart policy as docker decides it (only SIGKILL or the container's own stop signal ends
-//! it). busybox's `trap` takes realtime signals by number only (SIGRTMIN+3 is 37). Subnets
+//! it; a kill of a restarting container calls the restart off). busybox's `trap` takes realtime signals by number only (SIGRTMIN+3 is 37). Subnets
 //! 10.243.60-63.0/24.
 
 mod stack;
@@ -111,11 +111,29 @@ fn a_kill_ends_the_restart_policy_only_with_sigkill_or_the_own_stop_signal() {
     let services = format!(
         "  own:\n    image: {IMAGE}\n    command: [sleep, \"1000\"]\n    init: true\n    restart: always\n    stop_signal: SIGRTMIN+3\n    stop_grace_period: 1s\n  plain:\n    image: {IMAGE}\n    command: [sleep, \"1000\"]\n    init: true\n    restart: always\n    stop_grace_period: 1s\n"
     );
+    let services = format!(
+        "{services}  crashing:\n    image: {IMAGE}\n    command: [sh, -c, \"exit 1\"]\n    restart: always\n"
+    );
     let stack = Stack::new("sig3", &compose(62, &services));
     stack.ok(&["up", "-d"]);
     stack.wait_until(Duration::from_secs(10), "both running", |ps| {
         ps.iter().filter(|c| c["State"] == "running").count() == 2
     });
+
+    // A container waiting to be restarted (its back-off past a second by the fifth restart) is
+    // killed too, as docker's kill of a restarting one: the restart is called off.
+    stack.wait_until(Duration::from_secs(20), "crashing in its back-off", |_| {
+        restart_count(&stack, "sig3-crashing-1") >= 5
+            && stack.container("sig3-crashing-1").is_some_and(|c| c["State"] == "restarting")
+    });
+    stack.ok(&["kill", "crashing"]);
+    let count = restart_count(&stack, "sig3-crashing-1");
+    stack.wait_until(Duration::from_secs(5), "crashing ended", |_| {
+        stack.container("sig3-crashing-1").is_some_and(|c| c["State"] == "exited")
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(restart_count(&stack, "sig3-crashing-1"), count, "restarted after the kill");
+    assert!(stack.container("sig3-crashing-1").is_some_and(|c| c["State"] == "exited"));
 
     // Another signal than its own stop signal: the process ends, the policy starts it again.
     stack.ok(&["kill", "-s", "TERM", "own"]);

@@ -1348,6 +1348,12 @@ networks:
             assert_eq!((st.state, st.exit_code), (State::Exited, Some(137)));
             let e = plan_kill("p", Some(&loaded), &observed(&fake), &[], "SIGNOPE", false).unwrap_err();
             assert!(e.to_string().contains("SIGNOPE"), "{e}");
+            // A restarting container is killed too (its restart called off).
+            fake.set_status("p-solo-1", ContainerStatus { state: State::Restarting, ..exited(1) });
+            let plan = plan_kill("p", Some(&loaded), &observed(&fake), &["solo".into()], "KILL", false).unwrap();
+            assert_eq!(plan.describe(), ["solo: send KILL to container p-solo-1"]);
+            run(&fake, &loaded, &graph, &plan).unwrap();
+            assert_eq!(fake.take_calls(), ["kill p-solo-1 KILL"]);
             // Nothing running of the service: an empty plan.
             assert!(
                 plan_kill("p", None, &observed(&fake), &["db".into()], "9", false)

@@ -782,7 +782,7 @@ pub fn plan_rm(
     Ok(plan)
 }
 
-/// `kill`'s plan: `signal` to every running container of `services` (all when empty),
+/// `kill`'s plan: `signal` to every running or restarting container of `services` (all when empty),
 /// one-offs included; containers of services that left the file only with
 /// `remove_orphans`, as docker compose does. An empty plan means nothing runs.
 pub fn plan_kill(
@@ -806,7 +806,9 @@ pub fn plan_kill(
         .iter()
         .filter(|c| services.is_empty() || services.contains(&c.service))
         .filter(|c| remove_orphans || loaded.is_none_or(|l| l.project.services.contains_key(&c.service)))
-        .filter(|c| observed.status(&c.id).state == State::Running)
+        // A restarting container too, as docker lists it as running: the kill may call its
+        // restart off.
+        .filter(|c| matches!(observed.status(&c.id).state, State::Running | State::Restarting))
         .cloned()
         .collect();
     // No ordering between services: a kill is immediate, as docker compose sends them all at

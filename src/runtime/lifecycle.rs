@@ -188,8 +188,14 @@ impl Lifecycle {
             Event::Exited { code, oom, at } => self.exited(code, oom, at, now),
             Event::StopRequested { grace, signal } => self.stop(grace, signal, now),
             Event::Killed { signal } => {
-                if kill_ends_restarts(self.rules.stop_signal, signal) {
-                    self.status.stopped_by_user = true;
+                if !kill_ends_restarts(self.rules.stop_signal, signal) {
+                    return Vec::new();
+                }
+                self.status.stopped_by_user = true;
+                // A restart waiting for its back-off is called off.
+                if self.restart_at.take().is_some() {
+                    self.status.state = State::Exited;
+                    return vec![Action::Save];
                 }
                 Vec::new()
             }
@@ -562,6 +568,13 @@ mod tests {
         c.at(MS).exit(143);
         assert!(c.life.restart_pending(), "restarted as the policy says");
         assert_eq!(c.life.status.state, State::Restarting);
+
+        // During the back-off: another signal leaves the restart in place, its own calls it off.
+        assert_eq!(c.on(Event::Killed { signal: libc::SIGTERM }), vec![]);
+        assert!(c.life.restart_pending());
+        assert_eq!(c.on(Event::Killed { signal: libc::SIGQUIT }), vec![Action::Save]);
+        assert!(c.life.is_over());
+        assert_eq!(c.life.status.state, State::Exited);
 
         let mut c = Clock::new(own);
         c.start();

@@ -1312,6 +1312,12 @@ impl Shim {
             }
         };
         let Some(r) = &self.running else {
+            // Waiting to be restarted: docker's kill sends nothing then, it only decides
+            // whether the restart is called off.
+            if kill_request && self.life.restart_pending() {
+                self.on(Event::Killed { signal: sig });
+                return Response { ok: true, error: None, status: self.life.status.clone() };
+            }
             return Response {
                 ok: false,
                 error: Some("container is not running".into()),
