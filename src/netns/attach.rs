@@ -489,8 +489,7 @@ impl Networks {
         let link = &self.drivers.link;
         link.create_netns(&netns_path)?;
         for (st, net) in states.iter().zip(&nets) {
-            link.ensure_bridge(net)?;
-            link.create_veth(&netns_path, st, net)?;
+            link.add_endpoint(&netns_path, st, net)?;
         }
         // The default route: the non-internal network with the highest gateway priority.
         let gw_net = eps

@@ -159,10 +159,8 @@ fn attach_records_the_endpoints_first_and_detach_removes_the_record_last() {
         w.fake.take_calls(),
         [
             "create netns /netns/c1".to_string(),
-            format!("ensure bridge {ba} of p_a"),
-            format!("create veth {va} in /netns/c1 on {ba}"),
-            format!("ensure bridge {bb} of p_b"),
-            format!("create veth {vb} in /netns/c1 on {bb}"),
+            format!("add endpoint {va} in /netns/c1 on {ba}"),
+            format!("add endpoint {vb} in /netns/c1 on {bb}"),
             "configure /netns/c1: eth0=172.28.0.2/24 eth1=172.28.1.2/24 default via 172.28.0.1".into(),
             "dns reload".into(),
         ]
@@ -221,8 +219,8 @@ fn a_failed_attach_step_undoes_every_earlier_step_and_leaves_no_record() {
     // adds the port (the rollback's own sync has none).
     let steps = [
         "create netns".to_string(),
-        format!("create veth {va}"),
-        format!("create veth {vb}"),
+        format!("add endpoint {va}"),
+        format!("add endpoint {vb}"),
         "configure".into(),
         "ports [80]".into(),
         "dns reload".into(),
@@ -252,9 +250,8 @@ fn a_command_killed_during_attach_leaves_records_that_the_next_detach_finishes()
     let (va, vb) = (veth("c1", "p_a"), veth("c1", "p_b"));
     let steps = [
         "create netns".to_string(),
-        "ensure bridge".into(),
-        format!("create veth {va}"),
-        format!("create veth {vb}"),
+        format!("add endpoint {va}"),
+        format!("add endpoint {vb}"),
         "configure".into(),
         "ports [80]".into(),
     ];

@@ -61,9 +61,10 @@ pub trait LinkDriver: Send + Sync + std::fmt::Debug {
     fn create_netns(&self, path: &Path) -> Result<(), NetError>;
     /// Unpins and removes the namespace file at `path`. Gone is fine.
     fn remove_netns(&self, path: &Path) -> Result<(), NetError>;
-    /// Makes the veth pair of endpoint `ep`: its host side on `net`'s bridge (which exists),
-    /// its peer created straight inside the namespace at `netns`, with the endpoint's MAC.
-    fn create_veth(&self, netns: &Path, ep: &EndpointState, net: &NetworkRecord) -> Result<(), NetError>;
+    /// Makes endpoint `ep`'s veth pair: `net`'s bridge made sure of first (as
+    /// [`ensure_bridge`](LinkDriver::ensure_bridge)), then the host side on it and the peer
+    /// created straight inside the namespace at `netns`, with the endpoint's MAC.
+    fn add_endpoint(&self, netns: &Path, ep: &EndpointState, net: &NetworkRecord) -> Result<(), NetError>;
     /// Configures the inside of the namespace at `netns`: loopback, then `setup`.
     fn configure_netns(&self, netns: &Path, setup: &NetnsSetup) -> Result<(), NetError>;
 }
@@ -127,12 +128,10 @@ impl LinkDriver for KernelLinks {
         nsfile::remove(path)
     }
 
-    fn create_veth(&self, netns: &Path, ep: &EndpointState, net: &NetworkRecord) -> Result<(), NetError> {
+    fn add_endpoint(&self, netns: &Path, ep: &EndpointState, net: &NetworkRecord) -> Result<(), NetError> {
         let ns = nsfile::open(netns)?;
         let mut nl = Netlink::open()?;
-        let master = nl
-            .link_index(&net.bridge)?
-            .ok_or_else(|| NetError::Invalid(format!("bridge {} of network {} is missing", net.bridge, net.name)))?;
+        let master = bridge::ensure(&mut nl, net)?;
         let mac = super::attach::parse_mac(&ep.mac)?;
         nl.create_veth(&ep.host_veth, master, &ep.interface, ns.as_raw_fd(), net.mtu, Some(mac))
     }

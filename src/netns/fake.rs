@@ -1,5 +1,5 @@
 //! The networking drivers' test double: a pretend kernel, firewall and DNS process that write
-//! down every call as one line (`create veth bv… in /netns/c1 on berth…`), keep the links and
+//! down every call as one line (`add endpoint bv… in /netns/c1 on berth…`), keep the links and
 //! namespaces that exist, and fail a call on demand. At each change it also checks the records
 //! on disk: a kernel object made or taken away while no record claims it is listed in
 //! `unclaimed`, so that tests can hold `Networks` to "record first, kernel after; kernel gone
@@ -181,18 +181,22 @@ impl LinkDriver for FakeNet {
         Ok(())
     }
 
-    fn create_veth(&self, netns: &Path, ep: &EndpointState, net: &NetworkRecord) -> Result<(), NetError> {
-        self.call(format!("create veth {} in {} on {}", ep.host_veth, self.show(netns), net.bridge))?;
+    fn add_endpoint(&self, netns: &Path, ep: &EndpointState, net: &NetworkRecord) -> Result<(), NetError> {
+        self.call(format!("add endpoint {} in {} on {}", ep.host_veth, self.show(netns), net.bridge))?;
         let claimed = self.endpoints().iter().any(|r| {
             r.netns.as_deref() == Some(netns) && r.endpoints.iter().any(|e| e.host_veth == ep.host_veth)
         });
         if !claimed {
             self.note_unclaimed(format!("veth {} made", ep.host_veth));
         }
-        let mut st = self.state();
-        if !st.links.contains(&net.bridge) || !st.netns.contains(netns) {
-            return Err(NetError::Invalid(format!("veth {}: no bridge or namespace", ep.host_veth)));
+        if !self.state().links.contains(&net.bridge) && !self.link_claimed(&net.bridge) {
+            self.note_unclaimed(format!("bridge {} made", net.bridge));
         }
+        let mut st = self.state();
+        if !st.netns.contains(netns) {
+            return Err(NetError::Invalid(format!("veth {}: no namespace", ep.host_veth)));
+        }
+        st.links.insert(net.bridge.clone());
         st.links.insert(ep.host_veth.clone());
         Ok(())
     }
