@@ -13,8 +13,8 @@ use crate::engine::images::{
     ImageOptions, ImageOutcome, PullPolicy, ServiceImage, execute, plan_images, service_images,
 };
 use crate::engine::provider::EngineImages;
+use crate::image::Reference;
 use crate::image::events::ImageEvents;
-use crate::image::{ImageStore, Reference};
 
 /// `berth pull` flags.
 #[derive(Debug, Args)]
@@ -306,7 +306,7 @@ struct ImageRow {
 pub fn run_images_cmd(global: &GlobalOptions, args: &ImagesArgs) -> CliResult<()> {
     let ctx = project::open(global)?;
     project::check_services(&ctx.loaded, &args.services)?;
-    let store = ImageStore::open(ctx.engine.dirs()).map_err(|e| CliError::msg(e.to_string()))?;
+    let store = ctx.engine.image_store().map_err(|e| CliError::msg(e.to_string()))?;
     let containers =
         crate::engine::observe::project_containers(&ctx.engine.runtime, &ctx.loaded.project.name)?;
     let mut rows = Vec::new();

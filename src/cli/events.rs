@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::output::outln;
 use super::{CliError, CliResult, GlobalOptions, project, signals};
-use crate::events::{Event, Follower, log_path};
+use crate::events::Event;
 
 /// `berth events` flags.
 #[derive(Debug, Args)]
@@ -47,8 +47,7 @@ pub fn run(global: &GlobalOptions, args: &EventsArgs) -> CliResult<()> {
     let until = parse("until", &args.until)?;
     let target = project::open_or_name(global)?;
     target.check_services(&args.services)?;
-    let path = log_path(target.engine.dirs(), &target.name);
-    let mut follower = Follower::new(&path, since.is_some());
+    let mut follower = target.engine.event_follower(&target.name, since.is_some());
     let wanted = |e: &Event| {
         e.kind == "container"
             && !e.oneoff()

@@ -11,7 +11,7 @@ use clap::Args;
 use super::output;
 use super::project;
 use super::{CliError, CliResult, GlobalOptions, signals};
-use crate::engine::logs::{LogFollower, LogFormat};
+use crate::engine::logs::LogFormat;
 use crate::engine::observe::ProjectContainer;
 use crate::engine::query::{self, Selection};
 use crate::runtime::status::State;
@@ -112,7 +112,7 @@ pub fn run(global: &GlobalOptions, args: &LogsArgs) -> CliResult<()> {
     let engine = &target.engine;
     let format =
         LogFormat { timestamps: args.timestamps, no_color: args.no_color, no_prefix: args.no_log_prefix };
-    let mut follower = LogFollower::new(engine.dirs(), format).window(since, until);
+    let mut follower = engine.log_follower(format).window(since, until);
     let mut out = output::Stdout;
     let first = wanted()?;
     if args.index > 0 && first.is_empty() {

@@ -130,7 +130,7 @@ impl Target {
         let loaded = match &self.loaded {
             Some(l) => std::borrow::Cow::Borrowed(l),
             None => {
-                let names = image_names(&self.engine);
+                let names = self.engine.image_names();
                 let named = |id: &str| names.get(id).cloned();
                 std::borrow::Cow::Owned(project_from_containers(&self.engine.runtime, &self.name, &named)?)
             }
@@ -138,18 +138,6 @@ impl Target {
         let graph = ServiceGraph::from_project(&loaded.project)?;
         Ok((loaded, graph))
     }
-}
-
-/// Image ids to a name each has in the store (the first), to show what a container was made
-/// from when no compose file says it.
-pub fn image_names(engine: &Engine) -> std::collections::BTreeMap<String, String> {
-    let mut out = std::collections::BTreeMap::new();
-    if let Ok(list) = crate::image::ImageStore::open(engine.dirs()).and_then(|s| s.list()) {
-        for i in list.into_iter().filter(|i| i.repository != "<none>") {
-            out.entry(i.id).or_insert_with(|| format!("{}:{}", i.repository, i.tag));
-        }
-    }
-    out
 }
 
 /// docker compose's `projectOrName`: the project of the compose file; with `-p NAME` (or

@@ -2,7 +2,6 @@
 //! (one object per line, the fields and types of docker compose v2.21+), or a Go template.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
@@ -136,19 +135,6 @@ fn status_text(st: &ContainerStatus) -> String {
     }
 }
 
-/// Bytes of the regular files under `dir` (a container's writable layer).
-fn dir_size(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_size(&e.path()),
-            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
-            _ => 0,
-        })
-        .sum()
-}
-
 /// Reads what `ps` shows of container `c`; `size`: count its writable layer's bytes.
 fn summary(
     target: &Target,
@@ -224,7 +210,7 @@ fn summary(
         mounts,
         local_volumes,
         networks,
-        size_rw: size.then(|| dir_size(&engine.dirs().container(&c.id).join("upper"))),
+        size_rw: size.then(|| engine.size_rw(&c.id)),
     }
 }
 
@@ -471,7 +457,7 @@ pub fn run(global: &GlobalOptions, args: &PsArgs) -> CliResult<()> {
         (true, false) => States::Up,
     };
     let selection = Selection { services: args.names.clone(), oneoffs: all, states, ..Selection::default() };
-    let images = project::image_names(&target.engine);
+    let images = target.engine.image_names();
     let size = match &spec {
         FormatSpec::Json => true,
         FormatSpec::Template { text, .. } => text.contains(".Size"),

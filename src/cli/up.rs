@@ -10,7 +10,7 @@ use super::project::{self, ProjectCtx};
 use super::{CliError, CliResult, GlobalOptions, signals};
 use crate::engine::attach::{ExitPolicy, ExitWatch};
 use crate::engine::images::ImageOptions;
-use crate::engine::logs::{LogFollower, LogFormat, display_name};
+use crate::engine::logs::{LogFormat, display_name};
 use crate::engine::observe::{ProjectContainer, containers_of};
 use crate::engine::plan::UpOptions;
 use crate::engine::up::{UpOutcome, UpRequest, plan_up};
@@ -33,8 +33,8 @@ pub struct UpArgs {
     /// Don't recreate containers that exist
     #[arg(long)]
     no_recreate: bool,
-    /// Recreate dependent containers too (with --force-recreate)
-    #[arg(long)]
+    /// Recreate dependent containers. Incompatible with --no-recreate.
+    #[arg(long, conflicts_with = "no_recreate")]
     always_recreate_deps: bool,
     /// Don't start linked services
     #[arg(long)]
@@ -206,7 +206,7 @@ fn attached(
         all.iter().filter(|c| attach.contains(&c.service)).cloned().collect();
     let format =
         LogFormat { timestamps: args.timestamps, no_color: args.no_color, no_prefix: args.no_log_prefix };
-    let mut follower = LogFollower::new(engine.dirs(), format);
+    let mut follower = engine.log_follower(format);
     let mut out = output::Stdout;
     let names: Vec<String> = watched.iter().map(display_name).collect();
     outln!("Attaching to {}", names.join(", "))?;

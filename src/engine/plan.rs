@@ -55,7 +55,7 @@ pub struct UpOptions {
     pub force_recreate: bool,
     /// Never recreate existing containers.
     pub no_recreate: bool,
-    /// Recreate dependencies too (with `force_recreate`).
+    /// Recreate the named services' dependencies even when unchanged (`--always-recreate-deps`).
     pub always_recreate_deps: bool,
     /// Replica counts that override the file's (`--scale svc=n`).
     pub scale: BTreeMap<String, u32>,
@@ -446,7 +446,9 @@ pub fn plan(
             .ok_or_else(|| EngineError::MissingImage { service: name.clone(), image: reference })?;
         check_spec(loaded, &name, &image)?;
         let hash = config_hash(project, &name, &image.id);
-        let force = opts.force_recreate && (requested.contains(&name) || opts.always_recreate_deps);
+        // docker compose's two strategies: the services asked for follow --force-recreate,
+        // their dependencies --always-recreate-deps (either one alone).
+        let force = if requested.contains(&name) { opts.force_recreate } else { opts.always_recreate_deps };
         // A service that shares a recreated service's namespaces or volumes must follow it.
         // Read from the service itself: the loader records these as depends_on too, so the
         // graph's edge between the two may be a DependsOn one.
@@ -1172,6 +1174,11 @@ volumes:
             opts.always_recreate_deps = true;
             let w = words(&fake.plan_up(&loaded, &graph, &opts).unwrap());
             assert_eq!(w, ["db:recreate", "web:recreate"]);
+            // --always-recreate-deps alone: the dependencies only (docker compose's
+            // dependenciesRecreateStrategy does not need --force-recreate).
+            opts.force_recreate = false;
+            let w = words(&fake.plan_up(&loaded, &graph, &opts).unwrap());
+            assert_eq!(w, ["db:recreate", "web:keep"]);
             // Everything when no service is named.
             let opts = UpOptions { force_recreate: true, ..UpOptions::default() };
             let w = words(&fake.plan_up(&loaded, &graph, &opts).unwrap());

@@ -1,16 +1,21 @@
 //! What the query commands pick of a project's containers (`ps`, `logs`, `exec`, `port`,
 //! `top`, `stats`, and the services of a project known only by name), decided on the host
 //! traits so that the choices are unit-tested on the in-memory fake: which services, which
-//! replica, one-offs or not, which states.
+//! replica, one-offs or not, which states. Also what they read of the engine's state
+//! ([`Engine::size_rw`], [`Engine::image_names`], [`Engine::log_follower`],
+//! [`Engine::event_follower`]), so that the command line never knows where it is kept.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 use crate::netns::ports::PublishedPort;
 use crate::runtime::ExecSpec;
 use crate::runtime::status::{ContainerStatus, State};
 
+use super::Engine;
 use super::error::{EngineError, Result};
 use super::host::{ContainerHost, Host};
+use super::logs::{LogFollower, LogFormat};
 use super::observe::{ProjectContainer, containers_of, is_running};
 
 /// Which states a listing keeps.
@@ -139,6 +144,56 @@ pub fn exec(host: &Host<'_>, c: &ProjectContainer, exec: &ExecSpec, tty: bool) -
         .map_err(EngineError::runtime(format!("container {}", c.name)))
 }
 
+/// What the query commands read of the engine's state.
+impl Engine {
+    /// The bytes of regular files in container `id`'s writable layer (`ps --size`'s
+    /// `SizeRw`; 0 when it has none).
+    pub fn size_rw(&self, id: &str) -> u64 {
+        dir_size(&self.dirs.container(id).join("upper"))
+    }
+
+    /// Image ids to a name each has in the store (the first), to show what a container was
+    /// made from when no compose file says it; empty when the store cannot be read.
+    pub fn image_names(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        if let Ok(list) = crate::image::ImageStore::open(&self.dirs).and_then(|s| s.list()) {
+            for i in list.into_iter().filter(|i| i.repository != "<none>") {
+                out.entry(i.id).or_insert_with(|| format!("{}:{}", i.repository, i.tag));
+            }
+        }
+        out
+    }
+
+    /// The image store, for `images`' details of the images containers use.
+    pub fn image_store(&self) -> std::result::Result<crate::image::ImageStore, crate::image::ImageError> {
+        crate::image::ImageStore::open(&self.dirs)
+    }
+
+    /// A follower of containers' logs, printing in `format` (`logs`, an attached `up`).
+    pub fn log_follower(&self, format: LogFormat) -> LogFollower {
+        LogFollower::new(&self.dirs, format)
+    }
+
+    /// A follower of `project`'s event log (`events`); `from_start`: also the events the log
+    /// already holds.
+    pub fn event_follower(&self, project: &str, from_start: bool) -> crate::events::Follower {
+        crate::events::Follower::new(&crate::events::log_path(&self.dirs, project), from_start)
+    }
+}
+
+/// The bytes of the regular files under `dir` (symlinks not followed).
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,5 +280,22 @@ mod tests {
         let e = exec(&host, &web2, &spec, true).unwrap_err().to_string();
         assert_eq!(e, "container p-web-2 is not running");
         assert!(fake.take_calls().is_empty());
+    }
+
+    #[test]
+    fn size_rw_counts_the_files_of_the_writable_layer_only() {
+        let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+        let dirs = crate::state::Dirs::new(dir.path().join("root"), dir.path().join("run"));
+        let engine = Engine::new(&dirs, "berth");
+        assert_eq!(engine.size_rw("c1"), 0, "no writable layer");
+        let upper = dirs.container("c1").join("upper");
+        std::fs::create_dir_all(upper.join("etc")).unwrap();
+        std::fs::write(upper.join("a"), [0u8; 10]).unwrap();
+        std::fs::write(upper.join("etc").join("b"), [0u8; 5]).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", upper.join("link")).unwrap();
+        // The container's other files are not its writable layer.
+        std::fs::write(dirs.container("c1").join("log"), [0u8; 100]).unwrap();
+        assert_eq!(engine.size_rw("c1"), 15);
+        assert!(engine.image_names().is_empty());
     }
 }

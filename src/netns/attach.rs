@@ -1,24 +1,25 @@
 //! Creating and removing networks, attaching and detaching containers. Every change writes its
 //! record first and then makes the kernel match, so an interrupted change leaves a record that
-//! the next detach or remove finishes from.
+//! the next detach or remove finishes from; a teardown removes the record only once what it
+//! claims is gone, so a teardown that fails half-way is finished by the next one. The kernel
+//! and the DNS process are reached through [`super::driver`].
 
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
 use super::error::NetError;
+use super::driver::{InterfaceSetup, NetnsSetup};
 use super::hosts::{self, FilesSpec};
-use super::netlink::Netlink;
 use super::record::{
     self, EndpointRecord, EndpointState, ModeRecord, NetworkRecord, SubnetRecord, all_endpoints, all_networks,
 };
 use super::{
     AttachRequest, AttachedEndpoint, Attachment, EndpointRequest, NetMode, NetworkSpec, Networks,
-    OPT_BRIDGE_NAME, OPT_MTU, bridge, dns, firewall, ipam, nsfile, ports,
+    OPT_BRIDGE_NAME, OPT_MTU, bridge, firewall, ipam, ports,
 };
 
 fn now() -> u64 {
@@ -32,7 +33,7 @@ fn valid_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
-fn parse_mac(s: &str) -> Result<[u8; 6], NetError> {
+pub(super) fn parse_mac(s: &str) -> Result<[u8; 6], NetError> {
     let parts: Vec<&str> = s.split(':').collect();
     let bad = || NetError::Invalid(format!("invalid MAC address {s:?}"));
     if parts.len() != 6 {
@@ -109,7 +110,7 @@ impl Networks {
         // from the same host view right now; the host-wide lock lasts until the bridge has its
         // address, which every later choice then sees.
         let _host_lock = super::host_lock::SubnetLock::acquire()?;
-        let host: Vec<ipnet::IpNet> = Netlink::open()?.host_prefixes()?.into_iter().map(|p| p.net).collect();
+        let host = self.drivers.link.host_prefixes()?;
         let subnets: Vec<SubnetRecord> =
             ipam::plan_subnets(&spec.ipam, spec.enable_ipv6, &host, &ipam::berth_subnets(&others))?;
         let created = now();
@@ -138,13 +139,13 @@ impl Networks {
 
     /// Makes the kernel match a network record: bridge, addresses, firewall, DNS.
     fn realize_network(&self, rec: &NetworkRecord) -> Result<(), NetError> {
-        bridge::ensure(&mut Netlink::open()?, rec)?;
+        self.drivers.link.ensure_bridge(rec)?;
         self.sync_firewall()?;
-        dns::notify(&self.dirs, &self.exe)
+        self.drivers.dns.start_or_reload()
     }
 
     fn sync_firewall(&self) -> Result<(), NetError> {
-        firewall::apply(
+        self.drivers.firewall.sync(
             &firewall::table_name(&self.dirs.root),
             &all_networks(&self.dirs)?,
             &all_endpoints(&self.dirs)?,
@@ -168,24 +169,27 @@ impl Networks {
     fn remove_locked(&self, name: &str) -> Result<(), NetError> {
         let mut errors = Vec::new();
         if let Some(rec) = record::read_network(&self.dirs, name)? {
-            if let Err(e) = Netlink::open().and_then(|mut nl| bridge::remove(&mut nl, &rec)) {
-                errors.push(e);
-            }
-            let path = record::network_path(&self.dirs, name);
-            // The copy first: a record left without its copy is whole, a copy left alone is
-            // litter that only `forget` would find.
-            let _ = std::fs::remove_file(crate::state::copy_path(&path));
-            if let Err(e) = std::fs::remove_file(&path)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                errors.push(NetError::sys(format!("remove {}", path.display()), e));
+            match self.drivers.link.delete_link(&rec.bridge) {
+                // The record claims the bridge until it is gone: the next remove finishes.
+                Err(e) => errors.push(e),
+                Ok(()) => {
+                    let path = record::network_path(&self.dirs, name);
+                    // The copy first: a record left without its copy is whole, a copy left
+                    // alone is litter that only `forget` would find.
+                    let _ = std::fs::remove_file(crate::state::copy_path(&path));
+                    if let Err(e) = std::fs::remove_file(&path)
+                        && e.kind() != std::io::ErrorKind::NotFound
+                    {
+                        errors.push(NetError::sys(format!("remove {}", path.display()), e));
+                    }
+                }
             }
         }
         if let Err(e) = self.sync_firewall() {
             errors.push(e);
         }
         let remaining = all_networks(&self.dirs).map(|n| n.len()).unwrap_or(0);
-        let r = if remaining == 0 { dns::stop(&self.dirs, &self.reaps) } else { self.hup_dns() };
+        let r = if remaining == 0 { self.drivers.dns.stop() } else { self.drivers.dns.reload() };
         if let Err(e) = r {
             errors.push(e);
         }
@@ -214,16 +218,19 @@ impl Networks {
         let _ = std::fs::remove_file(crate::state::copy_path(&path));
         let bridge = bridge::bridge_name(&super::scope(&self.dirs.root), name);
         // Nothing left (the usual case, after a `down` that finished): nothing to change.
-        if !path.exists() && !std::path::Path::new("/sys/class/net").join(&bridge).exists() {
+        if !path.exists() && !self.drivers.link.link_exists(&bridge) {
             return Ok(());
         }
-        if let Err(e) = Netlink::open().and_then(|mut nl| nl.delete_link(&bridge)) {
-            errors.push(e);
-        }
-        if let Err(e) = std::fs::remove_file(&path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            errors.push(NetError::sys(format!("remove {}", path.display()), e));
+        match self.drivers.link.delete_link(&bridge) {
+            // The damaged record stays while its bridge does: the next command finds both.
+            Err(e) => errors.push(e),
+            Ok(()) => {
+                if let Err(e) = std::fs::remove_file(&path)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    errors.push(NetError::sys(format!("remove {}", path.display()), e));
+                }
+            }
         }
         if let Err(e) = self.sync_firewall() {
             errors.push(e);
@@ -267,23 +274,16 @@ impl Networks {
     }
 
     fn sync_dns_locked(&self) -> Result<(), NetError> {
+        let dns = &self.drivers.dns;
         if all_networks(&self.dirs)?.is_empty() {
-            return dns::stop(&self.dirs, &self.reaps);
+            return dns.stop();
         }
-        if dns::running(&self.dirs).is_some() {
+        if dns.alive() {
             return Ok(());
         }
         // One whose pid file is lost or damaged would answer from a stale table: it goes.
-        dns::stop(&self.dirs, &self.reaps)?;
-        dns::notify(&self.dirs, &self.exe)
-    }
-
-    fn hup_dns(&self) -> Result<(), NetError> {
-        match dns::running(&self.dirs) {
-            Some(pid) => nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP)
-                .map_err(|e| NetError::sys("signal the DNS process", e)),
-            None => Ok(()),
-        }
+        dns.stop()?;
+        dns.start_or_reload()
     }
 
     fn files_dir(&self, id: &str) -> PathBuf {
@@ -371,18 +371,9 @@ impl Networks {
             NetMode::None => {
                 let rec = EndpointRecord { mode: ModeRecord::None, netns: Some(netns_path.clone()), ..base };
                 record::write_endpoint(&self.dirs, &rec)?;
-                nsfile::create(&netns_path)?;
-                let sysctls = req.sysctls.clone();
-                nsfile::run_in(&netns_path, move || {
-                    let mut nl = Netlink::open()?;
-                    if let Some(lo) = nl.link_index("lo")? {
-                        nl.set_up(lo)?;
-                    }
-                    for (k, v) in &sysctls {
-                        nsfile::sysctl(k, v)?;
-                    }
-                    Ok(())
-                })?;
+                self.drivers.link.create_netns(&netns_path)?;
+                let setup = NetnsSetup { sysctls: req.sysctls.clone(), ..NetnsSetup::default() };
+                self.drivers.link.configure_netns(&netns_path, &setup)?;
                 let spec = FilesSpec {
                     hostname: &req.hostname,
                     extra_hosts: resolve_extra_hosts(&req.extra_hosts, None)?,
@@ -495,15 +486,10 @@ impl Networks {
         // The record goes first: from here on, a crash leaves what detach needs.
         record::write_endpoint(&self.dirs, &rec)?;
 
-        nsfile::create(&netns_path)?;
-        {
-            let ns = nsfile::open(&netns_path)?;
-            let mut nl = Netlink::open()?;
-            for (st, net) in states.iter().zip(&nets) {
-                let br = bridge::ensure(&mut nl, net)?;
-                let mac = parse_mac(&st.mac)?;
-                nl.create_veth(&st.host_veth, br, &st.interface, ns.as_raw_fd(), net.mtu, Some(mac))?;
-            }
+        let link = &self.drivers.link;
+        link.create_netns(&netns_path)?;
+        for (st, net) in states.iter().zip(&nets) {
+            link.add_endpoint(&netns_path, st, net)?;
         }
         // The default route: the non-internal network with the highest gateway priority.
         let gw_net = eps
@@ -512,53 +498,8 @@ impl Networks {
             .enumerate()
             .filter(|(_, (_, n))| !n.internal)
             .max_by_key(|(i, (e, _))| (e.gw_priority, std::cmp::Reverse(*i)))
-            .map(|(_, (_, n))| n.clone());
-        let inside: Vec<(EndpointState, NetworkRecord)> =
-            states.iter().cloned().zip(nets.iter().cloned()).collect();
-        let sysctls = req.sysctls.clone();
-        nsfile::run_in(&netns_path, move || {
-            let mut nl = Netlink::open()?;
-            if let Some(lo) = nl.link_index("lo")? {
-                nl.set_up(lo)?;
-            }
-            for (st, net) in &inside {
-                let idx = nl
-                    .link_index(&st.interface)?
-                    .ok_or_else(|| NetError::Invalid(format!("{} missing in the namespace", st.interface)))?;
-                if st.ipv6.is_some() {
-                    // No DAD: the address is ours by IPAM, and must work at once.
-                    let _ = nsfile::sysctl_if("ipv6", &st.interface, "accept_dad", "0");
-                    let _ = nsfile::sysctl_if("ipv6", &st.interface, "disable_ipv6", "0");
-                }
-                for s in &net.subnets {
-                    let ip = match s.subnet.addr() {
-                        IpAddr::V4(_) => st.ipv4.map(IpAddr::V4),
-                        IpAddr::V6(_) => st.ipv6.map(IpAddr::V6),
-                    };
-                    if let Some(ip) = ip {
-                        let addr = ipnet::IpNet::new(ip, s.subnet.prefix_len())
-                            .map_err(|e| NetError::Invalid(e.to_string()))?;
-                        nl.add_address(idx, addr)?;
-                    }
-                }
-                nl.set_up(idx)?;
-            }
-            if let Some(net) = gw_net {
-                let mut seen = (false, false);
-                for s in &net.subnets {
-                    let v6 = s.gateway.is_ipv6();
-                    let done = if v6 { &mut seen.1 } else { &mut seen.0 };
-                    if !*done {
-                        nl.add_default_route(s.gateway, 0)?;
-                        *done = true;
-                    }
-                }
-            }
-            for (k, v) in &sysctls {
-                nsfile::sysctl(k, v)?;
-            }
-            Ok(())
-        })?;
+            .map(|(_, (_, n))| n);
+        link.configure_netns(&netns_path, &netns_setup(&states, &nets, gw_net, &req.sysctls)?)?;
         // Rules depend on networks and published ports only; a container without ports changes
         // nothing there, and skipping nft keeps attach fast.
         if !published.is_empty() {
@@ -590,7 +531,7 @@ impl Networks {
             host_hosts: false,
         };
         hosts::write(&rec.files, &spec)?;
-        dns::notify(&self.dirs, &self.exe)?;
+        self.drivers.dns.start_or_reload()?;
         let (hosts_file, resolv_conf, hostname_file) = hosts::paths(&rec.files);
         Ok(Attachment {
             netns_path: Some(netns_path),
@@ -612,8 +553,9 @@ impl Networks {
     }
 
     /// Undoes an attach fully: veths, netns file, files, record, firewall rules, DNS names.
-    /// Keeps going when a step fails and returns every failure. Detaching a container that is
-    /// not attached is not an error.
+    /// Keeps going when a step fails and returns every failure; the record then stays, as it
+    /// still claims what is left, so that the next detach finishes. Detaching a container
+    /// that is not attached is not an error.
     pub fn detach(&self, container_id: &str) -> Result<(), NetError> {
         if !valid_name(container_id) {
             return Err(NetError::Invalid(format!("invalid container id {container_id:?}")));
@@ -623,11 +565,9 @@ impl Networks {
         // removes in parallel overlap instead of queueing behind the lock one by one. The
         // record is only read here (records are replaced atomically); under the lock the
         // deletion is done again, which finds nothing left, and any failure is reported then.
-        if let Ok(Some(rec)) = record::read_endpoint(&self.dirs, container_id)
-            && let Ok(mut nl) = Netlink::open()
-        {
+        if let Ok(Some(rec)) = record::read_endpoint(&self.dirs, container_id) {
             for ep in &rec.endpoints {
-                let _ = nl.delete_link(&ep.host_veth);
+                let _ = self.drivers.link.delete_link(&ep.host_veth);
             }
         }
         let _lock = self.lock()?;
@@ -635,70 +575,96 @@ impl Networks {
     }
 
     fn detach_locked(&self, id: &str) -> Result<(), NetError> {
-        let mut errors = Vec::new();
+        let link = &self.drivers.link;
+        // Failures to take away what the record claims: the record stays while there are any.
+        let mut left = Vec::new();
         let (rec, damaged) = match record::read_endpoint(&self.dirs, id) {
             Ok(r) => (r, false),
             // A damaged record: the veths are found by their names, which the container's id
             // and each network's name give.
             Err(NetError::State(crate::state::StateError::Json { .. })) => (None, true),
             Err(e) => {
-                errors.push(e);
+                left.push(e);
                 (None, false)
             }
         };
-        if damaged {
-            let nets = all_networks(&self.dirs).unwrap_or_default();
-            match Netlink::open() {
-                Ok(mut nl) => {
-                    for net in &nets {
-                        if let Err(e) = nl.delete_link(&bridge::veth_name(id, &net.name)) {
-                            errors.push(e);
-                        }
-                    }
-                }
-                Err(e) => errors.push(e),
+        let veths: Vec<String> = match &rec {
+            Some(rec) => rec.endpoints.iter().map(|ep| ep.host_veth.clone()).collect(),
+            None if damaged => all_networks(&self.dirs)
+                .unwrap_or_default()
+                .iter()
+                .map(|net| bridge::veth_name(id, &net.name))
+                .collect(),
+            None => Vec::new(),
+        };
+        for veth in &veths {
+            // Deleting the host side deletes its peer in the container too.
+            if let Err(e) = link.delete_link(veth) {
+                left.push(e);
             }
         }
         let had_ports = damaged || rec.as_ref().is_some_and(|r| !r.ports.is_empty());
-        if let Some(rec) = &rec
-            && !rec.endpoints.is_empty()
-        {
-            match Netlink::open() {
-                Ok(mut nl) => {
-                    for ep in &rec.endpoints {
-                        // Deleting the host side deletes its peer in the container too.
-                        if let Err(e) = nl.delete_link(&ep.host_veth) {
-                            errors.push(e);
-                        }
-                    }
-                }
-                Err(e) => errors.push(e),
-            }
-        }
         // Only our own netns file and files dir: container mode shares another's.
-        if let Err(e) = nsfile::remove(&self.dirs.netns().join(id)) {
-            errors.push(e);
+        if let Err(e) = link.remove_netns(&self.dirs.netns().join(id)) {
+            left.push(e);
         }
         let files = self.files_dir(id);
         if let Err(e) = std::fs::remove_dir_all(&files)
             && e.kind() != std::io::ErrorKind::NotFound
         {
-            errors.push(NetError::sys(format!("remove {}", files.display()), e));
+            left.push(NetError::sys(format!("remove {}", files.display()), e));
         }
-        let path = record::endpoint_path(&self.dirs, id);
-        if let Err(e) = std::fs::remove_file(&path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            errors.push(NetError::sys(format!("remove {}", path.display()), e));
+        let mut errors = left;
+        if errors.is_empty() {
+            let path = record::endpoint_path(&self.dirs, id);
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                errors.push(NetError::sys(format!("remove {}", path.display()), e));
+            }
         }
         if had_ports && let Err(e) = self.sync_firewall() {
             errors.push(e);
         }
-        if let Err(e) = self.hup_dns() {
+        if let Err(e) = self.drivers.dns.reload() {
             errors.push(e);
         }
         NetError::collect(errors)
     }
+}
+
+/// What is done inside a new namespace for these endpoints (`states`, on `nets`, in order):
+/// each interface gets its address on each of its network's subnets and is set up; the
+/// default routes go via `gw_net`'s first gateway of each family; the sysctls come last.
+fn netns_setup(
+    states: &[EndpointState],
+    nets: &[NetworkRecord],
+    gw_net: Option<&NetworkRecord>,
+    sysctls: &std::collections::BTreeMap<String, String>,
+) -> Result<NetnsSetup, NetError> {
+    let mut interfaces = Vec::new();
+    for (st, net) in states.iter().zip(nets) {
+        let mut addresses = Vec::new();
+        for s in &net.subnets {
+            let ip = match s.subnet.addr() {
+                IpAddr::V4(_) => st.ipv4.map(IpAddr::V4),
+                IpAddr::V6(_) => st.ipv6.map(IpAddr::V6),
+            };
+            if let Some(ip) = ip {
+                addresses.push(
+                    ipnet::IpNet::new(ip, s.subnet.prefix_len()).map_err(|e| NetError::Invalid(e.to_string()))?,
+                );
+            }
+        }
+        interfaces.push(InterfaceSetup { name: st.interface.clone(), addresses, ipv6: st.ipv6.is_some() });
+    }
+    let mut default_routes: Vec<IpAddr> = Vec::new();
+    for s in gw_net.map(|n| n.subnets.as_slice()).unwrap_or_default() {
+        if !default_routes.iter().any(|g| g.is_ipv6() == s.gateway.is_ipv6()) {
+            default_routes.push(s.gateway);
+        }
+    }
+    Ok(NetnsSetup { interfaces, default_routes, sysctls: sysctls.clone() })
 }
 
 /// Resolves `host-gateway` in extra hosts to the given gateway (127.0.0.1 without one, as in

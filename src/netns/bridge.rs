@@ -56,8 +56,3 @@ pub fn ensure(nl: &mut Netlink, net: &NetworkRecord) -> Result<u32, NetError> {
     }
     Ok(index)
 }
-
-/// Deletes the bridge of `net` (gone already is fine).
-pub fn remove(nl: &mut Netlink, net: &NetworkRecord) -> Result<(), NetError> {
-    nl.delete_link(&net.bridge)
-}

@@ -4,12 +4,18 @@
 //!
 //! All kernel work is netlink messages of our own and `nft -j`; nothing here runs `ip`.
 //! State lives in records (see [`record`]), so [`Networks::detach`] and [`Networks::remove`]
-//! work from state alone, also after a crash.
+//! work from state alone, also after a crash. The kernel and the DNS process are reached only
+//! through the drivers of [`driver`], which the unit tests replace with a recording fake.
 
 mod attach;
+#[cfg(test)]
+mod attach_tests;
 pub mod bridge;
 pub mod dns;
+pub mod driver;
 mod error;
+#[cfg(test)]
+mod fake;
 pub mod firewall;
 mod host_lock;
 pub mod hosts;
@@ -180,19 +186,28 @@ pub struct Networks {
     /// Where the wait for a stopped DNS process to be reaped goes (see
     /// [`crate::state::Reaps`]).
     reaps: std::sync::Arc<crate::state::Reaps>,
+    /// The kernel and the DNS process.
+    drivers: driver::Drivers,
 }
 
 impl Networks {
     /// Networks kept under `dirs`; the DNS process is this same executable (`berth dns`).
     pub fn new(dirs: &Dirs) -> Self {
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("berth"));
-        Networks { dirs: dirs.clone(), exe, reaps: Default::default() }
+        let reaps: std::sync::Arc<crate::state::Reaps> = Default::default();
+        let drivers = driver::Drivers {
+            link: std::sync::Arc::new(driver::KernelLinks),
+            firewall: std::sync::Arc::new(driver::Nftables),
+            dns: std::sync::Arc::new(driver::DnsProcess::new(dirs, &exe, reaps.clone())),
+        };
+        Networks { dirs: dirs.clone(), exe, reaps, drivers }
     }
 
     /// Sends the wait for a stopped DNS process to be reaped to `reaps`, shared with the
     /// runtime, so that one deferral covers the shims and the DNS process of a teardown.
     pub fn with_reaps(mut self, reaps: std::sync::Arc<crate::state::Reaps>) -> Self {
         self.reaps = reaps;
+        self.drivers.dns = std::sync::Arc::new(driver::DnsProcess::new(&self.dirs, &self.exe, self.reaps.clone()));
         self
     }
 
@@ -200,6 +215,15 @@ impl Networks {
     /// own executable is not berth).
     pub fn with_exe(mut self, exe: impl Into<PathBuf>) -> Self {
         self.exe = exe.into();
+        self.drivers.dns = std::sync::Arc::new(driver::DnsProcess::new(&self.dirs, &self.exe, self.reaps.clone()));
+        self
+    }
+
+    /// Works through `drivers` instead of the kernel and the DNS process (the unit tests'
+    /// recording fake).
+    #[cfg(test)]
+    pub(crate) fn with_drivers(mut self, drivers: driver::Drivers) -> Self {
+        self.drivers = drivers;
         self
     }
 
