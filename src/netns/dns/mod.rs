@@ -156,14 +156,16 @@ fn wait_exit(fd: &std::os::fd::OwnedFd, limit: Duration) {
 }
 
 /// DNS processes of this run dir found without their pid file: named `berth-dns`, not
-/// zombies, with this run dir in their environment (see [`notify`]).
+/// exited, with this run dir in their environment (see [`notify`]). One that was sent SIGKILL
+/// (`kill -9`) but is still being torn down counts: it holds its sockets until it has exited,
+/// and a DNS process started before then cannot listen on the gateways' port 53.
 fn find(dirs: &Dirs) -> Vec<Pid> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     let mut out = Vec::new();
     for e in entries.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if comm.trim() != PROCESS_NAME || !running_pid(Pid::from_raw(pid)) {
+        if comm.trim() != PROCESS_NAME || !not_exited(pid) {
             continue;
         }
         if of_run_dir(dirs, pid) {
@@ -171,6 +173,12 @@ fn find(dirs: &Dirs) -> Vec<Pid> {
         }
     }
     out
+}
+
+/// Whether process `pid` exists and has not exited (is no zombie); it may be dying.
+fn not_exited(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])))
 }
 
 /// Whether `pid` runs (not a zombie, not killed; see `state::process_name_if_runs`).
