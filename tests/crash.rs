@@ -1,10 +1,13 @@
 //! Crash safety, by fault injection (root, real busybox containers): `up`, `down` and shims
-//! are killed with SIGKILL at spread random moments, and every kind of record is truncated;
-//! after each trial `up -d --wait` must bring the project back to its file and `down -v` must
-//! leave nothing (no process, mount, link, netns file, nft table, record).
+//! are killed with SIGKILL at spread random moments, and every kind of record is damaged (cut
+//! in half, emptied, overwritten with random bytes); after each trial `up -d --wait` must bring
+//! the project back to its file (or, for a damaged image, fail with one error naming the file
+//! and what to do) and `down -v` must leave nothing (no process, mount, link, netns file, nft
+//! table, record).
 //!
-//! A handful of trials per kind by default (about a minute or two); `BERTH_CRASH_TRIALS=20`
-//! runs that many of each kill. `BERTH_CRASH_SEED` repeats a run (the seed is printed).
+//! By default 3 trials of each kill and two damages of each record (about four to five
+//! minutes); `BERTH_CRASH_TRIALS=20` runs that many of each kill and all three damages of each
+//! record (about eleven minutes). `BERTH_CRASH_SEED` repeats a run (the seed is printed).
 
 mod stack;
 
