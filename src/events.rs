@@ -175,7 +175,14 @@ pub fn record(dirs: &Dirs, event: &Event, create: bool) -> io::Result<()> {
 pub fn append(path: &Path, event: &Event, max: u64) -> io::Result<()> {
     let mut line = serde_json::to_vec(event).map_err(io::Error::other)?;
     line.push(b'\n');
-    let mut file = OpenOptions::new().append(true).create(true).mode(0o600).open(path)?;
+    let mut file = OpenOptions::new().read(true).append(true).create(true).mode(0o600).open(path)?;
+    // Every line written here ends the file with a newline, so one that does not was cut
+    // short (or overwritten); a line appended to it would be glued to the rest and lost with
+    // it. It starts on a line of its own. (Two writers may both see this and each add a
+    // newline: an empty line, which readers skip.)
+    if !ends_with_newline(&file)? {
+        line.insert(0, b'\n');
+    }
     // One write(2) of the whole line: O_APPEND makes it land whole at the end.
     let n = file.write(&line)?;
     if n != line.len() {
@@ -185,6 +192,18 @@ pub fn append(path: &Path, event: &Event, max: u64) -> io::Result<()> {
         rotate(path, &file)?;
     }
     Ok(())
+}
+
+/// Whether `file` is empty or its last byte is a newline.
+fn ends_with_newline(file: &File) -> io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(true);
+    }
+    let mut last = [0u8];
+    file.read_exact_at(&mut last, len - 1)?;
+    Ok(last[0] == b'\n')
 }
 
 /// Renames the log to its `.1` name, once: under an exclusive lock on it, and only if the path
@@ -473,6 +492,36 @@ mod tests {
             for line in text.lines() {
                 serde_json::from_str::<Event>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
             }
+        }
+    }
+
+    #[test]
+    fn a_log_cut_short_emptied_or_overwritten_loses_no_later_event() {
+        let tmp = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+        let path = tmp.path().join(LOG_FILE);
+        let l = labels("p", "web");
+        let actor = Actor { id: "abc", name: "p-web-1", image: "busybox", labels: &l };
+        let garbage: Vec<u8> = (0..300u32).map(|i| (i * 97 % 256) as u8).collect();
+        for damage in ["half", "empty", "garbage"] {
+            let _ = fs::remove_file(&path);
+            append(&path, &actor.event("create", &[]), MAX_LOG_BYTES).unwrap();
+            append(&path, &actor.event("start", &[]), MAX_LOG_BYTES).unwrap();
+            let whole = fs::read(&path).unwrap();
+            match damage {
+                "half" => fs::write(&path, &whole[..whole.len() / 2]).unwrap(),
+                "empty" => fs::write(&path, b"").unwrap(),
+                _ => fs::write(&path, &garbage).unwrap(),
+            }
+            let mut follower = Follower::new(&path, true);
+            let before = follower.poll().len();
+            append(&path, &actor.event("die", &[]), MAX_LOG_BYTES).unwrap();
+            append(&path, &actor.event("stop", &[]), MAX_LOG_BYTES).unwrap();
+            let actions: Vec<String> = read_all(&path).into_iter().map(|e| e.action).collect();
+            assert_eq!(actions[actions.len() - 2..], ["die", "stop"], "{damage}: {actions:?}");
+            // (A line cut right before its newline is whole once the next one is written.)
+            let followed: Vec<String> = follower.poll().into_iter().map(|e| e.action).collect();
+            assert!(followed.ends_with(&["die".to_string(), "stop".to_string()]), "{damage}: {followed:?}");
+            assert!(before + followed.len() <= 4, "{damage}: {before} read before, then {followed:?}");
         }
     }
 

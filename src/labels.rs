@@ -39,6 +39,14 @@ pub fn resource_name(project: &str, key: &str) -> String {
     format!("{project}_{key}")
 }
 
+/// Whether `name` can be a container's name (docker's rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`):
+/// a name read back from a file that may be damaged is printed only if it is one.
+pub fn valid_container_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
 /// docker compose's separator in the names it makes: `-`, or `_` in its compatibility mode
 /// with docker-compose v1 (`--compatibility`, `COMPOSE_COMPATIBILITY`).
 pub fn separator(compatibility: bool) -> char {

@@ -1,10 +1,13 @@
 //! Crash safety, by fault injection (root, real busybox containers): `up`, `down` and shims
-//! are killed with SIGKILL at spread random moments, and every kind of record is truncated;
-//! after each trial `up -d --wait` must bring the project back to its file and `down -v` must
-//! leave nothing (no process, mount, link, netns file, nft table, record).
+//! are killed with SIGKILL at spread random moments, and every kind of record is damaged (cut
+//! in half, emptied, overwritten with random bytes); after each trial `up -d --wait` must bring
+//! the project back to its file (or, for a damaged image, fail with one error naming the file
+//! and what to do) and `down -v` must leave nothing (no process, mount, link, netns file, nft
+//! table, record).
 //!
-//! A handful of trials per kind by default (about a minute or two); `BERTH_CRASH_TRIALS=20`
-//! runs that many of each kill. `BERTH_CRASH_SEED` repeats a run (the seed is printed).
+//! By default 3 trials of each kill and two damages of each record (about four to five
+//! minutes); `BERTH_CRASH_TRIALS=20` runs that many of each kill and all three damages of each
+//! record (about eleven minutes). `BERTH_CRASH_SEED` repeats a run (the seed is printed).
 
 mod stack;
 
@@ -342,30 +345,38 @@ fn killed_up_and_down_converge() {
     let up_span = timed(|| converge(&s, "first up"));
     let down_span = timed(|| down_clean(&s, "first down"));
     eprintln!("crash: up {up_span:?}, down {down_span:?}");
+    // Four kinds of trial, each followed by both checks (up converges, down -v leaves
+    // nothing), in the order its recovery takes; each ends where the next one starts, so no
+    // command is spent only to get there:
+    //   A  (nothing) up killed, then up, then down -v            → nothing
+    //   B  (nothing) up killed, then down -v, then up            → running
+    //   C  (running) down -v killed, then down -v, then up       → running
+    //   D  (running) down killed (volumes kept), then up, then down -v → nothing
     for i in 0..n {
         let delay = moment(&mut rng, i, n, up_span);
         let killed = kill_after(&s, &["up", "-d", "--wait"], delay);
-        let what = format!("up killed at {delay:?} (killed: {killed})");
+        let what = format!("A{i}: up killed at {delay:?} (killed: {killed})");
         converge(&s, &what);
+        down_clean(&s, &format!("{what}, then up"));
+
+        let delay = moment(&mut rng, i, n, up_span);
+        let killed = kill_after(&s, &["up", "-d", "--wait"], delay);
+        let what = format!("B{i}: up killed at {delay:?} (killed: {killed})");
+        down_clean(&s, &what);
+        converge(&s, &format!("{what}, then down"));
+
         let delay = moment(&mut rng, i, n, down_span);
         let killed = kill_after(&s, &["down", "-v", "-t", "0"], delay);
-        let what = format!("{what}, then down killed at {delay:?} (killed: {killed})");
+        let what = format!("C{i}: down -v killed at {delay:?} (killed: {killed})");
         down_clean(&s, &what);
-    }
-    // A killed up, then straight to down.
-    for i in 0..n {
-        let delay = moment(&mut rng, i, n, up_span);
-        let killed = kill_after(&s, &["up", "-d", "--wait"], delay);
-        down_clean(&s, &format!("up killed at {delay:?} (killed: {killed}), then down"));
-    }
-    // A killed down, then up again.
-    converge(&s, "before killed downs");
-    for i in 0..n {
+        converge(&s, &format!("{what}, then down"));
+
         let delay = moment(&mut rng, i, n, down_span);
         let killed = kill_after(&s, &["down", "-t", "0"], delay);
-        converge(&s, &format!("down killed at {delay:?} (killed: {killed}), then up"));
+        let what = format!("D{i}: down killed at {delay:?} (killed: {killed})");
+        converge(&s, &what);
+        down_clean(&s, &format!("{what}, then up"));
     }
-    down_clean(&s, "last down");
 }
 
 /// Pids of the stack's running shims, by container name.
@@ -413,9 +424,10 @@ fn killed_shims_converge() {
                 assert_ne!(c["State"], "running", "trial {i}: {} runs without its shim: {c:#?}", c["Name"]);
             }
         }
-        converge(&s, &format!("shims of {victims:?} killed"));
-        // …and shims killed while `up` is starting the project.
-        down_clean(&s, "down after killed shims");
+        let what = format!("trial {i}: shims of {victims:?} killed");
+        converge(&s, &what);
+        down_clean(&s, &format!("{what}, then up"));
+        // …and shims killed while `up` is starting the project; again both checks follow.
         let delay = moment(&mut rng, i, n, up_span);
         let mut child = s.spawn(&["up", "-d", "--wait"]);
         std::thread::sleep(delay);
@@ -426,20 +438,88 @@ fn killed_shims_converge() {
             victims.push(name);
         }
         let _ = child.wait();
-        converge(&s, &format!("shims of {victims:?} killed during up at {delay:?}"));
+        let what = format!("trial {i}: shims of {victims:?} killed during up at {delay:?}");
+        converge(&s, &what);
+        down_clean(&s, &format!("{what}, then up"));
+        if i + 1 < n {
+            converge(&s, &format!("trial {}: up", i + 1));
+        }
     }
-    down_clean(&s, "last down");
 }
 
-/// Cuts a file to half its length.
-fn truncate(path: &Path) {
+/// How a record is damaged: cut to half its length, emptied, or overwritten with as many
+/// random bytes (at least 16).
+#[derive(Clone, Copy, Debug)]
+enum Damage {
+    Half,
+    Empty,
+    Garbage,
+}
+
+const DAMAGES: [Damage; 3] = [Damage::Half, Damage::Empty, Damage::Garbage];
+
+/// Damages file `path`.
+fn damage(path: &Path, how: Damage, rng: &mut Rng) {
     let len = fs::metadata(path).map(|m| m.len()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let f = fs::OpenOptions::new().write(true).open(path).unwrap();
-    f.set_len(len / 2).unwrap();
+    match how {
+        Damage::Half | Damage::Empty => {
+            let f = fs::OpenOptions::new().write(true).open(path).unwrap();
+            f.set_len(if matches!(how, Damage::Half) { len / 2 } else { 0 }).unwrap();
+        }
+        Damage::Garbage => {
+            let bytes: Vec<u8> = (0..len.max(16)).map(|_| rng.next() as u8).collect();
+            fs::write(path, bytes).unwrap();
+        }
+    }
 }
 
-/// One file of each kind of record of a running project.
-fn records(s: &Stack, rng: &mut Rng) -> Vec<(&'static str, PathBuf)> {
+/// The image every service runs.
+const IMAGE: &str = "berth-test/busybox:latest";
+
+/// The blobs of the image the stack runs: (manifest, config).
+fn image_blobs(s: &Stack) -> (PathBuf, PathBuf) {
+    let images = s.root().join("images");
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(images.join("index.json")).unwrap()).unwrap();
+    let blob = |digest: &str| images.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
+    let manifest = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .is_some_and(|n| n.contains("busybox"))
+        })
+        .and_then(|m| m["digest"].as_str())
+        .map(blob)
+        .expect("the image's manifest in index.json");
+    let m: serde_json::Value = serde_json::from_slice(&fs::read(&manifest).unwrap()).unwrap();
+    let config = blob(m["config"]["digest"].as_str().unwrap());
+    (manifest, config)
+}
+
+/// Imports the stack's image again (what the error of a damaged image asks for).
+fn import_again(s: &Stack) {
+    let rootfs = s.dir.path().join("rootfs");
+    s.ok(&["image", "import", "-c", "CMD [\"sh\"]", rootfs.to_str().unwrap(), IMAGE]);
+}
+
+/// The container of `service`'s first replica: its folder.
+fn container_of(s: &Stack, service: &str) -> PathBuf {
+    let name = format!("\"{}-{service}-1\"", s.name);
+    fs::read_dir(s.root().join("containers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| fs::read_to_string(p.join("record.json")).is_ok_and(|r| r.contains(&name)))
+        .unwrap_or_else(|| panic!("no container of {service}"))
+}
+
+/// The files of each kind of record of a running project (one of each, picked at random where
+/// there are several). A pending note is made for one of its containers, as a create killed
+/// between its note and its record leaves one.
+fn records(s: &Stack, rng: &mut Rng) -> Vec<(&'static str, Vec<PathBuf>)> {
     let root = s.root();
     let run = s.run_dir();
     let mut containers: Vec<PathBuf> =
@@ -456,15 +536,44 @@ fn records(s: &Stack, rng: &mut Rng) -> Vec<(&'static str, PathBuf)> {
         .collect();
     volumes.sort();
     assert!(!volumes.is_empty(), "no volume record found under {}", root.join("volumes").display());
+    let network = root.join("networks").join(format!("{}_back.json", s.name));
+    let copy = |p: &Path| PathBuf::from(format!("{}.copy", p.display()));
+    let project = root.join("projects").join(&s.name);
+    let pending = project.join("pending").join(c.file_name().unwrap());
+    let images = root.join("images");
+    let (manifest, config) = image_blobs(s);
     vec![
-        ("container record", c.join("record.json")),
-        ("container spec", c.join("spec.json")),
-        ("container status", c.join("status.json")),
-        ("network record", root.join("networks").join(format!("{}_back.json", s.name))),
-        ("endpoint record", pick(rng, &endpoints)),
-        ("volume record", volumes[0].clone()),
-        ("dns pid file", run.join("dns").join("pid")),
+        ("container record", vec![c.join("record.json")]),
+        ("container spec", vec![c.join("spec.json")]),
+        ("container status", vec![c.join("status.json")]),
+        ("seccomp filters", vec![container_of(s, "cache").join("seccomp.bpf")]),
+        ("pending note", vec![pending]),
+        ("network record", vec![network.clone()]),
+        ("network record copy", vec![copy(&network)]),
+        ("endpoint record", vec![pick(rng, &endpoints)]),
+        ("volume record", vec![volumes[0].clone()]),
+        ("volume record copy", vec![copy(&volumes[0])]),
+        ("dns pid file", vec![run.join("dns").join("pid")]),
+        ("project lock", vec![project.join("lock")]),
+        ("event log", vec![run.join("projects").join(&s.name).join("events.jsonl")]),
+        ("image index", vec![images.join("index.json")]),
+        ("image index and its copy", vec![images.join("index.json"), copy(&images.join("index.json"))]),
+        ("image manifest", vec![manifest]),
+        ("image config", vec![config]),
     ]
+}
+
+/// Makes what a kind of record needs to exist before it is damaged: a pending note holds the
+/// name of the container being made.
+fn prepare(s: &Stack, kind: &str, paths: &[PathBuf]) {
+    if kind == "pending note" {
+        let note = &paths[0];
+        fs::create_dir_all(note.parent().unwrap()).unwrap();
+        let id = note.file_name().unwrap().to_string_lossy().into_owned();
+        let record = fs::read_to_string(s.root().join("containers").join(&id).join("record.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&record).unwrap();
+        fs::write(note, v["name"].as_str().unwrap()).unwrap();
+    }
 }
 
 /// `ps` lists `others` containers and says, in one line on stderr, which file is damaged.
@@ -477,6 +586,95 @@ fn check_ps_names_damaged(s: &Stack, path: &Path, others: usize) {
     assert!(lines[0].contains("damaged"), "{}", lines[0]);
 }
 
+/// A damaged image cannot be repaired by berth: `up` fails with one error that names the file
+/// and says what to do, and the test does it. `None` for the kinds berth repairs itself.
+fn image_error(kind: &str, paths: &[PathBuf]) -> Option<(PathBuf, &'static str)> {
+    match kind {
+        "image manifest" | "image config" => {
+            Some((paths[0].clone(), "berth image rm -f berth-test/busybox:latest"))
+        }
+        "image index and its copy" => Some((paths[0].clone(), "move both away")),
+        _ => None,
+    }
+}
+
+/// Does what the error of a damaged image says.
+fn follow_advice(s: &Stack, kind: &str, paths: &[PathBuf]) {
+    match kind {
+        "image manifest" | "image config" => {
+            s.ok(&["image", "rm", "-f", IMAGE]);
+        }
+        "image index and its copy" => {
+            for p in paths {
+                fs::remove_file(p).unwrap();
+            }
+        }
+        _ => return,
+    }
+    import_again(s);
+}
+
+/// The project is whole again after `up`, and so is what the damaged record was: the filters
+/// of a container are all in force when it starts again (and their file whole), copies match
+/// their records, the event log takes events again, the image index reads.
+fn check_repaired(s: &Stack, kind: &str, paths: &[PathBuf], before: &[Vec<u8>], what: &str) {
+    match kind {
+        "seccomp filters" => {
+            s.ok(&["restart", "-t", "0", "cache"]);
+            let r = s.exec("cache", &["grep", "^Seccomp:", "/proc/1/status"]);
+            assert!(
+                r.ok && r.stdout.split_whitespace().nth(1) == Some("2"),
+                "{what}: cache runs with {}",
+                r.stdout
+            );
+            assert_eq!(
+                fs::read(&paths[0]).unwrap(),
+                before[0],
+                "{what}: the filters' file is not written anew"
+            );
+        }
+        "network record copy" | "volume record copy" => {
+            let record = paths[0].to_string_lossy().trim_end_matches(".copy").to_string();
+            let read =
+                |p: &Path| serde_json::from_slice::<serde_json::Value>(&fs::read(p).unwrap_or_default()).ok();
+            assert!(
+                read(&paths[0]).is_some() && read(&paths[0]) == read(Path::new(&record)),
+                "{what}: copy not repaired"
+            );
+        }
+        "event log" => {
+            s.ok(&["restart", "-t", "0", "cache"]);
+            let r = s.ok(&["events", "--json", "--since", "1m", "--until", "0s"]);
+            let cache = format!("{}-cache-1", s.name);
+            let actions: Vec<String> = r
+                .stdout
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|e| e["attributes"]["name"] == cache.as_str())
+                .filter_map(|e| e["action"].as_str().map(str::to_string))
+                .collect();
+            for want in ["stop", "start", "restart"] {
+                assert!(actions.iter().any(|a| a == want), "{what}: no {want} event of {cache}: {actions:?}");
+            }
+        }
+        "image index" => {
+            let index = fs::read(&paths[0]).unwrap();
+            assert!(
+                serde_json::from_slice::<serde_json::Value>(&index).is_ok(),
+                "{what}: index.json not repaired"
+            );
+        }
+        _ => {}
+    }
+    check_converged(s, what);
+}
+
+/// Each kind of record, damaged under a running project, in two kinds of trial, each followed
+/// by both checks: `up` first (it repairs, or fails with one error naming the file and what
+/// to do, which the test then does), then `down -v`; or `down -v` first, then `up`. By
+/// default each kind gets one trial of each, with two of the three damages (the seed picks
+/// which); in the long mode (`BERTH_CRASH_TRIALS` of 6 or more) each kind gets all three
+/// damages.
 #[test]
 fn damaged_records_converge() {
     let _serial = serial();
@@ -484,23 +682,51 @@ fn damaged_records_converge() {
     let mut rng = Rng::new();
     converge(&s, "first up");
     let kinds = records(&s, &mut rng).len();
+    let per_kind = if trials() >= 6 { 3 } else { 2 };
+    let offset = (rng.next() % 3) as usize;
     for k in 0..kinds {
-        // Damaged under a running project: up repairs, down cleans.
-        let (kind, path) = records(&s, &mut rng).swap_remove(k);
-        let listed = s.ps().len();
-        truncate(&path);
-        // A damaged record hides its container from ps; one with only a damaged spec is still
-        // listed from its record. Either way ps names the file.
-        if kind == "container record" {
-            check_ps_names_damaged(&s, &path, listed - 1);
-        } else if kind == "container spec" {
-            check_ps_names_damaged(&s, &path, listed);
+        for j in 0..per_kind {
+            let how = DAMAGES[(j + k + offset) % 3];
+            let (kind, paths) = records(&s, &mut rng).swap_remove(k);
+            prepare(&s, kind, &paths);
+            let before: Vec<Vec<u8>> = paths.iter().map(|p| fs::read(p).unwrap_or_default()).collect();
+            let listed = s.ps().len();
+            for p in &paths {
+                damage(p, how, &mut rng);
+            }
+            let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            let what = format!("{kind} {} {how:?}", shown.join(", "));
+            if (j + k) % 2 == 0 {
+                // A damaged container record hides its container from ps; one with only a
+                // damaged spec is still listed from its record. Either way ps names the file.
+                if kind == "container record" {
+                    check_ps_names_damaged(&s, &paths[0], listed - 1);
+                } else if kind == "container spec" {
+                    check_ps_names_damaged(&s, &paths[0], listed);
+                }
+                if let Some((file, advice)) = image_error(kind, &paths) {
+                    let r = s.berth(&["up", "-d", "--wait", "--wait-timeout", "60"]);
+                    let file = file.display().to_string();
+                    let lines: Vec<&str> = r.stderr.lines().filter(|l| l.contains(&file)).collect();
+                    assert!(
+                        !r.ok && !lines.is_empty() && lines.iter().all(|l| l.contains(advice)),
+                        "{what}: up does not fail with one error naming the file and what to do ({}):\n{}",
+                        r.code,
+                        r.stderr
+                    );
+                    follow_advice(&s, kind, &paths);
+                }
+                let what = format!("{what}, then up");
+                converge(&s, &what);
+                check_repaired(&s, kind, &paths, &before, &what);
+                down_clean(&s, &format!("{what}, then down"));
+                converge(&s, &format!("up after {what}"));
+            } else {
+                down_clean(&s, &format!("{what}, then down"));
+                follow_advice(&s, kind, &paths);
+                converge(&s, &format!("{what}, then down, then up"));
+            }
         }
-        converge(&s, &format!("{kind} {} truncated", path.display()));
-        let (kind, path) = records(&s, &mut rng).swap_remove(k);
-        truncate(&path);
-        down_clean(&s, &format!("{kind} {} truncated, then down", path.display()));
-        converge(&s, &format!("up after {kind} truncated and down"));
     }
     // Temp files of interrupted writes are neither read as records nor left behind.
     let root = s.root();
@@ -512,6 +738,47 @@ fn damaged_records_converge() {
     fs::write(c.join(".record.json.tmp4194300"), "{").unwrap();
     converge(&s, "temp files of interrupted writes");
     down_clean(&s, "down with temp files of interrupted writes");
+}
+
+/// A build cache whose records are damaged: the steps they named run again, the records are
+/// written whole, and the build after that is served from the cache again.
+#[test]
+fn damaged_build_cache_records_are_written_anew() {
+    let _serial = serial();
+    let s = Stack::new("crashcache", "services:\n  app:\n    build: app\n    image: crashcache/app:1\n");
+    fs::create_dir_all(s.project_dir.join("app")).unwrap();
+    // No network for the step: the test makes none outside its subnets.
+    s.write("app/Dockerfile", &format!("FROM {IMAGE}\nRUN --network=none echo built > /built\n"));
+    let mut rng = Rng::new();
+    // How the RUN step ended: DONE (it ran) or CACHED.
+    let run_step =
+        |stderr: &str, status: &str| stderr.lines().any(|l| l.contains(" RUN ") && l.contains(status));
+    let r = s.ok(&["build"]);
+    assert!(run_step(&r.stderr, "DONE") && !run_step(&r.stderr, "CACHED"), "{}", r.stderr);
+    let records = s.root().join("build-cache/records");
+    for how in DAMAGES {
+        let files: Vec<PathBuf> = fs::read_dir(&records).unwrap().flatten().map(|e| e.path()).collect();
+        assert!(!files.is_empty(), "no build cache record");
+        let whole: Vec<Vec<u8>> = files.iter().map(|f| fs::read(f).unwrap()).collect();
+        for f in &files {
+            damage(f, how, &mut rng);
+        }
+        let r = s.ok(&["build"]);
+        assert!(
+            run_step(&r.stderr, "DONE") && !run_step(&r.stderr, "CACHED"),
+            "{how:?}: the step of a damaged record did not run again:\n{}",
+            r.stderr
+        );
+        for f in &files {
+            let rec: serde_json::Value = serde_json::from_slice(&fs::read(f).unwrap())
+                .unwrap_or_else(|e| panic!("{how:?}: {} not written anew: {e}", f.display()));
+            assert!(rec["created"].is_string(), "{how:?}: {rec}");
+        }
+        assert_eq!(files.len(), whole.len());
+        let r = s.ok(&["build"]);
+        assert!(run_step(&r.stderr, "CACHED"), "{how:?}: not served from the cache again:\n{}", r.stderr);
+    }
+    check_nothing_left(&s, "after builds");
 }
 
 /// Kills the stack's DNS process with SIGKILL and waits until it no longer runs.

@@ -188,7 +188,12 @@ pub fn reconcile(host: &Host<'_>, project: &str, progress: &Progress) -> Result<
     if let Some(dir) = host.pending_dir(project) {
         sweep_temp_files(&dir);
         for (id, path) in notes(&dir) {
-            let name = fs::read_to_string(&path).ok().filter(|n| !n.is_empty()).unwrap_or_else(|| id.clone());
+            // The note holds the container's name; a damaged one (cut short, overwritten) is
+            // no name to print: the id is.
+            let name = fs::read_to_string(&path)
+                .ok()
+                .filter(|n| labels::valid_container_name(n))
+                .unwrap_or_else(|| id.clone());
             progress.warn(&format!("cleaning up container {name}, left half-made by an interrupted command"));
             if remove_container(host, &id, &name, &mut errors) {
                 let _ = fs::remove_file(&path);

@@ -274,10 +274,19 @@ impl ImageProvider for EngineImages<'_> {
         events: &dyn ImageEvents,
     ) -> Result<String, String> {
         let platform = platform.map(Platform::parse).transpose().map_err(|e| e.to_string())?;
-        let pulled = self
-            .registry
-            .pull(&self.store, reference, platform.as_ref(), events)
-            .map_err(|e| e.to_string())?;
+        let pulled = self.registry.pull(&self.store, reference, platform.as_ref(), events).map_err(|e| {
+            // A damaged image reads as missing (`local`), and is pulled; when that fails, the
+            // damage is what the user must hear of.
+            match self.store.resolve(reference) {
+                Err(
+                    damaged @ (crate::image::ImageError::DamagedImage { .. }
+                    | crate::image::ImageError::Corrupt { .. }),
+                ) => {
+                    format!("{damaged} (pulling it again failed: {e})")
+                }
+                _ => e.to_string(),
+            }
+        })?;
         Ok(pulled.id)
     }
 

@@ -83,6 +83,17 @@ pub enum ImageError {
     /// A digest that is not `sha256:` and 64 lowercase hex digits.
     #[error(transparent)]
     Digest(#[from] BadDigest),
+    /// An image whose manifest or config in the store is damaged or missing: the other images
+    /// still work; this one is removed by name (`image rm`) and got again.
+    #[error(
+        "image {image} is damaged: {detail}; remove it with `berth image rm -f {image}`, then pull, load or import it again"
+    )]
+    DamagedImage {
+        /// A name of the image (or its manifest digest when it has none).
+        image: String,
+        /// Which file, and what is wrong with it.
+        detail: String,
+    },
 }
 
 type Result<T> = std::result::Result<T, ImageError>;
@@ -142,6 +153,23 @@ struct Entry {
 impl Entry {
     fn id(&self) -> String {
         self.config_digest.to_string()
+    }
+}
+
+/// An image of `index.json` whose manifest or config cannot be read (cut short, emptied,
+/// overwritten, missing): found so that the others still work and this one can be removed.
+#[derive(Debug)]
+struct DamagedEntry {
+    manifest_digest: Digest,
+    names: Vec<Reference>,
+    /// Which file, and what is wrong with it.
+    detail: String,
+}
+
+impl DamagedEntry {
+    fn error(&self) -> ImageError {
+        let image = self.names.first().map_or_else(|| self.manifest_digest.to_string(), Reference::short);
+        ImageError::DamagedImage { image, detail: self.detail.clone() }
     }
 }
 
@@ -330,10 +358,35 @@ impl ImageStore {
         self.dir.join("index.json")
     }
 
+    /// `index.json`; a damaged one is written anew from its copy (`index.json.copy`, see
+    /// [`ImageStore::write_index`]) when that can be read, otherwise it is an error that
+    /// names it and says what to do.
     fn read_index(&self) -> Result<StoreIndex> {
         let path = self.index_path();
         match fs::read(&path) {
-            Ok(bytes) => parse_record(&bytes, &path),
+            Ok(bytes) => match parse_record(&bytes, &path) {
+                Ok(index) => Ok(index),
+                Err(ImageError::Corrupt { path: shown, message }) => {
+                    let copy = crate::state::copy_path(&path);
+                    let restored = fs::read(&copy).ok().and_then(|b| {
+                        parse_record::<StoreIndex>(&b, &copy).ok().map(|index| (index, b))
+                    });
+                    let Some((index, bytes)) = restored else {
+                        return Err(ImageError::Corrupt {
+                            path: shown,
+                            message: format!(
+                                "{message}; its copy {} cannot be read either: move both away to start \
+                                 with an empty image store, then pull, load or import the images again",
+                                copy.display()
+                            ),
+                        });
+                    };
+                    tracing::warn!(file = %path.display(), "damaged image index; written anew from its copy");
+                    write_atomic(&path, &bytes)?;
+                    Ok(index)
+                }
+                Err(e) => Err(e),
+            },
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(StoreIndex {
                 schema_version: 2,
                 media_type: Some("application/vnd.oci.image.index.v1+json".into()),
@@ -355,6 +408,9 @@ impl ImageStore {
         // Other OCI tools read this file too: it must stay a valid OCI index.
         serde_json::from_slice::<ImageIndex>(&text)
             .map_err(|e| ImageError::Corrupt { path: path.display().to_string(), message: e.to_string() })?;
+        // The copy first (as `state::write_json_with_copy`): a damaged index is written anew
+        // from it with every name it gave (see `read_index`).
+        write_atomic(&crate::state::copy_path(&path), &text)?;
         Ok(write_atomic(&path, &text)?)
     }
 
@@ -362,7 +418,9 @@ impl ImageStore {
     pub(crate) fn put_blob(&self, bytes: &[u8]) -> Result<String> {
         let digest = Digest::of(bytes);
         let path = self.blob(&digest);
-        if !path.exists() {
+        // A blob there whose content is not what its name says (cut short, overwritten) is
+        // replaced: getting the image again repairs it.
+        if fs::read(&path).map_or(true, |old| Digest::of(&old) != digest) {
             write_atomic(&path, bytes)?;
         }
         Ok(digest.to_string())
@@ -501,7 +559,19 @@ impl ImageStore {
         self.write_index(&index)
     }
 
+    /// Every image of the index, read; the first damaged one is an error (see
+    /// [`ImageStore::entries_all`] for a read that goes on past them).
     fn entries(&self) -> Result<Vec<Entry>> {
+        let (entries, damaged) = self.entries_all()?;
+        match damaged.first() {
+            Some(d) => Err(d.error()),
+            None => Ok(entries),
+        }
+    }
+
+    /// Every image of the index: those that can be read, and those whose manifest or config
+    /// cannot (damaged or missing). A damaged index is an error.
+    fn entries_all(&self) -> Result<(Vec<Entry>, Vec<DamagedEntry>)> {
         let index = self.read_index()?;
         let mut by_digest: BTreeMap<Digest, Vec<Reference>> = BTreeMap::new();
         let mut order = Vec::new();
@@ -517,30 +587,34 @@ impl ImageStore {
             }
         }
         let mut out = Vec::new();
+        let mut damaged = Vec::new();
         for digest in order {
-            let (manifest, manifest_path): (ImageManifest, _) = self.read_blob_record(&digest)?;
-            let corrupt = |path: &Path, e: BadDigest| ImageError::Corrupt {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            };
-            let config_digest =
-                Digest::parse(manifest.config().digest().as_ref()).map_err(|e| corrupt(&manifest_path, e))?;
-            let layers = Digest::parse_all(manifest.layers().iter().map(|l| l.digest().as_ref()))
-                .map_err(|e| corrupt(&manifest_path, e))?;
-            let (config, config_path): (ImageConfiguration, _) = self.read_blob_record(&config_digest)?;
-            let diff_ids = Digest::parse_all(config.rootfs().diff_ids().iter().map(String::as_str))
-                .map_err(|e| corrupt(&config_path, e))?;
-            out.push(Entry {
-                names: by_digest.remove(&digest).unwrap_or_default(),
-                manifest_digest: digest,
-                manifest,
-                config,
-                config_digest,
-                layers,
-                diff_ids,
-            });
+            let names = by_digest.remove(&digest).unwrap_or_default();
+            match self.read_entry(&digest, names.clone()) {
+                Ok(entry) => out.push(entry),
+                Err(e @ (ImageError::Corrupt { .. } | ImageError::Io { .. })) => {
+                    damaged.push(DamagedEntry { manifest_digest: digest, names, detail: e.to_string() })
+                }
+                Err(e) => return Err(e),
+            }
         }
-        Ok(out)
+        Ok((out, damaged))
+    }
+
+    /// The image whose manifest is `digest`, named `names`: its manifest and config read,
+    /// every digest in them checked.
+    fn read_entry(&self, digest: &Digest, names: Vec<Reference>) -> Result<Entry> {
+        let (manifest, manifest_path): (ImageManifest, _) = self.read_blob_record(digest)?;
+        let corrupt =
+            |path: &Path, e: BadDigest| ImageError::Corrupt { path: path.display().to_string(), message: e.to_string() };
+        let config_digest =
+            Digest::parse(manifest.config().digest().as_ref()).map_err(|e| corrupt(&manifest_path, e))?;
+        let layers = Digest::parse_all(manifest.layers().iter().map(|l| l.digest().as_ref()))
+            .map_err(|e| corrupt(&manifest_path, e))?;
+        let (config, config_path): (ImageConfiguration, _) = self.read_blob_record(&config_digest)?;
+        let diff_ids = Digest::parse_all(config.rootfs().diff_ids().iter().map(String::as_str))
+            .map_err(|e| corrupt(&config_path, e))?;
+        Ok(Entry { manifest_digest: digest.clone(), names, manifest, config, config_digest, layers, diff_ids })
     }
 
     /// A stored JSON blob (manifest or config), parsed; a damaged one is named in the error.
@@ -550,14 +624,20 @@ impl ImageStore {
         Ok((parse_record(&bytes, &path)?, path))
     }
 
+    /// The image `reference` names (name, id or id prefix) among the images that can be read
+    /// (the index of it in them, and the name it was found by). A damaged image named is an
+    /// error saying what to do; a damaged other image is no matter.
     fn find(&self, reference: &str) -> Result<(Vec<Entry>, usize, Option<Reference>)> {
-        let entries = self.entries()?;
+        let (entries, damaged) = self.entries_all()?;
         let hex_ref = reference.strip_prefix("sha256:").unwrap_or(reference);
         let looks_like_id =
             hex_ref.len() >= 4 && hex_ref.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
         if let Ok(r) = Reference::parse(reference) {
             if let Some(i) = entries.iter().position(|e| e.names.contains(&r)) {
                 return Ok((entries, i, Some(r)));
+            }
+            if let Some(d) = damaged.iter().find(|d| d.names.contains(&r)) {
+                return Err(d.error());
             }
             // `name@sha256:<manifest digest>` finds an image of that repository by content.
             if let Some(d) = &r.digest
@@ -692,6 +772,9 @@ impl ImageStore {
     /// id). Refuses an image a container uses unless `force`. Returns docker's report lines.
     pub fn remove(&self, reference: &str, force: bool) -> Result<Vec<String>> {
         let _lock = self.lock()?;
+        if let Some(report) = self.remove_damaged(reference)? {
+            return Ok(report);
+        }
         let (entries, i, by_name) = self.find(reference)?;
         let e = &entries[i];
         let mut report = Vec::new();
@@ -722,6 +805,25 @@ impl ImageStore {
         }
         self.gc()?;
         Ok(report)
+    }
+
+    /// Removes name `reference` when it names a damaged image (which cannot be used, and whose
+    /// users cannot be told from its config): its name goes, and the image with its last name
+    /// (the damaged files with it, by `gc`). `None` when it names no damaged image.
+    fn remove_damaged(&self, reference: &str) -> Result<Option<Vec<String>>> {
+        let Ok(r) = Reference::parse(reference) else { return Ok(None) };
+        let (_, damaged) = self.entries_all()?;
+        let Some(d) = damaged.iter().find(|d| d.names.contains(&r)) else { return Ok(None) };
+        let mut index = self.read_index()?;
+        let full = r.full();
+        index.manifests.retain(|x| x.name() != Some(full.as_str()));
+        let mut report = vec![format!("Untagged: {}", r.short())];
+        if !index.manifests.iter().any(|x| x.digest == d.manifest_digest) {
+            report.push(format!("Deleted: {}", d.manifest_digest));
+        }
+        self.write_index(&index)?;
+        self.gc()?;
+        Ok(Some(report))
     }
 
     /// `image prune`: removes untagged images (with `all`, every image) that no container
@@ -913,6 +1015,10 @@ mod tests {
         let (_dir, store, id) = with_image();
         let index = store.dir().join("index.json");
         let good = fs::read(&index).unwrap();
+        // Without its copy (with it, the index is written anew: below).
+        let copy = crate::state::copy_path(&index);
+        assert_eq!(fs::read(&copy).unwrap(), good);
+        fs::remove_file(&copy).unwrap();
         let blobs = || fs::read_dir(store.dir().join("blobs/sha256")).unwrap().count();
         let before = blobs();
         let mut bad: Vec<(String, &str)> = vec![
@@ -949,6 +1055,56 @@ mod tests {
         }
         fs::write(&index, &good).unwrap();
         assert_eq!(store.list().unwrap().len(), 1);
+        // With a readable copy, a damaged index (cut short, emptied, overwritten) is written
+        // anew from it, names and all.
+        fs::write(&copy, &good).unwrap();
+        for damaged in [&good[..good.len() / 2], b"", b"\x00\xff garbage"] {
+            fs::write(&index, damaged).unwrap();
+            assert_eq!(store.list().unwrap()[0].repository, "test/a", "{damaged:?}");
+            assert_eq!(fs::read(&index).unwrap(), good);
+        }
+    }
+
+    #[test]
+    fn a_damaged_image_is_named_with_what_to_do_the_others_work_and_it_can_be_removed() {
+        let (_dir, store, id) = with_image();
+        let layer = load::tests::tar_of(&[("g", b"y")]);
+        let r = Reference::parse("test/b:1").unwrap();
+        let other = import::import(&store, import::ImportSource::Reader(&mut &layer[..]), Some(&r), &[], None)
+            .unwrap();
+        let (manifest, _, _) = store.manifest_of("test/a:1").unwrap();
+        let manifest_path = store.blob(&Digest::parse(&manifest).unwrap());
+        let config_path = store.blob(&Digest::parse(&id).unwrap());
+        let whole = fs::read(&manifest_path).unwrap();
+        for (path, damaged) in [
+            (&manifest_path, whole[..whole.len() / 2].to_vec()),
+            (&manifest_path, Vec::new()),
+            (&config_path, b"\x01\x02garbage".to_vec()),
+        ] {
+            let keep = fs::read(path).unwrap();
+            fs::write(path, &damaged).unwrap();
+            let err = store.resolve("test/a:1").unwrap_err().to_string();
+            assert!(
+                err.contains(&path.display().to_string()) && err.contains("berth image rm -f test/a:1"),
+                "{err}"
+            );
+            // The other image is no matter of it; listing and collecting refuse (nothing can
+            // be told of what the damaged one uses).
+            assert_eq!(store.resolve("test/b:1").unwrap().id, other);
+            assert!(store.list().is_err());
+            fs::write(path, keep).unwrap();
+        }
+        fs::write(&manifest_path, b"").unwrap();
+        let report = store.remove("test/a:1", false).unwrap();
+        assert_eq!(report, ["Untagged: test/a:1".to_string(), format!("Deleted: {manifest}")]);
+        assert!(!manifest_path.exists() && !config_path.exists(), "its files are collected");
+        assert_eq!(store.list().unwrap().len(), 1);
+        // A blob stored again whose file was damaged is written whole.
+        let config = fs::read(store.blob(&Digest::parse(&other).unwrap())).unwrap();
+        let other_path = store.blob(&Digest::parse(&other).unwrap());
+        fs::write(&other_path, &config[..3]).unwrap();
+        store.put_blob(&config).unwrap();
+        assert_eq!(fs::read(&other_path).unwrap(), config);
     }
 
     #[test]

@@ -240,8 +240,16 @@ impl Networks {
     }
 
     /// Network records that cannot be read, for the engine to report and take away.
+    /// The copies of the readable ones are written anew where damaged (see
+    /// `state::repair_copy`), under the network lock so that no write of a record is between.
     pub fn damaged(&self) -> Vec<crate::state::DamagedRecord> {
-        record::damaged(&self.dirs.networks())
+        let damaged = record::damaged(&self.dirs.networks());
+        if let Ok(_lock) = self.lock() {
+            for rec in record::all_networks(&self.dirs).unwrap_or_default() {
+                crate::state::repair_copy(&record::network_path(&self.dirs, &rec.name));
+            }
+        }
+        damaged
     }
 
     /// Endpoint records that cannot be read (named by their container's id).

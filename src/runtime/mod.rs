@@ -258,13 +258,37 @@ fn seccomp_for(
 const SECCOMP_FILE: &str = "seccomp.bpf";
 
 /// The container's seccomp filters encoded as [`seccomp::encode`] writes them: the file
-/// compiled at create when it is intact, else compiled again.
+/// compiled at create when it is intact, else compiled again (see [`stored_filters`]).
 fn seccomp_stored_bytes(dirs: &Dirs, spec: &ContainerSpec) -> std::result::Result<Vec<u8>, SecurityError> {
-    match fs::read(dirs.container(&spec.id).join(SECCOMP_FILE)).ok().filter(|b| seccomp::decode(b).is_some())
-    {
+    let path = dirs.container(&spec.id).join(SECCOMP_FILE);
+    match fs::read(&path).ok().filter(|b| seccomp::decode(b).is_some()) {
         Some(bytes) => Ok(bytes),
-        None => Ok(seccomp::encode(&seccomp_for(spec, &capabilities_for(spec)?)?)),
+        None => Ok(seccomp::encode(&stored_filters(&path, spec, &capabilities_for(spec)?)?)),
     }
+}
+
+/// The filters in the seccomp file `path` when it is intact; otherwise (lost, cut short,
+/// emptied, overwritten: `seccomp::decode` refuses all of these) compiled again from the spec
+/// and written anew, so that the next start finds it whole. The file is derived from the spec,
+/// so this is a repair, never a guess: a container never starts with fewer filters than its
+/// spec asks for.
+fn stored_filters(
+    path: &Path,
+    spec: &ContainerSpec,
+    caps: &HashSet<Capability>,
+) -> std::result::Result<Vec<seccompiler::BpfProgram>, SecurityError> {
+    let bytes = fs::read(path);
+    if let Some(filters) = bytes.as_ref().ok().and_then(|b| seccomp::decode(b)) {
+        return Ok(filters);
+    }
+    let filters = seccomp_for(spec, caps)?;
+    if bytes.is_ok() {
+        tracing::warn!(file = %path.display(), "damaged seccomp filters; compiled again from the spec");
+    }
+    if path.parent().is_some_and(Path::is_dir) {
+        let _ = write_atomic_unsynced(path, &seccomp::encode(&filters));
+    }
+    Ok(filters)
 }
 
 /// Like [`security_for`], with the filters compiled at create when their file is intact.
@@ -273,11 +297,7 @@ pub(crate) fn security_stored(
     spec: &ContainerSpec,
 ) -> std::result::Result<(HashSet<Capability>, Vec<seccompiler::BpfProgram>), SecurityError> {
     let caps = capabilities_for(spec)?;
-    let stored = fs::read(dirs.container(&spec.id).join(SECCOMP_FILE)).ok().and_then(|b| seccomp::decode(&b));
-    let filters = match stored {
-        Some(filters) => filters,
-        None => seccomp_for(spec, &caps)?,
-    };
+    let filters = stored_filters(&dirs.container(&spec.id).join(SECCOMP_FILE), spec, &caps)?;
     Ok((caps, filters))
 }
 

@@ -564,10 +564,19 @@ pub fn profile_filters(profile: &str, caps: &HashSet<Capability>) -> Result<Vec<
     compile(filters)
 }
 
-/// Filters as bytes, to keep them beside a container's spec: per program, its instruction
-/// count (u32, little endian), then its instructions (code u16, jt u8, jf u8, k u32).
+/// The first bytes of encoded filters (berth's seccomp file, version 2).
+const MAGIC: &[u8; 8] = b"BERTHBP2";
+
+/// Filters as bytes, to keep them beside a container's spec (`seccomp.bpf`) and to hand them
+/// to the shim: [`MAGIC`], the number of programs (u32, little endian), per program its
+/// instruction count (u32) and its instructions (code u16, jt u8, jf u8, k u32), then the
+/// sha256 of all that. The count and the digest make a file cut short, emptied or overwritten
+/// unreadable as a whole: without them a file cut between two programs, or emptied, would read
+/// as fewer filters, or none, and the container would run less confined than its spec says.
 pub fn encode(filters: &[BpfProgram]) -> Vec<u8> {
-    let mut out = Vec::new();
+    use sha2::Digest;
+    let mut out = MAGIC.to_vec();
+    out.extend_from_slice(&(filters.len() as u32).to_le_bytes());
     for program in filters {
         out.extend_from_slice(&(program.len() as u32).to_le_bytes());
         for ins in program {
@@ -576,16 +585,35 @@ pub fn encode(filters: &[BpfProgram]) -> Vec<u8> {
             out.extend_from_slice(&ins.k.to_le_bytes());
         }
     }
+    let digest = sha2::Sha256::digest(&out);
+    out.extend_from_slice(&digest);
     out
 }
 
-/// The filters [`encode`] wrote; `None` when the bytes are not exactly that (a file cut short
-/// by a crash: the caller compiles afresh).
-pub fn decode(mut bytes: &[u8]) -> Option<Vec<BpfProgram>> {
+/// The filters [`encode`] wrote; `None` when the bytes are not exactly that (a file cut
+/// short, emptied or overwritten: the caller compiles afresh from the spec).
+pub fn decode(bytes: &[u8]) -> Option<Vec<BpfProgram>> {
+    use sha2::Digest;
+    let (body, digest) = bytes.split_at_checked(bytes.len().checked_sub(32)?)?;
+    if sha2::Sha256::digest(body).as_slice() != digest {
+        return None;
+    }
+    let mut rest = body.strip_prefix(MAGIC.as_slice())?;
+    let take_u32 = |rest: &mut &[u8]| -> Option<usize> {
+        let (n, tail) = rest.split_first_chunk::<4>()?;
+        *rest = tail;
+        Some(u32::from_le_bytes(*n) as usize)
+    };
+    let programs = take_u32(&mut rest)?;
     let mut filters = Vec::new();
-    while !bytes.is_empty() {
-        let count = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
-        let body = bytes.get(4..4 + count.checked_mul(8)?)?;
+    for _ in 0..programs {
+        let count = take_u32(&mut rest)?;
+        // A BPF program is at most 4096 instructions and never empty.
+        if count == 0 || count > 4096 {
+            return None;
+        }
+        let (body, tail) = rest.split_at_checked(count * 8)?;
+        rest = tail;
         let program: BpfProgram = body
             .chunks_exact(8)
             .map(|c| seccompiler::sock_filter {
@@ -595,14 +623,9 @@ pub fn decode(mut bytes: &[u8]) -> Option<Vec<BpfProgram>> {
                 k: u32::from_le_bytes([c[4], c[5], c[6], c[7]]),
             })
             .collect();
-        // A BPF program is at most 4096 instructions and never empty.
-        if program.is_empty() || program.len() > 4096 {
-            return None;
-        }
         filters.push(program);
-        bytes = &bytes[4 + count * 8..];
     }
-    Some(filters)
+    rest.is_empty().then_some(filters)
 }
 
 /// The kernel's `struct sock_fprog`.
@@ -796,10 +819,26 @@ mod tests {
     fn filters_survive_encoding_and_cut_bytes_are_refused() {
         let filters = default_filters(&HashSet::new()).unwrap();
         let bytes = encode(&filters);
-        assert_eq!(decode(&bytes), Some(filters));
+        assert_eq!(decode(&bytes), Some(filters.clone()));
         assert_eq!(decode(&bytes[..bytes.len() - 3]), None);
         assert_eq!(decode(&[0, 0, 0, 0]), None);
-        assert_eq!(decode(&[]), Some(Vec::new()));
+        // Emptied, or cut anywhere (also between two programs), the file is unreadable: never
+        // fewer filters than were written.
+        assert_eq!(decode(&[]), None);
+        let two = [filters.clone(), filters.clone()].concat();
+        let both = encode(&two);
+        assert_eq!(decode(&both).map(|f| f.len()), Some(two.len()));
+        for cut in [0, 1, 8, 12, both.len() / 2, both.len() - 32, both.len() - 1] {
+            assert_eq!(decode(&both[..cut]), None, "cut at {cut}");
+        }
+        // Overwritten: garbage of the same length, or one flipped bit.
+        let garbage: Vec<u8> = (0..both.len()).map(|i| (i * 131 % 251) as u8).collect();
+        assert_eq!(decode(&garbage), None);
+        let mut flipped = both.clone();
+        flipped[20] ^= 1;
+        assert_eq!(decode(&flipped), None);
+        // No filters (unconfined) is written as such, and is not an empty file.
+        assert_eq!(decode(&encode(&[])), Some(Vec::new()));
     }
 
     #[test]

@@ -255,6 +255,20 @@ pub fn write_json_with_copy<T: Serialize>(path: &Path, value: &T) -> Result<(), 
     write_json(path, value)
 }
 
+/// Writes the copy of record `path` anew from the record when the record can be read and its
+/// copy cannot (cut short, emptied, overwritten, lost) or says something else: the copy is
+/// only worth keeping while it matches its record. Whether it was written. A record that
+/// cannot be read is left to its owner's repair (which reads the copy).
+pub fn repair_copy(path: &Path) -> bool {
+    let Ok(record) = read_json::<serde_json::Value>(path) else { return false };
+    if read_copy::<serde_json::Value>(path).is_some_and(|copy| copy == record) {
+        return false;
+    }
+    let copy = copy_path(path);
+    tracing::warn!(file = %copy.display(), "damaged copy of a record; written anew from the record");
+    write_json(&copy, &record).is_ok()
+}
+
 /// The copy of record `path`, when it can be read as a `T`.
 pub fn read_copy<T: DeserializeOwned>(path: &Path) -> Option<T> {
     read_json(&copy_path(path)).ok()
@@ -677,6 +691,27 @@ mod tests {
         assert_eq!(sweep_temp_files(dir.path()), vec![dead.clone()]);
         assert!(!dead.exists() && live.exists() && record.exists());
         assert!(process_runs(std::process::id() as i32) && !process_runs(0) && !process_runs(4194305));
+    }
+
+    #[test]
+    fn a_damaged_copy_is_written_anew_from_its_record_and_a_damaged_record_is_left() {
+        let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+        let path = dir.path().join("net.json");
+        let value = serde_json::json!({"name": "p_back", "labels": {"com.docker.compose.project": "p"}});
+        write_json_with_copy(&path, &value).unwrap();
+        assert!(!repair_copy(&path), "a whole copy is left as it is");
+        let whole = fs::read(copy_path(&path)).unwrap();
+        for damaged in [&whole[..whole.len() / 2], b"", b"\x93\x01garbage\xff"] {
+            fs::write(copy_path(&path), damaged).unwrap();
+            assert!(repair_copy(&path));
+            assert_eq!(read_copy::<serde_json::Value>(&path), Some(value.clone()));
+        }
+        fs::remove_file(copy_path(&path)).unwrap();
+        assert!(repair_copy(&path) && labels_of_copy(&path).is_some());
+        // A damaged record: its copy is what repairs it, and stays as it is.
+        fs::write(&path, b"{\"name\": \"p_b").unwrap();
+        assert!(!repair_copy(&path));
+        assert_eq!(read_copy::<serde_json::Value>(&path), Some(value));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compose::model::Project;
 use crate::runtime::spec::{ContainerSpec, MountKind};
-use crate::state::{Dirs, StateError, read_json, write_json};
+use crate::state::{Dirs, StateError, read_json};
 
 pub use mounts::{MountRequest, PeerRef, service_mounts};
 
@@ -294,6 +294,10 @@ impl Volumes {
                         labels,
                     });
                 }
+                // Whole: its copy is kept whole too (see `state::repair_copy`).
+                Ok(_) => {
+                    crate::state::repair_copy(&path);
+                }
                 _ => {}
             }
         }
@@ -315,7 +319,7 @@ impl Volumes {
             crate::state::read_copy::<VolumeRecord>(&self.record_path(name)).filter(|r| r.name == name)
         {
             record.mountpoint = data;
-            write_json(&self.record_path(name), &record)?;
+            crate::state::write_json_with_copy(&self.record_path(name), &record)?;
             return Ok(record);
         }
         let record = VolumeRecord {
@@ -327,7 +331,7 @@ impl Volumes {
             created: crate::runtime::timefmt::now(),
             scope: "local".into(),
         };
-        write_json(&self.record_path(name), &record)?;
+        crate::state::write_json_with_copy(&self.record_path(name), &record)?;
         Ok(record)
     }
 

@@ -30,8 +30,25 @@ pub fn pid_path(dirs: &Dirs) -> PathBuf {
 pub fn running(dirs: &Dirs) -> Option<Pid> {
     let text = std::fs::read_to_string(pid_path(dirs)).ok()?;
     let pid: i32 = text.trim().parse().ok()?;
-    // A zombie, or one killed and not yet torn down, still has its name; it does not run.
-    (crate::state::process_name_if_runs(pid)? == PROCESS_NAME).then_some(Pid::from_raw(pid))
+    // A zombie, or one killed and not yet torn down, still has its name; it does not run. A
+    // damaged pid file may name another run dir's DNS process: that one is not ours to signal.
+    (crate::state::process_name_if_runs(pid)? == PROCESS_NAME && of_run_dir(dirs, pid))
+        .then_some(Pid::from_raw(pid))
+}
+
+/// Whether process `pid` has this run dir in its environment (`BERTH_RUN`, see [`notify`]).
+/// The same folder may be spelled another way (a trailing `/`, a link): compared as such too.
+fn of_run_dir(dirs: &Dirs, pid: i32) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let ours = dirs.run.as_os_str().as_bytes();
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    let Some(theirs) = environ.split(|b| *b == 0).find_map(|v| v.strip_prefix(b"BERTH_RUN=")) else {
+        return false;
+    };
+    theirs == ours || {
+        let real = |p: &[u8]| std::fs::canonicalize(std::ffi::OsStr::from_bytes(p)).ok();
+        real(theirs).is_some_and(|t| Some(t) == real(ours))
+    }
 }
 
 /// Tells the DNS process to reload, starting it when none runs. `exe` is the berth binary.
@@ -139,27 +156,29 @@ fn wait_exit(fd: &std::os::fd::OwnedFd, limit: Duration) {
 }
 
 /// DNS processes of this run dir found without their pid file: named `berth-dns`, not
-/// zombies, with this run dir in their environment (see [`notify`]).
+/// exited, with this run dir in their environment (see [`notify`]). One that was sent SIGKILL
+/// (`kill -9`) but is still being torn down counts: it holds its sockets until it has exited,
+/// and a DNS process started before then cannot listen on the gateways' port 53.
 fn find(dirs: &Dirs) -> Vec<Pid> {
-    let mark = {
-        let mut m = b"BERTH_RUN=".to_vec();
-        m.extend_from_slice(dirs.run.as_os_str().as_encoded_bytes());
-        m
-    };
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     let mut out = Vec::new();
     for e in entries.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if comm.trim() != PROCESS_NAME || !running_pid(Pid::from_raw(pid)) {
+        if comm.trim() != PROCESS_NAME || !not_exited(pid) {
             continue;
         }
-        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-        if environ.split(|b| *b == 0).any(|v| v == mark.as_slice()) {
+        if of_run_dir(dirs, pid) {
             out.push(Pid::from_raw(pid));
         }
     }
     out
+}
+
+/// Whether process `pid` exists and has not exited (is no zombie); it may be dying.
+fn not_exited(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])))
 }
 
 /// Whether `pid` runs (not a zombie, not killed; see `state::process_name_if_runs`).
