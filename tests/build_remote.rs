@@ -697,6 +697,27 @@ fn add_from_git_over_ssh() {
     let ev = Events::default();
     env.build_ssh(&df, "remote/ssh:2", &ev, Some(vec![agent.sock.clone()])).unwrap();
     assert!(ev.cached("/src"));
+    // `berth build --ssh default`: the agent of $SSH_AUTH_SOCK.
+    let proj = dir.join("proj");
+    fs::create_dir_all(&proj).unwrap();
+    fs::write(
+        proj.join("compose.yaml"),
+        format!(
+            "services:\n  app:\n    image: remote/ssh-cli:1\n    build:\n      context: .\n      \
+             dockerfile_inline: |\n        FROM scratch\n        ADD {url}#main /cli\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .current_dir(&proj)
+        .env("BERTH_ROOT", &env.t.dirs.root)
+        .env("BERTH_RUN", &env.t.dirs.run)
+        .env("SSH_AUTH_SOCK", &agent.sock)
+        .args(["build", "-q", "--ssh", "default"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(fs::read_to_string(env.file("remote/ssh-cli:1", "/cli/hello.txt")).unwrap(), "over ssh v2\n");
     // `user@host:path`, when port 22 was free for the test's sshd.
     if sshd.on_22 {
         let scp = format!("FROM scratch\nADD root@127.0.0.1:{}#main /scp\n", repo.display());
