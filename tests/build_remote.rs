@@ -47,19 +47,22 @@ impl Events {
     }
 }
 
-/// One file the server has: body and `Last-Modified`.
+/// One file the server has: body, `Last-Modified` and `ETag`.
 #[derive(Clone)]
 struct Served {
     body: Vec<u8>,
     modified: Option<&'static str>,
+    etag: Option<String>,
 }
 
 /// A tiny HTTP/1.1 server on 127.0.0.1: one request per connection, files by path, 404 else;
-/// counts requests per path.
+/// `HEAD`, and `If-None-Match` answered with 304 when it names the file's ETag. Counts
+/// requests per path, and per path the answers that carried the body.
 struct Server {
     addr: String,
     files: Arc<Mutex<HashMap<String, Served>>>,
     hits: Arc<Mutex<HashMap<String, usize>>>,
+    bodies: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl Server {
@@ -68,7 +71,8 @@ impl Server {
         let addr = l.local_addr().unwrap().to_string();
         let files: Arc<Mutex<HashMap<String, Served>>> = Arc::default();
         let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-        let (f, h) = (files.clone(), hits.clone());
+        let bodies: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let (f, h, bd) = (files.clone(), hits.clone(), bodies.clone());
         std::thread::spawn(move || {
             for s in l.incoming().flatten() {
                 let mut s = s;
@@ -81,18 +85,32 @@ impl Server {
                     }
                 }
                 let text = String::from_utf8_lossy(&req);
+                let head = text.starts_with("HEAD ");
                 let path = text.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let inm = text.lines().find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("if-none-match").then(|| v.trim().to_string())
+                });
                 *h.lock().unwrap().entry(path.clone()).or_default() += 1;
                 let served = f.lock().unwrap().get(&path).cloned();
                 let resp = match served {
                     Some(sv) => {
-                        let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n", sv.body.len());
+                        let unchanged = matches!((&sv.etag, &inm), (Some(e), Some(i)) if i.split(',').any(|t| t.trim() == e));
+                        let status = if unchanged { "304 Not Modified" } else { "200 OK" };
+                        let len = if unchanged { 0 } else { sv.body.len() };
+                        let mut r = format!("HTTP/1.1 {status}\r\nContent-Length: {len}\r\n");
                         if let Some(m) = sv.modified {
                             r.push_str(&format!("Last-Modified: {m}\r\n"));
                         }
+                        if let Some(e) = &sv.etag {
+                            r.push_str(&format!("ETag: {e}\r\n"));
+                        }
                         r.push_str("Connection: close\r\n\r\n");
                         let mut r = r.into_bytes();
-                        r.extend_from_slice(&sv.body);
+                        if !unchanged && !head {
+                            r.extend_from_slice(&sv.body);
+                            *bd.lock().unwrap().entry(path.clone()).or_default() += 1;
+                        }
                         r
                     }
                     None => {
@@ -103,15 +121,28 @@ impl Server {
                 let _ = s.write_all(&resp);
             }
         });
-        Server { addr, files, hits }
+        Server { addr, files, hits, bodies }
     }
 
     fn put(&self, path: &str, body: &[u8], modified: Option<&'static str>) {
-        self.files.lock().unwrap().insert(path.to_string(), Served { body: body.to_vec(), modified });
+        self.files
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), Served { body: body.to_vec(), modified, etag: None });
+    }
+
+    fn put_tagged(&self, path: &str, body: &[u8], etag: &str) {
+        let served = Served { body: body.to_vec(), modified: Some(MODIFIED), etag: Some(etag.to_string()) };
+        self.files.lock().unwrap().insert(path.to_string(), served);
     }
 
     fn hits(&self, path: &str) -> usize {
         self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+
+    /// Answers to `path` that carried its body.
+    fn bodies(&self, path: &str) -> usize {
+        self.bodies.lock().unwrap().get(path).copied().unwrap_or(0)
     }
 
     fn url(&self, path: &str) -> String {
@@ -137,12 +168,24 @@ impl Env {
     }
 
     fn build(&self, dockerfile: &str, tag: &str, events: &Events) -> Result<(), BuildError> {
+        self.build_ssh(dockerfile, tag, events, None)
+    }
+
+    /// A build with `--ssh default[=PATHS]` when `ssh` is given.
+    fn build_ssh(
+        &self,
+        dockerfile: &str,
+        tag: &str,
+        events: &Events,
+        ssh: Option<Vec<PathBuf>>,
+    ) -> Result<(), BuildError> {
         let df = frontend::parse(dockerfile, "Dockerfile")?;
         let base = StoreBaseImages { store: &self.store };
         let b = Builder::new(&self.store, &self.t.runtime, &self.networks, &base, events);
         let req = BuildRequest {
             context: self.context.clone(),
             tags: vec![tag.to_string()],
+            ssh: ssh.map(|p| [("default".to_string(), p)].into()).unwrap_or_default(),
             ..BuildRequest::default()
         };
         b.build_parsed(&req, &df, "Dockerfile").map(|_| ())
@@ -285,6 +328,108 @@ fn add_from_http_urls() {
     }
 }
 
+/// `ADD --checksum` in each algorithm BuildKit's frontend parses (sha256, sha384, sha512),
+/// checked against the content; malformed ones refused with go-digest's words.
+#[test]
+fn add_with_checksums_of_each_algorithm() {
+    let env = Env::new();
+    let srv = Server::start();
+    srv.put("/f.txt", b"checked\n", None);
+    let url = srv.url("/f.txt");
+    let sha384 = hex::encode(sha2::Sha384::digest(b"checked\n"));
+    let sha512 = hex::encode(sha2::Sha512::digest(b"checked\n"));
+    let df = format!(
+        "FROM scratch\nADD --checksum=sha384:{sha384} {url} /a\nADD --checksum=sha512:{sha512} {url} /b\n"
+    );
+    env.build(&df, "remote/sum:1", &Events::default()).unwrap();
+    assert_eq!(fs::read(env.file("remote/sum:1", "/a")).unwrap(), b"checked\n");
+    assert_eq!(fs::read(env.file("remote/sum:1", "/b")).unwrap(), b"checked\n");
+    assert_eq!(srv.hits("/f.txt"), 2);
+    // Pinned: the rebuild is served from the cache without a request.
+    let ev = Events::default();
+    env.build(&df, "remote/sum:2", &ev).unwrap();
+    assert!(ev.cached(" /a") && ev.cached(" /b"));
+    assert_eq!(srv.hits("/f.txt"), 2);
+    // Content that is not what the sha512 says.
+    let wrong = format!("FROM scratch\nADD --checksum=sha512:{} {url} /b\n", "e".repeat(128));
+    let e = env.build(&wrong, "remote/sum-bad:1", &Events::default()).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        format!(
+            "Dockerfile:2: ADD digest mismatch for {url}: sha512:{sha512} (expected: sha512:{})",
+            "e".repeat(128)
+        )
+    );
+    env.assert_clean();
+    for (sum, why) in [
+        (format!("sha384:{sha512}"), "invalid checksum digest length"),
+        ("md5:0123".to_string(), "unsupported digest algorithm"),
+        (sha384.clone(), "invalid checksum digest format"),
+    ] {
+        let df = format!("FROM scratch\nADD --checksum={sum} {url} /x\n");
+        let e = env.build(&df, "remote/sum-bad:2", &Events::default()).unwrap_err().to_string();
+        assert_eq!(e, format!("Dockerfile:2: ADD --checksum={sum}: {why}"));
+    }
+    assert!(env.store.resolve("remote/sum-bad:1").is_err() && env.store.resolve("remote/sum-bad:2").is_err());
+}
+
+/// BuildKit's ETag reuse: an unchanged URL is not transferred again (HEAD with
+/// If-None-Match), and its step is served from the cache; a step that must run anyway takes
+/// the kept content; new content is downloaded; a new ETag with the same content still hits
+/// the cache. `image prune -a` takes the kept downloads.
+#[test]
+fn add_reuses_downloads_by_etag() {
+    let env = Env::new();
+    let srv = Server::start();
+    srv.put_tagged("/e.txt", b"tagged v1\n", "\"v1\"");
+    let url = srv.url("/e.txt");
+    let df = |label: &str| format!("FROM scratch\nLABEL n={label}\nADD {url} /e/\n");
+    env.build(&df("a"), "remote/etag:1", &Events::default()).unwrap();
+    assert_eq!((srv.hits("/e.txt"), srv.bodies("/e.txt")), (1, 1));
+    let kept = env.t.dirs.root.join("build-cache/http");
+    assert_eq!(fs::read_dir(&kept).unwrap().count(), 2, "a record and its content");
+
+    // Unchanged: one HEAD answered 304, no body, the step from the cache.
+    let ev = Events::default();
+    env.build(&df("a"), "remote/etag:2", &ev).unwrap();
+    assert!(ev.cached("/e/"));
+    assert_eq!((srv.hits("/e.txt"), srv.bodies("/e.txt")), (2, 1));
+    // A step that runs (its parent changed) takes the kept content, not a new transfer.
+    let ev = Events::default();
+    env.build(&df("b"), "remote/etag:3", &ev).unwrap();
+    assert!(!ev.cached("/e/"));
+    assert_eq!((srv.hits("/e.txt"), srv.bodies("/e.txt")), (3, 1));
+    let f = env.file("remote/etag:3", "/e/e.txt");
+    assert_eq!(fs::read(&f).unwrap(), b"tagged v1\n");
+    let m = fs::metadata(&f).unwrap();
+    assert_eq!((m.mode() & 0o7777, m.mtime()), (0o600, MODIFIED_SECS));
+
+    // A new ETag for the same bytes: HEAD, then a GET with the body, and still a cache hit.
+    srv.put_tagged("/e.txt", b"tagged v1\n", "\"v1b\"");
+    let ev = Events::default();
+    env.build(&df("a"), "remote/etag:4", &ev).unwrap();
+    assert!(ev.cached("/e/"));
+    assert_eq!((srv.hits("/e.txt"), srv.bodies("/e.txt")), (5, 2));
+    // New content: downloaded, the step reruns.
+    srv.put_tagged("/e.txt", b"tagged v2\n", "\"v2\"");
+    let ev = Events::default();
+    env.build(&df("a"), "remote/etag:5", &ev).unwrap();
+    assert!(!ev.cached("/e/"));
+    assert_eq!((srv.hits("/e.txt"), srv.bodies("/e.txt")), (7, 3));
+    assert_eq!(fs::read(env.file("remote/etag:5", "/e/e.txt")).unwrap(), b"tagged v2\n");
+    assert_eq!(fs::read_dir(&kept).unwrap().count(), 2, "the old content went");
+    env.assert_clean();
+
+    // What a killed write leaves goes with `image prune`; with `-a`, all kept downloads.
+    fs::write(kept.join(".x.tmp999999999"), b"left").unwrap();
+    env.store.prune(false).unwrap();
+    assert_eq!(fs::read_dir(&kept).unwrap().count(), 2);
+    env.store.prune(true).unwrap();
+    assert_eq!(fs::read_dir(&kept).unwrap().count(), 0);
+    env.build(&df("a"), "remote/etag:6", &Events::default()).unwrap();
+    assert_eq!(srv.bodies("/e.txt"), 4, "nothing kept: downloaded whole");
+}
+
 /// `git daemon` serving `base` on 127.0.0.1; killed on drop.
 struct Daemon {
     child: Child,
@@ -416,4 +561,196 @@ fn add_from_git_repositories() {
     let e = env.build(&nosub, "remote/git-bad:3", &Events::default()).unwrap_err().to_string();
     assert!(e.contains("subdir \"nosuch\""), "{e}");
     env.assert_clean();
+}
+
+/// A throwaway `sshd` on 127.0.0.1 (Debian's openssh-server, which scripts/test installs)
+/// with its own host key, letting root in with one key only; killed on drop.
+struct Sshd {
+    child: Child,
+    port: u16,
+    /// Whether it also listens on 127.0.0.1:22 (for `user@host:path` addresses, which
+    /// cannot name a port): only when that port was free.
+    on_22: bool,
+}
+
+impl Sshd {
+    fn start(dir: &Path, authorized: &Path) -> Sshd {
+        let sshd = Path::new("/usr/sbin/sshd");
+        assert!(sshd.exists(), "this test needs openssh-server (scripts/test installs it)");
+        // sshd refuses to start without its privilege separation dir.
+        fs::create_dir_all("/run/sshd").unwrap();
+        let host_key = dir.join("host_key");
+        keygen(&host_key);
+        let config = dir.join("sshd_config");
+        fs::write(
+            &config,
+            format!(
+                "ListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPermitRootLogin prohibit-password\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
+                 PidFile none\nLogLevel ERROR\n",
+                host_key.display(),
+                authorized.display()
+            ),
+        )
+        .unwrap();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let on_22 = TcpListener::bind("127.0.0.1:22").is_ok();
+        let mut cmd = Command::new(sshd);
+        cmd.arg("-D").arg("-e").arg("-f").arg(&config).arg("-p").arg(port.to_string());
+        if on_22 {
+            cmd.args(["-p", "22"]);
+        }
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("sshd");
+        let d = Sshd { child, port, on_22 };
+        let until = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < until, "sshd does not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A new ed25519 key pair at `path` and `path.pub`, without a passphrase.
+fn keygen(path: &Path) {
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "berth-test", "-f"])
+        .arg(path)
+        .status()
+        .expect("ssh-keygen (openssh-client)");
+    assert!(ok.success());
+}
+
+/// An `ssh-agent` on a socket in `dir` holding `key`; killed on drop.
+struct Agent {
+    child: Child,
+    sock: PathBuf,
+}
+
+impl Agent {
+    fn start(dir: &Path, key: &Path) -> Agent {
+        let sock = dir.join("agent.sock");
+        let child =
+            Command::new("ssh-agent").arg("-D").arg("-a").arg(&sock).stdout(Stdio::null()).spawn().unwrap();
+        let a = Agent { child, sock };
+        let until = Instant::now() + Duration::from_secs(5);
+        while std::os::unix::net::UnixStream::connect(&a.sock).is_err() {
+            assert!(Instant::now() < until, "ssh-agent did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let ok = Command::new("ssh-add").arg("-q").arg(key).env("SSH_AUTH_SOCK", &a.sock).status().unwrap();
+        assert!(ok.success());
+        a
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `ADD` of a repository over ssh with `--ssh default=KEYFILE` and `--ssh default=SOCKET`
+/// (an agent), `ssh://` and `user@host:path` addresses; refused without a key or with a key
+/// the server does not know; `?fetch-by-commit` pinning a commit the branch has moved past.
+#[test]
+fn add_from_git_over_ssh() {
+    let env = Env::new();
+    let dir = env.t.dir.path().join("ssh");
+    fs::create_dir_all(&dir).unwrap();
+    let repo = dir.join("repo.git");
+    let work = dir.join("work");
+    fs::create_dir_all(&work).unwrap();
+    git(&work, &["init", "-q"]);
+    fs::write(work.join("hello.txt"), "over ssh v1\n").unwrap();
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "one"]);
+    let first = git(&work, &["rev-parse", "HEAD"]);
+    fs::write(work.join("hello.txt"), "over ssh v2\n").unwrap();
+    git(&work, &["commit", "-q", "-am", "two"]);
+    git(&dir, &["clone", "-q", "--bare", work.to_str().unwrap(), repo.to_str().unwrap()]);
+    // Commits by id, for ?fetch-by-commit.
+    git(&repo, &["config", "uploadpack.allowAnySHA1InWant", "true"]);
+    let key = dir.join("id_ed25519");
+    keygen(&key);
+    let stranger = dir.join("stranger");
+    keygen(&stranger);
+    let authorized = dir.join("authorized_keys");
+    fs::copy(dir.join("id_ed25519.pub"), &authorized).unwrap();
+    let sshd = Sshd::start(&dir, &authorized);
+    let url = format!("ssh://root@127.0.0.1:{}{}", sshd.port, repo.display());
+
+    // A key file: berth loads it into an agent of its own for git.
+    let df = format!("FROM scratch\nADD {url}#main /src\n");
+    env.build_ssh(&df, "remote/ssh:1", &Events::default(), Some(vec![key.clone()])).unwrap();
+    assert_eq!(fs::read_to_string(env.file("remote/ssh:1", "/src/hello.txt")).unwrap(), "over ssh v2\n");
+    // An agent's socket; the unchanged commit comes from the cache.
+    let agent = Agent::start(&dir, &key);
+    let ev = Events::default();
+    env.build_ssh(&df, "remote/ssh:2", &ev, Some(vec![agent.sock.clone()])).unwrap();
+    assert!(ev.cached("/src"));
+    // `berth build --ssh default`: the agent of $SSH_AUTH_SOCK.
+    let proj = dir.join("proj");
+    fs::create_dir_all(&proj).unwrap();
+    fs::write(
+        proj.join("compose.yaml"),
+        format!(
+            "services:\n  app:\n    image: remote/ssh-cli:1\n    build:\n      context: .\n      \
+             dockerfile_inline: |\n        FROM scratch\n        ADD {url}#main /cli\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .current_dir(&proj)
+        .env("BERTH_ROOT", &env.t.dirs.root)
+        .env("BERTH_RUN", &env.t.dirs.run)
+        .env("SSH_AUTH_SOCK", &agent.sock)
+        .args(["build", "-q", "--ssh", "default"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(fs::read_to_string(env.file("remote/ssh-cli:1", "/cli/hello.txt")).unwrap(), "over ssh v2\n");
+    // `user@host:path`, when port 22 was free for the test's sshd.
+    if sshd.on_22 {
+        let scp = format!("FROM scratch\nADD root@127.0.0.1:{}#main /scp\n", repo.display());
+        env.build_ssh(&scp, "remote/ssh:3", &Events::default(), Some(vec![key.clone()])).unwrap();
+        assert_eq!(fs::read_to_string(env.file("remote/ssh:3", "/scp/hello.txt")).unwrap(), "over ssh v2\n");
+    }
+    // ?fetch-by-commit: the pinned commit, though main has moved on, named main in the
+    // kept .git.
+    let pinned =
+        format!("FROM scratch\nADD --keep-git-dir=true {url}?fetch-by-commit&checksum={first}#main /pin\n");
+    env.build_ssh(&pinned, "remote/ssh:4", &Events::default(), Some(vec![key.clone()])).unwrap();
+    let pin = env.file("remote/ssh:4", "/pin");
+    assert_eq!(fs::read_to_string(pin.join("hello.txt")).unwrap(), "over ssh v1\n");
+    let out = Command::new("git")
+        .args(["-c", &format!("safe.directory={}", pin.display())])
+        .arg("-C")
+        .arg(&pin)
+        .args(["rev-parse", "HEAD", "refs/heads/main"])
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{first}\n{first}\n"));
+    env.assert_clean();
+
+    // No key: git's refusal, with the hint; a key the server does not know: refused.
+    let e = env.build(&df, "remote/ssh-bad:1", &Events::default()).unwrap_err().to_string();
+    assert!(e.starts_with(&format!("Dockerfile:2: ADD {url}#main: git ls-remote failed: ")), "{e}");
+    assert!(e.ends_with("(git reaches an ssh remote with the build's --ssh default[=KEY])"), "{e}");
+    let e = env.build_ssh(&df, "remote/ssh-bad:2", &Events::default(), Some(vec![stranger])).unwrap_err();
+    let e = e.to_string();
+    assert!(e.starts_with(&format!("Dockerfile:2: ADD {url}#main: git ls-remote failed: ")), "{e}");
+    assert!(e.contains("Could not read from remote repository") && !e.contains("--ssh default"), "{e}");
+    env.assert_clean();
+    drop(agent);
 }

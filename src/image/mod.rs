@@ -850,9 +850,11 @@ impl ImageStore {
         index.manifests.retain(|d| !doomed.iter().any(|e| d.digest == e.manifest_digest));
         self.write_index(&index)?;
         let ids = doomed.iter().map(|e| (e.id(), e.names.iter().map(Reference::short).collect())).collect();
-        // What failed pulls left for a later pull to resume goes too.
+        // What failed pulls left for a later pull to resume goes too, and what killed builds
+        // left of their kept downloads (with `all`, every kept download).
         let staged = registry::clean_pull_staging(self);
-        Ok((ids, self.gc()? + staged))
+        let kept = self.dir.parent().map_or(0, |root| build::cache::prune_downloads(root, all));
+        Ok((ids, self.gc()? + staged + kept))
     }
 
     /// Removes blobs and unpacked layers that no image in the index references, and leftovers

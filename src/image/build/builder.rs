@@ -689,9 +689,16 @@ enum Item {
     /// A file or dir at hand.
     Path { root: PathBuf, rel: PathBuf, kind: SrcKind },
     /// A download whose checksum was given: fetched only when the step runs.
-    Http { url: String, name: String, dir: PathBuf, expected: String },
-    /// A git commit to check out when the step runs.
-    Git { g: Box<remote::GitRef>, r: git::Resolved, dir: PathBuf, word: String },
+    Http { url: String, name: String, dir: PathBuf, expected: remote::HttpChecksum },
+    /// A git commit to check out when the step runs (with the ssh agent it was resolved with).
+    Git { g: Box<remote::GitRef>, r: git::Resolved, dir: PathBuf, word: String, ssh: GitSsh },
+}
+
+/// The ssh agent of a git source: its socket, and the agent of key files when one was started
+/// (stopped when this goes).
+struct GitSsh {
+    sock: Option<PathBuf>,
+    _agent: Option<super::ssh::OwnAgent>,
 }
 
 /// How `--from` / `from=` resolved.
@@ -1233,14 +1240,18 @@ impl Build<'_, '_> {
     }
 
     /// Downloads `url` (ADD) into `dest`; errors name the Dockerfile line and the URL.
+    /// Without `expected`, a download kept from an earlier build is reused when the server
+    /// says by its ETag that it has not changed (see [`remote::download`]).
     fn download(
         &self,
         url: &str,
         dest: &Path,
-        expected: Option<&str>,
+        expected: Option<&remote::HttpChecksum>,
         line: usize,
     ) -> Result<remote::Downloaded> {
-        remote::download(&self.http, url, dest, expected).map_err(|e| match e {
+        let kept = self.cache.downloads();
+        let kept = if expected.is_none() { Some(&kept) } else { None };
+        remote::download(&self.http, url, dest, expected, kept).map_err(|e| match e {
             remote::RemoteError::Io { .. }
             | remote::RemoteError::Invalid(_)
             | remote::RemoteError::Git(_) => self.err(line, format!("ADD {}: {e}", remote::redact(url))),
@@ -1249,15 +1260,35 @@ impl Build<'_, '_> {
         })
     }
 
-    /// The agent socket git gets for ssh remotes: the build's `--ssh default` when it is the
-    /// host's agent or a socket (BuildKit forwards that one to git too).
-    fn git_ssh_socket(&self) -> Option<PathBuf> {
-        use std::os::unix::fs::FileTypeExt;
-        match self.req.ssh.get("default")?.as_slice() {
-            [] => std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from),
-            [p] if fs::metadata(p).is_ok_and(|m| m.file_type().is_socket()) => Some(p.clone()),
-            _ => None,
+    /// The ssh agent git gets for an ssh remote (`ssh://`, `user@host:path`): the build's
+    /// `--ssh default` (BuildKit forwards that one to git), which is the host's agent
+    /// (`$SSH_AUTH_SOCK`), an agent socket, or key files loaded into an `ssh-agent` of this
+    /// source's own (started in `dir`, stopped when the returned value goes). Nothing for
+    /// other remotes or without `--ssh default`.
+    fn git_ssh(&self, g: &remote::GitRef, dir: &Path, word: &str, line: usize) -> Result<GitSsh> {
+        let ssh_remote = g.remote.starts_with("ssh://") || !g.remote.contains("://");
+        let Some(paths) = self.req.ssh.get("default").filter(|_| ssh_remote) else {
+            return Ok(GitSsh { sock: None, _agent: None });
+        };
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let (sock, agent) = super::ssh::agent_for("default", paths, dir)
+            .map_err(|e| self.err(line, format!("ADD {}: {e}", remote::redact(word))))?;
+        Ok(GitSsh { sock: Some(sock), _agent: agent })
+    }
+
+    /// An error of git for `word`; for an ssh remote the build gave no key, the hint.
+    fn git_error(&self, g: &remote::GitRef, word: &str, line: usize, e: remote::RemoteError) -> BuildError {
+        if let remote::RemoteError::Cancelled = e {
+            return BuildError::Cancelled;
         }
+        let ssh_remote = g.remote.starts_with("ssh://") || !g.remote.contains("://");
+        let hint = if ssh_remote && matches!(e, remote::RemoteError::Git(_)) && !self.req.ssh.contains_key("default")
+        {
+            " (git reaches an ssh remote with the build's --ssh default[=KEY])"
+        } else {
+            ""
+        };
+        self.err(line, format!("ADD {}: {e}{hint}", remote::redact(word)))
     }
 
     fn copy_step(
@@ -1413,9 +1444,15 @@ impl Build<'_, '_> {
                     match &http_checksum {
                         // A pinned checksum is the content's identity: nothing is downloaded
                         // unless the step runs (BuildKit does the same).
-                        Some(hex) => {
-                            h.update(json!({ "http": name, "sha256": hex }).to_string());
-                            items.push(Item::Http { url: url.clone(), name, dir, expected: hex.clone() });
+                        Some(sum) => {
+                            // (sha256 as before other algorithms were taken, so that caches
+                            // made then still hit.)
+                            if sum.algo == remote::ChecksumAlgo::Sha256 {
+                                h.update(json!({ "http": name, "sha256": sum.hex }).to_string());
+                            } else {
+                                h.update(json!({ "http": name, "digest": sum.to_string() }).to_string());
+                            }
+                            items.push(Item::Http { url: url.clone(), name, dir, expected: sum.clone() });
                         }
                         None => {
                             let got = self.download(url, &dir.join(&name), None, line)?;
@@ -1433,15 +1470,13 @@ impl Build<'_, '_> {
                 }
                 Src::Git(g, word) => {
                     let dir = fetch_dir.path().join(i.to_string());
-                    let git = git::Git::new(&dir, self.git_ssh_socket())
+                    let ssh = self.git_ssh(g, &dir, word, line)?;
+                    let git = git::Git::new(&dir, ssh.sock.clone())
                         .map_err(|e| self.err(line, format!("ADD {word}: {e}")))?
                         .with_cancel(self.b.cancel);
-                    let r = git.resolve(g).map_err(|e| match e {
-                        remote::RemoteError::Cancelled => BuildError::Cancelled,
-                        e => self.err(line, format!("ADD {}: {e}", remote::redact(word))),
-                    })?;
+                    let r = git.resolve(g).map_err(|e| self.git_error(g, word, line, e))?;
                     h.update(r.cache_identity(g).to_string());
-                    items.push(Item::Git { g: g.clone(), r, dir, word: word.clone() });
+                    items.push(Item::Git { g: g.clone(), r, dir, word: word.clone(), ssh });
                 }
             }
         }
@@ -1489,13 +1524,9 @@ impl Build<'_, '_> {
                     self.download(&url, &dir.join(&name), Some(&expected), line)?;
                     resolved.push((dir, PathBuf::from(name), SrcKind::Remote));
                 }
-                Item::Git { g, r, dir, word } => {
-                    let fail = |e: remote::RemoteError| match e {
-                        remote::RemoteError::Cancelled => BuildError::Cancelled,
-                        e => self.err(line, format!("ADD {}: {e}", remote::redact(&word))),
-                    };
-                    let git =
-                        git::Git::new(&dir, self.git_ssh_socket()).map_err(fail)?.with_cancel(self.b.cancel);
+                Item::Git { g, r, dir, word, ssh } => {
+                    let fail = |e: remote::RemoteError| self.git_error(&g, &word, line, e);
+                    let git = git::Git::new(&dir, ssh.sock.clone()).map_err(fail)?.with_cancel(self.b.cancel);
                     let root = git.checkout(&g, &r, &dir.join("repo")).map_err(fail)?;
                     resolved.push((root, PathBuf::new(), SrcKind::Git));
                 }

@@ -10,7 +10,8 @@
 //! Records (`records/<key>.json`) name the layer a step made (diff id, blob, chain id), or say
 //! that it made no change. The image store's `gc` keeps every blob and unpacked layer a record
 //! lists ([`referenced`]), so a cache outlives the images built from it; `cache prune` (not
-//! yet) would remove records. Cache mounts (`RUN --mount=type=cache`) live in `mounts/`.
+//! yet) would remove records. Cache mounts (`RUN --mount=type=cache`) live in `mounts/`, the
+//! downloads of `ADD <url>` kept for ETag reuse in `http/` ([`super::downloads`]).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -76,6 +77,12 @@ impl Cache {
         write_atomic(&path, &bytes)
     }
 
+    /// The downloads of `ADD <url>` kept for reuse by ETag (`http/`, see [`super::downloads`];
+    /// [`prune_downloads`] cleans them).
+    pub fn downloads(&self) -> super::downloads::Downloads {
+        super::downloads::Downloads::new(self.dir.join("http"))
+    }
+
     /// The persistent dir of cache mount `id` (not made here).
     pub fn mount_dir(&self, id: &str) -> PathBuf {
         self.dir.join("mounts").join(&crate::image::digest_of(id.as_bytes())[7..31])
@@ -86,6 +93,13 @@ impl Cache {
 pub fn step_key(parent: &str, step: &Value) -> String {
     let text = format!("{parent}\n{step}");
     crate::image::digest_of(text.as_bytes())
+}
+
+/// `image prune`'s part of the build cache under `root`: the leftovers of killed writes of
+/// kept downloads, and with `all` every kept download (`ADD <url>` downloads them again, by
+/// ETag no more). Returns the bytes freed.
+pub fn prune_downloads(root: &Path, all: bool) -> u64 {
+    super::downloads::Downloads::new(root.join("build-cache/http")).prune(all)
 }
 
 /// Blobs (hex digests) and unpacked layers (chain id hex) that cache records under `root`

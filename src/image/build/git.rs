@@ -102,6 +102,29 @@ fn redact(remote: &str) -> String {
     super::remote::redact(remote)
 }
 
+/// `?fetch-by-commit`: the checksum is the commit, trusted without `ls-remote` (nothing is
+/// asked of the remote until the step runs and fetches that commit); the ref, when given,
+/// is only the name a kept `.git` gives it (`refs/heads/` before an unqualified one).
+/// `None` without the flag, or when the ref is itself a commit (which needs no remote
+/// either). BuildKit's rules and words.
+pub fn by_commit(g: &GitRef, checksum: Option<&str>) -> Result<Option<Resolved>, RemoteError> {
+    if !g.fetch_by_commit || is_commit_sha(&g.reference) {
+        return Ok(None);
+    }
+    let Some(c) = checksum else {
+        return Err(RemoteError::Git("fetch-by-commit requires a checksum or a commit SHA ref".into()));
+    };
+    if !is_commit_sha(c) {
+        return Err(RemoteError::Git(format!("fetch-by-commit requires a full commit SHA checksum, got {c:?}")));
+    }
+    let fetch = match g.reference.as_str() {
+        "" => c.to_string(),
+        r if r.starts_with("refs/") => r.to_string(),
+        r => format!("refs/heads/{r}"),
+    };
+    Ok(Some(Resolved { commit: c.to_string(), fetch }))
+}
+
 /// How long one git command may run when `BERTH_GIT_TIMEOUT` does not say: a shallow fetch of
 /// a big repository over a slow link fits, a server that stopped answering does not hang the
 /// build for ever.
@@ -253,8 +276,18 @@ impl<'a> Git<'a> {
     }
 
     /// The commit `g` names now (one `ls-remote`; nothing is fetched), checked against its
-    /// checksum.
+    /// checksum. With `?fetch-by-commit` the checksum is the commit, trusted without asking
+    /// the remote (BuildKit's rules and words).
     pub fn resolve(&self, g: &GitRef) -> Result<Resolved, RemoteError> {
+        if let Some(c) = &g.checksum
+            && (c.is_empty() || !c.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(RemoteError::Git(format!("invalid checksum {c} for Git URL, expected hex commit hash")));
+        }
+        let checksum = g.checksum.as_ref().map(|c| c.to_ascii_lowercase());
+        if let Some(r) = by_commit(g, checksum.as_deref())? {
+            return Ok(r);
+        }
         let reference = if g.reference.is_empty() {
             let out = self.run(None, &["ls-remote", "--symref", "--", &g.remote, "HEAD"])?;
             default_branch(&out)
@@ -262,19 +295,28 @@ impl<'a> Git<'a> {
         } else {
             g.reference.clone()
         };
+        // What ls-remote lists for the ref: for an annotated tag the tag object, which a
+        // checksum may name as well as the commit (BuildKit).
+        let mut listed = None;
         let r = if is_commit_sha(&reference) {
             Resolved { commit: reference.clone(), fetch: reference.clone() }
         } else {
             let peeled = format!("{reference}^{{}}");
             let out = self.run(None, &["ls-remote", "--", &g.remote, &reference, &peeled])?;
-            pick_ref(&out, &reference)
-                .ok_or_else(|| RemoteError::Git(format!("the repository does not contain ref {reference}")))?
+            let r = pick_ref(&out, &reference)
+                .ok_or_else(|| RemoteError::Git(format!("the repository does not contain ref {reference}")))?;
+            listed = out.lines().find_map(|l| {
+                let (sha, name) = l.split_once('\t')?;
+                (name == r.fetch).then(|| sha.trim().to_string())
+            });
+            r
         };
         if !is_commit_sha(&r.commit) {
             return Err(RemoteError::Git(format!("invalid commit {:?} for {reference}", r.commit)));
         }
-        if let Some(c) = &g.checksum
-            && !r.commit.starts_with(&c.to_ascii_lowercase())
+        if let Some(c) = &checksum
+            && !r.commit.starts_with(c.as_str())
+            && !listed.as_deref().is_some_and(|o| o.starts_with(c.as_str()))
         {
             return Err(RemoteError::Git(format!(
                 "{reference}: expected checksum to match {c}, got {}",
@@ -291,10 +333,16 @@ impl<'a> Git<'a> {
         let d = Some(dest);
         let dest_str = dest.to_string_lossy();
         self.run(None, &["-c", "init.defaultBranch=master", "init", "-q", &dest_str])?;
-        let spec = if is_commit_sha(&r.fetch) { r.fetch.clone() } else { format!("+{0}:{0}", r.fetch) };
+        let by_commit = g.fetch_by_commit && r.fetch != r.commit;
+        let spec = if by_commit || is_commit_sha(&r.fetch) {
+            r.commit.clone()
+        } else {
+            format!("+{0}:{0}", r.fetch)
+        };
         let fetched = self.run(d, &["fetch", "-q", "--depth=1", "--no-tags", "--", &g.remote, &spec]);
-        // Only a refusal is worth the fallback: not a stop (cancel, time limit).
-        if matches!(fetched, Err(RemoteError::Git(_))) && is_commit_sha(&r.fetch) {
+        // Only a refusal is worth the fallback: not a stop (cancel, time limit). Fetching by
+        // commit assumes a server that gives commits by id (BuildKit: no fallback).
+        if matches!(fetched, Err(RemoteError::Git(_))) && is_commit_sha(&r.fetch) && !g.fetch_by_commit {
             // A server that does not give commits by id: everything, then the commit.
             self.run(d, &["fetch", "-q", "--tags", "--", &g.remote, "+refs/heads/*:refs/remotes/origin/*"])?;
         } else {
@@ -318,6 +366,10 @@ impl<'a> Git<'a> {
         }
         let keep = g.keep_git_dir.unwrap_or(false);
         if keep && g.subdir.is_empty() {
+            if by_commit {
+                // The ref the user named, applied here: the remote was never asked for it.
+                self.run(d, &["update-ref", "--no-deref", &r.fetch, &r.commit])?;
+            }
             self.run(d, &["remote", "add", "origin", &redact(&g.remote)])?;
             self.run(d, &["reflog", "expire", "--all", "--expire=now"])?;
             let _ = fs::remove_file(dest.join(".git/FETCH_HEAD"));
@@ -489,6 +541,96 @@ mod tests {
         assert_eq!(default_branch(""), None);
         assert!(is_commit_sha(C1) && is_commit_sha(&"ab".repeat(32)) && !is_commit_sha("main"));
         assert!(!is_commit_sha(&"AB".repeat(20)) && !is_commit_sha(&C1[1..]));
+    }
+
+    #[test]
+    fn fetch_by_commit_trusts_the_checksum_as_buildkit() {
+        let g = |q: &str| crate::image::build::remote::parse_git_ref(&format!("https://h/r.git{q}")).unwrap().unwrap();
+        let by = |g: &GitRef| by_commit(g, g.checksum.as_deref());
+        assert_eq!(by(&g(&format!("?checksum={C1}"))).unwrap(), None, "without the flag: ls-remote");
+        let r = by(&g(&format!("?fetch-by-commit&checksum={C1}#main"))).unwrap().unwrap();
+        assert_eq!(r, Resolved { commit: C1.into(), fetch: "refs/heads/main".into() });
+        let r = by(&g(&format!("?fetch-by-commit=true&commit={C1}&tag=v1"))).unwrap().unwrap();
+        assert_eq!(r.fetch, "refs/tags/v1");
+        let r = by(&g(&format!("?fetch-by-commit=1&checksum={C1}"))).unwrap().unwrap();
+        assert_eq!(r, Resolved { commit: C1.into(), fetch: C1.into() });
+        assert_eq!(by(&g(&format!("?fetch-by-commit=false&checksum={C1}"))).unwrap(), None);
+        // A commit for a ref needs no remote anyway.
+        assert_eq!(by(&g(&format!("?fetch-by-commit#{C2}"))).unwrap(), None);
+        let e = by(&g("?fetch-by-commit#main")).unwrap_err().to_string();
+        assert_eq!(e, "fetch-by-commit requires a checksum or a commit SHA ref");
+        let e = by(&g("?fetch-by-commit&checksum=abc123")).unwrap_err().to_string();
+        assert_eq!(e, "fetch-by-commit requires a full commit SHA checksum, got \"abc123\"");
+        assert!(crate::image::build::remote::parse_git_ref("https://h/r.git?fetch-by-commit=maybe")
+            .unwrap_err()
+            .to_string()
+            .contains("invalid fetch-by-commit value: \"maybe\""));
+    }
+
+    /// A repository on disk (file://), with two commits on main; (path, first, second).
+    fn local_repo(dir: &Path) -> (PathBuf, String, String) {
+        let repo = dir.join("origin");
+        fs::create_dir_all(&repo).unwrap();
+        let git = |args: &[&str]| {
+            let out = Command::new("git")
+                .current_dir(&repo)
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .args(["-c", "user.name=t", "-c", "user.email=t@e", "-c", "init.defaultBranch=main"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        git(&["init", "-q"]);
+        // Fetching a commit by id from a file:// remote needs the server's permission.
+        git(&["config", "uploadpack.allowAnySHA1InWant", "true"]);
+        fs::write(repo.join("f"), "one\n").unwrap();
+        git(&["add", "f"]);
+        git(&["commit", "-q", "-m", "one"]);
+        let first = git(&["rev-parse", "HEAD"]);
+        fs::write(repo.join("f"), "two\n").unwrap();
+        git(&["commit", "-q", "-am", "two"]);
+        let second = git(&["rev-parse", "HEAD"]);
+        (repo, first, second)
+    }
+
+    /// `?fetch-by-commit`: the pinned commit is checked out although the branch moved on,
+    /// without an ls-remote, and a kept `.git` names it by the ref given.
+    #[test]
+    fn fetch_by_commit_checks_out_the_pinned_commit() {
+        if Command::new("git").arg("--version").output().is_err() {
+            return;
+        }
+        let work = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+        let (repo, first, _) = local_repo(work.path());
+        let g = GitRef {
+            remote: format!("file://{}", repo.display()),
+            reference: "main".into(),
+            checksum: Some(first.clone()),
+            keep_git_dir: Some(true),
+            fetch_by_commit: true,
+            ..GitRef::default()
+        };
+        let git = Git::new(&work.path().join("w"), None).unwrap();
+        let r = git.resolve(&g).unwrap();
+        assert_eq!(r, Resolved { commit: first.clone(), fetch: "refs/heads/main".into() });
+        let dest = work.path().join("w/repo");
+        let root = git.checkout(&g, &r, &dest).unwrap();
+        assert_eq!(fs::read_to_string(root.join("f")).unwrap(), "one\n");
+        let head = git.run(Some(&dest), &["rev-parse", "HEAD", "refs/heads/main"]).unwrap();
+        assert_eq!(head.lines().collect::<Vec<_>>(), [first.as_str(), first.as_str()]);
+        // Without the flag the checksum is compared with what the branch is now.
+        let plain = GitRef { fetch_by_commit: false, ..g.clone() };
+        let e = git.resolve(&plain).unwrap_err().to_string();
+        assert!(e.contains(&format!("expected checksum to match {first}")), "{e}");
+        // Checksums are hex.
+        let bad = GitRef { checksum: Some("xyz".into()), ..g };
+        assert_eq!(
+            git.resolve(&bad).unwrap_err().to_string(),
+            "invalid checksum xyz for Git URL, expected hex commit hash"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod cache;
 pub mod context;
 pub mod dockerfile;
 pub mod dockerignore;
+pub mod downloads;
 pub mod expand;
 pub mod frontend;
 pub mod git;

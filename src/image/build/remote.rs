@@ -4,7 +4,8 @@
 //!
 //! - A word is a git source when it is `git://…`, `ssh://…`, `user@host:path` (scp style), or
 //!   `http(s)://…` whose path ends in `.git`; `#ref:subdir` and BuildKit's query keys (`ref`,
-//!   `tag`, `branch`, `subdir`, `checksum`/`commit`, `keep-git-dir`, `submodules`, `mtime`)
+//!   `tag`, `branch`, `subdir`, `checksum`/`commit`, `keep-git-dir`, `submodules`, `mtime`,
+//!   `fetch-by-commit`)
 //!   say what of it. Any other `http://` or `https://` word is a file to download; everything
 //!   else is a path in the context.
 //! - A download is named after the last element of the URL's path (`__unnamed__` when there
@@ -52,6 +53,9 @@ pub struct GitRef {
     pub submodules: Option<bool>,
     /// `?mtime=commit`: files get the commit's time rather than the checkout's.
     pub mtime_commit: bool,
+    /// `?fetch-by-commit`: the checksum is the commit, fetched by id without asking the
+    /// remote what the ref points to; the ref only names it in a kept `.git`.
+    pub fetch_by_commit: bool,
 }
 
 /// Why a remote source could not be had.
@@ -78,14 +82,14 @@ pub enum RemoteError {
         /// What went wrong.
         message: String,
     },
-    /// The content is not what `--checksum` says.
-    #[error("{url}: digest mismatch: got sha256:{got}, expected {expected}")]
+    /// The content is not what `--checksum` says (BuildKit's words).
+    #[error("digest mismatch for {url}: {got} (expected: {expected})")]
     Checksum {
         /// The URL, without credentials.
         url: String,
-        /// The checksum given.
+        /// The checksum given (`ALGO:HEX`).
         expected: String,
-        /// The content's sha256 (hex).
+        /// The content's digest in the same algorithm (`ALGO:HEX`).
         got: String,
     },
     /// A local file could not be written.
@@ -238,7 +242,7 @@ fn load_query(g: &mut GitRef, query: &str) -> Result<(), String> {
                 parse_bool(&v).ok_or_else(|| format!("invalid {name} value: {v:?}"))
             }
         };
-        if v.is_empty() && !matches!(k.as_str(), "submodules" | "keep-git-dir") {
+        if v.is_empty() && !matches!(k.as_str(), "submodules" | "keep-git-dir" | "fetch-by-commit") {
             return Err(format!("query {k:?} has no value"));
         }
         match k.as_str() {
@@ -260,6 +264,7 @@ fn load_query(g: &mut GitRef, query: &str) -> Result<(), String> {
             "checksum" | "commit" => g.checksum = Some(v),
             "keep-git-dir" => g.keep_git_dir = Some(flag("keep-git-dir")?),
             "submodules" => g.submodules = Some(flag("submodules")?),
+            "fetch-by-commit" => g.fetch_by_commit = flag("fetch-by-commit")?,
             "mtime" => match v.as_str() {
                 "checkout" => g.mtime_commit = false,
                 "commit" => g.mtime_commit = true,
@@ -320,16 +325,114 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// `sha256:<64 hex>` of `--checksum` for a download, as the hex digest.
-pub fn parse_http_checksum(text: &str) -> Result<String, RemoteError> {
-    match text.split_once(':') {
-        Some(("sha256", hex)) if hex.len() == 64 && hex.bytes().all(|c| c.is_ascii_hexdigit()) => {
-            Ok(hex.to_ascii_lowercase())
+/// A hash algorithm `ADD --checksum` takes for a download: those of the OCI digest library
+/// BuildKit's frontend parses the flag with (`digest.Parse`: sha256, sha384, sha512).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChecksumAlgo {
+    /// `sha256:` (64 hex digits).
+    Sha256,
+    /// `sha384:` (96 hex digits).
+    Sha384,
+    /// `sha512:` (128 hex digits).
+    Sha512,
+}
+
+impl ChecksumAlgo {
+    fn name(self) -> &'static str {
+        match self {
+            ChecksumAlgo::Sha256 => "sha256",
+            ChecksumAlgo::Sha384 => "sha384",
+            ChecksumAlgo::Sha512 => "sha512",
         }
-        Some((algo, _)) if algo != "sha256" => Err(RemoteError::Invalid(format!(
-            "--checksum={text}: unsupported digest algorithm {algo:?} (sha256:<hex> is)"
-        ))),
-        _ => Err(RemoteError::Invalid(format!("--checksum={text}: invalid digest (sha256:<64 hex digits>)"))),
+    }
+
+    fn hex_len(self) -> usize {
+        match self {
+            ChecksumAlgo::Sha256 => 64,
+            ChecksumAlgo::Sha384 => 96,
+            ChecksumAlgo::Sha512 => 128,
+        }
+    }
+}
+
+/// `ADD --checksum=ALGO:HEX` of a download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpChecksum {
+    /// The algorithm.
+    pub algo: ChecksumAlgo,
+    /// Its digest, lower-case hex.
+    pub hex: String,
+}
+
+impl std::fmt::Display for HttpChecksum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.algo.name(), self.hex)
+    }
+}
+
+/// Parses `--checksum` of a download as BuildKit does (`digest.Parse` of go-digest), with its
+/// error texts: `invalid checksum digest format` (no `ALGO:`, or not lower-case hex),
+/// `unsupported digest algorithm`, `invalid checksum digest length`.
+pub fn parse_http_checksum(text: &str) -> Result<HttpChecksum, RemoteError> {
+    let fail = |m: &str| RemoteError::Invalid(format!("--checksum={text}: {m}"));
+    let (algo, hex) = match text.find(':') {
+        Some(i) if i > 0 && i + 1 < text.len() => (&text[..i], &text[i + 1..]),
+        _ => return Err(fail("invalid checksum digest format")),
+    };
+    let algo = match algo {
+        "sha256" => ChecksumAlgo::Sha256,
+        "sha384" => ChecksumAlgo::Sha384,
+        "sha512" => ChecksumAlgo::Sha512,
+        other => {
+            // go-digest: a name of the digest grammar is unsupported, anything else malformed.
+            let name_ok = other.split(['.', '+', '_', '-']).all(|p| {
+                !p.is_empty() && p.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            });
+            let enc_ok = hex.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'=' | b'_' | b'-'));
+            return Err(fail(if name_ok && enc_ok {
+                "unsupported digest algorithm"
+            } else {
+                "invalid checksum digest format"
+            }));
+        }
+    };
+    if hex.len() != algo.hex_len() {
+        return Err(fail("invalid checksum digest length"));
+    }
+    if !hex.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
+        return Err(fail("invalid checksum digest format"));
+    }
+    Ok(HttpChecksum { algo, hex: hex.to_string() })
+}
+
+/// The hash of one algorithm, fed as the content streams.
+enum Hasher {
+    Sha384(sha2::Sha384),
+    Sha512(sha2::Sha512),
+}
+
+impl Hasher {
+    fn new(algo: ChecksumAlgo) -> Option<Hasher> {
+        match algo {
+            // sha256 is computed for every download anyway.
+            ChecksumAlgo::Sha256 => None,
+            ChecksumAlgo::Sha384 => Some(Hasher::Sha384(sha2::Sha384::new())),
+            ChecksumAlgo::Sha512 => Some(Hasher::Sha512(sha2::Sha512::new())),
+        }
+    }
+
+    fn update(&mut self, b: &[u8]) {
+        match self {
+            Hasher::Sha384(h) => h.update(b),
+            Hasher::Sha512(h) => h.update(b),
+        }
+    }
+
+    fn hex(self) -> String {
+        match self {
+            Hasher::Sha384(h) => hex::encode(h.finalize()),
+            Hasher::Sha512(h) => hex::encode(h.finalize()),
+        }
     }
 }
 
@@ -374,6 +477,9 @@ pub struct Downloaded {
     pub size: u64,
     /// `Last-Modified`, when the server sent one that parses (seconds since the epoch).
     pub modified: Option<u64>,
+    /// Whether the content was the kept one (the server said it had not changed), not
+    /// transferred again.
+    pub reused: bool,
 }
 
 fn transport(url: &str, message: impl std::fmt::Display) -> RemoteError {
@@ -382,25 +488,42 @@ fn transport(url: &str, message: impl std::fmt::Display) -> RemoteError {
 
 /// Downloads `url` into the new file `dest` (mode 0600, mtime from `Last-Modified` or the
 /// epoch) with the registry client's HTTP stack, streaming (never the whole file in memory),
-/// and checks it against `expected` (hex sha256) when given. On failure `dest` is removed.
+/// and checks it against `expected` when given. On failure `dest` is removed.
+///
+/// With `kept`, as BuildKit's http source: a download kept from before (same URL, same file
+/// name) is offered to the server by its ETag (`If-None-Match`), first with a `HEAD` (some
+/// servers mishandle conditional `GET`s), then with the `GET`; a matching ETag or a `304`
+/// puts the kept content at `dest` without transferring it. A download whose server sent an
+/// ETag is kept for next time.
 pub fn download(
     opts: &RegistryOptions,
     url: &str,
     dest: &Path,
-    expected: Option<&str>,
+    expected: Option<&HttpChecksum>,
+    kept: Option<&super::downloads::Downloads>,
 ) -> Result<Downloaded, RemoteError> {
-    let result = download_inner(opts, url, dest, expected);
+    let result = download_inner(opts, url, dest, expected, kept);
     if result.is_err() {
         let _ = fs::remove_file(dest);
     }
     result
 }
 
+/// An ETag as BuildKit compares them: without the weak prefix.
+fn etag_value(v: &str) -> &str {
+    v.strip_prefix("W/").unwrap_or(v)
+}
+
+fn header<'r>(resp: &'r ureq::http::Response<ureq::Body>, name: &str) -> Option<&'r str> {
+    resp.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
 fn download_inner(
     opts: &RegistryOptions,
     url: &str,
     dest: &Path,
-    expected: Option<&str>,
+    expected: Option<&HttpChecksum>,
+    kept: Option<&super::downloads::Downloads>,
 ) -> Result<Downloaded, RemoteError> {
     let parsed = url::Url::parse(url).map_err(|e| transport(url, format!("invalid URL: {e}")))?;
     let host = match (parsed.host_str(), parsed.port()) {
@@ -409,7 +532,54 @@ fn download_inner(
         (None, _) => return Err(transport(url, "invalid URL: no host")),
     };
     let agent = http_agent(opts, &host).map_err(|e| transport(url, e))?;
-    let resp = agent.get(url).call().map_err(|e| transport(url, e))?;
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let previous = kept.and_then(|k| k.lookup(url, &name).map(|p| (k, p)));
+    let reuse = |k: &super::downloads::Downloads, p: &super::downloads::Kept| -> Option<Downloaded> {
+        if let Some(want) = expected
+            && (want.algo != ChecksumAlgo::Sha256 || want.hex != p.sha256)
+        {
+            return None;
+        }
+        // Gone meanwhile (another build replaced it): the caller downloads.
+        k.materialize(url, &name, p, dest).ok()?;
+        Some(Downloaded { sha256: p.sha256.clone(), size: p.size, modified: p.modified, reused: true })
+    };
+    if let Some((k, p)) = &previous {
+        let head = agent.head(url).header("If-None-Match", p.etag.as_str()).call();
+        if let Ok(resp) = head
+            && matches!(resp.status().as_u16(), 200 | 304)
+        {
+            // A 304 without an ETag answers the one ETag that was asked about.
+            let etag = header(&resp, "etag").map(etag_value).unwrap_or(if resp.status() == 304 {
+                p.etag.as_str()
+            } else {
+                ""
+            });
+            if etag == p.etag
+                && let Some(d) = reuse(k, p)
+            {
+                return Ok(d);
+            }
+        }
+    }
+    let mut get = agent.get(url);
+    if let Some((_, p)) = &previous {
+        get = get.header("If-None-Match", p.etag.as_str());
+    }
+    let mut resp = get.call().map_err(|e| transport(url, e))?;
+    if resp.status() == 304
+        && let Some((k, p)) = &previous
+    {
+        let etag = header(&resp, "etag").map(etag_value).unwrap_or(p.etag.as_str());
+        if etag != p.etag {
+            return Err(transport(url, format!("invalid not-modified ETag: {etag}")));
+        }
+        if let Some(d) = reuse(k, p) {
+            return Ok(d);
+        }
+        // The kept content went between the lookup and now: ask for it whole.
+        resp = agent.get(url).call().map_err(|e| transport(url, e))?;
+    }
     let status = resp.status();
     if !status.is_success() {
         return Err(RemoteError::Status {
@@ -418,17 +588,16 @@ fn download_inner(
             reason: status.canonical_reason().unwrap_or_default().to_string(),
         });
     }
-    let modified = resp
-        .headers()
-        .get("last-modified")
-        .and_then(|v| v.to_str().ok())
+    let modified = header(&resp, "last-modified")
         .and_then(parse_http_date)
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map(|d| d.as_secs());
+    let etag = header(&resp, "etag").map(|e| etag_value(e).to_string()).filter(|e| !e.is_empty());
     let io = |source| RemoteError::Io { path: dest.display().to_string(), source };
     let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(dest).map_err(io)?;
     let mut reader = resp.into_body().into_reader();
     let mut hasher = Sha256::new();
+    let mut other = expected.and_then(|e| Hasher::new(e.algo));
     let mut buf = vec![0u8; 256 * 1024];
     let mut size = 0u64;
     loop {
@@ -440,23 +609,38 @@ fn download_inner(
         };
         file.write_all(&buf[..n]).map_err(io)?;
         hasher.update(&buf[..n]);
+        if let Some(h) = &mut other {
+            h.update(&buf[..n]);
+        }
         size += n as u64;
     }
     let sha256 = hex::encode(hasher.finalize());
-    if let Some(want) = expected
-        && want != sha256
-    {
-        return Err(RemoteError::Checksum {
-            url: redact(url),
-            expected: format!("sha256:{want}"),
-            got: sha256,
-        });
+    if let Some(want) = expected {
+        let got = match other {
+            Some(h) => h.hex(),
+            None => sha256.clone(),
+        };
+        if want.hex != got {
+            return Err(RemoteError::Checksum {
+                url: redact(url),
+                expected: want.to_string(),
+                got: format!("{}:{got}", want.algo.name()),
+            });
+        }
     }
     // The umask could have taken bits away; BuildKit's file is 0600 exactly.
     file.set_permissions(fs::Permissions::from_mode(0o600)).map_err(io)?;
     let t = UNIX_EPOCH + Duration::from_secs(modified.unwrap_or(0));
     file.set_times(fs::FileTimes::new().set_accessed(t).set_modified(t)).map_err(io)?;
-    Ok(Downloaded { sha256, size, modified })
+    drop(file);
+    if let (Some(k), Some(etag)) = (kept, etag) {
+        let record =
+            super::downloads::Kept { url: url.to_string(), etag, modified, sha256: sha256.clone(), size };
+        if let Err(e) = k.keep(&name, dest, &record) {
+            tracing::warn!("ADD {}: the download is not kept for reuse: {e}", redact(url));
+        }
+    }
+    Ok(Downloaded { sha256, size, modified, reused: false })
 }
 
 #[cfg(test)]
@@ -529,10 +713,24 @@ mod tests {
     #[test]
     fn checksums_and_dates() {
         let hex = "a".repeat(64);
-        assert_eq!(parse_http_checksum(&format!("sha256:{hex}")).unwrap(), hex);
-        assert!(parse_http_checksum("sha256:abc").is_err());
-        assert!(parse_http_checksum(&format!("sha512:{hex}")).is_err());
-        assert!(parse_http_checksum(&hex).is_err());
+        let sum = parse_http_checksum(&format!("sha256:{hex}")).unwrap();
+        assert_eq!((sum.algo, sum.hex.as_str()), (ChecksumAlgo::Sha256, hex.as_str()));
+        let sum = parse_http_checksum(&format!("sha384:{}", "b".repeat(96))).unwrap();
+        assert_eq!(sum.to_string(), format!("sha384:{}", "b".repeat(96)));
+        assert_eq!(parse_http_checksum(&format!("sha512:{}", "c".repeat(128))).unwrap().algo, ChecksumAlgo::Sha512);
+        // go-digest's errors, as BuildKit gives them.
+        let e = |t: &str| parse_http_checksum(t).unwrap_err().to_string();
+        assert_eq!(e("sha256:abc"), "--checksum=sha256:abc: invalid checksum digest length");
+        assert_eq!(e(&format!("sha512:{hex}")), format!("--checksum=sha512:{hex}: invalid checksum digest length"));
+        assert_eq!(e(&hex), format!("--checksum={hex}: invalid checksum digest format"));
+        assert_eq!(e("sha256:"), "--checksum=sha256:: invalid checksum digest format");
+        assert_eq!(e(":abc"), "--checksum=:abc: invalid checksum digest format");
+        assert!(e(&format!("sha256:{}", "A".repeat(64))).ends_with("invalid checksum digest format"));
+        assert!(e(&format!("sha256:{}", "g".repeat(64))).ends_with("invalid checksum digest format"));
+        assert!(e("md5:d41d8cd98f00b204e9800998ecf8427e").ends_with(": unsupported digest algorithm"));
+        assert!(e("blake3:abc").ends_with(": unsupported digest algorithm"));
+        assert!(e("MD5:abc").ends_with(": invalid checksum digest format"));
+        assert!(e("md5:a/b").ends_with(": invalid checksum digest format"));
         let t = |s| parse_http_date(s).map(|t| t.duration_since(UNIX_EPOCH).unwrap().as_secs());
         assert_eq!(t("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777));
         assert_eq!(t("Sunday, 06-Nov-94 08:49:37 GMT"), Some(784_111_777));
@@ -557,6 +755,129 @@ mod tests {
         format!("http://{addr}")
     }
 
+    /// A server on 127.0.0.1 answering each request with `answer(method, If-None-Match)`;
+    /// the requests it had, as `METHOD If-None-Match`.
+    #[allow(clippy::type_complexity)]
+    fn serve_fn(
+        answer: impl Fn(&str, Option<&str>) -> Vec<u8> + Send + 'static,
+    ) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = log.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                let mut s = s;
+                let mut req = Vec::new();
+                let mut b = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut b) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&b[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&req).into_owned();
+                let method = text.split_whitespace().next().unwrap_or_default().to_string();
+                let inm = text.lines().find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("if-none-match").then(|| v.trim().to_string())
+                });
+                seen.lock().unwrap().push(format!("{method} {}", inm.as_deref().unwrap_or("-")));
+                let _ = s.write_all(&answer(&method, inm.as_deref()));
+            }
+        });
+        (format!("http://{addr}"), log)
+    }
+
+    fn resp(status: &str, etag: Option<&str>, body: &[u8], head: bool) -> Vec<u8> {
+        let mut r = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+        if let Some(e) = etag {
+            r.push_str(&format!("ETag: {e}\r\n"));
+        }
+        r.push_str("\r\n");
+        let mut r = r.into_bytes();
+        if !head && !status.starts_with("304") {
+            r.extend_from_slice(body);
+        }
+        r
+    }
+
+    /// BuildKit's ETag reuse: HEAD with If-None-Match first, then a conditional GET; a match
+    /// reuses the kept content, anything else downloads and keeps the new one.
+    #[test]
+    fn downloads_are_reused_by_etag() {
+        let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+        let kept = super::super::downloads::Downloads::new(dir.path().join("http"));
+        // (content, its ETag, whether HEAD honours If-None-Match, whether the 304 names it)
+        let state = std::sync::Arc::new(std::sync::Mutex::new((b"one".to_vec(), "W/\"v1\"", true, true)));
+        let st = state.clone();
+        let (base, log) = serve_fn(move |method, inm| {
+            let (body, etag, head_ok, names) = st.lock().unwrap().clone();
+            let matches = inm.is_some_and(|i| i.split(',').any(|t| t.trim() == etag_value(etag)));
+            let head = method == "HEAD";
+            if matches && (!head || head_ok) {
+                resp("304 Not Modified", names.then_some(etag), b"", true)
+            } else if head && !head_ok {
+                resp("200 OK", None, &body, true)
+            } else {
+                resp("200 OK", Some(etag), &body, head)
+            }
+        });
+        let url = format!("{base}/dir/f.txt");
+        let get = |n: &str| {
+            let dest = dir.path().join(n);
+            fs::create_dir_all(&dest).unwrap();
+            let dest = dest.join("f.txt");
+            let d = download(&opts(), &url, &dest, None, Some(&kept)).unwrap();
+            (d, fs::read(&dest).unwrap())
+        };
+        let taken = |log: &std::sync::Arc<std::sync::Mutex<Vec<String>>>| std::mem::take(&mut *log.lock().unwrap());
+        // First: a plain GET; the download is kept (its weak ETag without W/).
+        let (d, body) = get("1");
+        assert_eq!((d.reused, body.as_slice()), (false, &b"one"[..]));
+        assert_eq!(taken(&log), ["GET -"]);
+        // Unchanged: the HEAD answers 304, nothing is transferred.
+        let (d, body) = get("2");
+        assert_eq!((d.reused, body.as_slice(), d.sha256.len()), (true, &b"one"[..], 64));
+        assert_eq!(taken(&log), ["HEAD \"v1\""]);
+        // A server whose HEAD ignores If-None-Match and whose 304 has no ETag: the GET's 304
+        // answers the one ETag asked about.
+        {
+            let mut s = state.lock().unwrap();
+            s.2 = false;
+            s.3 = false;
+        }
+        let (d, body) = get("3");
+        assert_eq!((d.reused, body.as_slice()), (true, &b"one"[..]));
+        assert_eq!(taken(&log), ["HEAD \"v1\"", "GET \"v1\""]);
+        // Changed content: downloaded and kept in place of the old.
+        *state.lock().unwrap() = (b"two".to_vec(), "\"v2\"", true, true);
+        let (d, body) = get("4");
+        assert_eq!((d.reused, body.as_slice()), (false, &b"two"[..]));
+        assert_eq!(taken(&log), ["HEAD \"v1\"", "GET \"v1\""]);
+        let (d, _) = get("5");
+        assert!(d.reused);
+        assert_eq!(taken(&log), ["HEAD \"v2\""]);
+        // A 304 naming an ETag that was not asked about is an error.
+        let (bad, _) = serve_fn(|_, _| resp("304 Not Modified", Some("\"zz\""), b"", true));
+        let other = format!("{bad}/dir/f.txt");
+        let file = dir.path().join("f.txt");
+        fs::write(&file, b"x").unwrap();
+        let rec = super::super::downloads::Kept {
+            url: other.clone(),
+            etag: "\"aa\"".into(),
+            modified: None,
+            sha256: hex::encode(Sha256::digest(b"x")),
+            size: 1,
+        };
+        kept.keep("f.txt", &file, &rec).unwrap();
+        let dest = dir.path().join("6");
+        fs::create_dir(&dest).unwrap();
+        let e = download(&opts(), &other, &dest.join("f.txt"), None, Some(&kept)).unwrap_err();
+        assert!(e.to_string().ends_with("invalid not-modified ETag: \"zz\""), "{e}");
+        assert!(!dest.join("f.txt").exists());
+    }
+
     fn opts() -> RegistryOptions {
         let mut o = RegistryOptions::from_env();
         o.read_timeout = Duration::from_secs(5);
@@ -571,7 +892,7 @@ mod tests {
                 .to_vec(),
         );
         let dest = dir.path().join("f");
-        let d = download(&opts(), &format!("{base}/f"), &dest, None).unwrap();
+        let d = download(&opts(), &format!("{base}/f"), &dest, None, None).unwrap();
         assert_eq!(d.sha256, hex::encode(Sha256::digest(b"hello")));
         assert_eq!((d.size, d.modified), (5, Some(784_111_777)));
         let m = fs::metadata(&dest).unwrap();
@@ -579,17 +900,39 @@ mod tests {
         assert_eq!(m.modified().unwrap(), UNIX_EPOCH + Duration::from_secs(784_111_777));
         // A wrong checksum: an error naming both digests, and no file.
         let dest2 = dir.path().join("g");
-        let e = download(&opts(), &format!("{base}/g"), &dest2, Some(&"0".repeat(64))).unwrap_err();
-        assert!(e.to_string().contains("digest mismatch"), "{e}");
+        let zero = parse_http_checksum(&format!("sha256:{}", "0".repeat(64))).unwrap();
+        let e = download(&opts(), &format!("{base}/g"), &dest2, Some(&zero), None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "digest mismatch for {base}/g: sha256:{} (expected: sha256:{})",
+                hex::encode(Sha256::digest(b"hello")),
+                "0".repeat(64)
+            )
+        );
         assert!(!dest2.exists());
+        // sha384 and sha512 are checked in their own algorithm.
+        for (algo, digest) in [
+            ("sha384", hex::encode(sha2::Sha384::digest(b"hello"))),
+            ("sha512", hex::encode(sha2::Sha512::digest(b"hello"))),
+        ] {
+            let sum = parse_http_checksum(&format!("{algo}:{digest}")).unwrap();
+            let d = download(&opts(), &format!("{base}/g"), &dest2, Some(&sum), None).unwrap();
+            assert_eq!(d.sha256, hex::encode(Sha256::digest(b"hello")));
+            fs::remove_file(&dest2).unwrap();
+            let wrong = parse_http_checksum(&format!("{algo}:{}", "1".repeat(digest.len()))).unwrap();
+            let e = download(&opts(), &format!("{base}/g"), &dest2, Some(&wrong), None).unwrap_err();
+            assert!(e.to_string().contains(&format!(": {algo}:{digest} (expected: {algo}:111")), "{e}");
+            assert!(!dest2.exists());
+        }
         // A cut body (Content-Length larger than what comes).
         let cut = serve(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\nConnection: close\r\n\r\nhello".to_vec());
-        let e = download(&opts(), &format!("{cut}/h"), &dest2, None).unwrap_err();
+        let e = download(&opts(), &format!("{cut}/h"), &dest2, None, None).unwrap_err();
         assert!(matches!(e, RemoteError::Transport { .. }), "{e}");
         assert!(!dest2.exists());
         let missing =
             serve(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec());
-        let e = download(&opts(), &format!("{missing}/x"), &dest2, None).unwrap_err();
+        let e = download(&opts(), &format!("{missing}/x"), &dest2, None, None).unwrap_err();
         assert_eq!(e.to_string(), format!("{missing}/x: HTTP status 404 (Not Found)"));
         assert!(!dest2.exists());
     }
