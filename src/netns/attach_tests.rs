@@ -212,19 +212,22 @@ fn the_default_route_goes_via_the_highest_gateway_priority_and_never_an_internal
     );
 }
 
-#[test]
-fn a_failed_attach_step_undoes_every_earlier_step_and_leaves_no_record() {
-    let (va, vb) = (veth("c1", "p_a"), veth("c1", "p_b"));
-    // Each step of an attach with a published port, in order; the firewall's is the sync that
-    // adds the port (the rollback's own sync has none).
-    let steps = [
+/// The kernel and firewall steps of attaching `c1` to `p_a` and `p_b` with a published port,
+/// in order; the firewall's is the sync that adds the port (a rollback's own sync has none).
+fn attach_steps() -> Vec<String> {
+    vec![
         "create netns".to_string(),
-        format!("add endpoint {va}"),
-        format!("add endpoint {vb}"),
+        format!("add endpoint {}", veth("c1", "p_a")),
+        format!("add endpoint {}", veth("c1", "p_b")),
         "configure".into(),
         "ports [80]".into(),
-        "dns reload".into(),
-    ];
+    ]
+}
+
+#[test]
+fn a_failed_attach_step_undoes_every_earlier_step_and_leaves_no_record() {
+    let mut steps = attach_steps();
+    steps.push("dns reload".into());
     for step in &steps {
         let w = two_networks();
         w.fail_on(&[step]);
@@ -247,14 +250,7 @@ fn a_failed_attach_step_undoes_every_earlier_step_and_leaves_no_record() {
 
 #[test]
 fn a_command_killed_during_attach_leaves_records_that_the_next_detach_finishes() {
-    let (va, vb) = (veth("c1", "p_a"), veth("c1", "p_b"));
-    let steps = [
-        "create netns".to_string(),
-        format!("add endpoint {va}"),
-        format!("add endpoint {vb}"),
-        "configure".into(),
-        "ports [80]".into(),
-    ];
+    let steps = attach_steps();
     for step in &steps {
         let w = two_networks();
         w.fake.state().crash_after = Some(step.clone());
