@@ -24,7 +24,7 @@
 //! Each stack gets a project name of its own (`t<pid>-<n>-<random>`) unless one is given, and
 //! its default networks get subnets no other stack or host route uses, so tests in one process
 //! and in parallel processes do not collide. berth starts one `berth-shim` process per
-//! container and a `berth-dns` process per host, both from the `berth` executable: a stack
+//! container and a `berth-dns` process per run dir (`BERTH_RUN`), both from the `berth` executable: a stack
 //! finds it in `BERTH_EXE`, next to the running executable, or on `PATH`.
 
 use std::collections::{BTreeMap, HashMap};

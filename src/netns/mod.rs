@@ -1,6 +1,7 @@
 //! berth's networking: bridge networks with IPAM, a network namespace per container with veth
-//! endpoints, published ports and isolation in nftables (table `inet berth`), a DNS server for
-//! service names, and the container's `/etc/hosts`, `resolv.conf` and `hostname` files.
+//! endpoints, published ports and isolation in nftables (one `inet` table per root: `berth`
+//! for the default root, `berth_<8 hex>` for others), a DNS server for service names, and the
+//! container's `/etc/hosts`, `resolv.conf` and `hostname` files.
 //!
 //! All kernel work is netlink messages of our own and `nft -j`; nothing here runs `ip`.
 //! State lives in records (see [`record`]), so [`Networks::detach`] and [`Networks::remove`]

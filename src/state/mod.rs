@@ -38,7 +38,7 @@ impl StateError {
 }
 
 /// The two directories berth works in: the persistent root (`/var/lib/berth`, `BERTH_ROOT`)
-/// and the run dir (`/run/berth`, `BERTH_RUN`) for sockets, pids, mount points and netns files.
+/// and the run dir (`/run/berth`, `BERTH_RUN`) for sockets, mount points, netns files and the DNS server's pid file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dirs {
     /// Persistent state: images, containers, volumes, networks, projects.
@@ -83,7 +83,7 @@ impl Dirs {
         self.root.join("containers")
     }
 
-    /// `<run>/containers/<id>`: rootfs mount point, shim socket, pid file.
+    /// `<run>/containers/<id>`: rootfs mount point and shim socket.
     pub fn container_run(&self, id: &str) -> PathBuf {
         self.run.join("containers").join(id)
     }

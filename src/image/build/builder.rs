@@ -1,8 +1,8 @@
 //! The image builder: runs a parsed Dockerfile's stages in berth's runtime and stores the
 //! result in the image store.
 //!
-//! Only the stages the target needs are built, in file order (a stage can only refer to
-//! earlier ones). Each stage keeps its layers (unpacked in the store, used as overlay lower
+//! Only the stages the target needs are built, in waves: the stages whose dependencies are
+//! built run in parallel (a stage can only refer to earlier ones). Each stage keeps its layers (unpacked in the store, used as overlay lower
 //! dirs) and its config; each step gets a cache key ([`super::cache`]) and is served from the
 //! cache when it can be. COPY/ADD/WORKDIR stage their files in a tree that becomes the layer;
 //! RUN runs in a container whose upper dir becomes the layer. The build's bridge network is
