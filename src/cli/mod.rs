@@ -382,8 +382,7 @@ impl GlobalOptions {
         opts.env_files = self.env_files.clone();
         opts.all_resources = self.all_resources;
         opts.compatibility = self.compatibility;
-        // The run dir: verdicts need not outlive a reboot.
-        opts.schema_cache = Some(self.dirs().run.join("cache").join("compose-schema"));
+        opts.schema_cache = Some(self.dirs().schema_cache());
         Ok(opts)
     }
 }

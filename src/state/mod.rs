@@ -83,6 +83,12 @@ impl Dirs {
         self.root.join("containers")
     }
 
+    /// `<run>/cache/compose-schema`: verdicts of the compose schema check by tree digest
+    /// (the run dir: they need not outlive a reboot).
+    pub fn schema_cache(&self) -> PathBuf {
+        self.run.join("cache").join("compose-schema")
+    }
+
     /// `<run>/containers/<id>`: rootfs mount point and shim socket.
     pub fn container_run(&self, id: &str) -> PathBuf {
         self.run.join("containers").join(id)
