@@ -866,7 +866,11 @@ fn damaged_layers_converge() {
                 import_again(&s);
                 let name = blob.file_name().unwrap().to_string_lossy().into_owned();
                 let digest = berth::image::digest_of(&fs::read(&blob).unwrap());
-                assert_eq!(digest, format!("sha256:{name}"), "{what}: importing again does not replace the blob");
+                assert_eq!(
+                    digest,
+                    format!("sha256:{name}"),
+                    "{what}: importing again does not replace the blob"
+                );
             }
         }
         down_clean(&s, &format!("{what}, then down"));

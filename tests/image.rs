@@ -213,7 +213,11 @@ fn load_docker_archive_with_whiteouts_hard_links_gzip_and_zstd() {
     assert!(ok, "{err}");
     assert_eq!(out, "Loaded image: test/one:latest\nLoaded image: test/two:v2\n");
     // Folders only: each has its completion marker beside it.
-    let layers = fs::read_dir(env.dirs.images().join("layers")).unwrap().flatten().filter(|e| e.path().is_dir()).count();
+    let layers = fs::read_dir(env.dirs.images().join("layers"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .count();
     assert_eq!(layers, 4, "the shared base layer is unpacked once");
 
     let store = ImageStore::open(&env.dirs).unwrap();

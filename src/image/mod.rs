@@ -574,9 +574,10 @@ impl ImageStore {
         integrity::forget(&dest);
         // The marker goes first: a kill after this leaves a folder without one, which is
         // unpacked again.
-        match fs::remove_file(&marker) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_at(&marker)(e)),
-            _ => {}
+        if let Err(e) = fs::remove_file(&marker)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            return Err(io_at(&marker)(e));
         }
         if state != integrity::LayerState::Missing {
             // Moved into a work dir of its own, which goes when dropped (or, after a kill, by

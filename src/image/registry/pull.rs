@@ -822,6 +822,9 @@ fn commit(
             if fs::metadata(&blob).is_ok_and(|m| m.is_file() && m.len() == j.size) {
                 let _ = fs::remove_file(&staged);
             } else {
+                if blob.exists() {
+                    crate::state::report_repair(&blob, "layer blob of the wrong size; replaced by the downloaded one");
+                }
                 fs::rename(&staged, &blob).map_err(io_at(&blob))?;
             }
         }
