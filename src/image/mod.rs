@@ -572,7 +572,7 @@ impl ImageStore {
         }
         let shape = integrity::shape_of(unpacked).map_err(io_at(unpacked))?;
         integrity::forget(&dest);
-        // The marker goes first: a kill after this leaves a folder without one, which is
+        // The old marker goes first: a kill after this leaves a folder without one, which is
         // unpacked again.
         if let Err(e) = fs::remove_file(&marker)
             && e.kind() != io::ErrorKind::NotFound
@@ -594,8 +594,11 @@ impl ImageStore {
             };
             crate::state::report_repair(&dest, &format!("unpacked layer ({why}) {how}"));
         }
-        fs::rename(unpacked, &dest).map_err(io_at(&dest))?;
+        // The marker before the folder: a reader sees no folder (missing: unpacked again after
+        // a kill here) or a whole one, never a folder without its marker (which a parallel pull
+        // of the same layer would take for damaged and unpack again).
         write_atomic(&marker, integrity::marker_text(diff_id, shape).as_bytes())?;
+        fs::rename(unpacked, &dest).map_err(io_at(&dest))?;
         Ok(())
     }
 
