@@ -1,12 +1,12 @@
 //! Whether an unpacked layer (`layers/<chain id>`, an overlay lower dir) is whole, told cheaply
 //! enough for every container start: its completion marker `layers/<chain id>.done`, written
 //! atomically just before the unpacked folder is renamed into place, names the diff id and the
-//! folder's shape (how many entries, how many bytes of regular files). Checking walks the folder with
-//! `lstat` only (no file is read, nothing is hashed): a folder cut short, emptied, filled with
-//! other files, or a file cut or grown, changes the shape; a lost or damaged marker (a kill
-//! between the rename and the marker, a damaged disk) is a damaged layer too. What the check
-//! cannot see: a file overwritten in place with as many bytes. The blob a layer is unpacked
-//! from again is verified as it is read (its digest and the diff id).
+//! folder's shape (how many entries, how many bytes of regular files). Checking walks the
+//! folder with `lstat` only (no file is read, nothing is hashed): a folder cut short, emptied,
+//! filled with other files, or a file cut or grown, changes the shape; a lost or damaged
+//! marker is a damaged layer too. What the check cannot see: a file overwritten in place with
+//! as many bytes. The blob a layer is unpacked from again is verified as it is read (its
+//! digest and the diff id).
 
 use std::collections::BTreeSet;
 use std::fs;
