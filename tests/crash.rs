@@ -5,9 +5,12 @@
 //! and what to do) and `down -v` must leave nothing (no process, mount, link, netns file, nft
 //! table, record).
 //!
-//! By default 3 trials of each kill and two damages of each record (about four to five
+//! Image layers too: a layer's blob and its unpacked folder (and the folder's completion
+//! marker) are damaged the same three ways.
+//!
+//! By default 3 trials of each kill, two damages of each record and two of layers (about five
 //! minutes); `BERTH_CRASH_TRIALS=20` runs that many of each kill and all three damages of each
-//! record (about eleven minutes). `BERTH_CRASH_SEED` repeats a run (the seed is printed).
+//! record and layer file (about thirteen minutes). `BERTH_CRASH_SEED` repeats a run (the seed is printed).
 
 mod stack;
 
@@ -738,6 +741,140 @@ fn damaged_records_converge() {
     fs::write(c.join(".record.json.tmp4194300"), "{").unwrap();
     converge(&s, "temp files of interrupted writes");
     down_clean(&s, "down with temp files of interrupted writes");
+}
+
+/// The image's one layer: (its blob, its unpacked folder, the folder's completion marker).
+fn layer_files(s: &Stack) -> (PathBuf, PathBuf, PathBuf) {
+    let images = s.root().join("images");
+    let (manifest, config) = image_blobs(s);
+    let m: serde_json::Value = serde_json::from_slice(&fs::read(manifest).unwrap()).unwrap();
+    let c: serde_json::Value = serde_json::from_slice(&fs::read(config).unwrap()).unwrap();
+    assert_eq!(m["layers"].as_array().map(Vec::len), Some(1), "the test image has one layer");
+    let hex = |v: &serde_json::Value| v.as_str().unwrap().trim_start_matches("sha256:").to_string();
+    let blob = images.join("blobs/sha256").join(hex(&m["layers"][0]["digest"]));
+    // One layer: its chain id is its diff id.
+    let layer = images.join("layers").join(hex(&c["rootfs"]["diff_ids"][0]));
+    let marker = PathBuf::from(format!("{}.done", layer.display()));
+    (blob, layer, marker)
+}
+
+/// Damages the unpacked layer folder `dir`: half its files removed (as an unpack cut short
+/// leaves it), all of it removed, or all of it replaced by a file of random bytes.
+fn damage_folder(dir: &Path, how: Damage, rng: &mut Rng) {
+    let mut files = files_under(dir);
+    files.sort();
+    let remove = |p: &Path| {
+        let removed = if p.is_dir() && !p.is_symlink() { fs::remove_dir_all(p) } else { fs::remove_file(p) };
+        removed.unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    };
+    match how {
+        Damage::Half => files.iter().step_by(2).for_each(|f| remove(f)),
+        Damage::Empty | Damage::Garbage => {
+            fs::read_dir(dir).unwrap().flatten().for_each(|e| remove(&e.path()));
+            if matches!(how, Damage::Garbage) {
+                let bytes: Vec<u8> = (0..4096).map(|_| rng.next() as u8).collect();
+                fs::write(dir.join("garbage"), bytes).unwrap();
+            }
+        }
+    }
+}
+
+/// What a layer trial damages.
+#[derive(Debug, Clone, Copy)]
+enum LayerDamage {
+    /// The unpacked folder: unpacked again from the blob.
+    Folder(Damage),
+    /// Its completion marker, lost (`None`) or damaged: unpacked again.
+    Marker(Option<Damage>),
+    /// The blob and the folder: `up` fails naming the blob (which it removes) and what to do.
+    BlobAndFolder(Damage),
+    /// Only the blob, cut or emptied: nothing reads it until the image is stored again, which
+    /// replaces it.
+    Blob(Damage),
+}
+
+/// The image's layer blob, its unpacked folder and the folder's marker, damaged in each way
+/// while the project is down, each trial followed by both checks: `up -d --wait` converges
+/// (the folder unpacked again, one line naming it on stderr; or, with its blob damaged too, one
+/// error naming the blob and what to do, which the test then does) and `down -v` leaves
+/// nothing. By default two trials (a damaged folder, a damaged blob and folder; the seed picks
+/// the damages); all of them in the long mode (`BERTH_CRASH_TRIALS` of 6 or more).
+#[test]
+fn damaged_layers_converge() {
+    let _serial = serial();
+    let s = stack("crashlayer");
+    let mut rng = Rng::new();
+    converge(&s, "first up");
+    down_clean(&s, "first down");
+    let mut all = Vec::new();
+    for d in DAMAGES {
+        all.extend([LayerDamage::Folder(d), LayerDamage::Marker(Some(d)), LayerDamage::BlobAndFolder(d)]);
+    }
+    all.extend([
+        LayerDamage::Marker(None),
+        LayerDamage::Blob(Damage::Half),
+        LayerDamage::Blob(Damage::Empty),
+    ]);
+    let trials: Vec<LayerDamage> = if trials() >= 6 {
+        all
+    } else {
+        let pick = |rng: &mut Rng| DAMAGES[(rng.next() % 3) as usize];
+        vec![LayerDamage::Folder(pick(&mut rng)), LayerDamage::BlobAndFolder(pick(&mut rng))]
+    };
+    for trial in trials {
+        let (blob, layer, marker) = layer_files(&s);
+        assert!(marker.is_file(), "{trial:?}: no completion marker {}", marker.display());
+        let what = format!("layer {trial:?}");
+        match trial {
+            LayerDamage::Folder(d) => damage_folder(&layer, d, &mut rng),
+            LayerDamage::Marker(None) => fs::remove_file(&marker).unwrap(),
+            LayerDamage::Marker(Some(d)) => damage(&marker, d, &mut rng),
+            LayerDamage::BlobAndFolder(d) => {
+                damage(&blob, d, &mut rng);
+                damage_folder(&layer, Damage::Half, &mut rng);
+            }
+            LayerDamage::Blob(d) => damage(&blob, d, &mut rng),
+        }
+        let r = s.berth(&["up", "-d", "--wait", "--wait-timeout", "60"]);
+        match trial {
+            LayerDamage::Folder(_) | LayerDamage::Marker(_) => {
+                assert!(r.ok, "{what}: up failed ({}):\n{}", r.code, r.stderr);
+                let folder = layer.display().to_string();
+                let lines: Vec<&str> =
+                    r.stderr.lines().filter(|l| l.contains(&format!("{folder}: damaged"))).collect();
+                assert_eq!(lines.len(), 1, "{what}: up does not name {folder} once:\n{}", r.stderr);
+                check_converged(&s, &what);
+                assert!(marker.is_file(), "{what}: no marker after the repair");
+            }
+            LayerDamage::BlobAndFolder(_) => {
+                let file = blob.display().to_string();
+                let advice = format!("berth image rm -f {IMAGE}");
+                assert!(
+                    !r.ok && r.stderr.lines().any(|l| l.contains(&file) && l.contains(&advice)),
+                    "{what}: up does not fail with an error naming {file} and what to do ({}):\n{}",
+                    r.code,
+                    r.stderr
+                );
+                assert!(!blob.exists(), "{what}: the damaged blob is not removed");
+                s.ok(&["image", "rm", "-f", IMAGE]);
+                import_again(&s);
+                converge(&s, &format!("{what}, then image rm and import"));
+            }
+            LayerDamage::Blob(_) => {
+                assert!(r.ok, "{what}: up failed ({}):\n{}", r.code, r.stderr);
+                check_converged(&s, &what);
+                import_again(&s);
+                let name = blob.file_name().unwrap().to_string_lossy().into_owned();
+                let digest = berth::image::digest_of(&fs::read(&blob).unwrap());
+                assert_eq!(
+                    digest,
+                    format!("sha256:{name}"),
+                    "{what}: importing again does not replace the blob"
+                );
+            }
+        }
+        down_clean(&s, &format!("{what}, then down"));
+    }
 }
 
 /// A build cache whose records are damaged: the steps they named run again, the records are

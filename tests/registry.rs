@@ -618,6 +618,43 @@ fn push_pull_run_without_auth() {
     assert_eq!((empty.image_count(), empty.stored_files()), (0, 0));
 }
 
+/// A pulled image whose layer blob and unpacked folder are damaged (cut in half, emptied, or
+/// overwritten with as many random bytes) is whole again after the next pull, which fetches
+/// the blob again from the registry and unpacks it anew, naming each repaired file once.
+#[test]
+fn a_damaged_pulled_layer_is_fetched_again() {
+    let reg = RegistryServer::start(Auth::None, false);
+    let name = format!("{}/test/damaged:v1", reg.host());
+    let src = Env::new(&reg.certs_d);
+    src.import(&name);
+    src.ok(&["image", "push", &name]);
+    for damage in ["half", "empty", "garbage"] {
+        let dst = Env::new(&reg.certs_d);
+        dst.ok(&["image", "pull", &name]);
+        let store = dst.store();
+        let (_, id, manifest) = store_manifest(&store, &name);
+        let layer_digest = manifest["layers"][0]["digest"].as_str().unwrap().to_string();
+        let blob = store.blob_path(&layer_digest);
+        let config: Value = serde_json::from_slice(&fs::read(store.blob_path(&id)).unwrap()).unwrap();
+        // One layer: its chain id is its diff id.
+        let layer = store.layer_path(config["rootfs"]["diff_ids"][0].as_str().unwrap());
+        let good = fs::read(&blob).unwrap();
+        let bad = match damage {
+            "half" => good[..good.len() / 2].to_vec(),
+            "empty" => Vec::new(),
+            _ => good.iter().map(|b| b ^ 0x5a).collect(),
+        };
+        fs::write(&blob, &bad).unwrap();
+        fs::remove_dir_all(layer.join("bin")).unwrap();
+        let (ok, out, err) = dst.berth(&["image", "pull", &name]);
+        assert!(ok, "{damage}: {out}\n{err}");
+        assert_eq!(fs::read(&blob).unwrap(), good, "{damage}: the blob is not stored again");
+        let folder = format!("{}: damaged", layer.display());
+        assert_eq!(err.lines().filter(|l| l.contains(&folder)).count(), 1, "{damage}: {err}");
+        assert_eq!(dst.run_image(&name), "hi\n", "{damage}");
+    }
+}
+
 /// The stored manifest of an image, parsed.
 fn store_manifest(store: &ImageStore, name: &str) -> (String, String, Value) {
     let v = store.inspect(name).unwrap();

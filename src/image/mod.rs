@@ -6,6 +6,7 @@ pub mod build;
 pub mod digest;
 pub mod events;
 pub mod import;
+pub(crate) mod integrity;
 pub mod load;
 pub mod reference;
 pub mod registry;
@@ -98,6 +99,15 @@ pub enum ImageError {
 
 type Result<T> = std::result::Result<T, ImageError>;
 
+/// The error of a stored layer blob found damaged as it was read (`{path}`: the file), which
+/// is removed so that getting the image again stores it anew.
+fn damaged_blob(path: &Path, detail: &str, image: &str) -> ImageError {
+    ImageError::DamagedImage {
+        image: image.to_string(),
+        detail: format!("its layer blob {} is damaged ({detail}) and was removed", path.display()),
+    }
+}
+
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> ImageError + '_ {
     move |source| ImageError::Io { path: path.display().to_string(), source }
 }
@@ -154,6 +164,11 @@ impl Entry {
     fn id(&self) -> String {
         self.config_digest.to_string()
     }
+}
+
+/// A name of an image for messages: its first name, else its manifest digest.
+fn by_name_or_id(e: &Entry) -> String {
+    e.names.first().map_or_else(|| e.manifest_digest.to_string(), Reference::short)
 }
 
 /// An image of `index.json` whose manifest or config cannot be read (cut short, emptied,
@@ -321,7 +336,8 @@ impl ImageStore {
     /// so the next one after a crash cleans up.
     fn sweep(&self) {
         let staged = staging::sweep(&self.dir, STAGING_PREFIX);
-        let unpacks = staging::sweep(&self.dir.join("layers"), LAYER_TMP_PREFIX);
+        let unpacks = staging::sweep(&self.dir.join("layers"), LAYER_TMP_PREFIX)
+            + crate::state::sweep_temp_files(&self.dir.join("layers")).len();
         let pulls = registry::clean_pull_unpacking(self);
         if staged + unpacks + pulls > 0 {
             tracing::debug!(staged, unpacks, pulls, "removed what interrupted image work left");
@@ -381,7 +397,7 @@ impl ImageStore {
                             ),
                         });
                     };
-                    tracing::warn!(file = %path.display(), "damaged image index; written anew from its copy");
+                    crate::state::report_repair(&path, "image index written anew from its copy");
                     write_atomic(&path, &bytes)?;
                     Ok(index)
                 }
@@ -446,17 +462,30 @@ impl ImageStore {
             });
         }
         let dest = self.blob(&digest);
-        // A hard link leaves the staged file for a second image of the same archive.
-        if !dest.exists() && fs::hard_link(file, &dest).is_err() {
+        // A blob there of another size (cut short, emptied, overwritten) is replaced, at once
+        // (a reader sees the old file or the new one): storing the image again repairs it. Its
+        // content is verified when it is unpacked from (`ensure_layer`).
+        let have = fs::metadata(&dest).ok().map(|m| m.len());
+        if have != Some(size) {
+            if have.is_some() {
+                crate::state::report_repair(&dest, "blob of the wrong size; stored again");
+            }
+            // A hard link leaves the staged file for a second image of the same archive.
             let tmp = dest.with_extension("tmp");
-            fs::copy(file, &tmp).map_err(io_at(&tmp))?;
+            let _ = fs::remove_file(&tmp);
+            if fs::hard_link(file, &tmp).is_err() {
+                fs::copy(file, &tmp).map_err(io_at(&tmp))?;
+            }
             fs::rename(&tmp, &dest).map_err(io_at(&dest))?;
         }
         Ok((digest.to_string(), size))
     }
 
-    /// Unpacks layer blob `blob` on top of `parent_chain` unless that chain is unpacked already.
-    /// Verifies the diff id against `expected_diff_id` when given. Returns (diff id, chain id).
+    /// Unpacks layer blob `blob` on top of `parent_chain` unless that chain is unpacked already
+    /// and whole (see [`integrity`]; a damaged one is unpacked again and replaced). Verifies
+    /// the diff id against `expected_diff_id` when given, and the blob's digest as it is read:
+    /// a blob that is not what its name says is removed, and the error names it. Returns
+    /// (diff id, chain id).
     pub(crate) fn ensure_layer(
         &self,
         blob: &str,
@@ -472,7 +501,7 @@ impl ImageStore {
             Some(p) => Digest::of(format!("{p} {diff}").as_bytes()),
         };
         if let Some(want) = &expected_diff_id
-            && self.layer(&chain_for(want)).is_dir()
+            && self.layer_whole(&chain_for(want), want)?
         {
             return Ok((want.to_string(), chain_for(want).to_string()));
         }
@@ -480,11 +509,22 @@ impl ImageStore {
         let tmp = Staging::create(&self.dir.join("layers"), LAYER_TMP_PREFIX).map_err(io_at(&self.dir))?;
         let path = self.blob(&blob);
         let file = fs::File::open(&path).map_err(io_at(&path))?;
-        let (_, reader) = unpack::decompressed(file).map_err(io_at(&path))?;
-        let diff_id = unpack::unpack(reader, tmp.path()).map_err(|e| ImageError::Invalid {
-            source_name: source.to_string(),
-            message: format!("layer {blob}: {e}"),
-        })?;
+        let mut hashing = unpack::HashingReader::new(file);
+        let unpacked = unpack::decompressed(&mut hashing)
+            .map_err(|e| e.to_string())
+            .and_then(|(_, reader)| unpack::unpack(reader, tmp.path()).map_err(|e| e.to_string()));
+        // The rest of the blob (past the tar's end) counts too.
+        let read = hashing.finish();
+        if let Ok(have) = &read
+            && have != blob.as_str()
+        {
+            let _ = fs::remove_file(&path);
+            crate::state::report_repair(&path, "the layer blob's content is not its digest; removed");
+            return Err(damaged_blob(&path, &format!("its content's digest is {have}"), source));
+        }
+        read.map_err(io_at(&path))?;
+        let diff_id = unpacked
+            .map_err(|e| ImageError::Invalid { source_name: source.to_string(), message: format!("layer {blob}: {e}") })?;
         let diff_id = Digest::parse(&diff_id)?;
         if let Some(want) = &expected_diff_id
             && want != &diff_id
@@ -495,11 +535,85 @@ impl ImageStore {
             });
         }
         let chain = chain_for(&diff_id);
-        let dest = self.layer(&chain);
-        if !dest.exists() {
-            fs::rename(tmp.path(), &dest).map_err(io_at(&dest))?;
-        }
+        self.install_layer(tmp.path(), &chain, &diff_id, &format!("unpacked again from {}", path.display()))?;
         Ok((diff_id.to_string(), chain.to_string()))
+    }
+
+    /// Whether the unpacked layer of `chain` is there and whole for `diff_id`. A folder
+    /// without its marker that a container's spec lists is taken as it is (a berth before
+    /// markers unpacked it; replacing a mounted lower dir would break a running container)
+    /// and its marker written; any other unmarked folder is not whole.
+    fn layer_whole(&self, chain: &Digest, diff_id: &Digest) -> Result<bool> {
+        let dir = self.layer(chain);
+        Ok(match integrity::check(&dir, diff_id) {
+            integrity::LayerState::Whole => true,
+            integrity::LayerState::Unmarked if self.container_layers().contains(chain.hex()) => {
+                let shape = integrity::shape_of(&dir).map_err(io_at(&dir))?;
+                write_atomic(&integrity::marker_path(&dir), integrity::marker_text(diff_id, shape).as_bytes())?;
+                true
+            }
+            _ => false,
+        })
+    }
+
+    /// Puts the unpacked folder `unpacked` in place as the layer of `chain` (diff id
+    /// `diff_id`), replacing what is there unless it is whole, then writes its completion
+    /// marker. A replacement is reported (`how`: where the new one came from).
+    fn install_layer(&self, unpacked: &Path, chain: &Digest, diff_id: &Digest, how: &str) -> Result<()> {
+        let dest = self.layer(chain);
+        let marker = integrity::marker_path(&dest);
+        // One install of a layer at a time (unpacks run in parallel, builds without the
+        // store's lock): the second finds the first's whole and leaves it.
+        let lock_path = self.dir.join("layers.lock");
+        let _lock = Lock::acquire(&lock_path)?;
+        let state = integrity::check(&dest, diff_id);
+        if state == integrity::LayerState::Whole {
+            return Ok(());
+        }
+        let shape = integrity::shape_of(unpacked).map_err(io_at(unpacked))?;
+        integrity::forget(&dest);
+        // The old marker goes first: a kill after this leaves a folder without one, which is
+        // unpacked again.
+        if let Err(e) = fs::remove_file(&marker)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            return Err(io_at(&marker)(e));
+        }
+        if state != integrity::LayerState::Missing {
+            // Moved into a work dir of its own, which goes when dropped (or, after a kill, by
+            // the next sweep).
+            let trash = Staging::create(&self.dir.join("layers"), LAYER_TMP_PREFIX).map_err(io_at(&self.dir))?;
+            if dest.is_dir() {
+                fs::rename(&dest, trash.path()).map_err(io_at(&dest))?;
+            } else {
+                fs::remove_file(&dest).map_err(io_at(&dest))?;
+            }
+            let why = match &state {
+                integrity::LayerState::Damaged(why) => why.clone(),
+                _ => "its completion marker is missing".to_string(),
+            };
+            crate::state::report_repair(&dest, &format!("unpacked layer ({why}) {how}"));
+        }
+        // The marker before the folder: a reader sees no folder (missing: unpacked again after
+        // a kill here) or a whole one, never a folder without its marker (which a parallel pull
+        // of the same layer would take for damaged and unpack again).
+        write_atomic(&marker, integrity::marker_text(diff_id, shape).as_bytes())?;
+        fs::rename(unpacked, &dest).map_err(io_at(&dest))?;
+        Ok(())
+    }
+
+    /// As [`ImageStore::install_layer`] for a pull's staged unpack (string digests).
+    pub(crate) fn install_staged_layer(&self, unpacked: &Path, chain: &str, diff_id: &str) -> Result<()> {
+        let (chain, diff_id) = (Digest::parse(chain)?, Digest::parse(diff_id)?);
+        self.install_layer(unpacked, &chain, &diff_id, "replaced by the pulled one")
+    }
+
+    /// Whether the unpacked layer `chain` (string digests) is there and whole.
+    pub(crate) fn layer_is_whole(&self, chain: &str, diff_id: &str) -> bool {
+        match (Digest::parse(chain), Digest::parse(diff_id)) {
+            (Ok(c), Ok(d)) => self.layer_whole(&c, &d).unwrap_or(false),
+            _ => false,
+        }
     }
 
     /// Records a manifest (already stored as a blob) under `names`, taking each name from any
@@ -664,12 +778,36 @@ impl ImageStore {
     pub fn resolve(&self, reference: &str) -> Result<ResolvedImage> {
         let (entries, i, _) = self.find(reference)?;
         let e = &entries[i];
-        let layer_dirs: Vec<PathBuf> = chain_digests(&e.diff_ids).iter().map(|c| self.layer(c)).collect();
-        if let Some(missing) = layer_dirs.iter().find(|d| !d.is_dir()) {
-            return Err(ImageError::Invalid {
-                source_name: reference.to_string(),
-                message: format!("unpacked layer {} is missing; load the image again", missing.display()),
-            });
+        let chains = chain_digests(&e.diff_ids);
+        let layer_dirs: Vec<PathBuf> = chains.iter().map(|c| self.layer(c)).collect();
+        // Each layer checked (cheaply, see `integrity`); one missing or damaged is unpacked
+        // again from its blob, and when that cannot be, the image is damaged: the error says
+        // which file and what to do.
+        for (i, chain) in chains.iter().enumerate() {
+            if self.layer_whole(chain, &e.diff_ids[i])? {
+                continue;
+            }
+            let image = by_name_or_id(e);
+            let Some(blob) = e.layers.get(i) else {
+                return Err(ImageError::DamagedImage {
+                    image,
+                    detail: format!("its manifest lists fewer layers than its config ({})", e.diff_ids.len()),
+                });
+            };
+            let parent = i.checked_sub(1).map(|p| chains[p].to_string());
+            match self.ensure_layer(blob.as_str(), parent.as_deref(), Some(e.diff_ids[i].as_str()), &image) {
+                Ok(_) => {}
+                Err(damaged @ ImageError::DamagedImage { .. }) => return Err(damaged),
+                Err(err) => {
+                    return Err(ImageError::DamagedImage {
+                        image,
+                        detail: format!(
+                            "its unpacked layer {} is missing or damaged, and unpacking it again failed: {err}",
+                            layer_dirs[i].display()
+                        ),
+                    });
+                }
+            }
         }
         Ok(ResolvedImage {
             id: e.id(),
@@ -895,12 +1033,19 @@ impl ImageStore {
         for entry in fs::read_dir(&layers).map_err(io_at(&layers))?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             // Unpacks in progress (a cached build step unpacks without the store's lock) are
-            // the sweep's to judge, by their locks.
-            if name.starts_with(LAYER_TMP_PREFIX) {
+            // the sweep's to judge, by their locks; so are markers being written.
+            if name.starts_with(LAYER_TMP_PREFIX) || crate::state::is_temp_name(&name) {
                 continue;
             }
-            if !keep_layers.contains(&name) {
-                fs::remove_dir_all(entry.path()).map_err(io_at(&entry.path()))?;
+            let layer = name.strip_suffix(integrity::MARKER_SUFFIX).unwrap_or(&name);
+            if !keep_layers.contains(layer) {
+                let path = entry.path();
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    fs::remove_dir_all(&path).map_err(io_at(&path))?;
+                } else {
+                    fs::remove_file(&path).map_err(io_at(&path))?;
+                }
+                integrity::forget(&path);
             }
         }
         Ok(freed)
@@ -1107,6 +1252,125 @@ mod tests {
         fs::write(&other_path, &config[..3]).unwrap();
         store.put_blob(&config).unwrap();
         assert_eq!(fs::read(&other_path).unwrap(), config);
+    }
+
+    /// The (only) layer of image `test/a:1`: (its unpacked folder, its blob).
+    fn layer_files(store: &ImageStore) -> (PathBuf, PathBuf) {
+        let (entries, i, _) = store.find("test/a:1").unwrap();
+        let e = &entries[i];
+        (store.layer(&chain_digests(&e.diff_ids)[0]), store.blob(&e.layers[0]))
+    }
+
+    #[test]
+    fn a_damaged_unpacked_layer_is_unpacked_again_from_its_blob() {
+        let (_dir, store, id) = with_image();
+        let (layer, _) = layer_files(&store);
+        let marker = integrity::marker_path(&layer);
+        assert!(marker.is_file(), "an unpack leaves its completion marker");
+        let whole = |store: &ImageStore| {
+            assert_eq!(store.resolve("test/a:1").unwrap().id, id);
+            assert_eq!(fs::read(layer.join("f")).unwrap(), b"x");
+        };
+        let damages: [(&str, &dyn Fn()); 5] = [
+            ("cut short", &|| fs::write(layer.join("f"), b"").unwrap()),
+            ("emptied", &|| fs::remove_file(layer.join("f")).unwrap()),
+            ("garbage", &|| fs::write(layer.join("junk"), b"\x00\xff").unwrap()),
+            ("marker lost", &|| fs::remove_file(&marker).unwrap()),
+            ("marker garbage", &|| fs::write(&marker, b"\x01\x02").unwrap()),
+        ];
+        for (what, damage) in damages {
+            // A process that found the layer whole keeps that answer: a new command is a new
+            // process (here: the answer forgotten).
+            integrity::forget(&layer);
+            damage();
+            whole(&store);
+            assert!(!layer.join("junk").exists(), "{what}");
+            assert_eq!(integrity::check(&layer, &layer_diff(&store)), integrity::LayerState::Whole, "{what}");
+        }
+        // Missing altogether: unpacked again too.
+        integrity::forget(&layer);
+        fs::remove_dir_all(&layer).unwrap();
+        whole(&store);
+        // No temp dirs left behind.
+        let names: Vec<String> = fs::read_dir(store.dir().join("layers"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    /// The diff id of `test/a:1`'s layer.
+    fn layer_diff(store: &ImageStore) -> Digest {
+        let (entries, i, _) = store.find("test/a:1").unwrap();
+        entries[i].diff_ids[0].clone()
+    }
+
+    #[test]
+    fn a_damaged_blob_under_a_damaged_layer_is_named_and_removed_and_storing_it_again_repairs_it() {
+        for damage in [Damage::Half, Damage::Empty, Damage::Garbage] {
+            let (_dir, store, _) = with_image();
+            let (layer, blob) = layer_files(&store);
+            let good = fs::read(&blob).unwrap();
+            let bad = match damage {
+                Damage::Half => good[..good.len() / 2].to_vec(),
+                Damage::Empty => Vec::new(),
+                Damage::Garbage => vec![0x5a; good.len()],
+            };
+            fs::write(&blob, &bad).unwrap();
+            // A whole layer does not read its blob: nothing to tell yet.
+            store.resolve("test/a:1").unwrap();
+            integrity::forget(&layer);
+            fs::remove_file(layer.join("f")).unwrap();
+            let err = store.resolve("test/a:1").unwrap_err().to_string();
+            assert!(
+                err.contains(&blob.display().to_string()) && err.contains("berth image rm -f test/a:1"),
+                "{damage:?}: {err}"
+            );
+            assert!(!blob.exists(), "{damage:?}: the damaged blob is removed");
+            // Importing the image again stores the blob and unpacks the layer anew.
+            let tar = load::tests::tar_of(&[("f", b"x")]);
+            let r = Reference::parse("test/a:1").unwrap();
+            import::import(&store, import::ImportSource::Reader(&mut &tar[..]), Some(&r), &[], None).unwrap();
+            assert_eq!(fs::read(&blob).unwrap(), good, "{damage:?}");
+            store.resolve("test/a:1").unwrap();
+            assert_eq!(fs::read(layer.join("f")).unwrap(), b"x");
+        }
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum Damage {
+        Half,
+        Empty,
+        Garbage,
+    }
+
+    #[test]
+    fn a_blob_of_the_wrong_size_is_replaced_when_stored_again() {
+        let (dir, store, _) = with_image();
+        let (_, blob) = layer_files(&store);
+        let good = fs::read(&blob).unwrap();
+        fs::write(&blob, &good[..good.len() / 2]).unwrap();
+        let file = dir.path().join("blob");
+        fs::write(&file, &good).unwrap();
+        store.put_blob_file(&file, None, "test").unwrap();
+        assert_eq!(fs::read(&blob).unwrap(), good);
+        assert!(file.exists(), "the source stays");
+    }
+
+    #[test]
+    fn an_unmarked_layer_a_container_uses_is_kept_as_it_is() {
+        let (dir, store, _) = with_image();
+        let (layer, _) = layer_files(&store);
+        fs::remove_file(integrity::marker_path(&layer)).unwrap();
+        integrity::forget(&layer);
+        fs::write(layer.join("kept"), b"a container's lower dir").unwrap();
+        let c = dir.path().join("root/containers/c1");
+        fs::create_dir_all(&c).unwrap();
+        let spec = json!({ "rootfs": { "lower_dirs": [layer.display().to_string()] } });
+        fs::write(c.join("spec.json"), spec.to_string()).unwrap();
+        store.resolve("test/a:1").unwrap();
+        assert!(layer.join("kept").exists(), "not replaced under a container");
+        assert!(integrity::marker_path(&layer).is_file(), "its marker is written");
     }
 
     #[test]

@@ -283,7 +283,7 @@ fn stored_filters(
     }
     let filters = seccomp_for(spec, caps)?;
     if bytes.is_ok() {
-        tracing::warn!(file = %path.display(), "damaged seccomp filters; compiled again from the spec");
+        crate::state::report_repair(path, "seccomp filters compiled again from the container's spec");
     }
     if path.parent().is_some_and(Path::is_dir) {
         let _ = write_atomic_unsynced(path, &seccomp::encode(&filters));

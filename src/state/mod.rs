@@ -245,6 +245,19 @@ pub struct DamagedRecord {
     pub labels: Option<std::collections::BTreeMap<String, String>>,
 }
 
+/// Tells on standard error, at every log level and once per file in a process, that the
+/// damaged file `path` was repaired (`what`: how). Repairs are silent otherwise, and a user
+/// must learn which file was damaged (disk trouble, a tool that wrote where it should not).
+pub fn report_repair(path: &Path, what: &str) {
+    static SEEN: std::sync::Mutex<std::collections::BTreeSet<PathBuf>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let first = SEEN.lock().map(|mut seen| seen.insert(path.to_path_buf())).unwrap_or(true);
+    if first {
+        // A closed stderr must not stop the repair: the line is lost, nothing else.
+        let _ = writeln!(std::io::stderr().lock(), "WARN {}: damaged; {what}", path.display());
+    }
+}
+
 /// Where the copy of record `path` is kept (`<path>.copy`, which no reader of `*.json`
 /// records takes for a record).
 pub fn copy_path(path: &Path) -> PathBuf {
@@ -271,7 +284,7 @@ pub fn repair_copy(path: &Path) -> bool {
         return false;
     }
     let copy = copy_path(path);
-    tracing::warn!(file = %copy.display(), "damaged copy of a record; written anew from the record");
+    report_repair(&copy, "written anew from its record");
     write_json(&copy, &record).is_ok()
 }
 

@@ -311,29 +311,40 @@ fn fetch_layer(
     // One download of a digest at a time, across threads and processes.
     let _lock = Lock::acquire(&dir.join(format!("{h}.lock"))).map_err(crate::image::ImageError::from)?;
     let blob = store.blob_path(&job.digest);
-    let have_blob = blob.is_file() || done_file.is_file();
-    let have_layer = store.layer_path(&job.chain).is_dir() || done_dir.is_dir();
+    // A stored blob of another size than the manifest's is damaged: it is downloaded again
+    // (and replaced by `commit`).
+    let stored_blob = fs::metadata(&blob).is_ok_and(|m| m.is_file() && m.len() == job.size);
+    let have_blob = stored_blob || done_file.is_file();
+    let have_layer = store.layer_is_whole(&job.chain, &job.diff_id) || done_dir.is_dir();
     if have_blob && have_layer {
         events.event("Layer", &name, "Already exists", true);
         return Ok(());
     }
     let what = format!("{} layer {}", r.full(), job.digest);
     if have_blob {
-        // Unpack again from the blob we have.
-        let src = if done_file.is_file() { done_file.clone() } else { blob };
+        // Unpack again from the blob we have, verifying it as it is read.
+        let src = if done_file.is_file() { done_file.clone() } else { blob.clone() };
         events.event("Layer", &name, "Extracting", false);
         let tmp = dir.join(format!("{h}.unpacking"));
         let mut u = Unpacker::start(tmp.clone())?;
         let mut f = fs::File::open(&src).map_err(io_at(&src))?;
+        let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 256 * 1024];
         loop {
             let n = f.read(&mut buf).map_err(io_at(&src))?;
             if n == 0 {
                 break;
             }
+            hasher.update(&buf[..n]);
             u.feed(&buf[..n]);
         }
-        return finish_unpack(u, &tmp, &done_dir, job, &what, &name, events);
+        if format!("sha256:{}", ::hex::encode(hasher.finalize())) == job.digest {
+            return finish_unpack(u, &tmp, &done_dir, job, &what, &name, events);
+        }
+        // Damaged: it goes, and the layer is downloaded again below.
+        u.abort();
+        let _ = fs::remove_file(&src);
+        crate::state::report_repair(&src, "layer blob whose content is not its digest; removed and downloaded again");
     }
 
     let mut file = fs::OpenOptions::new()
@@ -806,9 +817,14 @@ fn commit(
         let blob = store.blob_path(&j.digest);
         let staged = dir.join(h);
         if staged.is_file() {
-            if blob.is_file() {
+            // A stored blob of the right size stays (its content was verified if the layer
+            // was unpacked from it); one of another size is damaged and replaced at once.
+            if fs::metadata(&blob).is_ok_and(|m| m.is_file() && m.len() == j.size) {
                 let _ = fs::remove_file(&staged);
             } else {
+                if blob.exists() {
+                    crate::state::report_repair(&blob, "layer blob of the wrong size; replaced by the downloaded one");
+                }
                 fs::rename(&staged, &blob).map_err(io_at(&blob))?;
             }
         }
@@ -818,11 +834,10 @@ fn commit(
                 message: "the downloaded blob went missing before it was stored; pull again".into(),
             });
         }
-        let layer = store.layer_path(&j.chain);
         let staged_dir = dir.join(format!("{h}.d"));
-        if !layer.is_dir() {
+        if !store.layer_is_whole(&j.chain, &j.diff_id) {
             if staged_dir.is_dir() {
-                fs::rename(&staged_dir, &layer).map_err(io_at(&layer))?;
+                store.install_staged_layer(&staged_dir, &j.chain, &j.diff_id)?;
             } else {
                 store.ensure_layer(&j.digest, parent.as_deref(), Some(&j.diff_id), &source)?;
             }
