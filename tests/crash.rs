@@ -32,9 +32,9 @@ const PORT: u16 = 24180;
 /// conditions.
 fn compose() -> String {
     let mut y = String::from("services:\n");
-    let sleeper = "    image: berth-test/busybox:latest\n    stop_signal: SIGKILL\n    command: [\"sleep\", \"100000\"]\n";
-    y += "  init:\n    image: berth-test/busybox:latest\n    command: [\"sh\", \"-c\", \"echo seeded > /data/seed\"]\n    volumes: [\"data:/data\"]\n    networks: [back]\n";
-    y += "  db:\n    image: berth-test/busybox:latest\n    stop_signal: SIGKILL\n";
+    let sleeper = "    image: 127.0.0.1:9/berth-test/busybox:latest\n    stop_signal: SIGKILL\n    command: [\"sleep\", \"100000\"]\n";
+    y += "  init:\n    image: 127.0.0.1:9/berth-test/busybox:latest\n    command: [\"sh\", \"-c\", \"echo seeded > /data/seed\"]\n    volumes: [\"data:/data\"]\n    networks: [back]\n";
+    y += "  db:\n    image: 127.0.0.1:9/berth-test/busybox:latest\n    stop_signal: SIGKILL\n";
     y += "    command: [\"sh\", \"-c\", \"touch /data/ready; exec sleep 100000\"]\n    volumes: [\"data:/data\"]\n    networks: [back]\n";
     y += "    depends_on:\n      init: {condition: service_completed_successfully}\n";
     y += "    healthcheck: {test: [\"CMD\", \"test\", \"-f\", \"/data/ready\"], interval: 200ms, retries: 50}\n";
@@ -42,7 +42,7 @@ fn compose() -> String {
     y += &format!(
         "  api:\n{sleeper}    networks: [front, back]\n    depends_on:\n      db: {{condition: service_healthy}}\n      cache: {{condition: service_started}}\n"
     );
-    y += "  web:\n    image: berth-test/busybox:latest\n    stop_signal: SIGKILL\n    command: [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/etc\"]\n";
+    y += "  web:\n    image: 127.0.0.1:9/berth-test/busybox:latest\n    stop_signal: SIGKILL\n    command: [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/etc\"]\n";
     y += &format!("    ports: [\"127.0.0.1:{PORT}:80\"]\n    networks: [front]\n    depends_on: [api]\n");
     y += &format!(
         "  worker:\n{sleeper}    scale: 2\n    networks: [back]\n    depends_on:\n      api: {{condition: service_started}}\n"
@@ -335,7 +335,9 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn stack(name: &str) -> Stack {
-    Stack::new(name, &compose())
+    let s = Stack::with_image(name, IMAGE);
+    s.write("compose.yaml", &compose());
+    s
 }
 
 #[test]
@@ -476,8 +478,10 @@ fn damage(path: &Path, how: Damage, rng: &mut Rng) {
     }
 }
 
-/// The image every service runs.
-const IMAGE: &str = "berth-test/busybox:latest";
+/// The image every service runs. Its name is of a registry on 127.0.0.1 where nothing listens
+/// (the discard port), so that when a damaged image makes `up` pull it again, the pull fails at
+/// once without leaving this host (`berth-test/busybox` would be asked of Docker Hub).
+const IMAGE: &str = "127.0.0.1:9/berth-test/busybox:latest";
 
 /// The blobs of the image the stack runs: (manifest, config).
 fn image_blobs(s: &Stack) -> (PathBuf, PathBuf) {
@@ -594,7 +598,7 @@ fn check_ps_names_damaged(s: &Stack, path: &Path, others: usize) {
 fn image_error(kind: &str, paths: &[PathBuf]) -> Option<(PathBuf, &'static str)> {
     match kind {
         "image manifest" | "image config" => {
-            Some((paths[0].clone(), "berth image rm -f berth-test/busybox:latest"))
+            Some((paths[0].clone(), "berth image rm -f 127.0.0.1:9/berth-test/busybox:latest"))
         }
         "image index and its copy" => Some((paths[0].clone(), "move both away")),
         _ => None,
@@ -882,7 +886,8 @@ fn damaged_layers_converge() {
 #[test]
 fn damaged_build_cache_records_are_written_anew() {
     let _serial = serial();
-    let s = Stack::new("crashcache", "services:\n  app:\n    build: app\n    image: crashcache/app:1\n");
+    let s = Stack::with_image("crashcache", IMAGE);
+    s.write("compose.yaml", "services:\n  app:\n    build: app\n    image: crashcache/app:1\n");
     fs::create_dir_all(s.project_dir.join("app")).unwrap();
     // No network for the step: the test makes none outside its subnets.
     s.write("app/Dockerfile", &format!("FROM {IMAGE}\nRUN --network=none echo built > /built\n"));
