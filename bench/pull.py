@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Times `berth image pull` of the webapp's base image from a local registry, beside skopeo (root).
 
-usage: bench/pull.py [--runs N] [--berth BINARY] [--json FILE]
+usage: bench/pull.py [--runs N] [--berth BINARY] [--baseline BINARY] [--json FILE]
 
 Starts Debian's `docker-registry` on 127.0.0.1 (a free port, storage in a temp dir), puts
 berth/debian:bookworm there (scripts/debian-base, then `berth image push`; `skopeo copy` from
@@ -11,10 +11,20 @@ berth's store, an OCI image layout, when push fails), then times N runs of
   skopeo: `skopeo copy docker://127.0.0.1:PORT/debian:bookworm dir:EMPTY`
           (download and verify; no unpacking)
   skopeo + tar: the same, then `tar -x` of each layer (the work berth's pull does)
-in turn, after one untimed run of berth and skopeo. Prints medians, min/max and the ratios
-berth/skopeo and berth/(skopeo + tar). Builds berth in release mode unless --berth is given;
+in turn, after one untimed run of berth and skopeo. With --baseline, another berth binary's
+pull is timed in the same rounds (before/after a change, alternating). Prints medians, min/max,
+the CPU time (user + system, of the process and its children: less sensitive to other load than
+wall time) and the ratios berth/skopeo and berth/(skopeo + tar). Builds berth in release mode
+unless --berth is given;
 installs docker-registry and skopeo when they are missing. Everything lives under a `berth-`
 temp dir, removed at the end.
+
+The file system matters: on ext4 without a journal (this project's test VMs), creating inodes in a
+block group where thousands were deleted in the last minutes is many times slower (the allocator
+skips recently deleted inodes, one buffer lookup each), so a run right after a big `rm` in the
+same place times that instead. TMPDIR picks where the temp dir goes: a fresh top-level dir (`mkdir
+/bench-N`; ext4 spreads top-level dirs over the block groups) keeps other processes' deletions in
+/tmp out of the figures.
 """
 import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
 
@@ -45,9 +55,19 @@ def seed(berth, tmp, ref):
 
 
 def timed(cmd, env=None):
+    """(wall ms, CPU ms: user + system of the process and the children it waited for)."""
     start = time.perf_counter()
-    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    return (time.perf_counter() - start) * 1000
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    # stderr is read after the exit: the commands timed here write little to it.
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = (time.perf_counter() - start) * 1000
+    err = proc.stderr.read()
+    proc.stderr.close()
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise subprocess.CalledProcessError(code, cmd, stderr=err)
+    return wall, (usage.ru_utime + usage.ru_stime) * 1000
 
 
 # Each run writes into a folder of its own, all removed at the end: on ext4, creating files
@@ -69,32 +89,39 @@ def pull_skopeo_unpack(tmp, ref, i):
     os.sync()
     dest = os.path.join(tmp, f"skopeo-x-{i}")
     start = time.perf_counter()
-    subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}", f"dir:{dest}"], check=True,
-                   stdout=subprocess.DEVNULL)
+    _, cpu = timed(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}", f"dir:{dest}"])
     with open(os.path.join(dest, "manifest.json")) as f:
         layers = [layer["digest"].split(":", 1)[1] for layer in json.load(f)["layers"]]
     for n, digest in enumerate(layers):
         rootfs = os.path.join(dest, f"layer-{n}")
         os.makedirs(rootfs)
-        subprocess.run(["tar", "-x", "--numeric-owner", "-C", rootfs, "-f", os.path.join(dest, digest)], check=True)
-    return (time.perf_counter() - start) * 1000
+        cpu += timed(["tar", "-x", "--numeric-owner", "-C", rootfs, "-f", os.path.join(dest, digest)])[1]
+    return (time.perf_counter() - start) * 1000, cpu
 
 
-def measure(berth, tmp, ref, runs):
+def measure(berth, baseline, tmp, ref, runs):
     """Seeds the registry, then alternates the timed pulls; returns the results and how the
     image got into the registry."""
     how = seed(berth, tmp, ref)
     pull_berth(berth, tmp, ref, "warm")
+    if baseline:
+        pull_berth(baseline, tmp, ref, "warm-baseline")
     pull_skopeo(tmp, ref, "warm")
-    b, s, x = [], [], []
+    runs_of = {"berth": [], "baseline": [], "skopeo": [], "skopeo_unpack": []}
     for i in range(runs):
-        b.append(pull_berth(berth, tmp, ref, i))
-        s.append(pull_skopeo(tmp, ref, i))
-        x.append(pull_skopeo_unpack(tmp, ref, i))
-    result = {"image": ref, "seeded_with": how, "runs": runs, "berth": stats(b), "skopeo": stats(s),
-              "skopeo_unpack": stats(x),
-              "ratio_berth_over_skopeo": statistics.median(b) / statistics.median(s),
-              "ratio_berth_over_skopeo_unpack": statistics.median(b) / statistics.median(x)}
+        runs_of["berth"].append(pull_berth(berth, tmp, ref, i))
+        if baseline:
+            runs_of["baseline"].append(pull_berth(baseline, tmp, ref, f"baseline-{i}"))
+        runs_of["skopeo"].append(pull_skopeo(tmp, ref, i))
+        runs_of["skopeo_unpack"].append(pull_skopeo_unpack(tmp, ref, i))
+    result = {"image": ref, "seeded_with": how, "runs": runs}
+    for key, samples in runs_of.items():
+        if samples:
+            result[key] = stats([w for w, _ in samples])
+            result[key + "_cpu"] = stats([c for _, c in samples])
+    b = result["berth"]["median_ms"]
+    result["ratio_berth_over_skopeo"] = b / result["skopeo"]["median_ms"]
+    result["ratio_berth_over_skopeo_unpack"] = b / result["skopeo_unpack"]["median_ms"]
     return result, how
 
 
@@ -102,6 +129,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--berth", help="berth binary (default: build the release binary)")
+    ap.add_argument("--baseline", help="another berth binary, timed in the same rounds (e.g. main's)")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = ap.parse_args()
     ensure_packages([("docker-registry", "docker-registry"), ("skopeo", "skopeo")])
@@ -109,17 +137,21 @@ def main():
     tmp = tempfile.mkdtemp(prefix="berth-bench-pull-")
     try:
         with Registry(tmp) as registry:
-            result, how = measure(berth, tmp, f"127.0.0.1:{registry.port}/debian:bookworm", args.runs)
+            baseline = os.path.abspath(args.baseline) if args.baseline else None
+            result, how = measure(berth, baseline, tmp, f"127.0.0.1:{registry.port}/debian:bookworm", args.runs)
     except subprocess.CalledProcessError as e:
         sys.exit(f"{' '.join(map(str, e.cmd))} failed ({e.returncode}): {(e.stderr or b'').decode(errors='replace')}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"pull of {BASE} ({how}) from docker-registry on 127.0.0.1, {args.runs} runs:")
-    print(f"  {'':<34} {'median':>9} {'min':>9} {'max':>9}")
-    for label, key in [("berth image pull (empty root)", "berth"), ("skopeo copy docker:// dir:", "skopeo"),
-                       ("skopeo copy + tar -x of the layers", "skopeo_unpack")]:
-        r = result[key]
-        print(f"  {label:<34} {r['median_ms']:7.0f}ms {r['min_ms']:7.0f}ms {r['max_ms']:7.0f}ms")
+    print(f"  {'':<34} {'median':>9} {'min':>9} {'max':>9}   {'CPU':>9} {'min':>9} {'max':>9}")
+    for label, key in [("berth image pull (empty root)", "berth"), ("baseline berth image pull", "baseline"),
+                       ("skopeo copy docker:// dir:", "skopeo"), ("skopeo copy + tar -x of the layers", "skopeo_unpack")]:
+        if key not in result:
+            continue
+        r, c = result[key], result[key + "_cpu"]
+        print(f"  {label:<34} {r['median_ms']:7.0f}ms {r['min_ms']:7.0f}ms {r['max_ms']:7.0f}ms"
+              f"   {c['median_ms']:7.0f}ms {c['min_ms']:7.0f}ms {c['max_ms']:7.0f}ms")
     print(f"  ratio berth/skopeo (medians): {result['ratio_berth_over_skopeo']:.2f}"
           " (berth also unpacks the layer; skopeo only stores blobs)")
     print(f"  ratio berth/(skopeo + tar -x) (medians): {result['ratio_berth_over_skopeo_unpack']:.2f}")

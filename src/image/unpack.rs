@@ -74,12 +74,17 @@ pub fn detect(reader: &mut impl BufRead) -> io::Result<Compression> {
 /// `reader` decompressed as its magic bytes say.
 pub fn decompressed<'a, R: Read + 'a>(reader: R) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
     // Big reads of the compressed stream: fewer decoder calls per byte.
-    let mut buffered = BufReader::with_capacity(128 * 1024, reader);
-    let kind = detect(&mut buffered)?;
+    decompressed_buffered(BufReader::with_capacity(128 * 1024, reader))
+}
+
+/// [`decompressed`] of a reader that buffers already (a [`ChunkReader`]): the decoder reads
+/// its buffer in place, without a copy into another one.
+pub fn decompressed_buffered<'a, R: BufRead + 'a>(mut reader: R) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
+    let kind = detect(&mut reader)?;
     let out: Box<dyn Read> = match kind {
-        Compression::None => Box::new(buffered),
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?),
+        Compression::None => Box::new(reader),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(reader)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(reader)?),
     };
     Ok((kind, out))
 }
@@ -426,12 +431,13 @@ impl Defaults {
     }
 }
 
-/// A regular file to create: its dir, name, content and metadata from the tar header.
+/// A regular file to create: its dir, name, content (a range of its batch's buffer) and
+/// metadata from the tar header.
 struct FileJob {
     dir: Arc<OwnedFd>,
     name: OsString,
     entry: String,
-    data: Vec<u8>,
+    data: std::ops::Range<usize>,
     mode: u32,
     uid: u64,
     gid: u64,
@@ -444,7 +450,7 @@ struct FileJob {
 /// existing one; owner, then mode, so set-id bits stay; mtime 0 read as 1), relative to the
 /// job's open dir (`O_NOFOLLOW`: the name itself cannot be a symlink leading out). The owner
 /// and mode are set only when the new inode does not have them already.
-fn write_file(j: &FileJob) -> io::Result<()> {
+fn write_file(j: &FileJob, data: &[u8]) -> io::Result<()> {
     use nix::fcntl::{OFlag, openat};
     use nix::sys::stat::Mode;
     use std::io::Write;
@@ -459,7 +465,7 @@ fn write_file(j: &FileJob) -> io::Result<()> {
         other => other?,
     };
     let mut f = fs::File::from(fd);
-    f.write_all(&j.data)?;
+    f.write_all(&data[j.data.clone()])?;
     if j.chown {
         let (uid, gid) = owner_ids(j.uid, j.gid)?;
         std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
@@ -474,18 +480,32 @@ fn write_file(j: &FileJob) -> io::Result<()> {
 /// Files written (or failed) so far and the first failure, with a condvar for each change.
 type Progress = (Mutex<(usize, Option<UnpackError>)>, Condvar);
 
+/// Files to create and the buffer that holds their contents, one after the other.
+struct Batch {
+    data: Vec<u8>,
+    jobs: Vec<FileJob>,
+}
+
+/// A batch's buffer: room for [`BATCH_BYTES`] and then one more file of up to
+/// [`PARALLEL_MAX`], so that every small file fits in a batch of its own.
+const BATCH_BUFFER: usize = BATCH_BYTES + PARALLEL_MAX as usize;
+
 /// Threads creating the small regular files of a layer while the tar stream is read on: file
 /// creation (a few system calls each, thousands per layer) is what an unpack waits for. Order
 /// matters only between entries of one path (a later entry replaces an earlier one, a hard
 /// link needs its target, a whiteout removes its file): the reader [`FileWriters::settle`]s
-/// before such an entry, waiting for every file sent so far. Files go in batches.
+/// before such an entry, waiting for every file sent so far. Files go in batches, their
+/// contents read straight into the batch's buffer; the writers hand written buffers back to
+/// be filled again (no allocation, zeroing or page faults per file or per batch).
 struct FileWriters {
-    tx: Option<std::sync::mpsc::SyncSender<Vec<FileJob>>>,
+    tx: Option<std::sync::mpsc::SyncSender<Batch>>,
+    /// Buffers the writers are done with.
+    spent: std::sync::mpsc::Receiver<Vec<u8>>,
     /// Files written (or failed), and the first failure.
     state: Arc<Progress>,
     sent: usize,
-    /// Files not sent yet, and their bytes.
-    batch: Vec<FileJob>,
+    /// Files not sent yet, and how much of the batch's buffer they fill.
+    batch: Batch,
     batch_bytes: usize,
     /// Paths sent (or batched) since the last settle.
     pending: HashSet<PathBuf>,
@@ -493,26 +513,29 @@ struct FileWriters {
 
 impl FileWriters {
     fn start<'s>(scope: &'s std::thread::Scope<'s, '_>, threads: usize) -> FileWriters {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<FileJob>>(QUEUE);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(QUEUE);
+        let (spent_tx, spent) = std::sync::mpsc::channel::<Vec<u8>>();
         let rx = Arc::new(Mutex::new(rx));
         let state: Arc<Progress> = Arc::default();
         for _ in 0..threads {
-            let (rx, state) = (rx.clone(), state.clone());
+            let (rx, state, spent_tx) = (rx.clone(), state.clone(), spent_tx.clone());
             scope.spawn(move || {
                 loop {
                     let batch = match rx.lock() {
                         Ok(r) => r.recv(),
                         Err(_) => return,
                     };
-                    let Ok(batch) = batch else { return };
-                    let n = batch.len();
+                    let Ok(Batch { data, jobs }) = batch else { return };
+                    let n = jobs.len();
                     let mut failed = None;
-                    for job in batch {
-                        if let Err(source) = write_file(&job) {
+                    for job in jobs {
+                        if let Err(source) = write_file(&job, &data) {
                             failed = Some(UnpackError::Io { entry: job.entry, source });
                             break;
                         }
                     }
+                    // The reader may be gone (a failed unpack): then the buffer just goes.
+                    let _ = spent_tx.send(data);
                     let (m, cv) = &*state;
                     if let Ok(mut st) = m.lock() {
                         st.0 += n;
@@ -528,9 +551,10 @@ impl FileWriters {
         }
         FileWriters {
             tx: Some(tx),
+            spent,
             state,
             sent: 0,
-            batch: Vec::with_capacity(BATCH_FILES),
+            batch: Batch { data: Vec::new(), jobs: Vec::with_capacity(BATCH_FILES) },
             batch_bytes: 0,
             pending: HashSet::new(),
         }
@@ -541,11 +565,26 @@ impl FileWriters {
         self.state.0.lock().ok().and_then(|mut st| st.1.take())
     }
 
+    /// Reads the `size` bytes of a file's content from `entry` into the batch: the range of
+    /// the batch's buffer that holds them. Sends the batch first when they would not fit.
+    fn read_data(&mut self, entry: &mut impl Read, size: usize) -> Result<std::ops::Range<usize>, UnpackError> {
+        if self.batch_bytes + size > self.batch.data.len() && !self.batch.jobs.is_empty() {
+            self.flush()?;
+        }
+        if self.batch.data.len() < BATCH_BUFFER {
+            // A buffer a writer is done with (its bytes written already), else a new one.
+            self.batch.data = self.spent.try_recv().unwrap_or_else(|_| vec![0; BATCH_BUFFER]);
+        }
+        let range = self.batch_bytes..self.batch_bytes + size;
+        entry.read_exact(&mut self.batch.data[range.clone()]).map_err(UnpackError::Tar)?;
+        self.batch_bytes += size;
+        Ok(range)
+    }
+
     fn send(&mut self, rel: PathBuf, job: FileJob) -> Result<(), UnpackError> {
-        self.batch_bytes += job.data.len();
-        self.batch.push(job);
+        self.batch.jobs.push(job);
         self.pending.insert(rel);
-        if self.batch.len() >= BATCH_FILES || self.batch_bytes >= BATCH_BYTES {
+        if self.batch.jobs.len() >= BATCH_FILES || self.batch_bytes >= BATCH_BYTES {
             self.flush()?;
         }
         Ok(())
@@ -553,16 +592,19 @@ impl FileWriters {
 
     /// Sends the files batched so far.
     fn flush(&mut self) -> Result<(), UnpackError> {
-        if self.batch.is_empty() {
+        if self.batch.jobs.is_empty() {
             return Ok(());
         }
         if let Some(e) = self.failure() {
             return Err(e);
         }
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_FILES));
+        let batch = std::mem::replace(
+            &mut self.batch,
+            Batch { data: Vec::new(), jobs: Vec::with_capacity(BATCH_FILES) },
+        );
         self.batch_bytes = 0;
-        let n = batch.len();
-        let entry = batch[0].entry.clone();
+        let n = batch.jobs.len();
+        let entry = batch.jobs[0].entry.clone();
         let tx = self.tx.as_ref().ok_or_else(|| io_err(&entry)(io::Error::other("writers stopped")))?;
         tx.send(batch).map_err(|_| io_err(&entry)(io::Error::other("writers stopped")))?;
         self.sent += n;
@@ -615,34 +657,60 @@ const CHUNK: usize = 256 * 1024;
 const CHUNKS: usize = 8;
 
 /// A byte stream that another thread hands on in chunks over a channel (the tar stream to the
-/// unpacking thread; a layer's download to its unpacker); the sender hanging up ends it.
+/// unpacking thread; a layer's download to its unpacker); the sender hanging up ends it. A
+/// chunk is a buffer and how many of its first bytes count: read out, the buffer goes back to
+/// the sender (when it gave a way back) to be filled again, so that no buffer is allocated,
+/// zeroed or faulted in per chunk.
 pub(crate) struct ChunkReader {
-    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    rx: std::sync::mpsc::Receiver<(Vec<u8>, usize)>,
+    back: Option<std::sync::mpsc::Sender<Vec<u8>>>,
     buf: Vec<u8>,
+    len: usize,
     pos: usize,
 }
 
 impl ChunkReader {
-    /// Reads what arrives on `rx`, in order.
-    pub(crate) fn new(rx: std::sync::mpsc::Receiver<Vec<u8>>) -> ChunkReader {
-        ChunkReader { rx, buf: Vec::new(), pos: 0 }
+    /// Reads what arrives on `rx`, in order, sending each chunk's buffer back on `back`.
+    pub(crate) fn new(
+        rx: std::sync::mpsc::Receiver<(Vec<u8>, usize)>,
+        back: Option<std::sync::mpsc::Sender<Vec<u8>>>,
+    ) -> ChunkReader {
+        ChunkReader { rx, back, buf: Vec::new(), len: 0, pos: 0 }
+    }
+}
+
+impl BufRead for ChunkReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.pos == self.len {
+            match self.rx.recv() {
+                Ok((chunk, len)) => {
+                    let spent = std::mem::replace(&mut self.buf, chunk);
+                    if let Some(back) = &self.back
+                        && spent.capacity() > 0
+                        && back.send(spent).is_err()
+                    {
+                        self.back = None;
+                    }
+                    self.len = len.min(self.buf.len());
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(&[]),
+            }
+        }
+        Ok(&self.buf[self.pos..self.len])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.len);
     }
 }
 
 impl Read for ChunkReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.buf.len() {
-            match self.rx.recv() {
-                Ok(chunk) => {
-                    self.buf = chunk;
-                    self.pos = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
+        let have = self.fill_buf()?;
+        let n = out.len().min(have.len());
+        out[..n].copy_from_slice(&have[..n]);
+        self.consume(n);
         Ok(n)
     }
 }
@@ -673,10 +741,11 @@ pub fn unpack(mut reader: impl Read, dest: &Path) -> Result<String, UnpackError>
     let mut hasher = Sha256::new();
     let failed = AtomicBool::new(false);
     let (tar, read) = std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(CHUNKS);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(CHUNKS);
+        let (back, spent) = std::sync::mpsc::channel::<Vec<u8>>();
         let failed = &failed;
         let tar_side = scope.spawn(move || {
-            let mut chunks = ChunkReader::new(rx);
+            let mut chunks = ChunkReader::new(rx, Some(back));
             let r = std::thread::scope(|writer_scope| {
                 let mut writers = FileWriters::start(writer_scope, threads);
                 let r = unpack_entries(&mut chunks, dest, &mut writers);
@@ -691,17 +760,17 @@ pub fn unpack(mut reader: impl Read, dest: &Path) -> Result<String, UnpackError>
         });
         let mut sending = true;
         let read = loop {
-            let mut buf = vec![0u8; CHUNK];
+            // A chunk the tar side has read out, else (while CHUNKS + 2 are not made yet) a new one.
+            let mut buf = spent.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
             let n = match read_full(&mut reader, &mut buf) {
                 Ok(0) => break Ok(()),
                 Ok(n) => n,
                 Err(e) => break Err(e),
             };
-            buf.truncate(n);
-            hasher.update(&buf);
+            hasher.update(&buf[..n]);
             // Past the tar's end the rest of the stream still counts for the diff id; after
             // a failed unpack nothing more is worth reading.
-            if sending && tx.send(buf).is_err() {
+            if sending && tx.send((buf, n)).is_err() {
                 sending = false;
             }
             if !sending && failed.load(Ordering::SeqCst) {
@@ -837,8 +906,8 @@ fn unpack_entries<R: Read>(
                 h.gid().map_err(UnpackError::Tar)?,
                 h.mtime().map_err(UnpackError::Tar)?,
             );
-            let mut data = Vec::with_capacity(entry.size() as usize);
-            entry.read_to_end(&mut data).map_err(UnpackError::Tar)?;
+            let size = entry.size() as usize;
+            let data = writers.read_data(&mut entry, size)?;
             let (chown, chmod) = (defaults.needs_chown(uid, gid, cursor.setgid), defaults.needs_chmod(mode));
             let job = FileJob {
                 dir: cursor.shared(),

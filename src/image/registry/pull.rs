@@ -247,9 +247,15 @@ impl Progress<'_> {
     }
 }
 
+/// Bytes of a layer read from the registry (or a stored blob) at a time.
+const READ: usize = 128 * 1024;
+
 /// The unpack side of a layer download: a thread reading the blob's bytes from a channel.
+/// Buffers go there and come back (read out) to be filled again: no copy, allocation or
+/// zeroing per read.
 struct Unpacker {
-    tx: Option<SyncSender<Vec<u8>>>,
+    tx: Option<SyncSender<(Vec<u8>, usize)>>,
+    spent: std::sync::mpsc::Receiver<Vec<u8>>,
     handle: std::thread::JoinHandle<Result<String, String>>,
     dir: PathBuf,
 }
@@ -260,21 +266,27 @@ impl Unpacker {
             fs::remove_dir_all(&dir).map_err(io_at(&dir))?;
         }
         fs::create_dir_all(&dir).map_err(io_at(&dir))?;
-        let (tx, rx) = sync_channel::<Vec<u8>>(16);
+        let (tx, rx) = sync_channel::<(Vec<u8>, usize)>(16);
+        let (back, spent) = std::sync::mpsc::channel::<Vec<u8>>();
         let target = dir.clone();
         let handle = std::thread::spawn(move || {
-            let reader = unpack::ChunkReader::new(rx);
-            let (_, plain) = unpack::decompressed(reader).map_err(|e| e.to_string())?;
+            let reader = unpack::ChunkReader::new(rx, Some(back));
+            let (_, plain) = unpack::decompressed_buffered(reader).map_err(|e| e.to_string())?;
             unpack::unpack(plain, &target).map_err(|e| e.to_string())
         });
-        Ok(Unpacker { tx: Some(tx), handle, dir })
+        Ok(Unpacker { tx: Some(tx), spent, handle, dir })
     }
 
-    /// Passes bytes on; once the unpacker has stopped (a bad layer) they are dropped, and its
-    /// error shows in `finish`.
-    fn feed(&mut self, bytes: &[u8]) {
+    /// A buffer to read into: one the unpacker is done with, else a new one.
+    fn buffer(&self) -> Vec<u8> {
+        self.spent.try_recv().unwrap_or_else(|_| vec![0; READ])
+    }
+
+    /// Passes the first `len` bytes of `buf` on; once the unpacker has stopped (a bad layer)
+    /// they are dropped, and its error shows in `finish`.
+    fn feed(&mut self, buf: Vec<u8>, len: usize) {
         if let Some(tx) = &self.tx
-            && tx.send(bytes.to_vec()).is_err()
+            && tx.send((buf, len)).is_err()
         {
             self.tx = None;
         }
@@ -329,14 +341,14 @@ fn fetch_layer(
         let mut u = Unpacker::start(tmp.clone())?;
         let mut f = fs::File::open(&src).map_err(io_at(&src))?;
         let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 256 * 1024];
         loop {
+            let mut buf = u.buffer();
             let n = f.read(&mut buf).map_err(io_at(&src))?;
             if n == 0 {
                 break;
             }
             hasher.update(&buf[..n]);
-            u.feed(&buf[..n]);
+            u.feed(buf, n);
         }
         if format!("sha256:{}", ::hex::encode(hasher.finalize())) == job.digest {
             return finish_unpack(u, &tmp, &done_dir, job, &what, &name, events);
@@ -365,15 +377,16 @@ fn fetch_layer(
     // What an earlier, interrupted pull got: hashed and unpacked again, then resumed.
     if have > 0 {
         file.seek(SeekFrom::Start(0)).map_err(io_at(&partial))?;
-        let mut buf = vec![0u8; 256 * 1024];
         let mut left = have;
         while left > 0 {
-            let n = file.read(&mut buf).map_err(io_at(&partial))?;
+            let mut buf = unpacker.buffer();
+            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = file.read(&mut buf[..want]).map_err(io_at(&partial))?;
             if n == 0 {
                 break;
             }
             hasher.update(&buf[..n]);
-            unpacker.feed(&buf[..n]);
+            unpacker.feed(buf, n);
             left = left.saturating_sub(n as u64);
         }
     }
@@ -520,8 +533,8 @@ fn copy_body(
 ) -> Result<(), RegistryError> {
     let registry = progress.registry.clone();
     let mut reader = resp.into_body().into_reader();
-    let mut buf = vec![0u8; 64 * 1024];
     loop {
+        let mut buf = unpacker.buffer();
         let n = match reader.read(&mut buf) {
             Ok(0) => return Ok(()),
             Ok(n) => n,
@@ -539,7 +552,7 @@ fn copy_body(
         }
         file.write_all(&buf[..n]).map_err(io_at(path))?;
         hasher.update(&buf[..n]);
-        unpacker.feed(&buf[..n]);
+        unpacker.feed(buf, n);
         *have += n as u64;
         progress.bytes(*have);
     }
