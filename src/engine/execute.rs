@@ -311,11 +311,14 @@ impl<'a> Executor<'a> {
 
     /// Whether service `name`'s containers are made from another service's container
     /// (`network_mode`, `ipc` or `pid: service:X`, `volumes_from`): creating one needs that
-    /// container (its id, namespaces, mounts), so it waits for it as a whole.
+    /// container (its id, namespaces, mounts), so it waits for it as a whole. So does one that
+    /// mounts a volume's `subpath`: the folder must exist when the container is made, and a
+    /// dependency that runs first is often what makes it.
     fn made_from_another(&self, name: &str) -> bool {
-        self.loaded
-            .and_then(|l| l.project.services.get(name))
-            .is_some_and(|s| !crate::graph::made_from(s).is_empty())
+        self.loaded.and_then(|l| l.project.services.get(name)).is_some_and(|s| {
+            !crate::graph::made_from(s).is_empty()
+                || s.volumes.iter().any(|v| v.volume.as_ref().is_some_and(|o| o.subpath.is_some()))
+        })
     }
 
     /// A service's actions, dependencies first: its new containers are made at once (creations
@@ -1229,17 +1232,23 @@ services:
   side: {image: x, network_mode: "service:db"}
   shares: {image: x, ipc: "service:db"}
   copy: {image: x, volumes_from: [db]}
+  sub:
+    image: x
+    depends_on: [db]
+    volumes: [{type: volume, source: data, target: /s, volume: {subpath: made-by-db}}]
   plain: {image: x, depends_on: [db]}
+volumes:
+  data: {}
 "#;
         let (_d, loaded, graph) = load(yaml);
         let fake = Fake::with_images(&["x"]);
         let (result, calls) = up_holding(&fake, &loaded, &graph, &UpOptions::default(), "p-db-1", "create p-plain-1", |calls| {
-            for made_from in ["p-side-1", "p-shares-1", "p-copy-1"] {
+            for made_from in ["p-side-1", "p-shares-1", "p-copy-1", "p-sub-1"] {
                 assert!(!calls.iter().any(|c| c.ends_with(made_from)), "{made_from} waits: {calls:?}");
             }
         });
         result.unwrap();
-        for made_from in ["p-side-1", "p-shares-1", "p-copy-1"] {
+        for made_from in ["p-side-1", "p-shares-1", "p-copy-1", "p-sub-1"] {
             assert!(pos(&calls, "start p-db-1") < pos(&calls, &format!("create {made_from}")), "{calls:?}");
         }
         assert!(fake.containers().iter().all(|(_, s)| *s == State::Running), "{:?}", fake.containers());
