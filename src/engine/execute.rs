@@ -1,8 +1,10 @@
 //! Carrying out a plan: networks and volumes first, then every service in its own thread,
-//! in the plan's order: dependencies first (`up`, `start`: each service starts the moment
-//! its dependencies' conditions hold — `service_started`, `service_healthy`,
-//! `service_completed_successfully` — so that independent branches come up side by side),
-//! or dependents first (`down`, `stop`). Then what the plan removes (networks, volumes,
+//! in the plan's order: dependencies first (`up`, `start`: each service's new containers are
+//! made at once, and each service starts the moment its dependencies' conditions hold —
+//! `service_started`, `service_healthy`, `service_completed_successfully` — so that a chain
+//! is created side by side and independent branches come up side by side; a service made
+//! from another's container, `network_mode`/`ipc`/`pid: service:X` or `volumes_from`, is
+//! created only once that one has started), or dependents first (`down`, `stop`). Then what the plan removes (networks, volumes,
 //! images). The executor decides nothing: every choice is in the plan. Each operation
 //! (create, start, stop, remove, the readiness check) is written once, here.
 
@@ -94,6 +96,16 @@ impl Board {
             }
         }
     }
+}
+
+/// What became of a service's action before its dependencies were waited for.
+enum Ahead {
+    /// Not done ahead: done once the dependencies' conditions hold.
+    Later,
+    /// The container it makes was made (this id); only its start is left.
+    Made(String),
+    /// Making it failed (with `keep_going`): nothing is left to do.
+    Failed,
 }
 
 /// What to do when a `pre_stop` hook fails.
@@ -279,12 +291,76 @@ impl<'a> Executor<'a> {
 
     fn service(&self, plan: &Plan, board: &Board, sp: &ServicePlan) -> Result<()> {
         match plan.order {
+            Order::DependenciesFirst if !self.made_from_another(&sp.name) => {
+                return self.create_then_start(plan, board, sp);
+            }
             Order::DependenciesFirst => self.wait_dependencies(plan, board, &sp.name)?,
             Order::DependentsFirst => self.wait_dependents(plan, board, &sp.name),
         }
         let mut errors = Vec::new();
         for action in &sp.actions {
             if let Err(e) = self.action(plan, sp, action) {
+                if !plan.keep_going {
+                    return Err(e);
+                }
+                errors.push(e);
+            }
+        }
+        EngineError::collect(errors)
+    }
+
+    /// Whether service `name`'s containers are made from another service's container
+    /// (`network_mode`, `ipc` or `pid: service:X`, `volumes_from`): creating one needs that
+    /// container (its id, namespaces, mounts), so it waits for it as a whole. So does one that
+    /// mounts a volume's `subpath`: the folder must exist when the container is made, and a
+    /// dependency that runs first is often what makes it.
+    fn made_from_another(&self, name: &str) -> bool {
+        self.loaded.and_then(|l| l.project.services.get(name)).is_some_and(|s| {
+            !crate::graph::made_from(s).is_empty()
+                || s.volumes.iter().any(|v| v.volume.as_ref().is_some_and(|o| o.subpath.is_some()))
+        })
+    }
+
+    /// A service's actions, dependencies first: its new containers are made at once (creations
+    /// and recreations), and only what starts them, and the rest of its actions, waits for its
+    /// dependencies' conditions. As docker compose does: a chain is created side by side and
+    /// only the starts follow each other; a dependency that fails leaves them created.
+    fn create_then_start(&self, plan: &Plan, board: &Board, sp: &ServicePlan) -> Result<()> {
+        let start = !plan.options.no_start;
+        let mut errors = Vec::new();
+        let mut ahead = Vec::with_capacity(sp.actions.len());
+        for action in &sp.actions {
+            let made = match action {
+                ContainerAction::Create { number, name } => self.make(plan, sp, *number, name, start),
+                ContainerAction::Recreate { old } => self.replace(plan, sp, old, start),
+                _ => {
+                    ahead.push(Ahead::Later);
+                    continue;
+                }
+            };
+            match made {
+                Ok(id) => ahead.push(Ahead::Made(id)),
+                Err(e) if plan.keep_going => {
+                    errors.push(e);
+                    ahead.push(Ahead::Failed);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let Err(e) = self.wait_dependencies(plan, board, &sp.name) {
+            errors.push(e);
+            return EngineError::collect(errors);
+        }
+        for (action, ahead) in sp.actions.iter().zip(ahead) {
+            let result = match (ahead, action) {
+                (Ahead::Later, _) => self.action(plan, sp, action),
+                (Ahead::Failed, _) => continue,
+                (Ahead::Made(_), _) if !start => continue,
+                (Ahead::Made(id), ContainerAction::Create { name, .. }) => self.start(&sp.name, &id, name),
+                (Ahead::Made(id), ContainerAction::Recreate { old }) => self.start(&sp.name, &id, &old.name),
+                (Ahead::Made(_), _) => continue,
+            };
+            if let Err(e) = result {
                 if !plan.keep_going {
                     return Err(e);
                 }
@@ -454,12 +530,13 @@ impl<'a> Executor<'a> {
                 self.progress.event("Container", &existing.name, done, true);
                 Ok(())
             }
-            ContainerAction::Create { number, name } => self.create(plan, sp, *number, name, start),
+            ContainerAction::Create { number, name } => {
+                let id = self.make(plan, sp, *number, name, start)?;
+                if start { self.start(&sp.name, &id, name) } else { Ok(()) }
+            }
             ContainerAction::Recreate { old } => {
-                self.progress.event("Container", &old.name, "Recreate", false);
-                self.stop(old, timeout, OnHookFailure::Fail, true)?;
-                self.remove(old, true)?;
-                self.create(plan, sp, old.number, &old.name, start)
+                let id = self.replace(plan, sp, old, start)?;
+                if start { self.start(&sp.name, &id, &old.name) } else { Ok(()) }
             }
             ContainerAction::Restart { existing } => {
                 self.progress.event("Container", &existing.name, "Restarting", false);
@@ -652,7 +729,19 @@ impl<'a> Executor<'a> {
         }
     }
 
-    fn create(&self, plan: &Plan, sp: &ServicePlan, number: u32, name: &str, start: bool) -> Result<()> {
+    /// Replaces container `old` by a new one with its number and name, not started yet (`start`:
+    /// whether it will be): stops it (its `pre_stop` hooks failing keep it), removes it, makes
+    /// the new one; its id.
+    fn replace(&self, plan: &Plan, sp: &ServicePlan, old: &ProjectContainer, start: bool) -> Result<String> {
+        self.progress.event("Container", &old.name, "Recreate", false);
+        self.stop(old, plan.options.timeout, OnHookFailure::Fail, true)?;
+        self.remove(old, true)?;
+        self.make(plan, sp, old.number, &old.name, start)
+    }
+
+    /// Makes container `name` (number `number`) of service `sp`, not started yet (`start`:
+    /// whether it will be, for the progress view); its id. What a failure half-made goes.
+    fn make(&self, plan: &Plan, sp: &ServicePlan, number: u32, name: &str, start: bool) -> Result<String> {
         let id = new_id().map_err(EngineError::runtime(format!("create container {name}")))?;
         let pending = self.host.pending_dir(&plan.project).map(|d| d.join(&id));
         if let Some(p) = &pending {
@@ -674,10 +763,7 @@ impl<'a> Executor<'a> {
         }
         self.emit(&id, "create");
         self.progress.event("Container", name, "Created", !start);
-        if start {
-            self.start(&sp.name, &id, name)?;
-        }
-        Ok(())
+        Ok(id)
     }
 
     fn create_noted(&self, plan: &Plan, sp: &ServicePlan, id: &str, number: u32, name: &str) -> Result<()> {
@@ -956,8 +1042,8 @@ volumes:
         );
         assert!(pos(&calls, "network create p_default") < pos(&calls, "create p-db-1"));
         assert!(pos(&calls, "volume create p_data") < pos(&calls, "create p-db-1"));
-        // web waits for db, hooks included.
-        assert!(pos(&calls, "exec p-db-1 echo db-up") < pos(&calls, "attach p-web-1"));
+        // web's start waits for db's, hooks included.
+        assert!(pos(&calls, "exec p-db-1 echo db-up") < pos(&calls, "start p-web-1"));
         let states = fake.containers();
         assert_eq!(states.len(), 3);
         assert!(states.iter().all(|(_, s)| *s == State::Running), "{states:?}");
@@ -1002,8 +1088,11 @@ volumes:
         // Made but not started: kept, for `start` or the next `up`, as docker compose does.
         assert!(fake.containers().contains(&("p-db-1".to_string(), State::Created)));
         assert!(!calls.iter().any(|c| c == "remove p-db-1"));
-        // Its dependent is never made; an independent service is.
-        assert!(!calls.iter().any(|c| c.ends_with("p-web-1")), "{calls:?}");
+        // Its dependent is made but never started (docker compose leaves it created too); an
+        // independent service runs.
+        assert!(calls.contains(&"create p-web-1".to_string()), "{calls:?}");
+        assert!(!calls.contains(&"start p-web-1".to_string()), "{calls:?}");
+        assert!(fake.containers().contains(&("p-web-1".to_string(), State::Created)));
         assert!(fake.containers().contains(&("p-other-1".to_string(), State::Running)));
         // The next up starts the one it kept rather than making another.
         fake.up(&loaded, &graph, &UpOptions::default()).unwrap_err();
@@ -1045,21 +1134,21 @@ services:
         fake.after_start("seed", exited(0));
         fake.up(&loaded, &graph, &UpOptions::default()).unwrap();
         assert!(fake.containers().contains(&("p-web-1".to_string(), State::Running)));
-        // Unhealthy: web is not made, and the error says why.
+        // Unhealthy: web is made but not started, and the error says why.
         let fake = Fake::with_images(&["x"]);
         fake.after_start("db", health(HealthState::Unhealthy));
         fake.after_start("seed", exited(0));
         let err = fake.up(&loaded, &graph, &UpOptions::default()).unwrap_err();
         assert!(matches!(&err, EngineError::Dependency { dependency, .. } if dependency == "db"), "{err}");
         assert!(err.to_string().contains("unhealthy"), "{err}");
-        assert!(!fake.containers().iter().any(|(n, _)| n == "p-web-1"));
-        // A one-shot that fails: web is not made.
+        assert!(fake.containers().contains(&("p-web-1".to_string(), State::Created)));
+        // A one-shot that fails: web is not started.
         let fake = Fake::with_images(&["x"]);
         fake.after_start("db", health(HealthState::Healthy));
         fake.after_start("seed", exited(3));
         let err = fake.up(&loaded, &graph, &UpOptions::default()).unwrap_err();
         assert!(err.to_string().contains("didn't complete successfully: exit 3"), "{err}");
-        assert!(!fake.containers().iter().any(|(n, _)| n == "p-web-1"));
+        assert!(fake.containers().contains(&("p-web-1".to_string(), State::Created)));
         // A health that is still starting is waited for until it is decided.
         let fake = Fake::with_images(&["x"]);
         fake.after_start("db", health(HealthState::Starting));
@@ -1070,11 +1159,177 @@ services:
                 std::thread::sleep(Duration::from_millis(5));
             }
             std::thread::sleep(Duration::from_millis(120));
-            assert!(!fake.containers().iter().any(|(n, _)| n == "p-web-1"), "web waits");
+            assert!(fake.containers().contains(&("p-web-1".to_string(), State::Created)), "web waits");
             fake.set_status("p-db-1", health(HealthState::Healthy));
             up.join().expect("thread").expect("up");
         });
         assert!(fake.containers().contains(&("p-web-1".to_string(), State::Running)));
+    }
+
+    /// Runs `up` while container `held`'s start is held; `check` sees the calls made by then,
+    /// once `until` is among them (or 5 s passed). Then releases it; up's result and all its
+    /// calls.
+    fn up_holding(
+        fake: &Fake,
+        loaded: &LoadedProject,
+        graph: &ServiceGraph,
+        opts: &UpOptions,
+        held: &str,
+        until: &str,
+        check: impl FnOnce(&[String]),
+    ) -> (Result<()>, Vec<String>) {
+        fake.hold_start(held);
+        std::thread::scope(|s| {
+            let up = s.spawn(|| fake.up(loaded, graph, opts));
+            assert!(fake.wait_for_call(&format!("start {held}")), "{held} is never started");
+            let seen = fake.wait_for_call(until);
+            let mut calls = fake.take_calls();
+            fake.release(held);
+            let result = up.join().expect("up thread");
+            check(&calls);
+            assert!(seen, "{until} not done while {held} starts: {calls:?}");
+            calls.append(&mut fake.take_calls());
+            (result, calls)
+        })
+    }
+
+    const CHAIN: &str = r#"
+services:
+  db: {image: x}
+  api:
+    image: x
+    depends_on: [db]
+  web:
+    image: x
+    depends_on:
+      api: {condition: service_started}
+"#;
+
+    #[test]
+    fn a_chain_is_created_before_its_first_start_completes_and_started_in_order() {
+        let (_d, loaded, graph) = load(CHAIN);
+        let fake = Fake::with_images(&["x"]);
+        let (result, calls) = up_holding(&fake, &loaded, &graph, &UpOptions::default(), "p-db-1", "create p-web-1", |calls| {
+            assert!(calls.contains(&"create p-api-1".to_string()), "{calls:?}");
+            assert!(!calls.iter().any(|c| c == "start p-api-1" || c == "start p-web-1"), "{calls:?}");
+        });
+        result.unwrap();
+        assert!(pos(&calls, "start p-db-1") < pos(&calls, "start p-api-1"), "{calls:?}");
+        assert!(pos(&calls, "start p-api-1") < pos(&calls, "start p-web-1"), "{calls:?}");
+        assert!(fake.containers().iter().all(|(_, s)| *s == State::Running));
+        // `create` (no start) makes them all; `start` then starts them in order.
+        let fake = Fake::with_images(&["x"]);
+        fake.up(&loaded, &graph, &UpOptions { no_start: true, ..UpOptions::default() }).unwrap();
+        assert!(fake.containers().iter().all(|(_, s)| *s == State::Created));
+        assert!(!fake.take_calls().iter().any(|c| c.starts_with("start ")));
+    }
+
+    #[test]
+    fn a_service_made_from_another_container_is_created_once_that_one_started() {
+        let yaml = r#"
+services:
+  db: {image: x, volumes: ["/data"]}
+  side: {image: x, network_mode: "service:db"}
+  shares: {image: x, ipc: "service:db"}
+  copy: {image: x, volumes_from: [db]}
+  sub:
+    image: x
+    depends_on: [db]
+    volumes: [{type: volume, source: data, target: /s, volume: {subpath: made-by-db}}]
+  plain: {image: x, depends_on: [db]}
+volumes:
+  data: {}
+"#;
+        let (_d, loaded, graph) = load(yaml);
+        let fake = Fake::with_images(&["x"]);
+        let (result, calls) = up_holding(&fake, &loaded, &graph, &UpOptions::default(), "p-db-1", "create p-plain-1", |calls| {
+            for made_from in ["p-side-1", "p-shares-1", "p-copy-1", "p-sub-1"] {
+                assert!(!calls.iter().any(|c| c.ends_with(made_from)), "{made_from} waits: {calls:?}");
+            }
+        });
+        result.unwrap();
+        for made_from in ["p-side-1", "p-shares-1", "p-copy-1", "p-sub-1"] {
+            assert!(pos(&calls, "start p-db-1") < pos(&calls, &format!("create {made_from}")), "{calls:?}");
+        }
+        assert!(fake.containers().iter().all(|(_, s)| *s == State::Running), "{:?}", fake.containers());
+    }
+
+    #[test]
+    fn a_failed_dependency_leaves_the_chain_created_and_names_itself() {
+        let (_d, loaded, graph) = load(CHAIN);
+        let fake = Fake::with_images(&["x"]);
+        fake.fail_start("p-db-1");
+        let err = fake.up(&loaded, &graph, &UpOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("start container p-db-1"), "{err}");
+        assert_eq!(
+            fake.containers(),
+            [
+                ("p-api-1".to_string(), State::Created),
+                ("p-db-1".to_string(), State::Created),
+                ("p-web-1".to_string(), State::Created)
+            ]
+        );
+        // A dependency that cannot be created: the same.
+        let fake = Fake::with_images(&["x"]);
+        fake.fail_create("p-api-1");
+        let err = fake.up(&loaded, &graph, &UpOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("create container p-api-1"), "{err}");
+        assert!(!matches!(err, EngineError::Dependency { .. }), "{err}");
+        assert_eq!(
+            fake.containers(),
+            [("p-db-1".to_string(), State::Running), ("p-web-1".to_string(), State::Created)]
+        );
+    }
+
+    #[test]
+    fn no_deps_makes_and_starts_only_the_named_service() {
+        let (_d, loaded, graph) = load(CHAIN);
+        let fake = Fake::with_images(&["x"]);
+        let opts = UpOptions { services: vec!["web".into()], no_deps: true, ..UpOptions::default() };
+        fake.up(&loaded, &graph, &opts).unwrap();
+        assert_eq!(fake.take_calls(), ["network create p_default", "attach p-web-1", "create p-web-1", "start p-web-1"]);
+        assert_eq!(fake.containers(), [("p-web-1".to_string(), State::Running)]);
+    }
+
+    #[test]
+    fn recreations_are_made_ahead_and_restarts_of_dependents_wait() {
+        let (dir, loaded, graph) = load(CHAIN);
+        let fake = Fake::with_images(&["x"]);
+        fake.up(&loaded, &graph, &UpOptions::default()).unwrap();
+        fake.take_calls();
+        // db and web change: web's new container is made while db's new one starts; its start
+        // waits (api, unchanged, is kept).
+        let changed = CHAIN.replace("db: {image: x}", "db: {image: x, init: true}").replace(
+            "  web:\n    image: x\n",
+            "  web:\n    image: x\n    init: true\n",
+        );
+        let (loaded, graph) = reload(&dir, &changed);
+        let (result, calls) = up_holding(&fake, &loaded, &graph, &UpOptions::default(), "p-db-1", "create p-web-1", |calls| {
+            assert!(pos(calls, "stop p-web-1") < pos(calls, "create p-web-1"), "{calls:?}");
+            assert!(!calls.contains(&"start p-web-1".to_string()), "{calls:?}");
+        });
+        result.unwrap();
+        assert!(pos(&calls, "start p-db-1") < pos(&calls, "start p-web-1"), "{calls:?}");
+        assert!(!calls.iter().any(|c| c.ends_with("p-api-1")), "{calls:?}");
+        // --no-deps: only web is recreated.
+        let (loaded, graph) = reload(&dir, &changed.replace("init: true", "init: false"));
+        let opts = UpOptions { services: vec!["web".into()], no_deps: true, ..UpOptions::default() };
+        fake.up(&loaded, &graph, &opts).unwrap();
+        assert_eq!(
+            fake.take_calls(),
+            ["stop p-web-1", "remove p-web-1", "detach p-web-1", "attach p-web-1", "create p-web-1", "start p-web-1"]
+        );
+        // A dependent that restarts with its recreated dependency does so after its start.
+        let restart = CHAIN.replace("depends_on: [db]", "depends_on: {db: {condition: service_started, restart: true}}");
+        let (loaded, graph) = reload(&dir, &restart);
+        fake.up(&loaded, &graph, &UpOptions::default()).unwrap();
+        fake.take_calls();
+        let (loaded, graph) = reload(&dir, &restart.replace("db: {image: x}", "db: {image: x, init: true}"));
+        fake.up(&loaded, &graph, &UpOptions::default()).unwrap();
+        let calls = fake.take_calls();
+        assert!(pos(&calls, "start p-db-1") < pos(&calls, "stop p-api-1"), "{calls:?}");
+        assert!(pos(&calls, "stop p-api-1") < pos(&calls, "start p-api-1"), "{calls:?}");
+        assert!(!calls.contains(&"create p-api-1".to_string()), "{calls:?}");
     }
 
     #[test]

@@ -163,6 +163,24 @@ fn service_ref(value: Option<&str>) -> Option<&str> {
     value.and_then(|v| v.strip_prefix("service:"))
 }
 
+/// The services whose container `service`'s containers are made from (`network_mode`, `ipc`,
+/// `pid: service:X`, `volumes_from`): theirs must exist before one of these can be created.
+/// The loader records these as `depends_on` too, so the graph's edges do not tell them apart.
+pub fn made_from(service: &crate::compose::model::ServiceConfig) -> Vec<&str> {
+    let mut out: Vec<&str> = [service.network_mode.as_deref(), service.ipc.as_deref(), service.pid.as_deref()]
+        .into_iter()
+        .filter_map(service_ref)
+        .collect();
+    for from in &service.volumes_from {
+        if from.starts_with("container:") {
+            continue;
+        }
+        let t = from.strip_prefix("service:").unwrap_or(from);
+        out.push(t.split(':').next().unwrap_or(t));
+    }
+    out
+}
+
 impl ServiceGraph {
     /// Builds the graph of a loaded project. Undefined service references and cycles are
     /// errors; a `required: false` dependency on an absent service is dropped.
@@ -517,6 +535,20 @@ mod tests {
         assert_eq!(g.start_order(), ["a", "b", "c", "d", "e", "f"]);
         let kinds: Vec<EdgeKind> = g.direct_dependencies("f").into_iter().map(|(_, k)| k).collect();
         assert_eq!(kinds, [EdgeKind::Link]);
+    }
+
+    #[test]
+    fn made_from_names_the_services_whose_container_one_is_made_from() {
+        let p = Project::from_json(json!({"services": {
+            "a": {"depends_on": {"x": dep("service_started")}, "links": ["x"]},
+            "b": {"network_mode": "service:a", "ipc": "service:x", "pid": "host"},
+            "e": {"volumes_from": ["d:ro", "service:c", "container:outside"], "network_mode": "host"},
+            "c": {}, "d": {}, "x": {}
+        }}))
+        .expect("project");
+        assert!(made_from(&p.services["a"]).is_empty());
+        assert_eq!(made_from(&p.services["b"]), ["a", "x"]);
+        assert_eq!(made_from(&p.services["e"]), ["d", "c"]);
     }
 
     #[test]
