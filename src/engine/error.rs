@@ -30,7 +30,7 @@ pub enum ImageJobError {
     #[error("{damaged} (pulling it again failed: {source})")]
     Damaged {
         /// What is wrong with the stored image.
-        damaged: ImageError,
+        damaged: Box<ImageError>,
         /// Why the pull that should have replaced it failed.
         #[source]
         source: RegistryError,
@@ -168,7 +168,7 @@ pub enum EngineError {
         image: String,
         /// The cause.
         #[source]
-        source: ImageJobError,
+        source: Box<ImageJobError>,
     },
     /// Building a service's image failed.
     #[error("service {services}: build: {source}")]
@@ -177,7 +177,7 @@ pub enum EngineError {
         services: String,
         /// The cause.
         #[source]
-        source: ImageJobError,
+        source: Box<ImageJobError>,
     },
     /// A lifecycle hook failed.
     #[error("container {container}: {hook} hook {command:?} exited with code {code}")]

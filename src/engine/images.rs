@@ -478,7 +478,7 @@ pub fn execute(
         return Err(EngineError::Pull {
             services: step.services.join(", "),
             image: short(&step.reference),
-            source: error,
+            source: Box::new(error),
         });
     }
     for (reference, job) in &plan.fallback_builds {
@@ -511,7 +511,8 @@ pub fn execute(
             match r {
                 Ok(_) => outcome.built.extend(jobs[i].services.iter().cloned()),
                 Err(source) if first_error.is_none() => {
-                    first_error = Some(EngineError::Build { services: jobs[i].services.join(", "), source });
+                    first_error =
+                        Some(EngineError::Build { services: jobs[i].services.join(", "), source: Box::new(source) });
                 }
                 Err(_) => {}
             }

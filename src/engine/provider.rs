@@ -287,7 +287,7 @@ impl ImageProvider for EngineImages<'_> {
                 Err(
                     damaged @ (crate::image::ImageError::DamagedImage { .. }
                     | crate::image::ImageError::Corrupt { .. }),
-                ) => ImageJobError::Damaged { damaged, source },
+                ) => ImageJobError::Damaged { damaged: Box::new(damaged), source },
                 _ => ImageJobError::Registry(source),
             }
         })?;
