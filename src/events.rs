@@ -73,7 +73,7 @@ impl Event {
     pub fn shown_attributes(&self) -> BTreeMap<&str, &str> {
         self.attributes
             .iter()
-            .filter(|(k, _)| !k.starts_with("com.docker.compose."))
+            .filter(|(k, _)| !k.starts_with(labels::PREFIX))
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect()
     }

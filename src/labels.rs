@@ -2,6 +2,8 @@
 //! engine finds a project's containers, networks and volumes by them, and other tools (and
 //! docker compose itself) read them, so they must not drift between the places that set them.
 
+/// What every compose label starts with (docker compose hides them from event attributes).
+pub const PREFIX: &str = "com.docker.compose.";
 /// `com.docker.compose.project`: the project a container, network or volume belongs to.
 pub const PROJECT: &str = "com.docker.compose.project";
 /// `com.docker.compose.service`.

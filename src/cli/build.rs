@@ -166,7 +166,7 @@ pub fn run_pull(global: &GlobalOptions, args: &PullArgs) -> CliResult<()> {
     }
     let services = services_of(&ctx, &args.services, args.include_deps)?;
     let policy =
-        args.policy.as_deref().map(|p| PullPolicy::parse(Some(p))).transpose().map_err(CliError::msg)?;
+        args.policy.as_deref().map(|p| PullPolicy::parse(Some(p))).transpose().map_err(CliError::from)?;
     let mut images = service_images(&ctx.loaded, &services)?;
     // docker compose's `pull`: `never` and `build` services are skipped, an explicit `missing`
     // pulls only what is absent, everything else is pulled; `--policy` replaces all but the
@@ -272,9 +272,10 @@ pub fn run_push(global: &GlobalOptions, args: &PushArgs) -> CliResult<()> {
             match provider.push(&full, &ctx.progress) {
                 Ok(_) => pushed.push(full),
                 Err(e) if args.ignore_push_failures => {
-                    ctx.progress.warn(&format!("service {name}: push {n}: {e}"));
+                    ctx.progress
+                        .warn(&CliError::context(format_args!("service {name}: push {n}"), e).to_string());
                 }
-                Err(e) => return Err(CliError::msg(format!("service {name}: push {n}: {e}"))),
+                Err(e) => return Err(CliError::context(format_args!("service {name}: push {n}"), e)),
             }
         }
     }

@@ -17,6 +17,12 @@ impl CliError {
         CliError { message: message.into(), code: 1 }
     }
 
+    /// `error` with its cause chain, after `what` (`service web: push web:1: ...`).
+    pub fn context(what: impl fmt::Display, error: impl std::error::Error) -> CliError {
+        let inner = CliError::from(error);
+        CliError { message: format!("{what}: {}", inner.message), code: inner.code }
+    }
+
     /// Ends the command with `code` and prints nothing (the command said all there was).
     pub fn exit(code: u8) -> CliError {
         CliError { message: String::new(), code }

@@ -64,7 +64,7 @@ impl ImageEvents for QuietImages<'_> {
 pub(crate) fn pull_policy(pull: Option<&str>) -> CliResult<Option<PullPolicy>> {
     match pull {
         None | Some("policy") => Ok(None),
-        Some(p) => Ok(Some(PullPolicy::parse(Some(p)).map_err(CliError::msg)?)),
+        Some(p) => Ok(Some(PullPolicy::parse(Some(p)).map_err(CliError::from)?)),
     }
 }
 

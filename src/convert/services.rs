@@ -29,19 +29,30 @@ impl Port {
     }
 }
 
-fn protocol(p: Option<&str>) -> Result<String, String> {
+/// A port a Service cannot carry.
+#[derive(Debug, thiserror::Error)]
+enum PortError {
+    /// Not one of Kubernetes' protocols (lowercased as written).
+    #[error("protocol {0:?} is not tcp, udp or sctp")]
+    Protocol(String),
+    /// Outside 1-65535; `what` says which field.
+    #[error("{what} {number} is not a port number (1-65535)")]
+    Number { what: &'static str, number: u32 },
+}
+
+fn protocol(p: Option<&str>) -> Result<String, PortError> {
     match p.unwrap_or("tcp").to_ascii_lowercase().as_str() {
         "tcp" => Ok("TCP".into()),
         "udp" => Ok("UDP".into()),
         "sctp" => Ok("SCTP".into()),
-        other => Err(format!("protocol {other:?} is not tcp, udp or sctp")),
+        other => Err(PortError::Protocol(other.to_string())),
     }
 }
 
-fn port_number(n: u32, what: &str) -> Result<i32, String> {
+fn port_number(n: u32, what: &'static str) -> Result<i32, PortError> {
     match i32::try_from(n) {
         Ok(p) if (1..=65535).contains(&p) => Ok(p),
-        _ => Err(format!("{what} {n} is not a port number (1-65535)")),
+        _ => Err(PortError::Number { what, number: n }),
     }
 }
 
@@ -51,7 +62,7 @@ pub(crate) fn container_ports(name: &str, s: &ServiceConfig) -> Result<Vec<Port>
     for p in &s.ports {
         let protocol =
             protocol(p.protocol.as_deref()).map_err(|e| service_error(name, format!("ports: {e}")))?;
-        let port = port_number(p.target, "ports: target").map_err(|e| service_error(name, e))?;
+        let port = port_number(p.target, "ports: target").map_err(|e| service_error(name, e.to_string()))?;
         ports.insert(Port { port, protocol, app_protocol: p.app_protocol.clone() });
     }
     for e in &s.expose {
@@ -72,7 +83,7 @@ pub(crate) fn container_ports(name: &str, s: &ServiceConfig) -> Result<Vec<Port>
             return Err(bad());
         }
         for n in lo..=hi {
-            let port = port_number(n, "expose").map_err(|err| service_error(name, err))?;
+            let port = port_number(n, "expose").map_err(|err| service_error(name, err.to_string()))?;
             if !ports.iter().any(|p| p.port == port && p.protocol == protocol) {
                 ports.insert(Port { port, protocol: protocol.clone(), app_protocol: None });
             }
@@ -160,7 +171,7 @@ pub(crate) fn services(
             Some(kind) => {
                 let mut spec_ports = Vec::new();
                 for p in &published {
-                    let protocol = protocol(p.protocol.as_deref()).map_err(|e| service_error(name, e))?;
+                    let protocol = protocol(p.protocol.as_deref()).map_err(|e| service_error(name, e.to_string()))?;
                     let text = p.published.as_deref().unwrap_or_default();
                     let (first, ranged) = match text.split_once('-') {
                         Some((a, _)) => (a, true),
@@ -177,9 +188,9 @@ pub(crate) fn services(
                         service_error(name, format!("ports: published {text:?} is not a port number"))
                     })?;
                     let number =
-                        port_number(number, "ports: published").map_err(|e| service_error(name, e))?;
+                        port_number(number, "ports: published").map_err(|e| service_error(name, e.to_string()))?;
                     let target =
-                        port_number(p.target, "ports: target").map_err(|e| service_error(name, e))?;
+                        port_number(p.target, "ports: target").map_err(|e| service_error(name, e.to_string()))?;
                     let node_port = if kind == "NodePort" {
                         if (30000..=32767).contains(&number) {
                             Some(number)

@@ -2,12 +2,62 @@
 
 use crate::graph::GraphError;
 use crate::image::ImageError;
+use crate::image::build::BuildError;
+use crate::image::registry::RegistryError;
 use crate::netns::NetError;
 use crate::runtime::RuntimeError;
 use crate::state::StateError;
 use crate::volume::VolumeError;
 
 use super::spec::SpecError;
+
+/// A `pull_policy` value berth does not know (the value as written).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid pull_policy {0:?}: expected always, missing, never, build, daily, weekly or every_<duration> (e.g. every_12h)"
+)]
+pub struct BadPullPolicy(pub String);
+
+/// Why one pull, build or push of an [`super::images::ImageProvider`] failed; the cause is kept as its
+/// source, so the CLI's message ends with the whole chain.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageJobError {
+    /// The registry client failed (a bad name or platform, the network, the registry).
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The store holds a damaged copy of the image and pulling it again failed: the damage is
+    /// what the user must hear of, the pull's failure is its cause.
+    #[error("{damaged} (pulling it again failed: {source})")]
+    Damaged {
+        /// What is wrong with the stored image.
+        damaged: Box<ImageError>,
+        /// Why the pull that should have replaced it failed.
+        #[source]
+        source: RegistryError,
+    },
+    /// The builder failed.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// The compose `build:` section cannot become a build here (worded for the user; there
+    /// is no underlying error).
+    #[error("{0}")]
+    Invalid(String),
+    /// The thread running the build panicked.
+    #[error("the build thread panicked")]
+    Panicked,
+}
+
+/// Why a dependency's `depends_on` condition does not hold.
+#[derive(Debug, thiserror::Error)]
+pub enum Unmet {
+    /// Its container never will be where the condition wants it (exited, unhealthy, no
+    /// healthcheck) or the wait timed out: worded for the user.
+    #[error("{0}")]
+    Never(String),
+    /// The dependency's own start failed, or its containers could not be read: that error.
+    #[error(transparent)]
+    Failed(std::sync::Arc<EngineError>),
+}
 
 /// What can go wrong while planning or applying.
 #[derive(Debug, thiserror::Error)]
@@ -97,7 +147,37 @@ pub enum EngineError {
         /// The dependency.
         dependency: String,
         /// Why.
-        reason: String,
+        #[source]
+        reason: Unmet,
+    },
+    /// A service's `pull_policy` is not one berth knows.
+    #[error("service {service}: {source}")]
+    PullPolicy {
+        /// The service.
+        service: String,
+        /// The value refused.
+        #[source]
+        source: BadPullPolicy,
+    },
+    /// Pulling a service's image failed (and it cannot be built instead).
+    #[error("service {services}: pull {image}: {source}")]
+    Pull {
+        /// The services that use the image, comma-separated.
+        services: String,
+        /// The image's short name.
+        image: String,
+        /// The cause.
+        #[source]
+        source: Box<ImageJobError>,
+    },
+    /// Building a service's image failed.
+    #[error("service {services}: build: {source}")]
+    Build {
+        /// The services the build is for, comma-separated.
+        services: String,
+        /// The cause.
+        #[source]
+        source: Box<ImageJobError>,
     },
     /// A lifecycle hook failed.
     #[error("container {container}: {hook} hook {command:?} exited with code {code}")]
@@ -123,6 +203,9 @@ pub enum EngineError {
     /// The user interrupted the command (Ctrl-C during a build).
     #[error("interrupted")]
     Interrupted,
+    /// An error also held by the dependents that waited on its service (reported once).
+    #[error(transparent)]
+    Shared(std::sync::Arc<EngineError>),
     /// Anything else, already worded for the user.
     #[error("{0}")]
     Msg(String),

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::compose::LoadedProject;
@@ -24,7 +24,7 @@ use crate::runtime::status::{ContainerStatus, HealthState, State};
 use crate::runtime::{RuntimeError, new_id};
 use crate::volume::MountRequest;
 
-use super::error::{EngineError, Result};
+use super::error::{EngineError, Result, Unmet};
 use super::hooks::{HookKind, run_hooks};
 use super::host::Host;
 use super::observe::{ProjectContainer, containers_of, is_running};
@@ -63,11 +63,12 @@ pub struct Executor<'a> {
     pub progress: &'a Progress,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum Outcome {
     Pending,
     Ready,
-    Failed(String),
+    /// The service's error, shared by every service that waits on it.
+    Failed(Arc<EngineError>),
 }
 
 /// Where service threads publish how they ended, and wait for each other.
@@ -256,37 +257,44 @@ impl<'a> Executor<'a> {
     fn services(&self, plan: &Plan) -> Vec<EngineError> {
         let outcomes = plan.services.iter().map(|s| (s.name.clone(), Outcome::Pending)).collect();
         let board = Board { outcomes: Mutex::new(outcomes), changed: Condvar::new() };
-        let results: Vec<Result<()>> = std::thread::scope(|scope| {
+        let results: Vec<std::result::Result<(), Arc<EngineError>>> = std::thread::scope(|scope| {
             let handles: Vec<_> = plan
                 .services
                 .iter()
                 .map(|sp| {
                     let board = &board;
                     scope.spawn(move || {
-                        let result = self.service(plan, board, sp);
-                        let outcome = match &result {
-                            Ok(()) => Outcome::Ready,
-                            Err(e) => Outcome::Failed(e.to_string()),
-                        };
-                        board.set(&sp.name, outcome);
-                        result
+                        match self.service(plan, board, sp) {
+                            Ok(()) => {
+                                board.set(&sp.name, Outcome::Ready);
+                                Ok(())
+                            }
+                            Err(e) => {
+                                let e = Arc::new(e);
+                                board.set(&sp.name, Outcome::Failed(e.clone()));
+                                Err(e)
+                            }
+                        }
                     })
                 })
                 .collect();
             handles
                 .into_iter()
                 .map(|h| {
-                    h.join().unwrap_or_else(|_| Err(EngineError::Msg("a service thread panicked".into())))
+                    h.join().unwrap_or_else(|_| Err(Arc::new(EngineError::Msg("a service thread panicked".into()))))
                 })
                 .collect()
         });
         // A dependency's failure is reported by the dependency itself; its dependents' errors
         // would only repeat it.
-        let mut errors: Vec<EngineError> = results.into_iter().filter_map(Result::err).collect();
-        if errors.iter().any(|e| !matches!(e, EngineError::Dependency { .. })) {
-            errors.retain(|e| !matches!(e, EngineError::Dependency { .. }));
+        let mut errors: Vec<Arc<EngineError>> = results.into_iter().filter_map(|r| r.err()).collect();
+        if errors.iter().any(|e| !matches!(**e, EngineError::Dependency { .. })) {
+            errors.retain(|e| !matches!(**e, EngineError::Dependency { .. }));
         }
-        errors
+        // The board and the dependents' errors held the other references: gone now, so each
+        // error is owned again (one still shared stays wrapped).
+        drop(board);
+        errors.into_iter().map(|e| Arc::try_unwrap(e).unwrap_or_else(EngineError::Shared)).collect()
     }
 
     fn service(&self, plan: &Plan, board: &Board, sp: &ServicePlan) -> Result<()> {
@@ -393,7 +401,7 @@ impl<'a> Executor<'a> {
                 EdgeKind::DependsOn { condition, required, .. } => (condition.as_str(), *required),
                 _ => ("service_started", true),
             };
-            let fail = |reason: String| EngineError::Dependency {
+            let fail = |reason: Unmet| EngineError::Dependency {
                 service: name.to_string(),
                 dependency: dep.clone(),
                 reason,
@@ -401,7 +409,8 @@ impl<'a> Executor<'a> {
             match board.wait(&dep) {
                 // Not part of this plan (--no-deps, or a service that is not selected).
                 None => continue,
-                Some(Outcome::Failed(reason)) => {
+                Some(Outcome::Failed(error)) => {
+                    let reason = Unmet::Failed(error);
                     if required {
                         return Err(fail(reason));
                     }
@@ -436,8 +445,8 @@ impl<'a> Executor<'a> {
         project: &str,
         service: &str,
         target: Target,
-    ) -> std::result::Result<(), String> {
-        let containers = self.containers(project).map_err(|e| e.to_string())?;
+    ) -> std::result::Result<(), Unmet> {
+        let containers = self.containers(project).map_err(|e| Unmet::Failed(Arc::new(e)))?;
         for c in containers.iter().filter(|c| c.service == service && !c.oneoff) {
             if target == Target::Healthy {
                 self.progress.event("Container", &c.name, "Waiting", false);
@@ -446,7 +455,7 @@ impl<'a> Executor<'a> {
                 Ok(()) => {}
                 Err(NotReady::Never(reason) | NotReady::TimedOut(reason)) => {
                     self.progress.failed("Container", &c.name, &reason);
-                    return Err(reason);
+                    return Err(Unmet::Never(reason));
                 }
             }
         }
@@ -576,7 +585,7 @@ impl<'a> Executor<'a> {
         project: &str,
         service: &str,
         condition: &str,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), Unmet> {
         let target = match condition {
             "service_healthy" => Target::Healthy,
             "service_completed_successfully" => Target::Completed,

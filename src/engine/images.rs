@@ -15,6 +15,7 @@ use crate::compose::model::BuildConfig;
 use crate::image::Reference;
 use crate::image::events::ImageEvents;
 
+pub use super::error::{BadPullPolicy, ImageJobError};
 use super::error::{EngineError, Result};
 use super::plan::image_reference;
 
@@ -37,7 +38,7 @@ pub enum PullPolicy {
 impl PullPolicy {
     /// Reads a `pull_policy` value (absent means `missing`). Unknown words are refused (the
     /// schema already restricts them; `refresh` alone is compose-go's spelling of `missing`).
-    pub fn parse(value: Option<&str>) -> std::result::Result<PullPolicy, String> {
+    pub fn parse(value: Option<&str>) -> std::result::Result<PullPolicy, BadPullPolicy> {
         let Some(v) = value else { return Ok(PullPolicy::Missing) };
         Ok(match v {
             "always" => PullPolicy::Always,
@@ -48,11 +49,7 @@ impl PullPolicy {
             "weekly" => PullPolicy::Refresh(Duration::from_secs(7 * 24 * 3600)),
             other => match other.strip_prefix("every_").map(parse_every) {
                 Some(Some(d)) => PullPolicy::Refresh(d),
-                _ => {
-                    return Err(format!(
-                        "invalid pull_policy {other:?}: expected always, missing, never, build, daily, weekly or every_<duration> (e.g. every_12h)"
-                    ));
-                }
+                _ => return Err(BadPullPolicy(other.to_string())),
             },
         })
     }
@@ -204,7 +201,7 @@ pub fn service_images(loaded: &LoadedProject, services: &[String]) -> Result<Vec
             })?
             .full();
         let policy = PullPolicy::parse(svc.pull_policy.as_deref())
-            .map_err(|e| EngineError::Msg(format!("service {name}: {e}")))?;
+            .map_err(|source| EngineError::PullPolicy { service: name.clone(), source })?;
         out.push(ServiceImage {
             service: name.clone(),
             reference,
@@ -399,9 +396,9 @@ pub trait ImageProvider: Sync {
         reference: &str,
         platform: Option<&str>,
         events: &dyn ImageEvents,
-    ) -> std::result::Result<String, String>;
+    ) -> std::result::Result<String, ImageJobError>;
     /// Builds a job and gives the result every tag of the job; returns the image id.
-    fn build(&self, job: &BuildJob, events: &dyn ImageEvents) -> std::result::Result<String, String>;
+    fn build(&self, job: &BuildJob, events: &dyn ImageEvents) -> std::result::Result<String, ImageJobError>;
     /// The images a job's Dockerfile reads (`FROM`, `COPY --from=image`), for ordering.
     fn bases(&self, job: &BuildJob) -> Vec<String>;
     /// How many pulls run at once (docker: 3 layer downloads per image; images in parallel).
@@ -415,8 +412,8 @@ pub trait ImageProvider: Sync {
 pub struct ImageOutcome {
     /// Names pulled.
     pub pulled: Vec<String>,
-    /// Pull failures tolerated (service names and message).
-    pub pull_failures: Vec<(Vec<String>, String)>,
+    /// Pull failures tolerated (service names and why).
+    pub pull_failures: Vec<(Vec<String>, ImageJobError)>,
     /// Services built.
     pub built: Vec<String>,
 }
@@ -432,7 +429,7 @@ pub fn execute(
     parallel: usize,
 ) -> Result<ImageOutcome> {
     let outcome = Mutex::new(ImageOutcome::default());
-    let failures: Mutex<Vec<(PullStep, String)>> = Mutex::new(Vec::new());
+    let failures: Mutex<Vec<(PullStep, ImageJobError)>> = Mutex::new(Vec::new());
     let next = Mutex::new(0usize);
     std::thread::scope(|scope| {
         for _ in 0..parallel.max(1).min(plan.pulls.len()) {
@@ -461,28 +458,28 @@ pub fn execute(
     let mut failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
     failures.sort_by(|a, b| a.0.reference.cmp(&b.0.reference));
     let mut jobs: Vec<BuildJob> = plan.builds.clone();
-    for (step, message) in failures {
+    for (step, error) in failures {
         if step.buildable {
             // docker compose: an image that can be built is built when its pull fails.
             events.event(
                 "Image",
                 &short(&step.reference),
-                &format!("Pull failed ({message}); it can be built"),
+                &format!("Pull failed ({error}); it can be built"),
                 true,
             );
-            outcome.pull_failures.push((step.services.clone(), message));
+            outcome.pull_failures.push((step.services.clone(), error));
             continue;
         }
         if ignore_pull_failures {
-            events.failed("Image", &short(&step.reference), &message);
-            outcome.pull_failures.push((step.services.clone(), message));
+            events.failed("Image", &short(&step.reference), &error.to_string());
+            outcome.pull_failures.push((step.services.clone(), error));
             continue;
         }
-        return Err(EngineError::Msg(format!(
-            "service {}: pull {}: {message}",
-            step.services.join(", "),
-            short(&step.reference)
-        )));
+        return Err(EngineError::Pull {
+            services: step.services.join(", "),
+            image: short(&step.reference),
+            source: Box::new(error),
+        });
     }
     for (reference, job) in &plan.fallback_builds {
         if !outcome.pulled.contains(reference) {
@@ -496,7 +493,7 @@ pub fn execute(
         ))
     })?;
     for level in levels {
-        let results: Vec<(usize, std::result::Result<String, String>)> = std::thread::scope(|scope| {
+        let results: Vec<(usize, std::result::Result<String, ImageJobError>)> = std::thread::scope(|scope| {
             let handles: Vec<_> = level
                 .iter()
                 .map(|&i| {
@@ -506,21 +503,22 @@ pub fn execute(
                 .collect();
             handles
                 .into_iter()
-                .map(|(i, h)| (i, h.join().unwrap_or_else(|_| Err("the build thread panicked".to_string()))))
+                .map(|(i, h)| (i, h.join().unwrap_or(Err(ImageJobError::Panicked))))
                 .collect()
         });
         let mut first_error = None;
         for (i, r) in results {
             match r {
                 Ok(_) => outcome.built.extend(jobs[i].services.iter().cloned()),
-                Err(e) if first_error.is_none() => {
-                    first_error = Some(format!("service {}: build: {e}", jobs[i].services.join(", ")));
+                Err(source) if first_error.is_none() => {
+                    first_error =
+                        Some(EngineError::Build { services: jobs[i].services.join(", "), source: Box::new(source) });
                 }
                 Err(_) => {}
             }
         }
         if let Some(e) = first_error {
-            return Err(EngineError::Msg(e));
+            return Err(e);
         }
     }
     Ok(outcome)
@@ -535,6 +533,7 @@ fn short(reference: &str) -> String {
 mod tests {
     use super::*;
     use crate::image::events::NoEvents;
+    use crate::image::registry::RegistryError;
 
     fn img(service: &str, reference: &str, explicit: bool, build: bool, policy: PullPolicy) -> ServiceImage {
         ServiceImage {
@@ -741,11 +740,17 @@ mod tests {
         fn local(&self, _: &str) -> Option<LocalImage> {
             None
         }
-        fn pull(&self, r: &str, _: Option<&str>, _: &dyn ImageEvents) -> std::result::Result<String, String> {
+        fn pull(&self, r: &str, _: Option<&str>, _: &dyn ImageEvents) -> std::result::Result<String, ImageJobError> {
             self.log.lock().unwrap().push(format!("pull {r}"));
-            if self.fail.contains(r) { Err("not found".into()) } else { Ok("sha256:p".into()) }
+            if self.fail.contains(r) {
+                // A failure with a cause below it: the errno must reach the caller.
+                let source = std::io::Error::from_raw_os_error(libc::ENOENT);
+                Err(ImageJobError::Registry(RegistryError::Io { path: "not found".into(), source }))
+            } else {
+                Ok("sha256:p".into())
+            }
         }
-        fn build(&self, job: &BuildJob, _: &dyn ImageEvents) -> std::result::Result<String, String> {
+        fn build(&self, job: &BuildJob, _: &dyn ImageEvents) -> std::result::Result<String, ImageJobError> {
             self.log.lock().unwrap().push(format!("build {}", job.services.join(",")));
             Ok("sha256:b".into())
         }
@@ -773,11 +778,20 @@ mod tests {
         let images = [img("db", "pg", true, false, PullPolicy::Missing)];
         let p = plan_images(&images, &none, &ImageOptions::default(), SystemTime::now());
         let fake = Fake { fail: ["docker.io/library/pg:latest".to_string()].into(), log: Mutex::new(vec![]) };
-        let err = execute(&p, &fake, &NoEvents, false, 3).unwrap_err().to_string();
+        let err = execute(&p, &fake, &NoEvents, false, 3).unwrap_err();
+        let text = err.to_string();
         assert!(
-            err.contains("service db") && err.contains("pg:latest") && err.contains("not found"),
-            "{err}"
+            text.contains("service db") && text.contains("pg:latest") && text.contains("not found"),
+            "{text}"
         );
+        // The cause is kept as a source, not flattened into the text.
+        let mut source = std::error::Error::source(&err);
+        let mut errno = None;
+        while let Some(s) = source {
+            errno = errno.or(s.downcast_ref::<std::io::Error>().and_then(std::io::Error::raw_os_error));
+            source = s.source();
+        }
+        assert_eq!(errno, Some(libc::ENOENT), "{err:?}");
         let out = execute(&p, &fake, &NoEvents, true, 3).unwrap();
         assert_eq!(out.pull_failures.len(), 1);
     }

@@ -11,7 +11,7 @@ use crate::image::registry::{Platform, Registry, RegistryOptions};
 use crate::image::{ImageStore, ResolvedImage};
 
 use super::Engine;
-use super::images::{BuildJob, ImageProvider, LocalImage};
+use super::images::{BuildJob, ImageJobError, ImageProvider, LocalImage};
 
 /// Images from the store, the registry and the builder.
 pub struct EngineImages<'a> {
@@ -50,19 +50,19 @@ impl<'a> EngineImages<'a> {
     }
 
     /// Pushes the store's image `reference` to its registry.
-    pub fn push(&self, reference: &str, events: &dyn ImageEvents) -> Result<String, String> {
-        self.registry.push(&self.store, reference, events).map_err(|e| e.to_string())
+    pub fn push(&self, reference: &str, events: &dyn ImageEvents) -> Result<String, ImageJobError> {
+        Ok(self.registry.push(&self.store, reference, events)?)
     }
 
-    fn request(&self, job: &BuildJob) -> Result<BuildRequest, String> {
+    fn request(&self, job: &BuildJob) -> Result<BuildRequest, ImageJobError> {
         let b = &job.build;
         let context = PathBuf::from(b.context.clone().unwrap_or_else(|| ".".into()));
         let context = if context.is_absolute() { context } else { self.loaded.project_dir.join(context) };
         if b.context.as_deref().is_some_and(is_remote) {
-            return Err(format!(
+            return Err(ImageJobError::Invalid(format!(
                 "build context {}: remote contexts (URLs, git) are not supported",
                 b.context.as_deref().unwrap_or("")
-            ));
+            )));
         }
         if let Some(p) = &job.platform {
             check_platform(p)?;
@@ -88,12 +88,14 @@ impl<'a> EngineImages<'a> {
         for (name, value) in &b.additional_contexts {
             let source = if let Some(service) = value.strip_prefix("service:") {
                 let reference = super::plan::image_reference(self.loaded, service)
-                    .ok_or_else(|| format!("additional context {name}: no service {service}"))?;
+                    .ok_or_else(|| ImageJobError::Invalid(format!("additional context {name}: no service {service}")))?;
                 ContextSource::Image(reference)
             } else if let Some(image) = value.strip_prefix("docker-image://") {
                 ContextSource::Image(image.to_string())
             } else if is_remote(value) {
-                return Err(format!("additional context {name}: {value}: remote contexts are not supported"));
+                return Err(ImageJobError::Invalid(format!(
+                    "additional context {name}: {value}: remote contexts are not supported"
+                )));
             } else {
                 let p = Path::new(value.strip_prefix("oci-layout://").unwrap_or(value));
                 ContextSource::Dir(if p.is_absolute() {
@@ -111,7 +113,9 @@ impl<'a> EngineImages<'a> {
                 .project
                 .secrets
                 .get(&s.source)
-                .ok_or_else(|| format!("build secret {}: no such secret in the project", s.source))?;
+                .ok_or_else(|| {
+                    ImageJobError::Invalid(format!("build secret {}: no such secret in the project", s.source))
+                })?;
             let id = s.target.clone().unwrap_or_else(|| s.source.clone());
             let source = if let Some(f) = &def.file {
                 SecretSource::File(PathBuf::from(f))
@@ -119,10 +123,10 @@ impl<'a> EngineImages<'a> {
                 // The builder reads the variable itself (its value never enters a record).
                 SecretSource::Env(var.clone())
             } else {
-                return Err(format!(
+                return Err(ImageJobError::Invalid(format!(
                     "build secret {}: only file and environment secrets can be used in builds",
                     s.source
-                ));
+                )));
             };
             secrets.insert(id, source);
         }
@@ -158,7 +162,7 @@ impl<'a> EngineImages<'a> {
 fn ssh_of(
     ssh: Option<&serde_json::Value>,
     project_dir: &Path,
-) -> Result<BTreeMap<String, Vec<PathBuf>>, String> {
+) -> Result<BTreeMap<String, Vec<PathBuf>>, ImageJobError> {
     use serde_json::Value;
     let mut specs: Vec<String> = Vec::new();
     match ssh {
@@ -168,7 +172,7 @@ fn ssh_of(
             for v in a {
                 match v {
                     Value::String(s) => specs.push(s.clone()),
-                    other => return Err(format!("build.ssh: invalid entry {other}")),
+                    other => return Err(ImageJobError::Invalid(format!("build.ssh: invalid entry {other}"))),
                 }
             }
         }
@@ -178,16 +182,16 @@ fn ssh_of(
                     Value::Null => specs.push(k.clone()),
                     Value::String(p) if p.is_empty() => specs.push(k.clone()),
                     Value::String(p) => specs.push(format!("{k}={p}")),
-                    other => return Err(format!("build.ssh.{k}: invalid value {other}")),
+                    other => return Err(ImageJobError::Invalid(format!("build.ssh.{k}: invalid value {other}"))),
                 }
             }
         }
-        Some(other) => return Err(format!("build.ssh: invalid value {other}")),
+        Some(other) => return Err(ImageJobError::Invalid(format!("build.ssh: invalid value {other}"))),
     }
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let mut out = BTreeMap::new();
     for s in specs {
-        let (id, paths) = crate::image::build::ssh::parse_spec(&s)?;
+        let (id, paths) = crate::image::build::ssh::parse_spec(&s).map_err(ImageJobError::Invalid)?;
         let paths = paths
             .into_iter()
             .map(|p| match (p.strip_prefix("~"), &home) {
@@ -205,11 +209,13 @@ fn is_remote(s: &str) -> bool {
     s.contains("://") || s.starts_with("git@") || s.ends_with(".git")
 }
 
-fn check_platform(p: &str) -> Result<(), String> {
-    let want = Platform::parse(p).map_err(|e| e.to_string())?;
+fn check_platform(p: &str) -> Result<(), ImageJobError> {
+    let want = Platform::parse(p)?;
     let host = Platform::host();
     if want.os != host.os || want.architecture != host.architecture {
-        return Err(format!("platform {p}: only this host's platform ({host}) can be built"));
+        return Err(ImageJobError::Invalid(format!(
+            "platform {p}: only this host's platform ({host}) can be built"
+        )));
     }
     Ok(())
 }
@@ -272,25 +278,23 @@ impl ImageProvider for EngineImages<'_> {
         reference: &str,
         platform: Option<&str>,
         events: &dyn ImageEvents,
-    ) -> Result<String, String> {
-        let platform = platform.map(Platform::parse).transpose().map_err(|e| e.to_string())?;
-        let pulled = self.registry.pull(&self.store, reference, platform.as_ref(), events).map_err(|e| {
+    ) -> Result<String, ImageJobError> {
+        let platform = platform.map(Platform::parse).transpose()?;
+        let pulled = self.registry.pull(&self.store, reference, platform.as_ref(), events).map_err(|source| {
             // A damaged image reads as missing (`local`), and is pulled; when that fails, the
             // damage is what the user must hear of.
             match self.store.resolve(reference) {
                 Err(
                     damaged @ (crate::image::ImageError::DamagedImage { .. }
                     | crate::image::ImageError::Corrupt { .. }),
-                ) => {
-                    format!("{damaged} (pulling it again failed: {e})")
-                }
-                _ => e.to_string(),
+                ) => ImageJobError::Damaged { damaged: Box::new(damaged), source },
+                _ => ImageJobError::Registry(source),
             }
         })?;
         Ok(pulled.id)
     }
 
-    fn build(&self, job: &BuildJob, events: &dyn ImageEvents) -> Result<String, String> {
+    fn build(&self, job: &BuildJob, events: &dyn ImageEvents) -> Result<String, ImageJobError> {
         let request = self.request(job)?;
         let events = &ServiceEvents { inner: events, services: job.services.join(",") };
         let base = PullingBase { provider: self, events };
@@ -300,7 +304,7 @@ impl ImageProvider for EngineImages<'_> {
         if let Some(flag) = self.cancel {
             builder = builder.with_cancel(flag);
         }
-        let built = builder.build(&request).map_err(|e| e.to_string())?;
+        let built = builder.build(&request)?;
         Ok(built.id)
     }
 

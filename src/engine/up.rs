@@ -227,7 +227,7 @@ mod tests {
 
     use super::*;
     use crate::engine::fake::{Fake, load, quiet, running};
-    use crate::engine::images::{BuildJob, LocalImage};
+    use crate::engine::images::{BuildJob, ImageJobError, LocalImage};
     use crate::runtime::status::State;
 
     const STACK: &str = "services:
@@ -258,16 +258,20 @@ mod tests {
         fn local(&self, reference: &str) -> Option<LocalImage> {
             reference.contains("/x:").then(|| LocalImage { id: "sha256:x".into(), tagged_at: None })
         }
-        fn pull(&self, r: &str, _: Option<&str>, _: &dyn ImageEvents) -> std::result::Result<String, String> {
+        fn pull(&self, r: &str, _: Option<&str>, _: &dyn ImageEvents) -> std::result::Result<String, ImageJobError> {
             self.calls.lock().unwrap().push(format!("pull {r}"));
-            Err("no registry here".into())
+            Err(ImageJobError::Invalid("no registry here".into()))
         }
-        fn build(&self, job: &BuildJob, _: &dyn ImageEvents) -> std::result::Result<String, String> {
+        fn build(&self, job: &BuildJob, _: &dyn ImageEvents) -> std::result::Result<String, ImageJobError> {
             self.calls.lock().unwrap().push(format!("build {}", job.services.join(",")));
             if let Some(flag) = self.cancel {
                 flag.store(true, Ordering::SeqCst);
             }
-            if self.fail_build { Err("step 2 failed".into()) } else { Ok("sha256:app".into()) }
+            if self.fail_build {
+                Err(ImageJobError::Invalid("step 2 failed".into()))
+            } else {
+                Ok("sha256:app".into())
+            }
         }
         fn bases(&self, _: &BuildJob) -> Vec<String> {
             vec![]

@@ -63,21 +63,47 @@ const JOINED: [(&str, CloneFlags); 6] = [
     ("mnt", CloneFlags::CLONE_NEWNS),
 ];
 
+/// Why joining a container failed; keeps the errno.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum JoinError {
+    /// Its namespace files could not be opened: the process ended.
+    #[error("container process {pid} is gone: {source}")]
+    Gone {
+        /// The container's first process.
+        pid: i32,
+        /// The failed open.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Its cgroup could not be joined.
+    #[error(transparent)]
+    Cgroup(#[from] super::cgroups::CgroupError),
+    /// `setns` into one of its namespaces failed.
+    #[error("join {namespace} namespace: {source}")]
+    Setns {
+        /// The namespace (`net`, `pid`, ...).
+        namespace: &'static str,
+        /// The failed call.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Joins container `id`, whose first process is `pid`: opens all its namespace files first
 /// (once in its mount namespace, the host's `/proc/PID` is out of sight), joins its cgroup,
 /// then enters each namespace of [`JOINED`]. The pid namespace applies to children only: the
 /// caller forks next. An error says which step failed.
-pub(crate) fn join_container(sys: &dyn Syscall, id: &str, pid: i32) -> Result<(), String> {
+pub(crate) fn join_container(sys: &dyn Syscall, id: &str, pid: i32) -> Result<(), JoinError> {
     let mut namespaces = Vec::new();
     for (name, flag) in JOINED {
         match sys.open_namespace(Path::new(&format!("/proc/{pid}/ns/{name}"))) {
             Ok(fd) => namespaces.push((name, flag, fd)),
-            Err(e) => return Err(format!("container process {pid} is gone: {e}")),
+            Err(source) => return Err(JoinError::Gone { pid, source }),
         }
     }
-    Cgroup::for_container(id).join_self(sys).map_err(|e| e.to_string())?;
+    Cgroup::for_container(id).join_self(sys)?;
     for (name, flag, fd) in &namespaces {
-        sys.setns(fd.as_fd(), *flag).map_err(|e| format!("join {name} namespace: {e}"))?;
+        sys.setns(fd.as_fd(), *flag).map_err(|source| JoinError::Setns { namespace: name, source })?;
     }
     Ok(())
 }
@@ -104,7 +130,7 @@ pub(crate) fn join_and_exec(
         let _ = (dup2_stdin(i), dup2_stdout(o), dup2_stderr(e));
     }
     if let Err(e) = join_container(&Linux, &spec.id, pid) {
-        fail(&e);
+        fail(&e.to_string());
     }
     // SAFETY: single-threaded.
     match unsafe { fork() } {
@@ -217,11 +243,15 @@ mod tests {
         let sys =
             Recorder { fail_on: Some(("open /proc/42/ns/net".into(), libc::ENOENT)), ..Recorder::default() };
         let e = join_container(&sys, "c1", 42).unwrap_err();
-        assert!(e.starts_with("container process 42 is gone"), "{e}");
+        assert!(matches!(&e, JoinError::Gone { pid: 42, source } if source.raw_os_error() == Some(libc::ENOENT)));
+        assert!(e.to_string().starts_with("container process 42 is gone"), "{e}");
         assert!(sys.calls_starting("setns").is_empty());
         let sys = Recorder { fail_on: Some(("CLONE_NEWPID".into(), libc::EPERM)), ..Recorder::default() };
         let e = join_container(&sys, "c1", 42).unwrap_err();
-        assert!(e.starts_with("join pid namespace"), "{e}");
+        assert!(
+            matches!(&e, JoinError::Setns { namespace: "pid", source } if source.raw_os_error() == Some(libc::EPERM))
+        );
+        assert!(e.to_string().starts_with("join pid namespace"), "{e}");
         assert_eq!(sys.calls_starting("setns").len(), 4);
     }
 }

@@ -11,18 +11,33 @@ use std::path::{Path, PathBuf};
 use serde_json::Value as Json;
 
 use crate::compose::model::ServiceConfig;
-use crate::image::build::dockerignore::{self, Ignore};
+use crate::image::build::dockerignore::{self, Ignore, IgnoreError};
 
 /// A `develop.watch` rule that cannot be used.
 #[derive(Debug, thiserror::Error)]
-#[error("service {service:?}: develop.watch[{index}]: {message}")]
+#[error("service {service:?}: develop.watch[{index}]: {problem}")]
 pub struct WatchError {
     /// The service.
     pub service: String,
     /// The rule's position.
     pub index: usize,
     /// What is wrong.
-    pub message: String,
+    #[source]
+    pub problem: RuleProblem,
+}
+
+/// What is wrong with a `develop.watch` rule.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleProblem {
+    /// A value is missing or not one berth knows (worded for the user).
+    #[error("{0}")]
+    Invalid(String),
+    /// `exec.command` is a string the shell would not split.
+    #[error("exec.command: {0}")]
+    Command(#[source] shell_words::ParseError),
+    /// An `ignore`/`include` pattern, or the build context's `.dockerignore`, cannot be used.
+    #[error(transparent)]
+    Ignore(#[from] IgnoreError),
 }
 
 /// What a rule does when a file under its path changes.
@@ -138,12 +153,13 @@ pub fn service_watch(
     let Some(rules) = config.develop.as_ref().and_then(|d| d.get("watch")).and_then(Json::as_array) else {
         return Ok(None);
     };
-    let err = |index: usize, message: String| WatchError { service: service.to_string(), index, message };
+    let err = |index: usize, problem: RuleProblem| WatchError { service: service.to_string(), index, problem };
+    let invalid = |index: usize, message: String| err(index, RuleProblem::Invalid(message));
     let context = match &config.build {
         Some(b) if !b.context.as_deref().unwrap_or(".").contains("://") => {
             let dir = project_dir.join(b.context.as_deref().unwrap_or("."));
             let dockerfile = dir.join(b.dockerfile.as_deref().unwrap_or("Dockerfile"));
-            let ignore = dockerignore::load_for(&dir, &dockerfile).map_err(|e| err(0, e.to_string()))?;
+            let ignore = dockerignore::load_for(&dir, &dockerfile).map_err(|e| err(0, e.into()))?;
             Some((dir, ignore))
         }
         _ => None,
@@ -151,30 +167,30 @@ pub fn service_watch(
     let mut out = Vec::new();
     for (i, r) in rules.iter().enumerate() {
         let action = r.get("action").and_then(Json::as_str).unwrap_or_default();
-        let action = Action::parse(action).ok_or_else(|| err(i, format!("unknown action {action:?}")))?;
-        let path = r.get("path").and_then(Json::as_str).ok_or_else(|| err(i, "no path".into()))?;
+        let action = Action::parse(action).ok_or_else(|| invalid(i, format!("unknown action {action:?}")))?;
+        let path = r.get("path").and_then(Json::as_str).ok_or_else(|| invalid(i, "no path".into()))?;
         let path = crate::compose::paths::clean(&project_dir.join(path));
         let target = r
             .get("target")
             .and_then(Json::as_str)
             .map(|t| if t.starts_with('/') { t.to_string() } else { format!("/{t}") });
         if action.syncs() && target.is_none() {
-            return Err(err(i, format!("action {:?} needs a target", action_name(action))));
+            return Err(invalid(i, format!("action {:?} needs a target", action_name(action))));
         }
         if action == Action::Rebuild && config.build.is_none() {
-            return Err(err(i, "action \"rebuild\" needs a build section".into()));
+            return Err(invalid(i, "action \"rebuild\" needs a build section".into()));
         }
-        let ignore = Ignore::from_patterns(strings(r.get("ignore"))).map_err(|e| err(i, e.to_string()))?;
+        let ignore = Ignore::from_patterns(strings(r.get("ignore"))).map_err(|e| err(i, e.into()))?;
         let include = strings(r.get("include"));
         let include = if include.is_empty() {
             None
         } else {
-            Some(Ignore::from_patterns(include).map_err(|e| err(i, e.to_string()))?)
+            Some(Ignore::from_patterns(include).map_err(|e| err(i, e.into()))?)
         };
         let exec = match r.get("exec") {
-            Some(e) if action == Action::SyncExec => Some(exec_hook(e).map_err(|m| err(i, m))?),
+            Some(e) if action == Action::SyncExec => Some(exec_hook(e).map_err(|p| err(i, p))?),
             None if action == Action::SyncExec => {
-                return Err(err(i, "action \"sync+exec\" needs exec".into()));
+                return Err(invalid(i, "action \"sync+exec\" needs exec".into()));
             }
             _ => None,
         };
@@ -201,14 +217,14 @@ fn action_name(a: Action) -> &'static str {
     }
 }
 
-fn exec_hook(e: &Json) -> Result<ExecHook, String> {
+fn exec_hook(e: &Json) -> Result<ExecHook, RuleProblem> {
     let command = match e.get("command") {
-        Some(Json::String(s)) => shell_words::split(s).map_err(|x| format!("exec.command: {x}"))?,
+        Some(Json::String(s)) => shell_words::split(s).map_err(RuleProblem::Command)?,
         Some(Json::Array(_)) => strings(e.get("command")),
-        _ => return Err("exec needs a command".into()),
+        _ => return Err(RuleProblem::Invalid("exec needs a command".into())),
     };
     if command.is_empty() {
-        return Err("exec.command is empty".into());
+        return Err(RuleProblem::Invalid("exec.command is empty".into()));
     }
     let environment = match e.get("environment") {
         Some(Json::Object(m)) => m

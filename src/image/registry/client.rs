@@ -508,7 +508,7 @@ impl Client {
                 RegistryError::Unreachable { registry: realm.clone(), message: e.to_string() }
             })?;
         let v: Value = serde_json::from_slice(&body)
-            .map_err(|e| RegistryError::Invalid { what: what.clone(), message: e.to_string() })?;
+            .map_err(|source| RegistryError::Malformed { what: what.clone(), source })?;
         let value = v["token"]
             .as_str()
             .or(v["access_token"].as_str())

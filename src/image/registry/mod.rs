@@ -91,6 +91,20 @@ pub(crate) fn for_each_bounded<T: Sync>(
     }
 }
 
+/// Why a downloaded layer could not be unpacked.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    /// Its compression could not be read.
+    #[error(transparent)]
+    Decompress(std::io::Error),
+    /// Its tar stream could not be unpacked.
+    #[error(transparent)]
+    Unpack(#[from] super::unpack::UnpackError),
+    /// The unpacking thread panicked.
+    #[error("the unpack thread panicked")]
+    Panicked,
+}
+
 /// Failures of registry work. Each message names the image or registry concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -182,6 +196,24 @@ pub enum RegistryError {
         what: String,
         /// What is wrong.
         message: String,
+    },
+    /// A manifest, index or token answer that is not the JSON it should be.
+    #[error("{what}: {source}")]
+    Malformed {
+        /// The image, blob or registry answer.
+        what: String,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A layer that could not be unpacked.
+    #[error("{what}: {source}")]
+    Layer {
+        /// The image and layer.
+        what: String,
+        /// Why.
+        #[source]
+        source: LayerError,
     },
     /// The local store failed.
     #[error(transparent)]

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use ureq::http::StatusCode;
 
 use super::client::{Client, body_error, status_error};
-use super::{Platform, PulledImage, Registry, RegistryError};
+use super::{LayerError, Platform, PulledImage, Registry, RegistryError};
 use crate::image::events::ImageEvents;
 use crate::image::{ImageStore, Reference, chain_ids, digest_of, unpack};
 use crate::state::Lock;
@@ -110,7 +110,7 @@ pub(crate) fn get_manifest(
         });
     }
     let doc: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| RegistryError::Invalid { what: format!("{name} manifest"), message: e.to_string() })?;
+        .map_err(|source| RegistryError::Malformed { what: format!("{name} manifest"), source })?;
     let media_type = doc["mediaType"]
         .as_str()
         .map(str::to_string)
@@ -256,7 +256,7 @@ const READ: usize = 128 * 1024;
 struct Unpacker {
     tx: Option<SyncSender<(Vec<u8>, usize)>>,
     spent: std::sync::mpsc::Receiver<Vec<u8>>,
-    handle: std::thread::JoinHandle<Result<String, String>>,
+    handle: std::thread::JoinHandle<Result<String, LayerError>>,
     dir: PathBuf,
 }
 
@@ -271,8 +271,8 @@ impl Unpacker {
         let target = dir.clone();
         let handle = std::thread::spawn(move || {
             let reader = unpack::ChunkReader::new(rx, Some(back));
-            let (_, plain) = unpack::decompressed_buffered(reader).map_err(|e| e.to_string())?;
-            unpack::unpack(plain, &target).map_err(|e| e.to_string())
+            let (_, plain) = unpack::decompressed_buffered(reader).map_err(LayerError::Decompress)?;
+            Ok(unpack::unpack(plain, &target)?)
         });
         Ok(Unpacker { tx: Some(tx), spent, handle, dir })
     }
@@ -293,9 +293,9 @@ impl Unpacker {
     }
 
     /// Ends the stream; the diff id, or why the layer could not be unpacked.
-    fn finish(mut self) -> Result<String, String> {
+    fn finish(mut self) -> Result<String, LayerError> {
         self.tx = None;
-        self.handle.join().unwrap_or_else(|_| Err("the unpack thread panicked".into()))
+        self.handle.join().unwrap_or(Err(LayerError::Panicked))
     }
 
     /// Stops and removes what was unpacked.
@@ -498,11 +498,11 @@ fn finish_unpack(
     let verified_blob = done_dir.with_extension("");
     let diff_id = match u.finish() {
         Ok(d) => d,
-        Err(message) => {
+        Err(source) => {
             let _ = fs::remove_dir_all(tmp);
             let _ = fs::remove_file(&verified_blob);
             events.failed("Layer", name, "Extraction failed");
-            return Err(RegistryError::Invalid { what: what.to_string(), message });
+            return Err(RegistryError::Layer { what: what.to_string(), source });
         }
     };
     if diff_id != job.diff_id {
