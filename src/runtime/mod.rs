@@ -680,6 +680,7 @@ impl Runtime {
             Err(StateError::Json { source, .. }) => {
                 match self.request(id, &Request::Status, Duration::from_secs(5)) {
                     Ok(answer) => {
+                        crate::state::report_repair(&path, "written anew from its shim's answer");
                         let _ = write_json_unsynced(&path, &answer.status);
                         answer.status
                     }
@@ -853,7 +854,12 @@ impl Runtime {
         cgroup.destroy(&Linux).map_err(RuntimeError::Cgroup)?;
         let path = self.dirs.container(id).join("status.json");
         // A damaged status record is written anew.
-        let mut st: ContainerStatus = read_json(&path).unwrap_or_default();
+        let mut st: ContainerStatus = read_json(&path).unwrap_or_else(|e| {
+            if matches!(e, StateError::Json { .. }) {
+                crate::state::report_repair(&path, "its shim is gone; written anew as exited");
+            }
+            ContainerStatus::default()
+        });
         st.state = State::Exited;
         st.pid = 0;
         st.shim_pid = 0;
