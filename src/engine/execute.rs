@@ -3,8 +3,9 @@
 //! made at once, and each service starts the moment its dependencies' conditions hold —
 //! `service_started`, `service_healthy`, `service_completed_successfully` — so that a chain
 //! is created side by side and independent branches come up side by side; a service made
-//! from another's container, `network_mode`/`ipc`/`pid: service:X` or `volumes_from`, is
-//! created only once that one has started), or dependents first (`down`, `stop`). Then what the plan removes (networks, volumes,
+//! from another's container, `network_mode`/`ipc`/`pid: service:X` or `volumes_from`, or one
+//! mounting a volume `subpath`, is created only once its dependencies have started), or
+//! dependents first (`down`, `stop`). Then what the plan removes (networks, volumes,
 //! images). The executor decides nothing: every choice is in the plan. Each operation
 //! (create, start, stop, remove, the readiness check) is written once, here.
 
