@@ -32,7 +32,11 @@ macro_rules! internal {
     };
 }
 
-internal!(compose, convert, engine, events, graph, image, labels, netns, runtime, state, volume, watch);
+internal!(compose, engine, events, graph, image, labels, netns, runtime, state, volume, watch);
+// Kubernetes manifests (`berth convert`): the `kubernetes` feature, on by default. The fuzz
+// targets build without it, which spares them compiling k8s-openapi's generated API types.
+#[cfg(feature = "kubernetes")]
+internal!(convert);
 
 // The command line is a user of the library, not part of its API: the binary's only way in
 // is `run_cli`. It stays in this crate (not the binary's) because it needs the internals, and

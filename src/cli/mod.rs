@@ -5,6 +5,7 @@ mod attach;
 mod build;
 mod completion;
 mod config;
+#[cfg(feature = "kubernetes")]
 mod convert;
 mod cp;
 mod down;
@@ -222,6 +223,7 @@ pub enum Command {
     /// Parse, resolve and render the compose file in canonical format
     Config(config::ConfigArgs),
     /// Convert the project to Kubernetes manifests (report of what cannot be converted on stderr)
+    #[cfg(feature = "kubernetes")]
     Convert(convert::ConvertArgs),
     /// Show the dependency graph of services, networks and volumes (start order by levels)
     Graph(graph::GraphArgs),
@@ -479,22 +481,23 @@ pub fn run() -> ExitCode {
     }
     cli.global.init_logging();
     // Every command that reads or changes the store makes (or closes) berth's folders first.
-    let stateless = matches!(
-        cli.command,
+    let stateless = match cli.command {
+        #[cfg(feature = "kubernetes")]
+        Command::Convert(_) => true,
         Command::Config(_)
-            | Command::Convert(_)
-            | Command::Graph(_)
-            | Command::Login(_)
-            | Command::Logout(_)
-            // Started by berth itself, after the command that started them made the folders.
-            | Command::Shim { .. }
-            | Command::Join(_)
-            | Command::Dns(_)
-            | Command::Version(_)
-            | Command::Completion(_)
-            | Command::Man(_)
-            | Command::CopyHelper(_)
-    );
+        | Command::Graph(_)
+        | Command::Login(_)
+        | Command::Logout(_)
+        // Started by berth itself, after the command that started them made the folders.
+        | Command::Shim { .. }
+        | Command::Join(_)
+        | Command::Dns(_)
+        | Command::Version(_)
+        | Command::Completion(_)
+        | Command::Man(_)
+        | Command::CopyHelper(_) => true,
+        _ => false,
+    };
     if !stateless && let Err(e) = cli.global.dirs().secure() {
         return exit(Err(e.into()));
     }
@@ -509,6 +512,7 @@ pub fn run() -> ExitCode {
         Command::Start(args) => down::run_start(&cli.global, args),
         Command::Stop(args) => down::run_stop(&cli.global, args),
         Command::Config(args) => config::run(&cli.global, args),
+        #[cfg(feature = "kubernetes")]
         Command::Convert(args) => convert::run(&cli.global, args),
         Command::Graph(args) => graph::run(&cli.global, args),
         Command::Image(args) => image::run(&cli.global, args),
