@@ -258,10 +258,21 @@ impl<'a> Executor<'a> {
     fn services(&self, plan: &Plan) -> Vec<EngineError> {
         let outcomes = plan.services.iter().map(|s| (s.name.clone(), Outcome::Pending)).collect();
         let board = Board { outcomes: Mutex::new(outcomes), changed: Condvar::new() };
-        let results: Vec<std::result::Result<(), Arc<EngineError>>> = std::thread::scope(|scope| {
+        // Services with nothing to do are done here, before the others' threads start.
+        let mut settled: Vec<std::result::Result<(), Arc<EngineError>>> = Vec::new();
+        for sp in plan.services.iter().filter(|sp| self.settled(plan, sp)) {
+            let result = sp.actions.iter().try_for_each(|action| self.action(plan, sp, action)).map_err(Arc::new);
+            board.set(&sp.name, match &result {
+                Ok(()) => Outcome::Ready,
+                Err(e) => Outcome::Failed(e.clone()),
+            });
+            settled.push(result);
+        }
+        let mut results: Vec<std::result::Result<(), Arc<EngineError>>> = std::thread::scope(|scope| {
             let handles: Vec<_> = plan
                 .services
                 .iter()
+                .filter(|sp| !self.settled(plan, sp))
                 .map(|sp| {
                     let board = &board;
                     scope.spawn(move || {
@@ -286,6 +297,7 @@ impl<'a> Executor<'a> {
                 })
                 .collect()
         });
+        results.extend(settled);
         // A dependency's failure is reported by the dependency itself; its dependents' errors
         // would only repeat it.
         let mut errors: Vec<Arc<EngineError>> = results.into_iter().filter_map(|r| r.err()).collect();
@@ -296,6 +308,18 @@ impl<'a> Executor<'a> {
         // error is owned again (one still shared stays wrapped).
         drop(board);
         errors.into_iter().map(|e| Arc::try_unwrap(e).unwrap_or_else(EngineError::Shared)).collect()
+    }
+
+    /// Whether service `sp` only keeps containers that run and waits for no other service
+    /// (`up`): it is done at once, on the calling thread. A thread per service costs a
+    /// clone, a 2 MiB stack mapping and a join: for a 50-service `up` with nothing to do,
+    /// most of what is left once the records are read.
+    fn settled(&self, plan: &Plan, sp: &ServicePlan) -> bool {
+        plan.order == Order::DependenciesFirst
+            && sp.actions.iter().all(|a| matches!(a, ContainerAction::Keep { .. }))
+            && self.graph.is_none_or(|g| {
+                !g.direct_dependencies(&sp.name).iter().any(|(node, _)| matches!(node, GraphNode::Service(_)))
+            })
     }
 
     fn service(&self, plan: &Plan, board: &Board, sp: &ServicePlan) -> Result<()> {
