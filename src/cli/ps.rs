@@ -1,7 +1,7 @@
 //! `berth ps`: the project's containers, as docker compose lists them: its table, its JSON
 //! (one object per line, the fields and types of docker compose v2.21+), or a Go template.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
@@ -13,7 +13,7 @@ use super::project::{self, Target};
 use super::template::FormatSpec;
 use super::{CliError, CliResult, GlobalOptions};
 use crate::engine::observe::ProjectContainer;
-use crate::engine::query::{self, Listed, Selection, States};
+use crate::engine::query::{self, Selection, States};
 use crate::netns::record::ModeRecord;
 use crate::runtime::spec::MountKind;
 use crate::runtime::status::{ContainerStatus, HealthState, State};
@@ -135,17 +135,20 @@ fn status_text(st: &ContainerStatus) -> String {
     }
 }
 
-/// Reads what `ps` shows of container `c`; `size`: count its writable layer's bytes.
+/// Reads what `ps` shows of container `c` (`size`: count its writable layer's bytes), and
+/// whether both its record files were read whole.
 fn summary(
     target: &Target,
     images: &BTreeMap<String, String>,
     c: &ProjectContainer,
     st: &ContainerStatus,
     size: bool,
-) -> Summary {
+) -> (Summary, bool) {
     let engine = &target.engine;
     let host = engine.host();
     let spec = host.containers.spec(&c.id).ok();
+    // Its record was read to list it, and now its spec: both whole when that parsed.
+    let whole = spec.is_some();
     let image = target
         .loaded
         .as_ref()
@@ -188,7 +191,7 @@ fn summary(
     }
     let running = matches!(st.state, State::Running);
     let ended = matches!(st.state, State::Exited | State::Dead);
-    Summary {
+    let row = Summary {
         id: c.id.clone(),
         name: c.name.clone(),
         image,
@@ -211,7 +214,8 @@ fn summary(
         local_volumes,
         networks,
         size_rw: size.then(|| engine.size_rw(&c.id)),
-    }
+    };
+    (row, whole)
 }
 
 /// `s` cut to `max` characters, the last one an ellipsis (docker's `Ellipsis`).
@@ -463,22 +467,30 @@ pub fn run(global: &GlobalOptions, args: &PsArgs) -> CliResult<()> {
         FormatSpec::Template { text, .. } => text.contains(".Size"),
         FormatSpec::Table => false,
     };
-    let mut rows = Vec::new();
-    for Listed { container: c, status } in
-        query::select(target.engine.host().containers, &target.name, &selection)?
-    {
-        if !declared(&c.service) {
+    let mut listed = Vec::new();
+    for l in query::select(target.engine.host().containers, &target.name, &selection)? {
+        if !declared(&l.container.service) {
             continue;
         }
         if let Some(src) = &source
-            && !source_keeps(&target, &c.service, src)?
+            && !source_keeps(&target, &l.container.service, src)?
         {
             continue;
         }
-        rows.push(summary(&target, &images, &c, &status, size));
+        listed.push(l);
+    }
+    let mut whole = BTreeSet::new();
+    let mut rows = Vec::new();
+    for (row, read_whole) in
+        crate::state::parallel_map(&listed, |l| summary(&target, &images, &l.container, &l.status, size))
+    {
+        if read_whole {
+            whole.insert(row.id.clone());
+        }
+        rows.push(row);
     }
     rows.sort_by(|a, b| a.name.cmp(&b.name));
-    warn_damaged(global, &target);
+    warn_damaged(global, &target, &whole);
     if args.quiet {
         for r in &rows {
             outln!("{}", r.id)?;
@@ -503,8 +515,10 @@ pub fn run(global: &GlobalOptions, args: &PsArgs) -> CliResult<()> {
 /// One warning line on stderr for each container record of the project (or of no project
 /// that can be told) that cannot be read, naming the file: such a container is not listed,
 /// and the next `up` or `down` removes it (see `engine::observe::reconcile`).
-fn warn_damaged(global: &GlobalOptions, target: &Target) {
-    let Ok(damaged) = target.engine.host().containers.find_damaged() else { return };
+/// Warns of the project's damaged containers; those in `whole` were just read whole and are
+/// not read again.
+fn warn_damaged(global: &GlobalOptions, target: &Target, whole: &BTreeSet<String>) {
+    let Ok(damaged) = target.engine.host().containers.find_damaged_except(whole) else { return };
     let progress = project::progress(global);
     for d in damaged {
         let whose = d.labels.as_ref().and_then(|l| l.get(crate::labels::PROJECT));

@@ -4,7 +4,7 @@
 //! (`engine::fake`) that record every call, so that planning and executing are tested
 //! without root.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -61,6 +61,11 @@ pub trait ContainerHost: Sync {
     /// first (for queries, which change nothing).
     fn find_damaged(&self) -> Result<Vec<DamagedContainer>, RuntimeError> {
         self.damaged()
+    }
+    /// As [`ContainerHost::find_damaged`], leaving out the containers in `whole`, whose
+    /// records the caller has just read whole (a real host does not read them again).
+    fn find_damaged_except(&self, whole: &BTreeSet<String>) -> Result<Vec<DamagedContainer>, RuntimeError> {
+        Ok(self.find_damaged()?.into_iter().filter(|d| !whole.contains(&d.id)).collect())
     }
     /// Takes away processes and cgroups that belong to no container with a folder (see
     /// `Runtime::sweep_unrecorded`); what went, to report.
@@ -197,10 +202,8 @@ impl Host<'_> {
 impl ContainerHost for Runtime {
     fn records(&self) -> Result<Vec<ContainerRecord>, RuntimeError> {
         let ids = self.list()?;
-        Ok(ids
-            .iter()
-            .filter_map(|id| read_json(&self.dirs().container(id).join("record.json")).ok())
-            .collect())
+        let read = crate::state::parallel_map(&ids, |id| read_json(&self.dirs().container(id).join("record.json")).ok());
+        Ok(read.into_iter().flatten().collect())
     }
     fn status(&self, id: &str) -> ContainerStatus {
         Runtime::status(self, id)
@@ -241,6 +244,9 @@ impl ContainerHost for Runtime {
     }
     fn find_damaged(&self) -> Result<Vec<DamagedContainer>, RuntimeError> {
         Runtime::find_damaged(self)
+    }
+    fn find_damaged_except(&self, whole: &BTreeSet<String>) -> Result<Vec<DamagedContainer>, RuntimeError> {
+        Runtime::find_damaged_except(self, whole)
     }
     fn sweep_unrecorded(&self) -> Vec<String> {
         Runtime::sweep_unrecorded(self)

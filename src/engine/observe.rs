@@ -104,7 +104,8 @@ impl Observed {
 /// asks about. Nothing is changed.
 pub fn observe(host: &Host<'_>, project: &str, scope: &Scope) -> Result<Observed> {
     let containers = containers_of(host.containers, project)?;
-    let status = containers.iter().map(|c| (c.id.clone(), host.containers.status(&c.id))).collect();
+    let status =
+        crate::state::parallel_map(&containers, |c| (c.id.clone(), host.containers.status(&c.id))).into_iter().collect();
     let mut out = Observed { containers, status, ..Observed::default() };
     for name in &scope.networks {
         if host.networks.exists(name).map_err(EngineError::net(format!("network {name}")))? {
@@ -116,7 +117,13 @@ pub fn observe(host: &Host<'_>, project: &str, scope: &Scope) -> Result<Observed
             out.volumes.insert(name.clone());
         }
     }
+    // Services often share an image: each is resolved once (a resolve reads the store's
+    // index, the manifest and the config, and lists the layers).
+    let mut seen = std::collections::BTreeSet::new();
     for reference in &scope.images {
+        if !seen.insert(reference.as_str()) {
+            continue;
+        }
         match host.images.resolve(reference) {
             Ok(image) => {
                 out.images.insert(reference.clone(), image);
@@ -367,6 +374,17 @@ mod tests {
             file: format!("/fake/{id}/spec.json").into(),
             reason: "EOF while parsing".into(),
         }
+    }
+
+    #[test]
+    fn an_image_that_services_share_is_resolved_once() {
+        let (_dir, loaded, graph) = load(YAML);
+        let fake = Fake::with_images(&["img"]);
+        let scope = crate::engine::plan::up_scope(&loaded, &graph, &crate::engine::UpOptions::default()).unwrap();
+        assert_eq!(scope.images.len(), 2, "one per service: {:?}", scope.images);
+        let observed = observe(&fake.host(), "p", &scope).unwrap();
+        assert_eq!(observed.images.len(), 1);
+        assert_eq!(fake.resolves(), 1);
     }
 
     #[test]

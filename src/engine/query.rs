@@ -76,22 +76,23 @@ pub fn select(host: &dyn ContainerHost, project: &str, sel: &Selection) -> Resul
     let named = |s: &String| sel.services.is_empty() || sel.services.contains(s);
     let quiet = |s: &String| sel.services.is_empty() && sel.quiet.contains(s);
     let orphan = |s: &String| sel.services.is_empty() && sel.defined.as_ref().is_some_and(|d| !d.contains(s));
-    let mut out = Vec::new();
-    for c in containers_of(host, project)? {
-        if (c.oneoff && !sel.oneoffs)
-            || !named(&c.service)
-            || quiet(&c.service)
-            || orphan(&c.service)
-            || (sel.index != 0 && c.number != sel.index)
-        {
-            continue;
-        }
-        let status = host.status(&c.id);
-        if sel.states.keeps(&status) {
-            out.push(Listed { container: c, status });
-        }
-    }
-    Ok(out)
+    let chosen: Vec<ProjectContainer> = containers_of(host, project)?
+        .into_iter()
+        .filter(|c| {
+            !((c.oneoff && !sel.oneoffs)
+                || !named(&c.service)
+                || quiet(&c.service)
+                || orphan(&c.service)
+                || (sel.index != 0 && c.number != sel.index))
+        })
+        .collect();
+    let statuses = crate::state::parallel_map(&chosen, |c| host.status(&c.id));
+    Ok(chosen
+        .into_iter()
+        .zip(statuses)
+        .filter(|(_, status)| sel.states.keeps(status))
+        .map(|(container, status)| Listed { container, status })
+        .collect())
 }
 
 /// The services that have containers in `project` (one-offs too): what a project known only

@@ -1150,8 +1150,17 @@ impl Runtime {
 
     /// As [`Runtime::damaged`], changing nothing (for commands that only read, such as `ps`).
     pub fn find_damaged(&self) -> Result<Vec<DamagedContainer>> {
+        self.find_damaged_except(&std::collections::BTreeSet::new())
+    }
+
+    /// As [`Runtime::find_damaged`], not reading again the records of the containers in
+    /// `whole` (the caller has just read and parsed both of their files).
+    pub fn find_damaged_except(&self, whole: &std::collections::BTreeSet<String>) -> Result<Vec<DamagedContainer>> {
         let mut out = Vec::new();
         for id in self.list_dirs()? {
+            if whole.contains(&id) {
+                continue;
+            }
             let dir = self.dirs.container(&id);
             let (spec_path, record_path) = (dir.join("spec.json"), dir.join("record.json"));
             if !spec_path.exists() && !record_path.exists() {

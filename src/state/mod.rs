@@ -3,7 +3,7 @@
 //! leaves a half-written file.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -330,6 +330,25 @@ pub fn sweep_temp_files(dir: &Path) -> Vec<PathBuf> {
     removed
 }
 
+/// `f` of each item, in order, on up to four threads when there are enough items to pay for
+/// them: reading a few small files per container is system-call bound, and a second core
+/// halves a 200-container `ps`. Few items are done on the calling thread.
+pub fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    const PER_THREAD: usize = 16;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4).min(items.len() / PER_THREAD);
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> =
+            items.chunks(chunk).map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<R>>())).collect();
+        // A panicking `f` panics here too, as it would have on one thread.
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+    })
+}
+
 /// Whether process `pid` runs: it exists, is not a zombie (`kill(pid, 0)` succeeds on a
 /// zombie, whose work is over) and is not dying (see [`process_name_if_runs`]).
 pub fn process_runs(pid: i32) -> bool {
@@ -345,8 +364,12 @@ pub fn process_name_if_runs(pid: i32) -> Option<String> {
     if pid <= 0 {
         return None;
     }
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    parse_running_status(&status)
+    // /proc files have no size: `read_to_string` would probe with 32 bytes and grow, nine
+    // reads for the ~1.4 KiB; a buffer that holds it all takes one read and the end.
+    let mut status = Vec::with_capacity(4096);
+    // (Through `take`: `File`'s own `read_to_end` asks its size first, an fstat and an lseek.)
+    File::open(format!("/proc/{pid}/status")).and_then(|f| f.take(1 << 20).read_to_end(&mut status)).ok()?;
+    parse_running_status(std::str::from_utf8(&status).ok()?)
 }
 
 /// The name in a `/proc/PID/status` text of a process that runs (see
@@ -694,6 +717,15 @@ impl Lock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parallel_map_keeps_the_order_on_any_count() {
+        for n in [0usize, 1, 15, 16, 40, 203] {
+            let items: Vec<usize> = (0..n).collect();
+            let got = parallel_map(&items, |i| i * 3);
+            assert_eq!(got, items.iter().map(|i| i * 3).collect::<Vec<_>>(), "{n} items");
+        }
+    }
 
     #[test]
     fn temp_files_of_dead_writers_are_swept() {
