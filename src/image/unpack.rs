@@ -1161,13 +1161,13 @@ mod tests {
         use tar::EntryType::*;
         let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
         let mut t = tar_with(&[("a", Regular, b"x", None)]);
-        t.extend(vec![0u8; 4 * CHUNKS * CHUNK + 17]);
+        t.resize(t.len() + 4 * CHUNKS * CHUNK + 17, 0);
         let diff_id = unpack(&t[..], dir.path()).unwrap();
         assert_eq!(diff_id, format!("sha256:{}", hex::encode(Sha256::digest(&t))));
         assert_eq!(fs::read(dir.path().join("a")).unwrap(), b"x");
         let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
         let mut bad = tar_with(&[("../evil", Regular, b"x", None)]);
-        bad.extend(vec![0u8; 4 * CHUNKS * CHUNK]);
+        bad.resize(bad.len() + 4 * CHUNKS * CHUNK, 0);
         assert!(matches!(unpack(&bad[..], dir.path()), Err(UnpackError::Escape { .. })));
     }
 
