@@ -35,12 +35,16 @@ pub(crate) fn shape_of(dir: &Path) -> io::Result<Shape> {
     while let Some(d) = todo.pop() {
         for entry in fs::read_dir(&d)? {
             let entry = entry?;
-            let meta = entry.metadata()?; // lstat: `DirEntry::metadata` does not follow links
+            // The type as the dir listing tells it (an lstat only where the file system does
+            // not): only regular files are lstat'ed, for their size. A pull walks every
+            // entry of a layer once after unpacking it.
+            let kind = entry.file_type()?;
             shape.entries += 1;
-            if meta.is_dir() {
+            if kind.is_dir() {
                 todo.push(entry.path());
-            } else if meta.is_file() {
-                shape.bytes += meta.len();
+            } else if kind.is_file() {
+                // lstat: `DirEntry::metadata` does not follow links.
+                shape.bytes += entry.metadata()?.len();
             }
         }
     }

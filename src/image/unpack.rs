@@ -732,20 +732,50 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 /// Unpacks the (decompressed) layer tar `reader` into `dest`, which must exist and be empty.
 /// Returns the layer's diff id (`sha256:` of the tar stream).
 ///
-/// Three stages overlap: this thread reads `reader` (for a registry layer: decompression)
-/// and hashes it, a second thread reads the tar entries and makes dirs, links and big files,
-/// and [`FileWriters`] create the small files.
+/// Four stages overlap: this thread reads `reader` (for a registry layer: decompression), a
+/// second thread hashes the stream, a third reads the tar entries and makes dirs, links and
+/// big files, and [`FileWriters`] create the small files. Hashing has a thread of its own
+/// because decompression and hashing together were the slowest stage of a pull: the download
+/// waited for them.
 pub fn unpack(mut reader: impl Read, dest: &Path) -> Result<String, UnpackError> {
     use std::sync::atomic::{AtomicBool, Ordering};
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 4) * 2;
-    let mut hasher = Sha256::new();
     let failed = AtomicBool::new(false);
-    let (tar, read) = std::thread::scope(|scope| {
+    let (tar, read, hashed) = std::thread::scope(|scope| {
+        // Chunks go reader → hasher → tar side; read out, their buffers come back to the reader.
         let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(CHUNKS);
+        let (hashed_tx, hashed_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(CHUNKS);
         let (back, spent) = std::sync::mpsc::channel::<Vec<u8>>();
         let failed = &failed;
+        let hash_back = back.clone();
+        let hash_side = scope.spawn(move || {
+            let mut hasher = Sha256::new();
+            let mut sending = true;
+            for (buf, n) in rx {
+                hasher.update(&buf[..n.min(buf.len())]);
+                // Past the tar's end the rest of the stream still counts for the diff id; after
+                // a failed unpack nothing more is worth reading (the reader stops when this
+                // thread hangs up).
+                let unsent = if sending {
+                    match hashed_tx.send((buf, n)) {
+                        Ok(()) => continue,
+                        Err(std::sync::mpsc::SendError((buf, _))) => {
+                            sending = false;
+                            buf
+                        }
+                    }
+                } else {
+                    buf
+                };
+                if failed.load(Ordering::SeqCst) {
+                    break;
+                }
+                let _ = hash_back.send(unsent);
+            }
+            hasher
+        });
         let tar_side = scope.spawn(move || {
-            let mut chunks = ChunkReader::new(rx, Some(back));
+            let mut chunks = ChunkReader::new(hashed_rx, Some(back));
             let r = std::thread::scope(|writer_scope| {
                 let mut writers = FileWriters::start(writer_scope, threads);
                 let r = unpack_entries(&mut chunks, dest, &mut writers);
@@ -753,39 +783,37 @@ pub fn unpack(mut reader: impl Read, dest: &Path) -> Result<String, UnpackError>
                 let done = writers.finish();
                 r.and(done)
             });
+            // Set before `chunks` (the hasher's way on) goes: the hasher, finding it gone,
+            // reads this to tell a failed unpack from the tar's early end.
             if r.is_err() {
                 failed.store(true, Ordering::SeqCst);
             }
             r
         });
-        let mut sending = true;
         let read = loop {
-            // A chunk the tar side has read out, else (while CHUNKS + 2 are not made yet) a new one.
+            // A chunk the tar side has read out, else (while 2 * CHUNKS + 3 are not made yet) a new one.
             let mut buf = spent.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
             let n = match read_full(&mut reader, &mut buf) {
                 Ok(0) => break Ok(()),
                 Ok(n) => n,
                 Err(e) => break Err(e),
             };
-            hasher.update(&buf[..n]);
-            // Past the tar's end the rest of the stream still counts for the diff id; after
-            // a failed unpack nothing more is worth reading.
-            if sending && tx.send((buf, n)).is_err() {
-                sending = false;
-            }
-            if !sending && failed.load(Ordering::SeqCst) {
+            // The hasher hangs up only after a failed unpack.
+            if tx.send((buf, n)).is_err() {
                 break Ok(());
             }
         };
         drop(tx);
+        let hashed = hash_side.join().map_err(|_| io::Error::other("the hashing thread panicked"));
         let tar = tar_side
             .join()
             .unwrap_or_else(|_| Err(io_err(".")(io::Error::other("the unpacking thread panicked"))));
-        (tar, read)
+        (tar, read, hashed)
     });
     // A stream that breaks off shows as its own error, not as the tar's early end.
     read.map_err(UnpackError::Tar)?;
     tar?;
+    let hasher = hashed.map_err(UnpackError::Tar)?;
     Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
 }
 
@@ -1123,6 +1151,24 @@ mod tests {
         let through = tar_with(&[("link", Symlink, b"", Some("/etc")), ("link/passwd", Regular, b"x", None)]);
         let err = unpack(&through[..], dir.path()).unwrap_err();
         assert!(matches!(err, UnpackError::Escape { .. }), "{err}");
+    }
+
+    /// The diff id is of the whole stream, also the bytes after the tar's end (more of them
+    /// than the stages hold, so that the hasher goes on after the tar side has stopped); a
+    /// failed unpack with as long a tail still returns its own error.
+    #[test]
+    fn the_diff_id_counts_the_stream_past_the_tar_end() {
+        use tar::EntryType::*;
+        let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+        let mut t = tar_with(&[("a", Regular, b"x", None)]);
+        t.resize(t.len() + 4 * CHUNKS * CHUNK + 17, 0);
+        let diff_id = unpack(&t[..], dir.path()).unwrap();
+        assert_eq!(diff_id, format!("sha256:{}", hex::encode(Sha256::digest(&t))));
+        assert_eq!(fs::read(dir.path().join("a")).unwrap(), b"x");
+        let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+        let mut bad = tar_with(&[("../evil", Regular, b"x", None)]);
+        bad.resize(bad.len() + 4 * CHUNKS * CHUNK, 0);
+        assert!(matches!(unpack(&bad[..], dir.path()), Err(UnpackError::Escape { .. })));
     }
 
     /// One PAX record, `LEN KEY=VALUE\n`, LEN counting itself.

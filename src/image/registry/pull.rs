@@ -467,7 +467,11 @@ fn fetch_layer(
             client.backoff(failures - 1);
         }
     }
-    file.sync_all().map_err(io_at(&partial))?;
+    // Not fsynced (a multi-MB fsync was most of a pull's wait on a busy disk), as blobs that
+    // load, import and build store are not: a killed berth loses no page cache, and after a
+    // power loss a blob that lost its content is of the wrong size (skipped, downloaded
+    // again) or is found when it is next unpacked from, which hashes it (removed, downloaded
+    // again). The small records that name it (marker, index) keep their fsync.
     drop(file);
     events.event("Layer", &name, "Verifying Checksum", false);
     let actual = format!("sha256:{}", ::hex::encode(hasher.finalize()));
