@@ -258,11 +258,10 @@ impl BaseImages for PullingBase<'_> {
         if !pull && let Ok(image) = local {
             return Ok(image);
         }
-        let platform =
-            platform.map(Platform::parse).transpose().map_err(|e| BuildError::BaseImage(e.to_string()))?;
+        let platform = platform.map(Platform::parse).transpose().map_err(|e| BuildError::Registry(Box::new(e)))?;
         match self.provider.registry.pull(store, reference, platform.as_ref(), self.events) {
-            Ok(p) => store.resolve(&p.reference).map_err(|e| BuildError::BaseImage(e.to_string())),
-            Err(e) => Err(BuildError::BaseImage(format!("base image {reference}: {e}"))),
+            Ok(p) => Ok(store.resolve(&p.reference)?),
+            Err(e) => Err(BuildError::Pull { reference: reference.to_string(), source: Box::new(e) }),
         }
     }
 }
