@@ -191,7 +191,7 @@ fn ssh_of(
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let mut out = BTreeMap::new();
     for s in specs {
-        let (id, paths) = crate::image::build::ssh::parse_spec(&s).map_err(ImageJobError::Invalid)?;
+        let (id, paths) = crate::image::build::ssh::parse_spec(&s)?;
         let paths = paths
             .into_iter()
             .map(|p| match (p.strip_prefix("~"), &home) {

@@ -1322,6 +1322,7 @@ impl Build<'_, '_> {
         remote::download(&self.http, url, dest, expected, kept).map_err(|e| match e {
             remote::RemoteError::Io { .. }
             | remote::RemoteError::Invalid(_)
+            | remote::RemoteError::Query { .. }
             | remote::RemoteError::Git(_) => self.err_by(line, format!("ADD {}: {e}", remote::redact(url)), e),
             // These name the URL themselves.
             _ => self.err_by(line, format!("ADD {e}"), e),
@@ -1564,7 +1565,7 @@ impl Build<'_, '_> {
         self.b.events.event("Step", label, "RUNNING", false);
         let view = View::new(&st.layer_dirs(), self.b.store)?;
         let owner = match &chown {
-            Some(o) => Some(context::resolve_owner(o, &view.path).map_err(|m| self.err(line, m))?),
+            Some(o) => Some(context::resolve_owner(o, &view.path).map_err(|e| self.err_by(line, e.to_string(), e))?),
             None => None,
         };
         let attrs = CopyAttrs { owner, mode: chmod };

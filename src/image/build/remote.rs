@@ -58,12 +58,54 @@ pub struct GitRef {
     pub fetch_by_commit: bool,
 }
 
+/// A git source's query (`?ref=...&subdir=...`) BuildKit refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// A key given twice.
+    #[error("query {0:?} has multiple values")]
+    Repeated(String),
+    /// A key that needs a value has none.
+    #[error("query {0:?} has no value")]
+    Empty(String),
+    /// A flag whose value is not a boolean.
+    #[error("invalid {key} value: {value:?}")]
+    Flag {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Two different refs (the fragment's, `ref`, `tag`, `branch`).
+    #[error("ref conflicts: {0:?} vs {1:?}")]
+    Ref(String, String),
+    /// Two different subdirs (the fragment's and `subdir`).
+    #[error("subdir conflicts: {0:?} vs {1:?}")]
+    Subdir(String, String),
+    /// Both `tag` and `branch`.
+    #[error("branch conflicts with tag")]
+    BranchAndTag,
+    /// `mtime` other than `checkout` or `commit`.
+    #[error("invalid mtime value: {0:?} (must be \"checkout\" or \"commit\")")]
+    Mtime(String),
+    /// A key BuildKit does not know.
+    #[error("unexpected query {0:?}")]
+    Unexpected(String),
+}
+
 /// Why a remote source could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
     /// The source word is a remote source, but a wrong one.
     #[error("{0}")]
     Invalid(String),
+    /// A git source's query BuildKit refuses.
+    #[error("{src}: {source}")]
+    Query {
+        /// The source word.
+        src: String,
+        /// Why.
+        source: QueryError,
+    },
     /// The server answered with a failure status.
     #[error("{url}: HTTP status {status}{}", if .reason.is_empty() { String::new() } else { format!(" ({})", .reason) })]
     Status {
@@ -194,7 +236,7 @@ pub fn parse_git_ref(src: &str) -> Result<Option<GitRef>, RemoteError> {
         g.reference = r.to_string();
         g.subdir = clean_subdir(sub);
     }
-    load_query(&mut g, &query).map_err(|m| RemoteError::Invalid(format!("{src}: {m}")))?;
+    load_query(&mut g, &query).map_err(|source| RemoteError::Query { src: src.to_string(), source })?;
     Ok(Some(g))
 }
 
@@ -223,7 +265,7 @@ fn parse_bool(v: &str) -> Option<bool> {
 }
 
 /// BuildKit's query keys of a git source.
-fn load_query(g: &mut GitRef, query: &str) -> Result<(), String> {
+fn load_query(g: &mut GitRef, query: &str) -> Result<(), QueryError> {
     if query.is_empty() {
         return Ok(());
     }
@@ -232,23 +274,23 @@ fn load_query(g: &mut GitRef, query: &str) -> Result<(), String> {
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
         let (k, v) = (k.into_owned(), v.into_owned());
         if seen.contains(&k) {
-            return Err(format!("query {k:?} has multiple values"));
+            return Err(QueryError::Repeated(k));
         }
         seen.push(k.clone());
-        let flag = |name: &str| -> Result<bool, String> {
+        let flag = |name: &str| -> Result<bool, QueryError> {
             if v.is_empty() {
                 Ok(true)
             } else {
-                parse_bool(&v).ok_or_else(|| format!("invalid {name} value: {v:?}"))
+                parse_bool(&v).ok_or_else(|| QueryError::Flag { key: name.to_string(), value: v.clone() })
             }
         };
         if v.is_empty() && !matches!(k.as_str(), "submodules" | "keep-git-dir" | "fetch-by-commit") {
-            return Err(format!("query {k:?} has no value"));
+            return Err(QueryError::Empty(k));
         }
         match k.as_str() {
             "ref" => {
                 if !g.reference.is_empty() && g.reference != v {
-                    return Err(format!("ref conflicts: {:?} vs {v:?}", g.reference));
+                    return Err(QueryError::Ref(g.reference.clone(), v));
                 }
                 g.reference = v;
             }
@@ -257,7 +299,7 @@ fn load_query(g: &mut GitRef, query: &str) -> Result<(), String> {
             "subdir" => {
                 let v = clean_subdir(&v);
                 if !g.subdir.is_empty() && g.subdir != v {
-                    return Err(format!("subdir conflicts: {:?} vs {v:?}", g.subdir));
+                    return Err(QueryError::Subdir(g.subdir.clone(), v));
                 }
                 g.subdir = v;
             }
@@ -268,22 +310,22 @@ fn load_query(g: &mut GitRef, query: &str) -> Result<(), String> {
             "mtime" => match v.as_str() {
                 "checkout" => g.mtime_commit = false,
                 "commit" => g.mtime_commit = true,
-                _ => return Err(format!("invalid mtime value: {v:?} (must be \"checkout\" or \"commit\")")),
+                _ => return Err(QueryError::Mtime(v)),
             },
-            other => return Err(format!("unexpected query {other:?}")),
+            other => return Err(QueryError::Unexpected(other.to_string())),
         }
     }
-    let mut pin = |prefix: &str, name: &str| -> Result<(), String> {
+    let mut pin = |prefix: &str, name: &str| -> Result<(), QueryError> {
         let full = if name.starts_with(prefix) { name.to_string() } else { format!("{prefix}{name}") };
         if !g.reference.is_empty() && g.reference != full {
-            return Err(format!("ref conflicts: {:?} vs {full:?}", g.reference));
+            return Err(QueryError::Ref(g.reference.clone(), full));
         }
         g.reference = full;
         Ok(())
     };
     if !tag.is_empty() {
         if !branch.is_empty() {
-            return Err("branch conflicts with tag".into());
+            return Err(QueryError::BranchAndTag);
         }
         pin("refs/tags/", &tag)?;
     }
@@ -693,7 +735,7 @@ mod tests {
             "https://h/r.git?keep-git-dir=maybe",
             "https://h/r.git?mtime=now",
         ] {
-            assert!(matches!(parse_git_ref(bad), Err(RemoteError::Invalid(_))), "{bad}");
+            assert!(matches!(parse_git_ref(bad), Err(RemoteError::Query { .. })), "{bad}");
         }
         assert!(parse_git_ref("https://h/r.git?ref=a&ref=a").is_err(), "multiple values");
     }
