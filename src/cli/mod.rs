@@ -468,7 +468,7 @@ pub fn run() -> ExitCode {
     let argv = match completion::entry(std::env::args_os().collect()) {
         completion::Entry::Args(argv) => argv,
         completion::Entry::Metadata => return exit(completion::print_metadata()),
-        completion::Entry::Refused(why) => return exit(Err(CliError::msg(why))),
+        completion::Entry::Refused(why) => return exit(Err(CliError::from(why))),
     };
     let mut cli = match Cli::try_parse_from(argv) {
         Ok(cli) => cli,
