@@ -115,7 +115,8 @@ pub fn entry(mut argv: Vec<OsString>) -> Entry {
 /// local socket (`unix://`; berth's containers are this host's) and `--context` for `default`,
 /// and a remote daemon (another host or context, TLS) is refused with the reason.
 fn convert_standalone(args: Vec<OsString>) -> Result<Vec<OsString>, Refusal> {
-    let no_daemon = |flag: &str, value: &str| Refusal::NoDaemon { flag: flag.to_string(), value: value.to_string() };
+    let no_daemon =
+        |flag: &str, value: &str| Refusal::NoDaemon { flag: flag.to_string(), value: value.to_string() };
     let mut out = Vec::with_capacity(args.len());
     let mut rest = args.into_iter();
     while let Some(arg) = rest.next() {

@@ -200,7 +200,11 @@ pub fn import(
 ) -> Result<String> {
     let mut config_obj = Map::new();
     apply_changes(&mut config_obj, changes)
-        .map_err(|e| ImageError::Invalid { source_name: "import".into(), message: e.to_string() })?;
+        .map_err(|e| ImageError::Invalid {
+            source_name: "import".into(),
+            message: e.to_string(),
+            cause: Some(e.into()),
+        })?;
     // The staging dir is this process's (locked): the input is read into it before the
     // store's lock is taken, so that a slow stream does not hold up the store.
     let staging = store.staging()?;
@@ -244,15 +248,27 @@ pub fn import(
             "history": [history],
         });
         let bytes = serde_json::to_vec(&config)
-            .map_err(|e| ImageError::Invalid { source_name: label.clone(), message: e.to_string() })?;
+            .map_err(|e| ImageError::Invalid {
+                source_name: label.clone(),
+                message: e.to_string(),
+                cause: Some(e.into()),
+            })?;
         serde_json::from_slice::<oci_spec::image::ImageConfiguration>(&bytes)
-            .map_err(|e| ImageError::Invalid { source_name: label.clone(), message: e.to_string() })?;
+            .map_err(|e| ImageError::Invalid {
+                source_name: label.clone(),
+                message: e.to_string(),
+                cause: Some(e.into()),
+            })?;
         let layer = json!({ "mediaType": kind.layer_media_type(), "digest": digest, "size": size });
         let names: Vec<Reference> = name.into_iter().cloned().collect();
         let config_digest = store.put_blob(&bytes)?;
         let manifest = super::oci_manifest(&config_digest, bytes.len(), vec![layer]);
         let mbytes = serde_json::to_vec(&manifest)
-            .map_err(|e| ImageError::Invalid { source_name: label.clone(), message: e.to_string() })?;
+            .map_err(|e| ImageError::Invalid {
+                source_name: label.clone(),
+                message: e.to_string(),
+                cause: Some(e.into()),
+            })?;
         let mdigest = store.put_blob(&mbytes)?;
         store.add_manifest(&mdigest, mbytes.len() as u64, &names)?;
         Ok(config_digest)

@@ -59,8 +59,11 @@ pub enum ImageError {
     Invalid {
         /// The archive or file.
         source_name: String,
-        /// What is wrong.
+        /// What is wrong (with the cause's own message, when there is one).
         message: String,
+        /// What found it wrong, when an error did (a JSON, tar or digest error).
+        #[source]
+        cause: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// An image that containers use.
     #[error("image {image} is used by container {container}; remove the container or use --force")]
@@ -459,6 +462,7 @@ impl ImageStore {
             return Err(ImageError::Invalid {
                 source_name: source.to_string(),
                 message: format!("{}: digest is {digest}, expected {want}", file.display()),
+                cause: None,
             });
         }
         let dest = self.blob(&digest);
@@ -524,7 +528,11 @@ impl ImageStore {
         }
         read.map_err(io_at(&path))?;
         let diff_id = unpacked
-            .map_err(|e| ImageError::Invalid { source_name: source.to_string(), message: format!("layer {blob}: {e}") })?;
+            .map_err(|e| ImageError::Invalid {
+                source_name: source.to_string(),
+                message: format!("layer {blob}: {e}"),
+                cause: Some(e.into()),
+            })?;
         let diff_id = Digest::parse(&diff_id)?;
         if let Some(want) = &expected_diff_id
             && want != &diff_id
@@ -532,6 +540,7 @@ impl ImageStore {
             return Err(ImageError::Invalid {
                 source_name: source.to_string(),
                 message: format!("layer {blob}: diff id is {diff_id}, the config says {want}"),
+                cause: None,
             });
         }
         let chain = chain_for(&diff_id);
@@ -1129,7 +1138,11 @@ impl ImageStore {
 pub(crate) fn spool_archive(reader: &mut dyn Read, dir: &Path, name: &str, source: &str) -> Result<PathBuf> {
     let (head, complete) = unpack::read_head(reader).map_err(io_at(Path::new(source)))?;
     unpack::check_archive_head(&head, complete)
-        .map_err(|e| ImageError::Invalid { source_name: source.to_string(), message: e.to_string() })?;
+        .map_err(|e| ImageError::Invalid {
+            source_name: source.to_string(),
+            message: e.to_string(),
+            cause: Some(e.into()),
+        })?;
     let path = dir.join(name);
     let mut f = fs::File::create(&path).map_err(io_at(&path))?;
     f.write_all(&head).map_err(io_at(&path))?;
