@@ -41,8 +41,8 @@ pub fn run_man(args: &ManArgs) -> CliResult<()> {
     let cmd = Cli::command();
     match &args.dir {
         Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| CliError::msg(format!("{}: {e}", dir.display())))?;
-            clap_mangen::generate_to(cmd, dir).map_err(|e| CliError::msg(format!("{}: {e}", dir.display())))
+            std::fs::create_dir_all(dir).map_err(|e| CliError::context(dir.display(), e))?;
+            clap_mangen::generate_to(cmd, dir).map_err(|e| CliError::context(dir.display(), e))
         }
         None => {
             let mut out = output::Stdout;

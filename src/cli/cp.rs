@@ -197,7 +197,7 @@ fn copy_to(
         .copy_in(id, &land.dir, &options, |w| {
             tar_host_path(Path::new(src), &land.name, land.contents, args.follow_link, w)
         })
-        .map_err(|e| CliError::msg(format!("copy {src} to {name}:{dst}: {e}")))?;
+        .map_err(|e| CliError::context(format!("copy {src} to {name}:{dst}"), e))?;
     statusln!("Copied {src} to {name}:{dst}");
     Ok(())
 }
@@ -224,7 +224,7 @@ fn copy_from(
     let info = match fs::metadata(dst) {
         Ok(m) => DestInfo { exists: true, is_dir: m.is_dir() },
         Err(e) if e.kind() == io::ErrorKind::NotFound => DestInfo::default(),
-        Err(e) => return Err(CliError::msg(format!("{dst}: {e}"))),
+        Err(e) => return Err(CliError::context(dst, e)),
     };
     let land = landing(src, st.is_dir, dst, info).map_err(|e| CliError::context(name, e))?;
     let dir = Path::new(&land.dir);
@@ -233,7 +233,7 @@ fn copy_from(
     }
     runtime
         .copy_out(id, src, &land.name, land.contents, args.follow_link, |r| untar_host(dir, args.archive, r))
-        .map_err(|e| CliError::msg(format!("copy {name}:{src} to {dst}: {e}")))?;
+        .map_err(|e| CliError::context(format!("copy {name}:{src} to {dst}"), e))?;
     statusln!("Copied {name}:{src} to {dst}");
     Ok(())
 }
