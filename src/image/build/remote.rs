@@ -121,8 +121,11 @@ pub enum RemoteError {
     Transport {
         /// The URL, without credentials.
         url: String,
-        /// What went wrong.
+        /// What went wrong (with the cause's own message, when there is one).
         message: String,
+        /// The HTTP stack's error, when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// The content is not what `--checksum` says (BuildKit's words).
     #[error("digest mismatch for {url}: {got} (expected: {expected})")]
@@ -525,7 +528,12 @@ pub struct Downloaded {
 }
 
 fn transport(url: &str, message: impl std::fmt::Display) -> RemoteError {
-    RemoteError::Transport { url: redact(url), message: message.to_string() }
+    RemoteError::Transport { url: redact(url), message: message.to_string(), source: None }
+}
+
+/// [`transport`] for an error of the HTTP stack: its message, and it stays the cause.
+fn transport_by(url: &str, message: impl std::fmt::Display, e: impl std::error::Error + Send + Sync + 'static) -> RemoteError {
+    RemoteError::Transport { url: redact(url), message: message.to_string(), source: Some(Box::new(e)) }
 }
 
 /// Downloads `url` into the new file `dest` (mode 0600, mtime from `Last-Modified` or the
@@ -567,13 +575,13 @@ fn download_inner(
     expected: Option<&HttpChecksum>,
     kept: Option<&super::downloads::Downloads>,
 ) -> Result<Downloaded, RemoteError> {
-    let parsed = url::Url::parse(url).map_err(|e| transport(url, format!("invalid URL: {e}")))?;
+    let parsed = url::Url::parse(url).map_err(|e| transport_by(url, format!("invalid URL: {e}"), e))?;
     let host = match (parsed.host_str(), parsed.port()) {
         (Some(h), Some(p)) => format!("{h}:{p}"),
         (Some(h), None) => h.to_string(),
         (None, _) => return Err(transport(url, "invalid URL: no host")),
     };
-    let agent = http_agent(opts, &host).map_err(|e| transport(url, e))?;
+    let agent = http_agent(opts, &host).map_err(|e| transport_by(url, e.to_string(), e))?;
     let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let previous = kept.and_then(|k| k.lookup(url, &name).map(|p| (k, p)));
     let reuse = |k: &super::downloads::Downloads, p: &super::downloads::Kept| -> Option<Downloaded> {
@@ -608,7 +616,7 @@ fn download_inner(
     if let Some((_, p)) = &previous {
         get = get.header("If-None-Match", p.etag.as_str());
     }
-    let mut resp = get.call().map_err(|e| transport(url, e))?;
+    let mut resp = get.call().map_err(|e| transport_by(url, e.to_string(), e))?;
     if resp.status() == 304
         && let Some((k, p)) = &previous
     {
@@ -620,7 +628,7 @@ fn download_inner(
             return Ok(d);
         }
         // The kept content went between the lookup and now: ask for it whole.
-        resp = agent.get(url).call().map_err(|e| transport(url, e))?;
+        resp = agent.get(url).call().map_err(|e| transport_by(url, e.to_string(), e))?;
     }
     let status = resp.status();
     if !status.is_success() {
@@ -647,7 +655,7 @@ fn download_inner(
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(transport(url, format!("reading the response: {e}"))),
+            Err(e) => return Err(transport_by(url, format!("reading the response: {e}"), e)),
         };
         file.write_all(&buf[..n]).map_err(io)?;
         hasher.update(&buf[..n]);
