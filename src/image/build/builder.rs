@@ -174,7 +174,7 @@ pub enum BuildError {
         /// The argument.
         name: String,
         /// Why.
-        source: vars::ExpandError,
+        source: Box<vars::ExpandError>,
     },
     /// The image's configuration or manifest could not be encoded.
     #[error(transparent)]
@@ -648,7 +648,7 @@ impl<'a> Builder<'a> {
                             .map_err(|source| BuildError::Arg {
                                 file: file.to_string(),
                                 name: decl.name.clone(),
-                                source,
+                                source: Box::new(source),
                             })?
                             .0,
                     ),
