@@ -514,9 +514,10 @@ impl ImageStore {
         let path = self.blob(&blob);
         let file = fs::File::open(&path).map_err(io_at(&path))?;
         let mut hashing = unpack::HashingReader::new(file);
+        // Either error stays the cause of the `Invalid` below.
         let unpacked = unpack::decompressed(&mut hashing)
-            .map_err(|e| e.to_string())
-            .and_then(|(_, reader)| unpack::unpack(reader, tmp.path()).map_err(|e| e.to_string()));
+            .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
+            .and_then(|(_, reader)| unpack::unpack(reader, tmp.path()).map_err(Into::into));
         // The rest of the blob (past the tar's end) counts too.
         let read = hashing.finish();
         if let Ok(have) = &read
@@ -531,7 +532,7 @@ impl ImageStore {
             .map_err(|e| ImageError::Invalid {
                 source_name: source.to_string(),
                 message: format!("layer {blob}: {e}"),
-                cause: Some(e.into()),
+                cause: Some(e),
             })?;
         let diff_id = Digest::parse(&diff_id)?;
         if let Some(want) = &expected_diff_id
