@@ -143,7 +143,7 @@ pub fn run(global: &GlobalOptions, args: &AttachArgs) -> CliResult<()> {
     // lets this reader go rather than the frames piling up here.
     let (tx, rx) = mpsc::sync_channel(64);
     {
-        let mut reader = stream.try_clone().map_err(|e| CliError::msg(format!("attach: {e}")))?;
+        let mut reader = stream.try_clone().map_err(|e| CliError::context("attach", e))?;
         let tx = tx.clone();
         std::thread::spawn(move || {
             loop {
@@ -168,7 +168,7 @@ pub fn run(global: &GlobalOptions, args: &AttachArgs) -> CliResult<()> {
     // The terminal is raw only while keys go to the container's terminal.
     let raw = if stdin && tty { crate::runtime::exec_tty::RawMode::enter() } else { None };
     if stdin {
-        let writer = stream.try_clone().map_err(|e| CliError::msg(format!("attach: {e}")))?;
+        let writer = stream.try_clone().map_err(|e| CliError::context("attach", e))?;
         std::thread::spawn(move || forward_stdin(writer, DetachKeys { keys, matched: 0 }, tx));
     }
     if tty {

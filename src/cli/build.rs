@@ -126,7 +126,7 @@ pub fn ensure_images_with(
     events: &dyn ImageEvents,
 ) -> CliResult<ImageOutcome> {
     let provider = EngineImages::new(&ctx.engine, &ctx.loaded)
-        .map_err(|e| CliError::msg(e.to_string()))?
+        .map_err(CliError::from)?
         .with_cancel(super::signals::cancel_flag());
     run_images(&provider, service_images(&ctx.loaded, services)?, opts, events)
 }
@@ -190,7 +190,7 @@ pub fn run_pull(global: &GlobalOptions, args: &PullArgs) -> CliResult<()> {
         ..Default::default()
     };
     let provider = EngineImages::new(&ctx.engine, &ctx.loaded)
-        .map_err(|e| CliError::msg(e.to_string()))?
+        .map_err(CliError::from)?
         .with_cancel(super::signals::cancel_flag());
     let outcome = run_images(&provider, images, &opts, &ctx.progress)?;
     let buildable: Vec<String> = outcome
@@ -252,7 +252,7 @@ pub fn run_push(global: &GlobalOptions, args: &PushArgs) -> CliResult<()> {
     }
     let services = services_of(&ctx, &args.services, args.include_deps)?;
     let provider = EngineImages::new(&ctx.engine, &ctx.loaded)
-        .map_err(|e| CliError::msg(e.to_string()))?
+        .map_err(CliError::from)?
         .with_cancel(super::signals::cancel_flag());
     let mut pushed: Vec<String> = Vec::new();
     for name in services {
@@ -265,7 +265,7 @@ pub fn run_push(global: &GlobalOptions, args: &PushArgs) -> CliResult<()> {
         names.extend(build.tags.iter().cloned());
         for n in names {
             let full =
-                Reference::parse(&n).map_err(|e| CliError::msg(format!("service {name}: {e}")))?.full();
+                Reference::parse(&n).map_err(|e| CliError::context(format!("service {name}"), e))?.full();
             if pushed.contains(&full) {
                 continue;
             }
@@ -307,7 +307,7 @@ struct ImageRow {
 pub fn run_images_cmd(global: &GlobalOptions, args: &ImagesArgs) -> CliResult<()> {
     let ctx = project::open(global)?;
     project::check_services(&ctx.loaded, &args.services)?;
-    let store = ctx.engine.image_store().map_err(|e| CliError::msg(e.to_string()))?;
+    let store = ctx.engine.image_store().map_err(CliError::from)?;
     let containers =
         crate::engine::observe::project_containers(&ctx.engine.runtime, &ctx.loaded.project.name)?;
     let mut rows = Vec::new();
@@ -354,7 +354,7 @@ pub fn run_images_cmd(global: &GlobalOptions, args: &ImagesArgs) -> CliResult<()
     }
     match args.format {
         ImagesFormat::Json => {
-            let text = serde_json::to_string(&rows).map_err(|e| CliError::msg(e.to_string()))?;
+            let text = serde_json::to_string(&rows).map_err(CliError::from)?;
             outln!("{text}")?;
         }
         ImagesFormat::Table => {

@@ -41,8 +41,8 @@ pub fn run_man(args: &ManArgs) -> CliResult<()> {
     let cmd = Cli::command();
     match &args.dir {
         Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| CliError::msg(format!("{}: {e}", dir.display())))?;
-            clap_mangen::generate_to(cmd, dir).map_err(|e| CliError::msg(format!("{}: {e}", dir.display())))
+            std::fs::create_dir_all(dir).map_err(|e| CliError::context(dir.display(), e))?;
+            clap_mangen::generate_to(cmd, dir).map_err(|e| CliError::context(dir.display(), e))
         }
         None => {
             let mut out = output::Stdout;
@@ -62,7 +62,26 @@ pub enum Entry {
     /// The docker CLI asks for the plug-in's metadata.
     Metadata,
     /// A command line berth cannot honour (a remote Docker daemon): why.
-    Refused(String),
+    Refused(Refusal),
+}
+
+/// Why berth cannot honour a docker-compose command line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// A flag that would reach another Docker daemon.
+    #[error(
+        "{flag} {value}: berth runs containers on this host without a Docker daemon; a remote or other \
+         daemon is not supported"
+    )]
+    NoDaemon {
+        /// The flag.
+        flag: String,
+        /// Its value (or what it means, for a flag without one).
+        value: String,
+    },
+    /// A flag without its value.
+    #[error("flag needs an argument: '{0}'")]
+    NoValue(String),
 }
 
 /// berth's arguments from the process's: called as `docker-compose` (a plug-in or a standalone
@@ -95,13 +114,9 @@ pub fn entry(mut argv: Vec<OsString>) -> Entry {
 /// and `--log-level` set how much it says on standard error; `-H`/`--host` is accepted for a
 /// local socket (`unix://`; berth's containers are this host's) and `--context` for `default`,
 /// and a remote daemon (another host or context, TLS) is refused with the reason.
-fn convert_standalone(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
-    let no_daemon = |flag: &str, value: &str| {
-        format!(
-            "{flag} {value}: berth runs containers on this host without a Docker daemon; a remote or \
-             other daemon is not supported"
-        )
-    };
+fn convert_standalone(args: Vec<OsString>) -> Result<Vec<OsString>, Refusal> {
+    let no_daemon =
+        |flag: &str, value: &str| Refusal::NoDaemon { flag: flag.to_string(), value: value.to_string() };
     let mut out = Vec::with_capacity(args.len());
     let mut rest = args.into_iter();
     while let Some(arg) = rest.next() {
@@ -133,7 +148,7 @@ fn convert_standalone(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
             Some(v) => v,
             None => match rest.next() {
                 Some(v) => v.to_string_lossy().into_owned(),
-                None => return Err(format!("flag needs an argument: '{flag}'")),
+                None => return Err(Refusal::NoValue(flag.to_string())),
             },
         };
         match flag {

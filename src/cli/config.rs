@@ -93,8 +93,8 @@ pub fn run(global: &GlobalOptions, args: &ConfigArgs) -> CliResult<()> {
         }
     }
     let project = &selected;
-    let json = serde_json::to_value(project)
-        .map_err(|e| CliError::msg(format!("cannot render the project: {e}")))?;
+    let json =
+        serde_json::to_value(project).map_err(|e| CliError::context("cannot render the project", e))?;
     let names = |section: &str| -> Vec<String> {
         json.get(section)
             .and_then(serde_json::Value::as_object)
@@ -147,11 +147,11 @@ pub fn run(global: &GlobalOptions, args: &ConfigArgs) -> CliResult<()> {
             ConfigFormat::Yaml => Format::Yaml,
         };
         render(&json, format, !args.no_interpolate)
-            .map_err(|e| CliError::msg(format!("cannot render the project: {e}")))?
+            .map_err(|e| CliError::context("cannot render the project", e))?
     };
     match &args.output {
         Some(path) => std::fs::write(path, text)
-            .map_err(|e| CliError::msg(format!("cannot write {}: {e}", path.display())))?,
+            .map_err(|e| CliError::context(format!("cannot write {}", path.display()), e))?,
         None => out!("{text}")?,
     }
     Ok(())

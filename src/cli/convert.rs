@@ -93,7 +93,7 @@ pub fn run(global: &GlobalOptions, args: &ConvertArgs) -> CliResult<()> {
     let is_dir = path.is_dir() || path.as_os_str().to_string_lossy().ends_with('/');
     if is_dir {
         std::fs::create_dir_all(path)
-            .map_err(|e| CliError::msg(format!("cannot create {}: {e}", path.display())))?;
+            .map_err(|e| CliError::context(format!("cannot create {}", path.display()), e))?;
         for m in &conversion.manifests {
             let file = path.join(convert::file_name(m, format));
             write(&file, &convert::render_one(m, format)?)?;
@@ -107,7 +107,7 @@ pub fn run(global: &GlobalOptions, args: &ConvertArgs) -> CliResult<()> {
 /// Writes `text` to `path` through a temporary file in the same folder, renamed into place.
 fn write(path: &std::path::Path, text: &str) -> CliResult<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    let fail = |e: std::io::Error| CliError::msg(format!("cannot write {}: {e}", path.display()));
+    let fail = |e: std::io::Error| CliError::context(format!("cannot write {}", path.display()), e);
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
     std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(fail)?;
     tmp.persist(path).map_err(|e| fail(e.error))?;

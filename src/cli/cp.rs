@@ -79,11 +79,33 @@ fn parent_of(path: &str) -> String {
     }
 }
 
+/// A copy docker's rules refuse (the paths as given).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum LandingError {
+    /// The source ends with `/` or `/.` but is not a folder.
+    #[error("{0}: not a directory")]
+    NotDir(String),
+    /// A folder onto a file.
+    #[error("cannot copy a directory to a file: {0}")]
+    DirOntoFile(String),
+    /// A file into a folder (`dst/`) that does not exist.
+    #[error("destination directory {0} does not exist")]
+    NoDestDir(String),
+    /// A destination without a name (`.`, `..`, empty).
+    #[error("invalid destination {0:?}")]
+    BadDest(String),
+}
+
 /// Where a copy of `src` (a folder or not) lands at `dst`, by docker's rules.
-pub(crate) fn landing(src: &str, src_is_dir: bool, dst: &str, info: DestInfo) -> Result<Landing, String> {
+pub(crate) fn landing(
+    src: &str,
+    src_is_dir: bool,
+    dst: &str,
+    info: DestInfo,
+) -> Result<Landing, LandingError> {
     let wants_contents = src.ends_with("/.") || src == "." || src.trim_end_matches('/').is_empty();
     if !src_is_dir && (src.ends_with('/') || src.ends_with("/.")) {
-        return Err(format!("{src}: not a directory"));
+        return Err(LandingError::NotDir(src.to_string()));
     }
     if info.exists && info.is_dir {
         return Ok(if wants_contents {
@@ -93,14 +115,14 @@ pub(crate) fn landing(src: &str, src_is_dir: bool, dst: &str, info: DestInfo) ->
         });
     }
     if info.exists && src_is_dir {
-        return Err(format!("cannot copy a directory to a file: {dst}"));
+        return Err(LandingError::DirOntoFile(dst.to_string()));
     }
     if !info.exists && !src_is_dir && dst.ends_with('/') {
-        return Err(format!("destination directory {dst} does not exist"));
+        return Err(LandingError::NoDestDir(dst.to_string()));
     }
     let name = base_name(dst);
     if name.is_empty() || name == "." || name == ".." {
-        return Err(format!("invalid destination {dst:?}"));
+        return Err(LandingError::BadDest(dst.to_string()));
     }
     Ok(Landing { dir: parent_of(dst), name: name.to_string(), contents: false })
 }
@@ -167,15 +189,15 @@ fn copy_to(
         return Ok(());
     }
     let meta = if args.follow_link { fs::metadata(src) } else { fs::symlink_metadata(src) }
-        .map_err(|e| CliError::msg(format!("{src}: {e}")))?;
+        .map_err(|e| CliError::context(src, e))?;
     let st = runtime.copy_stat(id, dst, true)?;
     let land = landing(src, meta.is_dir(), dst, DestInfo { exists: st.exists, is_dir: st.is_dir })
-        .map_err(|e| CliError::msg(format!("{name}: {e}")))?;
+        .map_err(|e| CliError::context(name, e))?;
     runtime
         .copy_in(id, &land.dir, &options, |w| {
             tar_host_path(Path::new(src), &land.name, land.contents, args.follow_link, w)
         })
-        .map_err(|e| CliError::msg(format!("copy {src} to {name}:{dst}: {e}")))?;
+        .map_err(|e| CliError::context(format!("copy {src} to {name}:{dst}"), e))?;
     statusln!("Copied {src} to {name}:{dst}");
     Ok(())
 }
@@ -202,16 +224,16 @@ fn copy_from(
     let info = match fs::metadata(dst) {
         Ok(m) => DestInfo { exists: true, is_dir: m.is_dir() },
         Err(e) if e.kind() == io::ErrorKind::NotFound => DestInfo::default(),
-        Err(e) => return Err(CliError::msg(format!("{dst}: {e}"))),
+        Err(e) => return Err(CliError::context(dst, e)),
     };
-    let land = landing(src, st.is_dir, dst, info).map_err(|e| CliError::msg(format!("{name}: {e}")))?;
+    let land = landing(src, st.is_dir, dst, info).map_err(|e| CliError::context(name, e))?;
     let dir = Path::new(&land.dir);
     if !dir.is_dir() {
         return Err(CliError::msg(format!("destination directory {} does not exist", land.dir)));
     }
     runtime
         .copy_out(id, src, &land.name, land.contents, args.follow_link, |r| untar_host(dir, args.archive, r))
-        .map_err(|e| CliError::msg(format!("copy {name}:{src} to {dst}: {e}")))?;
+        .map_err(|e| CliError::context(format!("copy {name}:{src} to {dst}"), e))?;
     statusln!("Copied {name}:{src} to {dst}");
     Ok(())
 }
@@ -224,7 +246,7 @@ mod tests {
     const DIR: DestInfo = DestInfo { exists: true, is_dir: true };
     const FILE: DestInfo = DestInfo { exists: true, is_dir: false };
 
-    fn l(dir: &str, name: &str, contents: bool) -> Result<Landing, String> {
+    fn l(dir: &str, name: &str, contents: bool) -> Result<Landing, LandingError> {
         Ok(Landing { dir: dir.into(), name: name.into(), contents })
     }
 

@@ -92,8 +92,8 @@ fn detach(
     args: &ExecArgs,
     env: &[String],
 ) -> CliResult<()> {
-    let exe = std::env::current_exe()
-        .map_err(|e| CliError::msg(format!("cannot find berth's own executable: {e}")))?;
+    let exe =
+        std::env::current_exe().map_err(|e| CliError::context("cannot find berth's own executable", e))?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("--root").arg(&global.root).arg("--run").arg(&global.run).args(["-p", project]);
     for f in &global.files {
@@ -118,6 +118,6 @@ fn detach(
     cmd.arg(&args.service).arg("--").args(&args.command);
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
     use std::os::unix::process::CommandExt;
-    cmd.spawn().map_err(|e| CliError::msg(format!("cannot start the detached exec: {e}")))?;
+    cmd.spawn().map_err(|e| CliError::context("cannot start the detached exec", e))?;
     Ok(())
 }

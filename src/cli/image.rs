@@ -185,7 +185,7 @@ pub(super) fn human_size(bytes: u64) -> String {
 /// `image save`: to a file (written beside it and renamed, so a failure leaves no partial
 /// archive), or to standard output when that is not a terminal.
 fn save(store: &ImageStore, output: Option<&std::path::Path>, images: &[String]) -> CliResult<()> {
-    let err = |e: crate::image::ImageError| CliError::msg(e.to_string());
+    let err = |e: crate::image::ImageError| CliError::from(e);
     match output {
         Some(path) => {
             // Written into the path as docker does (a device or a symlink stays what it is); a
@@ -196,12 +196,12 @@ fn save(store: &ImageStore, output: Option<&std::path::Path>, images: &[String])
                 .create(true)
                 .truncate(true)
                 .open(path)
-                .map_err(|e| CliError::msg(format!("{}: {e}", path.display())))?;
+                .map_err(|e| CliError::context(path.display(), e))?;
             let mut buf = std::io::BufWriter::new(file);
             let result = store
                 .save(images, &mut buf)
                 .map_err(err)
-                .and_then(|()| buf.flush().map_err(|e| CliError::msg(format!("{}: {e}", path.display()))));
+                .and_then(|()| buf.flush().map_err(|e| CliError::context(path.display(), e)));
             drop(buf);
             if result.is_err() && !existed && path.is_file() {
                 let _ = std::fs::remove_file(path);
@@ -241,8 +241,8 @@ fn refuse_terminal_stdin(command: &str, hint: &str) -> CliResult<()> {
 
 /// Runs `berth image ...`.
 pub fn run(global: &GlobalOptions, args: &ImageArgs) -> CliResult<()> {
-    let store = ImageStore::open(&global.dirs()).map_err(|e| CliError::msg(e.to_string()))?;
-    let err = |e: crate::image::ImageError| CliError::msg(e.to_string());
+    let store = ImageStore::open(&global.dirs()).map_err(CliError::from)?;
+    let err = |e: crate::image::ImageError| CliError::from(e);
     match &args.command {
         ImageCommand::Pull { all_tags, platform, quiet, reference } => {
             return pull(&store, platform.as_deref(), *quiet, *all_tags, reference);
@@ -252,11 +252,7 @@ pub fn run(global: &GlobalOptions, args: &ImageArgs) -> CliResult<()> {
     }
     match &args.command {
         ImageCommand::Import { changes, message, source, name } => {
-            let reference = name
-                .as_deref()
-                .map(Reference::parse)
-                .transpose()
-                .map_err(|e| CliError::msg(e.to_string()))?;
+            let reference = name.as_deref().map(Reference::parse).transpose().map_err(CliError::from)?;
             let mut stdin = std::io::stdin().lock();
             let src = if source.as_os_str() == "-" {
                 refuse_terminal_stdin("image import -", "pipe a tarball in, or give a FILE or DIR")?;
@@ -274,8 +270,8 @@ pub fn run(global: &GlobalOptions, args: &ImageArgs) -> CliResult<()> {
         ImageCommand::Load { input, quiet } => {
             let loaded = match input {
                 Some(path) => {
-                    let mut f = std::fs::File::open(path)
-                        .map_err(|e| CliError::msg(format!("{}: {e}", path.display())))?;
+                    let mut f =
+                        std::fs::File::open(path).map_err(|e| CliError::context(path.display(), e))?;
                     load(&store, &mut f, &path.display().to_string()).map_err(err)?
                 }
                 None => {
@@ -327,7 +323,7 @@ pub fn run(global: &GlobalOptions, args: &ImageArgs) -> CliResult<()> {
                 .as_deref()
                 .map(|f| super::template::Template::parse(&f.replace("\\t", "\t").replace("\\n", "\n")))
                 .transpose()
-                .map_err(|e| CliError::msg(format!("image inspect --format: {e}")))?;
+                .map_err(|e| CliError::context("image inspect --format", e))?;
             let mut all = Vec::new();
             for image in images {
                 all.push(store.inspect(image).map_err(err)?);
@@ -337,14 +333,13 @@ pub fn run(global: &GlobalOptions, args: &ImageArgs) -> CliResult<()> {
                 Some(t) => {
                     let mut text = String::new();
                     for v in &all {
-                        let line =
-                            t.render(v).map_err(|e| CliError::msg(format!("image inspect --format: {e}")))?;
+                        let line = t.render(v).map_err(|e| CliError::context("image inspect --format", e))?;
                         text.push_str(&line);
                         text.push('\n');
                     }
                     text
                 }
-                None => serde_json::to_string_pretty(&all).map_err(|e| CliError::msg(e.to_string()))? + "\n",
+                None => serde_json::to_string_pretty(&all).map_err(CliError::from)? + "\n",
             };
             out!("{text}")?;
         }
@@ -361,7 +356,7 @@ pub fn run(global: &GlobalOptions, args: &ImageArgs) -> CliResult<()> {
                 }
             } else if *format == Format::Json {
                 for r in &rows {
-                    let text = serde_json::to_string(r).map_err(|e| CliError::msg(e.to_string()))?;
+                    let text = serde_json::to_string(r).map_err(CliError::from)?;
                     outln!("{text}")?;
                 }
             } else {
@@ -446,15 +441,15 @@ fn pull(
     all_tags: bool,
     reference: &str,
 ) -> CliResult<()> {
-    let r = Reference::parse(reference).map_err(|e| CliError::msg(e.to_string()))?;
-    let platform = platform.map(Platform::parse).transpose().map_err(|e| CliError::msg(e.to_string()))?;
+    let r = Reference::parse(reference).map_err(CliError::from)?;
+    let platform = platform.map(Platform::parse).transpose().map_err(CliError::from)?;
     let registry = Registry::new(RegistryOptions::from_env());
     // Say which image when the cause only names the registry.
     let failed = |what: &str, e: RegistryError| match e {
         RegistryError::Unreachable { .. } | RegistryError::Timeout { .. } => {
-            CliError::msg(format!("pull {what}: {e}"))
+            CliError::context(format!("pull {what}"), e)
         }
-        e => CliError::msg(e.to_string()),
+        e => CliError::from(e),
     };
     let last = reference.rsplit('/').next().unwrap_or(reference);
     let names: Vec<Reference> = if all_tags {
@@ -506,16 +501,16 @@ fn pull(
 }
 
 fn push(store: &ImageStore, quiet: bool, reference: &str) -> CliResult<()> {
-    let r = Reference::parse(reference).map_err(|e| CliError::msg(e.to_string()))?;
+    let r = Reference::parse(reference).map_err(CliError::from)?;
     if !quiet {
         statusln!("The push refers to repository [{}]", r.repository);
     }
     let registry = Registry::new(RegistryOptions::from_env());
     let digest = registry.push(store, reference, &LinePrinter { quiet }).map_err(|e| match e {
         RegistryError::Unreachable { .. } | RegistryError::Timeout { .. } => {
-            CliError::msg(format!("push {}: {e}", r.short()))
+            CliError::context(format!("push {}", r.short()), e)
         }
-        e => CliError::msg(e.to_string()),
+        e => CliError::from(e),
     })?;
     if quiet {
         outln!("{digest}")

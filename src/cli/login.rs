@@ -72,7 +72,7 @@ fn prompt(label: &str, hide: bool) -> CliResult<String> {
         let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, &t);
         output::warn(format_args!(""));
     }
-    read.map_err(|e| CliError::msg(format!("login: {e}")))?;
+    read.map_err(|e| CliError::context("login", e))?;
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
@@ -102,7 +102,7 @@ pub fn run_login(global: &GlobalOptions, args: &LoginArgs) -> CliResult<()> {
             std::io::stdin()
                 .lock()
                 .read_to_string_lossy(&mut text)
-                .map_err(|e| CliError::msg(format!("login: reading the password: {e}")))?;
+                .map_err(|e| CliError::context("login: reading the password", e))?;
             text.trim_end_matches(['\n', '\r']).to_string()
         }
         None => prompt("Password", true)?,
@@ -113,10 +113,10 @@ pub fn run_login(global: &GlobalOptions, args: &LoginArgs) -> CliResult<()> {
     let opts = RegistryOptions::from_env();
     let store = opts.credentials.clone();
     let registry = Registry::new(opts);
-    registry.login(&host, &username, &password).map_err(|e| CliError::msg(format!("login failed: {e}")))?;
+    registry.login(&host, &username, &password).map_err(|e| CliError::context("login failed", e))?;
     store
         .store(&host, &Credentials { username, password, identity_token: None })
-        .map_err(|e| CliError::msg(format!("login: saving the credentials: {e}")))?;
+        .map_err(|e| CliError::context("login: saving the credentials", e))?;
     outln!("Login Succeeded")
 }
 
@@ -137,7 +137,7 @@ impl<R: std::io::Read> ReadAll for R {
 pub fn run_logout(_global: &GlobalOptions, args: &LogoutArgs) -> CliResult<()> {
     let host = server_host(args.server.as_deref());
     let store = RegistryOptions::from_env().credentials;
-    let removed = store.erase(&host).map_err(|e| CliError::msg(format!("logout: {e}")))?;
+    let removed = store.erase(&host).map_err(|e| CliError::context("logout", e))?;
     if removed {
         outln!("Removing login credentials for {}", config_key(&host))
     } else {

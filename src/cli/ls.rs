@@ -96,7 +96,7 @@ pub fn run(global: &GlobalOptions, args: &LsArgs) -> CliResult<()> {
         }
         return Ok(());
     }
-    let json = |v: &dyn erased::Json| v.to_json().map_err(|e| CliError::msg(e.to_string()));
+    let json = |v: &dyn erased::Json| v.to_json().map_err(CliError::from);
     match format.as_str() {
         // One array on one line, as docker compose prints it.
         "json" => outln!("{}", json(&projects)?),

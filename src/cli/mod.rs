@@ -376,7 +376,7 @@ impl GlobalOptions {
     /// Loader options from these flags and the process environment.
     pub fn project_options(&self) -> CliResult<ProjectOptions> {
         let mut opts = ProjectOptions::from_process()
-            .map_err(|e| CliError::msg(format!("cannot read the working directory: {e}")))?;
+            .map_err(|e| CliError::context("cannot read the working directory", e))?;
         opts.files = self.files.clone();
         opts.project_name = self.project_name.clone();
         opts.project_dir = self.project_directory.clone();
@@ -428,7 +428,7 @@ fn join(global: &GlobalOptions, args: &JoinArgs) -> CliResult<()> {
     };
     match runtime.join(&args.id, &exec) {
         Ok(never) => match never {},
-        Err(e) => Err(CliError::msg(e.to_string())),
+        Err(e) => Err(CliError::from(e)),
     }
 }
 
@@ -439,9 +439,8 @@ fn copy_helper(global: &GlobalOptions, args: &CopyHelperArgs) -> CliResult<()> {
     runtime.enter_filesystem(&args.id)?;
     match &args.op {
         CopyOp::Stat { path, follow } => {
-            let st = copy::helper_stat(path, *follow)
-                .map_err(|e| CliError::msg(format!("{}: {e}", path.display())))?;
-            let text = serde_json::to_string(&st).map_err(|e| CliError::msg(e.to_string()))?;
+            let st = copy::helper_stat(path, *follow).map_err(|e| CliError::context(path.display(), e))?;
+            let text = serde_json::to_string(&st).map_err(CliError::from)?;
             output::outln!("{text}")
         }
         CopyOp::Get { path, name, contents, follow } => {
@@ -470,7 +469,7 @@ pub fn run() -> ExitCode {
     let argv = match completion::entry(std::env::args_os().collect()) {
         completion::Entry::Args(argv) => argv,
         completion::Entry::Metadata => return exit(completion::print_metadata()),
-        completion::Entry::Refused(why) => return exit(Err(CliError::msg(why))),
+        completion::Entry::Refused(why) => return exit(Err(CliError::from(why))),
     };
     let mut cli = match Cli::try_parse_from(argv) {
         Ok(cli) => cli,

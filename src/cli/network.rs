@@ -172,7 +172,7 @@ pub fn run(global: &GlobalOptions, args: &NetworkArgs) -> CliResult<()> {
             for n in names {
                 out.push(inspect_json(&nets.inspect(n)?));
             }
-            let text = serde_json::to_string_pretty(&out).map_err(|e| CliError::msg(e.to_string()))?;
+            let text = serde_json::to_string_pretty(&out).map_err(CliError::from)?;
             outln!("{text}")?;
         }
         NetworkCommand::Prune { force: _ } => {

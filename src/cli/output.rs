@@ -73,7 +73,7 @@ pub(crate) fn stdout_error(e: &io::Error) -> CliError {
     if e.kind() == io::ErrorKind::BrokenPipe {
         CliError::exit(0)
     } else {
-        CliError::msg(format!("cannot write to standard output: {e}"))
+        CliError::context("cannot write to standard output", e)
     }
 }
 

@@ -27,8 +27,8 @@ pub struct ProjectCtx {
 
 /// The engine on the dirs `global` names, re-executing this binary.
 pub fn engine(global: &GlobalOptions) -> CliResult<Engine> {
-    let exe = std::env::current_exe()
-        .map_err(|e| CliError::msg(format!("cannot find berth's own executable: {e}")))?;
+    let exe =
+        std::env::current_exe().map_err(|e| CliError::context("cannot find berth's own executable", e))?;
     Ok(Engine::new(&global.dirs(), exe))
 }
 

@@ -443,7 +443,7 @@ pub fn run(global: &GlobalOptions, args: &PsArgs) -> CliResult<()> {
             None => return Err(CliError::msg("arguments to --filter should be in form KEY=VAL")),
         }
     }
-    let bad_format = |e: super::template::TemplateError| CliError::msg(format!("--format: {e}"));
+    let bad_format = |e: super::template::TemplateError| CliError::context("--format", e);
     let spec = match FormatSpec::parse(&args.format).map_err(bad_format)? {
         FormatSpec::Table => FormatSpec::parse(DEFAULT_TABLE).map_err(bad_format)?,
         other => other,
@@ -549,9 +549,8 @@ fn print(rows: &[Summary], spec: FormatSpec, no_trunc: bool) -> CliResult<()> {
                 lines.push(FormatSpec::header(&text, HEADERS));
             }
             for r in rows {
-                let line = template
-                    .render(&r.fields(no_trunc))
-                    .map_err(|e| CliError::msg(format!("--format: {e}")))?;
+                let line =
+                    template.render(&r.fields(no_trunc)).map_err(|e| CliError::context("--format", e))?;
                 lines.push(line);
             }
             if header || lines.iter().any(|l| l.contains('\t')) {
@@ -565,8 +564,7 @@ fn print(rows: &[Summary], spec: FormatSpec, no_trunc: bool) -> CliResult<()> {
             Ok(())
         }
         FormatSpec::Table => {
-            let spec =
-                FormatSpec::parse(DEFAULT_TABLE).map_err(|e| CliError::msg(format!("--format: {e}")))?;
+            let spec = FormatSpec::parse(DEFAULT_TABLE).map_err(|e| CliError::context("--format", e))?;
             print(rows, spec, no_trunc)
         }
     }

@@ -120,15 +120,15 @@ fn env_item(item: &str) -> CliResult<(String, Option<String>)> {
 /// The run options these flags ask for.
 fn run_options(args: &RunArgs, cwd: &std::path::Path) -> CliResult<RunOptions> {
     let entrypoint = match &args.entrypoint {
-        Some(text) => {
-            Some(shell_words::split(text).map_err(|e| CliError::msg(format!("--entrypoint {text:?}: {e}")))?)
-        }
+        Some(text) => Some(
+            shell_words::split(text).map_err(|e| CliError::context(format!("--entrypoint {text:?}"), e))?,
+        ),
         None => None,
     };
     let mut volumes = Vec::new();
     for v in &args.volumes {
         let mut mount =
-            crate::compose::parse_volume_flag(v).map_err(|e| CliError::msg(format!("-v {v:?}: {e}")))?;
+            crate::compose::parse_volume_flag(v).map_err(|e| CliError::context(format!("-v {v:?}"), e))?;
         // A relative bind source is relative to where berth runs.
         if mount.r#type == "bind"
             && let Some(src) = &mount.source
@@ -141,8 +141,9 @@ fn run_options(args: &RunArgs, cwd: &std::path::Path) -> CliResult<RunOptions> {
     }
     let mut ports = Vec::new();
     for p in &args.publish {
-        ports
-            .extend(crate::compose::parse_port_flag(p).map_err(|e| CliError::msg(format!("-p {p:?}: {e}")))?);
+        ports.extend(
+            crate::compose::parse_port_flag(p).map_err(|e| CliError::context(format!("-p {p:?}"), e))?,
+        );
     }
     let stdin_tty = std::io::stdin().is_terminal();
     Ok(RunOptions {
@@ -174,8 +175,8 @@ pub fn run(global: &GlobalOptions, args: &RunArgs) -> CliResult<()> {
     if args.quiet {
         ctx.progress = crate::engine::progress::Progress::new(crate::engine::progress::ProgressMode::Quiet);
     }
-    let cwd = std::env::current_dir()
-        .map_err(|e| CliError::msg(format!("cannot read the working directory: {e}")))?;
+    let cwd =
+        std::env::current_dir().map_err(|e| CliError::context("cannot read the working directory", e))?;
     let opts = run_options(args, &cwd)?;
     let name = ctx.loaded.project.name.clone();
     let service = args.service.clone();
@@ -256,7 +257,7 @@ pub fn run(global: &GlobalOptions, args: &RunArgs) -> CliResult<()> {
             let st = host
                 .containers
                 .wait(&oneoff.id, Duration::from_millis(200))
-                .map_err(|e| CliError::msg(format!("wait for container {}: {e}", oneoff.name)))?;
+                .map_err(|e| CliError::context(format!("wait for container {}", oneoff.name), e))?;
             if matches!(st.state, State::Exited | State::Dead) {
                 return Ok(st.exit_code.unwrap_or(-1));
             }

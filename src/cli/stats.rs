@@ -191,7 +191,7 @@ enum Shape {
 }
 
 fn shape(format: &str) -> CliResult<Shape> {
-    let bad = |e: super::template::TemplateError| CliError::msg(format!("stats --format: {e}"));
+    let bad = |e: super::template::TemplateError| CliError::context("stats --format", e);
     Ok(match FormatSpec::parse(format).map_err(bad)? {
         FormatSpec::Table => Shape::Table {
             template: super::template::Template::parse(DEFAULT_TABLE).map_err(bad)?,
@@ -208,7 +208,7 @@ fn shape(format: &str) -> CliResult<Shape> {
 /// The text of one reading of `entries`.
 fn render(shape: &Shape, entries: &[Entry]) -> CliResult<String> {
     let value = |e: &Entry| serde_json::to_value(e).map_err(|err| CliError::msg(err.to_string()));
-    let fail = |e: super::template::TemplateError| CliError::msg(format!("stats --format: {e}"));
+    let fail = |e: super::template::TemplateError| CliError::context("stats --format", e);
     match shape {
         Shape::Json => {
             let mut out = String::new();

@@ -129,7 +129,7 @@ pub fn run(global: &GlobalOptions, args: &VolumeArgs) -> CliResult<()> {
                 let v = vols.get(name)?.ok_or_else(|| CliError::msg(format!("no such volume: {name}")))?;
                 out.push(inspect_json(&v));
             }
-            outln!("{}", serde_json::to_string_pretty(&out).map_err(|e| CliError::msg(e.to_string()))?)?;
+            outln!("{}", serde_json::to_string_pretty(&out).map_err(CliError::from)?)?;
         }
         VolumeCommand::Prune { all, force: _ } => {
             let removed = vols.prune(*all)?;

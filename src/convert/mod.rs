@@ -50,9 +50,14 @@ pub enum ConvertError {
     /// `--strict` and some keys were not converted.
     #[error("{0} compose key(s) could not be converted (listed above); nothing was written (--strict)")]
     Strict(usize),
-    /// Writing the manifests as text failed.
-    #[error("cannot render the manifests: {0}")]
-    Render(String),
+    /// Writing the manifests as text (or an object as JSON) failed.
+    #[error("cannot render the manifests: {}{source}", kind.map(|k| format!("{k}: ")).unwrap_or_default())]
+    Render {
+        /// The kind of object, when one object failed.
+        kind: Option<&'static str>,
+        /// Why.
+        source: serde_json::Error,
+    },
 }
 
 fn service_error(service: &str, message: impl Into<String>) -> ConvertError {
@@ -160,7 +165,7 @@ impl Out {
         object: &T,
     ) -> Result<(), ConvertError> {
         let mut value =
-            serde_json::to_value(object).map_err(|e| ConvertError::Render(format!("{}: {e}", T::KIND)))?;
+            serde_json::to_value(object).map_err(|source| ConvertError::Render { kind: Some(T::KIND), source })?;
         if let (Some(ns), Some(meta)) =
             (&self.namespace, value.get_mut("metadata").and_then(Json::as_object_mut))
         {
@@ -352,7 +357,7 @@ pub fn render_one(m: &Manifest, format: Format) -> Result<String, ConvertError> 
         Format::Yaml => Ok(yaml_document(&m.value)),
         Format::Json => serde_json::to_string_pretty(&m.value)
             .map(|s| s + "\n")
-            .map_err(|e| ConvertError::Render(e.to_string())),
+            .map_err(|source| ConvertError::Render { kind: None, source }),
     }
 }
 
@@ -375,7 +380,7 @@ pub fn render(manifests: &[Manifest], format: Format) -> Result<String, ConvertE
             });
             serde_json::to_string_pretty(&list)
                 .map(|s| s + "\n")
-                .map_err(|e| ConvertError::Render(e.to_string()))
+                .map_err(|source| ConvertError::Render { kind: None, source })
         }
     }
 }

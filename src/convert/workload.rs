@@ -193,17 +193,28 @@ fn resources(s: &ServiceConfig, scope: &str, out: &mut Out) -> Option<ResourceRe
     })
 }
 
+/// A `user:` Kubernetes cannot take (a name, as written).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum IdError {
+    /// The user is a name.
+    #[error("user {0:?} is a name: Kubernetes needs a numeric uid")]
+    User(String),
+    /// The group is a name.
+    #[error("group {0:?} is a name: Kubernetes needs a numeric gid")]
+    Group(String),
+}
+
 /// `uid[:gid]` as numbers; names cannot be resolved without the image.
-fn user_ids(user: &str) -> Result<(i64, Option<i64>), String> {
+fn user_ids(user: &str) -> Result<(i64, Option<i64>), IdError> {
     let (u, g) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
     let uid =
-        u.parse::<i64>().map_err(|_| format!("user {u:?} is a name: Kubernetes needs a numeric uid"))?;
+        u.parse::<i64>().map_err(|_| IdError::User(u.to_string()))?;
     let gid = g
         .map(|g| {
-            g.parse::<i64>().map_err(|_| format!("group {g:?} is a name: Kubernetes needs a numeric gid"))
+            g.parse::<i64>().map_err(|_| IdError::Group(g.to_string()))
         })
         .transpose()?;
     Ok((uid, gid))
@@ -482,7 +493,7 @@ pub(crate) fn workload(
 ) -> Result<(), ConvertError> {
     let scope = format!("service {name:?}");
     let k8s = dns_label(name);
-    let tree = serde_json::to_value(s).map_err(|e| ConvertError::Render(e.to_string()))?;
+    let tree = serde_json::to_value(s).map_err(|source| ConvertError::Render { kind: None, source })?;
     if let Some(map) = tree.as_object() {
         for (key, value) in map {
             let set = !matches!(value, Json::Null) && value != &Json::Bool(false);
@@ -549,7 +560,7 @@ pub(crate) fn workload(
                 sc.run_as_user = Some(uid);
                 sc.run_as_group = gid;
             }
-            Err(e) => out.report.dropped(&scope, "user", e),
+            Err(e) => out.report.dropped(&scope, "user", e.to_string()),
         }
     }
     if !s.cap_add.is_empty() || !s.cap_drop.is_empty() {

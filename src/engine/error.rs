@@ -42,6 +42,9 @@ pub enum ImageJobError {
     /// is no underlying error).
     #[error("{0}")]
     Invalid(String),
+    /// A `build.ssh` entry is not one berth reads.
+    #[error(transparent)]
+    Ssh(#[from] crate::image::build::ssh::SshError),
     /// The thread running the build panicked.
     #[error("the build thread panicked")]
     Panicked,

@@ -164,6 +164,26 @@ enum Target {
     Ready(WaitFor),
 }
 
+/// Why a container never will be where a wait wants it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum Stuck {
+    /// Its healthcheck says unhealthy.
+    #[error("container {0} is unhealthy")]
+    Unhealthy(String),
+    /// It exited while it was to become healthy.
+    #[error("container {name} exited ({code})")]
+    ExitedUnhealthy { name: String, code: i32 },
+    /// It has no healthcheck to become healthy by.
+    #[error("container {0} has no healthcheck configured")]
+    NoHealthcheck(String),
+    /// Its service was to complete and it exited non-zero.
+    #[error("service {service} didn't complete successfully: exit {code}")]
+    NotCompleted { service: String, code: i32 },
+    /// It exited (non-zero, or while it was to keep running).
+    #[error("container {name} exited with code {code}")]
+    Exited { name: String, code: i32 },
+}
+
 /// Whether container `c` (status `st`) is where `target` wants it: `Some(Ok(word))` yes
 /// (the word for the progress view), `Some(Err)` it never will be, `None` not yet.
 /// `has_check`: whether the container has a healthcheck.
@@ -173,38 +193,38 @@ fn readiness(
     target: Target,
     has_check: bool,
     now: std::time::SystemTime,
-) -> Option<std::result::Result<&'static str, String>> {
+) -> Option<std::result::Result<&'static str, Stuck>> {
     let exited = matches!(st.state, State::Exited | State::Dead);
     let code = st.exit_code.unwrap_or(-1);
     let health = st.health.as_ref().map(|h| h.status);
     match target {
         Target::Healthy => match health {
             Some(HealthState::Healthy) => Some(Ok("Healthy")),
-            Some(HealthState::Unhealthy) => Some(Err(format!("container {} is unhealthy", c.name))),
-            _ if exited => Some(Err(format!("container {} exited ({code})", c.name))),
+            Some(HealthState::Unhealthy) => Some(Err(Stuck::Unhealthy(c.name.clone()))),
+            _ if exited => Some(Err(Stuck::ExitedUnhealthy { name: c.name.clone(), code })),
             Some(_) => None,
             None if has_check => None,
-            None => Some(Err(format!("container {} has no healthcheck configured", c.name))),
+            None => Some(Err(Stuck::NoHealthcheck(c.name.clone()))),
         },
         Target::Completed => match st.exit_code {
             _ if !exited => None,
             Some(0) => Some(Ok("Exited")),
-            _ => Some(Err(format!("service {} didn't complete successfully: exit {code}", c.service))),
+            _ => Some(Err(Stuck::NotCompleted { service: c.service.clone(), code })),
         },
         Target::Ready(WaitFor::Completion) => match st.exit_code {
             _ if !exited => None,
             Some(0) => Some(Ok("Exited")),
-            _ => Some(Err(format!("container {} exited with code {code}", c.name))),
+            _ => Some(Err(Stuck::Exited { name: c.name.clone(), code })),
         },
         Target::Ready(WaitFor::Running) if exited => {
-            Some(Err(format!("container {} exited with code {code}", c.name)))
+            Some(Err(Stuck::Exited { name: c.name.clone(), code }))
         }
         Target::Ready(WaitFor::Running) if !has_check => {
             (st.state == State::Running && settled(st, now)).then_some(Ok("Running"))
         }
         Target::Ready(WaitFor::Running) => match health {
             Some(HealthState::Healthy) => Some(Ok("Healthy")),
-            Some(HealthState::Unhealthy) => Some(Err(format!("container {} is unhealthy", c.name))),
+            Some(HealthState::Unhealthy) => Some(Err(Stuck::Unhealthy(c.name.clone()))),
             _ => None,
         },
     }
@@ -536,7 +556,7 @@ impl<'a> Executor<'a> {
                     self.progress.event("Container", &c.name, word, true);
                     return Ok(());
                 }
-                Some(Err(reason)) => return Err(NotReady::Never(reason)),
+                Some(Err(stuck)) => return Err(NotReady::Never(stuck.to_string())),
                 None => {}
             }
             if deadline.is_some_and(|e| Instant::now() > e) {
@@ -1559,7 +1579,7 @@ services:
         let now = std::time::SystemTime::now();
         assert_eq!(readiness(&c, &running, Target::Healthy, true, now), None);
         assert!(
-            matches!(readiness(&c, &running, Target::Healthy, false, now), Some(Err(e)) if e.contains("no healthcheck"))
+            matches!(readiness(&c, &running, Target::Healthy, false, now), Some(Err(e)) if e.to_string().contains("no healthcheck"))
         );
         assert_eq!(readiness(&c, &exited(0), Target::Completed, false, now), Some(Ok("Exited")));
         assert_eq!(readiness(&c, &running, Target::Completed, false, now), None);
@@ -1567,7 +1587,7 @@ services:
         assert_eq!(readiness(&c, &running, Target::Ready(WaitFor::Running), true, now), None);
         assert!(matches!(
             readiness(&c, &exited(2), Target::Ready(WaitFor::Running), false, now),
-            Some(Err(e)) if e == "container p-a-1 exited with code 2"
+            Some(Err(e)) if e.to_string() == "container p-a-1 exited with code 2"
         ));
         assert_eq!(
             readiness(&c, &exited(0), Target::Ready(WaitFor::Completion), false, now),

@@ -191,7 +191,7 @@ fn ssh_of(
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let mut out = BTreeMap::new();
     for s in specs {
-        let (id, paths) = crate::image::build::ssh::parse_spec(&s).map_err(ImageJobError::Invalid)?;
+        let (id, paths) = crate::image::build::ssh::parse_spec(&s)?;
         let paths = paths
             .into_iter()
             .map(|p| match (p.strip_prefix("~"), &home) {
@@ -258,11 +258,10 @@ impl BaseImages for PullingBase<'_> {
         if !pull && let Ok(image) = local {
             return Ok(image);
         }
-        let platform =
-            platform.map(Platform::parse).transpose().map_err(|e| BuildError::BaseImage(e.to_string()))?;
+        let platform = platform.map(Platform::parse).transpose().map_err(|e| BuildError::Registry(Box::new(e)))?;
         match self.provider.registry.pull(store, reference, platform.as_ref(), self.events) {
-            Ok(p) => store.resolve(&p.reference).map_err(|e| BuildError::BaseImage(e.to_string())),
-            Err(e) => Err(BuildError::BaseImage(format!("base image {reference}: {e}"))),
+            Ok(p) => Ok(store.resolve(&p.reference)?),
+            Err(e) => Err(BuildError::Pull { reference: reference.to_string(), source: Box::new(e) }),
         }
     }
 }

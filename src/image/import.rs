@@ -42,11 +42,25 @@ fn command_form(value: &str) -> Vec<String> {
     vec!["/bin/sh".into(), "-c".into(), value.to_string()]
 }
 
+/// `ENV`/`LABEL` words that are not `KEY=value`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum WordsError {
+    /// Unbalanced quotes.
+    #[error(transparent)]
+    Quotes(#[from] shell_words::ParseError),
+    /// Nothing after the instruction.
+    #[error("needs a value")]
+    Empty,
+    /// A word without `=`.
+    #[error("{0:?} is not KEY=value")]
+    NotKeyValue(String),
+}
+
 /// `k=v k2="v 2"` or the legacy `k v` form.
-fn key_values(value: &str, legacy_space: bool) -> std::result::Result<Vec<(String, String)>, String> {
-    let words = shell_words::split(value).map_err(|e| e.to_string())?;
+fn key_values(value: &str, legacy_space: bool) -> std::result::Result<Vec<(String, String)>, WordsError> {
+    let words = shell_words::split(value)?;
     if words.is_empty() {
-        return Err("needs a value".into());
+        return Err(WordsError::Empty);
     }
     if legacy_space && !words[0].contains('=') {
         let (k, v) = value.trim().split_once(char::is_whitespace).unwrap_or((value.trim(), ""));
@@ -57,7 +71,7 @@ fn key_values(value: &str, legacy_space: bool) -> std::result::Result<Vec<(Strin
         .map(|w| {
             w.split_once('=')
                 .map(|(k, v)| (k.to_string(), v.to_string()))
-                .ok_or(format!("{w:?} is not KEY=value"))
+                .ok_or_else(|| WordsError::NotKeyValue(w.clone()))
         })
         .collect()
 }
@@ -85,14 +99,14 @@ pub fn apply_changes(
             "ENV" => {
                 let env = config.entry("Env").or_insert_with(|| json!([]));
                 let list = env.as_array_mut().ok_or_else(|| bad("Env is not a list".into()))?;
-                for (k, v) in key_values(value, true).map_err(bad)? {
+                for (k, v) in key_values(value, true).map_err(|e| bad(e.to_string()))? {
                     list.retain(|e| e.as_str().and_then(|e| e.split('=').next()) != Some(k.as_str()));
                     list.push(json!(format!("{k}={v}")));
                 }
             }
             "LABEL" => {
                 let labels = config.entry("Labels").or_insert_with(|| json!({}));
-                for (k, v) in key_values(value, false).map_err(bad)? {
+                for (k, v) in key_values(value, false).map_err(|e| bad(e.to_string()))? {
                     labels[k] = json!(v);
                 }
             }
@@ -186,7 +200,11 @@ pub fn import(
 ) -> Result<String> {
     let mut config_obj = Map::new();
     apply_changes(&mut config_obj, changes)
-        .map_err(|e| ImageError::Invalid { source_name: "import".into(), message: e.to_string() })?;
+        .map_err(|e| ImageError::Invalid {
+            source_name: "import".into(),
+            message: e.to_string(),
+            cause: Some(e.into()),
+        })?;
     // The staging dir is this process's (locked): the input is read into it before the
     // store's lock is taken, so that a slow stream does not hold up the store.
     let staging = store.staging()?;
@@ -230,15 +248,27 @@ pub fn import(
             "history": [history],
         });
         let bytes = serde_json::to_vec(&config)
-            .map_err(|e| ImageError::Invalid { source_name: label.clone(), message: e.to_string() })?;
+            .map_err(|e| ImageError::Invalid {
+                source_name: label.clone(),
+                message: e.to_string(),
+                cause: Some(e.into()),
+            })?;
         serde_json::from_slice::<oci_spec::image::ImageConfiguration>(&bytes)
-            .map_err(|e| ImageError::Invalid { source_name: label.clone(), message: e.to_string() })?;
+            .map_err(|e| ImageError::Invalid {
+                source_name: label.clone(),
+                message: e.to_string(),
+                cause: Some(e.into()),
+            })?;
         let layer = json!({ "mediaType": kind.layer_media_type(), "digest": digest, "size": size });
         let names: Vec<Reference> = name.into_iter().cloned().collect();
         let config_digest = store.put_blob(&bytes)?;
         let manifest = super::oci_manifest(&config_digest, bytes.len(), vec![layer]);
         let mbytes = serde_json::to_vec(&manifest)
-            .map_err(|e| ImageError::Invalid { source_name: label.clone(), message: e.to_string() })?;
+            .map_err(|e| ImageError::Invalid {
+                source_name: label.clone(),
+                message: e.to_string(),
+                cause: Some(e.into()),
+            })?;
         let mdigest = store.put_blob(&mbytes)?;
         store.add_manifest(&mdigest, mbytes.len() as u64, &names)?;
         Ok(config_digest)

@@ -60,7 +60,16 @@ pub fn load(store: &ImageStore, reader: &mut dyn Read, source: &str) -> Result<V
 }
 
 fn invalid(source: &str, message: impl Into<String>) -> ImageError {
-    ImageError::Invalid { source_name: source.to_string(), message: message.into() }
+    ImageError::Invalid { source_name: source.to_string(), message: message.into(), cause: None }
+}
+
+/// [`invalid`] found by error `cause`: `message` already says it, and the cause is kept.
+fn invalid_by(
+    source: &str,
+    message: impl Into<String>,
+    cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> ImageError {
+    ImageError::Invalid { source_name: source.to_string(), message: message.into(), cause: Some(cause.into()) }
 }
 
 /// The files of an image archive, unpacked in a staging dir: regular files and dirs only (an
@@ -131,12 +140,12 @@ impl Archive {
 /// Reads the image archive `reader` into `dir`. The stream's start must be a tar header
 /// (plain, gzip or zstd); reading stops at the archive's end, whatever follows it.
 fn read_archive(reader: &mut dyn Read, dir: &Path, source: &str) -> Result<Archive> {
-    let (head, complete) = unpack::read_head(reader).map_err(|e| invalid(source, e.to_string()))?;
+    let (head, complete) = unpack::read_head(reader).map_err(|e| invalid_by(source, e.to_string(), e))?;
     unpack::check_archive_head(&head, complete)
-        .map_err(|e| invalid(source, format!("not an image archive: {e}")))?;
+        .map_err(|e| invalid_by(source, format!("not an image archive: {e}"), e))?;
     let (_, plain) = unpack::decompressed(std::io::Cursor::new(head).chain(reader))
-        .map_err(|e| invalid(source, e.to_string()))?;
-    let bad = |e: std::io::Error| invalid(source, format!("not a valid image archive: {e}"));
+        .map_err(|e| invalid_by(source, e.to_string(), e))?;
+    let bad = |e: std::io::Error| invalid_by(source, format!("not a valid image archive: {e}"), e);
     let mut links = HashMap::new();
     let mut tar = tar::Archive::new(plain);
     for entry in tar.entries().map_err(bad)? {
@@ -147,7 +156,7 @@ fn read_archive(reader: &mut dyn Read, dir: &Path, source: &str) -> Result<Archi
             continue;
         }
         let path = dir.join(&rel);
-        let at = |e: std::io::Error| invalid(source, format!("{}: {e}", raw.display()));
+        let at = |e: std::io::Error| invalid_by(source, format!("{}: {e}", raw.display()), e);
         match entry.header().entry_type() {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 if let Some(parent) = path.parent() {
@@ -190,9 +199,9 @@ fn digest_in_name(name: &str) -> Option<String> {
 
 fn parse_config(bytes: &[u8], source: &str, name: &str) -> Result<(ImageConfiguration, Vec<Digest>)> {
     let config: ImageConfiguration = serde_json::from_slice(bytes)
-        .map_err(|e| invalid(source, format!("{name}: not an image config: {e}")))?;
+        .map_err(|e| invalid_by(source, format!("{name}: not an image config: {e}"), e))?;
     let diff_ids = Digest::parse_all(config.rootfs().diff_ids().iter().map(String::as_str))
-        .map_err(|e| invalid(source, format!("{name}: diff id {e}")))?;
+        .map_err(|e| invalid_by(source, format!("{name}: diff id {e}"), e))?;
     Ok((config, diff_ids))
 }
 
@@ -255,8 +264,8 @@ fn store_all(store: &ImageStore, source: &str, plans: &[Plan]) -> Result<Vec<Loa
         }
         let config_digest = store.put_blob(&p.config_bytes)?;
         let manifest = super::oci_manifest(&config_digest, p.config_bytes.len(), descriptors);
-        let bytes = serde_json::to_vec(&manifest).map_err(|e| invalid("manifest", e.to_string()))?;
-        serde_json::from_slice::<ImageManifest>(&bytes).map_err(|e| invalid("manifest", e.to_string()))?;
+        let bytes = serde_json::to_vec(&manifest).map_err(|e| invalid_by("manifest", e.to_string(), e))?;
+        serde_json::from_slice::<ImageManifest>(&bytes).map_err(|e| invalid_by("manifest", e.to_string(), e))?;
         let manifest_digest = Digest::parse(&store.put_blob(&bytes)?)?;
         manifests.push((manifest_digest, bytes.len() as u64, config_digest));
     }
@@ -282,7 +291,7 @@ fn plan_docker(archive: &Archive, source: &str) -> Result<Vec<Plan>> {
     let path = archive.named(source, "manifest.json")?;
     let text = fs::read(&path).map_err(io_at(&path))?;
     let manifests: Vec<DockerManifest> =
-        serde_json::from_slice(&text).map_err(|e| invalid(source, format!("manifest.json: {e}")))?;
+        serde_json::from_slice(&text).map_err(|e| invalid_by(source, format!("manifest.json: {e}"), e))?;
     if manifests.is_empty() {
         return Err(invalid(source, "manifest.json lists no image"));
     }
@@ -301,7 +310,7 @@ fn plan_docker(archive: &Archive, source: &str) -> Result<Vec<Plan>> {
             let expected = expected
                 .map(|d| Digest::parse(&d))
                 .transpose()
-                .map_err(|e| invalid(source, e.to_string()))?;
+                .map_err(|e| invalid_by(source, e.to_string(), e))?;
             files.push((archive.named(source, layer)?, expected, None));
         }
         let names = m
@@ -360,7 +369,7 @@ fn descriptors(source: &str, name: &str, list: &Value) -> Result<Vec<ArchiveDesc
 fn plan_oci(archive: &Archive, source: &str) -> Result<Vec<Plan>> {
     let index_path = archive.named(source, "index.json")?;
     let index: Value = serde_json::from_slice(&fs::read(&index_path).map_err(io_at(&index_path))?)
-        .map_err(|e| invalid(source, format!("index.json: {e}")))?;
+        .map_err(|e| invalid_by(source, format!("index.json: {e}"), e))?;
     if !index.is_object() {
         return Err(invalid(source, "index.json: not an image index (a JSON object)"));
     }
@@ -380,7 +389,7 @@ fn plan_oci(archive: &Archive, source: &str) -> Result<Vec<Plan>> {
             .cloned()
             .or(inherited_name);
         let doc: Value =
-            serde_json::from_slice(&bytes).map_err(|e| invalid(source, format!("{blob_name}: {e}")))?;
+            serde_json::from_slice(&bytes).map_err(|e| invalid_by(source, format!("{blob_name}: {e}"), e))?;
         let media = desc.media_type.as_deref().or(doc["mediaType"].as_str()).unwrap_or_default();
         if media.contains("index") || media.contains("manifest.list") {
             // Nested indexes are legal; a cycle (or a silly depth) is not.
@@ -402,15 +411,15 @@ fn plan_oci(archive: &Archive, source: &str) -> Result<Vec<Plan>> {
             continue;
         }
         let manifest: ImageManifest = serde_json::from_slice(&bytes)
-            .map_err(|e| invalid(source, format!("{blob_name}: not a manifest: {e}")))?;
+            .map_err(|e| invalid_by(source, format!("{blob_name}: not a manifest: {e}"), e))?;
         let config_digest = Digest::parse(manifest.config().digest().as_ref())
-            .map_err(|e| invalid(source, format!("{blob_name}: config {e}")))?;
+            .map_err(|e| invalid_by(source, format!("{blob_name}: config {e}"), e))?;
         let (config_name, config_bytes) =
             oci_blob(archive, source, &config_digest, manifest.config().size())?;
         let mut files = Vec::new();
         for l in manifest.layers() {
             let d = Digest::parse(l.digest().as_ref())
-                .map_err(|e| invalid(source, format!("{blob_name}: layer {e}")))?;
+                .map_err(|e| invalid_by(source, format!("{blob_name}: layer {e}"), e))?;
             files.push((
                 archive.named(source, &format!("blobs/sha256/{}", d.hex()))?,
                 Some(d),

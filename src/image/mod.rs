@@ -59,8 +59,11 @@ pub enum ImageError {
     Invalid {
         /// The archive or file.
         source_name: String,
-        /// What is wrong.
+        /// What is wrong (with the cause's own message, when there is one).
         message: String,
+        /// What found it wrong, when an error did (a JSON, tar or digest error).
+        #[source]
+        cause: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// An image that containers use.
     #[error("image {image} is used by container {container}; remove the container or use --force")]
@@ -459,6 +462,7 @@ impl ImageStore {
             return Err(ImageError::Invalid {
                 source_name: source.to_string(),
                 message: format!("{}: digest is {digest}, expected {want}", file.display()),
+                cause: None,
             });
         }
         let dest = self.blob(&digest);
@@ -510,9 +514,10 @@ impl ImageStore {
         let path = self.blob(&blob);
         let file = fs::File::open(&path).map_err(io_at(&path))?;
         let mut hashing = unpack::HashingReader::new(file);
+        // Either error stays the cause of the `Invalid` below.
         let unpacked = unpack::decompressed(&mut hashing)
-            .map_err(|e| e.to_string())
-            .and_then(|(_, reader)| unpack::unpack(reader, tmp.path()).map_err(|e| e.to_string()));
+            .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
+            .and_then(|(_, reader)| unpack::unpack(reader, tmp.path()).map_err(Into::into));
         // The rest of the blob (past the tar's end) counts too.
         let read = hashing.finish();
         if let Ok(have) = &read
@@ -524,7 +529,11 @@ impl ImageStore {
         }
         read.map_err(io_at(&path))?;
         let diff_id = unpacked
-            .map_err(|e| ImageError::Invalid { source_name: source.to_string(), message: format!("layer {blob}: {e}") })?;
+            .map_err(|e| ImageError::Invalid {
+                source_name: source.to_string(),
+                message: format!("layer {blob}: {e}"),
+                cause: Some(e),
+            })?;
         let diff_id = Digest::parse(&diff_id)?;
         if let Some(want) = &expected_diff_id
             && want != &diff_id
@@ -532,6 +541,7 @@ impl ImageStore {
             return Err(ImageError::Invalid {
                 source_name: source.to_string(),
                 message: format!("layer {blob}: diff id is {diff_id}, the config says {want}"),
+                cause: None,
             });
         }
         let chain = chain_for(&diff_id);
@@ -1129,7 +1139,11 @@ impl ImageStore {
 pub(crate) fn spool_archive(reader: &mut dyn Read, dir: &Path, name: &str, source: &str) -> Result<PathBuf> {
     let (head, complete) = unpack::read_head(reader).map_err(io_at(Path::new(source)))?;
     unpack::check_archive_head(&head, complete)
-        .map_err(|e| ImageError::Invalid { source_name: source.to_string(), message: e.to_string() })?;
+        .map_err(|e| ImageError::Invalid {
+            source_name: source.to_string(),
+            message: e.to_string(),
+            cause: Some(e.into()),
+        })?;
     let path = dir.join(name);
     let mut f = fs::File::create(&path).map_err(io_at(&path))?;
     f.write_all(&head).map_err(io_at(&path))?;

@@ -189,6 +189,7 @@ impl ImageStore {
                         return Err(ImageError::Invalid {
                             source_name: blob.display().to_string(),
                             message: format!("layer's diff id is {got}, the config says {diff_id}"),
+                            cause: None,
                         });
                     }
                     let size = fs::metadata(&plain).map_err(io_at(&plain))?.len();

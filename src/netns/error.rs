@@ -62,7 +62,10 @@ pub enum NetError {
     },
     /// Applying firewall rules failed.
     #[error("nftables: {0}")]
-    Firewall(String),
+    Firewall(#[source] nftables::helper::NftablesError),
+    /// berth's ruleset is not one the nftables schema takes.
+    #[error("nftables: building ruleset: {0}")]
+    Ruleset(#[source] serde_json::Error),
     /// A path that should hold a network namespace does not.
     #[error("{0}: not a network namespace")]
     NotNetns(PathBuf),

@@ -227,8 +227,8 @@ pub fn apply(table: &str, nets: &[NetworkRecord], endpoints: &[EndpointRecord]) 
 
 fn run(value: Value) -> Result<(), NetError> {
     let parsed: nftables::schema::Nftables =
-        serde_json::from_value(value).map_err(|e| NetError::Firewall(format!("building ruleset: {e}")))?;
-    nftables::helper::apply_ruleset(&parsed).map_err(|e| NetError::Firewall(e.to_string()))
+        serde_json::from_value(value).map_err(NetError::Ruleset)?;
+    nftables::helper::apply_ruleset(&parsed).map_err(NetError::Firewall)
 }
 
 /// Docker's chain for its users' rules.
@@ -271,7 +271,7 @@ pub fn docker_user_rules(family: &str, table: &str, nets: &[NetworkRecord]) -> V
 /// Replaces this root's rules in every `DOCKER-USER` chain there is (`ip` and `ip6` filter).
 fn sync_docker_user(table: &str, nets: &[NetworkRecord]) -> Result<(), NetError> {
     use nftables::schema::{NfListObject, NfObject};
-    let current = nftables::helper::get_current_ruleset().map_err(|e| NetError::Firewall(e.to_string()))?;
+    let current = nftables::helper::get_current_ruleset().map_err(NetError::Firewall)?;
     let tag = docker_tag(table);
     for family in ["ip", "ip6"] {
         let has_chain = current.objects.iter().any(|o| {

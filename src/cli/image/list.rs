@@ -36,7 +36,7 @@ struct Filters {
 
 fn created_of(store: &ImageStore, image: &str, key: &str) -> CliResult<SystemTime> {
     let v =
-        store.inspect(image).map_err(|e| CliError::msg(format!("invalid filter '{key}={image}': {e}")))?;
+        store.inspect(image).map_err(|e| CliError::context(format!("invalid filter '{key}={image}'"), e))?;
     v["Created"].as_str().and_then(parse_rfc3339).ok_or_else(|| {
         CliError::msg(format!("invalid filter '{key}={image}': the image has no creation time"))
     })
@@ -182,7 +182,7 @@ fn docker_time(rfc3339: &str) -> String {
 }
 
 fn rows(store: &ImageStore) -> CliResult<Vec<Row>> {
-    let err = |e: crate::image::ImageError| CliError::msg(e.to_string());
+    let err = |e: crate::image::ImageError| CliError::from(e);
     let mut out = Vec::new();
     for s in store.list().map_err(err)? {
         let v = store.inspect(&s.id).map_err(err)?;
@@ -248,7 +248,7 @@ pub(super) fn render(
     no_trunc: bool,
     format: &str,
 ) -> CliResult<String> {
-    let spec = FormatSpec::parse(format).map_err(|e| CliError::msg(format!("image ls --format: {e}")))?;
+    let spec = FormatSpec::parse(format).map_err(|e| CliError::context("image ls --format", e))?;
     let mut given = filters.to_vec();
     if let Some(r) = reference {
         given.push(format!("reference={r}"));
@@ -309,9 +309,7 @@ pub(super) fn render(
             }
             for r in &rows {
                 lines.push(
-                    template
-                        .render(&object(r))
-                        .map_err(|e| CliError::msg(format!("image ls --format: {e}")))?,
+                    template.render(&object(r)).map_err(|e| CliError::context("image ls --format", e))?,
                 );
             }
             // A template with tabs is a table: its cells aligned as docker's tabwriter does.

@@ -6,6 +6,17 @@ use std::fmt;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
+/// A duration or size compose's syntax does not allow (the text as written).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnitError {
+    /// Not Go duration syntax.
+    #[error("invalid duration {0:?} (expected e.g. 30s, 1m30s, 500ms)")]
+    Duration(String),
+    /// Not a size.
+    #[error("invalid size {0:?} (expected e.g. 512, 64k, 50M, 2g)")]
+    Size(String),
+}
+
 /// A duration in nanoseconds. Parses Go duration syntax (`1h2m3.5s`, `500ms`, `10us`, `1ns`);
 /// a bare number is seconds. Prints like Go's `time.Duration.String()` (`1m0s`, `500ms`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -18,8 +29,8 @@ impl Duration {
     }
 
     /// Parses Go duration syntax.
-    pub fn parse(text: &str) -> Result<Duration, String> {
-        let bad = || format!("invalid duration {text:?} (expected e.g. 30s, 1m30s, 500ms)");
+    pub fn parse(text: &str) -> Result<Duration, UnitError> {
+        let bad = || UnitError::Duration(text.to_string());
         let s = text.trim();
         let (neg, mut rest) = match s.strip_prefix('-') {
             Some(r) => (true, r),
@@ -141,8 +152,8 @@ pub struct Bytes(pub i64);
 
 impl Bytes {
     /// Parses a size with an optional unit.
-    pub fn parse(text: &str) -> Result<Bytes, String> {
-        let bad = || format!("invalid size {text:?} (expected e.g. 512, 64k, 50M, 2g)");
+    pub fn parse(text: &str) -> Result<Bytes, UnitError> {
+        let bad = || UnitError::Size(text.to_string());
         let s = text.trim();
         let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);

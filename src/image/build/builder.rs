@@ -151,8 +151,55 @@ pub enum BuildError {
         file: String,
         /// 1-based line.
         line: usize,
-        /// What is wrong.
+        /// What is wrong (with the cause's own message, when there is one).
         message: String,
+        /// What caused it, when something did (a store, file or network error).
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// The Dockerfile does not parse.
+    #[error(transparent)]
+    Parse(#[from] super::parse::DockerfileError),
+    /// The `.dockerignore` file is wrong.
+    #[error(transparent)]
+    Ignore(#[from] super::dockerignore::IgnoreError),
+    /// A tag to give the image is not a reference.
+    #[error(transparent)]
+    Tag(#[from] crate::image::reference::BadReference),
+    /// A global `ARG`'s default does not expand.
+    #[error("{file}: ARG {name}: {source}")]
+    Arg {
+        /// The Dockerfile's name.
+        file: String,
+        /// The argument.
+        name: String,
+        /// Why.
+        source: Box<vars::ExpandError>,
+    },
+    /// The image's configuration or manifest could not be encoded.
+    #[error(transparent)]
+    Encode(#[from] serde_json::Error),
+    /// The image's configuration is not one OCI accepts.
+    #[error("image config: {0}")]
+    Config(#[source] serde_json::Error),
+    /// A base image's platform is not one berth reads, or the registry refused.
+    #[error(transparent)]
+    Registry(#[from] Box<crate::image::registry::RegistryError>),
+    /// A base image could not be pulled.
+    #[error("base image {reference}: {source}")]
+    Pull {
+        /// The image.
+        reference: String,
+        /// Why.
+        source: Box<crate::image::registry::RegistryError>,
+    },
+    /// A path inside a stage's root file system is unsafe or unreadable.
+    #[error("{path}: {source}")]
+    Rootfs {
+        /// The path.
+        path: String,
+        /// Why.
+        source: crate::runtime::rootfs::RootfsError,
     },
     /// A RUN step exited non-zero.
     #[error("{file}:{line}: RUN {command}: exit code {code}{}", tail_text(.output))]
@@ -185,9 +232,15 @@ pub enum BuildError {
         /// The error.
         source: std::io::Error,
     },
-    /// The build's network could not be made.
+    /// The build's network could not be used.
     #[error("build network: {0}")]
     Network(String),
+    /// The build's token (which names its network) could not be claimed.
+    #[error("build network: {0}")]
+    Owner(#[from] super::run::OwnerError),
+    /// The build's network could not be made.
+    #[error("build network: {0}")]
+    NetworkCreate(#[source] crate::netns::NetError),
     /// The build was cancelled.
     #[error("build cancelled")]
     Cancelled,
@@ -562,7 +615,7 @@ impl<'a> Builder<'a> {
                     return Err(BuildError::Dockerfile(format!("{}: not a regular file", path.display())));
                 }
                 let text = fs::read_to_string(&path)
-                    .map_err(|e| BuildError::Dockerfile(format!("{}: {e}", path.display())))?;
+                    .map_err(|source| BuildError::Io { path: path.display().to_string(), source })?;
                 (text, path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
             }
         };
@@ -578,7 +631,7 @@ impl<'a> Builder<'a> {
         let tags: Vec<Reference> = req
             .tags
             .iter()
-            .map(|t| Reference::parse(t).map_err(|e| BuildError::Dockerfile(e.to_string())))
+            .map(|t| Reference::parse(t).map_err(BuildError::from))
             .collect::<Result<_>>()?;
         if df.stages.is_empty() {
             return Err(BuildError::Dockerfile(format!("{file}: no FROM instruction")));
@@ -592,7 +645,11 @@ impl<'a> Builder<'a> {
                 None => match &decl.default {
                     Some(d) => Some(
                         vars::expand(d, &global, df.escape)
-                            .map_err(|e| BuildError::Dockerfile(format!("{file}: ARG {}: {e}", decl.name)))?
+                            .map_err(|source| BuildError::Arg {
+                                file: file.to_string(),
+                                name: decl.name.clone(),
+                                source: Box::new(source),
+                            })?
                             .0,
                     ),
                     None => None,
@@ -611,7 +668,7 @@ impl<'a> Builder<'a> {
             net: {
                 // What builds killed before (SIGKILL) left goes first; then this one's claim.
                 super::run::reap_stale(self.runtime, self.networks);
-                let owner = super::run::BuildOwner::claim(self.runtime).map_err(BuildError::Network)?;
+                let owner = super::run::BuildOwner::claim(self.runtime)?;
                 NetGuard { networks: self.networks, name: Mutex::new(None), owner }
             },
             done: Mutex::new(BTreeMap::new()),
@@ -709,8 +766,19 @@ enum FromRef {
 }
 
 impl Build<'_, '_> {
+    /// [`Self::err`] for a failure `source` caused: `message` already says it (`ADD url: ...`),
+    /// and the source stays the error's cause for whoever prints the chain.
+    fn err_by(
+        &self,
+        line: usize,
+        message: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> BuildError {
+        BuildError::Step { file: self.file.clone(), line, message: message.into(), source: Some(source.into()) }
+    }
+
     fn err(&self, line: usize, message: impl Into<String>) -> BuildError {
-        BuildError::Step { file: self.file.clone(), line, message: message.into() }
+        BuildError::Step { file: self.file.clone(), line, message: message.into(), source: None }
     }
 
     fn stage_index(&self, name: &str, before: usize) -> Option<usize> {
@@ -736,7 +804,7 @@ impl Build<'_, '_> {
     }
 
     fn expand_global(&self, word: &str, line: usize) -> Result<String> {
-        Ok(vars::expand(word, &self.global, self.df.escape).map_err(|e| self.err(line, e.to_string()))?.0)
+        Ok(vars::expand(word, &self.global, self.df.escape).map_err(|e| self.err_by(line, e.to_string(), e))?.0)
     }
 
     fn resolve_from(&self, name: &str, before: usize) -> FromRef {
@@ -852,7 +920,7 @@ impl Build<'_, '_> {
             return Ok(s);
         }
         let img =
-            self.b.base.get(reference, platform, self.req.pull).map_err(|e| self.err(line, e.to_string()))?;
+            self.b.base.get(reference, platform, self.req.pull).map_err(|e| self.err_by(line, e.to_string(), e))?;
         let raw = self.b.store.raw_config(&img.id)?;
         let descs = self.b.store.image_layers(&img.id)?;
         let diff_ids: Vec<String> = raw["rootfs"]["diff_ids"]
@@ -942,7 +1010,7 @@ impl Build<'_, '_> {
     }
 
     fn expand(&self, st: &State, word: &str, line: usize) -> Result<(String, BTreeSet<String>)> {
-        vars::expand(word, &st.vars(), self.df.escape).map_err(|e| self.err(line, e.to_string()))
+        vars::expand(word, &st.vars(), self.df.escape).map_err(|e| self.err_by(line, e.to_string(), e))
     }
 
     fn instruction(&self, idx: usize, st: &mut State, ins: &Instruction, label: &str) -> Result<()> {
@@ -1004,9 +1072,9 @@ impl Build<'_, '_> {
                 let mut shown = Vec::new();
                 for p in ports {
                     let words = vars::expand_split(p, &st.vars(), self.df.escape)
-                        .map_err(|e| self.err(line, e.to_string()))?;
+                        .map_err(|e| self.err_by(line, e.to_string(), e))?;
                     for p in words {
-                        for port in expose_ports(&p).map_err(|m| self.err(line, m))? {
+                        for port in expose_ports(&p).map_err(|e| self.err_by(line, e.to_string(), e))? {
                             shown.push(port.clone());
                             st.exposed.insert(port);
                         }
@@ -1033,7 +1101,7 @@ impl Build<'_, '_> {
                 self.meta(st, &format!("VOLUME {}", json!(shown)));
             }
             InstructionKind::Healthcheck(h) => {
-                st.healthcheck = Some(healthcheck(h.as_ref(), &st.shell()).map_err(|m| self.err(line, m))?);
+                st.healthcheck = Some(healthcheck(h.as_ref(), &st.shell()).map_err(|e| self.err_by(line, e.to_string(), e))?);
                 self.meta(st, &one_line(&ins.original));
             }
             InstructionKind::StopSignal(s) => {
@@ -1198,7 +1266,7 @@ impl Build<'_, '_> {
         let started = Instant::now();
         let view = View::new(&st.layer_dirs(), self.b.store)?;
         let rel = crate::runtime::rootfs::secure_join(&view.path, &wd)
-            .map_err(|e| BuildError::Io { path: wd.clone(), source: std::io::Error::other(e.to_string()) })?;
+            .map_err(|source| BuildError::Rootfs { path: wd.clone(), source })?;
         let rel = rel.strip_prefix(&view.path).unwrap_or(Path::new("")).to_path_buf();
         let staging = self.b.store.staging()?;
         let tree = staging.path().join("tree");
@@ -1226,7 +1294,7 @@ impl Build<'_, '_> {
             FromRef::Context(dir) => {
                 let mut h = Sha256::new();
                 context::hash_source(&dir, Path::new(""), &NoFilter, &mut h)
-                    .map_err(|e| self.err(line, e.to_string()))?;
+                    .map_err(|e| self.err_by(line, e.to_string(), e))?;
                 Ok((
                     View { path: dir, mounted: false, _dir: None },
                     format!("context:{}", hex::encode(h.finalize())),
@@ -1254,9 +1322,10 @@ impl Build<'_, '_> {
         remote::download(&self.http, url, dest, expected, kept).map_err(|e| match e {
             remote::RemoteError::Io { .. }
             | remote::RemoteError::Invalid(_)
-            | remote::RemoteError::Git(_) => self.err(line, format!("ADD {}: {e}", remote::redact(url))),
+            | remote::RemoteError::Query { .. }
+            | remote::RemoteError::Git(_) => self.err_by(line, format!("ADD {}: {e}", remote::redact(url)), e),
             // These name the URL themselves.
-            _ => self.err(line, format!("ADD {e}")),
+            _ => self.err_by(line, format!("ADD {e}"), e),
         })
     }
 
@@ -1272,7 +1341,7 @@ impl Build<'_, '_> {
         };
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let (sock, agent) = super::ssh::agent_for("default", paths, dir)
-            .map_err(|e| self.err(line, format!("ADD {}: {e}", remote::redact(word))))?;
+            .map_err(|e| self.err_by(line, format!("ADD {}: {e}", remote::redact(word)), e))?;
         Ok(GitSsh { sock: Some(sock), _agent: agent })
     }
 
@@ -1288,7 +1357,7 @@ impl Build<'_, '_> {
         } else {
             ""
         };
-        self.err(line, format!("ADD {}: {e}{hint}", remote::redact(word)))
+        self.err_by(line, format!("ADD {}: {e}{hint}", remote::redact(word)), e)
     }
 
     fn copy_step(
@@ -1320,7 +1389,7 @@ impl Build<'_, '_> {
             }
             let s = self.expand(st, s, line)?.0;
             let kind = if add {
-                remote::classify(&s).map_err(|e| self.err(line, format!("ADD {s}: {e}")))?
+                remote::classify(&s).map_err(|e| self.err_by(line, format!("ADD {s}: {e}"), e))?
             } else {
                 remote::Source::Local
             };
@@ -1355,7 +1424,7 @@ impl Build<'_, '_> {
             match &mut srcs[0] {
                 Src::Http(_) => {
                     http_checksum = Some(
-                        remote::parse_http_checksum(&sum).map_err(|e| self.err(line, format!("ADD {e}")))?,
+                        remote::parse_http_checksum(&sum).map_err(|e| self.err_by(line, format!("ADD {e}"), e))?,
                     )
                 }
                 Src::Git(g, _) => {
@@ -1417,7 +1486,7 @@ impl Build<'_, '_> {
             match src {
                 Src::Heredoc(name) => {
                     context::hash_source(heredoc_dir.path(), Path::new(name), &NoFilter, &mut h)
-                        .map_err(|e| self.err(line, e.to_string()))?;
+                        .map_err(|e| self.err_by(line, e.to_string(), e))?;
                     items.push(Item::Path {
                         root: heredoc_dir.path().to_path_buf(),
                         rel: PathBuf::from(name),
@@ -1426,11 +1495,11 @@ impl Build<'_, '_> {
                 }
                 Src::Local(s) => {
                     let found = context::resolve_sources(&root_view.path, s, &filter)
-                        .map_err(|e| self.err(line, format!("{verb} {s}: {e}")))?;
+                        .map_err(|e| self.err_by(line, format!("{verb} {s}: {e}"), e))?;
                     for rel in found {
                         if c.from.is_none() {
                             context::hash_source(&root_view.path, &rel, &filter, &mut h)
-                                .map_err(|e| self.err(line, e.to_string()))?;
+                                .map_err(|e| self.err_by(line, e.to_string(), e))?;
                         } else {
                             h.update(rel.as_os_str().as_encoded_bytes());
                         }
@@ -1472,7 +1541,7 @@ impl Build<'_, '_> {
                     let dir = fetch_dir.path().join(i.to_string());
                     let ssh = self.git_ssh(g, &dir, word, line)?;
                     let git = git::Git::new(&dir, ssh.sock.clone())
-                        .map_err(|e| self.err(line, format!("ADD {word}: {e}")))?
+                        .map_err(|e| self.err_by(line, format!("ADD {word}: {e}"), e))?
                         .with_cancel(self.b.cancel);
                     let r = git.resolve(g).map_err(|e| self.git_error(g, word, line, e))?;
                     h.update(r.cache_identity(g).to_string());
@@ -1496,7 +1565,7 @@ impl Build<'_, '_> {
         self.b.events.event("Step", label, "RUNNING", false);
         let view = View::new(&st.layer_dirs(), self.b.store)?;
         let owner = match &chown {
-            Some(o) => Some(context::resolve_owner(o, &view.path).map_err(|m| self.err(line, m))?),
+            Some(o) => Some(context::resolve_owner(o, &view.path).map_err(|e| self.err_by(line, e.to_string(), e))?),
             None => None,
         };
         let attrs = CopyAttrs { owner, mode: chmod };
@@ -1508,13 +1577,13 @@ impl Build<'_, '_> {
         let dest_is_dir_syntax =
             dest.ends_with('/') || dest.ends_with("/.") || dest == "." || items.len() > 1;
         let resolved_dest = crate::runtime::rootfs::secure_join(&view.path, &dest_abs)
-            .map_err(|e| self.err(line, e.to_string()))?;
+            .map_err(|e| self.err_by(line, e.to_string(), e))?;
         let dest_rel = resolved_dest.strip_prefix(&view.path).unwrap_or(Path::new("")).to_path_buf();
         let dest_exists_dir = view.path.join(&dest_rel).is_dir();
         let staging = self.b.store.staging()?;
         let tree = staging.path().join("tree");
         fs::create_dir(&tree).map_err(io_err(&tree))?;
-        let io = |e: std::io::Error| self.err(line, format!("{verb}: {e}"));
+        let io = |e: std::io::Error| self.err_by(line, format!("{verb}: {e}"), e);
         // Remote sources not fetched yet (their key did not need it) are fetched now.
         let mut resolved: Vec<(PathBuf, PathBuf, SrcKind)> = Vec::new();
         for item in items {
@@ -1550,7 +1619,7 @@ impl Build<'_, '_> {
             if add && unpack && meta.is_file() && is_archive(&src) {
                 context::mkdir_tree(&tree, &view.path, &dest_rel, owner).map_err(io)?;
                 extract_archive(&src, &tree.join(&dest_rel))
-                    .map_err(|m| self.err(line, format!("ADD {}: {m}", rel.display())))?;
+                    .map_err(|e| self.err_by(line, format!("ADD {}: {e}", rel.display()), e))?;
                 continue;
             }
             let target_dir = if c.parents {
@@ -1608,7 +1677,7 @@ impl Build<'_, '_> {
                     let n = self.net.owner.network();
                     let spec =
                         NetworkSpec { name: n.clone(), driver: "bridge".into(), ..NetworkSpec::default() };
-                    self.b.networks.create(&spec).map_err(|e| BuildError::Network(e.to_string()))?;
+                    self.b.networks.create(&spec).map_err(BuildError::NetworkCreate)?;
                     *name = Some(n);
                 }
                 Ok(RunNet::Bridge(name.clone().unwrap_or_default()))
@@ -1761,7 +1830,7 @@ impl Build<'_, '_> {
         let mut made = false;
         let result =
             run::run_step(self.b.runtime, self.b.networks, &step, self.b.events, self.b.cancel, |upper| {
-                made = self.commit(st, &key, upper, true, label).map_err(|e| e.to_string())?;
+                made = self.commit(st, &key, upper, true, label)?;
                 Ok(())
             });
         drop(keep);
@@ -1770,8 +1839,8 @@ impl Build<'_, '_> {
             Ok(()) => {}
             Err(RunFailure::Cancelled) => return Err(BuildError::Cancelled),
             Err(RunFailure::Setup(m)) => {
-                self.b.events.failed("Step", label, &m);
-                return Err(self.err(line, format!("RUN: {m}")));
+                self.b.events.failed("Step", label, &m.to_string());
+                return Err(self.err_by(line, format!("RUN: {m}"), m));
             }
             Err(RunFailure::Exit { code, tail }) => {
                 self.b.events.failed("Step", label, &format!("exit code {code}"));
@@ -1881,7 +1950,7 @@ impl Build<'_, '_> {
                 let value = match self.req.secrets.get(&id) {
                     Some(SecretSource::File(p)) => Some(
                         fs::read(p)
-                            .map_err(|e| self.err(line, format!("secret {id}: {}: {e}", p.display())))?,
+                            .map_err(|e| self.err_by(line, format!("secret {id}: {}: {e}", p.display()), e))?,
                     ),
                     Some(SecretSource::Env(v)) => Some(
                         std::env::var(v)
@@ -1936,13 +2005,13 @@ impl Build<'_, '_> {
             "bind" | "" => {
                 let target = abs(&target.ok_or_else(|| self.err(line, "bind mount needs a target"))?);
                 let source = ex(&m.source)?.unwrap_or_default();
-                let rel = context::clean_rel(&source).map_err(|e| self.err(line, e.to_string()))?;
+                let rel = context::clean_rel(&source).map_err(|e| self.err_by(line, e.to_string(), e))?;
                 let (view, id) = match ex(&m.from)? {
                     Some(f) => self.source_root(&f, idx, line)?,
                     None => {
                         let mut h = Sha256::new();
                         context::hash_source(&self.req.context, &rel, self.context_filter.as_ref(), &mut h)
-                            .map_err(|e| self.err(line, e.to_string()))?;
+                            .map_err(|e| self.err_by(line, e.to_string(), e))?;
                         (
                             View { path: self.req.context.clone(), mounted: false, _dir: None },
                             format!("context:{}", hex::encode(h.finalize())),
@@ -1951,7 +2020,7 @@ impl Build<'_, '_> {
                 };
                 // Links in the source resolve inside its root, never on the host.
                 let rel = context::resolve_in_root(&view.path, &rel, true)
-                    .map_err(|e| self.err(line, e.to_string()))?;
+                    .map_err(|e| self.err_by(line, e.to_string(), e))?;
                 let src = view.path.join(&rel);
                 if fs::symlink_metadata(&src).is_err() {
                     return Err(self.err(line, format!("bind mount source {source:?} not found")));
@@ -1993,10 +2062,10 @@ impl Build<'_, '_> {
                     return Ok(());
                 };
                 let (upstream, agent) = super::ssh::agent_for(&id, paths, secrets_dir.path())
-                    .map_err(|e| self.err(line, e.to_string()))?;
+                    .map_err(|e| self.err_by(line, e.to_string(), e))?;
                 let sock = secrets_dir.path().join(format!("ssh-{}", ssh_targets.len()));
                 let relay = super::ssh::Relay::start(&id, &sock, upstream, uid, gid, mode)
-                    .map_err(|e| self.err(line, e.to_string()))?;
+                    .map_err(|e| self.err_by(line, e.to_string(), e))?;
                 // Dropped after the step: the relay first, then the agent it talks to.
                 keep.push(Box::new(relay));
                 if let Some(a) = agent {
@@ -2027,9 +2096,9 @@ impl Build<'_, '_> {
         if let Some(a) = &state.author {
             config["author"] = json!(a);
         }
-        let bytes = serde_json::to_vec(&config).map_err(|e| BuildError::Dockerfile(e.to_string()))?;
+        let bytes = serde_json::to_vec(&config)?;
         serde_json::from_slice::<oci_spec::image::ImageConfiguration>(&bytes)
-            .map_err(|e| BuildError::Dockerfile(format!("image config: {e}")))?;
+            .map_err(BuildError::Config)?;
         let _lock = self.b.store.lock()?;
         for l in &state.layers {
             if !self.b.store.blob_path(&l.blob).exists() {
@@ -2043,7 +2112,7 @@ impl Build<'_, '_> {
             .map(|l| json!({ "mediaType": l.media_type, "digest": l.blob, "size": l.size }))
             .collect();
         let manifest = crate::image::oci_manifest(&config_digest, bytes.len(), layers);
-        let mbytes = serde_json::to_vec(&manifest).map_err(|e| BuildError::Dockerfile(e.to_string()))?;
+        let mbytes = serde_json::to_vec(&manifest)?;
         let mdigest = self.b.store.put_blob(&mbytes)?;
         self.b.store.add_manifest(&mdigest, mbytes.len() as u64, tags)?;
         Ok(config_digest)
@@ -2142,15 +2211,32 @@ fn command_args(c: &CommandForm, shell: &[String]) -> Vec<String> {
 }
 
 /// `80`, `80/udp`, `8000-8002/tcp` → `80/tcp`...
-fn expose_ports(p: &str) -> std::result::Result<Vec<String>, String> {
+/// A value of `EXPOSE` or `HEALTHCHECK` the image's configuration cannot take.
+#[derive(Debug, thiserror::Error)]
+enum ValueError {
+    /// Not tcp, udp or sctp.
+    #[error("invalid proto {proto:?} in EXPOSE {port}")]
+    Proto { proto: String, port: String },
+    /// Not a port or a range of ports.
+    #[error("invalid port {0:?} in EXPOSE")]
+    Port(String),
+    /// Not a duration.
+    #[error("invalid duration {0:?} for HEALTHCHECK")]
+    Duration(String),
+    /// Not a number.
+    #[error("invalid --retries {0:?}")]
+    Retries(String),
+}
+
+fn expose_ports(p: &str) -> std::result::Result<Vec<String>, ValueError> {
     let (ports, proto) = match p.split_once('/') {
         Some((a, b)) => (a, b.to_ascii_lowercase()),
         None => (p, "tcp".to_string()),
     };
     if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(format!("invalid proto {proto:?} in EXPOSE {p}"));
+        return Err(ValueError::Proto { proto, port: p.to_string() });
     }
-    let bad = || format!("invalid port {p:?} in EXPOSE");
+    let bad = || ValueError::Port(p.to_string());
     let (lo, hi) = match ports.split_once('-') {
         Some((a, b)) => (a.parse::<u16>().map_err(|_| bad())?, b.parse::<u16>().map_err(|_| bad())?),
         None => {
@@ -2206,7 +2292,7 @@ fn parse_size(s: &str) -> Option<u64> {
 }
 
 /// docker's `Healthcheck` object.
-fn healthcheck(h: Option<&HealthcheckInstruction>, shell: &[String]) -> std::result::Result<Value, String> {
+fn healthcheck(h: Option<&HealthcheckInstruction>, shell: &[String]) -> std::result::Result<Value, ValueError> {
     let _ = shell;
     let Some(h) = h else { return Ok(json!({ "Test": ["NONE"] })) };
     let test: Vec<String> = match &h.command {
@@ -2221,14 +2307,14 @@ fn healthcheck(h: Option<&HealthcheckInstruction>, shell: &[String]) -> std::res
         ("StartInterval", &h.start_interval),
     ] {
         if let Some(d) = value {
-            let n = parse_duration(d).ok_or(format!("invalid duration {d:?} for HEALTHCHECK"))?;
+            let n = parse_duration(d).ok_or_else(|| ValueError::Duration(d.clone()))?;
             if n != 0 {
                 v[field] = json!(n);
             }
         }
     }
     if let Some(r) = &h.retries {
-        let n: i64 = r.parse().map_err(|_| format!("invalid --retries {r:?}"))?;
+        let n: i64 = r.parse().map_err(|_| ValueError::Retries(r.clone()))?;
         if n != 0 {
             v["Retries"] = json!(n);
         }
@@ -2251,25 +2337,45 @@ fn is_archive(path: &Path) -> bool {
         || (n >= 262 && &h[257..262] == b"ustar")
 }
 
-fn extract_archive(src: &Path, dest: &Path) -> std::result::Result<(), String> {
+/// Why an `ADD` archive could not be extracted.
+#[derive(Debug, thiserror::Error)]
+enum ArchiveError {
+    /// A compression berth does not read.
+    #[error("bzip2 and xz archives are not supported (gzip, zstd and plain tar are)")]
+    Unsupported,
+    /// The archive could not be read, or the destination made.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// tar could not unpack it; its message leaves out the entry's own error, so it is added.
+    #[error("{source}: {}", cause_text(source))]
+    Unpack {
+        /// tar's error.
+        source: std::io::Error,
+    },
+}
+
+/// The message of `e`'s cause (empty without one).
+fn cause_text(e: &std::io::Error) -> String {
+    std::error::Error::source(e).map(|s| s.to_string()).unwrap_or_default()
+}
+
+fn extract_archive(src: &Path, dest: &Path) -> std::result::Result<(), ArchiveError> {
     use std::io::Read;
     let mut head = [0u8; 6];
-    let mut f = fs::File::open(src).map_err(|e| e.to_string())?;
-    let n = f.read(&mut head).map_err(|e| e.to_string())?;
+    let mut f = fs::File::open(src)?;
+    let n = f.read(&mut head)?;
     if head[..n].starts_with(b"BZh") || head[..n].starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        return Err("bzip2 and xz archives are not supported (gzip, zstd and plain tar are)".into());
+        return Err(ArchiveError::Unsupported);
     }
-    let f = fs::File::open(src).map_err(|e| e.to_string())?;
-    let (_, reader) = crate::image::unpack::decompressed(f).map_err(|e| e.to_string())?;
-    fs::create_dir_all(dest).map_err(|e| e.to_string())?;
+    let f = fs::File::open(src)?;
+    let (_, reader) = crate::image::unpack::decompressed(f)?;
+    fs::create_dir_all(dest)?;
     let mut a = tar::Archive::new(reader);
     a.set_preserve_permissions(true);
     a.set_preserve_ownerships(true);
     a.set_preserve_mtime(true);
     a.set_overwrite(true);
-    a.unpack(dest).map_err(|e| {
-        format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default())
-    })
+    a.unpack(dest).map_err(|source| ArchiveError::Unpack { source })
 }
 
 #[cfg(test)]

@@ -494,10 +494,21 @@ pub fn lookup_id(text: &str, name: &str) -> Option<u32> {
     })
 }
 
+/// A `--chown` name the stage does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OwnerError {
+    /// No such user in the stage's `/etc/passwd`.
+    #[error("unable to find user {0}: no matching entries in passwd file")]
+    User(String),
+    /// No such group in the stage's `/etc/group`.
+    #[error("unable to find group {0}: no matching entries in group file")]
+    Group(String),
+}
+
 /// `user[:group]` of `--chown` to numbers, names looked up in the stage's `/etc/passwd` and
 /// `/etc/group` (under `view`). A user alone means its primary group... as BuildKit: the
 /// user's own id when the user is numeric, else the passwd entry's group.
-pub fn resolve_owner(spec: &str, view: &Path) -> Result<(u32, u32), String> {
+pub fn resolve_owner(spec: &str, view: &Path) -> Result<(u32, u32), OwnerError> {
     let passwd = fs::read_to_string(view.join("etc/passwd")).unwrap_or_default();
     let group = fs::read_to_string(view.join("etc/group")).unwrap_or_default();
     let (user, grp) = match spec.split_once(':') {
@@ -507,13 +518,13 @@ pub fn resolve_owner(spec: &str, view: &Path) -> Result<(u32, u32), String> {
     let uid = match user.parse::<u32>() {
         Ok(n) => n,
         Err(_) => lookup_id(&passwd, user)
-            .ok_or(format!("unable to find user {user}: no matching entries in passwd file"))?,
+            .ok_or_else(|| OwnerError::User(user.to_string()))?,
     };
     let gid = match grp {
         Some(g) => match g.parse::<u32>() {
             Ok(n) => n,
             Err(_) => lookup_id(&group, g)
-                .ok_or(format!("unable to find group {g}: no matching entries in group file"))?,
+                .ok_or_else(|| OwnerError::Group(g.to_string()))?,
         },
         None if user.parse::<u32>().is_ok() => uid,
         None => passwd

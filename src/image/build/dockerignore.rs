@@ -155,10 +155,10 @@ impl Ignore {
                 exclusion = true;
                 p = rest.to_string();
             }
-            let kind = compile(&p).map_err(|reason| IgnoreError::Pattern {
+            let kind = compile(&p).map_err(|e| IgnoreError::Pattern {
                 file: file.clone(),
                 pattern: p.clone(),
-                reason,
+                reason: e.to_string(),
             })?;
             out.patterns.push(Pattern {
                 #[cfg(test)]
@@ -292,10 +292,15 @@ fn clean(p: &str) -> String {
     }
 }
 
+/// A pattern Go's `filepath.Match` refuses (an unclosed `[`, a trailing `\\`...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("syntax error in pattern")]
+struct PatternSyntax;
+
 /// Compiles a cleaned pattern (without `!`) the way patternmatcher does, checking the syntax
 /// as Go's `filepath.Match` would.
-fn compile(p: &str) -> Result<Kind, String> {
-    let bad = || "syntax error in pattern".to_string();
+fn compile(p: &str) -> Result<Kind, PatternSyntax> {
+    let bad = || PatternSyntax;
     let chars: Vec<char> = p.chars().collect();
     let mut toks = Vec::new();
     let mut only_literal_after_leading = true;

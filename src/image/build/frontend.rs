@@ -9,7 +9,7 @@ use super::dockerfile::{Dockerfile, Instruction};
 
 /// Parses a Dockerfile.
 pub fn parse(text: &str, file: &str) -> Result<Dockerfile, BuildError> {
-    super::parse::parse(text, file).map_err(|e| BuildError::Dockerfile(e.to_string()))
+    Ok(super::parse::parse(text, file)?)
 }
 
 /// Parses an ONBUILD trigger of a base image (run at line `line` of `file`).
@@ -18,7 +18,9 @@ pub fn parse_trigger(trigger: &str, line: usize, file: &str) -> Result<Instructi
     let df = parse(&text, file)?;
     let mut ins =
         df.stages.into_iter().next().and_then(|s| s.instructions.into_iter().next()).ok_or_else(|| {
-            BuildError::Step { file: file.into(), line, message: format!("ONBUILD {trigger}: empty trigger") }
+            BuildError::Step { file: file.into(), line, message: format!("ONBUILD {trigger}: empty trigger"),
+                source: None,
+            }
         })?;
     ins.line = line;
     Ok(ins)
@@ -41,7 +43,6 @@ pub fn context_filter(
 ) -> Result<Box<dyn Filter + Send + Sync>, BuildError> {
     let df = dockerfile.unwrap_or(Path::new("Dockerfile"));
     let df = if df.is_absolute() { df.to_path_buf() } else { context.join(df) };
-    let ignore =
-        super::dockerignore::load_for(context, &df).map_err(|e| BuildError::Dockerfile(e.to_string()))?;
+    let ignore = super::dockerignore::load_for(context, &df)?;
     Ok(Box::new(IgnoreFilter(ignore)))
 }

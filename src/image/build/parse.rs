@@ -54,6 +54,25 @@ pub struct DockerfileError {
     pub message: String,
 }
 
+/// Why a directive or an instruction is refused, before [`parse`] names the file and line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum Problem {
+    /// A rule of the Dockerfile syntax, in BuildKit's words where it has them.
+    #[error("{0}")]
+    Invalid(String),
+    /// A heredoc word BuildKit's lexer refuses.
+    #[error(transparent)]
+    Word(#[from] super::expand::ExpandError),
+    /// A `HEALTHCHECK` duration flag.
+    #[error(transparent)]
+    Duration(#[from] DurationError),
+}
+
+/// A [`Problem::Invalid`] with `message`.
+fn invalid(message: impl Into<String>) -> Problem {
+    Problem::Invalid(message.into())
+}
+
 /// The instructions BuildKit knows, lowercase.
 const INSTRUCTIONS: &[&str] = &[
     "add",
@@ -81,10 +100,10 @@ const INSTRUCTIONS: &[&str] = &[
 /// Every input gives a [`Dockerfile`] with at least one stage or an error; the time is linear in
 /// the input.
 pub fn parse(text: &str, file_name: &str) -> Result<Dockerfile, DockerfileError> {
-    let err = |line: usize, message: String| DockerfileError {
+    let err = |line: usize, problem: Problem| DockerfileError {
         file: file_name.to_string(),
         line,
-        message: shorten(message),
+        message: shorten(problem.to_string()),
     };
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let nodes = parse_nodes(text).map_err(|(line, message)| err(line, message))?;
@@ -101,7 +120,7 @@ pub fn parse(text: &str, file_name: &str) -> Result<Dockerfile, DockerfileError>
             {
                 return Err(err(
                     line,
-                    format!("duplicate stage name {name:?}, stage names should be unique"),
+                    invalid(format!("duplicate stage name {name:?}, stage names should be unique")),
                 ));
             }
             df.stages.push(stage);
@@ -119,18 +138,18 @@ pub fn parse(text: &str, file_name: &str) -> Result<Dockerfile, DockerfileError>
                 _ => {
                     return Err(err(
                         line,
-                        format!(
+                        invalid(format!(
                             "no build stage in current context: {} before the first FROM (only ARG may \
                              come before FROM)",
                             node.cmd.to_ascii_uppercase()
-                        ),
+                        )),
                     ));
                 }
             },
         }
     }
     if df.stages.is_empty() {
-        return Err(err(nodes.last_line.max(1), "dockerfile contains no stages to build".to_string()));
+        return Err(err(nodes.last_line.max(1), invalid("dockerfile contains no stages to build")));
     }
     Ok(df)
 }
@@ -182,7 +201,7 @@ struct Nodes {
     last_line: usize,
 }
 
-type LineError = (usize, String);
+type LineError = (usize, Problem);
 
 /// Parser directives: only at the very top, each once.
 struct Directives {
@@ -194,7 +213,7 @@ struct Directives {
 
 impl Directives {
     /// Looks at a (newline-trimmed) line; returns whether it was a directive.
-    fn line(&mut self, line: &str) -> Result<bool, String> {
+    fn line(&mut self, line: &str) -> Result<bool, Problem> {
         if self.done {
             return Ok(false);
         }
@@ -213,13 +232,13 @@ impl Directives {
             return Ok(false);
         }
         if !self.seen.insert(key.clone()) {
-            return Err(format!("only one {key} parser directive can be used"));
+            return Err(invalid(format!("only one {key} parser directive can be used")));
         }
         match key.as_str() {
             "escape" => match value {
                 "\\" => self.escape = '\\',
                 "`" => self.escape = '`',
-                _ => return Err(format!("invalid escape token '{value}' does not match ` or \\")),
+                _ => return Err(invalid(format!("invalid escape token '{value}' does not match ` or \\"))),
             },
             "syntax" => self.syntax = Some(value.to_string()),
             _ => {}
@@ -326,7 +345,7 @@ fn parse_nodes(text: &str) -> Result<Nodes, LineError> {
                     body.push('\n');
                 }
                 if !terminated {
-                    return Err((start, format!("unterminated heredoc {name:?}")));
+                    return Err((start, invalid(format!("unterminated heredoc {name:?}"))));
                 }
                 node.heredocs.push(RawHeredoc { name, chomp, expand, body });
             }
@@ -334,7 +353,7 @@ fn parse_nodes(text: &str) -> Result<Nodes, LineError> {
         nodes.push(node);
     }
     if nodes.is_empty() {
-        return Err((current.max(1), "file with no instructions".to_string()));
+        return Err((current.max(1), invalid("file with no instructions")));
     }
     Ok(Nodes { escape: dirs.escape, syntax: dirs.syntax, nodes, last_line: current })
 }
@@ -348,7 +367,7 @@ fn node_can_contain_heredoc(node: &Node) -> bool {
 }
 
 /// BuildKit's `splitCommand` and the per-instruction line parsers.
-fn node_from_line(line: &str, escape: char) -> Result<Node, String> {
+fn node_from_line(line: &str, escape: char) -> Result<Node, Problem> {
     let trimmed = line.trim();
     let (cmd, rest) = match trimmed.find(is_ws_sep) {
         Some(i) => (&trimmed[..i], trimmed[i..].trim_start_matches(is_ws_sep)),
@@ -377,7 +396,7 @@ fn node_from_line(line: &str, escape: char) -> Result<Node, String> {
                 // nesting.
                 let sub_word = args_text.split(is_ws_sep).next().unwrap_or_default();
                 if sub_word.eq_ignore_ascii_case("onbuild") {
-                    return Err("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".to_string());
+                    return Err(invalid("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"));
                 }
                 let sub = node_from_line(args_text, escape)?;
                 node.json = sub.json;
@@ -564,7 +583,7 @@ const NOT_STRING_ARRAY: &str = "when using JSON array syntax, arrays must be com
 
 /// A JSON array of strings, `Ok(None)` when the text is not a JSON array at all, an error when
 /// it is one with something else than strings.
-fn parse_json(rest: &str) -> Result<Option<Vec<String>>, String> {
+fn parse_json(rest: &str) -> Result<Option<Vec<String>>, Problem> {
     let rest = rest.trim_start();
     if !rest.starts_with('[') {
         return Ok(None);
@@ -574,13 +593,13 @@ fn parse_json(rest: &str) -> Result<Option<Vec<String>>, String> {
         .into_iter()
         .map(|v| match v {
             serde_json::Value::String(s) => Ok(s),
-            _ => Err(NOT_STRING_ARRAY.to_string()),
+            _ => Err(invalid(NOT_STRING_ARRAY)),
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
 }
 
-fn parse_maybe_json(rest: &str) -> Result<(Vec<String>, bool), String> {
+fn parse_maybe_json(rest: &str) -> Result<(Vec<String>, bool), Problem> {
     if rest.is_empty() {
         return Ok((Vec::new(), false));
     }
@@ -590,7 +609,7 @@ fn parse_maybe_json(rest: &str) -> Result<(Vec<String>, bool), String> {
     }
 }
 
-fn parse_maybe_json_to_list(rest: &str) -> Result<(Vec<String>, bool), String> {
+fn parse_maybe_json_to_list(rest: &str) -> Result<(Vec<String>, bool), Problem> {
     match parse_json(rest)? {
         Some(v) => Ok((v, true)),
         None => Ok((split_ws(rest), false)),
@@ -598,7 +617,7 @@ fn parse_maybe_json_to_list(rest: &str) -> Result<(Vec<String>, bool), String> {
 }
 
 /// `HEALTHCHECK TYPE rest`: the type word, then `rest` as [`parse_maybe_json`].
-fn parse_health_config(rest: &str) -> Result<(Vec<String>, bool), String> {
+fn parse_health_config(rest: &str) -> Result<(Vec<String>, bool), Problem> {
     let sep = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
     if sep == 0 {
         return Ok((Vec::new(), false));
@@ -611,13 +630,13 @@ fn parse_health_config(rest: &str) -> Result<(Vec<String>, bool), String> {
 }
 
 /// `ENV`/`LABEL`: triples flattened as `[key, value, ...]` pairs.
-fn parse_name_val(rest: &str, key: &str, escape: char) -> Result<Vec<String>, String> {
+fn parse_name_val(rest: &str, key: &str, escape: char) -> Result<Vec<String>, Problem> {
     let words = parse_words(rest, escape);
     let Some(first) = words.first() else { return Ok(Vec::new()) };
     if !first.contains('=') {
         // Legacy `ENV name value...`.
         let Some(i) = rest.find(is_ws_sep) else {
-            return Err(format!("{key} must have two arguments"));
+            return Err(invalid(format!("{key} must have two arguments")));
         };
         let value = rest[i..].trim_start_matches(is_ws_sep);
         return Ok(vec![rest[..i].to_string(), value.to_string()]);
@@ -625,7 +644,7 @@ fn parse_name_val(rest: &str, key: &str, escape: char) -> Result<Vec<String>, St
     let mut out = Vec::with_capacity(words.len() * 2);
     for word in words {
         let Some((k, v)) = word.split_once('=') else {
-            return Err(format!("Syntax error - can't find = in {word:?}. Must be of the form: name=value"));
+            return Err(invalid(format!("Syntax error - can't find = in {word:?}. Must be of the form: name=value")));
         };
         out.push(k.to_string());
         out.push(v.to_string());
@@ -656,7 +675,7 @@ pub fn heredoc_word(word: &str) -> Option<HeredocWord> {
 
 /// BuildKit's heredoc word: `^(\d*)<<(-?)\s*([^<]*)$`, then the name unquoted. Returns
 /// `(name, chomp, expand)`.
-fn parse_heredoc_word(word: &str) -> Result<Option<(String, bool, bool)>, String> {
+fn parse_heredoc_word(word: &str) -> Result<Option<(String, bool, bool)>, Problem> {
     let rest = word.trim_start_matches(|c: char| c.is_ascii_digit());
     let Some(rest) = rest.strip_prefix("<<") else { return Ok(None) };
     let (chomp, rest) = match rest.strip_prefix('-') {
@@ -669,21 +688,21 @@ fn parse_heredoc_word(word: &str) -> Result<Option<(String, bool, bool)>, String
     }
     let mut lex = Expander::new('\\');
     lex.skip_unset = true;
-    let words = lex.expand(rest, &|_| None).map_err(|e| e.to_string())?.words;
+    let words = lex.expand(rest, &|_| None)?.words;
     if words.len() != 1 {
         return Ok(None);
     }
     lex.raw_quotes = true;
-    let raw = lex.expand(rest, &|_| None).map_err(|e| e.to_string())?.words;
+    let raw = lex.expand(rest, &|_| None)?.words;
     if raw.len() != 1 {
-        return Err(format!("internal lexing of heredoc produced inconsistent results: {rest}"));
+        return Err(invalid(format!("internal lexing of heredoc produced inconsistent results: {rest}")));
     }
     let quotes = |s: &str| s.chars().filter(|&c| c == '\'' || c == '"').count();
     let expand = quotes(&words[0]) == quotes(&raw[0]);
     Ok(Some((words[0].clone(), chomp, expand)))
 }
 
-fn heredocs_from_line(line: &str) -> Result<Vec<(String, bool, bool)>, String> {
+fn heredocs_from_line(line: &str) -> Result<Vec<(String, bool, bool)>, Problem> {
     let mut lex = Expander::new('\\');
     lex.raw_quotes = true;
     lex.raw_escapes = true;
@@ -759,14 +778,14 @@ impl Flags {
     }
 }
 
-fn parse_flags(flags: &[String], spec: &[(&'static str, FlagType)]) -> Result<Flags, String> {
+fn parse_flags(flags: &[String], spec: &[(&'static str, FlagType)]) -> Result<Flags, Problem> {
     let mut out = Flags::default();
     for a in flags {
         if a == "--" {
             break;
         }
         let Some(body) = a.strip_prefix("--") else {
-            return Err(format!("arg should start with -- : {a}"));
+            return Err(invalid(format!("arg should start with -- : {a}")));
         };
         let (name, value) = match body.split_once('=') {
             Some((n, v)) => (n, Some(v)),
@@ -778,31 +797,31 @@ fn parse_flags(flags: &[String], spec: &[(&'static str, FlagType)]) -> Result<Fl
             if let Some(s) = suggest(name, spec.iter().map(|(n, _)| *n)) {
                 msg.push_str(&format!(" (did you mean {s}?)"));
             }
-            return Err(msg);
+            return Err(invalid(msg));
         };
         match typ {
             FlagType::Bool => {
                 if out.0.contains_key(key) {
-                    return Err(format!("duplicate flag specified: {flag_name}"));
+                    return Err(invalid(format!("duplicate flag specified: {flag_name}")));
                 }
                 let v = match value {
                     None => true,
-                    Some("") => return Err(format!("missing a value on flag: {flag_name}")),
+                    Some("") => return Err(invalid(format!("missing a value on flag: {flag_name}"))),
                     Some(v) if v.eq_ignore_ascii_case("true") => true,
                     Some(v) if v.eq_ignore_ascii_case("false") => false,
-                    Some(v) => return Err(format!("expecting boolean value for flag {flag_name}, not: {v}")),
+                    Some(v) => return Err(invalid(format!("expecting boolean value for flag {flag_name}, not: {v}"))),
                 };
                 out.0.insert(key, FlagValue::Bool(v));
             }
             FlagType::Str => {
                 if out.0.contains_key(key) {
-                    return Err(format!("duplicate flag specified: {flag_name}"));
+                    return Err(invalid(format!("duplicate flag specified: {flag_name}")));
                 }
-                let Some(v) = value else { return Err(format!("missing a value on flag: {flag_name}")) };
+                let Some(v) = value else { return Err(invalid(format!("missing a value on flag: {flag_name}"))) };
                 out.0.insert(key, FlagValue::Str(v.to_string()));
             }
             FlagType::Strs => {
-                let Some(v) = value else { return Err(format!("missing a value on flag: {flag_name}")) };
+                let Some(v) = value else { return Err(invalid(format!("missing a value on flag: {flag_name}"))) };
                 if let FlagValue::Strs(list) = out.0.entry(key).or_insert_with(|| FlagValue::Strs(Vec::new()))
                 {
                     list.push(v.to_string());
@@ -862,21 +881,21 @@ fn valid_stage_name(name: &str) -> bool {
         && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-' | '_' | '.'))
 }
 
-fn parse_from(node: &Node) -> Result<Stage, String> {
+fn parse_from(node: &Node) -> Result<Stage, Problem> {
     let args = &node.args;
     let name = match args.len() {
         3 if args[1].eq_ignore_ascii_case("as") => {
             let name = args[2].to_lowercase();
             if !valid_stage_name(&name) {
-                return Err(format!(
+                return Err(invalid(format!(
                     "invalid name for build stage: {:?}, name can't start with a number or contain symbols",
                     args[2]
-                ));
+                )));
             }
             Some(name)
         }
         1 => None,
-        _ => return Err("FROM requires either one or three arguments".to_string()),
+        _ => return Err(invalid("FROM requires either one or three arguments")),
     };
     let flags = parse_flags(&node.flags, &[("platform", FlagType::Str)])?;
     Ok(Stage {
@@ -892,11 +911,11 @@ fn command_form(node: &Node) -> CommandForm {
     if node.json { CommandForm::Exec(node.args.clone()) } else { CommandForm::Shell(node.args.join(" ")) }
 }
 
-fn no_flags(node: &Node) -> Result<(), String> {
+fn no_flags(node: &Node) -> Result<(), Problem> {
     parse_flags(&node.flags, &[]).map(|_| ())
 }
 
-fn parse_instruction(node: &Node) -> Result<InstructionKind, String> {
+fn parse_instruction(node: &Node) -> Result<InstructionKind, Problem> {
     let args = &node.args;
     let lower = node.cmd.to_ascii_lowercase();
     let upper = node.cmd.to_ascii_uppercase();
@@ -904,27 +923,27 @@ fn parse_instruction(node: &Node) -> Result<InstructionKind, String> {
         "env" | "label" => {
             no_flags(node)?;
             if args.is_empty() {
-                return Err(at_least_one(&upper));
+                return Err(invalid(at_least_one(&upper)));
             }
             let mut pairs = Vec::with_capacity(args.len() / 2);
             for kv in args.chunks(2) {
-                let [k, v] = kv else { return Err(format!("Bad input to {upper}, too many arguments")) };
+                let [k, v] = kv else { return Err(invalid(format!("Bad input to {upper}, too many arguments"))) };
                 if k.is_empty() {
-                    return Err(format!("{upper} names can not be blank"));
+                    return Err(invalid(format!("{upper} names can not be blank")));
                 }
                 pairs.push((k.clone(), v.clone()));
             }
             if lower == "env" { InstructionKind::Env(pairs) } else { InstructionKind::Label(pairs) }
         }
         "maintainer" => {
-            let [m] = args.as_slice() else { return Err(exactly_one("MAINTAINER")) };
+            let [m] = args.as_slice() else { return Err(invalid(exactly_one("MAINTAINER"))) };
             no_flags(node)?;
             InstructionKind::Maintainer(m.clone())
         }
         "add" | "copy" => InstructionKind::from_copy(&lower, parse_copy(node, &upper)?),
         "onbuild" => parse_onbuild(node)?,
         "workdir" => {
-            let [p] = args.as_slice() else { return Err(exactly_one("WORKDIR")) };
+            let [p] = args.as_slice() else { return Err(invalid(exactly_one("WORKDIR"))) };
             no_flags(node)?;
             InstructionKind::Workdir(p.clone())
         }
@@ -932,7 +951,7 @@ fn parse_instruction(node: &Node) -> Result<InstructionKind, String> {
         "cmd" | "entrypoint" => {
             no_flags(node)?;
             if args.is_empty() && !node.json {
-                return Err(at_least_one(&upper));
+                return Err(invalid(at_least_one(&upper)));
             }
             let form = command_form(node);
             if lower == "cmd" { InstructionKind::Cmd(form) } else { InstructionKind::Entrypoint(form) }
@@ -940,7 +959,7 @@ fn parse_instruction(node: &Node) -> Result<InstructionKind, String> {
         "healthcheck" => parse_healthcheck(node)?,
         "expose" => {
             if args.is_empty() {
-                return Err(at_least_one("EXPOSE"));
+                return Err(invalid(at_least_one("EXPOSE")));
             }
             no_flags(node)?;
             let mut ports = args.clone();
@@ -948,20 +967,20 @@ fn parse_instruction(node: &Node) -> Result<InstructionKind, String> {
             InstructionKind::Expose(ports)
         }
         "user" => {
-            let [u] = args.as_slice() else { return Err(exactly_one("USER")) };
+            let [u] = args.as_slice() else { return Err(invalid(exactly_one("USER"))) };
             no_flags(node)?;
             InstructionKind::User(u.clone())
         }
         "volume" => {
             if args.is_empty() {
-                return Err(at_least_one("VOLUME"));
+                return Err(invalid(at_least_one("VOLUME")));
             }
             no_flags(node)?;
             let mut vols = Vec::with_capacity(args.len());
             for v in args {
                 let v = v.trim();
                 if v.is_empty() {
-                    return Err("VOLUME specified can not be an empty string".to_string());
+                    return Err(invalid("VOLUME specified can not be an empty string"));
                 }
                 vols.push(v.to_string());
             }
@@ -969,18 +988,18 @@ fn parse_instruction(node: &Node) -> Result<InstructionKind, String> {
         }
         "stopsignal" => {
             // BuildKit does not look at STOPSIGNAL's flags.
-            let [s] = args.as_slice() else { return Err(exactly_one("STOPSIGNAL")) };
+            let [s] = args.as_slice() else { return Err(invalid(exactly_one("STOPSIGNAL"))) };
             InstructionKind::StopSignal(s.clone())
         }
         "arg" => {
             // Nor at ARG's.
             if args.is_empty() {
-                return Err(at_least_one("ARG"));
+                return Err(invalid(at_least_one("ARG")));
             }
             let mut decls = Vec::with_capacity(args.len());
             for a in args {
                 let decl = match a.split_once('=') {
-                    Some(("", _)) => return Err("ARG names can not be blank".to_string()),
+                    Some(("", _)) => return Err(invalid("ARG names can not be blank")),
                     Some((k, v)) => ArgDecl { name: k.to_string(), default: Some(v.to_string()) },
                     None => ArgDecl { name: a.clone(), default: None },
                 };
@@ -991,10 +1010,10 @@ fn parse_instruction(node: &Node) -> Result<InstructionKind, String> {
         "shell" => {
             no_flags(node)?;
             if args.is_empty() {
-                return Err(at_least_one("SHELL"));
+                return Err(invalid(at_least_one("SHELL")));
             }
             if !node.json {
-                return Err("SHELL requires the arguments to be in JSON form".to_string());
+                return Err(invalid("SHELL requires the arguments to be in JSON form"));
             }
             InstructionKind::Shell(args.clone())
         }
@@ -1003,7 +1022,7 @@ fn parse_instruction(node: &Node) -> Result<InstructionKind, String> {
             if let Some(s) = suggest(&node.cmd, INSTRUCTIONS.iter().copied()) {
                 msg.push_str(&format!(" (did you mean {}?)", s.to_ascii_uppercase()));
             }
-            return Err(msg);
+            return Err(invalid(msg));
         }
     })
 }
@@ -1014,13 +1033,13 @@ impl InstructionKind {
     }
 }
 
-fn parse_copy(node: &Node, upper: &str) -> Result<CopyInstruction, String> {
+fn parse_copy(node: &Node, upper: &str) -> Result<CopyInstruction, Problem> {
     let args = &node.args;
     if args.len() < 2 {
-        return Err(format!(
+        return Err(invalid(format!(
             "{upper} requires at least two arguments, but only one was provided. Destination could not be \
              determined"
-        ));
+        )));
     }
     let is_add = upper == "ADD";
     let flags = if is_add {
@@ -1054,7 +1073,7 @@ fn parse_copy(node: &Node, upper: &str) -> Result<CopyInstruction, String> {
     // BuildKit's `MustParseHeredoc`: a word that does not lex is a plain path.
     let heredoc_word = |w: &str| parse_heredoc_word(w).ok().flatten();
     if heredoc_word(&dest).is_some() {
-        return Err(format!("{upper} cannot accept a heredoc as a destination"));
+        return Err(invalid(format!("{upper} cannot accept a heredoc as a destination")));
     }
     // The last body with each name, as BuildKit's lookup map.
     let bodies: std::collections::HashMap<&str, &str> =
@@ -1088,15 +1107,15 @@ fn parse_copy(node: &Node, upper: &str) -> Result<CopyInstruction, String> {
     })
 }
 
-fn parse_onbuild(node: &Node) -> Result<InstructionKind, String> {
+fn parse_onbuild(node: &Node) -> Result<InstructionKind, Problem> {
     if node.args.is_empty() {
-        return Err(at_least_one("ONBUILD"));
+        return Err(invalid(at_least_one("ONBUILD")));
     }
     no_flags(node)?;
     let trigger = node.args[0].trim().to_ascii_uppercase();
     match trigger.as_str() {
-        "ONBUILD" => return Err("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".to_string()),
-        "MAINTAINER" | "FROM" => return Err(format!("{trigger} isn't allowed as an ONBUILD trigger")),
+        "ONBUILD" => return Err(invalid("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")),
+        "MAINTAINER" | "FROM" => return Err(invalid(format!("{trigger} isn't allowed as an ONBUILD trigger"))),
         _ => {}
     }
     // The original line without `ONBUILD` (`(?i)^\s*ONBUILD\s*`), then the heredoc bodies.
@@ -1115,7 +1134,7 @@ fn parse_onbuild(node: &Node) -> Result<InstructionKind, String> {
     Ok(InstructionKind::Onbuild(expr))
 }
 
-fn parse_run(node: &Node) -> Result<InstructionKind, String> {
+fn parse_run(node: &Node) -> Result<InstructionKind, Problem> {
     let flags = parse_flags(
         &node.flags,
         &[
@@ -1126,26 +1145,26 @@ fn parse_run(node: &Node) -> Result<InstructionKind, String> {
         ],
     )?;
     if !flags.strings("device").is_empty() {
-        return Err("RUN --device is not supported".to_string());
+        return Err(invalid("RUN --device is not supported"));
     }
     let network = flags.string("network");
     if let Some(n) = &network
         && !matches!(n.as_str(), "default" | "none" | "host")
     {
-        return Err(format!("invalid network mode {n:?}"));
+        return Err(invalid(format!("invalid network mode {n:?}")));
     }
     let security = flags.string("security");
     if let Some(s) = &security
         && !matches!(s.as_str(), "sandbox" | "insecure")
     {
-        return Err(format!("security {s:?} is not valid"));
+        return Err(invalid(format!("security {s:?} is not valid")));
     }
     let mut mounts = Vec::new();
     for m in flags.strings("mount") {
         mounts.push(parse_mount(&m)?);
     }
     if node.args.is_empty() {
-        return Err(at_least_one("RUN"));
+        return Err(invalid(at_least_one("RUN")));
     }
     Ok(InstructionKind::Run(RunInstruction {
         command: command_form(node),
@@ -1157,10 +1176,10 @@ fn parse_run(node: &Node) -> Result<InstructionKind, String> {
 }
 
 /// One CSV record as Go's `encoding/csv` (through BuildKit's `csvvalue`) reads it.
-fn csv_fields(line: &str) -> Result<Vec<String>, String> {
+fn csv_fields(line: &str) -> Result<Vec<String>, Problem> {
     let line = line.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(line);
     if line.is_empty() {
-        return Err("failed to parse csv mounts: EOF".to_string());
+        return Err(invalid("failed to parse csv mounts: EOF"));
     }
     let mut fields = Vec::new();
     let mut rest = line;
@@ -1171,7 +1190,7 @@ fn csv_fields(line: &str) -> Result<Vec<String>, String> {
                 None => (rest, None),
             };
             if field.contains('"') {
-                return Err("failed to parse csv mounts: bare \" in non-quoted-field".to_string());
+                return Err(invalid("failed to parse csv mounts: bare \" in non-quoted-field"));
             }
             fields.push(field.to_string());
             match more {
@@ -1187,9 +1206,9 @@ fn csv_fields(line: &str) -> Result<Vec<String>, String> {
         let mut field = String::new();
         loop {
             let Some(i) = rest.find('"') else {
-                return Err(
-                    "failed to parse csv mounts: extraneous or missing \" in quoted-field".to_string()
-                );
+                return Err(invalid(
+                    "failed to parse csv mounts: extraneous or missing \" in quoted-field"
+                ));
             };
             field.push_str(&rest[..i]);
             rest = &rest[i + 1..];
@@ -1207,9 +1226,9 @@ fn csv_fields(line: &str) -> Result<Vec<String>, String> {
         match rest.strip_prefix(',') {
             Some(r) => rest = r,
             None => {
-                return Err(
-                    "failed to parse csv mounts: extraneous or missing \" in quoted-field".to_string()
-                );
+                return Err(invalid(
+                    "failed to parse csv mounts: extraneous or missing \" in quoted-field"
+                ));
             }
         }
     }
@@ -1247,7 +1266,7 @@ fn ram_in_bytes(s: &str) -> Option<u64> {
 
 /// `RUN --mount=` as BuildKit checks it; values stay as written (the builder expands them). A
 /// value with a `$` is not checked here.
-fn parse_mount(val: &str) -> Result<RunMount, String> {
+fn parse_mount(val: &str) -> Result<RunMount, Problem> {
     let fields = csv_fields(val)?;
     let mut m = RunMount { kind: "bind".to_string(), ..RunMount::default() };
     let mut ro_auto = true;
@@ -1272,25 +1291,25 @@ fn parse_mount(val: &str) -> Result<RunMount, String> {
                     if matches!(m.kind.as_str(), "secret" | "ssh") || !known(&m.kind) {
                         m.required = true;
                     } else {
-                        return Err(format!("unexpected key '{key}' for mount type '{}'", m.kind));
+                        return Err(invalid(format!("unexpected key '{key}' for mount type '{}'", m.kind)));
                     }
                 }
-                _ => return Err(format!("invalid field '{field}' must be a key=value pair")),
+                _ => return Err(invalid(format!("invalid field '{field}' must be a key=value pair"))),
             }
             continue;
         };
         let checkable = known(&value);
-        let parse_bool = |v: &str| -> Result<bool, String> {
+        let parse_bool = |v: &str| -> Result<bool, Problem> {
             if !checkable {
                 return Ok(true);
             }
-            go_bool(v).ok_or_else(|| format!("invalid value for {key}: {v}"))
+            go_bool(v).ok_or_else(|| invalid(format!("invalid value for {key}: {v}")))
         };
         match key.as_str() {
             "type" => {
                 let v = value.to_ascii_lowercase();
                 if checkable && !matches!(v.as_str(), "bind" | "cache" | "tmpfs" | "secret" | "ssh") {
-                    return Err(format!("unsupported mount type {value:?}"));
+                    return Err(invalid(format!("unsupported mount type {value:?}")));
                 }
                 m.kind = if checkable { v } else { value };
             }
@@ -1298,9 +1317,9 @@ fn parse_mount(val: &str) -> Result<RunMount, String> {
                 if let Some(i) = value.find('$')
                     && i != value.len() - 1
                 {
-                    return Err(format!(
+                    return Err(invalid(format!(
                         "'{key}' doesn't support variable expansion, define alias stage instead"
-                    ));
+                    )));
                 }
                 m.from = Some(value);
             }
@@ -1318,36 +1337,36 @@ fn parse_mount(val: &str) -> Result<RunMount, String> {
                 if matches!(m.kind.as_str(), "secret" | "ssh") || !known(&m.kind) {
                     m.required = parse_bool(&value)?;
                 } else {
-                    return Err(format!("unexpected key '{key}' for mount type '{}'", m.kind));
+                    return Err(invalid(format!("unexpected key '{key}' for mount type '{}'", m.kind)));
                 }
             }
             "size" => {
                 if m.kind == "tmpfs" || !known(&m.kind) {
                     if checkable && ram_in_bytes(&value).is_none() {
-                        return Err(format!("invalid value for {key}: {value}"));
+                        return Err(invalid(format!("invalid value for {key}: {value}")));
                     }
                     m.size = Some(value);
                 } else {
-                    return Err(format!("unexpected key '{key}' for mount type '{}'", m.kind));
+                    return Err(invalid(format!("unexpected key '{key}' for mount type '{}'", m.kind)));
                 }
             }
             "id" => m.id = Some(value),
             "sharing" => {
                 let v = value.to_ascii_lowercase();
                 if checkable && !matches!(v.as_str(), "shared" | "private" | "locked") {
-                    return Err(format!("unsupported sharing value {value:?}"));
+                    return Err(invalid(format!("unsupported sharing value {value:?}")));
                 }
                 m.sharing = Some(if checkable { v } else { value });
             }
             "mode" => {
                 if checkable && u32::from_str_radix(&value, 8).is_err() {
-                    return Err(format!("invalid value {value} for mode"));
+                    return Err(invalid(format!("invalid value {value} for mode")));
                 }
                 m.mode = Some(value);
             }
             "uid" | "gid" => {
                 if checkable && value.parse::<u32>().is_err() {
-                    return Err(format!("invalid value {value} for {key}"));
+                    return Err(invalid(format!("invalid value {value} for {key}")));
                 }
                 if key == "uid" {
                     m.uid = Some(value);
@@ -1356,14 +1375,14 @@ fn parse_mount(val: &str) -> Result<RunMount, String> {
                 }
             }
             "env" => m.env = Some(value),
-            _ => return Err(format!("unexpected key '{key}' in '{field}'")),
+            _ => return Err(invalid(format!("unexpected key '{key}' in '{field}'"))),
         }
     }
     let kind_known = known(&m.kind);
     if kind_known && !matches!(m.kind.as_str(), "secret" | "ssh" | "cache") {
         for (name, v) in [("mode", &m.mode), ("uid", &m.uid), ("gid", &m.gid)] {
             if v.is_some() {
-                return Err(format!("{name} not allowed for {:?} type mounts", m.kind));
+                return Err(invalid(format!("{name} not allowed for {:?} type mounts", m.kind)));
             }
         }
     }
@@ -1373,31 +1392,31 @@ fn parse_mount(val: &str) -> Result<RunMount, String> {
     m.read_write = !read_only;
     if m.kind == "secret" {
         if m.from.is_some() {
-            return Err("secret mount should not have a from".to_string());
+            return Err(invalid("secret mount should not have a from"));
         }
         if m.sharing.is_some() {
-            return Err("secret mount should not define sharing".to_string());
+            return Err(invalid("secret mount should not define sharing"));
         }
         if m.source.is_none() && m.target.is_none() && m.id.is_none() {
-            return Err("invalid secret mount. one of source, target required".to_string());
+            return Err(invalid("invalid secret mount. one of source, target required"));
         }
         if m.source.is_some() && m.id.is_some() {
-            return Err("both source and id can't be set".to_string());
+            return Err(invalid("both source and id can't be set"));
         }
     }
     if m.sharing.is_some() && kind_known && m.kind != "cache" {
-        return Err(format!("invalid cache sharing set for {} mount", m.kind));
+        return Err(invalid(format!("invalid cache sharing set for {} mount", m.kind)));
     }
     Ok(m)
 }
 
-fn parse_healthcheck(node: &Node) -> Result<InstructionKind, String> {
+fn parse_healthcheck(node: &Node) -> Result<InstructionKind, Problem> {
     let args = &node.args;
-    let Some(typ) = args.first() else { return Err(at_least_one("HEALTHCHECK")) };
+    let Some(typ) = args.first() else { return Err(invalid(at_least_one("HEALTHCHECK"))) };
     let typ = typ.to_ascii_uppercase();
     if typ == "NONE" {
         if args.len() != 1 {
-            return Err("HEALTHCHECK NONE takes no arguments".to_string());
+            return Err(invalid("HEALTHCHECK NONE takes no arguments"));
         }
         return Ok(InstructionKind::Healthcheck(None));
     }
@@ -1412,26 +1431,26 @@ fn parse_healthcheck(node: &Node) -> Result<InstructionKind, String> {
         ],
     )?;
     if typ != "CMD" {
-        return Err(format!("Unknown type {:?} in HEALTHCHECK (try CMD)", args[0].to_ascii_uppercase()));
+        return Err(invalid(format!("Unknown type {:?} in HEALTHCHECK (try CMD)", args[0].to_ascii_uppercase())));
     }
     let cmd = &args[1..];
     if cmd.is_empty() {
-        return Err("Missing command after HEALTHCHECK CMD".to_string());
+        return Err(invalid("Missing command after HEALTHCHECK CMD"));
     }
     let command = if node.json { CommandForm::Exec(cmd.to_vec()) } else { CommandForm::Shell(cmd.join(" ")) };
     for name in ["interval", "timeout", "start-period", "start-interval"] {
         if let Some(v) = flags.string(name) {
-            healthcheck_interval(name, &v).map_err(|e| e.0)?;
+            healthcheck_interval(name, &v)?;
         }
     }
     if let Some(r) = flags.string("retries") {
         match r.parse::<i64>() {
-            Ok(n) if n < 0 => return Err(format!("--retries cannot be negative ({n})")),
+            Ok(n) if n < 0 => return Err(invalid(format!("--retries cannot be negative ({n})"))),
             Ok(n) if n > i64::from(i32::MAX) => {
-                return Err(format!("strconv.ParseInt: parsing {r:?}: value out of range"));
+                return Err(invalid(format!("strconv.ParseInt: parsing {r:?}: value out of range")));
             }
             Ok(_) => {}
-            Err(_) => return Err(format!("strconv.ParseInt: parsing {r:?}: invalid syntax")),
+            Err(_) => return Err(invalid(format!("strconv.ParseInt: parsing {r:?}: invalid syntax"))),
         }
     }
     Ok(InstructionKind::Healthcheck(Some(HealthcheckInstruction {
@@ -1467,11 +1486,7 @@ pub fn healthcheck_interval(flag: &str, value: &str) -> Result<u64, DurationErro
 
 /// Go's `time.ParseDuration`: `300ms`, `1.5h`, `2h45m`, `-1s`; nanoseconds (within `i64`).
 pub fn parse_go_duration(s: &str) -> Result<i128, DurationError> {
-    parse_go_duration_inner(s).map_err(DurationError)
-}
-
-fn parse_go_duration_inner(s: &str) -> Result<i128, String> {
-    let bad = || format!("time: invalid duration {s:?}");
+    let bad = || DurationError(format!("time: invalid duration {s:?}"));
     let (neg, mut rest) = match s.as_bytes().first() {
         Some(b'-') => (true, &s[1..]),
         Some(b'+') => (false, &s[1..]),
@@ -1507,8 +1522,8 @@ fn parse_go_duration_inner(s: &str) -> Result<i128, String> {
             "s" => 1_000_000_000,
             "m" => 60_000_000_000,
             "h" => 3_600_000_000_000,
-            "" => return Err(format!("time: missing unit in duration {s:?}")),
-            _ => return Err(format!("time: unknown unit {unit:?} in duration {s:?}")),
+            "" => return Err(DurationError(format!("time: missing unit in duration {s:?}"))),
+            _ => return Err(DurationError(format!("time: unknown unit {unit:?} in duration {s:?}"))),
         };
         if int_part.len() > 30 {
             return Err(bad());

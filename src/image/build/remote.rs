@@ -58,12 +58,54 @@ pub struct GitRef {
     pub fetch_by_commit: bool,
 }
 
+/// A git source's query (`?ref=...&subdir=...`) BuildKit refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// A key given twice.
+    #[error("query {0:?} has multiple values")]
+    Repeated(String),
+    /// A key that needs a value has none.
+    #[error("query {0:?} has no value")]
+    Empty(String),
+    /// A flag whose value is not a boolean.
+    #[error("invalid {key} value: {value:?}")]
+    Flag {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Two different refs (the fragment's, `ref`, `tag`, `branch`).
+    #[error("ref conflicts: {0:?} vs {1:?}")]
+    Ref(String, String),
+    /// Two different subdirs (the fragment's and `subdir`).
+    #[error("subdir conflicts: {0:?} vs {1:?}")]
+    Subdir(String, String),
+    /// Both `tag` and `branch`.
+    #[error("branch conflicts with tag")]
+    BranchAndTag,
+    /// `mtime` other than `checkout` or `commit`.
+    #[error("invalid mtime value: {0:?} (must be \"checkout\" or \"commit\")")]
+    Mtime(String),
+    /// A key BuildKit does not know.
+    #[error("unexpected query {0:?}")]
+    Unexpected(String),
+}
+
 /// Why a remote source could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
     /// The source word is a remote source, but a wrong one.
     #[error("{0}")]
     Invalid(String),
+    /// A git source's query BuildKit refuses.
+    #[error("{src}: {source}")]
+    Query {
+        /// The source word.
+        src: String,
+        /// Why.
+        source: QueryError,
+    },
     /// The server answered with a failure status.
     #[error("{url}: HTTP status {status}{}", if .reason.is_empty() { String::new() } else { format!(" ({})", .reason) })]
     Status {
@@ -79,8 +121,11 @@ pub enum RemoteError {
     Transport {
         /// The URL, without credentials.
         url: String,
-        /// What went wrong.
+        /// What went wrong (with the cause's own message, when there is one).
         message: String,
+        /// The HTTP stack's error, when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// The content is not what `--checksum` says (BuildKit's words).
     #[error("digest mismatch for {url}: {got} (expected: {expected})")]
@@ -194,7 +239,7 @@ pub fn parse_git_ref(src: &str) -> Result<Option<GitRef>, RemoteError> {
         g.reference = r.to_string();
         g.subdir = clean_subdir(sub);
     }
-    load_query(&mut g, &query).map_err(|m| RemoteError::Invalid(format!("{src}: {m}")))?;
+    load_query(&mut g, &query).map_err(|source| RemoteError::Query { src: src.to_string(), source })?;
     Ok(Some(g))
 }
 
@@ -223,7 +268,7 @@ fn parse_bool(v: &str) -> Option<bool> {
 }
 
 /// BuildKit's query keys of a git source.
-fn load_query(g: &mut GitRef, query: &str) -> Result<(), String> {
+fn load_query(g: &mut GitRef, query: &str) -> Result<(), QueryError> {
     if query.is_empty() {
         return Ok(());
     }
@@ -232,23 +277,23 @@ fn load_query(g: &mut GitRef, query: &str) -> Result<(), String> {
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
         let (k, v) = (k.into_owned(), v.into_owned());
         if seen.contains(&k) {
-            return Err(format!("query {k:?} has multiple values"));
+            return Err(QueryError::Repeated(k));
         }
         seen.push(k.clone());
-        let flag = |name: &str| -> Result<bool, String> {
+        let flag = |name: &str| -> Result<bool, QueryError> {
             if v.is_empty() {
                 Ok(true)
             } else {
-                parse_bool(&v).ok_or_else(|| format!("invalid {name} value: {v:?}"))
+                parse_bool(&v).ok_or_else(|| QueryError::Flag { key: name.to_string(), value: v.clone() })
             }
         };
         if v.is_empty() && !matches!(k.as_str(), "submodules" | "keep-git-dir" | "fetch-by-commit") {
-            return Err(format!("query {k:?} has no value"));
+            return Err(QueryError::Empty(k));
         }
         match k.as_str() {
             "ref" => {
                 if !g.reference.is_empty() && g.reference != v {
-                    return Err(format!("ref conflicts: {:?} vs {v:?}", g.reference));
+                    return Err(QueryError::Ref(g.reference.clone(), v));
                 }
                 g.reference = v;
             }
@@ -257,7 +302,7 @@ fn load_query(g: &mut GitRef, query: &str) -> Result<(), String> {
             "subdir" => {
                 let v = clean_subdir(&v);
                 if !g.subdir.is_empty() && g.subdir != v {
-                    return Err(format!("subdir conflicts: {:?} vs {v:?}", g.subdir));
+                    return Err(QueryError::Subdir(g.subdir.clone(), v));
                 }
                 g.subdir = v;
             }
@@ -268,22 +313,22 @@ fn load_query(g: &mut GitRef, query: &str) -> Result<(), String> {
             "mtime" => match v.as_str() {
                 "checkout" => g.mtime_commit = false,
                 "commit" => g.mtime_commit = true,
-                _ => return Err(format!("invalid mtime value: {v:?} (must be \"checkout\" or \"commit\")")),
+                _ => return Err(QueryError::Mtime(v)),
             },
-            other => return Err(format!("unexpected query {other:?}")),
+            other => return Err(QueryError::Unexpected(other.to_string())),
         }
     }
-    let mut pin = |prefix: &str, name: &str| -> Result<(), String> {
+    let mut pin = |prefix: &str, name: &str| -> Result<(), QueryError> {
         let full = if name.starts_with(prefix) { name.to_string() } else { format!("{prefix}{name}") };
         if !g.reference.is_empty() && g.reference != full {
-            return Err(format!("ref conflicts: {:?} vs {full:?}", g.reference));
+            return Err(QueryError::Ref(g.reference.clone(), full));
         }
         g.reference = full;
         Ok(())
     };
     if !tag.is_empty() {
         if !branch.is_empty() {
-            return Err("branch conflicts with tag".into());
+            return Err(QueryError::BranchAndTag);
         }
         pin("refs/tags/", &tag)?;
     }
@@ -483,7 +528,12 @@ pub struct Downloaded {
 }
 
 fn transport(url: &str, message: impl std::fmt::Display) -> RemoteError {
-    RemoteError::Transport { url: redact(url), message: message.to_string() }
+    RemoteError::Transport { url: redact(url), message: message.to_string(), source: None }
+}
+
+/// [`transport`] for an error of the HTTP stack: its message, and it stays the cause.
+fn transport_by(url: &str, message: impl std::fmt::Display, e: impl std::error::Error + Send + Sync + 'static) -> RemoteError {
+    RemoteError::Transport { url: redact(url), message: message.to_string(), source: Some(Box::new(e)) }
 }
 
 /// Downloads `url` into the new file `dest` (mode 0600, mtime from `Last-Modified` or the
@@ -525,13 +575,13 @@ fn download_inner(
     expected: Option<&HttpChecksum>,
     kept: Option<&super::downloads::Downloads>,
 ) -> Result<Downloaded, RemoteError> {
-    let parsed = url::Url::parse(url).map_err(|e| transport(url, format!("invalid URL: {e}")))?;
+    let parsed = url::Url::parse(url).map_err(|e| transport_by(url, format!("invalid URL: {e}"), e))?;
     let host = match (parsed.host_str(), parsed.port()) {
         (Some(h), Some(p)) => format!("{h}:{p}"),
         (Some(h), None) => h.to_string(),
         (None, _) => return Err(transport(url, "invalid URL: no host")),
     };
-    let agent = http_agent(opts, &host).map_err(|e| transport(url, e))?;
+    let agent = http_agent(opts, &host).map_err(|e| transport_by(url, e.to_string(), e))?;
     let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let previous = kept.and_then(|k| k.lookup(url, &name).map(|p| (k, p)));
     let reuse = |k: &super::downloads::Downloads, p: &super::downloads::Kept| -> Option<Downloaded> {
@@ -566,7 +616,7 @@ fn download_inner(
     if let Some((_, p)) = &previous {
         get = get.header("If-None-Match", p.etag.as_str());
     }
-    let mut resp = get.call().map_err(|e| transport(url, e))?;
+    let mut resp = get.call().map_err(|e| transport_by(url, e.to_string(), e))?;
     if resp.status() == 304
         && let Some((k, p)) = &previous
     {
@@ -578,7 +628,7 @@ fn download_inner(
             return Ok(d);
         }
         // The kept content went between the lookup and now: ask for it whole.
-        resp = agent.get(url).call().map_err(|e| transport(url, e))?;
+        resp = agent.get(url).call().map_err(|e| transport_by(url, e.to_string(), e))?;
     }
     let status = resp.status();
     if !status.is_success() {
@@ -605,7 +655,7 @@ fn download_inner(
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(transport(url, format!("reading the response: {e}"))),
+            Err(e) => return Err(transport_by(url, format!("reading the response: {e}"), e)),
         };
         file.write_all(&buf[..n]).map_err(io)?;
         hasher.update(&buf[..n]);
@@ -693,7 +743,7 @@ mod tests {
             "https://h/r.git?keep-git-dir=maybe",
             "https://h/r.git?mtime=now",
         ] {
-            assert!(matches!(parse_git_ref(bad), Err(RemoteError::Invalid(_))), "{bad}");
+            assert!(matches!(parse_git_ref(bad), Err(RemoteError::Query { .. })), "{bad}");
         }
         assert!(parse_git_ref("https://h/r.git?ref=a&ref=a").is_err(), "multiple values");
     }

@@ -63,6 +63,17 @@ pub struct RunStep {
 /// The label that names the build a step container belongs to.
 pub const OWNER_LABEL: &str = "dev.berth.build";
 
+/// Why a build could not claim its token.
+#[derive(Debug, thiserror::Error)]
+pub enum OwnerError {
+    /// No random token could be had.
+    #[error(transparent)]
+    Id(#[from] crate::runtime::RuntimeError),
+    /// The token's lock file could not be taken.
+    #[error(transparent)]
+    Lock(#[from] crate::state::StateError),
+}
+
 /// One running build's claim on what it makes: a lock file `<run>/builds/<token>.lock` held
 /// while it runs. Its step containers carry the token ([`OWNER_LABEL`]) and its network is
 /// `berth-build-<token>`, so that what a killed build (SIGKILL) left can be told from what a
@@ -76,15 +87,15 @@ pub struct BuildOwner {
 
 impl BuildOwner {
     /// Claims a new token.
-    pub fn claim(runtime: &Runtime) -> Result<BuildOwner, String> {
+    pub fn claim(runtime: &Runtime) -> Result<BuildOwner, OwnerError> {
         Self::claim_in(runtime.dirs())
     }
 
     /// Claims a new token in the run dir of `dirs`.
-    pub(crate) fn claim_in(dirs: &Dirs) -> Result<BuildOwner, String> {
-        let token = crate::runtime::new_id().map_err(|e| e.to_string())?[..10].to_string();
+    pub(crate) fn claim_in(dirs: &Dirs) -> Result<BuildOwner, OwnerError> {
+        let token = crate::runtime::new_id()?[..10].to_string();
         let path = owners_dir(dirs).join(format!("{token}.lock"));
-        let lock = crate::state::Lock::acquire(&path).map_err(|e| e.to_string())?;
+        let lock = crate::state::Lock::acquire(&path)?;
         Ok(BuildOwner { token, _lock: lock })
     }
 
@@ -240,10 +251,30 @@ pub enum RunFailure {
         /// The last lines of output.
         tail: Vec<String>,
     },
-    /// The container could not be made or started.
-    Setup(String),
+    /// The container could not be made, run or committed.
+    Setup(StepError),
     /// The build was cancelled.
     Cancelled,
+}
+
+/// Why a step's container could not be made, run or committed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The runtime failed.
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    /// The build's note of the container could not be written.
+    #[error("note of step container: {0}")]
+    Note(#[source] std::io::Error),
+    /// The container could not be attached to its network.
+    #[error("network: {0}")]
+    Network(#[source] crate::netns::NetError),
+    /// The container died before its command ran (the runtime's record of why).
+    #[error("{0}")]
+    Died(String),
+    /// What was to be done with the container's upper dir failed.
+    #[error(transparent)]
+    Done(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Removes the step's container, network attachment and dirs when dropped.
@@ -326,12 +357,12 @@ pub fn run_step<T>(
     step: &RunStep,
     events: &dyn ImageEvents,
     cancel: Option<&AtomicBool>,
-    done: impl FnOnce(&Path) -> Result<T, String>,
+    done: impl FnOnce(&Path) -> Result<T, Box<dyn std::error::Error + Send + Sync>>,
 ) -> Result<T, RunFailure> {
-    let id = crate::runtime::new_id().map_err(|e| RunFailure::Setup(e.to_string()))?;
+    let id = crate::runtime::new_id().map_err(|e| RunFailure::Setup(e.into()))?;
     let name = format!("berth-build-{}", &id[..12]);
     let note = StepNote::write(runtime.dirs(), &step.owner, &id)
-        .map_err(|e| RunFailure::Setup(format!("note of step container: {e}")))?;
+        .map_err(|e| RunFailure::Setup(StepError::Note(e)))?;
     let mut guard = ContainerGuard { runtime, networks, id: id.clone(), attached: false, _note: note };
     let mode = match &step.net {
         RunNet::None => NetMode::None,
@@ -353,7 +384,7 @@ pub fn run_step<T>(
         sysctls: Default::default(),
     };
     guard.attached = true;
-    let att = networks.attach(&req).map_err(|e| RunFailure::Setup(format!("network: {e}")))?;
+    let att = networks.attach(&req).map_err(|e| RunFailure::Setup(StepError::Network(e)))?;
     let mut spec = ContainerSpec {
         id: id.clone(),
         name,
@@ -380,12 +411,12 @@ pub fn run_step<T>(
         resolv_conf: Some(att.resolv_conf),
         hostname: Some(att.hostname_file),
     };
-    runtime.run(&spec).map_err(|e| RunFailure::Setup(e.to_string()))?;
+    runtime.run(&spec).map_err(|e| RunFailure::Setup(e.into()))?;
     let log_path = runtime.dirs().container(&id).join("log");
     let mut follower = LogFollower { path: log_path, offset: 0, tail: VecDeque::new() };
     let status = loop {
         let st =
-            runtime.wait(&id, Duration::from_millis(200)).map_err(|e| RunFailure::Setup(e.to_string()))?;
+            runtime.wait(&id, Duration::from_millis(200)).map_err(|e| RunFailure::Setup(e.into()))?;
         follower.read(events, &step.label);
         if matches!(st.state, State::Exited | State::Dead) {
             break st;
@@ -397,7 +428,7 @@ pub fn run_step<T>(
     };
     follower.read(events, &step.label);
     if let Some(err) = status.error.filter(|_| status.exit_code.is_none()) {
-        return Err(RunFailure::Setup(err));
+        return Err(RunFailure::Setup(StepError::Died(err)));
     }
     let code = status.exit_code.unwrap_or(255);
     if code != 0 {
@@ -405,7 +436,7 @@ pub fn run_step<T>(
     }
     let upper = runtime.dirs().container(&id).join("upper");
     remove_stubs(&upper, &step.lower_dirs, &stub_targets(step));
-    let out = done(&upper).map_err(RunFailure::Setup)?;
+    let out = done(&upper).map_err(|e| RunFailure::Setup(StepError::Done(e)))?;
     drop(guard);
     Ok(out)
 }

@@ -19,15 +19,26 @@ pub enum SshError {
     /// `default` was asked for and `SSH_AUTH_SOCK` is not set.
     #[error("ssh {0}: SSH_AUTH_SOCK is not set (start an ssh-agent or give id=PATH)")]
     NoAgent(String),
-    /// A path given is neither a socket nor a readable key.
-    #[error("ssh {id}: {path}: {message}")]
+    /// A `--ssh` value that is not `default|ID[=SOCKET|KEY[,KEY...]]` (as written).
+    #[error("invalid ssh {0:?}: expected default|ID[=SOCKET|KEY[,KEY...]]")]
+    Spec(String),
+    /// A path given cannot be read.
+    #[error("ssh {id}: {}: {source}", path.display())]
     Path {
         /// The ssh id.
         id: String,
         /// The path.
         path: PathBuf,
-        /// What is wrong.
-        message: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// A path given is neither a socket nor a key file.
+    #[error("ssh {id}: {}: neither an agent socket nor a key file", path.display())]
+    NotKey {
+        /// The ssh id.
+        id: String,
+        /// The path.
+        path: PathBuf,
     },
     /// The agent for key files could not be started or loaded.
     #[error("ssh {id}: {message}")]
@@ -51,13 +62,13 @@ pub enum SshError {
 
 /// Parses one `--ssh` value or compose `build.ssh` entry: `default`, `ID`, `ID=PATH[,PATH...]`.
 /// No paths means the agent of `$SSH_AUTH_SOCK`.
-pub fn parse_spec(s: &str) -> Result<(String, Vec<PathBuf>), String> {
+pub fn parse_spec(s: &str) -> Result<(String, Vec<PathBuf>), SshError> {
     let (id, paths) = match s.split_once('=') {
         Some((id, p)) => (id.trim(), p.split(',').filter(|x| !x.is_empty()).map(PathBuf::from).collect()),
         None => (s.trim(), Vec::new()),
     };
     if id.is_empty() || id.contains(',') {
-        return Err(format!("invalid ssh {s:?}: expected default|ID[=SOCKET|KEY[,KEY...]]"));
+        return Err(SshError::Spec(s.to_string()));
     }
     Ok((id.to_string(), paths))
 }
@@ -73,17 +84,17 @@ pub fn agent_for(id: &str, paths: &[PathBuf], dir: &Path) -> Result<(PathBuf, Op
         return Ok((PathBuf::from(sock), None));
     }
     let path_err =
-        |p: &Path, message: String| SshError::Path { id: id.to_string(), path: p.to_path_buf(), message };
+        |p: &Path, source: io::Error| SshError::Path { id: id.to_string(), path: p.to_path_buf(), source };
     if let [one] = paths {
-        let m = std::fs::metadata(one).map_err(|e| path_err(one, e.to_string()))?;
+        let m = std::fs::metadata(one).map_err(|e| path_err(one, e))?;
         if m.file_type().is_socket() {
             return Ok((one.clone(), None));
         }
     }
     for p in paths {
-        let m = std::fs::metadata(p).map_err(|e| path_err(p, e.to_string()))?;
+        let m = std::fs::metadata(p).map_err(|e| path_err(p, e))?;
         if !m.is_file() {
-            return Err(path_err(p, "neither an agent socket nor a key file".into()));
+            return Err(SshError::NotKey { id: id.to_string(), path: p.to_path_buf() });
         }
     }
     let agent = OwnAgent::start(id, paths, dir)?;

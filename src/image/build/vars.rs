@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// A word that cannot be expanded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ExpandError(pub String);
+#[error(transparent)]
+pub struct ExpandError(#[from] pub super::expand::ExpandError);
 
 /// Expands `word` with `vars` (BuildKit's rules, by the frontend's [`super::expand`]); returns
 /// the text and the names it referenced.
@@ -17,7 +17,7 @@ pub fn expand(
     escape: char,
 ) -> Result<(String, BTreeSet<String>), ExpandError> {
     let e = super::expand::expand_word_tracked(word, &|k| vars.get(k).cloned(), escape)
-        .map_err(|e| ExpandError(e.to_string()))?;
+        .map_err(ExpandError)?;
     let used = e.referenced();
     Ok((e.result, used))
 }
@@ -29,7 +29,7 @@ pub fn expand_split(
     escape: char,
 ) -> Result<Vec<String>, ExpandError> {
     super::expand::expand_words(word, &|k| vars.get(k).cloned(), escape)
-        .map_err(|e| ExpandError(e.to_string()))
+        .map_err(ExpandError)
 }
 
 #[cfg(test)]

@@ -291,9 +291,9 @@ fn tls_config(opts: &RegistryOptions, host: &str) -> Result<TlsConfig, RegistryE
                         })
                         .collect();
                     let key_bytes = fs::read(&key_path).map_err(io(&key_path))?;
-                    let key = PrivateKey::from_pem(&key_bytes).map_err(|e| RegistryError::Invalid {
-                        what: key_path.display().to_string(),
-                        message: format!("not a PEM private key: {e}"),
+                    let key = PrivateKey::from_pem(&key_bytes).map_err(|e| RegistryError::Key {
+                        path: key_path.display().to_string(),
+                        source: Box::new(e),
                     })?;
                     client_cert = Some(ClientCert::new_with_certs(&certs, key));
                 }

@@ -189,6 +189,14 @@ pub enum RegistryError {
         /// What the index has.
         available: Vec<String>,
     },
+    /// A client key (`certs.d/<host>/*.key`) that is not a PEM private key.
+    #[error("{path}: not a PEM private key: {source}")]
+    Key {
+        /// The key file.
+        path: String,
+        /// Why.
+        source: Box<ureq::Error>,
+    },
     /// A manifest or config berth cannot use.
     #[error("{what}: {message}")]
     Invalid {

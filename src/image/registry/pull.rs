@@ -712,7 +712,7 @@ fn pull_inner(
         get_manifest(client, r, r.tag_or_digest(), &scopes)?;
     if media_type.contains("index") || media_type.contains("manifest.list") {
         let index: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| RegistryError::Invalid { what: name.clone(), message: e.to_string() })?;
+            .map_err(|source| RegistryError::Malformed { what: name.clone(), source })?;
         let wanted = platform.cloned().unwrap_or_else(Platform::host);
         let digest = select_platform(&name, &index, &wanted)?;
         if !valid_digest(&digest) {
@@ -727,7 +727,7 @@ fn pull_inner(
         }
     }
     let manifest: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| RegistryError::Invalid { what: name.clone(), message: e.to_string() })?;
+        .map_err(|source| RegistryError::Malformed { what: name.clone(), source })?;
     // What the store will parse later must parse now.
     serde_json::from_slice::<oci_spec::image::ImageManifest>(&bytes).map_err(|e| RegistryError::Invalid {
         what: format!("{name} manifest {manifest_digest}"),

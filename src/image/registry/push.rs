@@ -203,7 +203,7 @@ fn push_inner(
     }
     let (digest, media_type, bytes) = store.manifest_of(&name)?;
     let manifest: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| RegistryError::Invalid { what: name.clone(), message: e.to_string() })?;
+        .map_err(|source| RegistryError::Malformed { what: name.clone(), source })?;
     let scopes = vec![format!("repository:{}:pull,push", r.path())];
     let desc = |d: &Value| -> Result<(String, u64), RegistryError> {
         let digest = d["digest"].as_str().unwrap_or_default().to_string();
