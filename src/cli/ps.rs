@@ -514,9 +514,8 @@ pub fn run(global: &GlobalOptions, args: &PsArgs) -> CliResult<()> {
 
 /// One warning line on stderr for each container record of the project (or of no project
 /// that can be told) that cannot be read, naming the file: such a container is not listed,
-/// and the next `up` or `down` removes it (see `engine::observe::reconcile`).
-/// Warns of the project's damaged containers; those in `whole` were just read whole and are
-/// not read again.
+/// and the next `up` or `down` removes it (see `engine::observe::reconcile`). The containers
+/// in `whole` were just read whole and are not read again.
 fn warn_damaged(global: &GlobalOptions, target: &Target, whole: &BTreeSet<String>) {
     let Ok(damaged) = target.engine.host().containers.find_damaged_except(whole) else { return };
     let progress = project::progress(global);

@@ -124,21 +124,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::engine::fake::{exited, running};
-
-    fn c(service: &str) -> ProjectContainer {
-        ProjectContainer {
-            id: format!("id-{service}"),
-            name: format!("p-{service}-1"),
-            service: service.into(),
-            number: 1,
-            config_hash: String::new(),
-            oneoff: false,
-            image_id: None,
-            created: String::new(),
-            labels: BTreeMap::new(),
-        }
-    }
+    use crate::engine::fake::{container as c, exited, running};
 
     fn statuses(list: &[(&str, ContainerStatus)]) -> impl Fn(&str) -> ContainerStatus {
         let map: BTreeMap<String, ContainerStatus> =

@@ -1255,27 +1255,28 @@ services:
     }
 
     /// Runs `up` while container `held`'s start is held; `check` sees the calls made by then,
-    /// once `until` is among them (or 5 s passed). Then releases it; up's result and all its
-    /// calls.
+    /// once all of `until` are among them (or 5 s passed for one). Then releases it; up's
+    /// result and all its calls.
     fn up_holding(
         fake: &Fake,
         loaded: &LoadedProject,
         graph: &ServiceGraph,
         opts: &UpOptions,
         held: &str,
-        until: &str,
+        until: &[&str],
         check: impl FnOnce(&[String]),
     ) -> (Result<()>, Vec<String>) {
         fake.hold_start(held);
         std::thread::scope(|s| {
             let up = s.spawn(|| fake.up(loaded, graph, opts));
             assert!(fake.wait_for_call(&format!("start {held}")), "{held} is never started");
-            let seen = fake.wait_for_call(until);
+            // Calls made on other threads are logged in any order: each is waited for.
+            let seen = until.iter().all(|call| fake.wait_for_call(call));
             let mut calls = fake.take_calls();
             fake.release(held);
             let result = up.join().expect("up thread");
             check(&calls);
-            assert!(seen, "{until} not done while {held} starts: {calls:?}");
+            assert!(seen, "{until:?} not done while {held} starts: {calls:?}");
             calls.append(&mut fake.take_calls());
             (result, calls)
         })
@@ -1298,24 +1299,13 @@ services:
         // And the first one's start is held: the others start meanwhile.
         fake.take_calls();
         let recreate = UpOptions { force_recreate: true, ..opts.clone() };
-        let (result, calls) = up_holding(&fake, &loaded, &graph, &recreate, "p-web-1", "start p-web-3", |_| {});
+        let (result, calls) = up_holding(&fake, &loaded, &graph, &recreate, "p-web-1", &["start p-web-2", "start p-web-3"], |_| {});
         result.unwrap();
         assert!(calls.contains(&"start p-web-2".to_string()), "{calls:?}");
         let running = fake.containers().into_iter().filter(|(_, st)| *st == State::Running).count();
         assert_eq!(running, 3);
         // Made ahead: new containers and replacements only.
-        let existing = ProjectContainer {
-            id: "i".into(),
-            name: "p-web-1".into(),
-            service: "web".into(),
-            number: 1,
-            config_hash: String::new(),
-            oneoff: false,
-            image_id: None,
-            created: String::new(),
-            labels: BTreeMap::new(),
-        };
-        let keep = ContainerAction::Keep { existing };
+        let keep = ContainerAction::Keep { existing: crate::engine::fake::container("web") };
         assert!(!made_ahead(&keep));
         assert!(made_ahead(&ContainerAction::Create { number: 1, name: "p-web-1".into() }));
     }
@@ -1336,7 +1326,7 @@ services:
     fn a_chain_is_created_before_its_first_start_completes_and_started_in_order() {
         let (_d, loaded, graph) = load(CHAIN);
         let fake = Fake::with_images(&["x"]);
-        let (result, calls) = up_holding(&fake, &loaded, &graph, &UpOptions::default(), "p-db-1", "create p-web-1", |calls| {
+        let (result, calls) = up_holding(&fake, &loaded, &graph, &UpOptions::default(), "p-db-1", &["create p-api-1", "create p-web-1"], |calls| {
             assert!(calls.contains(&"create p-api-1".to_string()), "{calls:?}");
             assert!(!calls.iter().any(|c| c == "start p-api-1" || c == "start p-web-1"), "{calls:?}");
         });
@@ -1369,7 +1359,7 @@ volumes:
 "#;
         let (_d, loaded, graph) = load(yaml);
         let fake = Fake::with_images(&["x"]);
-        let (result, calls) = up_holding(&fake, &loaded, &graph, &UpOptions::default(), "p-db-1", "create p-plain-1", |calls| {
+        let (result, calls) = up_holding(&fake, &loaded, &graph, &UpOptions::default(), "p-db-1", &["create p-plain-1"], |calls| {
             for made_from in ["p-side-1", "p-shares-1", "p-copy-1", "p-sub-1"] {
                 assert!(!calls.iter().any(|c| c.ends_with(made_from)), "{made_from} waits: {calls:?}");
             }
@@ -1431,7 +1421,7 @@ volumes:
             "  web:\n    image: x\n    init: true\n",
         );
         let (loaded, graph) = reload(&dir, &changed);
-        let (result, calls) = up_holding(&fake, &loaded, &graph, &UpOptions::default(), "p-db-1", "create p-web-1", |calls| {
+        let (result, calls) = up_holding(&fake, &loaded, &graph, &UpOptions::default(), "p-db-1", &["create p-web-1"], |calls| {
             assert!(pos(calls, "stop p-web-1") < pos(calls, "create p-web-1"), "{calls:?}");
             assert!(!calls.contains(&"start p-web-1".to_string()), "{calls:?}");
         });
@@ -1564,17 +1554,7 @@ services:
 
     #[test]
     fn readiness_follows_docker_compose() {
-        let c = ProjectContainer {
-            id: "i".into(),
-            name: "p-a-1".into(),
-            service: "a".into(),
-            number: 1,
-            config_hash: String::new(),
-            oneoff: false,
-            image_id: None,
-            created: String::new(),
-            labels: BTreeMap::new(),
-        };
+        let c = crate::engine::fake::container("a");
         let running = crate::engine::fake::running();
         let now = std::time::SystemTime::now();
         assert_eq!(readiness(&c, &running, Target::Healthy, true, now), None);
