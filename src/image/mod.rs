@@ -528,13 +528,13 @@ impl ImageStore {
             return Err(damaged_blob(&path, &format!("its content's digest is {have}"), source));
         }
         read.map_err(io_at(&path))?;
-        let diff_id = unpacked
+        let unpacked = unpacked
             .map_err(|e| ImageError::Invalid {
                 source_name: source.to_string(),
                 message: format!("layer {blob}: {e}"),
                 cause: Some(e),
             })?;
-        let diff_id = Digest::parse(&diff_id)?;
+        let diff_id = Digest::parse(&unpacked.diff_id)?;
         if let Some(want) = &expected_diff_id
             && want != &diff_id
         {
@@ -545,7 +545,8 @@ impl ImageStore {
             });
         }
         let chain = chain_for(&diff_id);
-        self.install_layer(tmp.path(), &chain, &diff_id, &format!("unpacked again from {}", path.display()))?;
+        let how = format!("unpacked again from {}", path.display());
+        self.install_layer(tmp.path(), &chain, &diff_id, Some(unpacked.shape), &how)?;
         Ok((diff_id.to_string(), chain.to_string()))
     }
 
@@ -568,8 +569,16 @@ impl ImageStore {
 
     /// Puts the unpacked folder `unpacked` in place as the layer of `chain` (diff id
     /// `diff_id`), replacing what is there unless it is whole, then writes its completion
-    /// marker. A replacement is reported (`how`: where the new one came from).
-    fn install_layer(&self, unpacked: &Path, chain: &Digest, diff_id: &Digest, how: &str) -> Result<()> {
+    /// marker with `shape`, the folder's (walked here when the unpack's is not known). A
+    /// replacement is reported (`how`: where the new one came from).
+    fn install_layer(
+        &self,
+        unpacked: &Path,
+        chain: &Digest,
+        diff_id: &Digest,
+        shape: Option<integrity::Shape>,
+        how: &str,
+    ) -> Result<()> {
         let dest = self.layer(chain);
         let marker = integrity::marker_path(&dest);
         // One install of a layer at a time (unpacks run in parallel, builds without the
@@ -580,7 +589,10 @@ impl ImageStore {
         if state == integrity::LayerState::Whole {
             return Ok(());
         }
-        let shape = integrity::shape_of(unpacked).map_err(io_at(unpacked))?;
+        let shape = match shape {
+            Some(shape) => shape,
+            None => integrity::shape_of(unpacked).map_err(io_at(unpacked))?,
+        };
         integrity::forget(&dest);
         // The old marker goes first: a kill after this leaves a folder without one, which is
         // unpacked again.
@@ -613,9 +625,15 @@ impl ImageStore {
     }
 
     /// As [`ImageStore::install_layer`] for a pull's staged unpack (string digests).
-    pub(crate) fn install_staged_layer(&self, unpacked: &Path, chain: &str, diff_id: &str) -> Result<()> {
+    pub(crate) fn install_staged_layer(
+        &self,
+        unpacked: &Path,
+        chain: &str,
+        diff_id: &str,
+        shape: Option<integrity::Shape>,
+    ) -> Result<()> {
         let (chain, diff_id) = (Digest::parse(chain)?, Digest::parse(diff_id)?);
-        self.install_layer(unpacked, &chain, &diff_id, "replaced by the pulled one")
+        self.install_layer(unpacked, &chain, &diff_id, shape, "replaced by the pulled one")
     }
 
     /// Whether the unpacked layer `chain` (string digests) is there and whole.

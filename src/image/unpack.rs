@@ -3,7 +3,7 @@
 //! `.wh.NAME` becomes a 0:0 character device (overlayfs's whiteout) and `.wh..wh..opq` the
 //! opaque xattr on its dir. Entries that would land outside the layer are refused.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
@@ -12,6 +12,8 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
 use sha2::{Digest, Sha256};
+
+use super::integrity::Shape;
 
 /// A layer that cannot be unpacked.
 #[derive(Debug, thiserror::Error)]
@@ -639,6 +641,70 @@ impl FileWriters {
     }
 }
 
+/// What a layer's path holds once its entry is made, as [`super::integrity::shape_of`] counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Made {
+    Dir,
+    /// A regular file of so many bytes.
+    File(u64),
+    /// A symlink, device, FIFO or whiteout.
+    Other,
+}
+
+impl Made {
+    /// What is at `name` in `dir` now (`None`: nothing).
+    fn at(dir: std::os::fd::BorrowedFd<'_>, name: &std::ffi::OsStr) -> io::Result<Option<Made>> {
+        match nix::sys::stat::fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(match st.st_mode & libc::S_IFMT {
+                libc::S_IFDIR => Made::Dir,
+                libc::S_IFREG => Made::File(u64::try_from(st.st_size).unwrap_or(0)),
+                _ => Made::Other,
+            })),
+            Err(nix::errno::Errno::ENOENT) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Every path an unpack made, with what it holds: the layer's [`Shape`] (its completion
+/// marker's) is known when the unpack ends, without walking the folder again (for a Debian
+/// base layer the walk was a serial tail of tens of milliseconds on a pull). Paths are
+/// relative to the layer; entries that replace one another keep the last.
+#[derive(Debug, Default)]
+struct MadeTree {
+    paths: HashMap<PathBuf, Made>,
+}
+
+impl MadeTree {
+    fn made(&mut self, rel: &Path, what: Made) {
+        self.paths.insert(rel.to_path_buf(), what);
+    }
+
+    /// Records what is at `rel` now (an entry the tar crate made, whatever its type).
+    fn look(&mut self, cursor: &DirCursor, rel: &Path, name: &std::ffi::OsStr) -> io::Result<()> {
+        match Made::at(cursor.current(), name)? {
+            Some(what) => self.made(rel, what),
+            None => {
+                self.paths.remove(rel);
+            }
+        }
+        Ok(())
+    }
+
+    /// `dir` and the dirs above it, which entering it made where they were missing.
+    fn dirs(&mut self, mut dir: &Path) {
+        while !dir.as_os_str().is_empty() && !self.paths.contains_key(dir) {
+            self.paths.insert(dir.to_path_buf(), Made::Dir);
+            dir = dir.parent().unwrap_or(Path::new(""));
+        }
+    }
+
+    fn shape(&self) -> Shape {
+        let bytes = self.paths.values().map(|m| if let Made::File(n) = m { *n } else { 0 }).sum();
+        Shape { entries: self.paths.len() as u64, bytes }
+    }
+}
+
 /// Whether the entry's PAX headers carry xattrs (such files are written in line, by the tar
 /// crate, which sets them).
 fn has_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<bool> {
@@ -729,15 +795,24 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
+/// What [`unpack`] made of a layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unpacked {
+    /// The layer's diff id (`sha256:` of the tar stream).
+    pub diff_id: String,
+    /// The unpacked folder's shape, for its completion marker.
+    pub(crate) shape: Shape,
+}
+
 /// Unpacks the (decompressed) layer tar `reader` into `dest`, which must exist and be empty.
-/// Returns the layer's diff id (`sha256:` of the tar stream).
+/// Returns the layer's diff id and the shape of what it made.
 ///
 /// Four stages overlap: this thread reads `reader` (for a registry layer: decompression), a
 /// second thread hashes the stream, a third reads the tar entries and makes dirs, links and
 /// big files, and [`FileWriters`] create the small files. Hashing has a thread of its own
 /// because decompression and hashing together were the slowest stage of a pull: the download
 /// waited for them.
-pub fn unpack(mut reader: impl Read, dest: &Path) -> Result<String, UnpackError> {
+pub fn unpack(mut reader: impl Read, dest: &Path) -> Result<Unpacked, UnpackError> {
     use std::sync::atomic::{AtomicBool, Ordering};
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 4) * 2;
     let failed = AtomicBool::new(false);
@@ -781,7 +856,7 @@ pub fn unpack(mut reader: impl Read, dest: &Path) -> Result<String, UnpackError>
                 let r = unpack_entries(&mut chunks, dest, &mut writers);
                 // Every file sent is written (or failed) before the layer counts as unpacked.
                 let done = writers.finish();
-                r.and(done)
+                r.and_then(|shape| done.map(|()| shape))
             });
             // Set before `chunks` (the hasher's way on) goes: the hasher, finding it gone,
             // reads this to tell a failed unpack from the tar's early end.
@@ -812,16 +887,16 @@ pub fn unpack(mut reader: impl Read, dest: &Path) -> Result<String, UnpackError>
     });
     // A stream that breaks off shows as its own error, not as the tar's early end.
     read.map_err(UnpackError::Tar)?;
-    tar?;
+    let shape = tar?;
     let hasher = hashed.map_err(UnpackError::Tar)?;
-    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+    Ok(Unpacked { diff_id: format!("sha256:{}", hex::encode(hasher.finalize())), shape })
 }
 
 fn unpack_entries<R: Read>(
     reader: &mut R,
     dest: &Path,
     writers: &mut FileWriters,
-) -> Result<(), UnpackError> {
+) -> Result<Shape, UnpackError> {
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(true);
@@ -832,6 +907,7 @@ fn unpack_entries<R: Read>(
     let mut cursor = DirCursor::new(dest).map_err(io_err("."))?;
     // The parents of hard link targets, walked apart so as not to move `cursor`.
     let mut link_cursor = DirCursor::new(dest).map_err(io_err("."))?;
+    let mut made = MadeTree::default();
     for entry in archive.entries().map_err(UnpackError::Tar)? {
         let mut entry = entry.map_err(UnpackError::Tar)?;
         let raw_path = entry.path().map_err(UnpackError::Tar)?.into_owned();
@@ -845,6 +921,7 @@ fn unpack_entries<R: Read>(
             writers.settle()?;
         }
         cursor.enter(&name, parent_rel, true)?;
+        made.dirs(parent_rel);
         if !kind.is_dir() {
             link_cursor.invalidate(&rel);
         }
@@ -875,6 +952,7 @@ fn unpack_entries<R: Read>(
                 nix::sys::stat::makedev(0, 0),
             )
             .map_err(|e| io_err(&name)(e.into()))?;
+            made.made(&hidden_rel, Made::Other);
             continue;
         }
         if kind == tar::EntryType::Link {
@@ -906,14 +984,21 @@ fn unpack_entries<R: Read>(
                 other => other,
             }
             .map_err(|e| io_err(&name)(e.into()))?;
+            // A hard link is what its target is (a file counts at each of its names).
+            match made.paths.get(&link_rel) {
+                Some(&what) => made.made(&rel, what),
+                None => made.look(&cursor, &rel, &file_name).map_err(io_err(&name))?,
+            }
             continue;
         }
         if kind == tar::EntryType::Directory {
             make_dir(&cursor, &file_name, entry.header(), &defaults, &name, &rel)?;
+            made.made(&rel, Made::Dir);
             continue;
         }
         if kind == tar::EntryType::Symlink {
             make_symlink(&cursor, &file_name, &entry, &defaults).map_err(io_err(&name))?;
+            made.made(&rel, Made::Other);
             continue;
         }
         let path = cursor.path(&file_name);
@@ -921,6 +1006,7 @@ fn unpack_entries<R: Read>(
             // The tar crate writes these as empty regular files: made here as what they are.
             make_special(&entry, kind, &path)
                 .map_err(|e| UnpackError::Io { entry: name.clone(), source: e })?;
+            made.made(&rel, Made::Other);
             continue;
         }
         if matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous)
@@ -936,6 +1022,7 @@ fn unpack_entries<R: Read>(
             );
             let size = entry.size() as usize;
             let data = writers.read_data(&mut entry, size)?;
+            made.made(&rel, Made::File(entry.size()));
             let (chown, chmod) = (defaults.needs_chown(uid, gid, cursor.setgid), defaults.needs_chmod(mode));
             let job = FileJob {
                 dir: cursor.shared(),
@@ -962,8 +1049,10 @@ fn unpack_entries<R: Read>(
         for key in overlay_xattrs {
             let _ = xattr::remove(&path, key);
         }
+        // Whatever the tar crate made of it (or did not: a type it skips).
+        made.look(&cursor, &rel, &file_name).map_err(io_err(&name))?;
     }
-    Ok(())
+    Ok(made.shape())
 }
 
 /// A dir entry, relative to the cursor's dir: made with its mode, or kept when it exists
@@ -1119,6 +1208,14 @@ mod tests {
         assert!(owner_ids(0, 1 << 33).is_err());
     }
 
+    /// Unpacks `t` into `dir`, checks that the shape the unpack kept is the one a walk of
+    /// `dir` finds, and returns the diff id.
+    fn unpack_walked(t: &[u8], dir: &Path) -> String {
+        let unpacked = unpack(t, dir).unwrap();
+        assert_eq!(unpacked.shape, crate::image::integrity::shape_of(dir).unwrap());
+        unpacked.diff_id
+    }
+
     fn tar_with(entries: &[(&str, tar::EntryType, &[u8], Option<&str>)]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
         for (path, kind, data, link) in entries {
@@ -1157,12 +1254,61 @@ mod tests {
     /// than the stages hold, so that the hasher goes on after the tar side has stopped); a
     /// failed unpack with as long a tail still returns its own error.
     #[test]
+    fn the_shape_kept_is_what_a_walk_finds() {
+        use tar::EntryType::*;
+        let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let add = |b: &mut tar::Builder<Vec<u8>>, path: &str, kind: tar::EntryType, data: &[u8], link: Option<&str>| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(if kind == Directory { 0o755 } else { 0o644 });
+            h.set_size(data.len() as u64);
+            h.set_mtime(1);
+            h.set_uid(0);
+            h.set_gid(0);
+            if let Some(l) = link {
+                h.set_link_name(l).unwrap();
+            }
+            b.append_data(&mut h, path, data).unwrap();
+        };
+        // Parents made for entries below them, and a dir entry for one made so.
+        add(&mut b, "a/b/c/file", Regular, b"12345", None);
+        add(&mut b, "a/b", Directory, b"", None);
+        // A file replaced by a longer one, a symlink by a file, a file by a symlink.
+        add(&mut b, "a/again", Regular, b"1", None);
+        add(&mut b, "a/again", Regular, b"123", None);
+        add(&mut b, "a/was-link", Symlink, b"", Some("file"));
+        add(&mut b, "a/was-link", Regular, b"1234", None);
+        add(&mut b, "a/was-file", Regular, b"12", None);
+        add(&mut b, "a/was-file", Symlink, b"", Some("again"));
+        // Hard links: to a file (counted at each name), to a symlink, to a big file.
+        add(&mut b, "a/hard", Link, b"", Some("a/again"));
+        add(&mut b, "a/hard-to-link", Link, b"", Some("a/was-file"));
+        let big = vec![7u8; PARALLEL_MAX as usize + 10];
+        add(&mut b, "big", Regular, &big, None);
+        add(&mut b, "big-link", Link, b"", Some("big"));
+        // Whiteouts: of a file of this layer and of one of a layer below; an opaque dir.
+        add(&mut b, "a/.wh.again", Regular, b"", None);
+        add(&mut b, "w/.wh.below", Regular, b"", None);
+        add(&mut b, "o/.wh..wh..opq", Regular, b"", None);
+        add(&mut b, "fifo", Fifo, b"", None);
+        // A file with xattrs (written by the tar crate), and a global PAX header (made nothing).
+        b.append_pax_extensions([("SCHILY.xattr.user.berth", &b"x"[..])]).unwrap();
+        add(&mut b, "x/with-xattr", Regular, b"xattr", None);
+        add(&mut b, "global", XGlobalHeader, b"8 a=bcd\n", None);
+        let t = b.into_inner().unwrap();
+        unpack_walked(&t, dir.path());
+        let shape = crate::image::integrity::shape_of(dir.path()).unwrap();
+        assert_eq!(shape.bytes, 5 + 4 + 3 + 2 * big.len() as u64 + 5, "{shape:?}");
+    }
+
+    #[test]
     fn the_diff_id_counts_the_stream_past_the_tar_end() {
         use tar::EntryType::*;
         let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
         let mut t = tar_with(&[("a", Regular, b"x", None)]);
         t.resize(t.len() + 4 * CHUNKS * CHUNK + 17, 0);
-        let diff_id = unpack(&t[..], dir.path()).unwrap();
+        let diff_id = unpack_walked(&t[..], dir.path());
         assert_eq!(diff_id, format!("sha256:{}", hex::encode(Sha256::digest(&t))));
         assert_eq!(fs::read(dir.path().join("a")).unwrap(), b"x");
         let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
@@ -1215,7 +1361,7 @@ mod tests {
             std::time::Duration::from_micros(u64::try_from(micros).unwrap_or(0))
         };
         let started = cpu();
-        unpack(&t[..], dir.path()).unwrap();
+        unpack_walked(&t[..], dir.path());
         let spent = cpu() - started;
         assert!(spent < std::time::Duration::from_secs(3), "{spent:?}");
         // The deepest dir holds the files (reached one component at a time: past PATH_MAX).
@@ -1242,7 +1388,7 @@ mod tests {
         let pax = pax_record("SCHILY.xattr.trusted.overlay.redirect", "/elsewhere")
             + &pax_record("SCHILY.xattr.user.kept", "yes");
         let t = tar_with(&[("d/PaxHeaders/f", XHeader, pax.as_bytes(), None), ("f", Regular, b"x", None)]);
-        unpack(&t[..], dir.path()).unwrap();
+        unpack_walked(&t[..], dir.path());
         let f = dir.path().join("f");
         assert_eq!(xattr::get(&f, "trusted.overlay.redirect").unwrap(), None);
         // user.* xattrs need a file system that has them (tmpfs before 6.6 does not).
@@ -1275,7 +1421,7 @@ mod tests {
         let refs: Vec<(&str, tar::EntryType, &[u8], Option<&str>)> =
             entries.iter().map(|(p, k, d, l)| (p.as_str(), *k, d.as_slice(), *l)).collect();
         let t = tar_with(&refs);
-        let diff_id = unpack(&t[..], dir.path()).unwrap();
+        let diff_id = unpack_walked(&t[..], dir.path());
         assert_eq!(diff_id, format!("sha256:{}", hex::encode(Sha256::digest(&t))));
         let p = |s: &str| dir.path().join(s);
         assert_eq!(fs::read(p("d7/f42")).unwrap(), b"7-42");
@@ -1334,7 +1480,7 @@ mod tests {
             b.append_data(&mut h, path, data).unwrap();
         }
         let t = b.into_inner().unwrap();
-        unpack(&t[..], dir.path()).unwrap();
+        unpack_walked(&t[..], dir.path());
         for (path, kind, mode, uid, gid, _) in entries {
             let m = fs::symlink_metadata(dir.path().join(path)).unwrap();
             assert_eq!((m.uid(), m.gid()), (*uid as u32, *gid as u32), "{path}");
@@ -1359,7 +1505,7 @@ mod tests {
             ("d/.wh.gone", Regular, b"", None),
             ("o/.wh..wh..opq", Regular, b"", None),
         ]);
-        let diff_id = unpack(&t[..], dir.path()).unwrap();
+        let diff_id = unpack_walked(&t[..], dir.path());
         assert_eq!(diff_id, format!("sha256:{}", hex::encode(Sha256::digest(&t))));
         let (a, b) =
             (fs::metadata(dir.path().join("d/a")).unwrap(), fs::metadata(dir.path().join("d/b")).unwrap());
@@ -1391,7 +1537,7 @@ mod tests {
             b.append_data(&mut h, name, io::empty()).unwrap();
         }
         let t = b.into_inner().unwrap();
-        unpack(&t[..], dir.path()).unwrap();
+        unpack_walked(&t[..], dir.path());
         let pipe = fs::symlink_metadata(dir.path().join("pipe")).unwrap();
         assert!(pipe.file_type().is_fifo());
         assert_eq!((pipe.mode() & 0o7777, pipe.mtime()), (0o640, 1000));

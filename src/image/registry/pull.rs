@@ -2,7 +2,7 @@
 //! each streamed to a staging file while it is hashed, decompressed and unpacked on a second
 //! thread; committed to the store under its lock only when all of it is verified.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -17,6 +17,7 @@ use ureq::http::StatusCode;
 use super::client::{Client, body_error, status_error};
 use super::{LayerError, Platform, PulledImage, Registry, RegistryError};
 use crate::image::events::ImageEvents;
+use crate::image::integrity::Shape;
 use crate::image::{ImageStore, Reference, chain_ids, digest_of, unpack};
 use crate::state::Lock;
 
@@ -256,7 +257,7 @@ const READ: usize = 128 * 1024;
 struct Unpacker {
     tx: Option<SyncSender<(Vec<u8>, usize)>>,
     spent: std::sync::mpsc::Receiver<Vec<u8>>,
-    handle: std::thread::JoinHandle<Result<String, LayerError>>,
+    handle: std::thread::JoinHandle<Result<unpack::Unpacked, LayerError>>,
     dir: PathBuf,
 }
 
@@ -292,8 +293,8 @@ impl Unpacker {
         }
     }
 
-    /// Ends the stream; the diff id, or why the layer could not be unpacked.
-    fn finish(mut self) -> Result<String, LayerError> {
+    /// Ends the stream; the diff id and shape, or why the layer could not be unpacked.
+    fn finish(mut self) -> Result<unpack::Unpacked, LayerError> {
         self.tx = None;
         self.handle.join().unwrap_or(Err(LayerError::Panicked))
     }
@@ -306,7 +307,8 @@ impl Unpacker {
     }
 }
 
-/// Downloads (resuming) and unpacks one layer into the pull dir: `<hex>` and `<hex>.d`.
+/// Downloads (resuming) and unpacks one layer into the pull dir: `<hex>` and `<hex>.d`. The
+/// shape of `<hex>.d` when this unpacked it (`None` when the layer was there already).
 fn fetch_layer(
     client: &Client,
     store: &ImageStore,
@@ -314,7 +316,7 @@ fn fetch_layer(
     scopes: &[String],
     job: &LayerJob,
     events: &dyn ImageEvents,
-) -> Result<(), RegistryError> {
+) -> Result<Option<Shape>, RegistryError> {
     let name = hex12(&job.digest).to_string();
     let dir = pull_dir(store);
     let h = hex(&job.digest);
@@ -330,7 +332,7 @@ fn fetch_layer(
     let have_layer = store.layer_is_whole(&job.chain, &job.diff_id) || done_dir.is_dir();
     if have_blob && have_layer {
         events.event("Layer", &name, "Already exists", true);
-        return Ok(());
+        return Ok(None);
     }
     let what = format!("{} layer {}", r.full(), job.digest);
     if have_blob {
@@ -351,7 +353,7 @@ fn fetch_layer(
             u.feed(buf, n);
         }
         if format!("sha256:{}", ::hex::encode(hasher.finalize())) == job.digest {
-            return finish_unpack(u, &tmp, &done_dir, job, &what, &name, events);
+            return finish_unpack(u, &tmp, &done_dir, job, &what, &name, events).map(Some);
         }
         // Damaged: it goes, and the layer is downloaded again below.
         u.abort();
@@ -485,7 +487,7 @@ fn fetch_layer(
     events.event("Layer", &name, "Download complete", false);
     fs::rename(&partial, &done_file).map_err(io_at(&done_file))?;
     events.event("Layer", &name, "Extracting", false);
-    finish_unpack(unpacker, &tmp, &done_dir, job, &what, &name, events)
+    finish_unpack(unpacker, &tmp, &done_dir, job, &what, &name, events).map(Some)
 }
 
 fn finish_unpack(
@@ -496,12 +498,12 @@ fn finish_unpack(
     what: &str,
     name: &str,
     events: &dyn ImageEvents,
-) -> Result<(), RegistryError> {
+) -> Result<Shape, RegistryError> {
     // A blob whose content cannot be unpacked (or is not the layer the config names) is of
     // no use to a later pull: it goes with the failure, as its half-unpacked dir does.
     let verified_blob = done_dir.with_extension("");
-    let diff_id = match u.finish() {
-        Ok(d) => d,
+    let unpack::Unpacked { diff_id, shape } = match u.finish() {
+        Ok(u) => u,
         Err(source) => {
             let _ = fs::remove_dir_all(tmp);
             let _ = fs::remove_file(&verified_blob);
@@ -523,7 +525,7 @@ fn finish_unpack(
     }
     fs::rename(tmp, done_dir).map_err(io_at(done_dir))?;
     events.event("Layer", name, "Pull complete", true);
-    Ok(())
+    Ok(shape)
 }
 
 fn copy_body(
@@ -800,10 +802,19 @@ fn pull_inner(
         events.event("Layer", hex12(&j.digest), "Waiting", false);
     }
     // Bounded parallel downloads: workers take the next layer from a shared queue.
+    // The shapes of the layers unpacked here, for their completion markers (a layer unpacked
+    // by a killed pull is walked instead).
+    let shapes = std::sync::Mutex::new(HashMap::new());
     super::for_each_bounded(&jobs, reg.opts.max_concurrent_downloads, |job| {
-        fetch_layer(client, store, r, &scopes, job, events)
+        if let Some(shape) = fetch_layer(client, store, r, &scopes, job, events)?
+            && let Ok(mut shapes) = shapes.lock()
+        {
+            shapes.insert(job.digest.clone(), shape);
+        }
+        Ok(())
     })?;
-    commit(store, r, &jobs, &config_digest, &config_bytes, &bytes, &media_type, &manifest_digest)?;
+    let shapes = shapes.into_inner().unwrap_or_default();
+    commit(store, r, &jobs, &shapes, &config_digest, &config_bytes, &bytes, &media_type, &manifest_digest)?;
     Ok(PulledImage {
         id: config_digest,
         updated: previous.as_deref() != Some(manifest_digest.as_str()),
@@ -819,6 +830,7 @@ fn commit(
     store: &ImageStore,
     r: &Reference,
     jobs: &[LayerJob],
+    shapes: &HashMap<String, Shape>,
     config_digest: &str,
     config_bytes: &[u8],
     manifest: &[u8],
@@ -854,7 +866,7 @@ fn commit(
         let staged_dir = dir.join(format!("{h}.d"));
         if !store.layer_is_whole(&j.chain, &j.diff_id) {
             if staged_dir.is_dir() {
-                store.install_staged_layer(&staged_dir, &j.chain, &j.diff_id)?;
+                store.install_staged_layer(&staged_dir, &j.chain, &j.diff_id, shapes.get(&j.digest).copied())?;
             } else {
                 store.ensure_layer(&j.digest, parent.as_deref(), Some(&j.diff_id), &source)?;
             }
