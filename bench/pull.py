@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Times `berth image pull` of the webapp's base image from a local registry, beside skopeo (root).
 
-usage: bench/pull.py [--runs N] [--berth BINARY] [--baseline BINARY] [--json FILE]
+usage: bench/pull.py [--runs N] [--berth BINARY] [--baseline BINARY] [--floor] [--json FILE]
 
 Starts Debian's `docker-registry` on 127.0.0.1 (a free port, storage in a temp dir), puts
 berth/debian:bookworm there (scripts/debian-base, then `berth image push`; `skopeo copy` from
@@ -11,7 +11,14 @@ berth's store, an OCI image layout, when push fails), then times N runs of
   skopeo: `skopeo copy docker://127.0.0.1:PORT/debian:bookworm dir:EMPTY`
           (download and verify; no unpacking)
   skopeo + tar: the same, then `tar -x` of each layer (the work berth's pull does)
-in turn, after one untimed run of berth and skopeo. With --baseline, another berth binary's
+in turn, after one untimed run of berth and skopeo. With --floor, also the CPU time of the
+work no pull that unpacks can skip, each part timed alone with the fastest tool at hand (the
+median of N runs): decompressing the layers (zstd/gzip to /dev/null), the two digests
+(sha256 of each blob and of each tar, by OpenSSL through hashlib), and the kernel's part of
+making the layers' files from memory (mkdir, open/write/close, symlink, link, nothing else:
+no owners, modes or times, no reading, in a fresh dir); their sum over this machine's cores
+is what the fastest pull could take with every core busy all the time and no other work
+(no download, no blob write, no process start): a floor to set beside skopeo's time. With --baseline, another berth binary's
 pull is timed in the same rounds (before/after a change, alternating). Prints medians, min/max,
 the CPU time (user + system, of the process and its children: less sensitive to other load than
 wall time) and the ratios berth/skopeo and berth/(skopeo + tar). Builds berth in release mode
@@ -99,10 +106,103 @@ def pull_skopeo_unpack(tmp, ref, i):
     return (time.perf_counter() - start) * 1000, cpu
 
 
-def measure(berth, baseline, tmp, ref, runs):
-    """Seeds the registry, then alternates the timed pulls; returns the results and how the
-    image got into the registry."""
+# Makes the files of a tar (read into memory first) and prints the system CPU seconds the making
+# took: the kernel's part of an unpack, without owners, modes, times or reading.
+CREATE_FILES = r"""
+import os, resource, sys, tarfile
+tar, dest = sys.argv[1], sys.argv[2]
+with tarfile.open(tar) as tf:
+    members = [(m, tf.extractfile(m).read() if m.isreg() else None) for m in tf.getmembers()]
+made = {dest}
+def parents(path):
+    # The dirs above `path` that no entry made yet (a set, not a system call, per entry).
+    parent = os.path.dirname(path)
+    if parent not in made:
+        os.makedirs(parent, exist_ok=True)
+        while parent not in made:
+            made.add(parent)
+            parent = os.path.dirname(parent)
+start = resource.getrusage(resource.RUSAGE_SELF).ru_stime
+for m, data in members:
+    path = os.path.normpath(os.path.join(dest, m.name))
+    if path == dest:
+        continue
+    parents(path)
+    if m.isdir():
+        if path not in made:
+            os.mkdir(path)
+            made.add(path)
+    elif m.isreg():
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o644)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.close(fd)
+    elif m.issym():
+        os.symlink(m.linkname, path)
+    elif m.islnk():
+        os.link(os.path.join(dest, m.linkname), path)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_stime - start)
+"""
+
+
+def floor_layers(tmp, ref):
+    """The image's layer blobs (by skopeo) and each one's tar: (blob, decompressor, tar)."""
+    src = os.path.join(tmp, "floor-blobs")
+    subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}", f"dir:{src}"], check=True)
+    with open(os.path.join(src, "manifest.json")) as f:
+        blobs = [os.path.join(src, layer["digest"].split(":", 1)[1]) for layer in json.load(f)["layers"]]
+    layers = []
+    for n, blob in enumerate(blobs):
+        with open(blob, "rb") as f:
+            magic = f.read(4)
+        tool = "zstd" if magic == b"\x28\xb5\x2f\xfd" else "gzip" if magic[:2] == b"\x1f\x8b" else None
+        plain = os.path.join(tmp, f"floor-{n}.tar")
+        with open(plain, "wb") as out:
+            subprocess.run([tool, "-dc", blob] if tool else ["cat", blob], stdout=out, check=True)
+        layers.append((blob, tool, plain))
+    return layers
+
+
+def floor_round(tmp, layers, i):
+    """One round of the floor's parts (CPU ms each). The files are made beside the round's
+    pulls (in `tmp`, right after them), so that the file system is in the state they met."""
+    import hashlib
+    os.sync()
+    decompress = sha = create = 0.0
+    for n, (blob, tool, plain) in enumerate(layers):
+        if tool:
+            decompress += timed([tool, "-dc", blob])[1]
+        for path in (blob, plain):
+            with open(path, "rb") as f:
+                data = f.read()
+            start = time.process_time()
+            hashlib.sha256(data).hexdigest()
+            sha += (time.process_time() - start) * 1000
+            del data
+        dest = os.path.join(tmp, f"floor-files-{i}-{n}")
+        os.makedirs(dest)
+        out = subprocess.run([sys.executable, "-c", CREATE_FILES, plain, dest], capture_output=True,
+                             text=True, check=True).stdout
+        create += float(out) * 1000
+    return {"decompress": decompress, "sha256": sha, "create_files_sys": create}
+
+
+def floor_summary(rounds):
+    """Medians of the floor's parts, their sum, and the sum over this machine's cores."""
+    result = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+    result["cpu_ms"] = sum(result.values())
+    result["cores"] = os.cpu_count()
+    result["wall_ms_all_cores"] = result["cpu_ms"] / result["cores"]
+    return result
+
+
+def measure(berth, baseline, tmp, ref, runs, with_floor=False):
+    """Seeds the registry, then alternates the timed pulls (and the floor's parts); returns
+    the results and how the image got into the registry."""
     how = seed(berth, tmp, ref)
+    layers = floor_layers(tmp, ref) if with_floor else None
+    floor_rounds = []
     pull_berth(berth, tmp, ref, "warm")
     if baseline:
         pull_berth(baseline, tmp, ref, "warm-baseline")
@@ -114,7 +214,11 @@ def measure(berth, baseline, tmp, ref, runs):
             runs_of["baseline"].append(pull_berth(baseline, tmp, ref, f"baseline-{i}"))
         runs_of["skopeo"].append(pull_skopeo(tmp, ref, i))
         runs_of["skopeo_unpack"].append(pull_skopeo_unpack(tmp, ref, i))
+        if layers:
+            floor_rounds.append(floor_round(tmp, layers, i))
     result = {"image": ref, "seeded_with": how, "runs": runs}
+    if floor_rounds:
+        result["floor"] = floor_summary(floor_rounds)
     for key, samples in runs_of.items():
         if samples:
             result[key] = stats([w for w, _ in samples])
@@ -130,6 +234,8 @@ def main():
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--berth", help="berth binary (default: build the release binary)")
     ap.add_argument("--baseline", help="another berth binary, timed in the same rounds (e.g. main's)")
+    ap.add_argument("--floor", action="store_true",
+                    help="also time, part by part, the work no unpacking pull can skip (see above)")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = ap.parse_args()
     ensure_packages([("docker-registry", "docker-registry"), ("skopeo", "skopeo")])
@@ -138,7 +244,8 @@ def main():
     try:
         with Registry(tmp) as registry:
             baseline = os.path.abspath(args.baseline) if args.baseline else None
-            result, how = measure(berth, baseline, tmp, f"127.0.0.1:{registry.port}/debian:bookworm", args.runs)
+            ref = f"127.0.0.1:{registry.port}/debian:bookworm"
+            result, how = measure(berth, baseline, tmp, ref, args.runs, args.floor)
     except subprocess.CalledProcessError as e:
         sys.exit(f"{' '.join(map(str, e.cmd))} failed ({e.returncode}): {(e.stderr or b'').decode(errors='replace')}")
     finally:
@@ -155,6 +262,14 @@ def main():
     print(f"  ratio berth/skopeo (medians): {result['ratio_berth_over_skopeo']:.2f}"
           " (berth also unpacks the layer; skopeo only stores blobs)")
     print(f"  ratio berth/(skopeo + tar -x) (medians): {result['ratio_berth_over_skopeo_unpack']:.2f}")
+    if "floor" in result:
+        f = result["floor"]
+        print(f"  floor (CPU no unpacking pull can skip, medians): decompress {f['decompress']:.0f}ms"
+              f" + sha256 of blobs and tars {f['sha256']:.0f}ms + kernel making the files"
+              f" {f['create_files_sys']:.0f}ms = {f['cpu_ms']:.0f}ms")
+        print(f"  floor over {f['cores']} cores: {f['wall_ms_all_cores']:.0f}ms"
+              f" = {f['wall_ms_all_cores'] / result['skopeo']['median_ms']:.2f} of skopeo's median"
+              f"; berth's CPU is {result['berth_cpu']['median_ms'] / f['cpu_ms']:.2f}x the floor's")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
