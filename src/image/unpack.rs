@@ -1250,9 +1250,6 @@ mod tests {
         assert!(matches!(err, UnpackError::Escape { .. }), "{err}");
     }
 
-    /// The diff id is of the whole stream, also the bytes after the tar's end (more of them
-    /// than the stages hold, so that the hasher goes on after the tar side has stopped); a
-    /// failed unpack with as long a tail still returns its own error.
     #[test]
     fn the_shape_kept_is_what_a_walk_finds() {
         use tar::EntryType::*;
@@ -1302,6 +1299,9 @@ mod tests {
         assert_eq!(shape.bytes, 5 + 4 + 3 + 2 * big.len() as u64 + 5, "{shape:?}");
     }
 
+    /// The diff id is of the whole stream, also the bytes after the tar's end (more of them
+    /// than the stages hold, so that the hasher goes on after the tar side has stopped); a
+    /// failed unpack with as long a tail still returns its own error.
     #[test]
     fn the_diff_id_counts_the_stream_past_the_tar_end() {
         use tar::EntryType::*;
