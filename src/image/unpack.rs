@@ -1216,19 +1216,26 @@ mod tests {
         unpacked.diff_id
     }
 
+    /// A header of `kind` for `size` bytes (owned by root, 0755 dirs, 0644 the rest), its
+    /// path left to the caller.
+    fn header(kind: tar::EntryType, size: usize, link: Option<&str>) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(if kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
+        h.set_size(size as u64);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        if let Some(l) = link {
+            h.set_link_name(l).unwrap();
+        }
+        h
+    }
+
     fn tar_with(entries: &[(&str, tar::EntryType, &[u8], Option<&str>)]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
         for (path, kind, data, link) in entries {
-            let mut h = tar::Header::new_gnu();
-            h.set_entry_type(*kind);
-            h.set_mode(if *kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
-            h.set_size(data.len() as u64);
-            h.set_uid(0);
-            h.set_gid(0);
-            h.set_mtime(0);
-            if let Some(l) = link {
-                h.set_link_name(l).unwrap();
-            }
+            let mut h = header(*kind, data.len(), *link);
             // set_path refuses '..'; write the raw name so that the escape attempt is real.
             let name = h.as_old_mut().name.as_mut();
             name[..path.len()].copy_from_slice(path.as_bytes());
@@ -1256,17 +1263,7 @@ mod tests {
         let dir = tempfile::Builder::new().prefix("berth-").tempdir().unwrap();
         let mut b = tar::Builder::new(Vec::new());
         let add = |b: &mut tar::Builder<Vec<u8>>, path: &str, kind: tar::EntryType, data: &[u8], link: Option<&str>| {
-            let mut h = tar::Header::new_gnu();
-            h.set_entry_type(kind);
-            h.set_mode(if kind == Directory { 0o755 } else { 0o644 });
-            h.set_size(data.len() as u64);
-            h.set_mtime(1);
-            h.set_uid(0);
-            h.set_gid(0);
-            if let Some(l) = link {
-                h.set_link_name(l).unwrap();
-            }
-            b.append_data(&mut h, path, data).unwrap();
+            b.append_data(&mut header(kind, data.len(), link), path, data).unwrap();
         };
         // Parents made for entries below them, and a dir entry for one made so.
         add(&mut b, "a/b/c/file", Regular, b"12345", None);
